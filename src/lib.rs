@@ -3,6 +3,8 @@
 //! Async flow-control and resilience primitives for Tokio.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// Bounded MPMC channels with backpressure, weights, watermarks and eviction.
+pub mod channel;
 pub mod clock;
 mod error;
 mod sync;
