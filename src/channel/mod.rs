@@ -566,7 +566,9 @@ impl<T> Sender<T> {
     ///
     /// # Panics
     ///
-    /// Never (a huge `timeout` means "practically forever").
+    /// Not on any argument (a huge `timeout` means "practically forever");
+    /// like `tokio::time::sleep`, it must be called within a Tokio runtime
+    /// with time enabled.
     ///
     /// # Cancel safety
     ///
@@ -601,7 +603,7 @@ impl<T> Sender<T> {
     ///
     /// # Panics
     ///
-    /// Never.
+    /// As for [`send_timeout`](Self::send_timeout).
     ///
     /// # Cancel safety
     ///
@@ -1573,7 +1575,9 @@ impl<T> Receiver<T> {
     ///
     /// # Panics
     ///
-    /// Never (a huge `timeout` means "practically forever").
+    /// Not on any argument (a huge `timeout` means "practically forever");
+    /// like `tokio::time::sleep`, it must be called within a Tokio runtime
+    /// with time enabled.
     ///
     /// # Cancel safety
     ///
@@ -1606,7 +1610,7 @@ impl<T> Receiver<T> {
     ///
     /// # Panics
     ///
-    /// Never.
+    /// As for [`recv_timeout`](Self::recv_timeout).
     ///
     /// # Cancel safety
     ///
