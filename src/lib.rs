@@ -5,6 +5,7 @@
 
 pub mod clock;
 mod error;
+pub mod semaphore;
 mod sync;
 
 pub use error::{ConfigError, ConfigErrorKind};
