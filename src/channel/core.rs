@@ -410,6 +410,9 @@ impl<T, W> Core<T, W> {
             if cap > MIN_RETAINED && len <= cap / 4 {
                 self.queue.shrink_to((cap / 2).max(MIN_RETAINED));
             }
+            // Evicting several light values for a heavy one can leave room
+            // that a waiting sender fits in.
+            self.grant(wake);
         }
         Ok(())
     }
