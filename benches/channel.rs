@@ -217,33 +217,49 @@ fn bench(c: &mut Criterion) {
         }};
     }
 
-    group!("channel_spsc", MSGS, [
-        ("flowguard", fg::spsc),
-        ("tokio_mpsc", tk::spsc),
-        ("async_channel", ac::spsc),
-        ("flume", fl::spsc),
-        ("kanal", kn::spsc),
-    ]);
-    group!("channel_mpsc_4p", MSGS, [
-        ("flowguard", fg::mpsc),
-        ("tokio_mpsc", tk::mpsc),
-        ("async_channel", ac::mpsc),
-        ("flume", fl::mpsc),
-        ("kanal", kn::mpsc),
-    ]);
-    group!("channel_mpmc_4x4", MSGS, [
-        ("flowguard", fg_mpmc::mpmc),
-        ("async_channel", ac_mpmc::mpmc),
-        ("flume", fl_mpmc::mpmc),
-        ("kanal", kn_mpmc::mpmc),
-    ]);
-    group!("channel_ping_pong_cap1", PING_PONGS, [
-        ("flowguard", fg::ping_pong),
-        ("tokio_mpsc", tk::ping_pong),
-        ("async_channel", ac::ping_pong),
-        ("flume", fl::ping_pong),
-        ("kanal", kn::ping_pong),
-    ]);
+    group!(
+        "channel_spsc",
+        MSGS,
+        [
+            ("flowguard", fg::spsc),
+            ("tokio_mpsc", tk::spsc),
+            ("async_channel", ac::spsc),
+            ("flume", fl::spsc),
+            ("kanal", kn::spsc),
+        ]
+    );
+    group!(
+        "channel_mpsc_4p",
+        MSGS,
+        [
+            ("flowguard", fg::mpsc),
+            ("tokio_mpsc", tk::mpsc),
+            ("async_channel", ac::mpsc),
+            ("flume", fl::mpsc),
+            ("kanal", kn::mpsc),
+        ]
+    );
+    group!(
+        "channel_mpmc_4x4",
+        MSGS,
+        [
+            ("flowguard", fg_mpmc::mpmc),
+            ("async_channel", ac_mpmc::mpmc),
+            ("flume", fl_mpmc::mpmc),
+            ("kanal", kn_mpmc::mpmc),
+        ]
+    );
+    group!(
+        "channel_ping_pong_cap1",
+        PING_PONGS,
+        [
+            ("flowguard", fg::ping_pong),
+            ("tokio_mpsc", tk::ping_pong),
+            ("async_channel", ac::ping_pong),
+            ("flume", fl::ping_pong),
+            ("kanal", kn::ping_pong),
+        ]
+    );
 }
 
 criterion_group!(benches, bench);

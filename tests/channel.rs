@@ -648,5 +648,6 @@ async fn public_types_are_send_sync_unpin() {
     let (tx, rx) = channel::bounded::<u32>(1).unwrap();
     is_send(&tx.send_timeout(1, Duration::from_secs(1)));
     is_send(&rx.recv_timeout(Duration::from_secs(1)));
-    let _ = pin!(rx.recv());
+    let mut f = pin!(rx.recv());
+    assert!(futures::poll!(f.as_mut()).is_pending());
 }

@@ -48,24 +48,50 @@ fn close_with_waiters_and_permits() {
     model::check_with(
         1,
         4,
-        &[Send(1), Send(2), Send(1), TryReserve(0), Close, PollSend(0), TryRecv, PermitSend],
+        &[
+            Send(1),
+            Send(2),
+            Send(1),
+            TryReserve(0),
+            Close,
+            PollSend(0),
+            TryRecv,
+            PermitSend,
+        ],
     );
 }
 
 #[test]
 fn heavy_head_blocks_then_cancel_unblocks() {
     use Op::*;
-    model::check_with(4, 10, &[Send(8), Send(9), Send(1), CancelSend(0), PollSend(0), TryRecv]);
+    model::check_with(
+        4,
+        10,
+        &[
+            Send(8),
+            Send(9),
+            Send(1),
+            CancelSend(0),
+            PollSend(0),
+            TryRecv,
+        ],
+    );
 }
 
 #[test]
 fn regression_permit_drop_at_end_grants_waiter() {
-    model::check(&model::ops_from_bytes(&[0, 0, 192, 123, 0, 0, 0, 0, 0, 0, 44]));
+    model::check(&model::ops_from_bytes(&[
+        0, 0, 192, 123, 0, 0, 0, 0, 0, 0, 44,
+    ]));
 }
 
 #[test]
 fn force_send_eviction_hands_room_to_waiters() {
     use Op::*;
     // Two light values evicted for a lighter one leave room for the waiter.
-    model::check_with(4, 10, &[TrySend(5), TrySend(5), Send(4), ForceSend(1), PollSend(0)]);
+    model::check_with(
+        4,
+        10,
+        &[TrySend(5), TrySend(5), Send(4), ForceSend(1), PollSend(0)],
+    );
 }

@@ -25,6 +25,16 @@ pub(crate) const MAX_CAPACITY: usize = usize::MAX >> 2;
 /// Below this many allocated slots the queue is never shrunk.
 const MIN_RETAINED: usize = 32;
 
+/// Halves a waiter list's storage once it is three quarters empty, so a
+/// burst of parked tasks does not pin memory forever either.
+#[inline]
+fn shrink_waiters<X>(d: &mut VecDeque<X>) {
+    let cap = d.capacity();
+    if cap > MIN_RETAINED && d.len() <= cap / 4 {
+        d.shrink_to((cap / 2).max(MIN_RETAINED));
+    }
+}
+
 /// Wakers collected under the lock, woken after it is released.
 ///
 /// Holds up to four inline (the common case: one receiver or one sender) so
@@ -283,6 +293,7 @@ impl<T, W> Core<T, W> {
         }
         if let Some((_, w)) = self.recv_waiters.pop_front() {
             wake.push(w);
+            shrink_waiters(&mut self.recv_waiters);
         }
     }
 
@@ -342,6 +353,7 @@ impl<T, W> Core<T, W> {
                 wake.push(waker);
             }
         }
+        shrink_waiters(&mut self.send_waiters);
     }
 
     fn find_sender(&self, id: u64) -> Result<usize, usize> {
@@ -896,6 +908,31 @@ mod tests {
         assert!(c.allocated() >= 10_000);
         while c.try_recv(&mut wl).is_ok() {}
         assert!(c.allocated() <= MIN_RETAINED, "{}", c.allocated());
+    }
+
+    #[test]
+    fn waiter_lists_shrink_after_a_burst() {
+        let mut c = C::new(1, usize::MAX, None);
+        let mut wl = WakeList::new();
+        c.try_send(0, 0, &mut wl).unwrap();
+        for i in 0..1000 {
+            c.register_send(Some(i), 1, 0, i);
+        }
+        assert!(c.send_waiters.capacity() >= 1000);
+        while c.try_recv(&mut wl).is_ok() {}
+        wl.drain(drop);
+        assert_eq!(c.waiting_senders(), 0);
+        assert!(c.send_waiters.capacity() <= MIN_RETAINED);
+        let mut c = C::new(1, usize::MAX, None);
+        let mut ids = Vec::new();
+        for i in 0..1000 {
+            ids.push(c.register_recv(None, i));
+        }
+        for i in 0..1000 {
+            c.try_send(i, 0, &mut wl).unwrap();
+            c.try_recv(&mut wl).unwrap();
+        }
+        assert!(c.recv_waiters.capacity() <= MIN_RETAINED);
     }
 
     #[test]

@@ -59,6 +59,23 @@
 //! `reserve` and `force_send` meaningless. It is refused with a
 //! [`ConfigError`] rather than silently switching modes; use capacity 1 for
 //! the tightest bound.
+//!
+//! [`bounded`]: crate::channel::bounded
+//! [`Builder`]: crate::channel::Builder
+//! [`Sender::send`]: crate::channel::Sender::send
+//! [`Sender::send_timeout`]: crate::channel::Sender::send_timeout
+//! [`Sender::send_blocking`]: crate::channel::Sender::send_blocking
+//! [`Sender::try_send`]: crate::channel::Sender::try_send
+//! [`Sender::force_send`]: crate::channel::Sender::force_send
+//! [`Sender::reserve`]: crate::channel::Sender::reserve
+//! [`Permit::send`]: crate::channel::Permit::send
+//! [`Receiver::recv`]: crate::channel::Receiver::recv
+//! [`Receiver::try_recv`]: crate::channel::Receiver::try_recv
+//! [`Receiver::recv_many`]: crate::channel::Receiver::recv_many
+//! [`Sender::is_congested`]: crate::channel::Sender::is_congested
+//! [`Sender::drained`]: crate::channel::Sender::drained
+//! [`Permit`]: crate::channel::Permit
+//! [`ConfigError`]: crate::ConfigError
 
 mod core;
 mod error;

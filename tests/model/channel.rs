@@ -20,7 +20,7 @@ use flowguard::channel::{Builder, Permit, SendError, SendFuture, TryRecvError, T
 
 /// One step. Arguments are reduced modulo what makes sense at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// `try_send` a new value of this weight.
     TrySend(u8),
     /// `send` a new value, polled once; if it waits it is kept pending.
@@ -48,7 +48,7 @@ pub enum Op {
 }
 
 /// Decodes bytes into a capacity/max-weight header (first two bytes) and ops.
-pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
+pub(crate) fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
     data.chunks(2)
         .map(|c| {
             let arg = c.get(1).copied().unwrap_or(0);
@@ -140,12 +140,12 @@ fn poll<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
 }
 
 /// Runs `ops` against the real channel and the model; panics on divergence.
-pub fn check(ops: &[Op]) {
+pub(crate) fn check(ops: &[Op]) {
     check_with(3, 12, ops);
 }
 
 /// As [`check`] with a given starting capacity and weight bound.
-pub fn check_with(cap: usize, max_weight: usize, ops: &[Op]) {
+pub(crate) fn check_with(cap: usize, max_weight: usize, ops: &[Op]) {
     let (tx, rx) = Builder::<Item>::new(cap)
         .weigh(|i: &Item| i.1)
         .max_weight(max_weight)
@@ -202,7 +202,12 @@ pub fn check_with(cap: usize, max_weight: usize, ops: &[Op]) {
                             assert_eq!(got.unwrap_err(), TrySendError::Closed(item), "{}", ctx!());
                             accounted += 1;
                         } else if w > m.max_weight {
-                            assert_eq!(got.unwrap_err(), TrySendError::TooHeavy(item), "{}", ctx!());
+                            assert_eq!(
+                                got.unwrap_err(),
+                                TrySendError::TooHeavy(item),
+                                "{}",
+                                ctx!()
+                            );
                             accounted += 1;
                         } else if !(m.reserved < m.cap && w <= m.max_weight) {
                             assert_eq!(got.unwrap_err(), TrySendError::Full(item), "{}", ctx!());
@@ -384,7 +389,11 @@ pub fn check_with(cap: usize, max_weight: usize, ops: &[Op]) {
         if m.queue.len() + m.reserved <= m.cap {
             m.shrunk = false;
         }
-        assert!(m.shrunk || m.queue.len() + m.reserved <= m.cap, "{}", ctx!());
+        assert!(
+            m.shrunk || m.queue.len() + m.reserved <= m.cap,
+            "{}",
+            ctx!()
+        );
     }
 
     // End: close, settle the pending sends, drain; every value has one fate.
