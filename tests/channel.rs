@@ -343,6 +343,31 @@ async fn reserve_many_is_all_or_nothing_and_fifo() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn owned_permits_move_into_tasks_and_return_room() {
+    let (tx, rx) = channel::bounded::<u32>(1).unwrap();
+    let permit = tx.clone().reserve_owned().await.unwrap();
+    assert_eq!(rx.metrics().reserved, 1);
+    // Parked behind the permit; cancelling it leaks nothing.
+    let mut waiting = tx.clone().reserve_owned();
+    assert!(poll_once(&mut waiting).is_pending());
+    let tx2 = tokio::spawn(async move { permit.send(4) }).await.unwrap();
+    drop(waiting);
+    assert_eq!(rx.metrics().reserved, 0);
+    assert_eq!(rx.recv().await, Some(4));
+    let permit = tx2.reserve_owned().await.unwrap();
+    let tx3 = permit.release();
+    assert_eq!(rx.metrics().reserved, 0);
+    let permit = tx3.reserve_owned().await.unwrap();
+    drop(permit);
+    assert_eq!(rx.metrics().reserved, 0);
+    tx.close();
+    assert_eq!(
+        tx.clone().reserve_owned().await.unwrap_err(),
+        ReserveError::Closed
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn cancelled_reserve_returns_granted_room() {
     let (tx, rx) = channel::bounded::<u32>(1).unwrap();
     tx.send(0).await.unwrap();
@@ -637,6 +662,8 @@ async fn public_types_are_send_sync_unpin() {
     send_sync::<channel::Permit<'static, u32>>();
     send_sync::<channel::Permits<'static, u32>>();
     send_sync::<channel::Evicted<u32>>();
+    send_sync::<channel::OwnedPermit<u32>>();
+    send_unpin::<channel::ReserveOwnedFuture<u32>>();
     send_sync::<channel::SendError<u32>>();
     send_unpin::<channel::Receiver<u32>>();
     send_unpin::<channel::SendFuture<'static, u32>>();

@@ -770,6 +770,40 @@ impl<T> Sender<T> {
         }
     }
 
+    /// As [`reserve`](Self::reserve), but the permit owns this sender, so
+    /// it can move into a `'static` task.
+    ///
+    /// # Errors
+    ///
+    /// [`ReserveError::Closed`] once the channel is closed (the sender is
+    /// dropped then; clone it first to keep one).
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`reserve`](Self::reserve).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// let permit = tx.clone().reserve_owned().await.unwrap();
+    /// let _tx_again = permit.send(3);
+    /// assert_eq!(rx.try_recv(), Ok(3));
+    /// # }
+    /// ```
+    pub fn reserve_owned(self) -> ReserveOwnedFuture<T> {
+        ReserveOwnedFuture {
+            sender: Some(self),
+            state: ReserveState::new(1),
+        }
+    }
+
     /// Waits for `n` slots of room at once (all or nothing; first in, first
     /// out with other waiters) and returns them as [`Permits`], an iterator
     /// of `n` [`Permit`]s.
@@ -1117,30 +1151,30 @@ impl<T> Future for SendTimeoutFuture<'_, T> {
     }
 }
 
-/// Shared by the reserve futures: a waiting reservation of `count` slots.
-struct Reserving<'a, T> {
-    chan: &'a Chan<T>,
+/// The state of a waiting reservation of `count` slots, shared by the
+/// borrowed and owned reserve futures.
+#[derive(Debug)]
+struct ReserveState {
     count: usize,
     id: Option<u64>,
     done: bool,
 }
 
-impl<'a, T> Reserving<'a, T> {
-    fn new(chan: &'a Chan<T>, count: usize) -> Self {
+impl ReserveState {
+    fn new(count: usize) -> Self {
         Self {
-            chan,
             count,
             id: None,
             done: false,
         }
     }
 
-    fn poll(&mut self, cx: &Context<'_>) -> Poll<Result<(), ReserveError>> {
+    fn poll<T>(&mut self, chan: &Chan<T>, cx: &Context<'_>) -> Poll<Result<(), ReserveError>> {
         if self.done {
             return Poll::Ready(Err(ReserveError::Closed));
         }
         let r = match self.id {
-            Some(id) => match self.chan.locked(|c, _| c.poll_send(id, |s| refresh(s, cx))) {
+            Some(id) => match chan.locked(|c, _| c.poll_send(id, |s| refresh(s, cx))) {
                 SendPoll::Pending => return Poll::Pending,
                 SendPoll::Done => Ok(()),
                 SendPoll::Closed(_) => Err(ReserveError::Closed),
@@ -1148,7 +1182,7 @@ impl<'a, T> Reserving<'a, T> {
             },
             None => {
                 let count = self.count;
-                let r = self.chan.locked(|c, _| match c.try_reserve(count, 0) {
+                let r = chan.locked(|c, _| match c.try_reserve(count, 0) {
                     Ok(()) => Ok(Ok(())),
                     Err(ReserveRefused::Full) => {
                         Err(c.register_send(None, count, 0, cx.waker().clone()))
@@ -1169,19 +1203,43 @@ impl<'a, T> Reserving<'a, T> {
         self.done = true;
         Poll::Ready(r)
     }
-}
 
-impl<T> Drop for Reserving<'_, T> {
-    fn drop(&mut self) {
-        if let Some(id) = self.id {
+    /// Gives up waiting; room granted meanwhile goes back.
+    fn cancel<T>(&mut self, chan: &Chan<T>) {
+        if let Some(id) = self.id.take() {
             let count = self.count;
-            self.chan.locked(|c, w| {
+            chan.locked(|c, w| {
                 if c.cancel_send(id, w).is_err() {
                     // Granted while we were not looking: give the room back.
                     c.release(count, 0, w);
                 }
             });
         }
+    }
+}
+
+/// A borrowed waiting reservation.
+struct Reserving<'a, T> {
+    chan: &'a Chan<T>,
+    state: ReserveState,
+}
+
+impl<'a, T> Reserving<'a, T> {
+    fn new(chan: &'a Chan<T>, count: usize) -> Self {
+        Self {
+            chan,
+            state: ReserveState::new(count),
+        }
+    }
+
+    fn poll(&mut self, cx: &Context<'_>) -> Poll<Result<(), ReserveError>> {
+        self.state.poll(self.chan, cx)
+    }
+}
+
+impl<T> Drop for Reserving<'_, T> {
+    fn drop(&mut self) {
+        self.state.cancel(self.chan);
     }
 }
 
@@ -1195,7 +1253,7 @@ impl<T> Unpin for ReserveFuture<'_, T> {}
 impl<T> fmt::Debug for ReserveFuture<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReserveFuture")
-            .field("waiting", &self.inner.id.is_some())
+            .field("waiting", &self.inner.state.id.is_some())
             .finish()
     }
 }
@@ -1222,8 +1280,8 @@ impl<T> Unpin for ReserveManyFuture<'_, T> {}
 impl<T> fmt::Debug for ReserveManyFuture<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReserveManyFuture")
-            .field("count", &self.inner.count)
-            .field("waiting", &self.inner.id.is_some())
+            .field("count", &self.inner.state.count)
+            .field("waiting", &self.inner.state.id.is_some())
             .finish()
     }
 }
@@ -1235,8 +1293,50 @@ impl<'a, T> Future for ReserveManyFuture<'a, T> {
         let this = self.get_mut();
         this.inner.poll(cx).map_ok(|()| Permits {
             chan: this.inner.chan,
-            remaining: this.inner.count,
+            remaining: this.inner.state.count,
         })
+    }
+}
+
+/// The future of [`Sender::reserve_owned`].
+pub struct ReserveOwnedFuture<T> {
+    sender: Option<Sender<T>>,
+    state: ReserveState,
+}
+
+impl<T> Unpin for ReserveOwnedFuture<T> {}
+
+impl<T> fmt::Debug for ReserveOwnedFuture<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReserveOwnedFuture")
+            .field("waiting", &self.state.id.is_some())
+            .finish()
+    }
+}
+
+impl<T> Future for ReserveOwnedFuture<T> {
+    type Output = Result<OwnedPermit<T>, ReserveError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(sender) = this.sender.as_ref() else {
+            return Poll::Ready(Err(ReserveError::Closed));
+        };
+        match this.state.poll(&sender.chan, cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(OwnedPermit {
+                sender: this.sender.take(),
+            })),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl<T> Drop for ReserveOwnedFuture<T> {
+    fn drop(&mut self) {
+        if let Some(sender) = &self.sender {
+            self.state.cancel(&sender.chan);
+        }
     }
 }
 
@@ -1336,6 +1436,73 @@ impl<T> Drop for Permit<'_, T> {
     fn drop(&mut self) {
         if self.live {
             self.chan.locked(|c, w| c.release(1, 0, w));
+        }
+    }
+}
+
+/// One slot of room held for a value, owning its [`Sender`] (for
+/// `'static` tasks); from [`Sender::reserve_owned`]. [`send`](Self::send)
+/// cannot fail and gives the sender back. Dropping it unused returns the
+/// room. Weighted channels: as for [`Permit`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+/// let permit = tx.reserve_owned().await.unwrap();
+/// let task = tokio::spawn(async move {
+///     let tx = permit.send(1); // the sender comes back
+///     tx.is_closed()
+/// });
+/// assert!(!task.await.unwrap());
+/// assert_eq!(rx.recv().await, Some(1));
+/// # }
+/// ```
+pub struct OwnedPermit<T> {
+    sender: Option<Sender<T>>,
+}
+
+impl<T> fmt::Debug for OwnedPermit<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedPermit").finish_non_exhaustive()
+    }
+}
+
+impl<T> OwnedPermit<T> {
+    /// Queues `value` in the held slot and returns the sender. If every
+    /// receiver is already gone, the value is dropped.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    pub fn send(mut self, value: T) -> Sender<T> {
+        let Some(sender) = self.sender.take() else {
+            unreachable!("an OwnedPermit always holds its sender until consumed")
+        };
+        let weight = sender.chan.weigh(&value);
+        let dropped = sender
+            .chan
+            .locked(|c, w| c.send_reserved(value, 0, weight, w));
+        drop(dropped);
+        sender
+    }
+
+    /// Returns the room unused and gives the sender back.
+    pub fn release(mut self) -> Sender<T> {
+        let Some(sender) = self.sender.take() else {
+            unreachable!("an OwnedPermit always holds its sender until consumed")
+        };
+        sender.chan.locked(|c, w| c.release(1, 0, w));
+        sender
+    }
+}
+
+impl<T> Drop for OwnedPermit<T> {
+    fn drop(&mut self) {
+        if let Some(sender) = &self.sender {
+            sender.chan.locked(|c, w| c.release(1, 0, w));
         }
     }
 }
