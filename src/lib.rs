@@ -5,6 +5,7 @@
 
 pub mod clock;
 mod error;
+pub mod pool;
 pub mod semaphore;
 mod sync;
 
