@@ -17,6 +17,9 @@ pub(crate) struct TaskShared<T> {
 
 struct TaskState<T> {
     result: Option<Result<T, TaskError>>,
+    /// An outcome is being recorded (see `claim`).
+    claimed: bool,
+    /// The outcome is published.
     done: bool,
     waker: Option<Waker>,
     abort: Option<tokio::task::AbortHandle>,
@@ -28,6 +31,7 @@ impl<T> TaskShared<T> {
         Arc::new(Self {
             state: Mutex::new(TaskState {
                 result: None,
+                claimed: false,
                 done: false,
                 waker: None,
                 abort: None,
@@ -42,28 +46,41 @@ impl<T> TaskShared<T> {
     }
 
     /// As [`complete`](Self::complete), running `counted` (e.g. a metrics
-    /// update) only if this completion won, and before the handle wakes, so
-    /// a caller that awaited the handle sees the counters up to date.
+    /// update) only if this completion won, and before the handle wakes.
     pub(crate) fn complete_then(
         &self,
         result: Result<T, TaskError>,
         counted: impl FnOnce(),
     ) -> bool {
+        if !self.claim() {
+            return false;
+        }
+        counted();
+        self.publish(result);
+        true
+    }
+
+    /// First phase of completing: true if this caller won the right to
+    /// publish the outcome. The handle stays pending until `publish`, so
+    /// bookkeeping done in between (counters, freeing the slot) is visible
+    /// to whoever awaits the handle.
+    pub(crate) fn claim(&self) -> bool {
+        let mut st = self.state.lock();
+        !std::mem::replace(&mut st.claimed, true)
+    }
+
+    /// Second phase: stores the outcome and wakes the handle.
+    pub(crate) fn publish(&self, result: Result<T, TaskError>) {
         let waker = {
             let mut st = self.state.lock();
-            if st.done {
-                return false;
-            }
             st.done = true;
             st.result = Some(result);
             st.abort = None;
             st.waker.take()
         };
-        counted();
         if let Some(w) = waker {
             w.wake();
         }
-        true
     }
 
     /// Lets a later abort reach the running Tokio task.
@@ -219,39 +236,39 @@ fn panicked(payload: Box<dyn Any + Send>) -> TaskError {
 
 /// Held by a running task: records its outcome and frees its slot. If the
 /// task is dropped before it ends (aborted), the handle resolves to
-/// `Cancelled`. Only the first outcome for a task is counted.
+/// `Cancelled`. Only the first outcome for a task is counted, and the slot is
+/// freed before the handle wakes, so whoever awaited it sees the pool's
+/// metrics already updated.
 pub(crate) struct Finish<T> {
     shared: Arc<TaskShared<T>>,
-    slot: RunSlot,
-    done: bool,
+    slot: Option<RunSlot>,
 }
 
 impl<T> Finish<T> {
     pub(crate) fn new(shared: Arc<TaskShared<T>>, slot: RunSlot) -> Self {
         Self {
             shared,
-            slot,
-            done: false,
+            slot: Some(slot),
         }
     }
 
     pub(crate) fn finish(mut self, outcome: Result<T, TaskError>) {
-        self.done = true;
         self.record(outcome);
     }
 
-    fn record(&self, outcome: Result<T, TaskError>) {
-        let counters = self.slot.counters();
-        let kind = outcome.as_ref().map(|_| ()).map_err(Clone::clone);
-        self.shared
-            .complete_then(outcome, || counters.record(&kind));
+    fn record(&mut self, outcome: Result<T, TaskError>) {
+        let Some(slot) = self.slot.take() else { return };
+        if self.shared.claim() {
+            let kind = outcome.as_ref().map(|_| ()).map_err(Clone::clone);
+            slot.counters().record(&kind);
+            drop(slot);
+            self.shared.publish(outcome);
+        }
     }
 }
 
 impl<T> Drop for Finish<T> {
     fn drop(&mut self) {
-        if !self.done {
-            self.record(Err(TaskError::Cancelled));
-        }
+        self.record(Err(TaskError::Cancelled));
     }
 }
