@@ -5,6 +5,8 @@
 
 pub mod clock;
 mod error;
+/// Token-bucket rate limiters (GCRA): plain, FIFO-fair and keyed.
+pub mod rate;
 mod sync;
 
 pub use error::{ConfigError, ConfigErrorKind};
