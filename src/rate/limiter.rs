@@ -249,6 +249,9 @@ impl<C: Clock> RateLimiter<C> {
 
     /// Waits in the FIFO queue until `n` tokens are taken.
     ///
+    /// The head of the queue sleeps until its exact retry instant, which
+    /// Tokio's timer rounds up to its 1 ms resolution.
+    ///
     /// # Errors
     ///
     /// [`AcquireError::InsufficientCapacity`] at once when `n` exceeds the
