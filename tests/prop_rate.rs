@@ -42,7 +42,11 @@ proptest! {
 fn regression_boundary_exactly_at_retry_instant() {
     use Op::*;
     model::check(&[
-        Start { rate: 3, period_ns: 1000, burst: 2 },
+        Start {
+            rate: 3,
+            period_ns: 1000,
+            burst: 2,
+        },
         TryAcquire(2),
         TryAcquire(1),
         Advance(333),

@@ -7,11 +7,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flowguard::clock::{Clock, ManualClock};
-use flowguard::rate::{
-    AcquireError, KeyedRateLimiter, Quota, RateLimiter, TryAcquireError,
-};
 use flowguard::ConfigErrorKind;
+use flowguard::clock::{Clock, ManualClock};
+use flowguard::rate::{AcquireError, KeyedRateLimiter, Quota, RateLimiter, TryAcquireError};
 use tokio::time::Instant;
 
 fn ms(n: u64) -> Duration {
@@ -48,7 +46,11 @@ async fn try_acquire_retry_after_is_exact() {
     let at = retry_after(l.try_acquire(2));
     assert_eq!(at - start, ms(500));
     tokio::time::advance(at - start - Duration::from_nanos(1)).await;
-    assert_eq!(retry_after(l.try_acquire(2)), at, "same answer one ns before");
+    assert_eq!(
+        retry_after(l.try_acquire(2)),
+        at,
+        "same answer one ns before"
+    );
     tokio::time::advance(Duration::from_nanos(1)).await;
     assert_eq!(l.try_acquire(2), Ok(()));
 }
@@ -58,18 +60,27 @@ async fn impossible_and_empty_requests() {
     let l = RateLimiter::new(Quota::per_second(3).unwrap());
     assert_eq!(
         l.try_acquire(4),
-        Err(TryAcquireError::InsufficientCapacity { requested: 4, burst: 3 })
+        Err(TryAcquireError::InsufficientCapacity {
+            requested: 4,
+            burst: 3
+        })
     );
     assert_eq!(
         l.acquire(u32::MAX).await,
-        Err(AcquireError::InsufficientCapacity { requested: u32::MAX, burst: 3 })
+        Err(AcquireError::InsufficientCapacity {
+            requested: u32::MAX,
+            burst: 3
+        })
     );
     l.try_acquire(3).unwrap();
     assert_eq!(l.try_acquire(0), Ok(()), "zero tokens pass an empty bucket");
     assert_eq!(l.acquire(0).await, Ok(()));
     let err = l.try_acquire(4).unwrap_err();
     assert_eq!(err.wait_time_from(Instant::now()), None);
-    assert_eq!(err.to_string(), "requested 4 tokens but the burst is 3: never possible");
+    assert_eq!(
+        err.to_string(),
+        "requested 4 tokens but the burst is 3: never possible"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -94,7 +105,13 @@ async fn clones_share_one_bucket() {
 
 type Log = Arc<Mutex<Vec<(usize, Duration)>>>;
 
-fn spawn_acquire(l: &RateLimiter, id: usize, n: u32, log: &Log, start: Instant) -> tokio::task::JoinHandle<()> {
+fn spawn_acquire(
+    l: &RateLimiter,
+    id: usize,
+    n: u32,
+    log: &Log,
+    start: Instant,
+) -> tokio::task::JoinHandle<()> {
     let l = l.clone();
     let log = log.clone();
     tokio::spawn(async move {
@@ -166,7 +183,11 @@ async fn dropping_a_polled_acquire_future_restores_the_fast_path() {
     }
     assert_eq!(l.snapshot().waiters, 0);
     tokio::time::advance(ms(100)).await;
-    assert_eq!(l.try_acquire(1), Ok(()), "the cancelled waiter took nothing");
+    assert_eq!(
+        l.try_acquire(1),
+        Ok(()),
+        "the cancelled waiter took nothing"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -177,7 +198,12 @@ async fn acquire_timeout_fails_at_once_without_consuming() {
     let start = Instant::now();
     let err = l.acquire_timeout(1, ms(99)).await.unwrap_err();
     assert_eq!(Instant::now(), start, "failed without waiting");
-    assert_eq!(err, AcquireError::Timeout { retry_after: start + ms(100) });
+    assert_eq!(
+        err,
+        AcquireError::Timeout {
+            retry_after: start + ms(100)
+        }
+    );
     assert_eq!(l.snapshot().waiters, 0);
     // Exactly the needed delay is enough.
     l.acquire_timeout(1, ms(100)).await.unwrap();
@@ -188,7 +214,12 @@ async fn acquire_timeout_fails_at_once_without_consuming() {
     tokio::task::yield_now().await;
     let t = Instant::now();
     let err = l.acquire_timeout(1, ms(199)).await.unwrap_err();
-    assert_eq!(err, AcquireError::Timeout { retry_after: t + ms(200) });
+    assert_eq!(
+        err,
+        AcquireError::Timeout {
+            retry_after: t + ms(200)
+        }
+    );
     assert_eq!(Instant::now(), t);
     l.acquire_timeout(1, ms(200)).await.unwrap();
     assert_eq!(t.elapsed(), ms(200));
@@ -259,7 +290,10 @@ async fn set_quota_carries_tokens_over_and_reevaluates_waiters() {
     l.set_quota(Quota::per_second(3).unwrap());
     assert_eq!(
         big.await.unwrap(),
-        Err(AcquireError::InsufficientCapacity { requested: 4, burst: 3 })
+        Err(AcquireError::InsufficientCapacity {
+            requested: 4,
+            burst: 3
+        })
     );
     // Empty stays empty; one token at the new rate is 333,333,334 ns away,
     // and Tokio's timer wakes on the next whole millisecond.
@@ -321,14 +355,20 @@ async fn keyed_buckets_are_independent_and_exact() {
     assert_eq!(l.len(), 2);
     assert_eq!(
         l.try_acquire(&3, 3),
-        Err(TryAcquireError::InsufficientCapacity { requested: 3, burst: 2 })
+        Err(TryAcquireError::InsufficientCapacity {
+            requested: 3,
+            burst: 2
+        })
     );
     assert_eq!(l.len(), 2, "an impossible request stores no key");
     l.acquire(&1, 1).await.unwrap();
     assert_eq!(start.elapsed(), ms(500));
     assert_eq!(
         l.acquire(&1, 9).await,
-        Err(AcquireError::InsufficientCapacity { requested: 9, burst: 2 })
+        Err(AcquireError::InsufficientCapacity {
+            requested: 9,
+            burst: 2
+        })
     );
     l.refund(&1, 1);
     assert!(l.try_acquire(&1, 1).is_ok());
@@ -379,13 +419,30 @@ async fn keyed_million_distinct_keys_stay_at_the_cap() {
 #[test]
 fn keyed_builder_validates_each_field() {
     let q = Quota::per_second(1).unwrap();
-    let e = KeyedRateLimiter::<u8>::builder(q).max_keys(0).build::<u8>().unwrap_err();
-    assert_eq!((e.component(), e.field(), e.kind()), ("keyed_rate_limiter", "max_keys", ConfigErrorKind::Zero));
-    let e = KeyedRateLimiter::<u8>::builder(q).shards(0).build::<u8>().unwrap_err();
+    let e = KeyedRateLimiter::<u8>::builder(q)
+        .max_keys(0)
+        .build::<u8>()
+        .unwrap_err();
+    assert_eq!(
+        (e.component(), e.field(), e.kind()),
+        ("keyed_rate_limiter", "max_keys", ConfigErrorKind::Zero)
+    );
+    let e = KeyedRateLimiter::<u8>::builder(q)
+        .shards(0)
+        .build::<u8>()
+        .unwrap_err();
     assert_eq!((e.field(), e.kind()), ("shards", ConfigErrorKind::Zero));
-    let e = KeyedRateLimiter::<u8>::builder(q).shards(1 << 20).max_keys(1 << 30).build::<u8>().unwrap_err();
+    let e = KeyedRateLimiter::<u8>::builder(q)
+        .shards(1 << 20)
+        .max_keys(1 << 30)
+        .build::<u8>()
+        .unwrap_err();
     assert_eq!((e.field(), e.kind()), ("shards", ConfigErrorKind::TooLarge));
-    let e = KeyedRateLimiter::<u8>::builder(q).shards(10).max_keys(5).build::<u8>().unwrap_err();
+    let e = KeyedRateLimiter::<u8>::builder(q)
+        .shards(10)
+        .max_keys(5)
+        .build::<u8>()
+        .unwrap_err();
     assert_eq!((e.field(), e.kind()), ("shards", ConfigErrorKind::Conflict));
     assert!(e.to_string().contains("shards"));
 }
@@ -393,14 +450,20 @@ fn keyed_builder_validates_each_field() {
 #[test]
 fn quota_validates_each_field() {
     let e = Quota::per_second(0).unwrap_err();
-    assert_eq!((e.component(), e.field(), e.kind()), ("quota", "rate", ConfigErrorKind::Zero));
+    assert_eq!(
+        (e.component(), e.field(), e.kind()),
+        ("quota", "rate", ConfigErrorKind::Zero)
+    );
     let e = Quota::with_period(5, Duration::ZERO).unwrap_err();
     assert_eq!((e.field(), e.kind()), ("period", ConfigErrorKind::Zero));
     let e = Quota::with_period(5, Duration::MAX).unwrap_err();
     assert_eq!((e.field(), e.kind()), ("period", ConfigErrorKind::TooLarge));
     let e = Quota::per_second(1).unwrap().with_burst(0).unwrap_err();
     assert_eq!((e.field(), e.kind()), ("burst", ConfigErrorKind::Zero));
-    let e = Quota::per_hour(1).unwrap().with_burst(u32::MAX).unwrap_err();
+    let e = Quota::per_hour(1)
+        .unwrap()
+        .with_burst(u32::MAX)
+        .unwrap_err();
     assert_eq!((e.field(), e.kind()), ("burst", ConfigErrorKind::TooLarge));
     // The largest legal values do not panic anywhere.
     let q = Quota::with_period(1, Duration::from_nanos(1 << 61)).unwrap();
@@ -419,7 +482,10 @@ fn public_types_are_send_sync_and_futures_send() {
     fn send_sync<T: Send + Sync>(_: &T) {}
     fn send<T: Send>(_: &T) {}
     fn unpin<T: Unpin>(_: &T) {}
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     let _g = rt.enter();
     let l = RateLimiter::new(Quota::per_second(1).unwrap());
     send_sync(&l);
@@ -432,5 +498,8 @@ fn public_types_are_send_sync_and_futures_send() {
     send_sync(&k);
     send(&k.acquire(&String::new(), 1));
     send_sync(&Quota::per_second(1).unwrap());
-    send_sync(&TryAcquireError::InsufficientCapacity { requested: 1, burst: 1 });
+    send_sync(&TryAcquireError::InsufficientCapacity {
+        requested: 1,
+        burst: 1,
+    });
 }

@@ -75,7 +75,9 @@ impl Gcra {
     #[inline]
     pub(crate) fn ready_at(&self, tat: u64, now: u64, n: u64) -> u64 {
         let now = now.min(MAX_NOW);
-        let at = tat.saturating_add(self.t.saturating_mul(n)).saturating_sub(self.tau());
+        let at = tat
+            .saturating_add(self.t.saturating_mul(n))
+            .saturating_sub(self.tau());
         at.max(now)
     }
 
@@ -86,7 +88,8 @@ impl Gcra {
         if tat <= now {
             return tat;
         }
-        tat.saturating_sub(self.t.saturating_mul(u64::from(n))).max(now)
+        tat.saturating_sub(self.t.saturating_mul(u64::from(n)))
+            .max(now)
     }
 
     /// Whole tokens available at `now`, and when the next whole token
@@ -126,8 +129,8 @@ impl Gcra {
         //          = max(0, (B_new - B_old) * T_new + debt * T_new / T_old)
         let t_old = i128::from(self.t);
         let t_new = i128::from(new.t);
-        let num = (i128::from(new.burst) - i128::from(self.burst)) * t_new * t_old
-            + debt as i128 * t_new;
+        let num =
+            (i128::from(new.burst) - i128::from(self.burst)) * t_new * t_old + debt as i128 * t_new;
         let new_debt = if num <= 0 {
             0
         } else {

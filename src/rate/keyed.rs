@@ -152,10 +152,20 @@ impl KeyedRateLimiterBuilder {
     ) -> Result<KeyedRateLimiter<K, C>, ConfigError> {
         const C_NAME: &str = "keyed_rate_limiter";
         if self.max_keys == 0 {
-            return Err(ConfigError::new(C_NAME, "max_keys", ConfigErrorKind::Zero, "must be at least 1"));
+            return Err(ConfigError::new(
+                C_NAME,
+                "max_keys",
+                ConfigErrorKind::Zero,
+                "must be at least 1",
+            ));
         }
         if self.shards == 0 {
-            return Err(ConfigError::new(C_NAME, "shards", ConfigErrorKind::Zero, "must be at least 1"));
+            return Err(ConfigError::new(
+                C_NAME,
+                "shards",
+                ConfigErrorKind::Zero,
+                "must be at least 1",
+            ));
         }
         if self.shards > MAX_SHARDS {
             return Err(ConfigError::new(
@@ -462,7 +472,10 @@ impl<K: Hash + Eq> Shard<K> {
             self.map.remove(&k);
             self.evicted_while_full += 1;
             if self.evicted_while_full == 1 {
-                tracing::debug!(cap = self.cap, "keyed rate limiter shard full: evicting keys");
+                tracing::debug!(
+                    cap = self.cap,
+                    "keyed rate limiter shard full: evicting keys"
+                );
             }
         }
     }

@@ -496,7 +496,10 @@ impl<C: Clock> RateLimiter<C> {
                     Err(actual) => s = actual,
                 }
             }
-            w.queue.values_mut().filter_map(|x| x.waker.take()).collect()
+            w.queue
+                .values_mut()
+                .filter_map(|x| x.waker.take())
+                .collect()
         };
         tracing::debug!(
             emission_interval = ?quota.emission_interval(),
@@ -634,6 +637,7 @@ impl<C: Clock> Inner<C> {
     }
 
     /// Predicted admission instant of `n` behind the current queue.
+    #[cfg(not(loom))]
     fn predict(&self, n: u32) -> Instant {
         let w = self.waiters.lock();
         let g = self.gcra();

@@ -227,11 +227,24 @@ mod tests {
     #[test]
     fn errors_name_fields() {
         assert_eq!(Quota::per_second(0).unwrap_err().field(), "rate");
-        assert_eq!(Quota::with_period(1, Duration::ZERO).unwrap_err().field(), "period");
+        assert_eq!(
+            Quota::with_period(1, Duration::ZERO).unwrap_err().field(),
+            "period"
+        );
         let e = Quota::with_period(1, Duration::MAX).unwrap_err();
         assert_eq!((e.field(), e.kind()), ("period", ConfigErrorKind::TooLarge));
-        let e = Quota::per_hour(1).unwrap().with_burst(u32::MAX).unwrap_err();
+        let e = Quota::per_hour(1)
+            .unwrap()
+            .with_burst(u32::MAX)
+            .unwrap_err();
         assert_eq!((e.field(), e.kind()), ("burst", ConfigErrorKind::TooLarge));
-        assert_eq!(Quota::per_hour(1).unwrap().with_burst(0).unwrap_err().kind(), ConfigErrorKind::Zero);
+        assert_eq!(
+            Quota::per_hour(1)
+                .unwrap()
+                .with_burst(0)
+                .unwrap_err()
+                .kind(),
+            ConfigErrorKind::Zero
+        );
     }
 }

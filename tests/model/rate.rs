@@ -21,7 +21,11 @@ use flowguard::rate::{KeyedRateLimiter, Quota, RateLimiter, TryAcquireError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     /// Replace both limiters with fresh ones: `rate` tokens per `period_ns`, burst `burst`.
-    Start { rate: u32, period_ns: u64, burst: u32 },
+    Start {
+        rate: u32,
+        period_ns: u64,
+        burst: u32,
+    },
     /// Move the clock forward.
     Advance(u64),
     /// `try_acquire(n)` on the plain limiter.
@@ -84,7 +88,10 @@ impl Q {
     fn new(n: i128, d: i128) -> Q {
         let g = gcd(n, d);
         let s = if d < 0 { -1 } else { 1 };
-        Q { n: s * n / g, d: s * d / g }
+        Q {
+            n: s * n / g,
+            d: s * d / g,
+        }
     }
     fn int(n: i128) -> Q {
         Q { n, d: 1 }
@@ -125,7 +132,10 @@ struct Ref {
 impl Ref {
     fn refill(&self, b: &mut Bucket, now: u64) {
         let dt = Q::int(i128::from(now - b.at));
-        b.tokens = b.tokens.add(dt.mul(Q::new(self.t.d, self.t.n))).min(Q::int(i128::from(self.burst)));
+        b.tokens = b
+            .tokens
+            .add(dt.mul(Q::new(self.t.d, self.t.n)))
+            .min(Q::int(i128::from(self.burst)));
         b.at = now;
     }
     /// Ok, or Err(Some(retry_at_ns)), or Err(None) for never.
@@ -149,7 +159,10 @@ impl Ref {
     }
     fn refund(&self, b: &mut Bucket, now: u64, n: u32) {
         self.refill(b, now);
-        b.tokens = b.tokens.add(Q::int(i128::from(n))).min(Q::int(i128::from(self.burst)));
+        b.tokens = b
+            .tokens
+            .add(Q::int(i128::from(n)))
+            .min(Q::int(i128::from(self.burst)));
     }
 }
 
@@ -186,8 +199,14 @@ impl World {
                 .build_with_clock(clock.clone())
                 .expect("valid"),
             clock,
-            reference: Ref { t: Q::int(t), burst },
-            bucket: Bucket { tokens: Q::int(i128::from(burst)), at: 0 },
+            reference: Ref {
+                t: Q::int(t),
+                burst,
+            },
+            bucket: Bucket {
+                tokens: Q::int(i128::from(burst)),
+                at: 0,
+            },
             keys: HashMap::new(),
             origin,
             now: 0,
@@ -234,7 +253,11 @@ pub fn check(ops: &[Op]) {
     let mut w = World::new(3, 300, 2);
     for &op in ops {
         match op {
-            Op::Start { rate, period_ns, burst } => {
+            Op::Start {
+                rate,
+                period_ns,
+                burst,
+            } => {
                 w.check_windows();
                 w = World::new(rate, period_ns, burst);
             }
@@ -260,7 +283,10 @@ pub fn check(ops: &[Op]) {
             Op::KeyedTryAcquire(k, n) => {
                 let real = w.ns(w.keyed.try_acquire(&k, n));
                 let burst = w.reference.burst;
-                let b = w.keys.entry(k).or_insert(Bucket { tokens: Q::int(i128::from(burst)), at: w.now });
+                let b = w.keys.entry(k).or_insert(Bucket {
+                    tokens: Q::int(i128::from(burst)),
+                    at: w.now,
+                });
                 let model = w.reference.take(b, w.now, n);
                 assert_eq!(real, model, "keyed try_acquire({k}, {n}) at {}", w.now);
                 assert!(w.keyed.len() <= 4);
@@ -275,7 +301,12 @@ pub fn check(ops: &[Op]) {
                 let s = w.plain.snapshot();
                 w.reference.refill(&mut w.bucket, w.now);
                 let tokens = w.bucket.tokens;
-                assert_eq!(i128::from(s.available), tokens.floor(), "available at {}", w.now);
+                assert_eq!(
+                    i128::from(s.available),
+                    tokens.floor(),
+                    "available at {}",
+                    w.now
+                );
                 let expect_next = if tokens.le(Q::int(i128::from(w.reference.burst)))
                     && tokens != Q::int(i128::from(w.reference.burst))
                 {
