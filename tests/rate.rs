@@ -421,7 +421,7 @@ fn keyed_builder_validates_each_field() {
     let q = Quota::per_second(1).unwrap();
     let e = KeyedRateLimiter::<u8>::builder(q)
         .max_keys(0)
-        .build::<u8>()
+        .build()
         .unwrap_err();
     assert_eq!(
         (e.component(), e.field(), e.kind()),
@@ -429,19 +429,19 @@ fn keyed_builder_validates_each_field() {
     );
     let e = KeyedRateLimiter::<u8>::builder(q)
         .shards(0)
-        .build::<u8>()
+        .build()
         .unwrap_err();
     assert_eq!((e.field(), e.kind()), ("shards", ConfigErrorKind::Zero));
     let e = KeyedRateLimiter::<u8>::builder(q)
         .shards(1 << 20)
         .max_keys(1 << 30)
-        .build::<u8>()
+        .build()
         .unwrap_err();
     assert_eq!((e.field(), e.kind()), ("shards", ConfigErrorKind::TooLarge));
     let e = KeyedRateLimiter::<u8>::builder(q)
         .shards(10)
         .max_keys(5)
-        .build::<u8>()
+        .build()
         .unwrap_err();
     assert_eq!((e.field(), e.kind()), ("shards", ConfigErrorKind::Conflict));
     assert!(e.to_string().contains("shards"));

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -98,11 +99,21 @@ struct Shard<K> {
 /// assert_eq!(limiter.max_keys(), 10_000);
 /// # }
 /// ```
-#[derive(Debug, Clone)]
-pub struct KeyedRateLimiterBuilder {
+pub struct KeyedRateLimiterBuilder<K> {
     quota: Quota,
     max_keys: usize,
     shards: usize,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<K> fmt::Debug for KeyedRateLimiterBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedRateLimiterBuilder")
+            .field("quota", &self.quota)
+            .field("max_keys", &self.max_keys)
+            .field("shards", &self.shards)
+            .finish()
+    }
 }
 
 /// A plain-number picture of a [`KeyedRateLimiter`].
@@ -117,7 +128,7 @@ pub struct KeyedSnapshot {
     pub evicted_while_full: u64,
 }
 
-impl KeyedRateLimiterBuilder {
+impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
     /// The most keys held at once (default [`DEFAULT_MAX_KEYS`]).
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
@@ -137,7 +148,7 @@ impl KeyedRateLimiterBuilder {
     /// `max_keys` or `shards` is [`ConfigErrorKind::Zero`] when 0; `shards`
     /// is [`ConfigErrorKind::TooLarge`] above 4096 and
     /// [`ConfigErrorKind::Conflict`] above `max_keys`.
-    pub fn build<K: Hash + Eq + Clone>(self) -> Result<KeyedRateLimiter<K>, ConfigError> {
+    pub fn build(self) -> Result<KeyedRateLimiter<K>, ConfigError> {
         self.build_with_clock(TokioClock)
     }
 
@@ -146,7 +157,7 @@ impl KeyedRateLimiterBuilder {
     /// # Errors
     ///
     /// As [`build`](Self::build).
-    pub fn build_with_clock<K: Hash + Eq + Clone, C: Clock>(
+    pub fn build_with_clock<C: Clock>(
         self,
         clock: C,
     ) -> Result<KeyedRateLimiter<K, C>, ConfigError> {
@@ -223,11 +234,12 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K, TokioClock> {
     }
 
     /// A builder to set `max_keys` and `shards`.
-    pub fn builder(quota: Quota) -> KeyedRateLimiterBuilder {
+    pub fn builder(quota: Quota) -> KeyedRateLimiterBuilder<K> {
         KeyedRateLimiterBuilder {
             quota,
             max_keys: DEFAULT_MAX_KEYS,
             shards: DEFAULT_SHARDS,
+            _key: PhantomData,
         }
     }
 }

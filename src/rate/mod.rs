@@ -1,14 +1,14 @@
 //! Token-bucket rate limiters: "at most R per period, bursts up to B".
 //!
-//! * [`Quota`] — the rate and the burst, validated; its docs give the exact
+//! * [`Quota`](crate::rate::Quota) — the rate and the burst, validated; its docs give the exact
 //!   formula (emission interval `T = period / n`, tolerance `tau = B * T`) and
 //!   what burst means.
-//! * [`RateLimiter`] — one bucket (GCRA): a lock-free
-//!   [`try_acquire`](RateLimiter::try_acquire) with an exact retry instant,
-//!   a fair FIFO [`acquire`](RateLimiter::acquire), `acquire_timeout` with
-//!   Go's fail-at-once semantics, [`refund`](RateLimiter::refund),
-//!   [`set_quota`](RateLimiter::set_quota) and a [`snapshot`](RateLimiter::snapshot).
-//! * [`KeyedRateLimiter`] — one bucket per key, sharded, with idle keys
+//! * [`RateLimiter`](crate::rate::RateLimiter) — one bucket (GCRA): a lock-free
+//!   [`try_acquire`](crate::rate::RateLimiter::try_acquire) with an exact retry instant,
+//!   a fair FIFO [`acquire`](crate::rate::RateLimiter::acquire), `acquire_timeout` with
+//!   Go's fail-at-once semantics, [`refund`](crate::rate::RateLimiter::refund),
+//!   [`set_quota`](crate::rate::RateLimiter::set_quota) and a [`snapshot`](crate::rate::RateLimiter::snapshot).
+//! * [`KeyedRateLimiter`](crate::rate::KeyedRateLimiter) — one bucket per key, sharded, with idle keys
 //!   evicted as it goes and a hard `max_keys` cap.
 //!
 //! Both read time through a [`Clock`](crate::clock::Clock) (default

@@ -19,7 +19,7 @@ use flowguard::rate::{KeyedRateLimiter, Quota, RateLimiter, TryAcquireError};
 
 /// One step of a scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// Replace both limiters with fresh ones: `rate` tokens per `period_ns`, burst `burst`.
     Start {
         rate: u32,
@@ -41,7 +41,7 @@ pub enum Op {
 }
 
 /// Decodes arbitrary bytes into a scenario (never fails).
-pub fn ops_from_bytes(bytes: &[u8]) -> Vec<Op> {
+pub(crate) fn ops_from_bytes(bytes: &[u8]) -> Vec<Op> {
     let mut it = bytes.iter().copied();
     let mut next = move || it.next();
     let mut ops = Vec::new();
@@ -249,7 +249,7 @@ impl World {
 }
 
 /// Runs `ops` against the real limiters and the reference; panics on any difference.
-pub fn check(ops: &[Op]) {
+pub(crate) fn check(ops: &[Op]) {
     let mut w = World::new(3, 300, 2);
     for &op in ops {
         match op {
