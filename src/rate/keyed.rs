@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 use std::time::Duration;
 
@@ -77,7 +78,7 @@ struct KeyedInner<K, C> {
 
 struct Shard<K> {
     /// key -> TAT (ns since origin).
-    map: HashMap<K, u64>,
+    map: Table<K>,
     cap: usize,
     ops_since_sweep: usize,
     evicted_while_full: u64,
@@ -202,7 +203,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
         let shards = (0..self.shards)
             .map(|i| {
                 Mutex::new(Shard {
-                    map: HashMap::new(),
+                    map: Table::default(),
                     cap: base + usize::from(i < extra),
                     ops_since_sweep: 0,
                     evicted_while_full: 0,
@@ -297,9 +298,10 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
             });
         }
         let now = nanos_since(inner.origin, inner.clock.now());
-        let mut shard = inner.shard(key).lock();
+        let hash = inner.hasher.hash_one(key);
+        let mut shard = inner.shard(hash).lock();
         shard.tick(now);
-        if let Some(tat) = shard.map.get_mut(key) {
+        if let Some(tat) = shard.map.get_mut(hash, key) {
             return match g.take(*tat, now, n) {
                 Ok(new) => {
                     *tat = new;
@@ -316,7 +318,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         }
         // An unseen key has a full bucket, and n <= burst.
         let new = g.take(0, now, n).unwrap_or(now);
-        shard.insert(key.clone(), new, now);
+        shard.insert(hash, key.clone(), new, now);
         Ok(())
     }
 
@@ -376,8 +378,9 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     pub fn refund(&self, key: &K, n: u32) {
         let inner = &*self.inner;
         let now = nanos_since(inner.origin, inner.clock.now());
-        let mut shard = inner.shard(key).lock();
-        if let Some(tat) = shard.map.get_mut(key) {
+        let hash = inner.hasher.hash_one(key);
+        let mut shard = inner.shard(hash).lock();
+        if let Some(tat) = shard.map.get_mut(hash, key) {
             *tat = inner.gcra.refund(*tat, now, n);
         }
     }
@@ -430,10 +433,10 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
 
 impl<K: Hash + Eq, C> KeyedInner<K, C> {
     #[inline]
-    fn shard(&self, key: &K) -> &Mutex<Shard<K>> {
-        let h = self.hasher.hash_one(key);
-        // High bits: the map itself uses the low ones.
-        let i = ((h >> 32) as usize) % self.shards.len();
+    fn shard(&self, hash: u64) -> &Mutex<Shard<K>> {
+        // Middle bits: the table uses the low ones for the slot and the top
+        // seven as its tag.
+        let i = ((hash >> 32) as usize) % self.shards.len();
         &self.shards[i]
     }
 }
@@ -449,10 +452,10 @@ impl<K: Hash + Eq> Shard<K> {
 
     fn sweep(&mut self, now: u64) {
         self.ops_since_sweep = 0;
-        self.map.retain(|_, tat| !Gcra::is_full(*tat, now));
+        self.map.retain(|tat| !Gcra::is_full(tat, now));
     }
 
-    fn insert(&mut self, key: K, tat: u64, now: u64)
+    fn insert(&mut self, hash: u64, key: K, tat: u64, now: u64)
     where
         K: Clone,
     {
@@ -466,22 +469,12 @@ impl<K: Hash + Eq> Shard<K> {
                 self.evict_one();
             }
         }
-        self.map.insert(key, tat);
+        self.map.insert(hash, key, tat);
     }
 
     #[cold]
-    fn evict_one(&mut self)
-    where
-        K: Clone,
-    {
-        let victim = self
-            .map
-            .iter()
-            .take(EVICTION_SAMPLE)
-            .min_by_key(|(_, tat)| **tat)
-            .map(|(k, _)| k.clone());
-        if let Some(k) = victim {
-            self.map.remove(&k);
+    fn evict_one(&mut self) {
+        if self.map.evict_most_refilled(EVICTION_SAMPLE) {
             self.evicted_while_full += 1;
             if self.evicted_while_full == 1 {
                 tracing::debug!(
@@ -490,6 +483,129 @@ impl<K: Hash + Eq> Shard<K> {
                 );
             }
         }
+    }
+}
+
+/// A hash table keyed by the key's SipHash, computed once per call and
+/// shared with shard selection (a second hashing pass cost about a third of
+/// a keyed check). Distinct keys with equal 64-bit hashes share a slot.
+struct Table<K> {
+    map: HashMap<u64, Slot<K>, BuildHasherDefault<PreHashed>>,
+    len: usize,
+}
+
+enum Slot<K> {
+    One(K, u64),
+    Many(Vec<(K, u64)>),
+}
+
+impl<K> Default for Table<K> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::default(),
+            len: 0,
+        }
+    }
+}
+
+impl<K: Eq> Table<K> {
+    #[inline]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn get_mut(&mut self, hash: u64, key: &K) -> Option<&mut u64> {
+        match self.map.get_mut(&hash)? {
+            Slot::One(k, tat) => (k == key).then_some(tat),
+            Slot::Many(v) => v.iter_mut().find(|(k, _)| k == key).map(|(_, tat)| tat),
+        }
+    }
+
+    /// Inserts a key known to be absent.
+    fn insert(&mut self, hash: u64, key: K, tat: u64) {
+        self.len += 1;
+        match self.map.remove(&hash) {
+            None => {
+                self.map.insert(hash, Slot::One(key, tat));
+            }
+            Some(Slot::One(k, t)) => {
+                self.map.insert(hash, Slot::Many(vec![(k, t), (key, tat)]));
+            }
+            Some(Slot::Many(mut v)) => {
+                v.push((key, tat));
+                self.map.insert(hash, Slot::Many(v));
+            }
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        let mut len = 0;
+        self.map.retain(|_, slot| match slot {
+            Slot::One(_, tat) => {
+                let k = keep(*tat);
+                len += usize::from(k);
+                k
+            }
+            Slot::Many(v) => {
+                v.retain(|(_, tat)| keep(*tat));
+                len += v.len();
+                !v.is_empty()
+            }
+        });
+        self.len = len;
+    }
+
+    /// Removes the entry with the smallest TAT among the first `sample` slots.
+    fn evict_most_refilled(&mut self, sample: usize) -> bool {
+        let min_tat = |slot: &Slot<K>| match slot {
+            Slot::One(_, tat) => *tat,
+            Slot::Many(v) => v.iter().map(|(_, t)| *t).min().unwrap_or(u64::MAX),
+        };
+        let Some(hash) = self
+            .map
+            .iter()
+            .take(sample)
+            .min_by_key(|(_, slot)| min_tat(slot))
+            .map(|(h, _)| *h)
+        else {
+            return false;
+        };
+        self.len -= 1;
+        if let Some(Slot::Many(v)) = self.map.get_mut(&hash) {
+            if let Some(i) = (0..v.len()).min_by_key(|&i| v[i].1) {
+                v.swap_remove(i);
+            }
+            if !v.is_empty() {
+                return true;
+            }
+        }
+        self.map.remove(&hash);
+        true
+    }
+}
+
+/// The table's hasher: the key was already hashed, pass the hash through.
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed here; fold anything else rather than panic.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -509,5 +625,34 @@ impl<K, C: Clock> fmt::Debug for KeyedRateLimiter<K, C> {
             .field("shards", &self.inner.shards.len())
             .field("clock", &self.inner.clock)
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colliding_hashes_keep_keys_apart() {
+        let mut t = Table::<&str>::default();
+        t.insert(7, "a", 10);
+        t.insert(7, "b", 20);
+        t.insert(8, "c", 5);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.get_mut(7, &"a").copied(), Some(10));
+        assert_eq!(t.get_mut(7, &"b").copied(), Some(20));
+        assert_eq!(t.get_mut(7, &"c"), None);
+        *t.get_mut(7, &"b").unwrap() = 21;
+        assert!(t.evict_most_refilled(8)); // "c", tat 5
+        assert_eq!((t.len(), t.get_mut(8, &"c")), (2, None));
+        assert!(t.evict_most_refilled(8)); // "a", tat 10
+        assert_eq!(t.get_mut(7, &"a"), None);
+        assert_eq!(t.get_mut(7, &"b").copied(), Some(21));
+        t.insert(7, "a", 1);
+        t.retain(|tat| tat > 1);
+        assert_eq!(t.len(), 1);
+        assert!(t.evict_most_refilled(8));
+        assert!(!t.evict_most_refilled(8));
+        assert_eq!(t.len(), 0);
     }
 }
