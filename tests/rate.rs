@@ -503,3 +503,21 @@ fn public_types_are_send_sync_and_futures_send() {
         burst: 1,
     });
 }
+
+#[tokio::test(start_paused = true)]
+async fn manual_clock_waiter_is_served_once_both_clocks_reach_its_instant() {
+    let clock = ManualClock::new();
+    let l = RateLimiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
+    l.try_acquire(1).unwrap();
+    let l2 = l.clone();
+    let h = tokio::spawn(async move { l2.acquire(1).await });
+    for _ in 0..5 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(l.snapshot().waiters, 1);
+    clock.advance(Duration::from_secs(1));
+    // Tokio's paused clock auto-advances to the head's instant; it re-checks
+    // and the manual clock says yes.
+    assert_eq!(h.await.unwrap(), Ok(()));
+    assert_eq!(l.snapshot().waiters, 0);
+}

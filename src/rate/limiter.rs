@@ -163,7 +163,9 @@ impl<C: Clock> RateLimiter<C> {
     /// Waiting ([`acquire`](Self::acquire)) always sleeps with `tokio::time`
     /// until the instant computed on `clock`; with a clock other than
     /// [`TokioClock`] a waiter is also woken by
-    /// [`refund`](Self::refund) and [`set_quota`](Self::set_quota).
+    /// [`refund`](Self::refund) and [`set_quota`](Self::set_quota), and once
+    /// that instant has passed on Tokio's clock but not yet on `clock`, the
+    /// head re-checks on every scheduler turn (it yields, never blocks).
     ///
     /// # Examples
     ///
@@ -847,6 +849,10 @@ impl<C: Clock> Future for Acquire<'_, C> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        // A timer that is already due lets the head re-check at once, but
+        // only once per poll: with a clock other than Tokio's the instant may
+        // lie in Tokio's past, and spinning here would hang the task.
+        let mut rechecked = false;
         loop {
             match this.state {
                 AcqState::Done => return Poll::Pending,
@@ -877,7 +883,12 @@ impl<C: Clock> Future for Acquire<'_, C> {
                             }
                             if let Some(sleep) = &mut this.sleep {
                                 if sleep.as_mut().poll(cx).is_ready() {
-                                    continue;
+                                    if !rechecked {
+                                        rechecked = true;
+                                        continue;
+                                    }
+                                    // Yield, and check again on the next turn.
+                                    cx.waker().wake_by_ref();
                                 }
                             }
                         }
