@@ -852,6 +852,7 @@ impl<C: Clock> Future for Acquire<'_, C> {
         // A timer that is already due lets the head re-check at once, but
         // only once per poll: with a clock other than Tokio's the instant may
         // lie in Tokio's past, and spinning here would hang the task.
+        #[cfg(not(loom))]
         let mut rechecked = false;
         loop {
             match this.state {
