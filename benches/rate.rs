@@ -75,19 +75,35 @@ fn direct_2_threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("rate/direct_check_2_threads_contended");
     let fg_tokio = RateLimiter::with_clock(fg_quota(), TokioClock);
     g.bench_function("flowguard/tokio_clock", |b| {
-        b.iter_custom(|iters| contended(iters, || drop(black_box(fg_tokio.try_acquire(1)))))
+        b.iter_custom(|iters| {
+            contended(iters, || {
+                let _ = black_box(fg_tokio.try_acquire(1));
+            })
+        })
     });
     let fg_manual = RateLimiter::with_clock(fg_quota(), ManualClock::new());
     g.bench_function("flowguard/manual_clock", |b| {
-        b.iter_custom(|iters| contended(iters, || drop(black_box(fg_manual.try_acquire(1)))))
+        b.iter_custom(|iters| {
+            contended(iters, || {
+                let _ = black_box(fg_manual.try_acquire(1));
+            })
+        })
     });
     let gov_std = governor::RateLimiter::direct_with_clock(gov_quota(), MonotonicClock);
     g.bench_function("governor/std_clock", |b| {
-        b.iter_custom(|iters| contended(iters, || drop(black_box(gov_std.check()))))
+        b.iter_custom(|iters| {
+            contended(iters, || {
+                let _ = black_box(gov_std.check());
+            })
+        })
     });
     let gov_quanta = governor::RateLimiter::direct_with_clock(gov_quota(), QuantaClock::default());
     g.bench_function("governor/quanta_clock", |b| {
-        b.iter_custom(|iters| contended(iters, || drop(black_box(gov_quanta.check()))))
+        b.iter_custom(|iters| {
+            contended(iters, || {
+                let _ = black_box(gov_quanta.check());
+            })
+        })
     });
     g.finish();
 }
