@@ -118,6 +118,25 @@ impl<K> fmt::Debug for KeyedRateLimiterBuilder<K> {
 }
 
 /// A plain-number picture of a [`KeyedRateLimiter`].
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::rate::{KeyedRateLimiter, Quota};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let limiter = KeyedRateLimiter::<u32>::builder(Quota::per_hour(1).unwrap())
+///     .max_keys(2)
+///     .shards(1)
+///     .build()
+///     .unwrap();
+/// for user in 0..3 {
+///     limiter.try_acquire(&user, 1).unwrap(); // the third evicts one
+/// }
+/// let s = limiter.snapshot();
+/// assert_eq!((s.keys, s.max_keys, s.evicted_while_full), (2, 2, 1));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KeyedSnapshot {

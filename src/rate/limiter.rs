@@ -835,6 +835,20 @@ enum AcqState {
 /// Resolves once the tokens are taken. Dropping it before then consumes
 /// nothing and frees its place in the queue. Polling it again after it
 /// completed returns `Pending` (it never takes tokens twice).
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::rate::{Quota, RateLimiter};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let limiter = RateLimiter::new(Quota::per_second(1).unwrap());
+/// limiter.try_acquire(1).unwrap();
+/// let waiting = limiter.acquire(1); // nothing happens until polled
+/// assert_eq!(limiter.snapshot().waiters, 0);
+/// waiting.await.unwrap();
+/// # }
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct Acquire<'a, C: Clock = TokioClock> {
     inner: &'a Arc<Inner<C>>,

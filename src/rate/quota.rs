@@ -79,6 +79,10 @@ impl Quota {
     /// # Errors
     ///
     /// As [`per_second`](Quota::per_second).
+    ///
+    /// # Panics
+    ///
+    /// Never.
     pub fn per_minute(n: u32) -> Result<Self, ConfigError> {
         Self::with_period(n, Duration::from_secs(60))
     }
@@ -88,6 +92,10 @@ impl Quota {
     /// # Errors
     ///
     /// As [`per_second`](Quota::per_second).
+    ///
+    /// # Panics
+    ///
+    /// Never.
     pub fn per_hour(n: u32) -> Result<Self, ConfigError> {
         Self::with_period(n, Duration::from_secs(3600))
     }
