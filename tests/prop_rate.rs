@@ -58,3 +58,117 @@ fn regression_boundary_exactly_at_retry_instant() {
         Snapshot,
     ]);
 }
+
+/// FIFO `acquire` on the paused clock against a sequential reference:
+/// requests of random sizes arrive at whole milliseconds and every admission
+/// instant must match exactly.
+///
+/// Cancellation is left to `tests/rate.rs` and the loom models: cancelling
+/// between Tokio's millisecond ticks (to avoid ties with admissions) makes
+/// the paused clock's auto-advance overshoot, which would test Tokio's
+/// timer grid rather than the limiter.
+mod fifo {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use flowguard::rate::{Quota, RateLimiter};
+    use proptest::prelude::*;
+    use tokio::time::Instant;
+
+    #[derive(Debug, Clone)]
+    struct Req {
+        gap_ms: u64,
+        n: u32,
+    }
+
+    /// Admission instants in microseconds since start.
+    fn reference(t_ms: u64, burst: u32, prefill: u32, reqs: &[Req]) -> Vec<Option<u64>> {
+        let t = t_ms * 1000;
+        let tau = t * u64::from(burst);
+        let mut tat = t * u64::from(prefill);
+        let mut free_at = 0u64;
+        let mut arrival = 0u64;
+        let mut out = Vec::new();
+        for r in reqs {
+            arrival += r.gap_ms * 1000;
+            let ready = (tat + u64::from(r.n) * t).saturating_sub(tau);
+            let head_at = arrival.max(free_at);
+            let admit = if ready > head_at {
+                ready.div_ceil(1000) * 1000
+            } else {
+                head_at
+            };
+            tat = tat.max(admit) + u64::from(r.n) * t;
+            free_at = admit;
+            out.push(Some(admit));
+        }
+        out
+    }
+
+    fn real(t_ms: u64, burst: u32, prefill: u32, reqs: &[Req]) -> Vec<Option<u64>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let q = Quota::with_period(1, Duration::from_millis(t_ms))
+                .unwrap()
+                .with_burst(burst)
+                .unwrap();
+            let l = RateLimiter::new(q);
+            let start = Instant::now();
+            if prefill > 0 {
+                l.try_acquire(prefill).unwrap();
+            }
+            let log: Arc<Mutex<Vec<Option<u64>>>> = Arc::new(Mutex::new(vec![None; reqs.len()]));
+            // Events: (time in µs, index, is_cancel).
+            let mut events = Vec::new();
+            let mut arrival = 0;
+            for (i, r) in reqs.iter().enumerate() {
+                arrival += r.gap_ms * 1000;
+                events.push((arrival, i, false));
+            }
+            events.sort();
+            let mut handles: Vec<Option<tokio::task::JoinHandle<()>>> =
+                (0..reqs.len()).map(|_| None).collect();
+            for (at, i, cancel) in events {
+                // Sleep (not `advance`) so that due timers fire at their own
+                // instants before the clock moves on.
+                tokio::time::sleep_until(start + Duration::from_micros(at)).await;
+                debug_assert!(!cancel);
+                let (l, log, n) = (l.clone(), log.clone(), reqs[i].n);
+                handles[i] = Some(tokio::spawn(async move {
+                    l.acquire(n).await.unwrap();
+                    log.lock().unwrap()[i] = Some(start.elapsed().as_micros() as u64);
+                }));
+                tokio::task::yield_now().await; // let it join the queue now
+            }
+            for h in handles.into_iter().flatten() {
+                let _ = h.await;
+            }
+            assert_eq!(l.snapshot().waiters, 0);
+            let out = log.lock().unwrap().clone();
+            out
+        })
+    }
+
+    fn req() -> impl Strategy<Value = Req> {
+        (0u64..4, 1u32..=3).prop_map(|(gap_ms, n)| Req { gap_ms, n })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        #[test]
+        fn fifo_acquire_matches_sequential_reference(
+            t_ms in 1u64..=4,
+            burst in 3u32..=5,
+            prefill in 0u32..=3,
+            reqs in proptest::collection::vec(req(), 1..12),
+        ) {
+            let prefill = prefill.min(burst);
+            prop_assert_eq!(real(t_ms, burst, prefill, &reqs), reference(t_ms, burst, prefill, &reqs));
+        }
+    }
+}
