@@ -148,8 +148,7 @@ mod fifo {
                 let _ = h.await;
             }
             assert_eq!(l.snapshot().waiters, 0);
-            let out = log.lock().unwrap().clone();
-            out
+            log.lock().unwrap().clone()
         })
     }
 
