@@ -79,7 +79,12 @@ pub(crate) fn nanos_since(origin: Instant, now: Instant) -> u64 {
 /// Every admission is a successful compare-and-swap (acquire-release) on one
 /// word, so admissions are totally ordered and no two callers can spend the
 /// same token. A [`set_quota`](RateLimiter::set_quota) takes effect for every
-/// check that starts after it returns.
+/// check that starts after it returns; a check racing with it is judged
+/// under the old or the new quota. (It flags the word while it rewrites the
+/// quota and always changes the word, so a check that read the word before
+/// and the quota after cannot complete its CAS; only two `set_quota` calls
+/// restoring the identical word inside one check's load-to-CAS window could
+/// let it through, judged under the quota of a moment before.)
 pub struct RateLimiter<C: Clock = TokioClock> {
     inner: Arc<Inner<C>>,
 }
