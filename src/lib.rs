@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | [`semaphore`] | [`Semaphore`](semaphore::Semaphore) | the async, fair, weighted, resizable permit counter every bounded thing here is built on |
 //! | [`pool`] | [`WorkerPool`](pool::WorkerPool), [`BlockingPool`](pool::BlockingPool), [`CpuPool`](pool::CpuPool) | "run at most N of these at once": I/O futures, blocking calls, CPU work |
+//! | [`channel`] | [`bounded`](channel::bounded), [`Sender`](channel::Sender), [`Receiver`](channel::Receiver) | "a fast producer must slow down, not eat memory": bounded MPMC with backpressure |
 //! | [`clock`] | [`Clock`](clock::Clock) | the time source cores read; Tokio's clock by default, a manual one for tests |
 //!
 //! ## Which primitive?
@@ -19,6 +20,9 @@
 //!   busy and the queue is bounded.
 //! * CPU-bound work (parsing, hashing, compression): a
 //!   [`CpuPool`](pool::CpuPool), whose own threads keep the runtime responsive.
+//! * Handing values from fast producers to slower consumers: a bounded
+//!   [`channel`]; `send` waits for room, `force_send` drops the oldest
+//!   instead, watermarks tell a producer when to pause.
 //! * Anything else that must be bounded (connections, bytes in flight): the
 //!   [`Semaphore`](semaphore::Semaphore) directly.
 //!
@@ -62,6 +66,8 @@
 //!   a property test and a fuzz target against a reference model, and
 //!   paused-clock behaviour tests.
 
+/// Bounded MPMC channels with backpressure, weights, watermarks and eviction.
+pub mod channel;
 pub mod clock;
 mod error;
 pub mod pool;
