@@ -71,6 +71,8 @@ pub mod channel;
 pub mod clock;
 mod error;
 pub mod pool;
+/// Token-bucket rate limiters (GCRA): plain, FIFO-fair and keyed.
+pub mod rate;
 pub mod semaphore;
 mod sync;
 
