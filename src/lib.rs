@@ -7,6 +7,7 @@
 pub mod breaker;
 pub mod clock;
 mod error;
+pub mod semaphore;
 mod sync;
 
 pub use error::{ConfigError, ConfigErrorKind};
