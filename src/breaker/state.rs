@@ -161,10 +161,14 @@ impl Backoff {
         if self.multiplier <= 1.0 || reopens == 0 {
             return self.initial.min(self.max);
         }
+        // In nanoseconds, so whole multipliers of whole waits stay exact
+        // (below 2^53 ns, about 104 days; the cap is 365 days).
         let factor = self.multiplier.powi(reopens.min(4096) as i32);
-        Duration::try_from_secs_f64(self.initial.as_secs_f64() * factor)
-            .unwrap_or(self.max)
-            .min(self.max)
+        let nanos = self.initial.as_nanos() as f64 * factor;
+        if nanos.is_nan() || nanos >= self.max.as_nanos() as f64 {
+            return self.max;
+        }
+        Duration::from_nanos(nanos as u64)
     }
 }
 
