@@ -831,6 +831,7 @@ fn public_types_are_send_sync_and_futures_are_send() {
     fn send<T: Send>(_: &T) {}
     send_sync::<CircuitBreaker>();
     send_sync::<CallPermit<'static>>();
+    send_sync::<flowguard::breaker::OwnedCallPermit>();
     send_sync::<Rejected>();
     send_sync::<BreakerError<std::io::Error>>();
     send_sync::<BreakerMetrics>();

@@ -814,6 +814,25 @@ impl<C: Clock> CircuitBreaker<C> {
         self.inner.try_acquire_slow(w)
     }
 
+    /// Like [`try_acquire`](Self::try_acquire), returning a `'static`
+    /// permit that can move into another task or thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Self::try_acquire).
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Examples
+    ///
+    /// See [`OwnedCallPermit`].
+    #[inline]
+    pub fn try_acquire_owned(&self) -> Result<OwnedCallPermit<C>, Rejected> {
+        self.try_acquire().map(|p| p.into_owned(self.inner.clone()))
+    }
+
     /// Runs `f()` if the breaker admits it, records `Ok` as a success and
     /// `Err` as a failure, and returns the call's result.
     ///
@@ -1048,9 +1067,36 @@ impl<C: Clock> Inner<C> {
         };
         CallPermit {
             inner: self,
-            ticket,
-            started,
-            finished: false,
+            slot: Slot {
+                ticket,
+                started,
+                finished: false,
+            },
+        }
+    }
+
+    /// Reports a permit's outcome (`None`: ignored or dropped) once.
+    fn finish(&self, slot: &mut Slot, failure: Option<bool>) {
+        if slot.finished {
+            return;
+        }
+        slot.finished = true;
+        match (slot.ticket.kind, failure) {
+            (TicketKind::Untracked, _) | (TicketKind::Closed, None) => {}
+            (TicketKind::Probe, None) => self.release(slot.ticket),
+            (TicketKind::Closed | TicketKind::Probe, Some(failure)) => {
+                let (slow, end) = match slot.started {
+                    Some(start) => {
+                        let end = self.clock.now();
+                        (
+                            end.saturating_duration_since(start) > self.slow_duration,
+                            Some(end),
+                        )
+                    }
+                    None => (false, None),
+                };
+                self.record(slot.ticket, Record { failure, slow }, end);
+            }
         }
     }
 
@@ -1226,6 +1272,13 @@ impl<C: Clock> Inner<C> {
 #[must_use = "dropping the permit at once counts the call as ignored"]
 pub struct CallPermit<'a, C: Clock = TokioClock> {
     inner: &'a Inner<C>,
+    slot: Slot,
+}
+
+/// What a permit carries: its ticket, when the call started, and whether
+/// the outcome was reported.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
     ticket: Ticket,
     started: Option<Instant>,
     finished: bool,
@@ -1234,8 +1287,8 @@ pub struct CallPermit<'a, C: Clock = TokioClock> {
 impl<C: Clock> fmt::Debug for CallPermit<'_, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallPermit")
-            .field("probe", &(self.ticket.kind == TicketKind::Probe))
-            .field("started", &self.started)
+            .field("probe", &self.is_probe())
+            .field("started", &self.slot.started)
             .finish_non_exhaustive()
     }
 }
@@ -1243,52 +1296,100 @@ impl<C: Clock> fmt::Debug for CallPermit<'_, C> {
 impl<C: Clock> CallPermit<'_, C> {
     /// Whether this call is a half-open probe.
     pub fn is_probe(&self) -> bool {
-        self.ticket.kind == TicketKind::Probe
+        self.slot.ticket.kind == TicketKind::Probe
     }
 
     /// The call succeeded (it still counts as slow if it took too long).
     pub fn success(mut self) {
-        self.finish(Some(false));
+        self.inner.finish(&mut self.slot, Some(false));
     }
 
     /// The call failed.
     pub fn failure(mut self) {
-        self.finish(Some(true));
+        self.inner.finish(&mut self.slot, Some(true));
     }
 
     /// The call counts as nothing: the permit is released unrecorded.
     pub fn ignore(mut self) {
-        self.finish(None);
+        self.inner.finish(&mut self.slot, None);
     }
 
-    fn finish(&mut self, failure: Option<bool>) {
-        self.finished = true;
-        let inner = self.inner;
-        match (self.ticket.kind, failure) {
-            (TicketKind::Untracked, _) | (TicketKind::Closed, None) => {}
-            (TicketKind::Probe, None) => inner.release(self.ticket),
-            (TicketKind::Closed | TicketKind::Probe, Some(failure)) => {
-                let (slow, end) = match self.started {
-                    Some(start) => {
-                        let end = inner.clock.now();
-                        (
-                            end.saturating_duration_since(start) > inner.slow_duration,
-                            Some(end),
-                        )
-                    }
-                    None => (false, None),
-                };
-                inner.record(self.ticket, Record { failure, slow }, end);
-            }
-        }
+    /// Hands the permit's duty to an [`OwnedCallPermit`] holding `breaker`.
+    fn into_owned(mut self, inner: Arc<Inner<C>>) -> OwnedCallPermit<C> {
+        let slot = self.slot;
+        self.slot.finished = true;
+        OwnedCallPermit { inner, slot }
     }
 }
 
 impl<C: Clock> Drop for CallPermit<'_, C> {
     fn drop(&mut self) {
-        if !self.finished {
-            self.finish(None);
-        }
+        self.inner.finish(&mut self.slot, None);
+    }
+}
+
+/// A [`CallPermit`] that owns a handle on its breaker, so it is `'static`
+/// and can move into a spawned task or thread; from
+/// [`CircuitBreaker::try_acquire_owned`]. Same rules: report once, drop =
+/// ignore.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::breaker::CircuitBreaker;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let breaker = CircuitBreaker::new();
+/// let permit = breaker.try_acquire_owned().unwrap();
+/// tokio::spawn(async move {
+///     // ... the call ...
+///     permit.success();
+/// })
+/// .await
+/// .unwrap();
+/// assert_eq!(breaker.metrics().calls, 1);
+/// # }
+/// ```
+#[must_use = "dropping the permit at once counts the call as ignored"]
+pub struct OwnedCallPermit<C: Clock = TokioClock> {
+    inner: Arc<Inner<C>>,
+    slot: Slot,
+}
+
+impl<C: Clock> fmt::Debug for OwnedCallPermit<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedCallPermit")
+            .field("probe", &self.is_probe())
+            .field("started", &self.slot.started)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Clock> OwnedCallPermit<C> {
+    /// Whether this call is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.slot.ticket.kind == TicketKind::Probe
+    }
+
+    /// The call succeeded (it still counts as slow if it took too long).
+    pub fn success(mut self) {
+        self.inner.finish(&mut self.slot, Some(false));
+    }
+
+    /// The call failed.
+    pub fn failure(mut self) {
+        self.inner.finish(&mut self.slot, Some(true));
+    }
+
+    /// The call counts as nothing: the permit is released unrecorded.
+    pub fn ignore(mut self) {
+        self.inner.finish(&mut self.slot, None);
+    }
+}
+
+impl<C: Clock> Drop for OwnedCallPermit<C> {
+    fn drop(&mut self) {
+        self.inner.finish(&mut self.slot, None);
     }
 }
 
