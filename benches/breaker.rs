@@ -52,10 +52,28 @@ fn fg_consecutive() -> CircuitBreaker {
         .unwrap()
 }
 
-/// flowguard with its (resilience4j) defaults: failure rate over the last
-/// 100 calls and slow-call rate, so each call is also timed.
+/// flowguard with its defaults: failure rate over the last 100 calls.
 fn fg_default() -> CircuitBreaker {
     CircuitBreaker::builder().open_wait(LONG).build().unwrap()
+}
+
+/// The defaults plus resilience4j's slow-call policy: every call is timed.
+fn fg_slow() -> CircuitBreaker {
+    CircuitBreaker::builder()
+        .slow_call_rate_threshold(100.0)
+        .open_wait(LONG)
+        .build()
+        .unwrap()
+}
+
+/// A time-based window, like failsafe's default policy (one clock read per
+/// recorded outcome).
+fn fg_time_window() -> CircuitBreaker {
+    CircuitBreaker::builder()
+        .time_window(Duration::from_secs(30), 30)
+        .open_wait(LONG)
+        .build()
+        .unwrap()
 }
 
 fn fs_consecutive() -> impl failsafe::CircuitBreaker + Sync {
@@ -98,10 +116,18 @@ fn two_threads(iters: u64, f: impl Fn() + Sync) -> Duration {
 fn closed(c: &mut Criterion) {
     let mut g = c.benchmark_group("breaker_closed_1t");
     g.bench_function("bare_call", |b| b.iter(|| backend(true)));
+    // The clock read every timed call pays (tokio's, with test-util compiled
+    // in as it is for every dev build of this crate), and std's under it.
+    g.bench_function("clock_read_tokio", |b| b.iter(tokio::time::Instant::now));
+    g.bench_function("clock_read_std", |b| b.iter(Instant::now));
     let fc = fg_consecutive();
     g.bench_function("flowguard_consecutive", |b| b.iter(|| through(&fc, true)));
     let fd = fg_default();
     g.bench_function("flowguard_default", |b| b.iter(|| through(&fd, true)));
+    let fs = fg_slow();
+    g.bench_function("flowguard_slow_calls", |b| b.iter(|| through(&fs, true)));
+    let ft = fg_time_window();
+    g.bench_function("flowguard_time_window", |b| b.iter(|| through(&ft, true)));
     g.bench_function("flowguard_default_async_call", |b| {
         b.iter(|| {
             fd.call(|| async { backend(true) })
@@ -128,6 +154,9 @@ fn closed(c: &mut Criterion) {
     });
     g.bench_function("flowguard_default", |b| {
         b.iter_custom(|n| two_threads(n, || drop(through(&fd, true))))
+    });
+    g.bench_function("flowguard_time_window", |b| {
+        b.iter_custom(|n| two_threads(n, || drop(through(&ft, true))))
     });
     g.bench_function("failsafe_consecutive", |b| {
         b.iter_custom(|n| two_threads(n, || drop(sc.call(|| backend(true)))))
@@ -166,8 +195,15 @@ fn open(c: &mut Criterion) {
         Err(recloser::Error::Rejected)
     ));
 
+    let forced = fg_consecutive();
+    forced.force_open();
+
     let mut g = c.benchmark_group("breaker_open_refusal_1t");
     g.bench_function("flowguard", |b| b.iter(|| through(&fc, true)));
+    // Forced open refuses without reading the clock: the rest of the path.
+    g.bench_function("flowguard_forced_open", |b| {
+        b.iter(|| through(&forced, true))
+    });
     g.bench_function("failsafe_consecutive", |b| {
         b.iter(|| sc.call(|| backend(true)))
     });
