@@ -841,3 +841,20 @@ fn public_types_are_send_sync_and_futures_are_send() {
     send(&b.call(|| async { Ok::<_, ()>(()) }));
     send(&b.wait_until_ready());
 }
+
+#[tokio::test(start_paused = true)]
+async fn wait_until_ready_sees_the_half_open_deadline_pass() {
+    let b = consecutive(1, S1, 1)
+        .max_half_open_wait(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let _ = err(&b).await;
+    advance(S1).await;
+    let _stuck_probe = b.try_acquire().unwrap();
+    let t0 = Instant::now();
+    b.wait_until_ready().await;
+    // Re-opened at the 5 s deadline, then waited the 1 s open wait.
+    assert_eq!(t0.elapsed(), Duration::from_secs(6));
+    assert_eq!(m(&b).reopens, 1);
+    assert!(b.try_acquire().unwrap().is_probe());
+}

@@ -950,7 +950,7 @@ impl<C: Clock> CircuitBreaker<C> {
         match self.inner.readiness(now) {
             Readiness::Now => Some(now),
             Readiness::At(t) => Some(t),
-            Readiness::Unknown => None,
+            Readiness::Unknown(_) => None,
         }
     }
 
@@ -996,10 +996,16 @@ impl<C: Clock> CircuitBreaker<C> {
             // Register before looking, so a change in between is not missed.
             notified.as_mut().enable();
             let now = self.inner.clock.now();
-            match self.inner.readiness(now) {
+            let wake_at = match self.inner.readiness(now) {
                 Readiness::Now => return,
-                Readiness::Unknown => notified.await,
-                Readiness::At(t) => {
+                Readiness::At(t) => Some(t),
+                // Half-open with every slot taken: a freed slot notifies; a
+                // half-open deadline needs a look when it passes.
+                Readiness::Unknown(recheck) => recheck,
+            };
+            match wake_at {
+                None => notified.await,
+                Some(t) => {
                     let mut sleep = pin!(tokio::time::sleep_until(t));
                     std::future::poll_fn(|cx| {
                         if notified.as_mut().poll(cx).is_ready()

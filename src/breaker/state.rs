@@ -241,8 +241,9 @@ pub(crate) struct Transition {
 pub(crate) enum Readiness {
     Now,
     At(Instant),
-    /// Depends on other calls finishing or on a manual action.
-    Unknown,
+    /// Depends on other calls finishing or on a manual action; worth
+    /// re-checking at the given instant (the half-open deadline) if any.
+    Unknown(Option<Instant>),
 }
 
 /// Reads the time at most once, only if something needs it.
@@ -605,10 +606,14 @@ impl Core {
                 if taken < u64::from(self.s.permitted_probes) {
                     Readiness::Now
                 } else {
-                    Readiness::Unknown
+                    Readiness::Unknown(
+                        self.s
+                            .max_half_open_wait
+                            .and_then(|max| self.half_open_since.checked_add(max)),
+                    )
                 }
             }
-            State::ForcedOpen => Readiness::Unknown,
+            State::ForcedOpen => Readiness::Unknown(None),
         }
     }
 }
@@ -809,7 +814,7 @@ mod tests {
         let (p, _) = c.try_admit(now);
         let p = p.unwrap();
         assert_eq!(c.try_admit(now).0, Err(Refusal::HalfOpenFull));
-        assert_eq!(c.readiness(now), Readiness::Unknown);
+        assert_eq!(c.readiness(now), Readiness::Unknown(None));
         assert!(c.release(p));
         assert_eq!(c.readiness(now), Readiness::Now);
         assert!(c.try_admit(now).0.is_ok());
