@@ -53,9 +53,11 @@ async fn main() {
     };
 
     let (mut ok, mut failed, mut refused) = (0, 0, 0);
-    for i in 0..40 {
+    for i in 0..50 {
+        let result = breaker.call(backend.clone()).await;
+        // The time the call's fate was known.
         let t = secs(Instant::now());
-        match breaker.call(backend.clone()).await {
+        match result {
             Ok(body) => {
                 ok += 1;
                 println!("[{t:5.2}s] call {i:2}: {body}");
