@@ -3,7 +3,6 @@
 //! Async flow-control and resilience primitives for Tokio.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-/// Circuit breakers: stop calling a failing backend, probe it, recover.
 pub mod breaker;
 pub mod clock;
 mod error;

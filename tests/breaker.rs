@@ -273,7 +273,7 @@ async fn cancelled_probe_gives_its_slot_back() {
     // A probe whose call never finishes, cancelled by a timeout.
     let r = tokio::time::timeout(
         Duration::from_millis(10),
-        b.call(|| std::future::pending::<Result<u32, &str>>()),
+        b.call(std::future::pending::<Result<u32, &str>>),
     )
     .await;
     assert!(r.is_err());

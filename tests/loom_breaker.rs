@@ -142,7 +142,7 @@ fn cancelled_probe_frees_its_slot() {
         open_and_wait(&b, &clock);
         let b2 = b.clone();
         let t = thread::spawn(move || {
-            let mut fut = pin!(b2.call(|| std::future::pending::<Result<(), ()>>()));
+            let mut fut = pin!(b2.call(std::future::pending::<Result<(), ()>>));
             // Pending (it holds the slot) or refused (the other caller has it).
             let _ = poll_once(fut.as_mut());
             // dropped here: cancelled mid-call

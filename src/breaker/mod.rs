@@ -1120,18 +1120,16 @@ impl<C: Clock> Inner<C> {
     #[cold]
     fn try_acquire_slow(&self, w: StateWord) -> Result<CallPermit<'_, C>, Rejected> {
         match w.state() {
-            State::Disabled => {
-                return Ok(self.permit(
-                    Ticket {
-                        epoch: w.epoch(),
-                        kind: TicketKind::Untracked,
-                    },
-                    None,
-                ));
-            }
+            State::Disabled => Ok(self.permit(
+                Ticket {
+                    epoch: w.epoch(),
+                    kind: TicketKind::Untracked,
+                },
+                None,
+            )),
             State::ForcedOpen => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
-                return Err(Rejected::ForcedOpen);
+                Err(Rejected::ForcedOpen)
             }
             State::Open => {
                 let until = self.open_until.load(Ordering::Acquire);

@@ -14,8 +14,8 @@
 //!     most its size) **and** failure rate `≥` the failure threshold;
 //!   - same minimum **and** slow-call rate `≥` the slow threshold, where a
 //!     call is slow when its duration is strictly `>` the slow-call duration.
-//! - **Open → HalfOpen** on the first admission attempt at `now ≥ opened_at
-//!   + wait` (inclusive). The wait is the backoff's value for the number of
+//! - **Open → HalfOpen** on the first admission attempt at
+//!   `now ≥ opened_at + wait` (inclusive). The wait is the backoff's value for the number of
 //!   re-opens since the breaker last closed, minus jitter.
 //! - **HalfOpen**: `permitted_probes` slots. A probe holds its slot while in
 //!   flight; an ignored or cancelled probe gives it back uncounted. Once all
