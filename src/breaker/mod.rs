@@ -645,6 +645,13 @@ impl Builder {
 /// cancelled probes. Outcomes of calls admitted before the latest transition
 /// are dropped.
 ///
+/// # Memory
+///
+/// Fixed at build time, whatever the call rate: one byte per call of a
+/// count window (at most 1 MiB), 24 bytes per bucket of a time window (at
+/// most 4096 buckets), and a few counters. Waiters in
+/// [`wait_until_ready`](Self::wait_until_ready) live in their own futures.
+///
 /// # Memory ordering and cost
 ///
 /// In `Closed` (and `Disabled`) admission is a single `Acquire` load of the
