@@ -141,12 +141,14 @@ impl HedgePolicy {
 
     /// A snapshot of the policy's counters and learned delay.
     pub fn metrics(&self) -> HedgeMetrics {
+        // Own statement: the guard must be gone before current_delay locks.
+        let samples = self.shared.window.lock().len();
         HedgeMetrics {
             calls: self.shared.calls.load(Ordering::Relaxed),
             hedges_sent: self.shared.hedges_sent.load(Ordering::Relaxed),
             hedge_wins: self.shared.hedge_wins.load(Ordering::Relaxed),
             failures: self.shared.failures.load(Ordering::Relaxed),
-            samples: self.shared.window.lock().len(),
+            samples,
             current_delay: self.current_delay(),
         }
     }
