@@ -213,7 +213,11 @@ async fn metrics_track_progress() {
     assert_eq!(out.completed_count(), 3);
 }
 
-fn result_task(c: &Counters, delay: u64, ok: bool) -> impl Future<Output = Result<u64, u64>> + Send + 'static {
+fn result_task(
+    c: &Counters,
+    delay: u64,
+    ok: bool,
+) -> impl Future<Output = Result<u64, u64>> + Send + 'static {
     c.task(ms(delay), if ok { Ok(delay) } else { Err(delay) })
 }
 
@@ -223,11 +227,19 @@ async fn quorum_returns_at_the_kth_success_and_cancels_the_rest() {
     let start = Instant::now();
     let futs = [(50, true), (10, false), (30, true), (20, true), (90, true)]
         .map(|(d, ok)| result_task(&c, d, ok));
-    let g = Gather::new(futs).quorum(2).timeout(ms(1000)).build().unwrap().await;
+    let g = Gather::new(futs)
+        .quorum(2)
+        .timeout(ms(1000))
+        .build()
+        .unwrap()
+        .await;
     assert_eq!(start.elapsed(), ms(30));
     assert_eq!(g.finish(), Finish::QuorumReached);
     assert_eq!(g.success_count(), 2);
-    assert_eq!(g.successes().map(|(i, v)| (i, *v)).collect::<Vec<_>>(), [(2, 30), (3, 20)]);
+    assert_eq!(
+        g.successes().map(|(i, v)| (i, *v)).collect::<Vec<_>>(),
+        [(2, 30), (3, 20)]
+    );
     assert!(matches!(g.outcomes()[1], Outcome::Completed(Err(10))));
     assert_eq!(g.cancelled().collect::<Vec<_>>(), [0, 4]);
     assert_eq!(c.dropped(), 5);
@@ -240,7 +252,8 @@ async fn quorum_gives_up_as_soon_as_it_is_impossible() {
     let c = Counters::default();
     let start = Instant::now();
     // Need 3 of 4: the second failure (at 20 ms) makes it impossible.
-    let futs = [(10, false), (20, false), (5, true), (500, true)].map(|(d, ok)| result_task(&c, d, ok));
+    let futs =
+        [(10, false), (20, false), (5, true), (500, true)].map(|(d, ok)| result_task(&c, d, ok));
     let g = Gather::new(futs).quorum(3).build().unwrap().await;
     assert_eq!(start.elapsed(), ms(20));
     assert_eq!(g.finish(), Finish::QuorumImpossible);
@@ -253,7 +266,12 @@ async fn quorum_with_deadline_stops_at_deadline() {
     let c = Counters::default();
     let start = Instant::now();
     let futs = [(10, true), (200, true)].map(|(d, ok)| result_task(&c, d, ok));
-    let g = Gather::new(futs).quorum(2).timeout(ms(100)).build().unwrap().await;
+    let g = Gather::new(futs)
+        .quorum(2)
+        .timeout(ms(100))
+        .build()
+        .unwrap()
+        .await;
     assert_eq!(start.elapsed(), ms(100));
     assert_eq!(g.finish(), Finish::Deadline);
     assert_eq!(g.success_count(), 1);
@@ -263,7 +281,8 @@ async fn quorum_with_deadline_stops_at_deadline() {
 async fn fail_fast_cancels_on_first_error() {
     let c = Counters::default();
     let start = Instant::now();
-    let futs = [(10, true), (40, false), (30, false), (100, true)].map(|(d, ok)| result_task(&c, d, ok));
+    let futs =
+        [(10, true), (40, false), (30, false), (100, true)].map(|(d, ok)| result_task(&c, d, ok));
     let g = Gather::new(futs).fail_fast().build().unwrap().await;
     assert_eq!(start.elapsed(), ms(30));
     assert_eq!(g.finish(), Finish::FailedFast);
@@ -277,17 +296,26 @@ async fn fail_fast_cancels_on_first_error() {
 async fn stream_yields_in_completion_order_then_the_cut_off() {
     let c = Counters::default();
     let futs = [30, 10, 500, 20].map(|d| c.task(ms(d), d));
-    let stream: GatherStream<_> = Gather::new(futs).timeout(ms(100)).build().unwrap().into_stream();
+    let stream: GatherStream<_> = Gather::new(futs)
+        .timeout(ms(100))
+        .build()
+        .unwrap()
+        .into_stream();
     assert_eq!(stream.size_hint(), (4, Some(4)));
     let items: Vec<(usize, Option<u64>)> = stream.map(|(i, o)| (i, o.completed())).collect().await;
-    assert_eq!(items, [(1, Some(10)), (3, Some(20)), (0, Some(30)), (2, None)]);
+    assert_eq!(
+        items,
+        [(1, Some(10)), (3, Some(20)), (0, Some(30)), (2, None)]
+    );
     assert_eq!(c.dropped(), 4);
 }
 
 #[tokio::test(start_paused = true)]
 async fn dropping_the_gather_cancels_everything() {
     let c = Counters::default();
-    let mut g = Gather::new([10, 20].map(|d| c.task(ms(d), d))).build().unwrap();
+    let mut g = Gather::new([10, 20].map(|d| c.task(ms(d), d)))
+        .build()
+        .unwrap();
     assert!(futures::poll!(&mut g).is_pending());
     assert_eq!(c.dropped(), 0);
     drop(g);
@@ -309,7 +337,10 @@ async fn futures_that_wake_themselves_many_times_complete() {
             std::task::Poll::Pending
         }
     }
-    let g = Gather::new((0..100).map(|i| YieldN(i % 7))).build().unwrap().await;
+    let g = Gather::new((0..100).map(|i| YieldN(i % 7)))
+        .build()
+        .unwrap()
+        .await;
     assert_eq!(g.completed_count(), 100);
     let g = Gather::new((0..100).map(|i| async move {
         for _ in 0..(i % 5) {
@@ -322,7 +353,10 @@ async fn futures_that_wake_themselves_many_times_complete() {
     .unwrap()
     .await;
     assert_eq!(
-        g.into_completed().into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+        g.into_completed()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect::<Vec<_>>(),
         (0..100).collect::<Vec<_>>()
     );
 }
@@ -390,10 +424,15 @@ async fn spawned_mode_on_many_threads() {
 #[tokio::test(start_paused = true)]
 async fn gather_builder_rejects_bad_input() {
     let err = |g: Result<GatherFuture<BoxFut<Result<u8, u8>>>, _>| g.unwrap_err();
-    let futs = || -> Vec<BoxFut<Result<u8, u8>>> { vec![Box::pin(async { Ok(1) }), Box::pin(async { Ok(2) })] };
+    let futs = || -> Vec<BoxFut<Result<u8, u8>>> {
+        vec![Box::pin(async { Ok(1) }), Box::pin(async { Ok(2) })]
+    };
 
     let e = err(Gather::new(futs()).concurrency(0).build());
-    assert_eq!((e.component(), e.field(), e.kind()), ("gather", "concurrency", ConfigErrorKind::Zero));
+    assert_eq!(
+        (e.component(), e.field(), e.kind()),
+        ("gather", "concurrency", ConfigErrorKind::Zero)
+    );
     let e = err(Gather::new(futs()).quorum(0).build());
     assert_eq!((e.field(), e.kind()), ("quorum", ConfigErrorKind::Zero));
     let e = err(Gather::new(futs()).quorum(3).build());
@@ -403,13 +442,29 @@ async fn gather_builder_rejects_bad_input() {
         "invalid gather config: quorum must be at most the number of futures (2), got 3"
     );
     let e = err(Gather::new(futs()).quorum(1).fail_fast().build());
-    assert_eq!((e.field(), e.kind()), ("fail_fast", ConfigErrorKind::Conflict));
-    let e = err(Gather::new(futs()).timeout(ms(1)).deadline(Instant::now()).build());
-    assert_eq!((e.field(), e.kind()), ("deadline", ConfigErrorKind::Conflict));
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("fail_fast", ConfigErrorKind::Conflict)
+    );
+    let e = err(Gather::new(futs())
+        .timeout(ms(1))
+        .deadline(Instant::now())
+        .build());
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("deadline", ConfigErrorKind::Conflict)
+    );
     let e = err(Gather::new(Vec::new()).quorum(1).build());
     assert_eq!(e.kind(), ConfigErrorKind::TooLarge);
     // Good input still builds.
-    assert!(Gather::new(futs()).quorum(2).concurrency(1).timeout(ms(1)).build().is_ok());
+    assert!(
+        Gather::new(futs())
+            .quorum(2)
+            .concurrency(1)
+            .timeout(ms(1))
+            .build()
+            .is_ok()
+    );
 }
 
 // ---------------------------------------------------------------- hedging
@@ -436,13 +491,21 @@ impl Backend {
     fn request(&self) -> impl Future<Output = Result<u64, String>> + Send + 'static {
         let n = self.sent.fetch_add(1, Ordering::SeqCst);
         let d = self.latencies[n];
-        let out = if self.oks[n] { Ok(n as u64) } else { Err(format!("attempt {n} failed")) };
+        let out = if self.oks[n] {
+            Ok(n as u64)
+        } else {
+            Err(format!("attempt {n} failed"))
+        };
         self.c.task(ms(d), out)
     }
 }
 
 fn fixed(delay: u64, hedges: usize) -> HedgePolicy {
-    HedgePolicy::builder().fixed_delay(ms(delay)).max_hedges(hedges).build().unwrap()
+    HedgePolicy::builder()
+        .fixed_delay(ms(delay))
+        .max_hedges(hedges)
+        .build()
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -467,7 +530,10 @@ async fn hedges_are_sent_at_multiples_of_the_delay_and_losers_dropped() {
     sleep(ms(2000)).await;
     assert_eq!(b.c.finished(), 1);
     let m = policy.metrics();
-    assert_eq!((m.calls, m.hedges_sent, m.hedge_wins, m.failures), (1, 2, 1, 0));
+    assert_eq!(
+        (m.calls, m.hedges_sent, m.hedge_wins, m.failures),
+        (1, 2, 1, 0)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -579,9 +645,19 @@ async fn dropping_a_hedge_drops_every_attempt() {
 #[test]
 fn hedge_policy_builder_rejects_bad_input() {
     let e = HedgePolicy::builder().build().unwrap_err();
-    assert_eq!((e.component(), e.field(), e.kind()), ("hedge", "fixed_delay", ConfigErrorKind::Missing));
-    let e = HedgePolicy::builder().fixed_delay(ms(1)).percentile(0.5).build().unwrap_err();
-    assert_eq!((e.field(), e.kind()), ("percentile", ConfigErrorKind::Conflict));
+    assert_eq!(
+        (e.component(), e.field(), e.kind()),
+        ("hedge", "fixed_delay", ConfigErrorKind::Missing)
+    );
+    let e = HedgePolicy::builder()
+        .fixed_delay(ms(1))
+        .percentile(0.5)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("percentile", ConfigErrorKind::Conflict)
+    );
     for (p, kind) in [
         (0.0, ConfigErrorKind::TooSmall),
         (-1.0, ConfigErrorKind::TooSmall),
@@ -592,29 +668,86 @@ fn hedge_policy_builder_rejects_bad_input() {
         let e = HedgePolicy::builder().percentile(p).build().unwrap_err();
         assert_eq!((e.field(), e.kind()), ("percentile", kind), "p = {p}");
     }
-    let e = HedgePolicy::builder().percentile(0.9).window(0).build().unwrap_err();
+    let e = HedgePolicy::builder()
+        .percentile(0.9)
+        .window(0)
+        .build()
+        .unwrap_err();
     assert_eq!((e.field(), e.kind()), ("window", ConfigErrorKind::Zero));
-    let e = HedgePolicy::builder().percentile(0.9).window(1 << 20).build().unwrap_err();
+    let e = HedgePolicy::builder()
+        .percentile(0.9)
+        .window(1 << 20)
+        .build()
+        .unwrap_err();
     assert_eq!((e.field(), e.kind()), ("window", ConfigErrorKind::TooLarge));
-    let e = HedgePolicy::builder().percentile(0.9).min_samples(0).build().unwrap_err();
-    assert_eq!((e.field(), e.kind()), ("min_samples", ConfigErrorKind::Zero));
-    let e = HedgePolicy::builder().percentile(0.9).window(5).min_samples(6).build().unwrap_err();
-    assert_eq!((e.field(), e.kind()), ("min_samples", ConfigErrorKind::TooLarge));
-    let e = HedgePolicy::builder().fixed_delay(ms(1)).window(5).build().unwrap_err();
+    let e = HedgePolicy::builder()
+        .percentile(0.9)
+        .min_samples(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("min_samples", ConfigErrorKind::Zero)
+    );
+    let e = HedgePolicy::builder()
+        .percentile(0.9)
+        .window(5)
+        .min_samples(6)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("min_samples", ConfigErrorKind::TooLarge)
+    );
+    let e = HedgePolicy::builder()
+        .fixed_delay(ms(1))
+        .window(5)
+        .build()
+        .unwrap_err();
     assert_eq!((e.field(), e.kind()), ("window", ConfigErrorKind::Conflict));
-    let e = HedgePolicy::builder().fixed_delay(ms(1)).initial_delay(ms(5)).build().unwrap_err();
-    assert_eq!((e.field(), e.kind()), ("initial_delay", ConfigErrorKind::Conflict));
-    let e = HedgePolicy::builder().fixed_delay(ms(1)).max_hedges(17).build().unwrap_err();
-    assert_eq!((e.field(), e.kind()), ("max_hedges", ConfigErrorKind::TooLarge));
+    let e = HedgePolicy::builder()
+        .fixed_delay(ms(1))
+        .initial_delay(ms(5))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("initial_delay", ConfigErrorKind::Conflict)
+    );
+    let e = HedgePolicy::builder()
+        .fixed_delay(ms(1))
+        .max_hedges(17)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("max_hedges", ConfigErrorKind::TooLarge)
+    );
     // Extremes that are accepted.
-    assert!(HedgePolicy::builder().fixed_delay(Duration::MAX).max_hedges(16).build().is_ok());
-    assert!(HedgePolicy::builder().percentile(1.0).window(1).build().is_ok());
+    assert!(
+        HedgePolicy::builder()
+            .fixed_delay(Duration::MAX)
+            .max_hedges(16)
+            .build()
+            .is_ok()
+    );
+    assert!(
+        HedgePolicy::builder()
+            .percentile(1.0)
+            .window(1)
+            .build()
+            .is_ok()
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn huge_fixed_delay_never_hedges_and_never_panics() {
     let b = Backend::new(&[(10, true)]);
-    let policy = HedgePolicy::builder().fixed_delay(Duration::MAX).max_hedges(16).build().unwrap();
+    let policy = HedgePolicy::builder()
+        .fixed_delay(Duration::MAX)
+        .max_hedges(16)
+        .build()
+        .unwrap();
     let won = hedge(|| b.request(), &policy).await.unwrap();
     assert_eq!(won.attempts, 1);
 }

@@ -36,7 +36,11 @@ impl Signal {
     }
 
     fn wait(&self, value: usize, drops: Arc<AtomicUsize>) -> Wait {
-        Wait { signal: self.clone(), value, drops }
+        Wait {
+            signal: self.clone(),
+            value,
+            drops,
+        }
     }
 }
 
@@ -126,7 +130,10 @@ fn quorum_cancels_the_loser() {
         tb.join().unwrap();
         assert_eq!(out.success_count(), 1);
         assert_eq!(
-            out.outcomes().iter().filter(|o| matches!(o, Outcome::Cancelled)).count()
+            out.outcomes()
+                .iter()
+                .filter(|o| matches!(o, Outcome::Cancelled))
+                .count()
                 + out.completed_count(),
             2
         );
@@ -143,7 +150,11 @@ fn drop_after_one_poll_races_a_wake() {
         let a = Signal::new();
         let mut g = Box::pin(Gather::new([a.wait(1, drops.clone())]).build().unwrap());
         let waker = futures::task::noop_waker();
-        assert!(g.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+        assert!(
+            g.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
         let t = thread::spawn(move || a.fire());
         drop(g);
         t.join().unwrap();

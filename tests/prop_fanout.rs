@@ -50,7 +50,9 @@ proptest! {
 #[test]
 fn decoding_arbitrary_bytes_never_panics() {
     for seed in 0u8..=255 {
-        let bytes: Vec<u8> = (0..60u8).map(|i| i.wrapping_mul(seed).wrapping_add(seed)).collect();
+        let bytes: Vec<u8> = (0..60u8)
+            .map(|i| i.wrapping_mul(seed).wrapping_add(seed))
+            .collect();
         model::check(&model::ops_from_bytes(&bytes));
     }
 }

@@ -195,7 +195,10 @@ mod tests {
 
     #[test]
     fn zero_futures_are_done_at_once() {
-        assert_eq!(Tally::new(0, None, false).verdict(), Some(Finish::AllCompleted));
+        assert_eq!(
+            Tally::new(0, None, false).verdict(),
+            Some(Finish::AllCompleted)
+        );
     }
 
     #[test]

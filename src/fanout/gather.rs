@@ -146,10 +146,13 @@ impl<T> Gathered<T> {
 
     /// `(input index, value)` of each completed future, in input order.
     pub fn completed(&self) -> impl Iterator<Item = (usize, &T)> + '_ {
-        self.outcomes.iter().enumerate().filter_map(|(i, o)| match o {
-            Outcome::Completed(v) => Some((i, v)),
-            _ => None,
-        })
+        self.outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| match o {
+                Outcome::Completed(v) => Some((i, v)),
+                _ => None,
+            })
     }
 
     /// `(input index, value)` of each completed future, by value.
@@ -207,10 +210,13 @@ impl<T> Gathered<T> {
 impl<T, E> Gathered<Result<T, E>> {
     /// `(input index, value)` of each future that completed with `Ok`.
     pub fn successes(&self) -> impl Iterator<Item = (usize, &T)> + '_ {
-        self.outcomes.iter().enumerate().filter_map(|(i, o)| match o {
-            Outcome::Completed(Ok(v)) => Some((i, v)),
-            _ => None,
-        })
+        self.outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| match o {
+                Outcome::Completed(Ok(v)) => Some((i, v)),
+                _ => None,
+            })
     }
 
     /// How many futures completed with `Ok`.
@@ -709,7 +715,8 @@ impl<F, M: GatherMode<F>> Future for GatherFuture<F, M> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if this.outcomes.is_empty() {
-            this.outcomes.resize_with(this.driver.tally.total(), || None);
+            this.outcomes
+                .resize_with(this.driver.tally.total(), || None);
         }
         let outcomes = &mut this.outcomes;
         match this

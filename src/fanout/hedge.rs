@@ -240,7 +240,8 @@ impl HedgePolicyBuilder {
     ///
     /// Never.
     pub fn build(self) -> Result<HedgePolicy, ConfigError> {
-        let err = |field, kind, reason: String| Err(ConfigError::new(COMPONENT, field, kind, reason));
+        let err =
+            |field, kind, reason: String| Err(ConfigError::new(COMPONENT, field, kind, reason));
         let max_hedges = self.max_hedges.unwrap_or(1);
         if max_hedges > MAX_HEDGES {
             return err(
@@ -297,7 +298,11 @@ impl HedgePolicyBuilder {
                     );
                 }
                 if window == 0 {
-                    return err("window", ConfigErrorKind::Zero, "must be at least 1, got 0".into());
+                    return err(
+                        "window",
+                        ConfigErrorKind::Zero,
+                        "must be at least 1, got 0".into(),
+                    );
                 }
                 if window > MAX_WINDOW {
                     return err(
@@ -505,7 +510,10 @@ where
         });
         self.live += 1;
         if k > 0 {
-            self.policy.shared.hedges_sent.fetch_add(1, Ordering::Relaxed);
+            self.policy
+                .shared
+                .hedges_sent
+                .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(hedge = k, "hedge sent");
         }
     }
@@ -564,7 +572,10 @@ where
                         let latency = Instant::now().saturating_duration_since(attempt.started);
                         this.policy.record_latency(latency);
                         if k > 0 {
-                            this.policy.shared.hedge_wins.fetch_add(1, Ordering::Relaxed);
+                            this.policy
+                                .shared
+                                .hedge_wins
+                                .fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(winner = k, "hedge won");
                         }
                         let attempts = this.attempts.len();

@@ -9,7 +9,7 @@
 //! the finish reason, the exact finish time and that every future was
 //! dropped by the time the gather returned.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -295,13 +295,19 @@ async fn check_gather(s: &Scenario) {
     let start = tokio::time::Instant::now();
     let gathered = g.build().expect("valid scenario").await;
     let elapsed = start.elapsed();
-    assert_eq!(drops.load(Ordering::SeqCst), s.futures.len(), "every future dropped on return");
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        s.futures.len(),
+        "every future dropped on return"
+    );
     assert_eq!(gathered.finish(), finish, "finish reason for {s:?}");
     assert_eq!(elapsed, Duration::from_millis(at), "finish time for {s:?}");
     assert_eq!(gathered.len(), expect.len());
     for (i, (got, want)) in gathered.outcomes().iter().zip(&expect).enumerate() {
         let fine = match (got, *want) {
-            (Outcome::Completed(r), Expect::Completed(ok)) => r.is_ok() == ok && *r.as_ref().unwrap_or_else(|e| e) == i,
+            (Outcome::Completed(r), Expect::Completed(ok)) => {
+                r.is_ok() == ok && *r.as_ref().unwrap_or_else(|e| e) == i
+            }
             (Outcome::Completed(r), Expect::CompletedOrCancelled(ok)) => r.is_ok() == ok,
             (Outcome::Cancelled, Expect::CompletedOrCancelled(_)) => true,
             (Outcome::TimedOut, Expect::TimedOut) => true,
@@ -311,10 +317,17 @@ async fn check_gather(s: &Scenario) {
         assert!(fine, "index {i}: got {got:?}, want {want:?} in {s:?}");
     }
     if finish == Finish::FailedFast {
-        assert!(gathered.completed().any(|(_, r)| r.is_err()), "an Err was seen");
+        assert!(
+            gathered.completed().any(|(_, r)| r.is_err()),
+            "an Err was seen"
+        );
     }
     if finish == Finish::QuorumReached {
-        assert_eq!(Some(gathered.success_count()), s.quorum, "exactly k successes");
+        assert_eq!(
+            Some(gathered.success_count()),
+            s.quorum,
+            "exactly k successes"
+        );
     }
 }
 
@@ -343,8 +356,16 @@ async fn check_hedge(s: &Scenario) {
         &policy,
     )
     .await;
-    assert_eq!(start.elapsed(), Duration::from_millis(at), "hedge finish time for {s:?}");
-    assert_eq!(drops.load(Ordering::SeqCst), attempts, "every attempt dropped");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(at),
+        "hedge finish time for {s:?}"
+    );
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        attempts,
+        "every attempt dropped"
+    );
     match (result, winner) {
         (Ok(h), Some(w)) => {
             assert_eq!((h.value, h.winner, h.attempts), (w, w, attempts), "{s:?}");
@@ -353,7 +374,10 @@ async fn check_hedge(s: &Scenario) {
             assert_eq!(e.attempts(), attempts);
             assert_eq!(e.into_inner(), 0, "the primary's error");
         }
-        (r, w) => panic!("hedge: got {:?}, model winner {w:?} for {s:?}", r.map(|h| h.winner)),
+        (r, w) => panic!(
+            "hedge: got {:?}, model winner {w:?} for {s:?}",
+            r.map(|h| h.winner)
+        ),
     }
     let m = policy.metrics();
     assert_eq!(m.hedges_sent as usize, attempts - 1);
