@@ -418,7 +418,7 @@ async fn spawned_mode_on_many_threads() {
     .unwrap()
     .await;
     assert_eq!(g.completed_count(), 64);
-    assert_eq!(g.outcomes()[63].is_completed(), true);
+    assert!(g.outcomes()[63].is_completed());
 }
 
 #[tokio::test(start_paused = true)]

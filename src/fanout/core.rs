@@ -13,7 +13,7 @@ use std::time::Duration;
 /// use std::time::Duration;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-/// let gathered = gather_with_timeout([async { 1 }, async { 2 }], Duration::from_secs(1)).await;
+/// let gathered = gather_with_timeout((1..=2).map(|i| async move { i }), Duration::from_secs(1)).await;
 /// assert_eq!(gathered.finish(), Finish::AllCompleted);
 /// # }
 /// ```

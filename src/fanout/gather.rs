@@ -233,7 +233,7 @@ impl<T, E> Gathered<Result<T, E>> {
 /// use flowguard::fanout::Gather;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let gather = Gather::new([async { 1 }, async { 2 }]).build().unwrap();
+/// let gather = Gather::new((1..=2).map(|i| async move { i })).build().unwrap();
 /// let m = gather.metrics();
 /// assert_eq!((m.total, m.started, m.in_flight), (2, 0, 0));
 /// # }

@@ -221,9 +221,9 @@ fn model_hedge(s: &Scenario) -> (Option<usize>, usize, u64) {
             (None, _) => unreachable!("a live attempt always exists here"),
         };
         // Completions at t first, in attempt order; the first Ok wins.
-        for k in 0..launched {
-            if ends[k] == Some(t) {
-                ends[k] = None;
+        for (k, end) in ends.iter_mut().enumerate() {
+            if *end == Some(t) {
+                *end = None;
                 if spec(k).1 {
                     return (Some(k), launched, t);
                 }
