@@ -5,15 +5,15 @@
 //! deadline it is at most the deadline ("The Tail at Scale", Dean and
 //! Barroso, 2013):
 //!
-//! - [`gather_with_timeout`]: run futures concurrently, return when all are
-//!   done or at the deadline, one [`Outcome`] per input, in input order.
+//! - [`gather_with_timeout`](crate::fanout::gather_with_timeout): run futures concurrently, return when all are
+//!   done or at the deadline, one [`Outcome`](crate::fanout::Outcome) per input, in input order.
 //!   Futures still running at the deadline are dropped.
-//! - [`Gather`]: the builder for the rest: `timeout`/`deadline`,
+//! - [`Gather`](crate::fanout::Gather): the builder for the rest: `timeout`/`deadline`,
 //!   `concurrency(n)`, `quorum(k)` (return at the k-th `Ok`, or as soon as
 //!   k became impossible), `fail_fast()`, `spawn()` (own Tokio task each,
 //!   panics captured, aborted at the end); results at once
-//!   ([`GatherFuture`]) or in completion order ([`GatherStream`]).
-//! - [`hedge`]: send a request; if it is slow (a fixed delay, or a learned
+//!   ([`GatherFuture`](crate::fanout::GatherFuture)) or in completion order ([`GatherStream`](crate::fanout::GatherStream)).
+//! - [`hedge`](crate::fanout::hedge): send a request; if it is slow (a fixed delay, or a learned
 //!   percentile of recent latencies), send another; first success wins.
 //!
 //! In-task gathers poll only the futures that were woken (each child has
