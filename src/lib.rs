@@ -6,5 +6,7 @@
 pub mod clock;
 mod error;
 mod sync;
+/// Debounce and throttle with lodash semantics: handles and stream adapters.
+pub mod timing;
 
 pub use error::{ConfigError, ConfigErrorKind};
