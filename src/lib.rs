@@ -2,6 +2,7 @@
 //!
 //! Async flow-control and resilience primitives for Tokio.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
 
 pub mod clock;
 mod error;

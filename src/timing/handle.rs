@@ -710,6 +710,18 @@ impl<T, R> Drop for WorkerGuard<T, R> {
     }
 }
 
+/// The batch of the invocation in progress; fails it with `Closed` if the
+/// handler unwinds.
+struct RunningBatch<R>(Option<Arc<Batch<R>>>);
+
+impl<R> Drop for RunningBatch<R> {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.complete(Err(CallError::Closed));
+        }
+    }
+}
+
 async fn worker<T, R, F, Fut>(shared: Arc<Shared<T, R>>, mut handler: F)
 where
     F: FnMut(T) -> Fut,
@@ -728,13 +740,15 @@ where
         let Some((value, batch)) = job else {
             return;
         };
+        // If the handler panics, the batch still hears about it.
+        let mut batch = RunningBatch(batch);
         let result = handler(value).await;
         {
             let mut st = shared.state.lock();
             st.running = false;
             st.invocations += 1;
         }
-        if let Some(b) = batch {
+        if let Some(b) = batch.0.take() {
             b.complete(Ok(result));
         }
     }
