@@ -390,14 +390,20 @@ async fn both_edges_off_is_refused() {
         .trailing(false)
         .build_sync(|_: u32| ())
         .unwrap_err();
-    assert_eq!((err.field(), err.kind()), ("trailing", ConfigErrorKind::Conflict));
+    assert_eq!(
+        (err.field(), err.kind()),
+        ("trailing", ConfigErrorKind::Conflict)
+    );
     let err = Throttler::builder(ms(10))
         .leading(false)
         .trailing(false)
         .build_sync(|_: u32| ())
         .unwrap_err();
     assert_eq!(err.field(), "trailing");
-    assert!(err.to_string().starts_with("invalid timing config: trailing"));
+    assert!(
+        err.to_string()
+            .starts_with("invalid timing config: trailing")
+    );
 }
 
 #[test]
@@ -405,7 +411,10 @@ fn building_outside_a_runtime_is_refused() {
     let err = Debouncer::builder(ms(10))
         .build_sync(|_: u32| ())
         .unwrap_err();
-    assert_eq!((err.field(), err.kind()), ("runtime", ConfigErrorKind::Missing));
+    assert_eq!(
+        (err.field(), err.kind()),
+        ("runtime", ConfigErrorKind::Missing)
+    );
     let err = Throttler::builder(ms(10))
         .build_sync(|_: u32| ())
         .unwrap_err();
@@ -429,7 +438,11 @@ async fn extreme_durations_do_not_panic() {
             .collect()
             .await;
         // lodash: with wait 0 every throttled call finds the window over.
-        let want = if wait.is_zero() { vec![1, 2, 3] } else { vec![1, 3] };
+        let want = if wait.is_zero() {
+            vec![1, 2, 3]
+        } else {
+            vec![1, 3]
+        };
         assert_eq!(s, want);
     }
 }
@@ -437,7 +450,10 @@ async fn extreme_durations_do_not_panic() {
 // ---- streams ---------------------------------------------------------------
 
 /// Items at the given offsets (ms), from a task, through a channel.
-fn timed<T: Send + 'static>(start: Instant, items: Vec<(u64, T)>) -> impl futures::Stream<Item = T> {
+fn timed<T: Send + 'static>(
+    start: Instant,
+    items: Vec<(u64, T)>,
+) -> impl futures::Stream<Item = T> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         for (at, v) in items {
