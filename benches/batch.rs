@@ -63,7 +63,8 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let ag0 = async_graphql::dataloader::DataLoader::new(AgLoader, tokio::spawn).delay(Duration::ZERO);
+    let ag0 =
+        async_graphql::dataloader::DataLoader::new(AgLoader, tokio::spawn).delay(Duration::ZERO);
     group.bench_function("async-graphql delay(0)", |b| {
         b.to_async(&rt).iter(|| async {
             let out = join_all((0..KEYS).map(|k| ag0.load_one(k))).await;

@@ -16,7 +16,10 @@ use tokio::time::Instant;
 type Calls = Arc<Mutex<Vec<Vec<u64>>>>;
 
 /// A batch function answering `k -> k * 10` that records every call.
-fn recording(calls: &Calls) -> impl Fn(Vec<u64>) -> futures::future::Ready<Result<HashMap<u64, u64>, String>> + Send + Sync + 'static {
+fn recording(
+    calls: &Calls,
+) -> impl Fn(Vec<u64>) -> futures::future::Ready<Result<HashMap<u64, u64>, String>> + Send + Sync + 'static
+{
     let calls = Arc::clone(calls);
     move |keys: Vec<u64>| {
         calls.lock().unwrap().push(keys.clone());
@@ -38,7 +41,11 @@ fn slow(
         starts.lock().unwrap().push(Instant::now());
         async move {
             tokio::time::sleep(latency).await;
-            Ok::<_, String>(keys.into_iter().map(|k| (k, k * 10)).collect::<HashMap<_, _>>())
+            Ok::<_, String>(
+                keys.into_iter()
+                    .map(|k| (k, k * 10))
+                    .collect::<HashMap<_, _>>(),
+            )
         }
     })
 }
@@ -125,7 +132,10 @@ async fn half_duplicate_keys_are_each_fetched_once() {
     assert!(fetched.values().all(|&n| n == 1));
     assert_eq!(calls.len(), 50);
     let m = loader.metrics();
-    assert_eq!((m.keys_requested, m.deduplicated, m.keys_loaded), (10_000, 5_000, 5_000));
+    assert_eq!(
+        (m.keys_requested, m.deduplicated, m.keys_loaded),
+        (10_000, 5_000, 5_000)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -142,7 +152,9 @@ async fn duplicate_keys_within_a_batch_are_fetched_once() {
 async fn a_key_in_flight_joins_the_running_batch() {
     let calls = new_calls();
     let starts = Arc::new(Mutex::new(Vec::new()));
-    let loader = slow(&calls, &starts, Duration::from_millis(10)).build().unwrap();
+    let loader = slow(&calls, &starts, Duration::from_millis(10))
+        .build()
+        .unwrap();
     let t0 = Instant::now();
     let first = tokio::spawn({
         let loader = loader.clone();
@@ -151,7 +163,11 @@ async fn a_key_in_flight_joins_the_running_batch() {
     tokio::time::sleep(Duration::from_millis(4)).await;
     assert_eq!(loader.metrics().in_flight_batches, 1);
     let second = loader.load(7).await.unwrap();
-    assert_eq!(t0.elapsed(), Duration::from_millis(10), "joined, not refetched");
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_millis(10),
+        "joined, not refetched"
+    );
     assert_eq!(second, 70);
     assert_eq!(first.await.unwrap(), (70, t0 + Duration::from_millis(10)));
     assert_eq!(*calls.lock().unwrap(), vec![vec![7]]);
@@ -174,7 +190,14 @@ async fn delay_widens_the_window_exactly() {
     let b = tokio::spawn(async move { l.load(2).await });
     tokio::time::sleep(Duration::from_millis(3)).await; // t = 6 ms: window closed at 5
     let c = loader.load(3).await;
-    assert_eq!((a.await.unwrap().unwrap(), b.await.unwrap().unwrap(), c.unwrap()), (10, 20, 30));
+    assert_eq!(
+        (
+            a.await.unwrap().unwrap(),
+            b.await.unwrap().unwrap(),
+            c.unwrap()
+        ),
+        (10, 20, 30)
+    );
     assert_eq!(*calls.lock().unwrap(), vec![vec![1, 2], vec![3]]);
     let starts = starts.lock().unwrap();
     assert_eq!(starts[0] - t0, Duration::from_millis(5));
@@ -196,7 +219,11 @@ async fn a_full_batch_is_sent_without_waiting_for_the_delay() {
     assert_eq!(t0.elapsed(), Duration::ZERO);
     let c = loader.load(3).await.unwrap();
     assert_eq!(c, 30);
-    assert_eq!(t0.elapsed(), Duration::from_secs(1), "a lone key waits out the delay");
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_secs(1),
+        "a lone key waits out the delay"
+    );
     assert_eq!(*calls.lock().unwrap(), vec![vec![1, 2], vec![3]]);
 }
 
@@ -204,7 +231,9 @@ async fn a_full_batch_is_sent_without_waiting_for_the_delay() {
 async fn cancelling_the_caller_that_started_a_batch_does_not_cancel_it() {
     let calls = new_calls();
     let starts = Arc::new(Mutex::new(Vec::new()));
-    let loader = slow(&calls, &starts, Duration::from_millis(10)).build().unwrap();
+    let loader = slow(&calls, &starts, Duration::from_millis(10))
+        .build()
+        .unwrap();
     let l = loader.clone();
     let starter = tokio::spawn(async move { l.load(1).await });
     tokio::time::sleep(Duration::from_millis(1)).await;
@@ -232,7 +261,12 @@ async fn a_cancelled_load_before_dispatch_leaves_the_batch_for_others() {
 #[tokio::test(start_paused = true)]
 async fn missing_keys_are_not_found_not_a_panic() {
     let loader = Loader::new(|keys: Vec<u64>| async move {
-        Ok::<_, String>(keys.into_iter().filter(|k| k % 2 == 0).map(|k| (k, k)).collect::<HashMap<_, _>>())
+        Ok::<_, String>(
+            keys.into_iter()
+                .filter(|k| k % 2 == 0)
+                .map(|k| (k, k))
+                .collect::<HashMap<_, _>>(),
+        )
     });
     let out = loader.load_many([1, 2, 3]).await;
     assert!(matches!(out[0], Err(LoadError::NotFound)));
@@ -252,7 +286,8 @@ impl std::error::Error for Backend {}
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_batch_gives_every_key_the_same_shared_error() {
-    let loader = Loader::new(|_keys: Vec<u64>| async move { Err::<HashMap<u64, u64>, _>(Backend("down")) });
+    let loader =
+        Loader::new(|_keys: Vec<u64>| async move { Err::<HashMap<u64, u64>, _>(Backend("down")) });
     let out = loader.load_many([1, 2]).await;
     let (Err(LoadError::Batch(a)), Err(LoadError::Batch(b))) = (&out[0], &out[1]) else {
         panic!("expected batch errors, got {out:?}");
@@ -273,7 +308,13 @@ async fn vec_answers_give_per_key_errors() {
     let loader = Loader::builder_vec(|keys: Vec<i64>| async move {
         Ok::<_, Backend>(
             keys.iter()
-                .map(|&k| if k < 0 { Err(Backend("negative")) } else { Ok(k as u64) })
+                .map(|&k| {
+                    if k < 0 {
+                        Err(Backend("negative"))
+                    } else {
+                        Ok(k as u64)
+                    }
+                })
                 .collect(),
         )
     })
@@ -294,7 +335,16 @@ async fn a_vec_answer_of_the_wrong_length_fails_every_key() {
     .unwrap();
     let out = loader.load_many([1, 2, 3]).await;
     for r in &out {
-        assert!(matches!(r, Err(LoadError::WrongLength { expected: 3, actual: 2 })), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                Err(LoadError::WrongLength {
+                    expected: 3,
+                    actual: 2
+                })
+            ),
+            "{r:?}"
+        );
     }
     assert_eq!(
         out[0].as_ref().unwrap_err().to_string(),
@@ -305,7 +355,10 @@ async fn a_vec_answer_of_the_wrong_length_fails_every_key() {
 #[tokio::test(start_paused = true)]
 async fn cache_answers_repeat_loads_and_prime_and_clear_work() {
     let calls = new_calls();
-    let loader = Loader::builder(recording(&calls)).cache(100).build().unwrap();
+    let loader = Loader::builder(recording(&calls))
+        .cache(100)
+        .build()
+        .unwrap();
     assert_eq!(loader.load(1).await.unwrap(), 10);
     assert_eq!(loader.load(1).await.unwrap(), 10);
     assert_eq!(calls.lock().unwrap().len(), 1);
@@ -374,7 +427,11 @@ async fn not_found_is_cached_only_when_asked() {
         assert!(loader.load(1).await.unwrap_err().is_not_found());
         assert!(loader.load(1).await.unwrap_err().is_not_found());
         let expected = if cache_errors { 1 } else { 2 };
-        assert_eq!(calls.lock().unwrap().len(), expected, "cache_errors {cache_errors}");
+        assert_eq!(
+            calls.lock().unwrap().len(),
+            expected,
+            "cache_errors {cache_errors}"
+        );
     }
 }
 
@@ -438,7 +495,10 @@ async fn a_panicking_batch_fails_its_keys_and_the_loader_goes_on() {
     assert!(matches!(out[1], Err(LoadError::Aborted)));
     assert_eq!(loader.load(12).await.unwrap(), 12);
     let m = loader.metrics();
-    assert_eq!((m.failed_batches, m.in_flight_batches, m.keys_in_flight), (1, 0, 0));
+    assert_eq!(
+        (m.failed_batches, m.in_flight_batches, m.keys_in_flight),
+        (1, 0, 0)
+    );
 }
 
 #[test]
@@ -454,7 +514,10 @@ fn polling_outside_a_runtime_is_an_error_not_a_panic() {
 #[tokio::test(start_paused = true)]
 async fn metrics_count_requests_hits_and_batches() {
     let calls = new_calls();
-    let loader = Loader::builder(recording(&calls)).cache(10).build().unwrap();
+    let loader = Loader::builder(recording(&calls))
+        .cache(10)
+        .build()
+        .unwrap();
     assert_eq!(loader.metrics(), LoaderMetrics::default());
     loader.load_many([1, 2, 2]).await;
     loader.load(1).await.unwrap();
@@ -465,7 +528,10 @@ async fn metrics_count_requests_hits_and_batches() {
     assert_eq!(m.deduplicated, 1);
     assert_eq!(m.cache_hits, 1);
     assert_eq!(m.mean_batch_size(), 2.0);
-    assert_eq!((m.in_flight_batches, m.keys_waiting, m.keys_in_flight), (0, 0, 0));
+    assert_eq!(
+        (m.in_flight_batches, m.keys_waiting, m.keys_in_flight),
+        (0, 0, 0)
+    );
 }
 
 fn builder() -> LoaderBuilder<u64, u64, String> {
@@ -477,7 +543,11 @@ fn builder() -> LoaderBuilder<u64, u64, String> {
 #[test]
 fn builder_rejects_each_bad_field() {
     let cases: Vec<(LoaderBuilder<u64, u64, String>, &str, ConfigErrorKind)> = vec![
-        (builder().max_batch_size(0), "max_batch_size", ConfigErrorKind::Zero),
+        (
+            builder().max_batch_size(0),
+            "max_batch_size",
+            ConfigErrorKind::Zero,
+        ),
         (
             builder().max_batch_size(flowguard::batch::MAX_BATCH_SIZE + 1),
             "max_batch_size",
@@ -499,21 +569,34 @@ fn builder_rejects_each_bad_field() {
             ConfigErrorKind::TooLarge,
         ),
         (builder().cache(0), "max_entries", ConfigErrorKind::Zero),
-        (builder().cache_errors(true), "cache_errors", ConfigErrorKind::Conflict),
+        (
+            builder().cache_errors(true),
+            "cache_errors",
+            ConfigErrorKind::Conflict,
+        ),
     ];
     for (b, field, kind) in cases {
         let err = b.build().unwrap_err();
-        assert_eq!((err.component(), err.field(), err.kind()), ("loader", field, kind), "{err}");
-        assert!(err.to_string().starts_with(&format!("invalid loader config: {field} ")));
+        assert_eq!(
+            (err.component(), err.field(), err.kind()),
+            ("loader", field, kind),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("invalid loader config: {field} "))
+        );
     }
-    assert!(builder()
-        .max_batch_size(flowguard::batch::MAX_BATCH_SIZE)
-        .delay(flowguard::batch::MAX_DELAY)
-        .max_concurrent_batches(1)
-        .cache(1)
-        .cache_errors(true)
-        .build()
-        .is_ok());
+    assert!(
+        builder()
+            .max_batch_size(flowguard::batch::MAX_BATCH_SIZE)
+            .delay(flowguard::batch::MAX_DELAY)
+            .max_concurrent_batches(1)
+            .cache(1)
+            .cache_errors(true)
+            .build()
+            .is_ok()
+    );
 }
 
 #[test]

@@ -21,7 +21,9 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn schedule() -> impl Strategy<Value = Vec<Op>> {
     (0u8..4, any::<bool>(), prop::collection::vec(op(), 0..60)).prop_map(|(n, cache, ops)| {
-        std::iter::once(Op::Configure(n, cache)).chain(ops).collect()
+        std::iter::once(Op::Configure(n, cache))
+            .chain(ops)
+            .collect()
     })
 }
 

@@ -320,7 +320,11 @@ mod tests {
         let mut c = Collector::new(10);
         req(&mut c, 1);
         c.clear(&1);
-        assert_eq!(req(&mut c, 1), (Admission::Joined(0), false), "open batch kept");
+        assert_eq!(
+            req(&mut c, 1),
+            (Admission::Joined(0), false),
+            "open batch kept"
+        );
         c.take(0);
         c.clear(&1);
         assert_eq!(req(&mut c, 1), (Admission::Opened(1), false));

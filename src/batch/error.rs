@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::sync::Arc;
+use crate::sync::ValueArc as Arc;
 
 /// Why a [`Loader`](super::Loader) could not answer one key.
 ///
@@ -98,10 +98,9 @@ impl<E: fmt::Display> fmt::Display for LoadError<E> {
             LoadError::NotFound => f.write_str("key not found in the batch answer"),
             LoadError::Batch(e) => write!(f, "batch failed: {e}"),
             LoadError::Key(e) => write!(f, "load failed for this key: {e}"),
-            LoadError::WrongLength { expected, actual } => write!(
-                f,
-                "batch answered {actual} values for {expected} keys"
-            ),
+            LoadError::WrongLength { expected, actual } => {
+                write!(f, "batch answered {actual} values for {expected} keys")
+            }
             LoadError::Aborted => f.write_str("batch ended without an answer"),
             LoadError::NoRuntime => f.write_str("no tokio runtime to run the batch on"),
         }

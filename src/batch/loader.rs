@@ -24,11 +24,11 @@ use std::time::Duration;
 use super::core::{Admission, BatchId, Cache, Collector};
 use super::error::LoadError;
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, ValueArc};
 use crate::{ConfigError, ConfigErrorKind};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-type BatchFn<K, V, E> = Arc<dyn Fn(Vec<K>) -> BoxFuture<Answer<K, V, E>> + Send + Sync>;
+type BatchFn<K, V, E> = Box<dyn Fn(Vec<K>) -> BoxFuture<Answer<K, V, E>> + Send + Sync>;
 
 /// The largest `max_batch_size` accepted.
 pub const MAX_BATCH_SIZE: usize = 1 << 20;
@@ -41,7 +41,7 @@ pub(crate) enum Answer<K, V, E> {
     /// A map answer: keys missing from it are `NotFound`.
     Map(HashMap<K, V>),
     /// A per-key answer (from a `Vec<Result<V, E>>`).
-    PerKey(HashMap<K, Result<V, Arc<E>>>),
+    PerKey(HashMap<K, Result<V, ValueArc<E>>>),
     /// The whole batch failed.
     Failed(LoadError<E>),
 }
@@ -53,7 +53,7 @@ impl<K: Eq + Hash, V: Clone, E> Answer<K, V, E> {
             Answer::Map(map) => map.get(key).cloned().ok_or(LoadError::NotFound),
             Answer::PerKey(map) => match map.get(key) {
                 Some(Ok(v)) => Ok(v.clone()),
-                Some(Err(e)) => Err(LoadError::Key(Arc::clone(e))),
+                Some(Err(e)) => Err(LoadError::Key(ValueArc::clone(e))),
                 None => Err(LoadError::NotFound),
             },
             Answer::Failed(e) => Err(e.clone()),
@@ -150,7 +150,7 @@ struct Shared<K, V, E> {
     inner: Mutex<Inner<K, V, E>>,
     batch_fn: BatchFn<K, V, E>,
     config: Config,
-    slots: Option<Arc<BatchSlots>>,
+    slots: Option<BatchSlots>,
     counters: Counters,
     #[cfg(not(loom))]
     runtime: Option<tokio::runtime::Handle>,
@@ -399,7 +399,10 @@ where
                 COMPONENT,
                 "max_batch_size",
                 ConfigErrorKind::TooLarge,
-                format!("must be at most {MAX_BATCH_SIZE}, got {}", self.max_batch_size),
+                format!(
+                    "must be at most {MAX_BATCH_SIZE}, got {}",
+                    self.max_batch_size
+                ),
             ));
         }
         if let Some(d) = self.delay {
@@ -460,9 +463,7 @@ where
                     cache: config.cache_max_entries.map(Cache::new),
                 }),
                 batch_fn: self.batch_fn,
-                slots: config
-                    .max_concurrent_batches
-                    .map(|n| Arc::new(BatchSlots::new(n))),
+                slots: config.max_concurrent_batches.map(BatchSlots::new),
                 config,
                 counters: Counters::default(),
                 #[cfg(not(loom))]
@@ -507,12 +508,12 @@ where
         F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<HashMap<K, V>, E>> + Send + 'static,
     {
-        LoaderBuilder::with_fn(Arc::new(move |keys| {
+        LoaderBuilder::with_fn(Box::new(move |keys| {
             let fut = batch_fn(keys);
             Box::pin(async move {
                 match fut.await {
                     Ok(map) => Answer::Map(map),
-                    Err(e) => Answer::Failed(LoadError::Batch(Arc::new(e))),
+                    Err(e) => Answer::Failed(LoadError::Batch(ValueArc::new(e))),
                 }
             }) as BoxFuture<_>
         }))
@@ -549,7 +550,7 @@ where
         F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<Result<V, E>>, E>> + Send + 'static,
     {
-        LoaderBuilder::with_fn(Arc::new(move |keys: Vec<K>| {
+        LoaderBuilder::with_fn(Box::new(move |keys: Vec<K>| {
             let expected = keys.len();
             let fut = batch_fn(keys.clone());
             Box::pin(async move {
@@ -557,14 +558,14 @@ where
                     Ok(values) if values.len() == expected => Answer::PerKey(
                         keys.into_iter()
                             .zip(values)
-                            .map(|(k, r)| (k, r.map_err(Arc::new)))
+                            .map(|(k, r)| (k, r.map_err(ValueArc::new)))
                             .collect(),
                     ),
                     Ok(values) => Answer::Failed(LoadError::WrongLength {
                         expected,
                         actual: values.len(),
                     }),
-                    Err(e) => Answer::Failed(LoadError::Batch(Arc::new(e))),
+                    Err(e) => Answer::Failed(LoadError::Batch(ValueArc::new(e))),
                 }
             }) as BoxFuture<_>
         }))
@@ -669,7 +670,10 @@ where
         let inner = self.shared.inner.lock();
         let hit = inner.cache.as_ref()?.get(key)?.clone();
         drop(inner);
-        self.shared.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .counters
+            .cache_hits
+            .fetch_add(1, Ordering::Relaxed);
         Some(hit)
     }
 
@@ -789,14 +793,14 @@ where
     E: Send + Sync + 'static,
 {
     /// Puts `key` into a batch (or answers it from the cache).
-    fn register(self: &Arc<Self>, key: &K) -> Registered<K, V, E> {
-        self.counters.keys_requested.fetch_add(1, Ordering::Relaxed);
+    fn register(this: &Arc<Self>, key: &K) -> Registered<K, V, E> {
+        this.counters.keys_requested.fetch_add(1, Ordering::Relaxed);
         let (cell, admission, full) = {
-            let mut inner = self.inner.lock();
+            let mut inner = this.inner.lock();
             if let Some(hit) = inner.cache.as_ref().and_then(|c| c.get(key)) {
                 let hit = hit.clone();
                 drop(inner);
-                self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                this.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
                 return Registered::Cached(hit);
             }
             inner
@@ -805,9 +809,9 @@ where
         };
         match admission {
             Admission::Joined(_) => {
-                self.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
+                this.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
             }
-            Admission::Opened(id) => self.spawn_worker(id, Arc::clone(&cell)),
+            Admission::Opened(id) => Self::spawn_worker(this, id, Arc::clone(&cell)),
             Admission::Added(_) => {}
         }
         if full {
@@ -817,9 +821,9 @@ where
     }
 
     /// Starts batch `id`'s worker task.
-    fn spawn_worker(self: &Arc<Self>, id: BatchId, cell: Arc<Cell<K, V, E>>) {
+    fn spawn_worker(this: &Arc<Self>, id: BatchId, cell: Arc<Cell<K, V, E>>) {
         let guard = WorkerGuard {
-            shared: Arc::clone(self),
+            shared: Arc::clone(this),
             cell,
             id,
             keys: None,
@@ -831,7 +835,7 @@ where
         {
             let handle = tokio::runtime::Handle::try_current()
                 .ok()
-                .or_else(|| self.runtime.clone());
+                .or_else(|| this.runtime.clone());
             match handle {
                 Some(handle) => drop(handle.spawn(run_batch(guard))),
                 None => {
@@ -844,10 +848,7 @@ where
         #[cfg(loom)]
         {
             let worker = run_batch(guard);
-            drop(
-                crate::sync::thread::Builder::new()
-                    .spawn(move || crate::sync::block_on(worker)),
-            );
+            drop(crate::sync::thread::Builder::new().spawn(move || crate::sync::block_on(worker)));
         }
     }
 
@@ -940,7 +941,7 @@ where
     guard.keys = Some(keys.clone());
     let _slot = match &shared.slots {
         // Never closed, so this only fails if it were; then run unbounded.
-        Some(slots) => Arc::clone(slots).acquire_owned().await.ok(),
+        Some(slots) => slots.acquire().await.ok(),
         None => None,
     };
     let n = keys.len();
@@ -1034,7 +1035,7 @@ where
             let LoadState::Start(key) = std::mem::replace(&mut this.state, LoadState::Done) else {
                 return Poll::Pending;
             };
-            match this.shared.register(&key) {
+            match Shared::register(&this.shared, &key) {
                 Registered::Cached(answer) => return Poll::Ready(answer),
                 Registered::Waiting(cell) => {
                     this.state = LoadState::Waiting {
@@ -1099,7 +1100,10 @@ impl<K, V, E> fmt::Debug for LoadMany<K, V, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoadMany")
             .field("keys", &self.loads.len())
-            .field("answered", &self.outputs.iter().filter(|o| o.is_some()).count())
+            .field(
+                "answered",
+                &self.outputs.iter().filter(|o| o.is_some()).count(),
+            )
             .finish()
     }
 }

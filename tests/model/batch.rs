@@ -229,7 +229,9 @@ impl Model {
 
     fn clear_all(&mut self) {
         self.cache.clear();
-        let pending: Vec<bool> = (0..self.batches.len()).map(|b| self.is_pending(b)).collect();
+        let pending: Vec<bool> = (0..self.batches.len())
+            .map(|b| self.is_pending(b))
+            .collect();
         self.in_flight.retain(|_, b| pending[*b]);
     }
 
@@ -322,7 +324,10 @@ async fn run(config: Config, ops: &[Op]) {
         }
     };
 
-    let all = ops.iter().copied().chain([Op::Advance(255), Op::Advance(255)]);
+    let all = ops
+        .iter()
+        .copied()
+        .chain([Op::Advance(255), Op::Advance(255)]);
     for (step, op) in all.enumerate() {
         match op {
             Op::Configure(..) => {}
@@ -383,7 +388,10 @@ async fn run(config: Config, ops: &[Op]) {
                 if got == Outcome::Waiting || expected == Outcome::Waiting {
                     assert_eq!(got, expected, "waiter {i} after step {step} ({op:?})");
                 } else {
-                    assert_eq!(got, expected, "waiter {i} answer after step {step} ({op:?})");
+                    assert_eq!(
+                        got, expected,
+                        "waiter {i} answer after step {step} ({op:?})"
+                    );
                 }
             }
         }
@@ -394,5 +402,8 @@ async fn run(config: Config, ops: &[Op]) {
         m.keys_loaded as usize,
         model.batches.iter().map(|b| b.keys.len()).sum::<usize>()
     );
-    assert_eq!((m.in_flight_batches, m.keys_in_flight, m.keys_waiting), (0, 0, 0));
+    assert_eq!(
+        (m.in_flight_batches, m.keys_in_flight, m.keys_waiting),
+        (0, 0, 0)
+    );
 }
