@@ -3,7 +3,6 @@
 //! Async flow-control and resilience primitives for Tokio.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-/// DataLoader-style batching: N concurrent lookups by key become few batch calls.
 pub mod batch;
 pub mod clock;
 mod error;

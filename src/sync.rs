@@ -13,7 +13,7 @@
 //!
 //! [loom]: https://docs.rs/loom
 
-#![allow(unreachable_pub, dead_code)]
+#![allow(unreachable_pub, dead_code, unused_imports)]
 
 /// A plain reference count for *values* handed out to users (a batch error
 /// shared by every key of a failed batch), on both sides: it is no

@@ -18,7 +18,7 @@ use flowguard::batch::{Load, LoadError, Loader};
 
 /// One step of a schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// Only meaningful as the first op: the loader's `max_batch_size`
     /// (1 + n % 4) and whether it caches. Without it: 3, no cache.
     Configure(u8, bool),
@@ -51,7 +51,7 @@ const LATENCY_MS: u64 = 10;
 const POISON: u64 = 7;
 
 /// Turns fuzz bytes into a schedule; the first byte configures the loader.
-pub fn ops_from_bytes(bytes: &[u8]) -> Vec<Op> {
+pub(crate) fn ops_from_bytes(bytes: &[u8]) -> Vec<Op> {
     let first = bytes.first().copied().unwrap_or(0);
     let configure = Op::Configure(first % 4, first & 4 != 0);
     std::iter::once(configure)
@@ -258,7 +258,7 @@ async fn turns() {
 
 /// Runs `ops` against the real loader and the model; panics on the first
 /// disagreement.
-pub fn check(ops: &[Op]) {
+pub(crate) fn check(ops: &[Op]) {
     let config = match ops.first() {
         Some(Op::Configure(n, cache)) => Config {
             max_batch_size: 1 + usize::from(n % 4),
@@ -308,8 +308,8 @@ async fn run(config: Config, ops: &[Op]) {
     let mut real_done: Vec<Option<Outcome>> = Vec::new();
 
     let waker = futures::task::noop_waker();
-    let mut poll_all = |real: &mut Vec<Option<Load<u64, u64, String>>>,
-                        real_done: &mut Vec<Option<Outcome>>| {
+    let poll_all = |real: &mut Vec<Option<Load<u64, u64, String>>>,
+                    real_done: &mut Vec<Option<Outcome>>| {
         let mut cx = Context::from_waker(&waker);
         for (slot, done) in real.iter_mut().zip(real_done.iter_mut()) {
             if let Some(load) = slot {
@@ -382,9 +382,9 @@ async fn run(config: Config, ops: &[Op]) {
             dispatched,
             "batch calls differ after step {step} ({op:?})"
         );
-        for i in 0..model.waiters.len() {
+        for (i, done) in real_done.iter().enumerate() {
             if let Some(expected) = model.outcome(i) {
-                let got = real_done[i].expect("live waiter was polled");
+                let got = done.expect("live waiter was polled");
                 if got == Outcome::Waiting || expected == Outcome::Waiting {
                     assert_eq!(got, expected, "waiter {i} after step {step} ({op:?})");
                 } else {
