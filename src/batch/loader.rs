@@ -156,10 +156,9 @@ struct Shared<K, V, E> {
     runtime: Option<tokio::runtime::Handle>,
 }
 
-/// Bounds the batches running at once.
-///
-/// Tokio's semaphore until the crate's own lands on main.
-type BatchSlots = tokio::sync::Semaphore;
+/// Bounds the batches running at once: the crate's fair FIFO semaphore, so
+/// batches start in the order their windows closed.
+type BatchSlots = crate::semaphore::Semaphore;
 
 /// A DataLoader: turns concurrent lookups by key into few calls of one
 /// batch function.
@@ -383,7 +382,8 @@ where
     ///
     /// A [`ConfigError`] naming the field: `max_batch_size` zero or above
     /// [`MAX_BATCH_SIZE`]; `delay` above [`MAX_DELAY`];
-    /// `max_concurrent_batches` zero or above tokio's semaphore limit;
+    /// `max_concurrent_batches` zero or above
+    /// [`semaphore::MAX_PERMITS`](crate::semaphore::MAX_PERMITS);
     /// `max_entries` zero; `cache_errors` without a cache.
     pub fn build(self) -> Result<Loader<K, V, E>, ConfigError> {
         if self.max_batch_size == 0 {
@@ -424,12 +424,12 @@ where
                     "must be at least 1, got 0",
                 ));
             }
-            if n > BatchSlots::MAX_PERMITS {
+            if n > crate::semaphore::MAX_PERMITS {
                 return Err(ConfigError::new(
                     COMPONENT,
                     "max_concurrent_batches",
                     ConfigErrorKind::TooLarge,
-                    format!("must be at most {}, got {n}", BatchSlots::MAX_PERMITS),
+                    format!("must be at most {}, got {n}", crate::semaphore::MAX_PERMITS),
                 ));
             }
         }
