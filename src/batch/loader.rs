@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use super::core::{Admission, BatchId, Cache, Collector};
 use super::error::LoadError;
-use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex, ValueArc};
 use crate::{ConfigError, ConfigErrorKind};
 
@@ -74,6 +74,10 @@ impl<K: Eq + Hash, V: Clone, E> Answer<K, V, E> {
 
 /// One batch's rendezvous: its answer and the wakers of everyone waiting.
 struct Cell<K, V, E> {
+    /// Set (under `state`'s lock, before any waiter is woken) once `answer`
+    /// is in. Lets a re-polled waiter whose waker is already registered
+    /// return `Pending` without taking the lock.
+    answered: AtomicBool,
     state: Mutex<CellState<K, V, E>>,
 }
 
@@ -90,6 +94,7 @@ struct CellState<K, V, E> {
 impl<K, V, E> Cell<K, V, E> {
     fn new() -> Self {
         Self {
+            answered: AtomicBool::new(false),
             state: Mutex::new(CellState {
                 sealed: false,
                 worker: None,
@@ -114,6 +119,7 @@ impl<K, V, E> Cell<K, V, E> {
         let waiters = {
             let mut st = self.state.lock();
             st.answer = Some(answer);
+            self.answered.store(true, Ordering::Release);
             std::mem::take(&mut st.waiters)
         };
         for w in waiters.into_iter().flatten() {
@@ -133,15 +139,17 @@ struct Config {
 struct Inner<K, V, E> {
     collector: Collector<K, Arc<Cell<K, V, E>>>,
     cache: Option<Cache<K, Result<V, LoadError<E>>>>,
+    /// Per-key counters, kept under the lock every key takes anyway (one
+    /// atomic read-modify-write less per key).
+    keys_requested: u64,
+    cache_hits: u64,
+    deduplicated: u64,
 }
 
 #[derive(Default)]
 struct Counters {
     batches_dispatched: AtomicU64,
-    keys_requested: AtomicU64,
     keys_loaded: AtomicU64,
-    cache_hits: AtomicU64,
-    deduplicated: AtomicU64,
     failed_batches: AtomicU64,
     in_flight_batches: AtomicUsize,
 }
@@ -461,6 +469,9 @@ where
                 inner: Mutex::new(Inner {
                     collector: Collector::new(config.max_batch_size),
                     cache: config.cache_max_entries.map(Cache::new),
+                    keys_requested: 0,
+                    cache_hits: 0,
+                    deduplicated: 0,
                 }),
                 batch_fn: self.batch_fn,
                 slots: config.max_concurrent_batches.map(BatchSlots::new),
@@ -667,13 +678,9 @@ where
     /// assert_eq!(loader.try_load(&7).unwrap().unwrap(), 70);
     /// ```
     pub fn try_load(&self, key: &K) -> Option<Result<V, LoadError<E>>> {
-        let inner = self.shared.inner.lock();
+        let mut inner = self.shared.inner.lock();
         let hit = inner.cache.as_ref()?.get(key)?.clone();
-        drop(inner);
-        self.shared
-            .counters
-            .cache_hits
-            .fetch_add(1, Ordering::Relaxed);
+        inner.cache_hits += 1;
         Some(hit)
     }
 
@@ -755,8 +762,11 @@ where
     /// See [`LoaderMetrics`].
     pub fn metrics(&self) -> LoaderMetrics {
         let c = &self.shared.counters;
+        let (keys_requested, cache_hits, deduplicated);
         let (keys_waiting, keys_in_flight, cache_entries, cache_evictions) = {
             let inner = self.shared.inner.lock();
+            (keys_requested, cache_hits, deduplicated) =
+                (inner.keys_requested, inner.cache_hits, inner.deduplicated);
             (
                 inner.collector.open_len(),
                 inner.collector.keys_in_flight(),
@@ -766,10 +776,10 @@ where
         };
         LoaderMetrics {
             batches_dispatched: c.batches_dispatched.load(Ordering::Relaxed),
-            keys_requested: c.keys_requested.load(Ordering::Relaxed),
+            keys_requested,
             keys_loaded: c.keys_loaded.load(Ordering::Relaxed),
-            cache_hits: c.cache_hits.load(Ordering::Relaxed),
-            deduplicated: c.deduplicated.load(Ordering::Relaxed),
+            cache_hits,
+            deduplicated,
             failed_batches: c.failed_batches.load(Ordering::Relaxed),
             in_flight_batches: c.in_flight_batches.load(Ordering::Relaxed),
             keys_waiting,
@@ -794,23 +804,24 @@ where
 {
     /// Puts `key` into a batch (or answers it from the cache).
     fn register(this: &Arc<Self>, key: &K) -> Registered<K, V, E> {
-        this.counters.keys_requested.fetch_add(1, Ordering::Relaxed);
         let (cell, admission, full) = {
             let mut inner = this.inner.lock();
+            inner.keys_requested += 1;
             if let Some(hit) = inner.cache.as_ref().and_then(|c| c.get(key)) {
                 let hit = hit.clone();
-                drop(inner);
-                this.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                inner.cache_hits += 1;
                 return Registered::Cached(hit);
             }
-            inner
+            let (cell, admission, full) = inner
                 .collector
-                .request(key.clone(), |_| Arc::new(Cell::new()))
+                .request(key.clone(), |_| Arc::new(Cell::new()));
+            if let Admission::Joined(_) = admission {
+                inner.deduplicated += 1;
+            }
+            (cell, admission, full)
         };
         match admission {
-            Admission::Joined(_) => {
-                this.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
-            }
+            Admission::Joined(_) => {}
             Admission::Opened(id) => Self::spawn_worker(this, id, Arc::clone(&cell)),
             Admission::Added(_) => {}
         }
@@ -862,7 +873,9 @@ where
         }
         {
             let mut inner = self.inner.lock();
-            let Inner { collector, cache } = &mut *inner;
+            let Inner {
+                collector, cache, ..
+            } = &mut *inner;
             let owned = collector.complete(id, keys);
             if let Some(cache) = cache.as_mut() {
                 for key in owned {
@@ -994,7 +1007,8 @@ enum LoadState<K, V, E> {
     Waiting {
         cell: Arc<Cell<K, V, E>>,
         key: K,
-        slot: Option<usize>,
+        /// Index in the cell's waiters, and a copy of the waker put there.
+        slot: Option<(usize, Waker)>,
     },
     Done,
 }
@@ -1048,6 +1062,12 @@ where
         }
         match &mut this.state {
             LoadState::Waiting { cell, key, slot } => {
+                // Fast path: not answered yet and this very waker is registered.
+                if let Some((_, registered)) = slot {
+                    if registered.will_wake(cx.waker()) && !cell.answered.load(Ordering::Acquire) {
+                        return Poll::Pending;
+                    }
+                }
                 let mut st = cell.state.lock();
                 if let Some(answer) = st.answer.as_ref() {
                     let out = answer.get(key);
@@ -1055,15 +1075,17 @@ where
                     this.state = LoadState::Done;
                     return Poll::Ready(out);
                 }
+                let waker = cx.waker().clone();
                 match slot {
-                    Some(i) => match st.waiters.get_mut(*i) {
-                        Some(Some(w)) if w.will_wake(cx.waker()) => {}
-                        Some(w) => *w = Some(cx.waker().clone()),
-                        None => {}
-                    },
+                    Some((i, registered)) => {
+                        if let Some(w) = st.waiters.get_mut(*i) {
+                            *w = Some(waker.clone());
+                        }
+                        *registered = waker;
+                    }
                     None => {
-                        *slot = Some(st.waiters.len());
-                        st.waiters.push(Some(cx.waker().clone()));
+                        *slot = Some((st.waiters.len(), waker.clone()));
+                        st.waiters.push(Some(waker));
                     }
                 }
                 Poll::Pending
@@ -1078,7 +1100,7 @@ impl<K, V, E> Drop for Load<K, V, E> {
     fn drop(&mut self) {
         if let LoadState::Waiting {
             cell,
-            slot: Some(i),
+            slot: Some((i, _)),
             ..
         } = &self.state
         {
