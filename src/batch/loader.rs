@@ -184,7 +184,9 @@ type BatchSlots = crate::semaphore::Semaphore;
 ///
 /// The open batch holds at most `max_batch_size` keys; each waiting load
 /// holds one waker slot in its batch; the optional cache holds at most
-/// `max_entries` answers and evicts the oldest first.
+/// `max_entries` answers and evicts the oldest first. With
+/// `max_concurrent_batches`, batches waiting for a slot keep their keys (one
+/// entry per distinct key, held for callers already waiting on them).
 ///
 /// # Examples
 ///
@@ -457,6 +459,11 @@ where
                 "needs a cache: call cache(max_entries) too",
             ));
         }
+        Ok(self.assemble())
+    }
+
+    /// Builds without validating: only for settings known to be valid.
+    fn assemble(self) -> Loader<K, V, E> {
         let config = Config {
             max_batch_size: self.max_batch_size,
             delay: self.delay,
@@ -464,7 +471,7 @@ where
             cache_max_entries: self.cache_max_entries,
             cache_errors: self.cache_errors,
         };
-        Ok(Loader {
+        Loader {
             shared: Arc::new(Shared {
                 inner: Mutex::new(Inner {
                     collector: Collector::new(config.max_batch_size),
@@ -480,7 +487,7 @@ where
                 #[cfg(not(loom))]
                 runtime: tokio::runtime::Handle::try_current().ok(),
             }),
-        })
+        }
     }
 }
 
@@ -502,11 +509,8 @@ where
         F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<HashMap<K, V>, E>> + Send + 'static,
     {
-        match Self::builder(batch_fn).build() {
-            Ok(loader) => loader,
-            // The defaults are valid; this arm only exists to avoid a panic path.
-            Err(_) => unreachable!("default loader config is valid"),
-        }
+        // The defaults pass every check in `build`.
+        Self::builder(batch_fn).assemble()
     }
 
     /// A builder around a batch function that answers a map.
