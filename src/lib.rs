@@ -65,7 +65,9 @@
 //! * **Proven.** Each primitive has loom models of its concurrent invariants,
 //!   a property test and a fuzz target against a reference model, and
 //!   paused-clock behaviour tests.
+#![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod breaker;
 /// Bounded MPMC channels with backpressure, weights, watermarks and eviction.
 pub mod channel;
