@@ -70,7 +70,7 @@ impl WakeList {
         }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -120,7 +120,7 @@ impl WaitQueue {
         self.capacity
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn debt(&self) -> usize {
         self.debt
     }
@@ -141,7 +141,7 @@ impl WaitQueue {
     }
 
     /// Permits the queued waiters have been assigned but not yet taken.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn assigned(&self) -> usize {
         self.slots
             .iter()
