@@ -438,13 +438,18 @@ impl Core {
                     // Unused by a count window.
                     self.half_open_since
                 };
+                // A clean success into a full count window cannot raise any
+                // rate (calls stay at the size, failures and slow calls can
+                // only leave), and every earlier outcome was judged below
+                // the thresholds: the steady-state success skips the check.
+                let cannot_trip = !r.failure && !r.slow && self.window.is_full_count();
                 self.window.record(t, r);
                 if r.failure {
                     self.consecutive = self.consecutive.saturating_add(1);
                 } else {
                     self.consecutive = 0;
                 }
-                if self.should_trip(t) {
+                if !cannot_trip && self.should_trip(t) {
                     let at = now.get();
                     return Some(self.open(at));
                 }

@@ -256,6 +256,12 @@ impl Window {
         }
     }
 
+    /// Whether this is a count window holding its full size.
+    #[inline]
+    pub(crate) fn is_full_count(&self) -> bool {
+        matches!(self, Window::Count(w) if w.len == w.slots.len())
+    }
+
     /// Whether recording needs the current time.
     pub(crate) fn is_time_based(&self) -> bool {
         matches!(self, Window::Time(_))
