@@ -346,7 +346,13 @@ where
 
     #[inline]
     fn poll_slot(slot: &mut Self::Slot, cx: &mut Context<'_>) -> Poll<Outcome<F::Output>> {
-        Pin::new(slot).poll(cx).map(|res| match res {
+        // A JoinHandle poll spends Tokio's coop budget (128 a tick); past it
+        // every handle answers Pending and wakes itself, and launching or
+        // draining 1000 tasks turns into rounds of wasted polls. The driver
+        // bounds its own work per poll (one drain, then launches), so the
+        // budget is not what keeps it fair.
+        let handle = std::pin::pin!(tokio::task::coop::unconstrained(slot));
+        handle.poll(cx).map(|res| match res {
             Ok(v) => Outcome::Completed(v),
             Err(e) if e.is_panic() => Outcome::Panicked(e.into_panic()),
             // Only we hold the handle, so this is a runtime shutting down.
