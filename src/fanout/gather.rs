@@ -833,6 +833,8 @@ impl<F, M: GatherMode<F>> futures_core::Stream for GatherStream<F, M> {
 struct Driver<F, M: GatherMode<F>> {
     pending: std::vec::IntoIter<F>,
     next_index: usize,
+    /// Futures actually started (unstarted ones cut off do not count).
+    started: usize,
     slots: Vec<Slot<M::Slot>>,
     free_wakers: Vec<WakeArc<ChildWaker>>,
     queue: WakeArc<ReadyQueue>,
@@ -868,6 +870,7 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
         Self {
             pending: futures.into_iter(),
             next_index: 0,
+            started: 0,
             slots: Vec::new(),
             free_wakers: Vec::new(),
             queue: ReadyQueue::new(),
@@ -886,7 +889,7 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
     fn metrics(&self) -> GatherMetrics {
         GatherMetrics {
             total: self.tally.total(),
-            started: self.next_index,
+            started: self.started,
             in_flight: self.in_flight,
             succeeded: self.tally.succeeded(),
             failed: self.tally.failed(),
@@ -934,6 +937,7 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             };
             let index = self.next_index;
             self.next_index += 1;
+            self.started += 1;
             self.slots.push(Slot {
                 running: Some(M::launch(future)),
                 waker: None,
