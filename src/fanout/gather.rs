@@ -388,9 +388,8 @@ impl<F: Future> Future for Reporter<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let future = &mut this.future;
-        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            future.as_mut().poll(cx)
-        }));
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx)));
         match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(v)) => this.report(Outcome::Completed(v)),
