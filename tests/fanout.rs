@@ -194,6 +194,20 @@ async fn concurrency_unstarted_futures_time_out_and_are_dropped() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn metrics_do_not_count_cut_off_futures_as_started() {
+    let c = Counters::default();
+    let mut g = Gather::new([100, 100, 100].map(|d| c.task(ms(d), d)))
+        .concurrency(1)
+        .timeout(ms(50))
+        .build()
+        .unwrap();
+    let out = (&mut g).await;
+    assert_eq!(out.timed_out_count(), 3);
+    let m = g.metrics();
+    assert_eq!((m.total, m.started, m.in_flight, m.succeeded), (3, 1, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
 async fn metrics_track_progress() {
     let c = Counters::default();
     let mut g = Gather::new([10, 20, 30].map(|d| c.task(ms(d), d)))

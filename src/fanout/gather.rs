@@ -14,7 +14,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::core::{Finish, Tally};
 use super::wake::{ChildWaker, ReadyQueue};
-use crate::sync::WakeArc;
+use crate::sync::{Mutex, WakeArc};
 use crate::{ConfigError, ConfigErrorKind};
 
 const COMPONENT: &str = "gather";
@@ -304,9 +304,23 @@ pub trait GatherMode<F>: sealed::Sealed {
     #[doc(hidden)]
     type Slot: Unpin;
     #[doc(hidden)]
-    fn launch(future: F) -> Self::Slot;
+    type Shared;
+    /// Whether children are polled by the driver with their own wakers
+    /// (in-task) or report themselves through the ready queue (spawned).
     #[doc(hidden)]
-    fn poll_slot(slot: &mut Self::Slot, cx: &mut Context<'_>) -> Poll<Outcome<Self::Output>>;
+    const POLLED: bool;
+    #[doc(hidden)]
+    #[allow(private_interfaces)] // sealed: only this crate implements or calls it
+    fn shared(total: usize, queue: &WakeArc<ReadyQueue>) -> Self::Shared;
+    #[doc(hidden)]
+    fn launch(future: F, index: usize, shared: &Self::Shared) -> Self::Slot;
+    #[doc(hidden)]
+    fn poll_slot(
+        slot: &mut Self::Slot,
+        index: usize,
+        shared: &Self::Shared,
+        cx: &mut Context<'_>,
+    ) -> Poll<Outcome<Self::Output>>;
     #[doc(hidden)]
     fn cancel(slot: Self::Slot);
 }
@@ -314,14 +328,25 @@ pub trait GatherMode<F>: sealed::Sealed {
 impl<F: Future> GatherMode<F> for InTask {
     type Output = F::Output;
     type Slot = Pin<Box<F>>;
+    type Shared = ();
+    const POLLED: bool = true;
 
     #[inline]
-    fn launch(future: F) -> Self::Slot {
+    #[allow(private_interfaces)]
+    fn shared(_: usize, _: &WakeArc<ReadyQueue>) {}
+
+    #[inline]
+    fn launch(future: F, _: usize, _: &()) -> Self::Slot {
         Box::pin(future)
     }
 
     #[inline]
-    fn poll_slot(slot: &mut Self::Slot, cx: &mut Context<'_>) -> Poll<Outcome<F::Output>> {
+    fn poll_slot(
+        slot: &mut Self::Slot,
+        _: usize,
+        _: &(),
+        cx: &mut Context<'_>,
+    ) -> Poll<Outcome<F::Output>> {
         slot.as_mut().poll(cx).map(Outcome::Completed)
     }
 
@@ -331,27 +356,97 @@ impl<F: Future> GatherMode<F> for InTask {
     }
 }
 
+/// Where spawned tasks leave their outcome: one cell per input index,
+/// written once by the task, taken once by the driver.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct SpawnShared<T> {
+    results: Mutex<Vec<Option<Outcome<T>>>>,
+    queue: WakeArc<ReadyQueue>,
+}
+
+/// Runs inside the spawned task: catches a panic of the user's future and,
+/// on completion, panic or abort (drop), reports exactly once.
+struct Reporter<F: Future> {
+    future: Pin<Box<F>>,
+    index: usize,
+    shared: Option<WakeArc<SpawnShared<F::Output>>>,
+}
+
+impl<F: Future> Reporter<F> {
+    fn report(&mut self, outcome: Outcome<F::Output>) {
+        if let Some(shared) = self.shared.take() {
+            shared.results.lock()[self.index] = Some(outcome);
+            shared.queue.push(self.index);
+        }
+    }
+}
+
+impl<F: Future> Future for Reporter<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let future = &mut this.future;
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx)));
+        match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(v)) => this.report(Outcome::Completed(v)),
+            Err(payload) => this.report(Outcome::Panicked(payload)),
+        }
+        Poll::Ready(())
+    }
+}
+
+impl<F: Future> Drop for Reporter<F> {
+    fn drop(&mut self) {
+        // Aborted (by the gather, ignored then) or dropped by a runtime
+        // shutting down: say so, so the gather never waits for it.
+        self.report(Outcome::Cancelled);
+    }
+}
+
 impl<F> GatherMode<F> for Spawned
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
     type Output = F::Output;
-    type Slot = JoinHandle<F::Output>;
+    type Slot = JoinHandle<()>;
+    type Shared = WakeArc<SpawnShared<F::Output>>;
+    const POLLED: bool = false;
 
-    #[inline]
-    fn launch(future: F) -> Self::Slot {
-        tokio::spawn(future)
+    #[allow(private_interfaces)]
+    fn shared(total: usize, queue: &WakeArc<ReadyQueue>) -> Self::Shared {
+        let mut results = Vec::new();
+        results.resize_with(total, || None);
+        WakeArc::new(SpawnShared {
+            results: Mutex::new(results),
+            queue: queue.clone(),
+        })
     }
 
     #[inline]
-    fn poll_slot(slot: &mut Self::Slot, cx: &mut Context<'_>) -> Poll<Outcome<F::Output>> {
-        Pin::new(slot).poll(cx).map(|res| match res {
-            Ok(v) => Outcome::Completed(v),
-            Err(e) if e.is_panic() => Outcome::Panicked(e.into_panic()),
-            // Only we hold the handle, so this is a runtime shutting down.
-            Err(_) => Outcome::Cancelled,
+    fn launch(future: F, index: usize, shared: &Self::Shared) -> Self::Slot {
+        tokio::spawn(Reporter {
+            future: Box::pin(future),
+            index,
+            shared: Some(shared.clone()),
         })
+    }
+
+    #[inline]
+    fn poll_slot(
+        _: &mut Self::Slot,
+        index: usize,
+        shared: &Self::Shared,
+        _: &mut Context<'_>,
+    ) -> Poll<Outcome<F::Output>> {
+        match shared.results.lock()[index].take() {
+            Some(outcome) => Poll::Ready(outcome),
+            None => Poll::Pending,
+        }
     }
 
     #[inline]
@@ -827,9 +922,12 @@ impl<F, M: GatherMode<F>> futures_core::Stream for GatherStream<F, M> {
 struct Driver<F, M: GatherMode<F>> {
     pending: std::vec::IntoIter<F>,
     next_index: usize,
+    /// Futures actually started (unstarted ones cut off do not count).
+    started: usize,
     slots: Vec<Slot<M::Slot>>,
     free_wakers: Vec<WakeArc<ChildWaker>>,
     queue: WakeArc<ReadyQueue>,
+    shared: M::Shared,
     batch: Vec<usize>,
     in_flight: usize,
     concurrency: usize,
@@ -859,12 +957,15 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
     ) -> Self {
         let total = futures.len();
         let sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+        let queue = ReadyQueue::new();
         Self {
+            shared: M::shared(total, &queue),
             pending: futures.into_iter(),
             next_index: 0,
+            started: 0,
             slots: Vec::new(),
             free_wakers: Vec::new(),
-            queue: ReadyQueue::new(),
+            queue,
             batch: Vec::new(),
             in_flight: 0,
             concurrency,
@@ -880,7 +981,7 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
     fn metrics(&self) -> GatherMetrics {
         GatherMetrics {
             total: self.tally.total(),
-            started: self.next_index,
+            started: self.started,
             in_flight: self.in_flight,
             succeeded: self.tally.succeeded(),
             failed: self.tally.failed(),
@@ -911,7 +1012,7 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
         let mut batch = std::mem::take(&mut self.batch);
         self.queue.drain_into(&mut batch);
         for &index in &batch {
-            if let Some(finish) = self.poll_child(index, sink) {
+            if let Some(finish) = self.poll_child(index, cx, sink) {
                 batch.clear();
                 self.batch = batch;
                 return Poll::Ready(self.finish(finish, sink));
@@ -928,12 +1029,17 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             };
             let index = self.next_index;
             self.next_index += 1;
+            self.started += 1;
             self.slots.push(Slot {
-                running: Some(M::launch(future)),
+                running: Some(M::launch(future, index, &self.shared)),
                 waker: None,
             });
             self.in_flight += 1;
-            if let Some(finish) = self.poll_child(index, sink) {
+            // Spawned tasks report themselves; only in-task children need a first poll.
+            if !M::POLLED {
+                continue;
+            }
+            if let Some(finish) = self.poll_child(index, cx, sink) {
                 return Poll::Ready(self.finish(finish, sink));
             }
         }
@@ -956,10 +1062,21 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
     fn poll_child(
         &mut self,
         index: usize,
+        parent: &mut Context<'_>,
         sink: &mut impl FnMut(usize, Outcome<M::Output>),
     ) -> Option<Finish> {
         let slot = &mut self.slots[index];
         let running = slot.running.as_mut()?;
+        if !M::POLLED {
+            return match M::poll_slot(running, index, &self.shared, parent) {
+                Poll::Pending => None,
+                Poll::Ready(outcome) => {
+                    slot.running = None;
+                    self.in_flight -= 1;
+                    self.complete(index, outcome, sink)
+                }
+            };
+        }
         let mut waker = match slot.waker.take() {
             Some(w) => {
                 w.clear();
@@ -978,7 +1095,7 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
         let poll = {
             let w = Waker::from(waker.clone());
             let mut cx = Context::from_waker(&w);
-            M::poll_slot(running, &mut cx)
+            M::poll_slot(running, index, &self.shared, &mut cx)
         };
         let unshared = ChildWaker::is_unshared(&mut waker);
         match poll {
@@ -998,16 +1115,26 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
                 if unshared {
                     self.free_wakers.push(waker);
                 }
-                let success = match (&outcome, self.is_success) {
-                    (Outcome::Completed(v), Some(is_success)) => is_success(v),
-                    (Outcome::Completed(_), None) => true,
-                    _ => false,
-                };
-                self.reported += 1;
-                sink(index, outcome);
-                self.tally.record(success)
+                self.complete(index, outcome, sink)
             }
         }
+    }
+
+    #[inline]
+    fn complete(
+        &mut self,
+        index: usize,
+        outcome: Outcome<M::Output>,
+        sink: &mut impl FnMut(usize, Outcome<M::Output>),
+    ) -> Option<Finish> {
+        let success = match (&outcome, self.is_success) {
+            (Outcome::Completed(v), Some(is_success)) => is_success(v),
+            (Outcome::Completed(_), None) => true,
+            _ => false,
+        };
+        self.reported += 1;
+        sink(index, outcome);
+        self.tally.record(success)
     }
 
     /// Cancels everything still running or waiting and reports it.

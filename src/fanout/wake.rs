@@ -56,7 +56,7 @@ impl ReadyQueue {
         inner.notified = false;
     }
 
-    fn push(&self, index: usize) {
+    pub(crate) fn push(&self, index: usize) {
         let parent = {
             let mut inner = self.inner.lock();
             inner.ready.push(index);
