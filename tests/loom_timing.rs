@@ -17,7 +17,13 @@ use loom::thread;
 
 type Log = Arc<Mutex<Vec<u32>>>;
 
-fn debouncer(leading: bool) -> (Debouncer<u32, u32>, Log, impl std::future::Future<Output = ()>) {
+fn debouncer(
+    leading: bool,
+) -> (
+    Debouncer<u32, u32>,
+    Log,
+    impl std::future::Future<Output = ()>,
+) {
     let log: Log = Arc::new(Mutex::new(Vec::new()));
     let l = log.clone();
     let (d, worker) = Debouncer::builder(Duration::from_secs(3600))
