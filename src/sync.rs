@@ -13,12 +13,11 @@
 //!
 //! [loom]: https://docs.rs/loom
 
-#![allow(unreachable_pub, dead_code)]
+#![allow(unreachable_pub, dead_code, unused_imports)]
 
 #[cfg(not(loom))]
 mod imp {
     pub(crate) use std::sync::Arc;
-    pub(crate) use std::sync::Weak;
 
     pub(crate) mod atomic {
         pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -1,0 +1,2105 @@
+//! Bounded multi-producer multi-consumer channels with backpressure.
+//!
+//! A producer that outruns its consumer must slow down (or shed by an
+//! explicit choice) instead of eating memory. [`bounded`] makes a channel of
+//! at most `capacity` values; a [`Builder`] adds a weight bound (e.g. bytes)
+//! and high/low watermarks.
+//!
+//! | want | call |
+//! |---|---|
+//! | wait for room | [`Sender::send`], [`Sender::send_timeout`], [`Sender::send_blocking`] |
+//! | never wait | [`Sender::try_send`] (`Full` hands the value back) |
+//! | latest wins, drop the oldest | [`Sender::force_send`] |
+//! | claim room first, send later without failing | [`Sender::reserve`] → [`Permit::send`] |
+//! | receive | [`Receiver::recv`], [`Receiver::try_recv`], [`Receiver::recv_many`], `Stream` |
+//! | pause a producer on congestion | [`Sender::is_congested`], [`Sender::drained`] |
+//!
+//! # Guarantees
+//!
+//! - **Bounded.** At most `capacity` values are queued or reserved; with a
+//!   weight bound, the queued weight stays at most `max_weight` (a value sent
+//!   through a [`Permit`] is the one exception, see there). The queue's
+//!   storage grows on demand and shrinks again after a burst.
+//! - **Fair.** Waiting senders and reservations are served strictly first in,
+//!   first out; a new `send`/`try_send` never overtakes a waiting one. Values
+//!   from one sender are received in the order sent.
+//! - **Lossless.** Every failed send hands its value back. A cancelled `send`
+//!   either queued its value completely or not at all; a cancelled `recv`
+//!   leaves the value for the next receiver. Nothing queued is lost while a
+//!   receiver exists.
+//! - **Ordering.** Everything happens under one lock, so a value's sending
+//!   happens-before its receiving.
+//!
+//! # Examples
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use flowguard::channel;
+//!
+//! let (tx, rx) = channel::bounded::<u64>(2).unwrap();
+//! let producer = tokio::spawn(async move {
+//!     for i in 0..5 {
+//!         tx.send(i).await.unwrap(); // waits while 2 are queued
+//!     }
+//! });
+//! let mut got = Vec::new();
+//! while let Some(v) = rx.recv().await {
+//!     got.push(v);
+//! }
+//! producer.await.unwrap();
+//! assert_eq!(got, [0, 1, 2, 3, 4]);
+//! # }
+//! ```
+//!
+//! # Why no zero capacity
+//!
+//! A zero-capacity channel is a rendezvous: every send waits for a receiver,
+//! which changes what "backpressure" and "room" mean and makes `try_send`,
+//! `reserve` and `force_send` meaningless. It is refused with a
+//! [`ConfigError`] rather than silently switching modes; use capacity 1 for
+//! the tightest bound.
+//!
+//! [`bounded`]: crate::channel::bounded
+//! [`Builder`]: crate::channel::Builder
+//! [`Sender::send`]: crate::channel::Sender::send
+//! [`Sender::send_timeout`]: crate::channel::Sender::send_timeout
+//! [`Sender::send_blocking`]: crate::channel::Sender::send_blocking
+//! [`Sender::try_send`]: crate::channel::Sender::try_send
+//! [`Sender::force_send`]: crate::channel::Sender::force_send
+//! [`Sender::reserve`]: crate::channel::Sender::reserve
+//! [`Permit::send`]: crate::channel::Permit::send
+//! [`Receiver::recv`]: crate::channel::Receiver::recv
+//! [`Receiver::try_recv`]: crate::channel::Receiver::try_recv
+//! [`Receiver::recv_many`]: crate::channel::Receiver::recv_many
+//! [`Sender::is_congested`]: crate::channel::Sender::is_congested
+//! [`Sender::drained`]: crate::channel::Sender::drained
+//! [`Permit`]: crate::channel::Permit
+//! [`ConfigError`]: crate::ConfigError
+
+mod core;
+mod error;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+use self::core::{Core, Empty, Refused, ReserveRefused, SendPoll, WakeList, Watermarks};
+use crate::sync::{Arc, Mutex};
+use crate::{ConfigError, ConfigErrorKind};
+
+pub use self::error::{
+    RecvTimeoutError, ReserveError, SendError, SendTimeoutError, TryRecvError, TryReserveError,
+    TrySendError,
+};
+
+const COMPONENT: &str = "channel";
+
+type WeighFn<T> = Box<dyn Fn(&T) -> usize + Send + Sync>;
+
+/// Creates a bounded channel holding at most `capacity` values.
+///
+/// Both halves can be cloned: any number of senders and receivers share the
+/// one queue, and each value goes to exactly one receiver.
+///
+/// # Errors
+///
+/// A [`ConfigError`] for `capacity` 0 (see the module docs for why) or above
+/// `usize::MAX / 4`.
+///
+/// # Panics
+///
+/// Never.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::channel;
+///
+/// let (tx, rx) = channel::bounded::<&str>(8).unwrap();
+/// tx.try_send("hello").unwrap();
+/// assert_eq!(rx.try_recv(), Ok("hello"));
+/// assert_eq!(channel::bounded::<u8>(0).unwrap_err().field(), "capacity");
+/// ```
+pub fn bounded<T>(capacity: usize) -> Result<(Sender<T>, Receiver<T>), ConfigError> {
+    Builder::new(capacity).build()
+}
+
+/// Configures a channel: capacity, an optional weight bound, watermarks.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::channel::Builder;
+///
+/// // At most 1024 buffers and at most 1 MiB of them.
+/// let (tx, rx) = Builder::<Vec<u8>>::new(1024)
+///     .weigh(|buf| buf.len())
+///     .max_weight(1 << 20)
+///     .high_watermark(768)
+///     .low_watermark(256)
+///     .build()
+///     .unwrap();
+/// tx.try_send(vec![0; 4096]).unwrap();
+/// assert_eq!(rx.metrics().weight, 4096);
+/// ```
+pub struct Builder<T> {
+    capacity: usize,
+    weigh: Option<WeighFn<T>>,
+    max_weight: Option<usize>,
+    high: Option<usize>,
+    low: Option<usize>,
+}
+
+impl<T> fmt::Debug for Builder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("capacity", &self.capacity)
+            .field("weighted", &self.weigh.is_some())
+            .field("max_weight", &self.max_weight)
+            .field("high_watermark", &self.high)
+            .field("low_watermark", &self.low)
+            .finish()
+    }
+}
+
+impl<T> Builder<T> {
+    /// Starts a channel holding at most `capacity` values.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            weigh: None,
+            max_weight: None,
+            high: None,
+            low: None,
+        }
+    }
+
+    /// Weighs each value (e.g. its length in bytes); requires
+    /// [`max_weight`](Self::max_weight). Called once per value, outside the
+    /// channel's lock; it should be cheap and deterministic.
+    pub fn weigh(mut self, weigh: impl Fn(&T) -> usize + Send + Sync + 'static) -> Self {
+        self.weigh = Some(Box::new(weigh));
+        self
+    }
+
+    /// The most total weight the queue may hold. A single value heavier than
+    /// this is refused at once (`TooHeavy`) with the value handed back.
+    pub fn max_weight(mut self, max_weight: usize) -> Self {
+        self.max_weight = Some(max_weight);
+        self
+    }
+
+    /// The channel becomes congested once this many values are queued.
+    pub fn high_watermark(mut self, high: usize) -> Self {
+        self.high = Some(high);
+        self
+    }
+
+    /// A congested channel stops being congested once at most this many
+    /// values are queued (default: half the high watermark). Must be below
+    /// the high watermark, which gives the hysteresis.
+    pub fn low_watermark(mut self, low: usize) -> Self {
+        self.low = Some(low);
+        self
+    }
+
+    /// Creates the channel.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field: `capacity` 0 or too large;
+    /// `max_weight` 0, or without `weigh`; `weigh` without `max_weight`;
+    /// `high_watermark` 0 or above the capacity; `low_watermark` without a
+    /// high one, or not below it.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    pub fn build(self) -> Result<(Sender<T>, Receiver<T>), ConfigError> {
+        check_capacity(self.capacity)?;
+        let max_weight = match (&self.weigh, self.max_weight) {
+            (None, None) => usize::MAX,
+            (Some(_), Some(0)) | (None, Some(0)) => {
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    "max_weight",
+                    ConfigErrorKind::Zero,
+                    "must be at least 1",
+                ));
+            }
+            (Some(_), Some(w)) => w,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    "max_weight",
+                    ConfigErrorKind::Missing,
+                    "must be set when weigh is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    "weigh",
+                    ConfigErrorKind::Missing,
+                    "must be set when max_weight is set",
+                ));
+            }
+        };
+        let marks = match (self.high, self.low) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    "high_watermark",
+                    ConfigErrorKind::Missing,
+                    "must be set when low_watermark is set",
+                ));
+            }
+            (Some(0), _) => {
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    "high_watermark",
+                    ConfigErrorKind::Zero,
+                    "must be at least 1",
+                ));
+            }
+            (Some(h), _) if h > self.capacity => {
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    "high_watermark",
+                    ConfigErrorKind::TooLarge,
+                    format!("must be at most the capacity {}, got {h}", self.capacity),
+                ));
+            }
+            (Some(h), Some(l)) if l >= h => {
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    "low_watermark",
+                    ConfigErrorKind::Conflict,
+                    format!("must be below high_watermark {h}, got {l}"),
+                ));
+            }
+            (Some(h), l) => Some(Watermarks {
+                high: h,
+                low: l.unwrap_or(h / 2),
+            }),
+        };
+        let chan = Arc::new(Chan {
+            core: Mutex::new(Core::new(self.capacity, max_weight, marks)),
+            weigh: self.weigh,
+        });
+        Ok((
+            Sender { chan: chan.clone() },
+            Receiver {
+                chan,
+                stream_id: None,
+            },
+        ))
+    }
+}
+
+fn check_capacity(capacity: usize) -> Result<(), ConfigError> {
+    if capacity == 0 {
+        return Err(ConfigError::new(
+            COMPONENT,
+            "capacity",
+            ConfigErrorKind::Zero,
+            "must be at least 1 (no rendezvous mode; use 1 for the tightest bound)",
+        ));
+    }
+    if capacity > core::MAX_CAPACITY {
+        return Err(ConfigError::new(
+            COMPONENT,
+            "capacity",
+            ConfigErrorKind::TooLarge,
+            format!("must be at most {}, got {capacity}", core::MAX_CAPACITY),
+        ));
+    }
+    Ok(())
+}
+
+/// A plain-number snapshot of a channel, from `metrics()`.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::channel;
+///
+/// let (tx, rx) = channel::bounded::<u32>(4).unwrap();
+/// tx.try_send(1).unwrap();
+/// let m = rx.metrics();
+/// assert_eq!((m.len, m.capacity, m.sent, m.received), (1, 4, 1, 0));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChannelMetrics {
+    /// Values queued now.
+    pub len: usize,
+    /// Total weight queued now (0 for an unweighted channel).
+    pub weight: usize,
+    /// Slot capacity now.
+    pub capacity: usize,
+    /// The weight bound, if the channel is weighted.
+    pub max_weight: Option<usize>,
+    /// Slots held by unused reserve permits.
+    pub reserved: usize,
+    /// Slots the queue's storage has allocated now (shrinks after a burst).
+    pub allocated: usize,
+    /// The most values ever queued at once.
+    pub peak_len: usize,
+    /// Values queued so far (by any kind of send).
+    pub sent: u64,
+    /// Values received so far.
+    pub received: u64,
+    /// Values evicted by `force_send` so far.
+    pub evicted: u64,
+    /// Sends and reservations waiting for room.
+    pub waiting_senders: usize,
+    /// Receivers waiting for a value.
+    pub waiting_receivers: usize,
+    /// Whether the queue is above its watermarks (see `is_congested`).
+    pub congested: bool,
+    /// Whether the channel is closed.
+    pub closed: bool,
+}
+
+struct Chan<T> {
+    core: Mutex<Core<T, Waker>>,
+    weigh: Option<WeighFn<T>>,
+}
+
+impl<T> Chan<T> {
+    /// Runs `f` under the lock, then wakes what it collected, unlocked.
+    #[inline]
+    fn locked<R>(&self, f: impl FnOnce(&mut Core<T, Waker>, &mut WakeList<Waker>) -> R) -> R {
+        let mut wake = WakeList::new();
+        let r = {
+            let mut core = self.core.lock();
+            f(&mut core, &mut wake)
+        };
+        wake.drain(Waker::wake);
+        r
+    }
+
+    #[inline]
+    fn weigh(&self, value: &T) -> usize {
+        match &self.weigh {
+            Some(f) => f(value),
+            None => 0,
+        }
+    }
+
+    fn metrics(&self) -> ChannelMetrics {
+        let c = self.core.lock();
+        let n = c.counters();
+        ChannelMetrics {
+            len: c.len(),
+            weight: c.weight(),
+            capacity: c.capacity(),
+            max_weight: self.weigh.as_ref().map(|_| c.max_weight()),
+            reserved: c.reserved(),
+            allocated: c.allocated(),
+            peak_len: n.peak_len,
+            sent: n.sent,
+            received: n.received,
+            evicted: n.evicted,
+            waiting_senders: c.waiting_senders(),
+            waiting_receivers: c.waiting_receivers(),
+            congested: c.is_congested(),
+            closed: c.is_closed(),
+        }
+    }
+
+    fn close(&self) -> bool {
+        self.locked(|c, w| c.close(w))
+    }
+
+    fn set_capacity(&self, capacity: usize) -> Result<(), ConfigError> {
+        check_capacity(capacity)?;
+        if let Some(marks) = self.core.lock().marks_high() {
+            if marks > capacity {
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    "capacity",
+                    ConfigErrorKind::TooSmall,
+                    format!("must be at least high_watermark {marks}, got {capacity}"),
+                ));
+            }
+        }
+        self.locked(|c, w| c.set_capacity(capacity, w));
+        Ok(())
+    }
+}
+
+#[inline]
+fn refresh(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+// ---- Sender ----------------------------------------------------------------
+
+/// The sending half. Cloning makes another sender of the same channel; the
+/// channel closes when the last sender is dropped (receivers first drain
+/// what is queued).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use flowguard::channel;
+///
+/// let (tx, rx) = channel::bounded::<u32>(4).unwrap();
+/// let tx2 = tx.clone();
+/// tx.send(1).await.unwrap();
+/// tx2.send(2).await.unwrap();
+/// drop((tx, tx2));
+/// assert_eq!(rx.recv().await, Some(1));
+/// assert_eq!(rx.recv().await, Some(2));
+/// assert_eq!(rx.recv().await, None);
+/// # }
+/// ```
+pub struct Sender<T> {
+    chan: Arc<Chan<T>>,
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.chan.core.lock().add_sender();
+        Self {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.chan.locked(|c, w| c.drop_sender(w));
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("metrics", &self.chan.metrics())
+            .finish()
+    }
+}
+
+impl<T> Sender<T> {
+    /// Sends `value`, waiting for room while the channel is full.
+    ///
+    /// Waiting senders are served first in, first out.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] once the channel is closed or every receiver is
+    /// gone; [`SendError::TooHeavy`] at once if the value weighs more than
+    /// `max_weight`. Either way the value comes back.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future either leaves the value fully queued (it was sent)
+    /// or drops it unsent: it is never half-enqueued and its place in line is
+    /// given up. To keep the value on cancellation, [`reserve`](Self::reserve)
+    /// first and send through the permit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// tx.send(1).await.unwrap();
+    /// let waiting = tokio::spawn({ let tx = tx.clone(); async move { tx.send(2).await } });
+    /// assert_eq!(rx.recv().await, Some(1));
+    /// waiting.await.unwrap().unwrap();
+    /// assert_eq!(rx.recv().await, Some(2));
+    /// # }
+    /// ```
+    pub fn send(&self, value: T) -> SendFuture<'_, T> {
+        let weight = self.chan.weigh(&value);
+        SendFuture {
+            chan: &self.chan,
+            value: Some(value),
+            weight,
+            id: None,
+        }
+    }
+
+    /// Sends `value` if there is room now, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] if there is no room or senders are waiting
+    /// ahead; `Closed` / `TooHeavy` as for [`send`](Self::send). The value
+    /// comes back.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::channel::{self, TrySendError};
+    ///
+    /// let (tx, rx) = channel::bounded::<u32>(1).unwrap();
+    /// assert_eq!(tx.try_send(1), Ok(()));
+    /// assert_eq!(tx.try_send(2), Err(TrySendError::Full(2)));
+    /// drop(rx);
+    /// assert_eq!(tx.try_send(3), Err(TrySendError::Closed(3)));
+    /// ```
+    #[inline]
+    pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        let weight = self.chan.weigh(&value);
+        self.chan
+            .locked(|c, w| c.try_send(value, weight, w))
+            .map_err(|e| match e {
+                Refused::Full(v) => TrySendError::Full(v),
+                Refused::Closed(v) => TrySendError::Closed(v),
+                Refused::TooHeavy(v) => TrySendError::TooHeavy(v),
+            })
+    }
+
+    /// Sends `value`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// [`SendTimeoutError::Timeout`] if no room came free in time, otherwise
+    /// as for [`send`](Self::send); the value comes back.
+    ///
+    /// # Panics
+    ///
+    /// Not on any argument (a huge `timeout` means "practically forever");
+    /// like `tokio::time::sleep`, it must be called within a Tokio runtime
+    /// with time enabled.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use flowguard::channel::{self, SendTimeoutError};
+    ///
+    /// let (tx, _rx) = channel::bounded::<u32>(1).unwrap();
+    /// tx.send(1).await.unwrap();
+    /// let err = tx.send_timeout(2, Duration::from_millis(50)).await;
+    /// assert_eq!(err, Err(SendTimeoutError::Timeout(2)));
+    /// # }
+    /// ```
+    pub fn send_timeout(&self, value: T, timeout: Duration) -> SendTimeoutFuture<'_, T> {
+        SendTimeoutFuture {
+            inner: self.send(value),
+            sleep: tokio::time::sleep(timeout),
+        }
+    }
+
+    /// Sends `value`, waiting for room until `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send_timeout`](Self::send_timeout).
+    ///
+    /// # Panics
+    ///
+    /// As for [`send_timeout`](Self::send_timeout).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    ///
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// tx.send_deadline(1, Instant::now() + Duration::from_secs(1)).await.unwrap();
+    /// assert_eq!(rx.try_recv(), Ok(1));
+    /// # }
+    /// ```
+    pub fn send_deadline(&self, value: T, deadline: Instant) -> SendTimeoutFuture<'_, T> {
+        SendTimeoutFuture {
+            inner: self.send(value),
+            sleep: tokio::time::sleep_until(deadline),
+        }
+    }
+
+    /// Sends `value` from a plain (non-async) thread, blocking it while the
+    /// channel is full; e.g. a `CpuPool` worker feeding async consumers.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send`](Self::send).
+    ///
+    /// # Panics
+    ///
+    /// Never itself; do not call it on an async runtime's worker thread
+    /// (it would block that thread).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// let t = std::thread::spawn(move || {
+    ///     for i in 0..3 {
+    ///         tx.send_blocking(i).unwrap();
+    ///     }
+    /// });
+    /// let got: Vec<u32> = std::iter::from_fn(|| rx.recv_blocking()).collect();
+    /// t.join().unwrap();
+    /// assert_eq!(got, [0, 1, 2]);
+    /// ```
+    pub fn send_blocking(&self, value: T) -> Result<(), SendError<T>> {
+        crate::sync::block_on(self.send(value))
+    }
+
+    /// Queues `value` at once, evicting the oldest queued values until it
+    /// fits ("latest wins"). Returns the evicted values, oldest first (none
+    /// if there was room; at most one on an unweighted channel). Evictions
+    /// are counted in [`ChannelMetrics::evicted`].
+    ///
+    /// It does not wait and does not queue behind waiting senders.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] if the room is held by reserve permits so that
+    /// even evicting everything would not make room (nothing is evicted
+    /// then); `Closed` / `TooHeavy` as for [`send`](Self::send). The value
+    /// comes back.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(2).unwrap();
+    /// tx.force_send(1).unwrap();
+    /// tx.force_send(2).unwrap();
+    /// let evicted: Vec<u32> = tx.force_send(3).unwrap().collect();
+    /// assert_eq!(evicted, [1]);
+    /// assert_eq!(rx.try_recv(), Ok(2));
+    /// assert_eq!(rx.metrics().evicted, 1);
+    /// ```
+    pub fn force_send(&self, value: T) -> Result<Evicted<T>, TrySendError<T>> {
+        let weight = self.chan.weigh(&value);
+        let mut evicted = Evicted {
+            first: None,
+            rest: Vec::new().into_iter(),
+        };
+        let mut rest = Vec::new();
+        let r = self.chan.locked(|c, w| {
+            c.force_send(
+                value,
+                weight,
+                |v| {
+                    if evicted.first.is_none() {
+                        evicted.first = Some(v);
+                    } else {
+                        rest.push(v);
+                    }
+                },
+                w,
+            )
+        });
+        evicted.rest = rest.into_iter();
+        match r {
+            Ok(()) => Ok(evicted),
+            Err(Refused::Full(v)) => Err(TrySendError::Full(v)),
+            Err(Refused::Closed(v)) => Err(TrySendError::Closed(v)),
+            Err(Refused::TooHeavy(v)) => Err(TrySendError::TooHeavy(v)),
+        }
+    }
+
+    /// Waits for one slot of room and holds it as a [`Permit`], whose
+    /// [`send`](Permit::send) cannot fail. Dropping the permit returns the
+    /// room.
+    ///
+    /// # Errors
+    ///
+    /// [`ReserveError::Closed`] once the channel is closed.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future gives up its place in line; if room had already
+    /// been granted to it, the room is returned (and handed to the next
+    /// waiter). Nothing leaks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, rx) = flowguard::channel::bounded::<String>(1).unwrap();
+    /// let permit = tx.reserve().await.unwrap();
+    /// // Build the value only once room is certain; sending cannot fail.
+    /// permit.send("ready".to_string());
+    /// assert_eq!(rx.recv().await.as_deref(), Some("ready"));
+    /// # }
+    /// ```
+    pub fn reserve(&self) -> ReserveFuture<'_, T> {
+        ReserveFuture {
+            inner: Reserving::new(&self.chan, 1),
+        }
+    }
+
+    /// As [`reserve`](Self::reserve), but the permit owns this sender, so
+    /// it can move into a `'static` task.
+    ///
+    /// # Errors
+    ///
+    /// [`ReserveError::Closed`] once the channel is closed (the sender is
+    /// dropped then; clone it first to keep one).
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`reserve`](Self::reserve).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// let permit = tx.clone().reserve_owned().await.unwrap();
+    /// let _tx_again = permit.send(3);
+    /// assert_eq!(rx.try_recv(), Ok(3));
+    /// # }
+    /// ```
+    pub fn reserve_owned(self) -> ReserveOwnedFuture<T> {
+        ReserveOwnedFuture {
+            sender: Some(self),
+            state: ReserveState::new(1),
+        }
+    }
+
+    /// Waits for `n` slots of room at once (all or nothing; first in, first
+    /// out with other waiters) and returns them as [`Permits`], an iterator
+    /// of `n` [`Permit`]s.
+    ///
+    /// # Errors
+    ///
+    /// [`ReserveError::TooMany`] at once if `n` exceeds the capacity (or
+    /// later, if `set_capacity` shrinks it below `n` while waiting);
+    /// [`ReserveError::Closed`] once the channel is closed.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`reserve`](Self::reserve).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(4).unwrap();
+    /// let permits = tx.reserve_many(3).await.unwrap();
+    /// for (i, p) in permits.enumerate() {
+    ///     p.send(i as u32);
+    /// }
+    /// assert_eq!(rx.metrics().len, 3);
+    /// # }
+    /// ```
+    pub fn reserve_many(&self, n: usize) -> ReserveManyFuture<'_, T> {
+        ReserveManyFuture {
+            inner: Reserving::new(&self.chan, n),
+        }
+    }
+
+    /// Takes one slot of room now, if free and nobody waits ahead.
+    ///
+    /// # Errors
+    ///
+    /// [`TryReserveError::Full`] or [`TryReserveError::Closed`].
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::channel::{self, TryReserveError};
+    ///
+    /// let (tx, rx) = channel::bounded::<u32>(1).unwrap();
+    /// let p = tx.try_reserve().unwrap();
+    /// assert_eq!(tx.try_reserve().unwrap_err(), TryReserveError::Full);
+    /// drop(p); // the room comes back
+    /// assert!(tx.try_reserve().is_ok());
+    /// # drop(rx);
+    /// ```
+    pub fn try_reserve(&self) -> Result<Permit<'_, T>, TryReserveError> {
+        self.try_reserve_many(1).map(|mut p| {
+            p.remaining = 0;
+            Permit {
+                chan: p.chan,
+                live: true,
+            }
+        })
+    }
+
+    /// Takes `n` slots of room now, if free and nobody waits ahead.
+    ///
+    /// # Errors
+    ///
+    /// [`TryReserveError::TooMany`] if `n` exceeds the capacity,
+    /// otherwise as for [`try_reserve`](Self::try_reserve).
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = flowguard::channel::bounded::<u32>(4).unwrap();
+    /// let permits = tx.try_reserve_many(4).unwrap();
+    /// assert_eq!(permits.len(), 4);
+    /// ```
+    pub fn try_reserve_many(&self, n: usize) -> Result<Permits<'_, T>, TryReserveError> {
+        match self.chan.locked(|c, _| c.try_reserve(n, 0)) {
+            Ok(()) => Ok(Permits {
+                chan: &self.chan,
+                remaining: n,
+            }),
+            Err(ReserveRefused::Full) => Err(TryReserveError::Full),
+            Err(ReserveRefused::Closed) => Err(TryReserveError::Closed),
+            Err(ReserveRefused::TooMany) => Err(TryReserveError::TooMany),
+        }
+    }
+
+    /// Whether the queue is congested: it reached the high watermark and has
+    /// not yet fallen to the low one. Always `false` without watermarks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = flowguard::channel::Builder::<u32>::new(8)
+    ///     .high_watermark(2).low_watermark(0).build().unwrap();
+    /// tx.try_send(1).unwrap();
+    /// assert!(!tx.is_congested());
+    /// tx.try_send(2).unwrap();
+    /// assert!(tx.is_congested());
+    /// rx.try_recv().unwrap();
+    /// assert!(tx.is_congested()); // hysteresis: not yet at the low mark
+    /// rx.try_recv().unwrap();
+    /// assert!(!tx.is_congested());
+    /// ```
+    pub fn is_congested(&self) -> bool {
+        self.chan.core.lock().is_congested()
+    }
+
+    /// Resolves once the queue is not congested (at once if it is not, or
+    /// if the channel is closed). A producer that sees
+    /// [`is_congested`](Self::is_congested) awaits this to resume.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future only removes its registration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, rx) = flowguard::channel::Builder::<u32>::new(8)
+    ///     .high_watermark(2).build().unwrap();
+    /// tx.send(1).await.unwrap();
+    /// tx.send(2).await.unwrap();
+    /// let consumer = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    /// tx.drained().await; // resumes once at most 1 (= 2 / 2) is queued
+    /// assert!(!tx.is_congested());
+    /// # drop(tx); consumer.await.unwrap();
+    /// # }
+    /// ```
+    pub fn drained(&self) -> DrainedFuture<'_, T> {
+        DrainedFuture {
+            chan: &self.chan,
+            id: None,
+        }
+    }
+
+    /// Closes the channel for every handle: sends fail from now on and
+    /// waiting senders get their values back; receivers still drain what
+    /// is queued (and what outstanding permits send). Returns `false` if it
+    /// was already closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(2).unwrap();
+    /// tx.try_send(1).unwrap();
+    /// assert!(tx.close());
+    /// assert!(tx.try_send(2).is_err());
+    /// assert_eq!(rx.try_recv(), Ok(1));
+    /// assert!(rx.try_recv().is_err());
+    /// ```
+    pub fn close(&self) -> bool {
+        self.chan.close()
+    }
+
+    /// Whether the channel is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(2).unwrap();
+    /// drop(rx);
+    /// assert!(tx.is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.chan.core.lock().is_closed()
+    }
+
+    /// Changes the capacity live. Growing lets waiting senders in at once;
+    /// shrinking never drops queued values (senders just wait until the
+    /// queue is below the new capacity).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for 0, a too-large value, or one below the high
+    /// watermark.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// tx.try_send(1).unwrap();
+    /// assert!(tx.try_send(2).is_err());
+    /// tx.set_capacity(2).unwrap();
+    /// tx.try_send(2).unwrap();
+    /// assert!(tx.set_capacity(0).is_err());
+    /// # drop(rx);
+    /// ```
+    pub fn set_capacity(&self, capacity: usize) -> Result<(), ConfigError> {
+        self.chan.set_capacity(capacity)
+    }
+
+    /// A snapshot of the channel's numbers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = flowguard::channel::bounded::<u32>(4).unwrap();
+    /// tx.try_send(1).unwrap();
+    /// assert_eq!(tx.metrics().sent, 1);
+    /// ```
+    pub fn metrics(&self) -> ChannelMetrics {
+        self.chan.metrics()
+    }
+}
+
+// ---- futures of the sender --------------------------------------------------
+
+/// The future of [`Sender::send`].
+pub struct SendFuture<'a, T> {
+    chan: &'a Chan<T>,
+    /// The value while we hold it; `None` once handed to the waiter queue.
+    value: Option<T>,
+    weight: usize,
+    /// Our entry in the waiter queue.
+    id: Option<u64>,
+}
+
+// No pinned fields: the value is moved, never borrowed across polls.
+impl<T> Unpin for SendFuture<'_, T> {}
+
+impl<T> fmt::Debug for SendFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendFuture")
+            .field("waiting", &self.id.is_some())
+            .finish()
+    }
+}
+
+impl<T> SendFuture<'_, T> {
+    /// Stops waiting. `Some(value)` if it was not sent, `None` if it was.
+    fn cancel(&mut self) -> Option<T> {
+        match self.id.take() {
+            Some(id) => self.chan.locked(|c, w| c.cancel_send(id, w)).ok().flatten(),
+            None => self.value.take(),
+        }
+    }
+}
+
+impl<T> Future for SendFuture<'_, T> {
+    type Output = Result<(), SendError<T>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(id) = this.id {
+            let r = this.chan.locked(|c, _| c.poll_send(id, |s| refresh(s, cx)));
+            return match r {
+                SendPoll::Pending => Poll::Pending,
+                SendPoll::Done => {
+                    this.id = None;
+                    Poll::Ready(Ok(()))
+                }
+                SendPoll::Closed(v) | SendPoll::TooMany(v) => {
+                    this.id = None;
+                    match v {
+                        Some(v) => Poll::Ready(Err(SendError::Closed(v))),
+                        None => Poll::Ready(Ok(())),
+                    }
+                }
+            };
+        }
+        let Some(value) = this.value.take() else {
+            // Polled again after completion.
+            return Poll::Ready(Ok(()));
+        };
+        let weight = this.weight;
+        let r = this.chan.locked(|c, w| match c.try_send(value, weight, w) {
+            Err(Refused::Full(v)) => {
+                Err(Ok(c.register_send(Some(v), 1, weight, cx.waker().clone())))
+            }
+            Err(Refused::Closed(v)) => Err(Err(SendError::Closed(v))),
+            Err(Refused::TooHeavy(v)) => Err(Err(SendError::TooHeavy(v))),
+            Ok(()) => Ok(()),
+        });
+        match r {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(Ok(id)) => {
+                this.id = Some(id);
+                Poll::Pending
+            }
+            Err(Err(e)) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl<T> Drop for SendFuture<'_, T> {
+    fn drop(&mut self) {
+        if self.id.is_some() {
+            drop(self.cancel());
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Sender::send_timeout`] and [`Sender::send_deadline`].
+    pub struct SendTimeoutFuture<'a, T> {
+        inner: SendFuture<'a, T>,
+        #[pin]
+        sleep: Sleep,
+    }
+}
+
+impl<T> fmt::Debug for SendTimeoutFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendTimeoutFuture")
+            .field("inner", &self.inner)
+            .field("deadline", &self.sleep.deadline())
+            .finish()
+    }
+}
+
+impl<T> Future for SendTimeoutFuture<'_, T> {
+    type Output = Result<(), SendTimeoutError<T>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(r) = Pin::new(&mut *this.inner).poll(cx) {
+            return Poll::Ready(r.map_err(SendTimeoutError::from));
+        }
+        match this.sleep.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => Poll::Ready(match this.inner.cancel() {
+                Some(v) => Err(SendTimeoutError::Timeout(v)),
+                None => Ok(()),
+            }),
+        }
+    }
+}
+
+/// The state of a waiting reservation of `count` slots, shared by the
+/// borrowed and owned reserve futures.
+#[derive(Debug)]
+struct ReserveState {
+    count: usize,
+    id: Option<u64>,
+    done: bool,
+}
+
+impl ReserveState {
+    fn new(count: usize) -> Self {
+        Self {
+            count,
+            id: None,
+            done: false,
+        }
+    }
+
+    fn poll<T>(&mut self, chan: &Chan<T>, cx: &Context<'_>) -> Poll<Result<(), ReserveError>> {
+        if self.done {
+            return Poll::Ready(Err(ReserveError::Closed));
+        }
+        let r = match self.id {
+            Some(id) => match chan.locked(|c, _| c.poll_send(id, |s| refresh(s, cx))) {
+                SendPoll::Pending => return Poll::Pending,
+                SendPoll::Done => Ok(()),
+                SendPoll::Closed(_) => Err(ReserveError::Closed),
+                SendPoll::TooMany(_) => Err(ReserveError::TooMany),
+            },
+            None => {
+                let count = self.count;
+                let r = chan.locked(|c, _| match c.try_reserve(count, 0) {
+                    Ok(()) => Ok(Ok(())),
+                    Err(ReserveRefused::Full) => {
+                        Err(c.register_send(None, count, 0, cx.waker().clone()))
+                    }
+                    Err(ReserveRefused::Closed) => Ok(Err(ReserveError::Closed)),
+                    Err(ReserveRefused::TooMany) => Ok(Err(ReserveError::TooMany)),
+                });
+                match r {
+                    Ok(r) => r,
+                    Err(id) => {
+                        self.id = Some(id);
+                        return Poll::Pending;
+                    }
+                }
+            }
+        };
+        self.id = None;
+        self.done = true;
+        Poll::Ready(r)
+    }
+
+    /// Gives up waiting; room granted meanwhile goes back.
+    fn cancel<T>(&mut self, chan: &Chan<T>) {
+        if let Some(id) = self.id.take() {
+            let count = self.count;
+            chan.locked(|c, w| {
+                if c.cancel_send(id, w).is_err() {
+                    // Granted while we were not looking: give the room back.
+                    c.release(count, 0, w);
+                }
+            });
+        }
+    }
+}
+
+/// A borrowed waiting reservation.
+struct Reserving<'a, T> {
+    chan: &'a Chan<T>,
+    state: ReserveState,
+}
+
+impl<'a, T> Reserving<'a, T> {
+    fn new(chan: &'a Chan<T>, count: usize) -> Self {
+        Self {
+            chan,
+            state: ReserveState::new(count),
+        }
+    }
+
+    fn poll(&mut self, cx: &Context<'_>) -> Poll<Result<(), ReserveError>> {
+        self.state.poll(self.chan, cx)
+    }
+}
+
+impl<T> Drop for Reserving<'_, T> {
+    fn drop(&mut self) {
+        self.state.cancel(self.chan);
+    }
+}
+
+/// The future of [`Sender::reserve`].
+pub struct ReserveFuture<'a, T> {
+    inner: Reserving<'a, T>,
+}
+
+impl<T> Unpin for ReserveFuture<'_, T> {}
+
+impl<T> fmt::Debug for ReserveFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReserveFuture")
+            .field("waiting", &self.inner.state.id.is_some())
+            .finish()
+    }
+}
+
+impl<'a, T> Future for ReserveFuture<'a, T> {
+    type Output = Result<Permit<'a, T>, ReserveError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.inner.poll(cx).map_ok(|()| Permit {
+            chan: this.inner.chan,
+            live: true,
+        })
+    }
+}
+
+/// The future of [`Sender::reserve_many`].
+pub struct ReserveManyFuture<'a, T> {
+    inner: Reserving<'a, T>,
+}
+
+impl<T> Unpin for ReserveManyFuture<'_, T> {}
+
+impl<T> fmt::Debug for ReserveManyFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReserveManyFuture")
+            .field("count", &self.inner.state.count)
+            .field("waiting", &self.inner.state.id.is_some())
+            .finish()
+    }
+}
+
+impl<'a, T> Future for ReserveManyFuture<'a, T> {
+    type Output = Result<Permits<'a, T>, ReserveError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.inner.poll(cx).map_ok(|()| Permits {
+            chan: this.inner.chan,
+            remaining: this.inner.state.count,
+        })
+    }
+}
+
+/// The future of [`Sender::reserve_owned`].
+pub struct ReserveOwnedFuture<T> {
+    sender: Option<Sender<T>>,
+    state: ReserveState,
+}
+
+impl<T> Unpin for ReserveOwnedFuture<T> {}
+
+impl<T> fmt::Debug for ReserveOwnedFuture<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReserveOwnedFuture")
+            .field("waiting", &self.state.id.is_some())
+            .finish()
+    }
+}
+
+impl<T> Future for ReserveOwnedFuture<T> {
+    type Output = Result<OwnedPermit<T>, ReserveError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(sender) = this.sender.as_ref() else {
+            return Poll::Ready(Err(ReserveError::Closed));
+        };
+        match this.state.poll(&sender.chan, cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(OwnedPermit {
+                sender: this.sender.take(),
+            })),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl<T> Drop for ReserveOwnedFuture<T> {
+    fn drop(&mut self) {
+        if let Some(sender) = &self.sender {
+            self.state.cancel(&sender.chan);
+        }
+    }
+}
+
+/// The future of [`Sender::drained`] (and [`Receiver::drained`]).
+pub struct DrainedFuture<'a, T> {
+    chan: &'a Chan<T>,
+    id: Option<u64>,
+}
+
+impl<T> Unpin for DrainedFuture<'_, T> {}
+
+impl<T> fmt::Debug for DrainedFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DrainedFuture")
+            .field("waiting", &self.id.is_some())
+            .finish()
+    }
+}
+
+impl<T> Future for DrainedFuture<'_, T> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let id = this.id;
+        match this
+            .chan
+            .locked(|c, _| c.poll_drained(id, cx.waker().clone()))
+        {
+            Ok(()) => {
+                this.id = None;
+                Poll::Ready(())
+            }
+            Err(id) => {
+                this.id = Some(id);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> Drop for DrainedFuture<'_, T> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.chan.core.lock().cancel_drained(id);
+        }
+    }
+}
+
+// ---- permits -----------------------------------------------------------------
+
+/// One slot of room held for a value; [`send`](Self::send) cannot fail.
+/// Dropping it unused returns the room.
+///
+/// On a weighted channel a permit holds a slot but no weight: the value's
+/// weight is charged when it is sent, so permits can take the queued weight
+/// above `max_weight` (never the count above the capacity). Use
+/// [`Sender::send`] where the weight bound must be strict.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+/// let permit = tx.try_reserve().unwrap();
+/// permit.send(5);
+/// assert_eq!(rx.try_recv(), Ok(5));
+/// ```
+pub struct Permit<'a, T> {
+    chan: &'a Chan<T>,
+    live: bool,
+}
+
+impl<T> fmt::Debug for Permit<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit").finish_non_exhaustive()
+    }
+}
+
+impl<T> Permit<'_, T> {
+    /// Queues `value` in the held slot. If every receiver is already gone,
+    /// the value is dropped (nobody could receive it).
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    pub fn send(mut self, value: T) {
+        self.live = false;
+        let weight = self.chan.weigh(&value);
+        let dropped = self
+            .chan
+            .locked(|c, w| c.send_reserved(value, 0, weight, w));
+        drop(dropped);
+    }
+}
+
+impl<T> Drop for Permit<'_, T> {
+    fn drop(&mut self) {
+        if self.live {
+            self.chan.locked(|c, w| c.release(1, 0, w));
+        }
+    }
+}
+
+/// One slot of room held for a value, owning its [`Sender`] (for
+/// `'static` tasks); from [`Sender::reserve_owned`]. [`send`](Self::send)
+/// cannot fail and gives the sender back. Dropping it unused returns the
+/// room. Weighted channels: as for [`Permit`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+/// let permit = tx.reserve_owned().await.unwrap();
+/// let task = tokio::spawn(async move {
+///     let tx = permit.send(1); // the sender comes back
+///     tx.is_closed()
+/// });
+/// assert!(!task.await.unwrap());
+/// assert_eq!(rx.recv().await, Some(1));
+/// # }
+/// ```
+pub struct OwnedPermit<T> {
+    sender: Option<Sender<T>>,
+}
+
+impl<T> fmt::Debug for OwnedPermit<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedPermit").finish_non_exhaustive()
+    }
+}
+
+impl<T> OwnedPermit<T> {
+    /// Queues `value` in the held slot and returns the sender. If every
+    /// receiver is already gone, the value is dropped.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    pub fn send(mut self, value: T) -> Sender<T> {
+        let Some(sender) = self.sender.take() else {
+            unreachable!("an OwnedPermit always holds its sender until consumed")
+        };
+        let weight = sender.chan.weigh(&value);
+        let dropped = sender
+            .chan
+            .locked(|c, w| c.send_reserved(value, 0, weight, w));
+        drop(dropped);
+        sender
+    }
+
+    /// Returns the room unused and gives the sender back.
+    pub fn release(mut self) -> Sender<T> {
+        let Some(sender) = self.sender.take() else {
+            unreachable!("an OwnedPermit always holds its sender until consumed")
+        };
+        sender.chan.locked(|c, w| c.release(1, 0, w));
+        sender
+    }
+}
+
+impl<T> Drop for OwnedPermit<T> {
+    fn drop(&mut self) {
+        if let Some(sender) = &self.sender {
+            sender.chan.locked(|c, w| c.release(1, 0, w));
+        }
+    }
+}
+
+/// Several slots of room from [`Sender::reserve_many`]: an iterator of
+/// [`Permit`]s. Dropping it returns the room of the permits not taken.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = flowguard::channel::bounded::<u32>(3).unwrap();
+/// let mut permits = tx.try_reserve_many(3).unwrap();
+/// permits.next().unwrap().send(1);
+/// drop(permits); // two slots come back
+/// assert_eq!(rx.metrics().reserved, 0);
+/// ```
+pub struct Permits<'a, T> {
+    chan: &'a Chan<T>,
+    remaining: usize,
+}
+
+impl<T> fmt::Debug for Permits<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permits")
+            .field("remaining", &self.remaining)
+            .finish()
+    }
+}
+
+impl<'a, T> Iterator for Permits<'a, T> {
+    type Item = Permit<'a, T>;
+
+    fn next(&mut self) -> Option<Permit<'a, T>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        Some(Permit {
+            chan: self.chan,
+            live: true,
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl<T> ExactSizeIterator for Permits<'_, T> {}
+
+impl<T> Drop for Permits<'_, T> {
+    fn drop(&mut self) {
+        if self.remaining > 0 {
+            let n = self.remaining;
+            self.chan.locked(|c, w| c.release(n, 0, w));
+        }
+    }
+}
+
+/// The values [`Sender::force_send`] evicted, oldest first.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, _rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+/// assert_eq!(tx.force_send(1).unwrap().len(), 0);
+/// assert_eq!(tx.force_send(2).unwrap().collect::<Vec<_>>(), [1]);
+/// ```
+pub struct Evicted<T> {
+    first: Option<T>,
+    rest: std::vec::IntoIter<T>,
+}
+
+impl<T> fmt::Debug for Evicted<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Evicted").field("len", &self.len()).finish()
+    }
+}
+
+impl<T> Iterator for Evicted<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        self.first.take().or_else(|| self.rest.next())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = usize::from(self.first.is_some()) + self.rest.len();
+        (n, Some(n))
+    }
+}
+
+impl<T> ExactSizeIterator for Evicted<T> {}
+
+// ---- Receiver ----------------------------------------------------------------
+
+/// The receiving half. Cloning makes another receiver of the same channel
+/// (each value goes to one of them). When the last receiver is dropped the
+/// channel closes, sends fail at once, and queued values are dropped.
+///
+/// Implements [`futures_core::Stream`], ending once the channel is closed
+/// and drained.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use futures::StreamExt;
+///
+/// let (tx, rx) = flowguard::channel::bounded::<u32>(4).unwrap();
+/// for i in 0..3 {
+///     tx.send(i).await.unwrap();
+/// }
+/// drop(tx);
+/// let all: Vec<u32> = rx.collect().await;
+/// assert_eq!(all, [0, 1, 2]);
+/// # }
+/// ```
+pub struct Receiver<T> {
+    chan: Arc<Chan<T>>,
+    /// The `Stream` impl's registration among waiting receivers.
+    stream_id: Option<u64>,
+}
+
+impl<T> Clone for Receiver<T> {
+    fn clone(&self) -> Self {
+        self.chan.core.lock().add_receiver();
+        Self {
+            chan: self.chan.clone(),
+            stream_id: None,
+        }
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let id = self.stream_id.take();
+        let left = self.chan.locked(|c, w| {
+            if let Some(id) = id {
+                c.cancel_recv(id, w);
+            }
+            c.drop_receiver(w)
+        });
+        drop(left);
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("metrics", &self.chan.metrics())
+            .finish()
+    }
+}
+
+/// Takes a value or registers `id` as waiting; the shared step of every
+/// receive future.
+#[inline]
+fn poll_recv<T>(chan: &Chan<T>, id: &mut Option<u64>, cx: &Context<'_>) -> Poll<Option<T>> {
+    chan.locked(|c, w| match c.try_recv(w) {
+        Ok(v) => {
+            if let Some(id) = id.take() {
+                c.done_recv(id);
+            }
+            Poll::Ready(Some(v))
+        }
+        Err(Empty::Closed) => {
+            if let Some(id) = id.take() {
+                c.done_recv(id);
+            }
+            Poll::Ready(None)
+        }
+        Err(Empty::Empty) => {
+            *id = Some(c.register_recv(*id, cx.waker().clone()));
+            Poll::Pending
+        }
+    })
+}
+
+fn cancel_recv<T>(chan: &Chan<T>, id: &mut Option<u64>) {
+    if let Some(id) = id.take() {
+        chan.locked(|c, w| c.cancel_recv(id, w));
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Receives the oldest value, waiting while the channel is empty.
+    /// `None` once the channel is closed and drained.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: values are only taken in the poll that returns them, so
+    /// dropping the future never loses one; it stays queued for the next
+    /// receiver, and a wake-up meant for this one is passed on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// tokio::spawn(async move { tx.send(9).await.unwrap() });
+    /// assert_eq!(rx.recv().await, Some(9));
+    /// assert_eq!(rx.recv().await, None);
+    /// # }
+    /// ```
+    pub fn recv(&self) -> RecvFuture<'_, T> {
+        RecvFuture {
+            chan: &self.chan,
+            id: None,
+        }
+    }
+
+    /// Receives the oldest value if there is one now.
+    ///
+    /// # Errors
+    ///
+    /// [`TryRecvError::Empty`] if nothing is queued,
+    /// [`TryRecvError::Closed`] if closed and drained.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::channel::{self, TryRecvError};
+    ///
+    /// let (tx, rx) = channel::bounded::<u32>(1).unwrap();
+    /// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    /// tx.try_send(1).unwrap();
+    /// assert_eq!(rx.try_recv(), Ok(1));
+    /// ```
+    #[inline]
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.chan.locked(|c, w| c.try_recv(w)).map_err(|e| match e {
+            Empty::Empty => TryRecvError::Empty,
+            Empty::Closed => TryRecvError::Closed,
+        })
+    }
+
+    /// Receives the oldest value, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvTimeoutError::Timeout`] if nothing arrived in time,
+    /// [`RecvTimeoutError::Closed`] if closed and drained.
+    ///
+    /// # Panics
+    ///
+    /// Not on any argument (a huge `timeout` means "practically forever");
+    /// like `tokio::time::sleep`, it must be called within a Tokio runtime
+    /// with time enabled.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use flowguard::channel::{self, RecvTimeoutError};
+    ///
+    /// let (_tx, rx) = channel::bounded::<u32>(1).unwrap();
+    /// assert_eq!(rx.recv_timeout(Duration::from_secs(1)).await, Err(RecvTimeoutError::Timeout));
+    /// # }
+    /// ```
+    pub fn recv_timeout(&self, timeout: Duration) -> RecvTimeoutFuture<'_, T> {
+        RecvTimeoutFuture {
+            inner: self.recv(),
+            sleep: tokio::time::sleep(timeout),
+        }
+    }
+
+    /// Receives the oldest value, waiting until `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`recv_timeout`](Self::recv_timeout).
+    ///
+    /// # Panics
+    ///
+    /// As for [`recv_timeout`](Self::recv_timeout).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    ///
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// tx.try_send(3).unwrap();
+    /// let got = rx.recv_deadline(Instant::now() + Duration::from_secs(1)).await;
+    /// assert_eq!(got, Ok(3));
+    /// # }
+    /// ```
+    pub fn recv_deadline(&self, deadline: Instant) -> RecvTimeoutFuture<'_, T> {
+        RecvTimeoutFuture {
+            inner: self.recv(),
+            sleep: tokio::time::sleep_until(deadline),
+        }
+    }
+
+    /// Waits until at least one value is queued, then moves up to `limit`
+    /// values into `buf` in one go. Returns how many were moved; 0 means
+    /// closed and drained (or `limit` was 0).
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`recv`](Self::recv): values move into `buf` only in the poll
+    /// that returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(8).unwrap();
+    /// for i in 0..5 {
+    ///     tx.try_send(i).unwrap();
+    /// }
+    /// let mut buf = Vec::new();
+    /// assert_eq!(rx.recv_many(&mut buf, 3).await, 3);
+    /// assert_eq!(rx.recv_many(&mut buf, 3).await, 2);
+    /// assert_eq!(buf, [0, 1, 2, 3, 4]);
+    /// # }
+    /// ```
+    pub fn recv_many<'a>(&'a self, buf: &'a mut Vec<T>, limit: usize) -> RecvManyFuture<'a, T> {
+        RecvManyFuture {
+            chan: &self.chan,
+            buf,
+            limit,
+            id: None,
+        }
+    }
+
+    /// Receives from a plain (non-async) thread, blocking it while the
+    /// channel is empty. `None` once closed and drained.
+    ///
+    /// # Panics
+    ///
+    /// Never itself; do not call it on an async runtime's worker thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// std::thread::spawn(move || tx.send_blocking(4).unwrap());
+    /// assert_eq!(rx.recv_blocking(), Some(4));
+    /// assert_eq!(rx.recv_blocking(), None);
+    /// ```
+    pub fn recv_blocking(&self) -> Option<T> {
+        crate::sync::block_on(self.recv())
+    }
+
+    /// See [`Sender::is_congested`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// assert!(!rx.is_congested());
+    /// ```
+    pub fn is_congested(&self) -> bool {
+        self.chan.core.lock().is_congested()
+    }
+
+    /// See [`Sender::drained`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (_tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// rx.drained().await; // no watermarks: never congested
+    /// # }
+    /// ```
+    pub fn drained(&self) -> DrainedFuture<'_, T> {
+        DrainedFuture {
+            chan: &self.chan,
+            id: None,
+        }
+    }
+
+    /// See [`Sender::close`]. Receivers still drain what is queued.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// rx.close();
+    /// assert!(tx.try_send(1).is_err());
+    /// ```
+    pub fn close(&self) -> bool {
+        self.chan.close()
+    }
+
+    /// Whether the channel is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// drop(tx);
+    /// assert!(rx.is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.chan.core.lock().is_closed()
+    }
+
+    /// See [`Sender::set_capacity`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`Sender::set_capacity`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// rx.set_capacity(16).unwrap();
+    /// assert_eq!(rx.metrics().capacity, 16);
+    /// ```
+    pub fn set_capacity(&self, capacity: usize) -> Result<(), ConfigError> {
+        self.chan.set_capacity(capacity)
+    }
+
+    /// A snapshot of the channel's numbers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_tx, rx) = flowguard::channel::bounded::<u32>(4).unwrap();
+    /// assert_eq!(rx.metrics().len, 0);
+    /// ```
+    pub fn metrics(&self) -> ChannelMetrics {
+        self.chan.metrics()
+    }
+}
+
+impl<T> futures_core::Stream for Receiver<T> {
+    type Item = T;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let this = self.get_mut();
+        poll_recv(&this.chan, &mut this.stream_id, cx)
+    }
+}
+
+/// The future of [`Receiver::recv`].
+pub struct RecvFuture<'a, T> {
+    chan: &'a Chan<T>,
+    id: Option<u64>,
+}
+
+impl<T> Unpin for RecvFuture<'_, T> {}
+
+impl<T> fmt::Debug for RecvFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvFuture")
+            .field("waiting", &self.id.is_some())
+            .finish()
+    }
+}
+
+impl<T> Future for RecvFuture<'_, T> {
+    type Output = Option<T>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let this = self.get_mut();
+        poll_recv(this.chan, &mut this.id, cx)
+    }
+}
+
+impl<T> Drop for RecvFuture<'_, T> {
+    fn drop(&mut self) {
+        cancel_recv(self.chan, &mut self.id);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Receiver::recv_timeout`] and [`Receiver::recv_deadline`].
+    pub struct RecvTimeoutFuture<'a, T> {
+        inner: RecvFuture<'a, T>,
+        #[pin]
+        sleep: Sleep,
+    }
+}
+
+impl<T> fmt::Debug for RecvTimeoutFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvTimeoutFuture")
+            .field("inner", &self.inner)
+            .field("deadline", &self.sleep.deadline())
+            .finish()
+    }
+}
+
+impl<T> Future for RecvTimeoutFuture<'_, T> {
+    type Output = Result<T, RecvTimeoutError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(r) = Pin::new(&mut *this.inner).poll(cx) {
+            return Poll::Ready(r.ok_or(RecvTimeoutError::Closed));
+        }
+        match this.sleep.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                cancel_recv(this.inner.chan, &mut this.inner.id);
+                Poll::Ready(Err(RecvTimeoutError::Timeout))
+            }
+        }
+    }
+}
+
+/// The future of [`Receiver::recv_many`].
+pub struct RecvManyFuture<'a, T> {
+    chan: &'a Chan<T>,
+    buf: &'a mut Vec<T>,
+    limit: usize,
+    id: Option<u64>,
+}
+
+impl<T> Unpin for RecvManyFuture<'_, T> {}
+
+impl<T> fmt::Debug for RecvManyFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvManyFuture")
+            .field("limit", &self.limit)
+            .field("waiting", &self.id.is_some())
+            .finish()
+    }
+}
+
+impl<T> Future for RecvManyFuture<'_, T> {
+    type Output = usize;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<usize> {
+        let this = self.get_mut();
+        if this.limit == 0 {
+            return Poll::Ready(0);
+        }
+        let limit = this.limit;
+        let buf = &mut *this.buf;
+        let id = &mut this.id;
+        this.chan.locked(|c, w| {
+            let mut n = 0;
+            while n < limit {
+                match c.try_recv(w) {
+                    Ok(v) => {
+                        buf.push(v);
+                        n += 1;
+                    }
+                    Err(Empty::Closed) => break,
+                    Err(Empty::Empty) if n > 0 => break,
+                    Err(Empty::Empty) => {
+                        *id = Some(c.register_recv(*id, cx.waker().clone()));
+                        return Poll::Pending;
+                    }
+                }
+            }
+            if let Some(i) = id.take() {
+                c.done_recv(i);
+            }
+            Poll::Ready(n)
+        })
+    }
+}
+
+impl<T> Drop for RecvManyFuture<'_, T> {
+    fn drop(&mut self) {
+        cancel_recv(self.chan, &mut self.id);
+    }
+}

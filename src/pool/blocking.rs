@@ -1,0 +1,372 @@
+//! `BlockingPool`: blocking calls on Tokio's blocking threads, bounded.
+
+use std::any::Any;
+use std::fmt;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+use super::config::{PoolConfig, check_concurrency};
+use super::dispatch::{Dispatcher, Job, RunSlot};
+use super::task::{Finish, TaskShared, catch};
+use super::worker::{far_future, shutdown};
+use super::{PoolMetrics, ShutdownReport, SubmitError, TaskError, TaskHandle};
+use crate::semaphore::{AcquireError, OwnedPermit};
+use crate::sync::Arc;
+use crate::sync::atomic::Ordering;
+use crate::{ConfigError, ConfigErrorKind};
+
+/// Runs blocking closures (a synchronous database driver, file I/O, a C
+/// library) on Tokio's blocking threads, at most `max_concurrency` at once,
+/// with a bounded queue instead of Tokio's default of 512 threads and an
+/// unbounded queue. The async runtime's workers are never blocked. Clones
+/// share one pool.
+///
+/// A blocking call cannot be interrupted: a per-task `timeout` makes the
+/// *caller* stop waiting ([`TaskError::TimedOut`]), but the call keeps its
+/// slot until it returns, so the pool never runs more than
+/// `max_concurrency` calls.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::pool::BlockingPool;
+///
+/// # #[tokio::main] async fn main() {
+/// let pool = BlockingPool::builder().max_concurrency(4).build().unwrap();
+/// let len = pool
+///     .run(|| std::fs::read_to_string("Cargo.toml").map(|s| s.len()))
+///     .await
+///     .unwrap();
+/// assert!(len.unwrap() > 0);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct BlockingPool {
+    inner: Arc<BlockingInner>,
+}
+
+struct BlockingInner {
+    dispatch: Arc<Dispatcher>,
+    runtime: Handle,
+    timeout: Option<Duration>,
+}
+
+/// Configures a [`BlockingPool`]. Defaults: `max_concurrency` 16,
+/// `queue_capacity` 1024, no timeout, name `"blocking_pool"`, the current
+/// Tokio runtime.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::pool::BlockingPool;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let err = BlockingPool::builder().queue_capacity(usize::MAX).build().unwrap_err();
+/// assert_eq!(err.field(), "queue_capacity");
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct BlockingPoolBuilder {
+    config: PoolConfig,
+    runtime: Option<Handle>,
+}
+
+impl BlockingPoolBuilder {
+    /// The most blocking calls that run at once (at least 1).
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.config.max_concurrency = n;
+        self
+    }
+
+    /// How many admitted calls may wait for a slot.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.config.queue_capacity = n;
+        self
+    }
+
+    /// How long a caller waits for a started call before it gets
+    /// [`TaskError::TimedOut`] (the call itself runs on to the end).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = Some(timeout);
+        self
+    }
+
+    /// A name for tracing events.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// The runtime whose blocking threads to use (default: the current one).
+    pub fn runtime(mut self, handle: Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
+    /// Validates the configuration and creates the pool.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `max_concurrency`, `queue_capacity`, `timeout`
+    /// or `runtime`, as for [`WorkerPoolBuilder::build`](super::WorkerPoolBuilder::build).
+    pub fn build(self) -> Result<BlockingPool, ConfigError> {
+        self.config.validate()?;
+        let runtime = match self.runtime {
+            Some(h) => h,
+            None => Handle::try_current().map_err(|_| {
+                ConfigError::new(
+                    "blocking_pool",
+                    "runtime",
+                    ConfigErrorKind::Missing,
+                    "is needed: build inside a Tokio runtime or pass one with `runtime(handle)`",
+                )
+            })?,
+        };
+        let c = self.config;
+        Ok(BlockingPool {
+            inner: Arc::new(BlockingInner {
+                dispatch: Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name),
+                runtime,
+                timeout: c.timeout,
+            }),
+        })
+    }
+}
+
+impl BlockingPool {
+    /// A builder with the defaults listed on [`BlockingPoolBuilder`].
+    pub fn builder() -> BlockingPoolBuilder {
+        BlockingPoolBuilder {
+            config: PoolConfig::new("blocking_pool", 16),
+            runtime: None,
+        }
+    }
+
+    /// Runs `f` on a blocking thread once a slot is free and returns its result.
+    ///
+    /// # Errors
+    ///
+    /// [`TaskError::Panicked`], [`TaskError::TimedOut`], or
+    /// [`TaskError::Closed`] when the pool is closed (use
+    /// [`submit`](Self::submit) to get the closure back instead).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting for room: nothing runs. Dropped after the call
+    /// started: the call runs on to the end, its result is discarded.
+    pub async fn run<F, T>(&self, f: F) -> Result<T, TaskError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.submit(f).await {
+            Ok(handle) => handle.await,
+            Err(_) => Err(TaskError::Closed),
+        }
+    }
+
+    /// Submits `f`, waiting for queue room (backpressure).
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Closed`] with the closure.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped while waiting, nothing is queued.
+    pub async fn submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.inner.dispatch.admit.acquire_owned().await {
+            Ok(admit) => self.dispatch(f, admit),
+            Err(_) => Err(SubmitError::Closed(f)),
+        }
+    }
+
+    /// Submits `f` only if it can run or queue at once.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Full`] (counted as rejected) or [`SubmitError::Closed`], with the closure.
+    pub fn try_submit<F, T>(&self, f: F) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.inner.dispatch.admit.try_acquire_owned() {
+            Ok(admit) => self.dispatch(f, admit),
+            Err(AcquireError::Closed) => Err(SubmitError::Closed(f)),
+            Err(_) => {
+                self.inner
+                    .dispatch
+                    .counters
+                    .rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(SubmitError::Full(f))
+            }
+        }
+    }
+
+    /// [`submit`](Self::submit), waiting at most `timeout` for queue room.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::TimedOut`] or [`SubmitError::Closed`], with the closure.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`submit`](Self::submit).
+    pub async fn submit_timeout<F, T>(
+        &self,
+        f: F,
+        timeout: Duration,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(far_future);
+        match tokio::time::timeout_at(deadline, self.inner.dispatch.admit.acquire_owned()).await {
+            Ok(Ok(admit)) => self.dispatch(f, admit),
+            Ok(Err(_)) => Err(SubmitError::Closed(f)),
+            Err(_) => Err(SubmitError::TimedOut(f)),
+        }
+    }
+
+    fn dispatch<F, T>(&self, f: F, admit: OwnedPermit) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let shared = TaskShared::new();
+        let job = Box::new(BlockingJob {
+            f,
+            shared: shared.clone(),
+            runtime: self.inner.runtime.clone(),
+            timeout: self.inner.timeout,
+            pool: self.inner.dispatch.clone(),
+        });
+        let pool = &self.inner.dispatch;
+        match Dispatcher::dispatch(pool, job, admit, None) {
+            Ok(id) => Ok(TaskHandle::new(shared, pool.clone(), id)),
+            Err(job) => match job.into_any().downcast::<BlockingJob<F, T>>() {
+                Ok(job) => Err(SubmitError::Closed(job.f)),
+                Err(_) => unreachable!("dispatch hands back the job it was given"),
+            },
+        }
+    }
+
+    /// Changes the concurrency limit while running (see
+    /// [`WorkerPool::set_max_concurrency`](super::WorkerPool::set_max_concurrency)).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `max_concurrency`; nothing changes.
+    pub fn set_max_concurrency(&self, n: usize) -> Result<(), ConfigError> {
+        let d = &self.inner.dispatch;
+        check_concurrency("blocking_pool", n, d.queue_capacity)?;
+        Dispatcher::set_max_concurrency(d, n);
+        Ok(())
+    }
+
+    /// Stops intake; queued and running calls carry on. Idempotent.
+    pub fn close(&self) {
+        self.inner.dispatch.close();
+    }
+
+    /// Closes the pool and waits for queued and running calls until
+    /// `deadline`; then drops what is still queued. Calls still running at
+    /// the deadline cannot be interrupted: they are counted in
+    /// `aborted_running` and finish detached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling it leaves the pool closed with its work still running.
+    pub async fn shutdown(&self, deadline: Instant) -> ShutdownReport {
+        shutdown(&self.inner.dispatch, deadline).await
+    }
+
+    /// [`shutdown`](Self::shutdown) with a deadline `timeout` from now.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`shutdown`](Self::shutdown).
+    pub async fn shutdown_timeout(&self, timeout: Duration) -> ShutdownReport {
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(far_future);
+        self.shutdown(deadline).await
+    }
+
+    /// Running, queued and lifetime counts; see [`PoolMetrics`].
+    pub fn metrics(&self) -> PoolMetrics {
+        PoolMetrics::from_dispatcher(&self.inner.dispatch)
+    }
+}
+
+impl fmt::Debug for BlockingPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.metrics();
+        f.debug_struct("BlockingPool")
+            .field("name", &self.inner.dispatch.name)
+            .field("running", &m.running)
+            .field("queued", &m.queued)
+            .finish()
+    }
+}
+
+struct BlockingJob<F, T> {
+    f: F,
+    shared: Arc<TaskShared<T>>,
+    runtime: Handle,
+    timeout: Option<Duration>,
+    pool: Arc<Dispatcher>,
+}
+
+impl<F, T> Job for BlockingJob<F, T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    fn start(self: Box<Self>, slot: RunSlot) {
+        let BlockingJob {
+            f,
+            shared,
+            runtime,
+            timeout,
+            pool,
+        } = *self;
+        // The caller-side timer; aborted as soon as the call returns. The
+        // first of the two to complete the handle is the one counted.
+        let timer = timeout.map(|d| {
+            let shared = shared.clone();
+            runtime.spawn(async move {
+                tokio::time::sleep(d).await;
+                shared.complete_then(Err(TaskError::TimedOut), || {
+                    pool.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                });
+            })
+        });
+        let guard = Finish::new(shared, slot);
+        runtime.spawn_blocking(move || {
+            let outcome = catch(f);
+            if let Some(t) = timer {
+                t.abort();
+            }
+            guard.finish(outcome);
+        });
+    }
+
+    fn cancel(self: Box<Self>) {
+        self.shared.complete(Err(TaskError::Cancelled));
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}

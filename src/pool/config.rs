@@ -1,0 +1,77 @@
+//! Validation shared by the three pool builders.
+
+use std::time::Duration;
+
+use crate::semaphore::MAX_PERMITS;
+use crate::{ConfigError, ConfigErrorKind};
+
+/// The largest `max_concurrency + queue_capacity` a pool accepts.
+pub(crate) const MAX_POOL_SIZE: usize = MAX_PERMITS;
+
+#[derive(Debug, Clone)]
+pub(crate) struct PoolConfig {
+    pub(crate) component: &'static str,
+    pub(crate) max_concurrency: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) name: String,
+}
+
+impl PoolConfig {
+    pub(crate) fn new(component: &'static str, max_concurrency: usize) -> Self {
+        Self {
+            component,
+            max_concurrency,
+            queue_capacity: 1024,
+            timeout: None,
+            name: component.to_owned(),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        check_concurrency(self.component, self.max_concurrency, self.queue_capacity)?;
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::new(
+                self.component,
+                "timeout",
+                ConfigErrorKind::Zero,
+                "must be greater than zero (leave it unset for no timeout)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn check_concurrency(
+    component: &'static str,
+    max_concurrency: usize,
+    queue_capacity: usize,
+) -> Result<(), ConfigError> {
+    if max_concurrency == 0 {
+        return Err(ConfigError::new(
+            component,
+            "max_concurrency",
+            ConfigErrorKind::Zero,
+            "must be at least 1, got 0",
+        ));
+    }
+    if max_concurrency > MAX_POOL_SIZE {
+        return Err(ConfigError::new(
+            component,
+            "max_concurrency",
+            ConfigErrorKind::TooLarge,
+            format!("must be at most {MAX_POOL_SIZE}, got {max_concurrency}"),
+        ));
+    }
+    match max_concurrency.checked_add(queue_capacity) {
+        Some(total) if total <= MAX_POOL_SIZE => Ok(()),
+        _ => Err(ConfigError::new(
+            component,
+            "queue_capacity",
+            ConfigErrorKind::TooLarge,
+            format!(
+                "max_concurrency + queue_capacity must be at most {MAX_POOL_SIZE}, got {max_concurrency} + {queue_capacity}"
+            ),
+        )),
+    }
+}

@@ -1,0 +1,416 @@
+//! The state every pool shares: admission, the queue of submissions waiting
+//! for a slot, the hand-off from a finishing task to the next one, and the
+//! counters behind `metrics()`.
+//!
+//! A submission first takes an *admission* permit from the crate
+//! [`Semaphore`] (capacity `max_concurrency + queue_capacity`): that is the
+//! backpressure, FIFO among waiting submitters, and `close()` fails them at
+//! once. Admitted work either starts at once (a run slot is free) or waits
+//! in the queue, using no runtime resources. When a task ends its
+//! [`RunSlot`] is dropped, and under the same lock the next queued job is
+//! started on that slot: no dispatcher task, no lost hand-off.
+//!
+//! Invariants (checked by the loom model below):
+//! * `running <= max_concurrency`, except transiently after a shrink, and
+//!   no new job starts until `running < max_concurrency`;
+//! * the queue is non-empty only while `running >= max_concurrency`, so at
+//!   most `queue_capacity` jobs queue.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use crate::semaphore::{OwnedPermit, Semaphore};
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{Arc, Mutex};
+
+/// Identifies a submission for `abort`.
+pub(crate) type TaskId = u64;
+
+/// Work that can be started on a run slot.
+pub(crate) trait Job: Send + 'static {
+    /// Starts the work; the slot must be dropped when it ends.
+    fn start(self: Box<Self>, slot: RunSlot);
+    /// The work will never start (aborted while queued, or dropped at a
+    /// shutdown deadline): resolve its handle as cancelled.
+    fn cancel(self: Box<Self>);
+    /// For handing the caller's work back when dispatch is refused.
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+}
+
+/// The part of a running task the pool can reach to abort it.
+pub(crate) trait Control: Send + Sync {
+    fn abort_running(&self);
+}
+
+struct Queued {
+    id: TaskId,
+    job: Box<dyn Job>,
+    admit: OwnedPermit,
+    control: Option<Box<dyn Control>>,
+}
+
+struct State {
+    queue: VecDeque<Queued>,
+    running: usize,
+    max_concurrency: usize,
+    closed: bool,
+    next_id: TaskId,
+    /// Controls of running abortable tasks, for a shutdown deadline; every
+    /// running task has an entry (`None` inside when it cannot be aborted).
+    live: Vec<Option<Option<Box<dyn Control>>>>,
+    free_live: Vec<usize>,
+    idle_waiters: Vec<Waker>,
+}
+
+impl State {
+    fn register(&mut self, control: Option<Box<dyn Control>>) -> usize {
+        match self.free_live.pop() {
+            Some(i) => {
+                self.live[i] = Some(control);
+                i
+            }
+            None => {
+                self.live.push(Some(control));
+                self.live.len() - 1
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.running == 0 && self.queue.is_empty()
+    }
+}
+
+/// Monotonic counters; see `PoolMetrics` for their meaning.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) completed: AtomicU64,
+    pub(crate) panicked: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn record<T>(&self, outcome: &Result<T, super::TaskError>) {
+        use super::TaskError::*;
+        let c = match outcome {
+            Ok(_) => &self.completed,
+            Err(Panicked { .. }) => &self.panicked,
+            Err(TimedOut) => &self.timed_out,
+            Err(Cancelled) => &self.cancelled,
+            Err(Closed) => &self.rejected,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct Dispatcher {
+    pub(crate) admit: Semaphore,
+    state: Mutex<State>,
+    pub(crate) counters: Counters,
+    pub(crate) queue_capacity: usize,
+    pub(crate) name: String,
+}
+
+/// A running task's claim on one unit of concurrency; dropping it frees the
+/// slot or hands it to the next queued job.
+pub(crate) struct RunSlot {
+    pool: Arc<Dispatcher>,
+    key: usize,
+    admit: Option<OwnedPermit>,
+}
+
+/// Running and queued counts read together.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Load {
+    pub(crate) running: usize,
+    pub(crate) queued: usize,
+    pub(crate) max_concurrency: usize,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(max_concurrency: usize, queue_capacity: usize, name: String) -> Arc<Self> {
+        Arc::new(Self {
+            admit: Semaphore::new(max_concurrency + queue_capacity),
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                running: 0,
+                max_concurrency,
+                closed: false,
+                next_id: 0,
+                live: Vec::new(),
+                free_live: Vec::new(),
+                idle_waiters: Vec::new(),
+            }),
+            counters: Counters::default(),
+            queue_capacity,
+            name,
+        })
+    }
+
+    /// Starts `job` now if a slot is free and nobody queues ahead, or queues
+    /// it. Fails (handing the job back) once the pool is closed.
+    pub(crate) fn dispatch(
+        this: &Arc<Self>,
+        job: Box<dyn Job>,
+        admit: OwnedPermit,
+        control: Option<Box<dyn Control>>,
+    ) -> Result<TaskId, Box<dyn Job>> {
+        let mut st = this.state.lock();
+        if st.closed {
+            return Err(job);
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        if st.running < st.max_concurrency && st.queue.is_empty() {
+            st.running += 1;
+            let key = st.register(control);
+            drop(st);
+            job.start(RunSlot {
+                pool: this.clone(),
+                key,
+                admit: Some(admit),
+            });
+        } else {
+            st.queue.push_back(Queued {
+                id,
+                job,
+                admit,
+                control,
+            });
+        }
+        Ok(id)
+    }
+
+    /// Removes a still-queued job and cancels it. False if it already started.
+    pub(crate) fn abort_queued(&self, id: TaskId) -> bool {
+        let found = {
+            let mut st = self.state.lock();
+            let pos = st.queue.iter().position(|q| q.id == id);
+            pos.and_then(|p| st.queue.remove(p))
+        };
+        match found {
+            Some(q) => {
+                self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+                q.job.cancel();
+                drop(q.admit);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn finish(this: &Arc<Self>, key: usize) {
+        let mut st = this.state.lock();
+        st.live[key] = None;
+        st.free_live.push(key);
+        // This task ends: running - 1 < max  <=>  running <= max.
+        let next = if st.running <= st.max_concurrency {
+            st.queue.pop_front()
+        } else {
+            None
+        };
+        match next {
+            Some(q) => {
+                let key = st.register(q.control);
+                drop(st);
+                q.job.start(RunSlot {
+                    pool: this.clone(),
+                    key,
+                    admit: Some(q.admit),
+                });
+            }
+            None => {
+                st.running -= 1;
+                let idle = if st.is_idle() {
+                    std::mem::take(&mut st.idle_waiters)
+                } else {
+                    Vec::new()
+                };
+                drop(st);
+                idle.into_iter().for_each(Waker::wake);
+            }
+        }
+    }
+
+    /// Sets the concurrency limit; starts queued work if it grew.
+    pub(crate) fn set_max_concurrency(this: &Arc<Self>, n: usize) {
+        let mut start = Vec::new();
+        {
+            let mut st = this.state.lock();
+            st.max_concurrency = n;
+            // Cannot fail: the caller validated n + queue_capacity.
+            let _ = this.admit.set_capacity(n + this.queue_capacity);
+            while st.running < st.max_concurrency {
+                let Some(q) = st.queue.pop_front() else { break };
+                st.running += 1;
+                let key = st.register(q.control);
+                start.push((q.job, key, q.admit));
+            }
+        }
+        for (job, key, admit) in start {
+            job.start(RunSlot {
+                pool: this.clone(),
+                key,
+                admit: Some(admit),
+            });
+        }
+    }
+
+    /// Stops intake: waiting and later submissions fail; queued and running
+    /// work carries on. Returns true the first time.
+    pub(crate) fn close(&self) -> bool {
+        let first = {
+            let mut st = self.state.lock();
+            !std::mem::replace(&mut st.closed, true)
+        };
+        self.admit.close();
+        first
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
+    pub(crate) fn load(&self) -> Load {
+        let st = self.state.lock();
+        Load {
+            running: st.running,
+            queued: st.queue.len(),
+            max_concurrency: st.max_concurrency,
+        }
+    }
+
+    /// Resolves once nothing runs and nothing is queued.
+    pub(crate) fn idle(&self) -> Idle<'_> {
+        Idle { pool: self }
+    }
+
+    /// Cancels every queued job and aborts every running task that can be
+    /// aborted. Returns (queued jobs dropped, running tasks signalled).
+    pub(crate) fn abort_all(&self) -> (usize, usize) {
+        let (queued, live) = {
+            let mut st = self.state.lock();
+            let queued: Vec<Queued> = st.queue.drain(..).collect();
+            let running = st.running;
+            for c in st.live.iter().flatten().flatten() {
+                c.abort_running();
+            }
+            (queued, running)
+        };
+        let dropped = queued.len();
+        self.counters
+            .cancelled
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+        for q in queued {
+            q.job.cancel();
+        }
+        (dropped, live)
+    }
+}
+
+impl RunSlot {
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.pool.counters
+    }
+}
+
+impl Drop for RunSlot {
+    fn drop(&mut self) {
+        // Hand-off first, then return the queue room.
+        Dispatcher::finish(&self.pool, self.key);
+        drop(self.admit.take());
+    }
+}
+
+/// Future of [`Dispatcher::idle`].
+pub(crate) struct Idle<'a> {
+    pool: &'a Dispatcher,
+}
+
+impl Future for Idle<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.pool.state.lock();
+        if st.is_idle() {
+            return Poll::Ready(());
+        }
+        if !st.idle_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            st.idle_waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_model {
+    //! (d) the pool never runs more than N at once, with the real dispatcher,
+    //! admission semaphore and hand-off; jobs run on loom threads.
+    use super::*;
+    use crate::sync::atomic::AtomicUsize;
+    use loom::thread;
+
+    struct Probe {
+        inside: Arc<AtomicUsize>,
+        ran: Arc<AtomicUsize>,
+        limit: usize,
+    }
+
+    struct NoControl;
+    impl Control for NoControl {
+        fn abort_running(&self) {}
+    }
+
+    impl Job for Probe {
+        fn start(self: Box<Self>, slot: RunSlot) {
+            thread::spawn(move || {
+                let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
+                assert!(
+                    now <= self.limit,
+                    "{now} running with a limit of {}",
+                    self.limit
+                );
+                self.inside.fetch_sub(1, Ordering::SeqCst);
+                self.ran.fetch_add(1, Ordering::SeqCst);
+                drop(slot);
+            });
+        }
+        fn cancel(self: Box<Self>) {}
+        fn into_any(self: Box<Self>) -> Box<dyn Any> {
+            self
+        }
+    }
+
+    fn submit(pool: &Arc<Dispatcher>, inside: &Arc<AtomicUsize>, ran: &Arc<AtomicUsize>) {
+        let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
+        let job = Box::new(Probe {
+            inside: inside.clone(),
+            ran: ran.clone(),
+            limit: 1,
+        });
+        assert!(Dispatcher::dispatch(pool, job, admit, Some(Box::new(NoControl))).is_ok());
+    }
+
+    #[test]
+    fn loom_pool_never_runs_more_than_max_concurrency() {
+        loom::model(|| {
+            let pool = Dispatcher::new(1, 1, "loom".into());
+            let inside = Arc::new(AtomicUsize::new(0));
+            let ran = Arc::new(AtomicUsize::new(0));
+            let (p2, i2, r2) = (pool.clone(), inside.clone(), ran.clone());
+            let t = thread::spawn(move || submit(&p2, &i2, &r2));
+            submit(&pool, &inside, &ran);
+            t.join().unwrap();
+            crate::sync::block_on(pool.idle());
+            assert_eq!(ran.load(Ordering::SeqCst), 2, "a queued job was stranded");
+            // Every admission permit comes home (this would hang if one leaked).
+            let all = crate::sync::block_on(pool.admit.acquire_many_owned(2)).unwrap();
+            assert_eq!(all.num_permits(), 2);
+        });
+    }
+}

@@ -1,0 +1,274 @@
+//! The completion slot shared by a running task and its [`TaskHandle`].
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use super::TaskError;
+use super::dispatch::{Control, Dispatcher, RunSlot, TaskId};
+use crate::sync::{Arc, Mutex};
+
+pub(crate) struct TaskShared<T> {
+    state: Mutex<TaskState<T>>,
+}
+
+struct TaskState<T> {
+    result: Option<Result<T, TaskError>>,
+    /// An outcome is being recorded (see `claim`).
+    claimed: bool,
+    /// The outcome is published.
+    done: bool,
+    waker: Option<Waker>,
+    abort: Option<tokio::task::AbortHandle>,
+    abort_requested: bool,
+}
+
+impl<T> TaskShared<T> {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(TaskState {
+                result: None,
+                claimed: false,
+                done: false,
+                waker: None,
+                abort: None,
+                abort_requested: false,
+            }),
+        })
+    }
+
+    /// Stores the outcome; the first completion wins. Wakes the handle.
+    pub(crate) fn complete(&self, result: Result<T, TaskError>) -> bool {
+        self.complete_then(result, || ())
+    }
+
+    /// As [`complete`](Self::complete), running `counted` (e.g. a metrics
+    /// update) only if this completion won, and before the handle wakes.
+    pub(crate) fn complete_then(
+        &self,
+        result: Result<T, TaskError>,
+        counted: impl FnOnce(),
+    ) -> bool {
+        if !self.claim() {
+            return false;
+        }
+        counted();
+        self.publish(result);
+        true
+    }
+
+    /// First phase of completing: true if this caller won the right to
+    /// publish the outcome. The handle stays pending until `publish`, so
+    /// bookkeeping done in between (counters, freeing the slot) is visible
+    /// to whoever awaits the handle.
+    pub(crate) fn claim(&self) -> bool {
+        let mut st = self.state.lock();
+        !std::mem::replace(&mut st.claimed, true)
+    }
+
+    /// Second phase: stores the outcome and wakes the handle.
+    pub(crate) fn publish(&self, result: Result<T, TaskError>) {
+        let waker = {
+            let mut st = self.state.lock();
+            st.done = true;
+            st.result = Some(result);
+            st.abort = None;
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Lets a later abort reach the running Tokio task.
+    pub(crate) fn set_abort_handle(&self, handle: tokio::task::AbortHandle) {
+        let mut st = self.state.lock();
+        if st.abort_requested {
+            handle.abort();
+        } else if !st.done {
+            st.abort = Some(handle);
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.state.lock().done
+    }
+}
+
+impl<T: Send> Control for Arc<TaskShared<T>> {
+    fn abort_running(&self) {
+        let handle = {
+            let mut st = self.state.lock();
+            st.abort_requested = true;
+            st.abort.take()
+        };
+        if let Some(h) = handle {
+            h.abort();
+        }
+    }
+}
+
+/// A handle on a task submitted to a pool: a future of its result.
+///
+/// Dropping the handle detaches the task: it keeps running and its slot is
+/// freed when it ends. Polling it again after it returned yields
+/// `Err(TaskError::Cancelled)`.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::pool::WorkerPool;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let pool = WorkerPool::builder().max_concurrency(4).build().unwrap();
+/// let handle = pool.submit(async { 6 * 7 }).await.unwrap();
+/// assert_eq!(handle.await.unwrap(), 42);
+/// # }
+/// ```
+///
+/// # Cancel safety
+///
+/// Awaiting a handle is cancel safe: dropping the `.await` loses nothing but
+/// the result; the task itself carries on.
+#[must_use = "dropping a TaskHandle detaches the task; await it to get the result"]
+pub struct TaskHandle<T> {
+    shared: Arc<TaskShared<T>>,
+    pool: Arc<Dispatcher>,
+    id: TaskId,
+}
+
+impl<T: Send + 'static> TaskHandle<T> {
+    pub(crate) fn new(shared: Arc<TaskShared<T>>, pool: Arc<Dispatcher>, id: TaskId) -> Self {
+        Self { shared, pool, id }
+    }
+
+    /// Aborts the task. A queued task is removed at once (its queue room is
+    /// freed) and resolves to `Err(TaskError::Cancelled)`; a running async
+    /// task is cancelled at its next await point. Blocking and CPU closures
+    /// cannot be interrupted: they run to the end, but the handle still
+    /// resolves to `Cancelled` if they had not started.
+    pub fn abort(&self) {
+        if !self.pool.abort_queued(self.id) {
+            Control::abort_running(&self.shared);
+        }
+    }
+
+    /// Whether the task has finished (with a value or an error).
+    pub fn is_finished(&self) -> bool {
+        self.shared.is_done()
+    }
+}
+
+impl<T> Future for TaskHandle<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut st = self.shared.state.lock();
+        if let Some(r) = st.result.take() {
+            return Poll::Ready(r);
+        }
+        if st.done {
+            return Poll::Ready(Err(TaskError::Cancelled));
+        }
+        match &st.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> fmt::Debug for TaskHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.id)
+            .field("finished", &self.shared.state.lock().done)
+            .finish()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Polls a future inside `catch_unwind`, turning a panic into
+    /// `TaskError::Panicked`.
+    pub(crate) struct CatchUnwind<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> CatchUnwind<F> {
+    pub(crate) fn new(inner: F) -> Self {
+        Self { inner }
+    }
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.project().inner;
+        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(payload) => Poll::Ready(Err(panicked(payload))),
+        }
+    }
+}
+
+/// Runs a closure, turning a panic into `TaskError::Panicked`.
+pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, TaskError> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(panicked)
+}
+
+fn panicked(payload: Box<dyn Any + Send>) -> TaskError {
+    let message = if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    };
+    TaskError::Panicked { message }
+}
+
+/// Held by a running task: records its outcome and frees its slot. If the
+/// task is dropped before it ends (aborted), the handle resolves to
+/// `Cancelled`. Only the first outcome for a task is counted, and the slot is
+/// freed before the handle wakes, so whoever awaited it sees the pool's
+/// metrics already updated.
+pub(crate) struct Finish<T> {
+    shared: Arc<TaskShared<T>>,
+    slot: Option<RunSlot>,
+}
+
+impl<T> Finish<T> {
+    pub(crate) fn new(shared: Arc<TaskShared<T>>, slot: RunSlot) -> Self {
+        Self {
+            shared,
+            slot: Some(slot),
+        }
+    }
+
+    pub(crate) fn finish(mut self, outcome: Result<T, TaskError>) {
+        self.record(outcome);
+    }
+
+    fn record(&mut self, outcome: Result<T, TaskError>) {
+        let Some(slot) = self.slot.take() else { return };
+        if self.shared.claim() {
+            let kind = outcome.as_ref().map(|_| ()).map_err(Clone::clone);
+            slot.counters().record(&kind);
+            drop(slot);
+            self.shared.publish(outcome);
+        }
+    }
+}
+
+impl<T> Drop for Finish<T> {
+    fn drop(&mut self) {
+        self.record(Err(TaskError::Cancelled));
+    }
+}

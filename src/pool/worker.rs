@@ -1,0 +1,652 @@
+//! `WorkerPool`: bounded concurrency for async work.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_core::Stream;
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+use super::config::{PoolConfig, check_concurrency};
+use super::dispatch::{Dispatcher, Job, RunSlot};
+use super::task::{CatchUnwind, Finish, TaskShared};
+use super::{PoolMetrics, ShutdownReport, SubmitError, TaskError, TaskHandle};
+use crate::semaphore::{AcquireOwned, OwnedPermit};
+use crate::sync::Arc;
+use crate::{ConfigError, ConfigErrorKind};
+
+/// Runs async tasks with at most `max_concurrency` at once and a bounded
+/// queue of submissions waiting for a slot. Clones share one pool.
+///
+/// Each task is spawned on the Tokio runtime only once it has a slot, so a
+/// queued submission costs its future's memory and nothing else. A panic is
+/// caught and reported as [`TaskError::Panicked`]; the slot is always given
+/// back. Submitters waiting for queue room are served first-in, first-out.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::pool::WorkerPool;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let pool = WorkerPool::builder()
+///     .max_concurrency(8)
+///     .queue_capacity(100)
+///     .timeout(Duration::from_secs(5))
+///     .name("http-fetch")
+///     .build()
+///     .unwrap();
+///
+/// let mut handles = Vec::new();
+/// for i in 0..20u64 {
+///     handles.push(pool.submit(async move {
+///         tokio::time::sleep(Duration::from_millis(100)).await; // "I/O"
+///         i
+///     }).await.unwrap());
+/// }
+/// let mut sum = 0;
+/// for h in handles {
+///     sum += h.await.unwrap();
+/// }
+/// assert_eq!(sum, 190);
+/// assert_eq!(pool.metrics().completed, 20);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct WorkerPool {
+    inner: Arc<WorkerInner>,
+}
+
+struct WorkerInner {
+    dispatch: Arc<Dispatcher>,
+    runtime: Handle,
+    timeout: Option<Duration>,
+}
+
+/// Configures a [`WorkerPool`]. Defaults: `max_concurrency` 64,
+/// `queue_capacity` 1024, no per-task timeout, name `"worker_pool"`, the
+/// current Tokio runtime.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::pool::WorkerPool;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let err = WorkerPool::builder().max_concurrency(0).build().unwrap_err();
+/// assert_eq!(err.field(), "max_concurrency");
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct WorkerPoolBuilder {
+    config: PoolConfig,
+    runtime: Option<Handle>,
+}
+
+impl WorkerPoolBuilder {
+    /// The most tasks that run at once (at least 1).
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.config.max_concurrency = n;
+        self
+    }
+
+    /// How many admitted submissions may wait for a slot (0 = none: submit
+    /// waits, `try_submit` sheds, whenever every slot is busy).
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.config.queue_capacity = n;
+        self
+    }
+
+    /// A time limit for each task, counted from when it starts running;
+    /// a task past it is cancelled and resolves to [`TaskError::TimedOut`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = Some(timeout);
+        self
+    }
+
+    /// A name for tracing events.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// The runtime to spawn on (default: the one `build` is called in).
+    pub fn runtime(mut self, handle: Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
+    /// Validates the configuration and creates the pool.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `max_concurrency` (0 or too large),
+    /// `queue_capacity` (sum too large), `timeout` (zero) or `runtime` (no
+    /// runtime given and none current).
+    pub fn build(self) -> Result<WorkerPool, ConfigError> {
+        self.config.validate()?;
+        let runtime = match self.runtime {
+            Some(h) => h,
+            None => Handle::try_current().map_err(|_| {
+                ConfigError::new(
+                    "worker_pool",
+                    "runtime",
+                    ConfigErrorKind::Missing,
+                    "is needed: build inside a Tokio runtime or pass one with `runtime(handle)`",
+                )
+            })?,
+        };
+        let c = self.config;
+        Ok(WorkerPool {
+            inner: Arc::new(WorkerInner {
+                dispatch: Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name),
+                runtime,
+                timeout: c.timeout,
+            }),
+        })
+    }
+}
+
+impl WorkerPool {
+    /// A builder with the defaults listed on [`WorkerPoolBuilder`].
+    pub fn builder() -> WorkerPoolBuilder {
+        WorkerPoolBuilder {
+            config: PoolConfig::new("worker_pool", 64),
+            runtime: None,
+        }
+    }
+
+    /// Submits a task, waiting for queue room if the pool is saturated
+    /// (backpressure). Returns once the task is running or queued.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Closed`] with the future, if the pool is or becomes closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped while waiting for room, nothing is queued and
+    /// the future is dropped unrun; the waiter's place goes to the next one.
+    pub async fn submit<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.inner.dispatch.admit.acquire_owned().await {
+            Ok(admit) => self.dispatch(fut, admit),
+            Err(_) => Err(SubmitError::Closed(fut)),
+        }
+    }
+
+    /// Submits a task only if it can run or queue at once (load shedding).
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::Full`] with the future when every slot is busy and the
+    /// queue is full (counted as `rejected`); [`SubmitError::Closed`] when closed.
+    pub fn try_submit<F>(&self, fut: F) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.inner.dispatch.admit.try_acquire_owned() {
+            Ok(admit) => self.dispatch(fut, admit),
+            Err(crate::semaphore::AcquireError::Closed) => Err(SubmitError::Closed(fut)),
+            Err(_) => {
+                self.inner
+                    .dispatch
+                    .counters
+                    .rejected
+                    .fetch_add(1, crate::sync::atomic::Ordering::Relaxed);
+                Err(SubmitError::Full(fut))
+            }
+        }
+    }
+
+    /// [`submit`](Self::submit), waiting at most `timeout` for queue room.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::TimedOut`] or [`SubmitError::Closed`], with the future.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`submit`](Self::submit).
+    pub async fn submit_timeout<F>(
+        &self,
+        fut: F,
+        timeout: Duration,
+    ) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let deadline = Instant::now().checked_add(timeout);
+        let admit = self.inner.dispatch.admit.acquire_owned();
+        let admitted = match deadline {
+            Some(d) => tokio::time::timeout_at(d, admit).await,
+            None => Ok(admit.await),
+        };
+        match admitted {
+            Ok(Ok(admit)) => self.dispatch(fut, admit),
+            Ok(Err(_)) => Err(SubmitError::Closed(fut)),
+            Err(_) => Err(SubmitError::TimedOut(fut)),
+        }
+    }
+
+    fn dispatch<F>(
+        &self,
+        fut: F,
+        admit: OwnedPermit,
+    ) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let shared = TaskShared::new();
+        let job = Box::new(WorkerJob {
+            fut,
+            shared: shared.clone(),
+            runtime: self.inner.runtime.clone(),
+            timeout: self.inner.timeout,
+        });
+        let pool = &self.inner.dispatch;
+        match Dispatcher::dispatch(pool, job, admit, Some(Box::new(shared.clone()))) {
+            Ok(id) => Ok(TaskHandle::new(shared, pool.clone(), id)),
+            Err(job) => {
+                let any: Box<dyn Any> = job.into_any();
+                match any.downcast::<WorkerJob<F>>() {
+                    Ok(job) => Err(SubmitError::Closed(job.fut)),
+                    Err(_) => unreachable!("dispatch hands back the job it was given"),
+                }
+            }
+        }
+    }
+
+    /// Runs `f` over every input with at most `max_concurrency` tasks in
+    /// flight, yielding results **in input order**.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pool::WorkerPool;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = WorkerPool::builder().max_concurrency(4).build().unwrap();
+    /// let doubled: Vec<u32> = pool
+    ///     .map(1..=5u32, |x| async move { x * 2 })
+    ///     .map(|r| r.unwrap())
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(doubled, vec![2, 4, 6, 8, 10]);
+    /// # }
+    /// ```
+    pub fn map<I, F, Fut>(&self, inputs: I, f: F) -> Map<Iter<I::IntoIter>, F, Fut>
+    where
+        I: IntoIterator,
+        F: FnMut(I::Item) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        Map::new(
+            self.clone(),
+            Iter {
+                iter: inputs.into_iter(),
+            },
+            f,
+            true,
+        )
+    }
+
+    /// Like [`map`](Self::map), yielding results **as they complete**.
+    pub fn map_unordered<I, F, Fut>(&self, inputs: I, f: F) -> Map<Iter<I::IntoIter>, F, Fut>
+    where
+        I: IntoIterator,
+        F: FnMut(I::Item) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        Map::new(
+            self.clone(),
+            Iter {
+                iter: inputs.into_iter(),
+            },
+            f,
+            false,
+        )
+    }
+
+    /// Like [`map`](Self::map) over a `Stream` of inputs.
+    pub fn map_stream<S, F, Fut>(&self, inputs: S, f: F) -> Map<S, F, Fut>
+    where
+        S: Stream,
+        F: FnMut(S::Item) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        Map::new(self.clone(), inputs, f, true)
+    }
+
+    /// Like [`map_unordered`](Self::map_unordered) over a `Stream` of inputs.
+    pub fn map_stream_unordered<S, F, Fut>(&self, inputs: S, f: F) -> Map<S, F, Fut>
+    where
+        S: Stream,
+        F: FnMut(S::Item) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        Map::new(self.clone(), inputs, f, false)
+    }
+
+    /// Changes the concurrency limit while running. Growing starts queued
+    /// tasks at once; shrinking lets running tasks finish and starts no new
+    /// one until fewer than `n` run. The queue capacity is unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `max_concurrency` (0 or too large); nothing changes.
+    pub fn set_max_concurrency(&self, n: usize) -> Result<(), ConfigError> {
+        let d = &self.inner.dispatch;
+        check_concurrency("worker_pool", n, d.queue_capacity)?;
+        Dispatcher::set_max_concurrency(d, n);
+        tracing::debug!(pool = %d.name, max_concurrency = n, "pool resized");
+        Ok(())
+    }
+
+    /// Stops intake: waiting and later submissions fail with `Closed`;
+    /// queued and running tasks carry on. Idempotent.
+    pub fn close(&self) {
+        if self.inner.dispatch.close() {
+            tracing::debug!(pool = %self.inner.dispatch.name, "pool closed");
+        }
+    }
+
+    /// Whether [`close`](Self::close) (or a shutdown) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.dispatch.is_closed()
+    }
+
+    /// Closes the pool, lets queued and running tasks finish until
+    /// `deadline`, then cancels what is still queued and aborts what still
+    /// runs, and reports the counts.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling it leaves the pool closed with its work still running.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pool::WorkerPool;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let pool = WorkerPool::builder().max_concurrency(1).build().unwrap();
+    /// let quick = pool.submit(tokio::time::sleep(Duration::from_millis(10))).await.unwrap();
+    /// let slow = pool.submit(tokio::time::sleep(Duration::from_secs(60))).await.unwrap();
+    /// let report = pool.shutdown_timeout(Duration::from_secs(1)).await;
+    /// assert!(!report.drained);
+    /// assert_eq!(report.cancelled_queued + report.aborted_running, 1);
+    /// assert!(quick.await.is_ok());
+    /// assert!(slow.await.is_err());
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, deadline: Instant) -> ShutdownReport {
+        shutdown(&self.inner.dispatch, deadline).await
+    }
+
+    /// [`shutdown`](Self::shutdown) with a deadline `timeout` from now.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`shutdown`](Self::shutdown).
+    pub async fn shutdown_timeout(&self, timeout: Duration) -> ShutdownReport {
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(far_future);
+        self.shutdown(deadline).await
+    }
+
+    /// Running, queued and lifetime counts; see [`PoolMetrics`].
+    pub fn metrics(&self) -> PoolMetrics {
+        PoolMetrics::from_dispatcher(&self.inner.dispatch)
+    }
+}
+
+pub(crate) fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365 * 30)
+}
+
+/// Close, drain until the deadline, then cancel/abort the rest.
+pub(crate) async fn shutdown(d: &Dispatcher, deadline: Instant) -> ShutdownReport {
+    use crate::sync::atomic::Ordering::Relaxed;
+    if d.close() {
+        tracing::debug!(pool = %d.name, "pool closed for shutdown");
+    }
+    let done_before = d.counters.completed.load(Relaxed);
+    let drained = tokio::time::timeout_at(deadline, d.idle()).await.is_ok();
+    let (cancelled_queued, aborted_running) = if drained { (0, 0) } else { d.abort_all() };
+    if !drained {
+        tracing::debug!(
+            pool = %d.name, cancelled_queued, aborted_running,
+            "pool shutdown deadline reached"
+        );
+    }
+    ShutdownReport {
+        drained,
+        completed: d.counters.completed.load(Relaxed) - done_before,
+        cancelled_queued,
+        aborted_running,
+    }
+}
+
+impl fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.metrics();
+        f.debug_struct("WorkerPool")
+            .field("name", &self.inner.dispatch.name)
+            .field("running", &m.running)
+            .field("queued", &m.queued)
+            .field("max_concurrency", &m.max_concurrency)
+            .finish()
+    }
+}
+
+struct WorkerJob<F: Future> {
+    fut: F,
+    shared: Arc<TaskShared<F::Output>>,
+    runtime: Handle,
+    timeout: Option<Duration>,
+}
+
+impl<F> Job for WorkerJob<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn start(self: Box<Self>, slot: RunSlot) {
+        let shared = self.shared.clone();
+        let task = self
+            .runtime
+            .spawn(run_task(self.fut, self.shared, slot, self.timeout));
+        shared.set_abort_handle(task.abort_handle());
+    }
+
+    fn cancel(self: Box<Self>) {
+        self.shared.complete(Err(TaskError::Cancelled));
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+async fn run_task<F: Future>(
+    fut: F,
+    shared: Arc<TaskShared<F::Output>>,
+    slot: RunSlot,
+    timeout: Option<Duration>,
+) {
+    let guard = Finish::new(shared, slot);
+    let outcome = match timeout {
+        None => CatchUnwind::new(fut).await,
+        Some(d) => match tokio::time::timeout(d, CatchUnwind::new(fut)).await {
+            Ok(r) => r,
+            Err(_) => Err(TaskError::TimedOut),
+        },
+    };
+    guard.finish(outcome);
+}
+
+pin_project_lite::pin_project! {
+    /// A `Stream` over an iterator's items, for [`WorkerPool::map`].
+    #[derive(Debug)]
+    pub struct Iter<I> {
+        iter: I,
+    }
+}
+
+impl<I: Iterator> Stream for Iter<I> {
+    type Item = I::Item;
+
+    fn poll_next(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<I::Item>> {
+        Poll::Ready(self.project().iter.next())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.iter.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Stream returned by [`WorkerPool::map`] and its variants: one
+    /// `Result<T, TaskError>` per input.
+    ///
+    /// At most `max_concurrency` (at creation) tasks are in flight; it waits
+    /// for pool admission like [`WorkerPool::submit`], so several maps and
+    /// direct submitters share the pool fairly. If the pool closes, the
+    /// remaining inputs yield `Err(TaskError::Cancelled)`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the stream drops the inputs not yet submitted; tasks already
+    /// submitted carry on detached.
+    #[must_use = "streams do nothing unless polled"]
+    pub struct Map<S, F, Fut: Future> {
+        #[pin]
+        inputs: S,
+        inputs_done: bool,
+        f: F,
+        pool: WorkerPool,
+        admitting: Option<(AcquireOwned, Fut)>,
+        in_flight: VecDeque<TaskHandle<Fut::Output>>,
+        window: usize,
+        ordered: bool,
+    }
+}
+
+impl<S, F, Fut: Future> Map<S, F, Fut> {
+    fn new(pool: WorkerPool, inputs: S, f: F, ordered: bool) -> Self {
+        let window = pool.metrics().max_concurrency;
+        Self {
+            inputs,
+            inputs_done: false,
+            f,
+            pool,
+            admitting: None,
+            in_flight: VecDeque::new(),
+            window,
+            ordered,
+        }
+    }
+}
+
+impl<S, F, Fut> Stream for Map<S, F, Fut>
+where
+    S: Stream,
+    F: FnMut(S::Item) -> Fut,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    type Item = Result<Fut::Output, TaskError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        // Top up the window.
+        while this.in_flight.len() < *this.window {
+            if this.admitting.is_none() {
+                if *this.inputs_done {
+                    break;
+                }
+                match this.inputs.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(item)) => {
+                        let fut = (this.f)(item);
+                        let admit = this.pool.inner.dispatch.admit.acquire_owned();
+                        *this.admitting = Some((admit, fut));
+                    }
+                    Poll::Ready(None) => {
+                        *this.inputs_done = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            let Some((admit, _)) = this.admitting.as_mut() else {
+                break;
+            };
+            let admitted = match Pin::new(admit).poll(cx) {
+                Poll::Pending => break,
+                Poll::Ready(r) => r,
+            };
+            let (_, fut) = this.admitting.take().expect("checked above");
+            match admitted
+                .map_err(|_| ())
+                .and_then(|a| this.pool.dispatch(fut, a).map_err(|_| ()))
+            {
+                Ok(handle) => this.in_flight.push_back(handle),
+                Err(()) => return Poll::Ready(Some(Err(TaskError::Cancelled))),
+            }
+        }
+        // Yield a result.
+        if *this.ordered {
+            if let Some(front) = this.in_flight.front_mut() {
+                if let Poll::Ready(r) = Pin::new(front).poll(cx) {
+                    this.in_flight.pop_front();
+                    return Poll::Ready(Some(r));
+                }
+                return Poll::Pending;
+            }
+        } else {
+            for i in 0..this.in_flight.len() {
+                if let Poll::Ready(r) = Pin::new(&mut this.in_flight[i]).poll(cx) {
+                    this.in_flight.swap_remove_back(i);
+                    return Poll::Ready(Some(r));
+                }
+            }
+            if !this.in_flight.is_empty() {
+                return Poll::Pending;
+            }
+        }
+        if *this.inputs_done && this.admitting.is_none() {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl<S, F, Fut: Future> fmt::Debug for Map<S, F, Fut> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Map")
+            .field("in_flight", &self.in_flight.len())
+            .field("ordered", &self.ordered)
+            .finish()
+    }
+}

@@ -1,0 +1,233 @@
+//! The GCRA core: pure arithmetic on one "theoretical arrival time" (TAT).
+//!
+//! Time is a `u64` count of nanoseconds since the limiter's origin and comes
+//! in as an argument; nothing here reads a clock, locks or allocates. Proptest
+//! and the fuzz target drive this file (through the public API) against a token
+//! bucket in exact rational arithmetic.
+//!
+//! With emission interval `T` (nanoseconds per token) and burst `B`, the
+//! tolerance is `tau = B * T`. The bucket is described by `tat`:
+//!
+//! * tokens available at `now` = `(tau - max(0, tat - now)) / T` (a rational
+//!   number in `[0, B]`); `tat <= now` means a full bucket;
+//! * taking `n` tokens at `now` is allowed iff
+//!   `max(tat, now) + n * T - now <= tau`, and then `tat' = max(tat, now) + n * T`;
+//! * when refused, the earliest instant it is allowed is exactly
+//!   `tat + n * T - tau` (it is refused one nanosecond before).
+//!
+//! This is the same rule as a token bucket of capacity `B` refilled with one
+//! token every `T`, with fractional tokens kept exactly.
+
+/// Largest time (nanoseconds since origin) the core works with. Times beyond
+/// it saturate; together with `MAX_TOLERANCE` it keeps every TAT below 2^62,
+/// leaving the state word's two top bits free for flags.
+pub(crate) const MAX_NOW: u64 = (1 << 61) - 1;
+/// Largest `tau = burst * T` a quota may have (about 73 years).
+pub(crate) const MAX_TOLERANCE: u64 = 1 << 61;
+
+/// The two numbers a quota boils down to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gcra {
+    /// Emission interval `T`: nanoseconds per token (>= 1).
+    pub(crate) t: u64,
+    /// Burst `B` (>= 1); `tau = B * T <= MAX_TOLERANCE`.
+    pub(crate) burst: u32,
+}
+
+/// Why `n` tokens cannot be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Not now; allowed at this time (nanoseconds since origin).
+    NotUntil(u64),
+    /// Never: `n` exceeds the burst.
+    Insufficient,
+}
+
+impl Gcra {
+    /// Tolerance `tau = B * T`.
+    #[inline]
+    pub(crate) fn tau(&self) -> u64 {
+        self.t * u64::from(self.burst)
+    }
+
+    /// Tries to take `n` tokens at `now` from the bucket described by `tat`.
+    /// Returns the new TAT on success.
+    #[inline]
+    pub(crate) fn take(&self, tat: u64, now: u64, n: u32) -> Result<u64, Refusal> {
+        if n > self.burst {
+            return Err(Refusal::Insufficient);
+        }
+        let now = now.min(MAX_NOW);
+        let cost = self.t * u64::from(n);
+        let tau = self.tau();
+        let base = tat.max(now);
+        let new_tat = base + cost;
+        if new_tat - now <= tau {
+            Ok(new_tat)
+        } else {
+            // tat > now here (base == now would give cost <= tau).
+            Err(Refusal::NotUntil(new_tat - tau))
+        }
+    }
+
+    /// The instant (ns since origin) at which `n <= burst` tokens will be
+    /// available, assuming nothing else is taken: `now` if they are already.
+    #[inline]
+    pub(crate) fn ready_at(&self, tat: u64, now: u64, n: u64) -> u64 {
+        let now = now.min(MAX_NOW);
+        let at = tat
+            .saturating_add(self.t.saturating_mul(n))
+            .saturating_sub(self.tau());
+        at.max(now)
+    }
+
+    /// Gives `n` tokens back at `now`, never beyond a full bucket.
+    #[inline]
+    pub(crate) fn refund(&self, tat: u64, now: u64, n: u32) -> u64 {
+        let now = now.min(MAX_NOW);
+        if tat <= now {
+            return tat;
+        }
+        tat.saturating_sub(self.t.saturating_mul(u64::from(n)))
+            .max(now)
+    }
+
+    /// Whole tokens available at `now`, and when the next whole token
+    /// arrives (`None` when the bucket is full).
+    pub(crate) fn available(&self, tat: u64, now: u64) -> (u32, Option<u64>) {
+        let now = now.min(MAX_NOW);
+        let debt = tat.saturating_sub(now);
+        let credit = self.tau() - debt.min(self.tau());
+        let whole = credit / self.t;
+        if whole >= u64::from(self.burst) {
+            (self.burst, None)
+        } else {
+            // The (whole + 1)-th token is complete when credit reaches (whole + 1) * T.
+            let missing = (whole + 1) * self.t - credit;
+            (whole as u32, Some(now + missing))
+        }
+    }
+
+    /// Whether a bucket with this TAT is full at `now` (an idle key).
+    #[inline]
+    pub(crate) fn is_full(tat: u64, now: u64) -> bool {
+        tat <= now.min(MAX_NOW)
+    }
+
+    /// Re-expresses the bucket `tat` (under `self`) under quota `new`, at `now`.
+    ///
+    /// The available credit carries over, measured in tokens, including the
+    /// fraction of a token already refilled; it is capped at the new burst.
+    /// So does the debt, i.e. `burst - available`, where the new burst allows.
+    /// Rounded towards less credit.
+    pub(crate) fn convert(&self, new: &Gcra, tat: u64, now: u64) -> u64 {
+        let now = now.min(MAX_NOW);
+        let debt = u128::from(tat.saturating_sub(now).min(self.tau()));
+        // missing tokens (rational) = debt / T_old.
+        // new available = min(B_old - debt/T_old, B_new)
+        // new debt = (B_new - new available) * T_new
+        //          = max(0, (B_new - B_old) * T_new + debt * T_new / T_old)
+        let t_old = i128::from(self.t);
+        let t_new = i128::from(new.t);
+        let num =
+            (i128::from(new.burst) - i128::from(self.burst)) * t_new * t_old + debt as i128 * t_new;
+        let new_debt = if num <= 0 {
+            0
+        } else {
+            // ceil(num / t_old)
+            ((num + t_old - 1) / t_old) as u64
+        };
+        now + new_debt.min(new.tau())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn g(t: u64, burst: u32) -> Gcra {
+        Gcra { t, burst }
+    }
+
+    #[test]
+    fn full_bucket_admits_exactly_burst_at_once() {
+        let q = g(100, 3);
+        let mut tat = 0;
+        for _ in 0..3 {
+            tat = q.take(tat, 1000, 1).unwrap();
+        }
+        assert_eq!(q.take(tat, 1000, 1), Err(Refusal::NotUntil(1100)));
+        assert!(q.take(tat, 1099, 1).is_err());
+        assert_eq!(q.take(tat, 1100, 1), Ok(1400));
+    }
+
+    #[test]
+    fn more_than_burst_is_never_possible() {
+        let q = g(100, 3);
+        assert_eq!(q.take(0, 10_000, 4), Err(Refusal::Insufficient));
+        assert_eq!(q.take(0, 10_000, 3), Ok(10_300));
+    }
+
+    #[test]
+    fn zero_tokens_always_pass() {
+        let q = g(100, 1);
+        let tat = q.take(0, 0, 1).unwrap();
+        assert_eq!(q.take(tat, 0, 0), Ok(tat));
+    }
+
+    #[test]
+    fn retry_after_for_many_tokens_is_exact() {
+        let q = g(10, 5);
+        let tat = q.take(0, 0, 5).unwrap(); // empty at 0, tat 50
+        assert_eq!(q.take(tat, 0, 3), Err(Refusal::NotUntil(30)));
+        assert!(q.take(tat, 29, 3).is_err());
+        assert_eq!(q.take(tat, 30, 3), Ok(80));
+        assert_eq!(q.ready_at(tat, 0, 3), 30);
+        assert_eq!(q.ready_at(tat, 40, 3), 40);
+    }
+
+    #[test]
+    fn refund_caps_at_full() {
+        let q = g(10, 5);
+        let tat = q.take(0, 100, 2).unwrap(); // 120
+        assert_eq!(q.refund(tat, 100, 1), 110);
+        assert_eq!(q.refund(tat, 100, 9), 100);
+        assert_eq!(q.refund(50, 100, 1), 50);
+    }
+
+    #[test]
+    fn available_and_next_token() {
+        let q = g(10, 4);
+        assert_eq!(q.available(0, 100), (4, None));
+        let tat = q.take(0, 100, 4).unwrap(); // 140
+        assert_eq!(q.available(tat, 100), (0, Some(110)));
+        assert_eq!(q.available(tat, 105), (0, Some(110)));
+        assert_eq!(q.available(tat, 110), (1, Some(120)));
+        assert_eq!(q.available(tat, 140), (4, None));
+    }
+
+    #[test]
+    fn convert_keeps_available_tokens() {
+        let old = g(10, 4);
+        let new = g(20, 8);
+        // 2 tokens missing of 4 -> 2 available -> under burst 8: 6 missing * 20.
+        assert_eq!(old.convert(&new, 120, 100), 100 + 120);
+        // a full bucket keeps its 4 tokens, then refills to the new burst 8
+        assert_eq!(old.convert(&new, 50, 100), 180);
+        // shrinking the burst caps credit: 4 available, new burst 2 -> full
+        assert_eq!(old.convert(&g(10, 2), 100, 100), 100);
+        // a half-refilled token keeps its fraction: 1.5 missing at T=10 -> 1.5 * 30
+        assert_eq!(old.convert(&g(30, 4), 115, 100), 145);
+    }
+
+    #[test]
+    fn huge_times_saturate_without_overflow() {
+        let q = g(MAX_TOLERANCE, 1);
+        let tat = q.take(0, u64::MAX, 1).unwrap();
+        assert!(tat < 1 << 62);
+        assert!(q.take(tat, u64::MAX, 1).is_err());
+        let _ = q.ready_at(tat, u64::MAX, 1);
+        let _ = q.available(tat, u64::MAX);
+        let _ = q.refund(tat, u64::MAX, u32::MAX);
+    }
+}

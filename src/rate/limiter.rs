@@ -1,0 +1,940 @@
+//! [`RateLimiter`]: the shared bucket word, the FIFO waiter queue and the
+//! async shell around the GCRA core.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::error::{AcquireError, TryAcquireError};
+use super::gcra::{Gcra, Refusal};
+use super::quota::Quota;
+use crate::clock::{Clock, TokioClock};
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{Arc, Mutex};
+
+/// The bucket's state word.
+///
+/// | bits   | meaning |
+/// |--------|---------|
+/// | 0..=61 | TAT: theoretical arrival time, ns since the limiter's origin |
+/// | 62     | `RECONFIG`: a `set_quota` is rewriting the quota (readers go slow) |
+/// | 63     | `QUEUED`: `acquire` callers are waiting; `try_acquire` must not barge |
+///
+/// Both flags change only while the waiter mutex is held. The TAT changes by
+/// compare-and-swap from anywhere; `try_acquire` is one load and one CAS of
+/// this word when neither flag is set.
+const QUEUED: u64 = 1 << 63;
+const RECONFIG: u64 = 1 << 62;
+const FLAGS: u64 = QUEUED | RECONFIG;
+const TAT_MASK: u64 = !FLAGS;
+
+pub(crate) fn nanos_since(origin: Instant, now: Instant) -> u64 {
+    let d = now.saturating_duration_since(origin);
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
+}
+
+/// A token-bucket rate limiter (GCRA): "at most R per period, bursts up to B",
+/// with a fair FIFO queue for callers that wait.
+///
+/// Clones share one bucket. The clock is a type parameter (default
+/// [`TokioClock`], so `tokio::time::pause()` drives both checks and waits);
+/// build with [`new`](RateLimiter::new) or [`with_clock`](RateLimiter::with_clock).
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::rate::{Quota, RateLimiter};
+/// use std::time::Duration;
+/// use tokio::time::Instant;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// // 10 per second, bursts of up to 5.
+/// let limiter = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(5).unwrap());
+/// let start = Instant::now();
+/// for _ in 0..5 {
+///     limiter.try_acquire(1).unwrap(); // the burst, at once
+/// }
+/// limiter.acquire(1).await.unwrap(); // then one every 100 ms
+/// assert_eq!(start.elapsed(), Duration::from_millis(100));
+/// # }
+/// ```
+///
+/// # Fairness
+///
+/// [`acquire`](RateLimiter::acquire) callers are served strictly in arrival
+/// order, even when a later one asks for fewer tokens. While anyone is
+/// queued, [`try_acquire`](RateLimiter::try_acquire) refuses rather than
+/// barge ahead. Only the head of the queue holds a timer; when it is served
+/// it wakes the next, so no herd of sleepers re-checks the bucket.
+///
+/// # Memory ordering
+///
+/// Every admission is a successful compare-and-swap (acquire-release) on one
+/// word, so admissions are totally ordered and no two callers can spend the
+/// same token. A [`set_quota`](RateLimiter::set_quota) takes effect for every
+/// check that starts after it returns; a check racing with it is judged
+/// under the old or the new quota. (It flags the word while it rewrites the
+/// quota and always changes the word, so a check that read the word before
+/// and the quota after cannot complete its CAS; only two `set_quota` calls
+/// restoring the identical word inside one check's load-to-CAS window could
+/// let it through, judged under the quota of a moment before.)
+pub struct RateLimiter<C: Clock = TokioClock> {
+    inner: Arc<Inner<C>>,
+}
+
+struct Inner<C> {
+    state: AtomicU64,
+    /// Emission interval `T`, ns. Written only under `waiters` with `RECONFIG` set.
+    t: AtomicU64,
+    /// Burst `B`. Written only under `waiters` with `RECONFIG` set.
+    burst: AtomicU64,
+    waiters: Mutex<Waiters>,
+    origin: Instant,
+    clock: C,
+}
+
+#[derive(Debug, Default)]
+struct Waiters {
+    /// Arrival order = id order; the first entry is the head.
+    queue: BTreeMap<u64, Waiter>,
+    next_id: u64,
+    queued_tokens: u64,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    n: u32,
+    waker: Option<Waker>,
+}
+
+/// A plain-number picture of a [`RateLimiter`] at one instant.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::rate::{Quota, RateLimiter};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let limiter = RateLimiter::new(Quota::per_second(4).unwrap());
+/// limiter.try_acquire(3).unwrap();
+/// let s = limiter.snapshot();
+/// assert_eq!((s.available, s.burst, s.waiters), (1, 4, 0));
+/// assert!(s.next_token_at.is_some());
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateSnapshot {
+    /// Whole tokens available now (ignoring queued waiters).
+    pub available: u32,
+    /// When the next whole token arrives; `None` when the bucket is full.
+    pub next_token_at: Option<Instant>,
+    /// How many `acquire` callers are queued.
+    pub waiters: usize,
+    /// How many tokens they ask for in total.
+    pub queued_tokens: u64,
+    /// The quota's burst.
+    pub burst: u32,
+    /// The quota's emission interval.
+    pub emission_interval: Duration,
+}
+
+enum Fast {
+    Refused(Refusal),
+    Flagged,
+}
+
+impl RateLimiter<TokioClock> {
+    /// A limiter on the Tokio clock, starting with a full bucket.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    pub fn new(quota: Quota) -> Self {
+        Self::with_clock(quota, TokioClock)
+    }
+}
+
+impl<C: Clock> RateLimiter<C> {
+    /// A limiter reading time from `clock`, starting with a full bucket.
+    ///
+    /// Waiting ([`acquire`](Self::acquire)) always sleeps with `tokio::time`
+    /// until the instant computed on `clock`; with a clock other than
+    /// [`TokioClock`] a waiter is also woken by
+    /// [`refund`](Self::refund) and [`set_quota`](Self::set_quota), and once
+    /// that instant has passed on Tokio's clock but not yet on `clock`, the
+    /// head re-checks on every scheduler turn (it yields, never blocks).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::clock::ManualClock;
+    /// use flowguard::rate::{Quota, RateLimiter};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let clock = ManualClock::new();
+    /// let limiter = RateLimiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
+    /// assert!(limiter.try_acquire(1).is_ok());
+    /// assert!(limiter.try_acquire(1).is_err());
+    /// clock.advance(Duration::from_secs(1));
+    /// assert!(limiter.try_acquire(1).is_ok());
+    /// # }
+    /// ```
+    pub fn with_clock(quota: Quota, clock: C) -> Self {
+        let g = quota.gcra();
+        let origin = clock.now();
+        Self {
+            inner: Arc::new(Inner {
+                state: AtomicU64::new(0),
+                t: AtomicU64::new(g.t),
+                burst: AtomicU64::new(u64::from(g.burst)),
+                waiters: Mutex::new(Waiters::default()),
+                origin,
+                clock,
+            }),
+        }
+    }
+
+    /// Takes `n` tokens now, or says when to come back. Never waits.
+    ///
+    /// `n == 0` always succeeds. The refusal's `retry_after` is exact: the
+    /// same request is refused at every earlier instant and admitted at it,
+    /// provided nobody else takes tokens in between (while `acquire` callers
+    /// are queued it refuses, and `retry_after` is the instant the queue
+    /// ahead plus this request would be served).
+    ///
+    /// Uncontended, this is one clock read, one atomic load and one
+    /// compare-and-swap: no lock, no allocation.
+    ///
+    /// # Errors
+    ///
+    /// [`TryAcquireError::NotUntil`] when there are not enough tokens yet;
+    /// [`TryAcquireError::InsufficientCapacity`] at once when `n` exceeds the
+    /// burst.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::rate::{Quota, RateLimiter, TryAcquireError};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let limiter = RateLimiter::new(Quota::per_second(1).unwrap());
+    /// limiter.try_acquire(1).unwrap();
+    /// let Err(TryAcquireError::NotUntil { retry_after }) = limiter.try_acquire(1) else { panic!() };
+    /// let wait = retry_after - tokio::time::Instant::now();
+    /// assert_eq!(wait, Duration::from_secs(1));
+    /// tokio::time::advance(wait - Duration::from_nanos(1)).await;
+    /// assert!(limiter.try_acquire(1).is_err()); // refused one ns before
+    /// tokio::time::advance(Duration::from_nanos(1)).await;
+    /// assert!(limiter.try_acquire(1).is_ok()); // admitted at it
+    /// # }
+    /// ```
+    #[inline]
+    pub fn try_acquire(&self, n: u32) -> Result<(), TryAcquireError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let inner = &*self.inner;
+        let now = inner.now();
+        match inner.try_take(n, now) {
+            Ok(()) => Ok(()),
+            Err(Fast::Refused(r)) => Err(inner.refusal(r, n)),
+            Err(Fast::Flagged) => inner.try_acquire_slow(n),
+        }
+    }
+
+    /// Waits in the FIFO queue until `n` tokens are taken.
+    ///
+    /// The head of the queue sleeps until its exact retry instant, which
+    /// Tokio's timer rounds up to its 1 ms resolution.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::InsufficientCapacity`] at once when `n` exceeds the
+    /// burst (or when a [`set_quota`](Self::set_quota) shrinks the burst
+    /// below `n` while waiting).
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it completes consumes no
+    /// tokens and frees its place in the queue (the next caller moves up).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::rate::{Quota, RateLimiter};
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let limiter = RateLimiter::new(Quota::per_second(2).unwrap());
+    /// let start = Instant::now();
+    /// for _ in 0..4 {
+    ///     limiter.acquire(1).await.unwrap();
+    /// }
+    /// // two at once, then one every 500 ms
+    /// assert_eq!(start.elapsed(), Duration::from_secs(1));
+    /// # }
+    /// ```
+    pub fn acquire(&self, n: u32) -> Acquire<'_, C> {
+        Acquire {
+            inner: &self.inner,
+            n,
+            state: AcqState::Init,
+            sleep: None,
+        }
+    }
+
+    /// Like [`acquire`](Self::acquire), but fails at once, consuming nothing,
+    /// when the predicted wait exceeds `timeout` (Go's `Limiter.Wait` with a
+    /// deadline).
+    ///
+    /// The prediction counts the tokens of everybody queued ahead. Should the
+    /// wait still overrun (a [`set_quota`](Self::set_quota) slowed the rate),
+    /// it gives up at the deadline, again consuming nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Timeout`] with the predicted admission instant;
+    /// [`AcquireError::InsufficientCapacity`] as for `acquire`.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`acquire`](Self::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::rate::{AcquireError, Quota, RateLimiter};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let limiter = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(1).unwrap());
+    /// limiter.try_acquire(1).unwrap();
+    /// // the next token is 100 ms away
+    /// let err = limiter.acquire_timeout(1, Duration::from_millis(99)).await.unwrap_err();
+    /// assert!(matches!(err, AcquireError::Timeout { .. }));
+    /// assert!(limiter.acquire_timeout(1, Duration::from_millis(100)).await.is_ok());
+    /// # }
+    /// ```
+    pub async fn acquire_timeout(&self, n: u32, timeout: Duration) -> Result<(), AcquireError> {
+        let deadline = self.inner.clock.now().checked_add(timeout);
+        match deadline {
+            Some(deadline) => self.acquire_deadline(n, deadline).await,
+            None => self.acquire(n).await,
+        }
+    }
+
+    /// [`acquire_timeout`](Self::acquire_timeout) with an absolute deadline
+    /// on the limiter's clock.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire_timeout`](Self::acquire_timeout).
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`acquire`](Self::acquire).
+    pub async fn acquire_deadline(&self, n: u32, deadline: Instant) -> Result<(), AcquireError> {
+        let inner = &*self.inner;
+        let id = match inner.start(n, Some(deadline))? {
+            None => return Ok(()),
+            Some(id) => id,
+        };
+        let fut = Acquire {
+            inner: &self.inner,
+            n,
+            state: AcqState::Queued(id),
+            sleep: None,
+        };
+        #[cfg(not(loom))]
+        {
+            match tokio::time::timeout_at(deadline, fut).await {
+                Ok(res) => res,
+                // The future was dropped, so its place is already freed.
+                Err(_) => Err(AcquireError::Timeout {
+                    retry_after: inner.predict(n),
+                }),
+            }
+        }
+        #[cfg(loom)]
+        {
+            fut.await
+        }
+    }
+
+    /// Gives `n` tokens back, e.g. when a call cost less than was reserved.
+    /// The bucket never holds more than its burst.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::rate::{Quota, RateLimiter};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let limiter = RateLimiter::new(Quota::per_minute(10).unwrap());
+    /// limiter.try_acquire(10).unwrap(); // reserve the worst case
+    /// limiter.refund(7); // the call only cost 3
+    /// assert_eq!(limiter.snapshot().available, 7);
+    /// limiter.refund(100);
+    /// assert_eq!(limiter.snapshot().available, 10); // capped at the burst
+    /// # }
+    /// ```
+    pub fn refund(&self, n: u32) {
+        if n == 0 {
+            return;
+        }
+        let inner = &*self.inner;
+        let now = inner.now();
+        let mut s = inner.state.load(Ordering::Acquire);
+        loop {
+            if s & RECONFIG != 0 {
+                drop(inner.waiters.lock());
+                s = inner.state.load(Ordering::Acquire);
+                continue;
+            }
+            let tat = s & TAT_MASK;
+            let new = inner.gcra().refund(tat, now, n);
+            if new == tat {
+                return;
+            }
+            match inner.state.compare_exchange_weak(
+                s,
+                new | (s & FLAGS),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => s = actual,
+            }
+        }
+        if s & QUEUED != 0 {
+            inner.wake_head();
+        }
+    }
+
+    /// Replaces the quota, effective at once.
+    ///
+    /// **How credit and debt carry over:** the tokens available now carry
+    /// over as a count, including the fraction of a token already refilled,
+    /// capped at the new burst; equivalently the missing tokens
+    /// (`burst - available`) stay missing, as far as the new burst allows.
+    /// (This is Go's `SetLimit`/`SetBurst` rule.) A full bucket of 4 under a
+    /// new burst of 8 holds 4 and refills to 8 at the new rate; an empty one
+    /// stays empty. Queued waiters are re-evaluated; those asking for more than
+    /// the new burst fail with [`AcquireError::InsufficientCapacity`].
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::rate::{Quota, RateLimiter};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let limiter = RateLimiter::new(Quota::per_second(10).unwrap());
+    /// limiter.try_acquire(4).unwrap(); // 6 left
+    /// limiter.set_quota(Quota::per_second(100).unwrap());
+    /// assert_eq!(limiter.snapshot().available, 6);
+    /// limiter.set_quota(Quota::per_second(5).unwrap());
+    /// assert_eq!(limiter.snapshot().available, 5); // capped at the new burst
+    /// # }
+    /// ```
+    pub fn set_quota(&self, quota: Quota) {
+        let inner = &*self.inner;
+        let new = quota.gcra();
+        let wakers: Vec<Waker> = {
+            let mut w = inner.waiters.lock();
+            let old = inner.gcra();
+            let before = inner.state.fetch_or(RECONFIG, Ordering::AcqRel);
+            inner.t.store(new.t, Ordering::Release);
+            inner.burst.store(u64::from(new.burst), Ordering::Release);
+            let now = inner.now();
+            let mut s = before | RECONFIG;
+            loop {
+                let tat = s & TAT_MASK;
+                let mut next = old.convert(&new, tat, now);
+                if next == tat {
+                    // Make sure the word changes, so that a try_acquire which
+                    // loaded it before this call cannot complete its CAS
+                    // with the quota it read afterwards. Costs at most 1 ns.
+                    next = if Gcra::is_full(tat, now) && next > 0 {
+                        next - 1
+                    } else {
+                        next + 1
+                    };
+                }
+                match inner.state.compare_exchange_weak(
+                    s,
+                    next | (s & QUEUED),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => break,
+                    Err(actual) => s = actual,
+                }
+            }
+            w.queue
+                .values_mut()
+                .filter_map(|x| x.waker.take())
+                .collect()
+        };
+        tracing::debug!(
+            emission_interval = ?quota.emission_interval(),
+            burst = quota.burst(),
+            waiters = wakers.len(),
+            "rate limiter quota changed"
+        );
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// The quota in force.
+    pub fn quota(&self) -> Quota {
+        let g = self.inner.gcra();
+        Quota::from_gcra(g)
+    }
+
+    /// Tokens available now, when the next one arrives, and the queue.
+    ///
+    /// Takes the waiter lock briefly; meant for metrics, not the hot path.
+    #[doc(alias = "metrics")]
+    pub fn snapshot(&self) -> RateSnapshot {
+        let inner = &*self.inner;
+        let w = inner.waiters.lock();
+        let g = inner.gcra();
+        let now = inner.now();
+        let tat = inner.state.load(Ordering::Acquire) & TAT_MASK;
+        let (available, next) = g.available(tat, now);
+        RateSnapshot {
+            available,
+            next_token_at: next.map(|at| inner.instant(at)),
+            waiters: w.queue.len(),
+            queued_tokens: w.queued_tokens,
+            burst: g.burst,
+            emission_interval: Duration::from_nanos(g.t),
+        }
+    }
+}
+
+impl<C: Clock> Clone for RateLimiter<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<C: Clock> fmt::Debug for RateLimiter<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.inner.state.load(Ordering::Relaxed);
+        f.debug_struct("RateLimiter")
+            .field("quota", &self.quota())
+            .field("tat_nanos", &(s & TAT_MASK))
+            .field("queued", &(s & QUEUED != 0))
+            .field("clock", &self.inner.clock)
+            .finish()
+    }
+}
+
+impl<C: Clock> Inner<C> {
+    #[inline]
+    fn now(&self) -> u64 {
+        nanos_since(self.origin, self.clock.now())
+    }
+
+    #[inline]
+    fn instant(&self, at: u64) -> Instant {
+        self.origin + Duration::from_nanos(at)
+    }
+
+    #[inline]
+    fn gcra(&self) -> Gcra {
+        Gcra {
+            t: self.t.load(Ordering::Acquire),
+            burst: self.burst.load(Ordering::Acquire) as u32,
+        }
+    }
+
+    #[inline]
+    fn refusal(&self, r: Refusal, n: u32) -> TryAcquireError {
+        match r {
+            Refusal::NotUntil(at) => TryAcquireError::NotUntil {
+                retry_after: self.instant(at),
+            },
+            Refusal::Insufficient => TryAcquireError::InsufficientCapacity {
+                requested: n,
+                burst: self.burst.load(Ordering::Acquire) as u32,
+            },
+        }
+    }
+
+    /// The fast path: one load, one CAS when the word carries no flag.
+    #[inline]
+    fn try_take(&self, n: u32, now: u64) -> Result<(), Fast> {
+        let mut s = self.state.load(Ordering::Acquire);
+        loop {
+            if s & FLAGS != 0 {
+                return Err(Fast::Flagged);
+            }
+            // Quota read after the word: see `set_quota`.
+            let new = self.gcra().take(s, now, n).map_err(Fast::Refused)?;
+            match self
+                .state
+                .compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Ok(()),
+                Err(actual) => s = actual,
+            }
+        }
+    }
+
+    #[cold]
+    fn try_acquire_slow(&self, n: u32) -> Result<(), TryAcquireError> {
+        let w = self.waiters.lock();
+        let now = self.now();
+        let g = self.gcra();
+        if n > g.burst {
+            return Err(self.refusal(Refusal::Insufficient, n));
+        }
+        if w.queue.is_empty() {
+            // The flag was a finished set_quota: the word is ours to try.
+            drop(w);
+            return match self.try_take(n, now) {
+                Ok(()) => Ok(()),
+                Err(Fast::Refused(r)) => Err(self.refusal(r, n)),
+                Err(Fast::Flagged) => self.try_acquire_slow(n),
+            };
+        }
+        let tat = self.state.load(Ordering::Acquire) & TAT_MASK;
+        let at = g.ready_at(tat, now, w.queued_tokens + u64::from(n));
+        Err(TryAcquireError::NotUntil {
+            retry_after: self.instant(at),
+        })
+    }
+
+    /// Predicted admission instant of `n` behind the current queue.
+    #[cfg(not(loom))]
+    fn predict(&self, n: u32) -> Instant {
+        let w = self.waiters.lock();
+        let g = self.gcra();
+        let tat = self.state.load(Ordering::Acquire) & TAT_MASK;
+        self.instant(g.ready_at(tat, self.now(), w.queued_tokens + u64::from(n)))
+    }
+
+    /// First poll: admit at once (`Ok(None)`) or join the queue (`Ok(Some(id))`).
+    /// With a deadline, refuses to queue when the predicted admission is later.
+    fn start(&self, n: u32, deadline: Option<Instant>) -> Result<Option<u64>, AcquireError> {
+        if n == 0 {
+            return Ok(None);
+        }
+        let now = self.now();
+        match self.try_take(n, now) {
+            Ok(()) => return Ok(None),
+            Err(Fast::Refused(Refusal::Insufficient)) => {
+                return Err(AcquireError::InsufficientCapacity {
+                    requested: n,
+                    burst: self.burst.load(Ordering::Acquire) as u32,
+                });
+            }
+            Err(_) => {}
+        }
+        self.enqueue(n, deadline)
+    }
+
+    #[cold]
+    fn enqueue(&self, n: u32, deadline: Option<Instant>) -> Result<Option<u64>, AcquireError> {
+        let mut w = self.waiters.lock();
+        let g = self.gcra();
+        if n > g.burst {
+            return Err(AcquireError::InsufficientCapacity {
+                requested: n,
+                burst: g.burst,
+            });
+        }
+        let now = self.now();
+        let mut s = self.state.load(Ordering::Acquire);
+        if w.queue.is_empty() {
+            // Re-check under the lock: nobody can queue ahead of us now.
+            while let Ok(new) = g.take(s & TAT_MASK, now, n) {
+                match self
+                    .state
+                    .compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => return Ok(None),
+                    Err(actual) => s = actual,
+                }
+            }
+        }
+        if let Some(deadline) = deadline {
+            let at = self.instant(g.ready_at(s & TAT_MASK, now, w.queued_tokens + u64::from(n)));
+            if at > deadline {
+                return Err(AcquireError::Timeout { retry_after: at });
+            }
+        }
+        let id = w.next_id;
+        w.next_id += 1;
+        w.queued_tokens += u64::from(n);
+        w.queue.insert(id, Waiter { n, waker: None });
+        if w.queue.len() == 1 {
+            self.state.fetch_or(QUEUED, Ordering::AcqRel);
+            tracing::debug!("rate limiter queue started");
+        }
+        Ok(Some(id))
+    }
+
+    /// A queued caller's poll: done, or wait (with the wake-up instant
+    /// when it is the head, which alone holds a timer).
+    fn poll_queued(&self, id: u64, n: u32, waker: &Waker) -> Queued {
+        let mut w = self.waiters.lock();
+        let g = self.gcra();
+        if n > g.burst {
+            let next = self.remove_locked(&mut w, id);
+            drop(w);
+            if let Some(next) = next {
+                next.wake();
+            }
+            return Queued::Done(Err(AcquireError::InsufficientCapacity {
+                requested: n,
+                burst: g.burst,
+            }));
+        }
+        let is_head = w.queue.keys().next() == Some(&id);
+        if !is_head {
+            if let Some(me) = w.queue.get_mut(&id) {
+                store_waker(&mut me.waker, waker);
+            }
+            return Queued::Wait(None);
+        }
+        let last = w.queue.len() == 1;
+        let now = self.now();
+        let mut s = self.state.load(Ordering::Acquire);
+        loop {
+            match g.take(s & TAT_MASK, now, n) {
+                Ok(new) => {
+                    let word = if last { new } else { new | QUEUED };
+                    match self.state.compare_exchange_weak(
+                        s,
+                        word,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => break,
+                        Err(actual) => s = actual,
+                    }
+                }
+                Err(_) => {
+                    // n <= burst was checked under this lock, so only NotUntil.
+                    let at = g.ready_at(s & TAT_MASK, now, u64::from(n));
+                    if let Some(me) = w.queue.get_mut(&id) {
+                        store_waker(&mut me.waker, waker);
+                    }
+                    return Queued::Wait(Some(self.instant(at)));
+                }
+            }
+        }
+        w.queue.remove(&id);
+        w.queued_tokens -= u64::from(n);
+        let next = w.queue.values_mut().next().and_then(|h| h.waker.take());
+        drop(w);
+        if last {
+            tracing::debug!("rate limiter queue drained");
+        }
+        if let Some(next) = next {
+            next.wake();
+        }
+        Queued::Done(Ok(()))
+    }
+
+    /// Removes a waiter (cancelled or failed); returns the new head's waker
+    /// when the head left, so the caller wakes it after unlocking.
+    fn remove_locked(&self, w: &mut Waiters, id: u64) -> Option<Waker> {
+        let was_head = w.queue.keys().next() == Some(&id);
+        let me = w.queue.remove(&id)?;
+        w.queued_tokens -= u64::from(me.n);
+        if w.queue.is_empty() {
+            self.state.fetch_and(!QUEUED, Ordering::AcqRel);
+            tracing::debug!("rate limiter queue drained");
+            return None;
+        }
+        if was_head {
+            w.queue.values_mut().next().and_then(|h| h.waker.take())
+        } else {
+            None
+        }
+    }
+
+    fn cancel(&self, id: u64) {
+        let mut w = self.waiters.lock();
+        let next = self.remove_locked(&mut w, id);
+        drop(w);
+        if let Some(next) = next {
+            next.wake();
+        }
+    }
+
+    fn wake_head(&self) {
+        let waker = {
+            let w = self.waiters.lock();
+            w.queue.values().next().and_then(|h| h.waker.clone())
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+enum Queued {
+    Done(Result<(), AcquireError>),
+    Wait(Option<Instant>),
+}
+
+fn store_waker(slot: &mut Option<Waker>, waker: &Waker) {
+    match slot {
+        Some(w) if w.will_wake(waker) => {}
+        _ => *slot = Some(waker.clone()),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcqState {
+    Init,
+    Queued(u64),
+    Done,
+}
+
+/// The future returned by [`RateLimiter::acquire`].
+///
+/// Resolves once the tokens are taken. Dropping it before then consumes
+/// nothing and frees its place in the queue. Polling it again after it
+/// completed returns `Pending` (it never takes tokens twice).
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::rate::{Quota, RateLimiter};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let limiter = RateLimiter::new(Quota::per_second(1).unwrap());
+/// limiter.try_acquire(1).unwrap();
+/// let waiting = limiter.acquire(1); // nothing happens until polled
+/// assert_eq!(limiter.snapshot().waiters, 0);
+/// waiting.await.unwrap();
+/// # }
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct Acquire<'a, C: Clock = TokioClock> {
+    inner: &'a Arc<Inner<C>>,
+    n: u32,
+    state: AcqState,
+    /// Only the head of the queue arms this.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<C: Clock> Future for Acquire<'_, C> {
+    type Output = Result<(), AcquireError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        // A timer that is already due lets the head re-check at once, but
+        // only once per poll: with a clock other than Tokio's the instant may
+        // lie in Tokio's past, and spinning here would hang the task.
+        #[cfg(not(loom))]
+        let mut rechecked = false;
+        loop {
+            match this.state {
+                AcqState::Done => return Poll::Pending,
+                AcqState::Init => match this.inner.start(this.n, None) {
+                    Ok(None) => {
+                        this.state = AcqState::Done;
+                        return Poll::Ready(Ok(()));
+                    }
+                    Ok(Some(id)) => this.state = AcqState::Queued(id),
+                    Err(e) => {
+                        this.state = AcqState::Done;
+                        return Poll::Ready(Err(e));
+                    }
+                },
+                AcqState::Queued(id) => match this.inner.poll_queued(id, this.n, cx.waker()) {
+                    Queued::Done(res) => {
+                        this.state = AcqState::Done;
+                        this.sleep = None;
+                        return Poll::Ready(res);
+                    }
+                    Queued::Wait(None) => return Poll::Pending,
+                    Queued::Wait(Some(at)) => {
+                        #[cfg(not(loom))]
+                        {
+                            match &mut this.sleep {
+                                Some(sleep) => sleep.as_mut().reset(at),
+                                None => this.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+                            }
+                            if let Some(sleep) = &mut this.sleep {
+                                if sleep.as_mut().poll(cx).is_ready() {
+                                    if !rechecked {
+                                        rechecked = true;
+                                        continue;
+                                    }
+                                    // Yield, and check again on the next turn.
+                                    cx.waker().wake_by_ref();
+                                }
+                            }
+                        }
+                        #[cfg(loom)]
+                        let _ = at; // no timer under loom: models wake by refund
+                        return Poll::Pending;
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl<C: Clock> Drop for Acquire<'_, C> {
+    fn drop(&mut self) {
+        if let AcqState::Queued(id) = self.state {
+            self.inner.cancel(id);
+        }
+    }
+}
+
+impl<C: Clock> fmt::Debug for Acquire<'_, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acquire")
+            .field("n", &self.n)
+            .field("state", &self.state)
+            .finish()
+    }
+}

@@ -1,0 +1,547 @@
+//! Behaviour of the worker pools, on the paused Tokio clock where time matters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use flowguard::ConfigErrorKind;
+use flowguard::pool::{BlockingPool, CpuPool, SubmitError, TaskError, WorkerPool};
+use futures::StreamExt;
+use tokio::time::{Instant, sleep};
+
+/// Tracks how many run at once and the high-water mark.
+#[derive(Clone, Default)]
+struct Gauge {
+    now: Arc<AtomicUsize>,
+    high: Arc<AtomicUsize>,
+}
+
+impl Gauge {
+    fn enter(&self) {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.high.fetch_max(n, Ordering::SeqCst);
+    }
+    fn exit(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+    fn high(&self) -> usize {
+        self.high.load(Ordering::SeqCst)
+    }
+}
+
+fn pool(max: usize, queue: usize) -> WorkerPool {
+    WorkerPool::builder()
+        .max_concurrency(max)
+        .queue_capacity(queue)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_flight_never_exceeds_max_and_work_finishes_in_rounds() {
+    let pool = pool(8, 1000);
+    let gauge = Gauge::default();
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for i in 0..100u64 {
+        let g = gauge.clone();
+        handles.push(
+            pool.submit(async move {
+                g.enter();
+                sleep(Duration::from_millis(100)).await;
+                g.exit();
+                i
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let m = pool.metrics();
+    assert_eq!((m.running, m.queued), (8, 92));
+    let mut sum = 0;
+    for h in handles {
+        sum += h.await.unwrap();
+    }
+    assert_eq!(sum, 4950);
+    assert_eq!(gauge.high(), 8);
+    // ceil(100 / 8) = 13 rounds of 100 ms.
+    assert_eq!(start.elapsed(), Duration::from_millis(1300));
+    let m = pool.metrics();
+    assert_eq!((m.running, m.queued, m.completed), (0, 0, 100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn queue_bound_is_backpressure_for_submit_and_shedding_for_try_submit() {
+    let pool = pool(2, 3);
+    let mut held = Vec::new();
+    // `async { sleep().await }`: the timer starts when the task runs, not
+    // when it is submitted.
+    for _ in 0..5 {
+        held.push(
+            pool.try_submit(async { sleep(Duration::from_millis(100)).await })
+                .unwrap(),
+        );
+    }
+    let m = pool.metrics();
+    assert_eq!((m.running, m.queued), (2, 3));
+    // Full: try_submit hands the future back and counts a rejection.
+    let back = pool.try_submit(async { 7 }).unwrap_err();
+    assert!(matches!(back, SubmitError::Full(_)));
+    assert_eq!(back.into_inner().await, 7);
+    assert_eq!(pool.metrics().rejected, 1);
+    // submit waits for room: the first slot frees at 100 ms.
+    let start = Instant::now();
+    let h = pool.submit(async { 1 }).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    let m = pool.metrics();
+    assert_eq!((m.running, m.queued), (2, 2), "h queued behind tasks 2..=4");
+    assert_eq!(h.await.unwrap(), 1);
+    // submit_timeout gives the future back when no room comes in time.
+    while let Ok(h) = pool.try_submit(async { sleep(Duration::from_secs(10)).await }) {
+        held.push(h);
+    }
+    let err = pool
+        .submit_timeout(async { 2 }, Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SubmitError::TimedOut(_)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_work_is_not_spawned_and_starts_in_fifo_order() {
+    let pool = pool(1, 10);
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let started = Arc::new(AtomicUsize::new(0));
+    let mut hs = Vec::new();
+    for i in 0..5 {
+        let (order, started) = (order.clone(), started.clone());
+        hs.push(
+            pool.submit(async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                order.lock().unwrap().push(i);
+                sleep(Duration::from_millis(10)).await;
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    tokio::task::yield_now().await;
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        1,
+        "queued tasks must not run"
+    );
+    for h in hs {
+        h.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_task_timeout_is_exact_and_frees_the_slot() {
+    let pool = WorkerPool::builder()
+        .max_concurrency(1)
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let slow = pool.submit(sleep(Duration::from_secs(10))).await.unwrap();
+    let next = pool.submit(async { Instant::now() }).await.unwrap();
+    assert_eq!(slow.await.unwrap_err(), TaskError::TimedOut);
+    let started_at = next.await.unwrap();
+    assert_eq!(started_at - start, Duration::from_millis(300));
+    let m = pool.metrics();
+    assert_eq!((m.timed_out, m.failed, m.completed), (1, 1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn panics_are_isolated_and_give_their_slot_back() {
+    let pool = pool(1, 10);
+    let bad = pool
+        .submit(async {
+            sleep(Duration::from_millis(5)).await;
+            panic!("backend exploded");
+        })
+        .await
+        .unwrap();
+    let good = pool.submit(async { "still alive" }).await.unwrap();
+    assert_eq!(
+        bad.await.unwrap_err(),
+        TaskError::Panicked {
+            message: "backend exploded".into()
+        }
+    );
+    assert_eq!(good.await.unwrap(), "still alive");
+    let m = pool.metrics();
+    assert_eq!((m.panicked, m.completed, m.running), (1, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_removes_queued_work_at_once_and_cancels_running_work() {
+    let pool = pool(1, 2);
+    let dropped = Arc::new(AtomicUsize::new(0));
+    struct OnDrop(Arc<AtomicUsize>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let d = dropped.clone();
+    let running = pool
+        .submit(async move {
+            let _g = OnDrop(d);
+            sleep(Duration::from_secs(60)).await;
+        })
+        .await
+        .unwrap();
+    let queued = pool.submit(async { 1 }).await.unwrap();
+    assert_eq!(pool.metrics().queued, 1);
+    queued.abort();
+    assert_eq!(pool.metrics().queued, 0, "queue room freed at once");
+    assert_eq!(queued.await.unwrap_err(), TaskError::Cancelled);
+    tokio::task::yield_now().await;
+    running.abort();
+    assert_eq!(running.await.unwrap_err(), TaskError::Cancelled);
+    assert_eq!(dropped.load(Ordering::SeqCst), 1, "the future was dropped");
+    let after = pool.submit(async { 2 }).await.unwrap();
+    assert_eq!(after.await.unwrap(), 2, "slot was returned");
+    assert_eq!(pool.metrics().cancelled, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_drains_before_the_deadline() {
+    let pool = pool(2, 10);
+    for _ in 0..4 {
+        // Detached: dropping the handle leaves the task running.
+        drop(
+            pool.submit(async { sleep(Duration::from_millis(100)).await })
+                .await
+                .unwrap(),
+        );
+    }
+    let start = Instant::now();
+    let report = pool.shutdown_timeout(Duration::from_secs(1)).await;
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    assert!(report.drained);
+    assert_eq!(report.completed, 4);
+    assert!(matches!(
+        pool.submit(async {}).await,
+        Err(SubmitError::Closed(_))
+    ));
+    assert!(pool.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_deadline_is_exact_and_aborts_the_rest() {
+    let pool = pool(2, 10);
+    let mut hs = Vec::new();
+    for i in 0..5u64 {
+        hs.push(
+            pool.submit(sleep(Duration::from_millis(300 * (i + 1))))
+                .await
+                .unwrap(),
+        );
+    }
+    let start = Instant::now();
+    let report = pool.shutdown(start + Duration::from_millis(500)).await;
+    assert_eq!(start.elapsed(), Duration::from_millis(500));
+    assert!(!report.drained);
+    // At 300 ms task 0 ends and task 2 starts; at 500 ms tasks 1 and 2
+    // run, tasks 3 and 4 wait.
+    assert_eq!(report.completed, 1);
+    assert_eq!(report.aborted_running, 2);
+    assert_eq!(report.cancelled_queued, 2);
+    let results: Vec<_> = futures::future::join_all(hs).await;
+    assert!(results[0].is_ok());
+    assert!(results[1..].iter().all(|r| *r == Err(TaskError::Cancelled)));
+    let m = pool.metrics();
+    assert_eq!((m.running, m.queued), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_fails_waiting_submitters_but_running_work_finishes() {
+    let pool = pool(1, 0);
+    let h = pool.submit(sleep(Duration::from_millis(50))).await.unwrap();
+    let p2 = pool.clone();
+    let waiting = tokio::spawn(async move { p2.submit(async { 1 }).await.is_err() });
+    tokio::task::yield_now().await;
+    pool.close();
+    assert!(
+        waiting.await.unwrap(),
+        "waiting submitter must fail with Closed"
+    );
+    assert!(h.await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_max_concurrency_grows_now_and_shrinks_as_tasks_end() {
+    let pool = pool(1, 100);
+    let gauge = Gauge::default();
+    let mut hs = Vec::new();
+    for _ in 0..6 {
+        let g = gauge.clone();
+        hs.push(
+            pool.submit(async move {
+                g.enter();
+                sleep(Duration::from_millis(100)).await;
+                g.exit();
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    pool.set_max_concurrency(3).unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(pool.metrics().running, 3);
+    pool.set_max_concurrency(2).unwrap();
+    sleep(Duration::from_millis(150)).await;
+    // 3 ended; only 2 may start.
+    assert_eq!(pool.metrics().running, 2);
+    for h in hs {
+        h.await.unwrap();
+    }
+    assert_eq!(gauge.high(), 3);
+    assert_eq!(
+        pool.set_max_concurrency(0).unwrap_err().kind(),
+        ConfigErrorKind::Zero
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn map_is_bounded_and_keeps_input_order() {
+    let pool = pool(4, 10);
+    let gauge = Gauge::default();
+    let g = gauge.clone();
+    let start = Instant::now();
+    let out: Vec<u64> = pool
+        .map(0..20u64, move |i| {
+            let g = g.clone();
+            async move {
+                g.enter();
+                sleep(Duration::from_millis(100 - i)).await; // later ones finish sooner
+                g.exit();
+                i
+            }
+        })
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    assert_eq!(out, (0..20).collect::<Vec<_>>());
+    assert!(gauge.high() <= 4);
+    assert!(start.elapsed() <= Duration::from_millis(500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn map_unordered_yields_in_completion_order() {
+    let pool = pool(3, 10);
+    let out: Vec<u64> = pool
+        .map_unordered([300u64, 100, 200], |ms| async move {
+            sleep(Duration::from_millis(ms)).await;
+            ms
+        })
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    assert_eq!(out, vec![100, 200, 300]);
+    let from_stream: Vec<_> = pool
+        .map_stream_unordered(futures::stream::iter(0..3), |x| async move { x })
+        .collect()
+        .await;
+    assert_eq!(from_stream.len(), 3);
+    let ordered: Vec<_> = pool
+        .map_stream(futures::stream::iter(0..3), |x| async move { x })
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(ordered, vec![0, 1, 2]);
+}
+
+#[tokio::test]
+async fn builders_validate_every_field() {
+    let e = WorkerPool::builder()
+        .max_concurrency(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("max_concurrency", ConfigErrorKind::Zero)
+    );
+    let e = WorkerPool::builder()
+        .max_concurrency(usize::MAX)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("max_concurrency", ConfigErrorKind::TooLarge)
+    );
+    let e = WorkerPool::builder()
+        .queue_capacity(usize::MAX)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("queue_capacity", ConfigErrorKind::TooLarge)
+    );
+    let e = WorkerPool::builder()
+        .timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("timeout", ConfigErrorKind::Zero));
+    let e = BlockingPool::builder()
+        .max_concurrency(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.component(), "blocking_pool");
+    let e = CpuPool::builder().threads(0).build().unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("threads", ConfigErrorKind::Zero));
+    let e = CpuPool::builder().threads(1_000_000).build().unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("threads", ConfigErrorKind::TooLarge)
+    );
+    let e = CpuPool::builder()
+        .threads(1)
+        .queue_capacity(usize::MAX)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field(), "queue_capacity");
+}
+
+#[test]
+fn building_an_async_pool_outside_a_runtime_is_an_error_not_a_panic() {
+    let e = WorkerPool::builder().build().unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("runtime", ConfigErrorKind::Missing));
+    let e = BlockingPool::builder().build().unwrap_err();
+    assert_eq!(e.field(), "runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let p = WorkerPool::builder().runtime(rt.handle().clone()).build();
+    assert!(p.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_pool_bounds_blocking_calls() {
+    let pool = BlockingPool::builder()
+        .max_concurrency(3)
+        .queue_capacity(100)
+        .build()
+        .unwrap();
+    let gauge = Gauge::default();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    let mut hs = Vec::new();
+    for i in 0..10 {
+        let (g, rx) = (gauge.clone(), rx.clone());
+        hs.push(
+            pool.submit(move || {
+                g.enter();
+                // Block until the test lets one call through.
+                rx.lock().unwrap().recv().unwrap();
+                g.exit();
+                i
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    for _ in 0..10 {
+        tx.send(()).unwrap();
+    }
+    let mut sum = 0;
+    for h in hs {
+        sum += h.await.unwrap();
+    }
+    assert_eq!(sum, 45);
+    assert!(gauge.high() <= 3, "high-water mark {}", gauge.high());
+    let m = pool.metrics();
+    assert_eq!((m.completed, m.running), (10, 0));
+    assert_eq!(
+        pool.run(|| panic!("sync panic")).await.unwrap_err(),
+        TaskError::Panicked {
+            message: "sync panic".into()
+        }
+    );
+    assert_eq!(pool.run(|| 5).await.unwrap(), 5);
+    assert!(pool.shutdown_timeout(Duration::from_secs(5)).await.drained);
+    assert_eq!(pool.run(|| 5).await.unwrap_err(), TaskError::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_timeout_releases_the_caller_but_keeps_the_slot() {
+    let pool = BlockingPool::builder()
+        .max_concurrency(1)
+        .timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let h = pool.submit(move || rx.recv().unwrap()).await.unwrap();
+    assert_eq!(h.await.unwrap_err(), TaskError::TimedOut);
+    assert_eq!(pool.metrics().running, 1, "the call still holds its slot");
+    let queued = pool.try_submit(|| ()).unwrap();
+    assert_eq!(pool.metrics().queued, 1, "no second call may start");
+    tx.send(()).unwrap();
+    queued.await.unwrap();
+    assert!(pool.shutdown_timeout(Duration::from_secs(5)).await.drained);
+    let m = pool.metrics();
+    assert_eq!((m.timed_out, m.completed, m.running), (1, 1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_pool_runs_on_its_own_threads_and_joins_them() {
+    let pool = CpuPool::builder()
+        .threads(2)
+        .name("crunch")
+        .build()
+        .unwrap();
+    let names: Vec<String> = futures::future::join_all(
+        (0..4).map(|_| pool.run(|| std::thread::current().name().unwrap_or("").to_owned())),
+    )
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    assert!(names.iter().all(|n| n.starts_with("crunch-")), "{names:?}");
+    let e = pool
+        .run(|| -> u8 { panic!("bad input") })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, TaskError::Panicked { .. }));
+    assert_eq!(
+        pool.run(|| 2 + 2).await.unwrap(),
+        4,
+        "threads survive panics"
+    );
+    let report = pool.shutdown_timeout(Duration::from_secs(5)).await;
+    assert!(report.drained);
+    assert!(matches!(pool.try_submit(|| 1), Err(SubmitError::Closed(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_pool_queue_is_bounded() {
+    let pool = CpuPool::builder()
+        .threads(1)
+        .queue_capacity(1)
+        .build()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let a = pool.try_submit(move || rx.recv().unwrap()).unwrap();
+    let b = pool.try_submit(|| 1).unwrap();
+    assert!(matches!(pool.try_submit(|| 2), Err(SubmitError::Full(_))));
+    tx.send(()).unwrap();
+    a.await.unwrap();
+    assert_eq!(b.await.unwrap(), 1);
+    assert_eq!(pool.metrics().rejected, 1);
+}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<WorkerPool>();
+    send_sync::<BlockingPool>();
+    send_sync::<CpuPool>();
+    send_sync::<flowguard::pool::TaskHandle<u8>>();
+    send_sync::<flowguard::pool::PoolMetrics>();
+    fn unpin<T: Unpin>() {}
+    unpin::<flowguard::pool::TaskHandle<u8>>();
+}

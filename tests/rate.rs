@@ -1,0 +1,523 @@
+//! Behaviour tests for `flowguard::rate`, on the paused Tokio clock.
+//!
+//! Reference behaviour: Go's `x/time/rate` tests (burst then steady rate,
+//! simultaneous requests at a boundary, wait vs deadline) and .NET's
+//! token-bucket limiter tests (queue order, refusal carries retry-after).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flowguard::ConfigErrorKind;
+use flowguard::clock::{Clock, ManualClock};
+use flowguard::rate::{AcquireError, KeyedRateLimiter, Quota, RateLimiter, TryAcquireError};
+use tokio::time::Instant;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn retry_after(r: Result<(), TryAcquireError>) -> Instant {
+    match r {
+        Err(TryAcquireError::NotUntil { retry_after }) => retry_after,
+        other => panic!("expected NotUntil, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn burst_then_steady_rate() {
+    let l = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(5).unwrap());
+    let start = Instant::now();
+    let mut times = Vec::new();
+    for _ in 0..8 {
+        l.acquire(1).await.unwrap();
+        times.push(start.elapsed());
+    }
+    assert_eq!(
+        times,
+        vec![ms(0), ms(0), ms(0), ms(0), ms(0), ms(100), ms(200), ms(300)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_acquire_retry_after_is_exact() {
+    let l = RateLimiter::new(Quota::per_second(4).unwrap().with_burst(2).unwrap());
+    let start = Instant::now();
+    l.try_acquire(2).unwrap();
+    let at = retry_after(l.try_acquire(2));
+    assert_eq!(at - start, ms(500));
+    tokio::time::advance(at - start - Duration::from_nanos(1)).await;
+    assert_eq!(
+        retry_after(l.try_acquire(2)),
+        at,
+        "same answer one ns before"
+    );
+    tokio::time::advance(Duration::from_nanos(1)).await;
+    assert_eq!(l.try_acquire(2), Ok(()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn impossible_and_empty_requests() {
+    let l = RateLimiter::new(Quota::per_second(3).unwrap());
+    assert_eq!(
+        l.try_acquire(4),
+        Err(TryAcquireError::InsufficientCapacity {
+            requested: 4,
+            burst: 3
+        })
+    );
+    assert_eq!(
+        l.acquire(u32::MAX).await,
+        Err(AcquireError::InsufficientCapacity {
+            requested: u32::MAX,
+            burst: 3
+        })
+    );
+    l.try_acquire(3).unwrap();
+    assert_eq!(l.try_acquire(0), Ok(()), "zero tokens pass an empty bucket");
+    assert_eq!(l.acquire(0).await, Ok(()));
+    let err = l.try_acquire(4).unwrap_err();
+    assert_eq!(err.wait_time_from(Instant::now()), None);
+    assert_eq!(
+        err.to_string(),
+        "requested 4 tokens but the burst is 3: never possible"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn simultaneous_requests_at_a_boundary_admit_exactly_the_tokens_there() {
+    // Go: rate 1 per 100 ms, burst 1; at the boundary only one of many wins.
+    let l = RateLimiter::new(Quota::with_period(1, ms(100)).unwrap());
+    l.try_acquire(1).unwrap();
+    tokio::time::advance(ms(100)).await;
+    let admitted = (0..10).filter(|_| l.try_acquire(1).is_ok()).count();
+    assert_eq!(admitted, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_share_one_bucket() {
+    let a = RateLimiter::new(Quota::per_minute(2).unwrap());
+    let b = a.clone();
+    a.try_acquire(1).unwrap();
+    b.try_acquire(1).unwrap();
+    assert!(a.try_acquire(1).is_err());
+    assert!(b.try_acquire(1).is_err());
+}
+
+type Log = Arc<Mutex<Vec<(usize, Duration)>>>;
+
+fn spawn_acquire(
+    l: &RateLimiter,
+    id: usize,
+    n: u32,
+    log: &Log,
+    start: Instant,
+) -> tokio::task::JoinHandle<()> {
+    let l = l.clone();
+    let log = log.clone();
+    tokio::spawn(async move {
+        l.acquire(n).await.unwrap();
+        log.lock().unwrap().push((id, start.elapsed()));
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn queue_is_fifo_and_later_small_requests_do_not_barge() {
+    // 1 token / 100 ms, burst 3, start empty.
+    let l = RateLimiter::new(Quota::with_period(3, ms(300)).unwrap());
+    l.try_acquire(3).unwrap();
+    let start = Instant::now();
+    let log: Log = Arc::default();
+    let mut hs = Vec::new();
+    for (id, n) in [(0, 3u32), (1, 1), (2, 2), (3, 1)] {
+        hs.push(spawn_acquire(&l, id, n, &log, start));
+        tokio::task::yield_now().await; // enqueue in this order
+    }
+    assert_eq!(l.snapshot().waiters, 4);
+    assert_eq!(l.snapshot().queued_tokens, 7);
+    // A later try_acquire may not barge, and is told when the queue ahead clears.
+    let at = retry_after(l.try_acquire(1));
+    assert_eq!(at - start, ms(800));
+    for h in hs {
+        h.await.unwrap();
+    }
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![(0, ms(300)), (1, ms(400)), (2, ms(600)), (3, ms(700))]
+    );
+    assert_eq!(l.snapshot().waiters, 0);
+    // After the queue drained the fast path works again.
+    tokio::time::advance(ms(100)).await;
+    assert_eq!(l.try_acquire(1), Ok(()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_waiter_consumes_nothing_and_frees_its_place() {
+    let l = RateLimiter::new(Quota::with_period(1, ms(100)).unwrap());
+    l.try_acquire(1).unwrap();
+    let start = Instant::now();
+    let log: Log = Arc::default();
+    let head = spawn_acquire(&l, 0, 1, &log, start);
+    tokio::task::yield_now().await;
+    let second = spawn_acquire(&l, 1, 1, &log, start);
+    tokio::task::yield_now().await;
+    assert_eq!(l.snapshot().waiters, 2);
+    tokio::time::advance(ms(50)).await;
+    head.abort();
+    let _ = head.await;
+    assert_eq!(l.snapshot().waiters, 1);
+    second.await.unwrap();
+    // The second caller got the token the head would have had, at 100 ms.
+    assert_eq!(*log.lock().unwrap(), vec![(1, ms(100))]);
+    assert_eq!(l.snapshot().waiters, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_polled_acquire_future_restores_the_fast_path() {
+    let l = RateLimiter::new(Quota::with_period(1, ms(100)).unwrap());
+    l.try_acquire(1).unwrap();
+    {
+        let fut = l.acquire(1);
+        tokio::pin!(fut);
+        assert!(futures::poll!(fut.as_mut()).is_pending());
+        assert_eq!(l.snapshot().waiters, 1);
+    }
+    assert_eq!(l.snapshot().waiters, 0);
+    tokio::time::advance(ms(100)).await;
+    assert_eq!(
+        l.try_acquire(1),
+        Ok(()),
+        "the cancelled waiter took nothing"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn acquire_timeout_fails_at_once_without_consuming() {
+    // Go: Wait with a deadline shorter than the needed delay fails at once.
+    let l = RateLimiter::new(Quota::with_period(1, ms(100)).unwrap());
+    l.try_acquire(1).unwrap();
+    let start = Instant::now();
+    let err = l.acquire_timeout(1, ms(99)).await.unwrap_err();
+    assert_eq!(Instant::now(), start, "failed without waiting");
+    assert_eq!(
+        err,
+        AcquireError::Timeout {
+            retry_after: start + ms(100)
+        }
+    );
+    assert_eq!(l.snapshot().waiters, 0);
+    // Exactly the needed delay is enough.
+    l.acquire_timeout(1, ms(100)).await.unwrap();
+    assert_eq!(start.elapsed(), ms(100));
+    // The prediction counts the queue ahead.
+    let log: Log = Arc::default();
+    let h = spawn_acquire(&l, 0, 1, &log, start);
+    tokio::task::yield_now().await;
+    let t = Instant::now();
+    let err = l.acquire_timeout(1, ms(199)).await.unwrap_err();
+    assert_eq!(
+        err,
+        AcquireError::Timeout {
+            retry_after: t + ms(200)
+        }
+    );
+    assert_eq!(Instant::now(), t);
+    l.acquire_timeout(1, ms(200)).await.unwrap();
+    assert_eq!(t.elapsed(), ms(200));
+    h.await.unwrap();
+    assert_eq!(*log.lock().unwrap(), vec![(0, ms(200))]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn acquire_timeout_gives_up_at_the_deadline_when_the_rate_drops() {
+    let l = RateLimiter::new(Quota::with_period(1, ms(100)).unwrap());
+    l.try_acquire(1).unwrap();
+    let start = Instant::now();
+    let l2 = l.clone();
+    let h = tokio::spawn(async move { l2.acquire_timeout(1, ms(150)).await });
+    tokio::task::yield_now().await;
+    l.set_quota(Quota::with_period(1, Duration::from_secs(10)).unwrap());
+    let res = h.await.unwrap();
+    assert!(matches!(res, Err(AcquireError::Timeout { .. })), "{res:?}");
+    assert_eq!(start.elapsed(), ms(150));
+    assert_eq!(l.snapshot().waiters, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refund_is_capped_and_wakes_the_head_early() {
+    let l = RateLimiter::new(Quota::with_period(4, Duration::from_secs(4)).unwrap());
+    l.try_acquire(4).unwrap();
+    l.refund(1);
+    assert_eq!(l.snapshot().available, 1);
+    l.refund(50);
+    assert_eq!(l.snapshot().available, 4);
+    assert_eq!(l.snapshot().next_token_at, None);
+    l.try_acquire(4).unwrap();
+    let start = Instant::now();
+    let l2 = l.clone();
+    let h = tokio::spawn(async move {
+        l2.acquire(3).await.unwrap();
+        Instant::now()
+    });
+    tokio::time::advance(ms(500)).await;
+    l.refund(2); // 2 back + 0.5 refilled: 3 tokens at 1.0 s instead of 3.0 s
+    let done = h.await.unwrap();
+    assert_eq!(done - start, Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_quota_carries_tokens_over_and_reevaluates_waiters() {
+    let l = RateLimiter::new(Quota::per_second(10).unwrap());
+    l.try_acquire(4).unwrap();
+    l.set_quota(Quota::per_second(100).unwrap());
+    let s = l.snapshot();
+    assert_eq!((s.available, s.burst), (6, 100));
+    assert_eq!(l.quota(), Quota::per_second(100).unwrap());
+    l.set_quota(Quota::per_second(5).unwrap());
+    assert_eq!(l.snapshot().available, 5);
+
+    // Waiter for 4 behind an empty bucket; shrinking the burst to 3 fails it,
+    // and the next waiter moves up.
+    l.try_acquire(5).unwrap();
+    let start = Instant::now();
+    let (a, b) = (l.clone(), l.clone());
+    let big = tokio::spawn(async move { a.acquire(4).await });
+    tokio::task::yield_now().await;
+    let small = tokio::spawn(async move {
+        b.acquire(1).await.unwrap();
+        Instant::now()
+    });
+    tokio::task::yield_now().await;
+    l.set_quota(Quota::per_second(3).unwrap());
+    assert_eq!(
+        big.await.unwrap(),
+        Err(AcquireError::InsufficientCapacity {
+            requested: 4,
+            burst: 3
+        })
+    );
+    // Empty stays empty; one token at the new rate is 333,333,334 ns away,
+    // and Tokio's timer wakes on the next whole millisecond.
+    assert_eq!(small.await.unwrap() - start, ms(334));
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_quota_speeding_up_wakes_the_head_at_the_new_time() {
+    let l = RateLimiter::new(Quota::per_minute(1).unwrap());
+    l.try_acquire(1).unwrap();
+    let start = Instant::now();
+    let l2 = l.clone();
+    let h = tokio::spawn(async move {
+        l2.acquire(1).await.unwrap();
+        Instant::now()
+    });
+    tokio::task::yield_now().await;
+    l.set_quota(Quota::per_second(1).unwrap());
+    assert_eq!(h.await.unwrap() - start, Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_reports_tokens_and_next_arrival() {
+    let l = RateLimiter::new(Quota::per_second(4).unwrap());
+    let start = Instant::now();
+    let s = l.snapshot();
+    assert_eq!((s.available, s.next_token_at, s.waiters), (4, None, 0));
+    assert_eq!(s.emission_interval, ms(250));
+    l.try_acquire(4).unwrap();
+    tokio::time::advance(ms(300)).await;
+    let s = l.snapshot();
+    assert_eq!(s.available, 1);
+    assert_eq!(s.next_token_at, Some(start + ms(500)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_clock_drives_checks() {
+    let clock = ManualClock::new();
+    let l = RateLimiter::with_clock(Quota::per_second(2).unwrap(), clock.clone());
+    l.try_acquire(2).unwrap();
+    let at = retry_after(l.try_acquire(1));
+    assert_eq!(at - clock.now(), ms(500));
+    clock.advance(ms(499));
+    assert!(l.try_acquire(1).is_err());
+    clock.advance(ms(1));
+    assert!(l.try_acquire(1).is_ok());
+}
+
+// ---- keyed ----
+
+#[tokio::test(start_paused = true)]
+async fn keyed_buckets_are_independent_and_exact() {
+    let l = KeyedRateLimiter::new(Quota::per_second(2).unwrap());
+    let start = Instant::now();
+    l.try_acquire(&1u64, 2).unwrap();
+    let at = retry_after(l.try_acquire(&1, 1));
+    assert_eq!(at - start, ms(500));
+    l.try_acquire(&2, 2).unwrap();
+    assert_eq!(l.len(), 2);
+    assert_eq!(
+        l.try_acquire(&3, 3),
+        Err(TryAcquireError::InsufficientCapacity {
+            requested: 3,
+            burst: 2
+        })
+    );
+    assert_eq!(l.len(), 2, "an impossible request stores no key");
+    l.acquire(&1, 1).await.unwrap();
+    assert_eq!(start.elapsed(), ms(500));
+    assert_eq!(
+        l.acquire(&1, 9).await,
+        Err(AcquireError::InsufficientCapacity {
+            requested: 9,
+            burst: 2
+        })
+    );
+    l.refund(&1, 1);
+    assert!(l.try_acquire(&1, 1).is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_idle_keys_are_evicted_on_access() {
+    let l = KeyedRateLimiter::<u64>::builder(Quota::per_second(10).unwrap())
+        .shards(1)
+        .build()
+        .unwrap();
+    for k in 0..100 {
+        l.try_acquire(&k, 1).unwrap();
+    }
+    assert_eq!(l.len(), 100);
+    tokio::time::advance(ms(100)).await; // every bucket has refilled
+    // Accesses to one hot key sweep the idle ones without any background task.
+    for _ in 0..100 {
+        let _ = l.try_acquire(&1000, 1);
+    }
+    assert_eq!(l.len(), 1);
+    assert_eq!(l.snapshot().evicted_while_full, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_million_distinct_keys_stay_at_the_cap() {
+    let clock = ManualClock::new();
+    let l = KeyedRateLimiter::<u64>::builder(Quota::per_hour(1).unwrap())
+        .max_keys(1000)
+        .shards(8)
+        .build_with_clock(clock.clone())
+        .unwrap();
+    for k in 0..1_000_000u64 {
+        l.try_acquire(&k, 1).unwrap(); // never refused: policy is evict, not reject
+        if k % 100_000 == 0 {
+            assert!(l.len() <= 1000);
+        }
+        if k % 1000 == 0 {
+            clock.advance(Duration::from_millis(1));
+        }
+    }
+    assert_eq!(l.len(), 1000);
+    let s = l.snapshot();
+    assert_eq!((s.keys, s.max_keys), (1000, 1000));
+    assert_eq!(s.evicted_while_full, 1_000_000 - 1000);
+}
+
+#[test]
+fn keyed_builder_validates_each_field() {
+    let q = Quota::per_second(1).unwrap();
+    let e = KeyedRateLimiter::<u8>::builder(q)
+        .max_keys(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.component(), e.field(), e.kind()),
+        ("keyed_rate_limiter", "max_keys", ConfigErrorKind::Zero)
+    );
+    let e = KeyedRateLimiter::<u8>::builder(q)
+        .shards(0)
+        .build()
+        .unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("shards", ConfigErrorKind::Zero));
+    let e = KeyedRateLimiter::<u8>::builder(q)
+        .shards(1 << 20)
+        .max_keys(1 << 30)
+        .build()
+        .unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("shards", ConfigErrorKind::TooLarge));
+    let e = KeyedRateLimiter::<u8>::builder(q)
+        .shards(10)
+        .max_keys(5)
+        .build()
+        .unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("shards", ConfigErrorKind::Conflict));
+    assert!(e.to_string().contains("shards"));
+}
+
+#[test]
+fn quota_validates_each_field() {
+    let e = Quota::per_second(0).unwrap_err();
+    assert_eq!(
+        (e.component(), e.field(), e.kind()),
+        ("quota", "rate", ConfigErrorKind::Zero)
+    );
+    let e = Quota::with_period(5, Duration::ZERO).unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("period", ConfigErrorKind::Zero));
+    let e = Quota::with_period(5, Duration::MAX).unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("period", ConfigErrorKind::TooLarge));
+    let e = Quota::per_second(1).unwrap().with_burst(0).unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("burst", ConfigErrorKind::Zero));
+    let e = Quota::per_hour(1)
+        .unwrap()
+        .with_burst(u32::MAX)
+        .unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("burst", ConfigErrorKind::TooLarge));
+    // The largest legal values do not panic anywhere.
+    let q = Quota::with_period(1, Duration::from_nanos(1 << 61)).unwrap();
+    let l = RateLimiter::with_clock(q, ManualClock::new());
+    l.try_acquire(1).unwrap();
+    assert!(l.try_acquire(1).is_err());
+    l.refund(u32::MAX);
+    let q = Quota::with_period(u32::MAX, Duration::from_nanos(1)).unwrap();
+    assert_eq!(q.emission_interval(), Duration::from_nanos(1));
+    let l = RateLimiter::with_clock(q, ManualClock::new());
+    l.try_acquire(u32::MAX).unwrap();
+}
+
+#[test]
+fn public_types_are_send_sync_and_futures_send() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    fn unpin<T: Unpin>(_: &T) {}
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _g = rt.enter();
+    let l = RateLimiter::new(Quota::per_second(1).unwrap());
+    send_sync(&l);
+    let a = l.acquire(1);
+    send(&a);
+    send_sync(&a);
+    unpin(&a);
+    send(&l.acquire_timeout(1, ms(1)));
+    let k = KeyedRateLimiter::<String>::new(Quota::per_second(1).unwrap());
+    send_sync(&k);
+    send(&k.acquire(&String::new(), 1));
+    send_sync(&Quota::per_second(1).unwrap());
+    send_sync(&TryAcquireError::InsufficientCapacity {
+        requested: 1,
+        burst: 1,
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_clock_waiter_is_served_once_both_clocks_reach_its_instant() {
+    let clock = ManualClock::new();
+    let l = RateLimiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
+    l.try_acquire(1).unwrap();
+    let l2 = l.clone();
+    let h = tokio::spawn(async move { l2.acquire(1).await });
+    for _ in 0..5 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(l.snapshot().waiters, 1);
+    clock.advance(Duration::from_secs(1));
+    // Tokio's paused clock auto-advances to the head's instant; it re-checks
+    // and the manual clock says yes.
+    assert_eq!(h.await.unwrap(), Ok(()));
+    assert_eq!(l.snapshot().waiters, 0);
+}

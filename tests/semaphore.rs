@@ -1,0 +1,326 @@
+//! Behaviour of the async semaphore, on the paused Tokio clock.
+
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use flowguard::semaphore::{AcquireError, MAX_PERMITS, Semaphore};
+use flowguard::{ConfigErrorKind, clock::ManualClock};
+use tokio::time::Instant;
+
+fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+    std::pin::Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn weighted_waiters_are_served_in_arrival_order() {
+    let sem = Semaphore::new(3);
+    let all = sem.acquire_many(3).await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for (i, n) in [(0, 3), (1, 1), (2, 2)] {
+        let (sem, order) = (sem.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            let p = sem.acquire_many(n).await.unwrap();
+            order.lock().unwrap().push(i);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            drop(p);
+        }));
+        tokio::task::yield_now().await; // enqueue in this order
+    }
+    assert_eq!(sem.waiters(), 3);
+    // One free permit is not enough for the head (needs 3); the 1-permit
+    // waiter behind it must not overtake.
+    let mut all = all;
+    let one = all.split(1).unwrap();
+    drop(one);
+    tokio::task::yield_now().await;
+    assert!(order.lock().unwrap().is_empty());
+    drop(all);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
+    assert_eq!(sem.available(), 3);
+}
+
+#[tokio::test]
+async fn try_acquire_never_barges_past_a_queued_waiter() {
+    let sem = Semaphore::new(2);
+    let held = sem.try_acquire_many(2).unwrap();
+    let mut waiter = Box::pin(sem.acquire_many(2));
+    assert!(poll_once(&mut waiter).is_pending());
+    let mut held = held;
+    drop(held.split(1).unwrap()); // one permit returns: assigned to the waiter
+    assert_eq!(sem.try_acquire().unwrap_err(), AcquireError::NoPermits);
+    assert_eq!(sem.available(), 0);
+    drop(held);
+    let p = match poll_once(&mut waiter) {
+        Poll::Ready(Ok(p)) => p,
+        other => panic!("expected permits, got {other:?}"),
+    };
+    assert_eq!(p.num_permits(), 2);
+}
+
+#[tokio::test]
+async fn impossible_requests_fail_at_once() {
+    let sem = Semaphore::new(4);
+    let too_large = AcquireError::TooLarge {
+        requested: 5,
+        capacity: 4,
+    };
+    assert_eq!(sem.acquire_many(5).await.unwrap_err(), too_large);
+    assert_eq!(sem.try_acquire_many(5).unwrap_err(), too_large);
+    assert_eq!(sem.acquire_many_owned(5).await.unwrap_err(), too_large);
+    assert_eq!(
+        sem.try_acquire_many(usize::MAX).unwrap_err(),
+        AcquireError::TooLarge {
+            requested: usize::MAX,
+            capacity: 4
+        }
+    );
+    let empty = Semaphore::new(0);
+    assert!(matches!(
+        empty.acquire().await,
+        Err(AcquireError::TooLarge { .. })
+    ));
+}
+
+#[tokio::test]
+async fn zero_permits_are_granted_at_once_even_when_none_are_free() {
+    let sem = Semaphore::new(1);
+    let _all = sem.try_acquire().unwrap();
+    let p = sem.acquire_many(0).await.unwrap();
+    assert_eq!(p.num_permits(), 0);
+    assert_eq!(sem.try_acquire_many(0).unwrap().num_permits(), 0);
+}
+
+#[tokio::test]
+async fn growing_wakes_waiters_and_shrinking_never_revokes() {
+    let sem = Semaphore::new(2);
+    let held = sem.acquire_many(2).await.unwrap();
+    let mut waiter = Box::pin(sem.acquire_many(2));
+    assert!(poll_once(&mut waiter).is_pending());
+    sem.set_capacity(5).unwrap();
+    let got = match poll_once(&mut waiter) {
+        Poll::Ready(Ok(p)) => p,
+        other => panic!("grow should have satisfied the waiter: {other:?}"),
+    };
+    assert_eq!((got.num_permits(), sem.available()), (2, 1));
+    // Shrink to 1 while 4 are held: the free one is retired, nothing is revoked.
+    sem.set_capacity(1).unwrap();
+    assert_eq!((sem.capacity(), sem.available()), (1, 0));
+    assert_eq!(held.num_permits(), 2);
+    drop(held);
+    assert_eq!(sem.available(), 0, "returned permits pay the debt first");
+    drop(got);
+    assert_eq!(sem.available(), 1);
+}
+
+#[tokio::test]
+async fn shrinking_below_a_waiters_request_fails_it() {
+    let sem = Semaphore::new(4);
+    let _held = sem.try_acquire_many(4).unwrap();
+    let mut waiter = Box::pin(sem.acquire_many(3));
+    assert!(poll_once(&mut waiter).is_pending());
+    sem.set_capacity(2).unwrap();
+    assert!(matches!(
+        poll_once(&mut waiter),
+        Poll::Ready(Err(AcquireError::TooLarge {
+            requested: 3,
+            capacity: 2
+        }))
+    ));
+    assert_eq!(sem.waiters(), 0);
+}
+
+#[tokio::test]
+async fn close_fails_waiters_and_later_acquires_but_held_permits_return() {
+    let sem = Semaphore::new(2);
+    let held = sem.try_acquire_many(2).unwrap();
+    let s2 = sem.clone();
+    let waiter = tokio::spawn(async move { s2.acquire().await.map(|p| p.num_permits()) });
+    tokio::task::yield_now().await;
+    assert_eq!(sem.waiters(), 1);
+    sem.close();
+    sem.close(); // idempotent
+    assert_eq!(waiter.await.unwrap(), Err(AcquireError::Closed));
+    assert_eq!(sem.acquire().await.unwrap_err(), AcquireError::Closed);
+    assert_eq!(sem.try_acquire().unwrap_err(), AcquireError::Closed);
+    drop(held);
+    assert_eq!(sem.available(), 2);
+    assert!(sem.is_closed());
+}
+
+#[tokio::test]
+async fn cancelled_waiter_hands_its_partial_permits_on() {
+    let sem = Semaphore::new(3);
+    let mut held = sem.try_acquire_many(3).unwrap();
+    let mut first = Box::pin(sem.acquire_many(3));
+    let mut second = Box::pin(sem.acquire_many(2));
+    assert!(poll_once(&mut first).is_pending());
+    assert!(poll_once(&mut second).is_pending());
+    drop(held.split(2).unwrap()); // 2 assigned to `first`
+    assert!(poll_once(&mut first).is_pending());
+    drop(first); // cancel: its 2 go to `second`
+    match poll_once(&mut second) {
+        Poll::Ready(Ok(p)) => assert_eq!(p.num_permits(), 2),
+        other => panic!("expected the handed-on permits: {other:?}"),
+    }
+    drop(held);
+    assert_eq!(sem.available(), 3);
+    assert_eq!(sem.waiters(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn acquire_timeout_is_exact_on_the_paused_clock() {
+    let sem = Semaphore::new(1);
+    let held = sem.acquire().await.unwrap();
+    let start = Instant::now();
+    let err = sem
+        .acquire_timeout(Duration::from_millis(250))
+        .await
+        .unwrap_err();
+    assert_eq!(err, AcquireError::TimedOut);
+    assert_eq!(start.elapsed(), Duration::from_millis(250));
+    assert_eq!(sem.waiters(), 0, "timed-out waiter left the queue");
+    drop(held);
+    // Free permits win even with a zero timeout or an elapsed deadline.
+    assert!(sem.acquire_timeout(Duration::ZERO).await.is_ok());
+    assert!(sem.acquire_deadline(start).await.is_ok());
+    // Duration::MAX does not overflow.
+    assert!(sem.acquire_many_timeout(1, Duration::MAX).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn acquire_timeout_succeeds_when_permit_arrives_before_the_deadline() {
+    let sem = Semaphore::new(1);
+    let held = sem.acquire_owned().await.unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(held);
+    });
+    let start = Instant::now();
+    let p = sem
+        .acquire_timeout(Duration::from_millis(101))
+        .await
+        .unwrap();
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    drop(p);
+}
+
+#[tokio::test]
+async fn forget_split_and_merge_keep_the_books() {
+    let a = Semaphore::new(6);
+    let b = Semaphore::new(6);
+    let mut p = a.try_acquire_many(4).unwrap();
+    assert!(p.split(5).is_none());
+    let q = p.split(3).unwrap();
+    let foreign = b.try_acquire().unwrap();
+    let foreign = p.merge(foreign).unwrap_err();
+    assert_eq!(foreign.num_permits(), 1);
+    p.merge(q).unwrap();
+    assert_eq!(p.num_permits(), 4);
+    p.forget();
+    assert_eq!((a.capacity(), a.available()), (2, 2));
+    let mut o = a.try_acquire_many_owned(2).unwrap();
+    let o2 = o.split(1).unwrap();
+    o.merge(o2).unwrap();
+    assert_eq!(o.semaphore().available(), 0);
+    o.forget();
+    assert_eq!((a.capacity(), a.available()), (0, 0));
+}
+
+#[tokio::test]
+async fn forget_fails_waiters_that_can_no_longer_fit() {
+    let sem = Semaphore::new(2);
+    let p = sem.try_acquire().unwrap();
+    let mut waiter = Box::pin(sem.acquire_many(2));
+    assert!(poll_once(&mut waiter).is_pending());
+    p.forget();
+    assert!(matches!(
+        poll_once(&mut waiter),
+        Poll::Ready(Err(AcquireError::TooLarge {
+            requested: 2,
+            capacity: 1
+        }))
+    ));
+    assert_eq!(sem.available(), 1);
+}
+
+#[test]
+fn capacity_limits_are_typed_errors_not_panics() {
+    let err = Semaphore::try_new(MAX_PERMITS + 1).unwrap_err();
+    assert_eq!(
+        (err.component(), err.field(), err.kind()),
+        ("semaphore", "capacity", ConfigErrorKind::TooLarge)
+    );
+    assert!(err.to_string().contains("capacity"));
+    assert_eq!(Semaphore::new(usize::MAX).capacity(), MAX_PERMITS);
+    let sem = Semaphore::new(MAX_PERMITS - 1);
+    assert_eq!(sem.add_permits(5).unwrap_err().field(), "capacity");
+    assert_eq!(sem.add_permits(usize::MAX).unwrap_err().field(), "capacity");
+    assert_eq!(sem.capacity(), MAX_PERMITS - 1, "nothing changed");
+    sem.add_permits(1).unwrap();
+    assert_eq!(sem.capacity(), MAX_PERMITS);
+    assert!(sem.set_capacity(usize::MAX).is_err());
+}
+
+#[test]
+fn metrics_report_plain_numbers() {
+    let sem = Semaphore::new(3);
+    let _p = sem.try_acquire_many(2).unwrap();
+    let m = sem.metrics();
+    assert_eq!(
+        (m.capacity, m.available, m.waiters, m.closed),
+        (3, 1, 0, false)
+    );
+    let dbg = format!("{sem:?}");
+    assert!(dbg.contains("available: 1"), "{dbg}");
+}
+
+#[test]
+fn types_are_send_sync_and_futures_are_send() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Semaphore>();
+    send_sync::<flowguard::semaphore::Permit<'static>>();
+    send_sync::<flowguard::semaphore::OwnedPermit>();
+    send_sync::<flowguard::semaphore::AcquireOwned>();
+    send_sync::<flowguard::semaphore::Acquire<'static>>();
+    send_sync::<ManualClock>();
+    let sem = Semaphore::new(1);
+    send(&sem.acquire_timeout(Duration::from_secs(1)));
+    send(&sem.acquire_many_deadline(1, Instant::now()));
+    fn unpin<T: Unpin>(_: &T) {}
+    unpin(&sem.acquire());
+    unpin(&sem.acquire_owned());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_holders_never_exceed_capacity() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let sem = Semaphore::new(3);
+    let in_use = Arc::new(AtomicUsize::new(0));
+    let high = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let (sem, in_use, high) = (sem.clone(), in_use.clone(), high.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                let n = 1 + (i % 3);
+                let _p = sem.acquire_many(n).await.unwrap();
+                let now = in_use.fetch_add(n, Ordering::SeqCst) + n;
+                high.fetch_max(now, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                in_use.fetch_sub(n, Ordering::SeqCst);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(high.load(Ordering::SeqCst) <= 3);
+    assert_eq!(high.load(Ordering::SeqCst), 3, "full capacity was used");
+    assert_eq!(sem.available(), 3);
+}
