@@ -77,8 +77,11 @@ impl<R> Batch<R> {
 struct Deferred<R> {
     wake: Option<Waker>,
     fail: Option<(Arc<Batch<R>>, CallError)>,
-    forward: Option<(Arc<Batch<R>>, Arc<Batch<R>>)>,
+    forward: Option<Forward<R>>,
 }
+
+/// (folded batch, the batch it now waits on).
+type Forward<R> = (Arc<Batch<R>>, Arc<Batch<R>>);
 
 impl<R> Default for Deferred<R> {
     fn default() -> Self {

@@ -5,9 +5,9 @@
 //!
 //! - [`Debouncer`] and [`Throttler`]: handles around a handler (sync or async)
 //!   that receives the latest value. `call(v)` from any task or clone,
-//!   [`flush`](Debouncer::flush), [`cancel`](Debouncer::cancel),
-//!   [`is_pending`](Debouncer::is_pending), and
-//!   [`call_wait`](Debouncer::call_wait) to await the result of the
+//!   [`flush`](crate::timing::Debouncer::flush), [`cancel`](crate::timing::Debouncer::cancel),
+//!   [`is_pending`](crate::timing::Debouncer::is_pending), and
+//!   [`call_wait`](crate::timing::Debouncer::call_wait) to await the result of the
 //!   invocation a call was folded into.
 //! - [`TimingStreamExt`]: `debounce`, `debounce_with`, `throttle`,
 //!   `throttle_with` on any `futures_core::Stream`.
@@ -38,6 +38,11 @@
 //! One deliberate difference from lodash: `flush` clears the armed timer (in
 //! lodash a stale timer survives a `flush` and can invoke early with
 //! `maxWait`).
+//!
+//! [`DebounceCore`]: crate::timing::DebounceCore
+//! [`Debouncer`]: crate::timing::Debouncer
+//! [`Throttler`]: crate::timing::Throttler
+//! [`TimingStreamExt`]: crate::timing::TimingStreamExt
 //!
 //! # Examples
 //!
