@@ -28,9 +28,11 @@
 //! - `wait` zero: calls made at the same instant fold into one invocation at
 //!   that instant.
 //! - Calls exactly at a boundary: a call at `last_call + wait` starts a new
-//!   burst if the timer has already fired, and joins the ending one if not
-//!   (it cannot be both: this is the order the runtime ran them in, as in
-//!   JavaScript). The pure core is exact about it: see [`DebounceCore`].
+//!   burst if the timer has already fired, and joins (and extends) the ending
+//!   one if not; with `max_wait` reached it invokes itself, as lodash's
+//!   "tight loop" branch does. Which of the two ran first at one instant is
+//!   up to the runtime, as in JavaScript; the pure core is exact about either
+//!   order (see [`DebounceCore`]).
 //! - Like lodash, the timer is not pushed back on each call: it fires where it
 //!   was armed and re-arms itself for the time left. One `Sleep` per
 //!   debouncer, reset in place; a call allocates nothing and touches no timer.
