@@ -281,6 +281,9 @@
 //! * **Checked.** Each primitive has loom models of its concurrent
 //!   invariants, a property test and a fuzz target against a reference
 //!   model, and paused-clock behaviour tests.
+
+// The library has no unsafe code. (Cargo.toml only denies it, so that a test
+// may install a counting global allocator.)
 #![forbid(unsafe_code)]
 
 pub mod batch;

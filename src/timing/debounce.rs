@@ -543,6 +543,32 @@ mod tests {
     }
 
     #[test]
+    fn a_call_right_at_the_boundary() {
+        let t0 = Instant::now();
+        let opts = DebounceOptions::debounce(ms(10));
+        // Before the timer due at 10 has fired: the call joins (and extends)
+        // the burst, so the first value is never invoked.
+        let mut c = DebounceCore::new(opts);
+        c.call(t0);
+        assert_eq!(c.call(t0 + ms(10)), Step::Idle);
+        assert_eq!(c.timer_fired(t0 + ms(10)), Step::Idle);
+        assert_eq!(c.deadline(), Some(t0 + ms(20)));
+        assert_eq!(c.timer_fired(t0 + ms(20)), Step::Invoke);
+        // After it fired: the call starts a new burst.
+        let mut c = DebounceCore::new(opts);
+        c.call(t0);
+        assert_eq!(c.timer_fired(t0 + ms(10)), Step::Invoke);
+        assert_eq!(c.call(t0 + ms(10)), Step::Idle);
+        assert_eq!(c.deadline(), Some(t0 + ms(20)));
+        // With max_wait, a call finding the timer overdue invokes itself.
+        let mut c = DebounceCore::new(DebounceOptions::throttle(ms(10)));
+        assert_eq!(c.call(t0), Step::Invoke);
+        c.call(t0 + ms(5));
+        assert_eq!(c.call(t0 + ms(10)), Step::Invoke);
+        assert_eq!(c.timer_fired(t0 + ms(10)), Step::Idle, "timer was reset");
+    }
+
+    #[test]
     fn huge_durations_saturate() {
         let t0 = Instant::now();
         let mut c = DebounceCore::new(DebounceOptions::throttle(Duration::MAX));

@@ -77,8 +77,11 @@ impl<R> Batch<R> {
 struct Deferred<R> {
     wake: Option<Waker>,
     fail: Option<(Arc<Batch<R>>, CallError)>,
-    forward: Option<(Arc<Batch<R>>, Arc<Batch<R>>)>,
+    forward: Option<Forward<R>>,
 }
+
+/// (folded batch, the batch it now waits on).
+type Forward<R> = (Arc<Batch<R>>, Arc<Batch<R>>);
 
 impl<R> Default for Deferred<R> {
     fn default() -> Self {
@@ -330,6 +333,26 @@ impl DebouncerBuilder {
     }
 }
 
+#[cfg(loom)]
+impl DebouncerBuilder {
+    /// Loom models only: builds without spawning and returns the worker
+    /// future for the model to drive (no timer: flush and leading edges only).
+    #[doc(hidden)]
+    pub fn build_unspawned<T, R, F, Fut>(
+        self,
+        handler: F,
+    ) -> Result<(Debouncer<T, R>, impl Future<Output = ()>), ConfigError>
+    where
+        F: FnMut(T) -> Fut,
+        Fut: Future<Output = R>,
+    {
+        let opts = self.opts.build()?;
+        let shared = Debouncer::<T, R>::new_shared(opts);
+        let worker = worker(shared.clone(), handler);
+        Ok((Debouncer { shared }, worker))
+    }
+}
+
 impl Debouncer<(), ()> {
     /// A builder with debounce defaults (trailing only, no `max_wait`).
     pub fn builder(wait: Duration) -> DebouncerBuilder {
@@ -355,7 +378,16 @@ where
                 "must be built inside a Tokio runtime (the handler runs on a spawned task)",
             )
         })?;
-        let shared = Arc::new(Shared {
+        let shared = Self::new_shared(opts);
+        rt.spawn(worker(shared.clone(), handler));
+        tracing::debug!(?opts, "debouncer started");
+        Ok(Self { shared })
+    }
+}
+
+impl<T, R> Debouncer<T, R> {
+    fn new_shared(opts: DebounceOptions) -> Arc<Shared<T, R>> {
+        Arc::new(Shared {
             state: Mutex::new(State {
                 core: DebounceCore::new(opts),
                 latest: None,
@@ -372,14 +404,9 @@ where
                 cancelled: 0,
                 folded: 0,
             }),
-        });
-        rt.spawn(worker(shared.clone(), handler));
-        tracing::debug!(?opts, "debouncer started");
-        Ok(Self { shared })
+        })
     }
-}
 
-impl<T, R> Debouncer<T, R> {
     /// Calls with `value`, fire and forget.
     ///
     /// The value becomes the latest one; whether and when the handler runs
@@ -642,7 +669,7 @@ impl<T, R> Shared<T, R> {
     fn poll_job(
         &self,
         cx: &mut Context<'_>,
-        mut sleep: Pin<&mut Sleep>,
+        mut sleep: Option<Pin<&mut Sleep>>,
         armed: &mut Option<Instant>,
     ) -> Poll<Option<Job<T, R>>> {
         let mut out = Deferred::default();
@@ -662,7 +689,7 @@ impl<T, R> Shared<T, R> {
                     }
                     break Poll::Ready(None);
                 }
-                if let Some(deadline) = st.core.deadline() {
+                if let (Some(deadline), Some(sleep)) = (st.core.deadline(), sleep.as_mut()) {
                     if *armed != Some(deadline) {
                         sleep.as_mut().reset(deadline);
                         *armed = Some(deadline);
@@ -729,14 +756,20 @@ where
 {
     let guard = WorkerGuard(shared);
     let shared = &guard.0;
-    let sleep = tokio::time::sleep_until(super::debounce::add(
-        Instant::now(),
-        Duration::from_secs(86_400 * 365 * 30),
-    ));
-    tokio::pin!(sleep);
+    // The one timer, reset in place for the life of the debouncer. Loom
+    // models run without a Tokio timer: flush and leading edges only.
+    let mut sleep = (!cfg!(loom)).then(|| {
+        Box::pin(tokio::time::sleep_until(super::debounce::add(
+            Instant::now(),
+            Duration::from_secs(86_400 * 365 * 30),
+        )))
+    });
     let mut armed = None;
     loop {
-        let job = std::future::poll_fn(|cx| shared.poll_job(cx, sleep.as_mut(), &mut armed)).await;
+        let job = std::future::poll_fn(|cx| {
+            shared.poll_job(cx, sleep.as_mut().map(|s| s.as_mut()), &mut armed)
+        })
+        .await;
         let Some((value, batch)) = job else {
             return;
         };

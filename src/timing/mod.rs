@@ -5,9 +5,9 @@
 //!
 //! - [`Debouncer`] and [`Throttler`]: handles around a handler (sync or async)
 //!   that receives the latest value. `call(v)` from any task or clone,
-//!   [`flush`](Debouncer::flush), [`cancel`](Debouncer::cancel),
-//!   [`is_pending`](Debouncer::is_pending), and
-//!   [`call_wait`](Debouncer::call_wait) to await the result of the
+//!   [`flush`](crate::timing::Debouncer::flush), [`cancel`](crate::timing::Debouncer::cancel),
+//!   [`is_pending`](crate::timing::Debouncer::is_pending), and
+//!   [`call_wait`](crate::timing::Debouncer::call_wait) to await the result of the
 //!   invocation a call was folded into.
 //! - [`TimingStreamExt`]: `debounce`, `debounce_with`, `throttle`,
 //!   `throttle_with` on any `futures_core::Stream`.
@@ -28,9 +28,11 @@
 //! - `wait` zero: calls made at the same instant fold into one invocation at
 //!   that instant.
 //! - Calls exactly at a boundary: a call at `last_call + wait` starts a new
-//!   burst if the timer has already fired, and joins the ending one if not
-//!   (it cannot be both: this is the order the runtime ran them in, as in
-//!   JavaScript). The pure core is exact about it: see [`DebounceCore`].
+//!   burst if the timer has already fired, and joins (and extends) the ending
+//!   one if not; with `max_wait` reached it invokes itself, as lodash's
+//!   "tight loop" branch does. Which of the two ran first at one instant is
+//!   up to the runtime, as in JavaScript; the pure core is exact about either
+//!   order (see [`DebounceCore`]).
 //! - Like lodash, the timer is not pushed back on each call: it fires where it
 //!   was armed and re-arms itself for the time left. One `Sleep` per
 //!   debouncer, reset in place; a call allocates nothing and touches no timer.
@@ -38,6 +40,11 @@
 //! One deliberate difference from lodash: `flush` clears the armed timer (in
 //! lodash a stale timer survives a `flush` and can invoke early with
 //! `maxWait`).
+//!
+//! [`DebounceCore`]: crate::timing::DebounceCore
+//! [`Debouncer`]: crate::timing::Debouncer
+//! [`Throttler`]: crate::timing::Throttler
+//! [`TimingStreamExt`]: crate::timing::TimingStreamExt
 //!
 //! # Examples
 //!

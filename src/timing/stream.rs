@@ -9,7 +9,7 @@ use futures_core::Stream;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::debounce::{DebounceCore, DebounceOptions, Step, add};
+use super::debounce::{DebounceCore, DebounceOptions, Step};
 
 /// Items taken from the inner stream in one poll before yielding to the
 /// runtime (an always-ready inner stream must not starve other tasks).
@@ -27,6 +27,9 @@ const BUDGET: usize = 128;
 /// item arrives, the timer is serviced first: the ending burst yields its
 /// item, then the new item starts a new burst. No item that lodash would
 /// invoke with is lost to a slow consumer.
+///
+/// The adapters can be built anywhere; like every Tokio timer, polling one
+/// needs a Tokio runtime with time enabled. None of these methods panics.
 ///
 /// # Examples
 ///
@@ -110,8 +113,9 @@ pin_project! {
     pub struct Debounced<S: Stream> {
         #[pin]
         stream: S,
+        // Created on first use, so the adapter can be built outside a runtime.
         #[pin]
-        sleep: Sleep,
+        sleep: Option<Sleep>,
         armed: Option<Instant>,
         core: DebounceCore,
         latest: Option<S::Item>,
@@ -122,10 +126,9 @@ pin_project! {
 
 impl<S: Stream> Debounced<S> {
     fn new(stream: S, options: DebounceOptions) -> Self {
-        let now = Instant::now();
         Self {
             stream,
-            sleep: tokio::time::sleep_until(add(now, Duration::from_secs(86_400 * 365 * 30))),
+            sleep: None,
             armed: None,
             core: DebounceCore::new(options),
             latest: None,
@@ -211,10 +214,16 @@ impl<S: Stream> Stream for Debounced<S> {
         }
         while let Some(deadline) = this.core.deadline() {
             if *this.armed != Some(deadline) {
-                this.sleep.as_mut().reset(deadline);
+                match this.sleep.as_mut().as_pin_mut() {
+                    Some(sleep) => sleep.reset(deadline),
+                    None => this.sleep.set(Some(tokio::time::sleep_until(deadline))),
+                }
                 *this.armed = Some(deadline);
             }
-            if this.sleep.as_mut().poll(cx).is_pending() {
+            let Some(sleep) = this.sleep.as_mut().as_pin_mut() else {
+                break;
+            };
+            if sleep.poll(cx).is_pending() {
                 break;
             }
             *this.armed = None;
