@@ -405,6 +405,9 @@ async fn sink(rx: Receiver<Answer>, start: Instant) -> u64 {
     shown
 }
 
+/// A breaker state change: shard, time since the start, from, to.
+type Transition = (usize, Duration, State, State);
+
 fn shard_rate(id: usize) -> u32 {
     SHARD_BASE_RATE_PER_SECOND + 2 * (id % 4) as u32
 }
@@ -442,7 +445,7 @@ async fn main() {
         FAIL_UNTIL.as_secs_f64()
     );
 
-    let transitions: Arc<Mutex<Vec<(usize, Duration, State, State)>>> = Arc::default();
+    let transitions: Arc<Mutex<Vec<Transition>>> = Arc::default();
     let failing = Arc::new(AtomicBool::new(false));
     let shards = (0..SHARDS)
         .map(|id| {
@@ -579,7 +582,7 @@ async fn main() {
 
 fn report(
     svc: &Service,
-    transitions: &[(usize, Duration, State, State)],
+    transitions: &[Transition],
     keys: TimingMetrics,
     shown: u64,
     pool: flowguard::pool::PoolMetrics,

@@ -77,7 +77,7 @@
 //! | `breaker` | [`wait_until_ready`](breaker::CircuitBreaker::wait_until_ready) | nothing: it holds nothing |
 //! | `fanout` | [`gather_with_timeout`](fanout::gather_with_timeout), [`Gather`](fanout::Gather)'s [`GatherFuture`](fanout::GatherFuture) and [`GatherStream`](fanout::GatherStream) | every future still held is dropped (spawned ones aborted) |
 //! | `fanout` | [`hedge`](fanout::hedge) | every attempt in flight is dropped |
-//! | `timing` | [`Debouncer::call_wait`](timing::Debouncer::call_wait)'s [`CallWait`](timing::CallWait) | the call is not undone; only the waiting stops |
+//! | `timing` | [`Debouncer::call_wait`](timing::Debouncer::call_wait)'s [`CallWait`](timing::CallWait) (also through a [`Throttler`](timing::Throttler)) | the call is not undone; only the waiting stops |
 //! | `timing` | [`Debounced`](timing::Debounced) (a stream) | the held item is dropped with the stream |
 //! | `batch` | [`Loader::load`](batch::Loader::load), [`load_many`](batch::Loader::load_many) | only this caller's interest is given up; the batch still runs for the other callers (and fills the cache) |
 //!
