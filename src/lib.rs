@@ -66,6 +66,7 @@
 //!   a property test and a fuzz target against a reference model, and
 //!   paused-clock behaviour tests.
 
+pub mod batch;
 /// Bounded MPMC channels with backpressure, weights, watermarks and eviction.
 pub mod channel;
 pub mod clock;

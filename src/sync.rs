@@ -15,6 +15,13 @@
 
 #![allow(unreachable_pub, dead_code, unused_imports)]
 
+/// A plain reference count for *values* handed out to users (a batch error
+/// shared by every key of a failed batch), on both sides: it is no
+/// synchronisation point for loom to explore, and the public API must not
+/// change type under `--cfg loom` (loom's `Arc` has no `Display` forwarding
+/// or unsized coercion).
+pub(crate) use std::sync::Arc as ValueArc;
+
 #[cfg(not(loom))]
 mod imp {
     pub(crate) use std::sync::Arc;

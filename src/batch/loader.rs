@@ -1,0 +1,1169 @@
+//! The async shell: the `Loader` handle, its load futures and the batch task.
+//!
+//! Shape (tower's buffer, split per batch): the handle registers each key
+//! with the shared state (the "message": a key plus the batch cell its
+//! answer will land in), and the first key of a batch spawns that batch's
+//! worker task. The worker waits out the window (one scheduler turn, or the
+//! configured `delay`, or until the batch is full), takes the batch's keys,
+//! waits for a batch slot, calls the batch function and publishes the
+//! answer into the cell. One task per batch instead of one long-lived worker
+//! means there is no shutdown protocol and batches run concurrently.
+//!
+//! Locking: two kinds of short critical sections, never nested and never
+//! held across an `.await` — the loader's `inner` (collector + cache) and
+//! each batch's `cell` (answer + wakers). Wakers are woken outside both.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use super::core::{Admission, BatchId, Cache, Collector};
+use super::error::LoadError;
+use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{Arc, Mutex, ValueArc};
+use crate::{ConfigError, ConfigErrorKind};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+type BatchFn<K, V, E> = Box<dyn Fn(Vec<K>) -> BoxFuture<Answer<K, V, E>> + Send + Sync>;
+
+/// The largest `max_batch_size` accepted.
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+/// The longest `delay` accepted.
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
+const COMPONENT: &str = "loader";
+
+/// What a batch answered, in the form the waiters read it.
+pub(crate) enum Answer<K, V, E> {
+    /// A map answer: keys missing from it are `NotFound`.
+    Map(HashMap<K, V>),
+    /// A per-key answer (from a `Vec<Result<V, E>>`).
+    PerKey(HashMap<K, Result<V, ValueArc<E>>>),
+    /// The whole batch failed.
+    Failed(LoadError<E>),
+}
+
+impl<K: Eq + Hash, V: Clone, E> Answer<K, V, E> {
+    #[inline]
+    fn get(&self, key: &K) -> Result<V, LoadError<E>> {
+        match self {
+            Answer::Map(map) => map.get(key).cloned().ok_or(LoadError::NotFound),
+            Answer::PerKey(map) => match map.get(key) {
+                Some(Ok(v)) => Ok(v.clone()),
+                Some(Err(e)) => Err(LoadError::Key(ValueArc::clone(e))),
+                None => Err(LoadError::NotFound),
+            },
+            Answer::Failed(e) => Err(e.clone()),
+        }
+    }
+
+    /// What the cache may keep for `key`: values always; `NotFound` and
+    /// per-key errors only when asked; whole-batch failures never
+    /// (DataLoader's rule: a failed dispatch is retried by the next load).
+    fn cacheable(&self, key: &K, cache_errors: bool) -> Option<Result<V, LoadError<E>>> {
+        match self.get(key) {
+            Ok(v) => Some(Ok(v)),
+            Err(e @ (LoadError::NotFound | LoadError::Key(_))) if cache_errors => Some(Err(e)),
+            Err(_) => None,
+        }
+    }
+}
+
+/// One batch's rendezvous: its answer and the wakers of everyone waiting.
+struct Cell<K, V, E> {
+    /// Set (under `state`'s lock, before any waiter is woken) once `answer`
+    /// is in. Lets a re-polled waiter whose waker is already registered
+    /// return `Pending` without taking the lock.
+    answered: AtomicBool,
+    state: Mutex<CellState<K, V, E>>,
+}
+
+struct CellState<K, V, E> {
+    /// Full: the worker should take it now.
+    sealed: bool,
+    /// The batch's worker, while it waits out the window.
+    worker: Option<Waker>,
+    answer: Option<Answer<K, V, E>>,
+    /// One slot per waiting load; `None` once woken or cancelled.
+    waiters: Vec<Option<Waker>>,
+}
+
+impl<K, V, E> Cell<K, V, E> {
+    fn new() -> Self {
+        Self {
+            answered: AtomicBool::new(false),
+            state: Mutex::new(CellState {
+                sealed: false,
+                worker: None,
+                answer: None,
+                waiters: Vec::new(),
+            }),
+        }
+    }
+
+    fn seal(&self) {
+        let worker = {
+            let mut st = self.state.lock();
+            st.sealed = true;
+            st.worker.take()
+        };
+        if let Some(w) = worker {
+            w.wake();
+        }
+    }
+
+    fn publish(&self, answer: Answer<K, V, E>) {
+        let waiters = {
+            let mut st = self.state.lock();
+            st.answer = Some(answer);
+            self.answered.store(true, Ordering::Release);
+            std::mem::take(&mut st.waiters)
+        };
+        for w in waiters.into_iter().flatten() {
+            w.wake();
+        }
+    }
+}
+
+struct Config {
+    max_batch_size: usize,
+    delay: Option<Duration>,
+    max_concurrent_batches: Option<usize>,
+    cache_max_entries: Option<usize>,
+    cache_errors: bool,
+}
+
+struct Inner<K, V, E> {
+    collector: Collector<K, Arc<Cell<K, V, E>>>,
+    cache: Option<Cache<K, Result<V, LoadError<E>>>>,
+    /// Per-key counters, kept under the lock every key takes anyway (one
+    /// atomic read-modify-write less per key).
+    keys_requested: u64,
+    cache_hits: u64,
+    deduplicated: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches_dispatched: AtomicU64,
+    keys_loaded: AtomicU64,
+    failed_batches: AtomicU64,
+    in_flight_batches: AtomicUsize,
+}
+
+struct Shared<K, V, E> {
+    inner: Mutex<Inner<K, V, E>>,
+    batch_fn: BatchFn<K, V, E>,
+    config: Config,
+    slots: Option<BatchSlots>,
+    counters: Counters,
+    #[cfg(not(loom))]
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+/// Bounds the batches running at once: the crate's fair FIFO semaphore, so
+/// batches start in the order their windows closed.
+type BatchSlots = crate::semaphore::Semaphore;
+
+/// A DataLoader: turns concurrent lookups by key into few calls of one
+/// batch function.
+///
+/// Keys requested in the same scheduler turn (or within
+/// [`delay`](LoaderBuilder::delay)) go into one call of the batch function;
+/// a batch is sent early once [`max_batch_size`](LoaderBuilder::max_batch_size)
+/// keys wait. A key already waiting or being fetched is never fetched twice:
+/// its second caller joins the first one's batch.
+///
+/// Batches run on their own Tokio task: cancelling the load that started a
+/// batch does not cancel it for the others. Clones share one loader.
+///
+/// # Memory
+///
+/// The open batch holds at most `max_batch_size` keys; each waiting load
+/// holds one waker slot in its batch; the optional cache holds at most
+/// `max_entries` answers and evicts the oldest first. With
+/// `max_concurrent_batches`, batches waiting for a slot keep their keys (one
+/// entry per distinct key, held for callers already waiting on them).
+///
+/// # Examples
+///
+/// ```
+/// use std::collections::HashMap;
+/// use flowguard::batch::Loader;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let users = Loader::new(|ids: Vec<u32>| async move {
+///     // One query for all ids: SELECT ... WHERE id IN (...)
+///     Ok::<_, std::io::Error>(ids.into_iter().map(|id| (id, format!("user {id}"))).collect::<HashMap<_, _>>())
+/// });
+/// let (a, b) = tokio::join!(users.load(1), users.load(2));
+/// assert_eq!(a.unwrap(), "user 1");
+/// assert_eq!(b.unwrap(), "user 2");
+/// assert_eq!(users.metrics().batches_dispatched, 1);
+/// # }
+/// ```
+pub struct Loader<K, V, E> {
+    shared: Arc<Shared<K, V, E>>,
+}
+
+impl<K, V, E> Clone for Loader<K, V, E> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<K, V, E> fmt::Debug for Loader<K, V, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loader")
+            .field("max_batch_size", &self.shared.config.max_batch_size)
+            .field("delay", &self.shared.config.delay)
+            .field(
+                "max_concurrent_batches",
+                &self.shared.config.max_concurrent_batches,
+            )
+            .field("cache_max_entries", &self.shared.config.cache_max_entries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A snapshot of a loader's counters, as plain numbers.
+///
+/// # Examples
+///
+/// ```
+/// # use std::collections::HashMap;
+/// # use flowguard::batch::Loader;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let loader = Loader::new(|keys: Vec<u8>| async move {
+///     Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+/// });
+/// let _ = tokio::join!(loader.load(1), loader.load(1), loader.load(2));
+/// let m = loader.metrics();
+/// assert_eq!((m.keys_requested, m.deduplicated, m.keys_loaded), (3, 1, 2));
+/// assert_eq!(m.mean_batch_size(), 2.0);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct LoaderMetrics {
+    /// Calls of the batch function started.
+    pub batches_dispatched: u64,
+    /// Keys asked for by callers (each key of a `load_many` counts).
+    pub keys_requested: u64,
+    /// Keys handed to the batch function (after de-duplication).
+    pub keys_loaded: u64,
+    /// Keys answered from the cache.
+    pub cache_hits: u64,
+    /// Keys that joined a batch already holding them.
+    pub deduplicated: u64,
+    /// Batches that failed as a whole (error, panic or no runtime).
+    pub failed_batches: u64,
+    /// Batches whose function is running now.
+    pub in_flight_batches: usize,
+    /// Keys in the batch still collecting.
+    pub keys_waiting: usize,
+    /// Distinct keys in batches not yet answered (collecting, waiting for a
+    /// slot, or running).
+    pub keys_in_flight: usize,
+    /// Entries in the cache.
+    pub cache_entries: usize,
+    /// Cache entries evicted to keep `max_entries`.
+    pub cache_evictions: u64,
+}
+
+impl LoaderMetrics {
+    /// Keys per batch call so far (0 before the first batch).
+    pub fn mean_batch_size(&self) -> f64 {
+        if self.batches_dispatched == 0 {
+            0.0
+        } else {
+            self.keys_loaded as f64 / self.batches_dispatched as f64
+        }
+    }
+}
+
+/// Configures a [`Loader`]; made by [`Loader::builder`] or [`Loader::builder_vec`].
+///
+/// Defaults: `max_batch_size` 1000, batching within one scheduler turn (no
+/// `delay`), unbounded concurrent batches, no cache.
+///
+/// # Examples
+///
+/// ```
+/// use std::{collections::HashMap, time::Duration};
+/// use flowguard::batch::Loader;
+///
+/// let loader = Loader::builder(|keys: Vec<u64>| async move {
+///     Ok::<_, String>(keys.into_iter().map(|k| (k, k * 2)).collect::<HashMap<_, _>>())
+/// })
+/// .max_batch_size(100)
+/// .delay(Duration::from_millis(2))
+/// .max_concurrent_batches(4)
+/// .cache(10_000)
+/// .build()
+/// .unwrap();
+/// # let _ = loader;
+/// ```
+pub struct LoaderBuilder<K, V, E> {
+    batch_fn: BatchFn<K, V, E>,
+    max_batch_size: usize,
+    delay: Option<Duration>,
+    max_concurrent_batches: Option<usize>,
+    cache_max_entries: Option<usize>,
+    cache_errors: bool,
+}
+
+impl<K, V, E> fmt::Debug for LoaderBuilder<K, V, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoaderBuilder")
+            .field("max_batch_size", &self.max_batch_size)
+            .field("delay", &self.delay)
+            .field("max_concurrent_batches", &self.max_concurrent_batches)
+            .field("cache_max_entries", &self.cache_max_entries)
+            .field("cache_errors", &self.cache_errors)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V, E> LoaderBuilder<K, V, E>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    fn with_fn(batch_fn: BatchFn<K, V, E>) -> Self {
+        Self {
+            batch_fn,
+            max_batch_size: 1000,
+            delay: None,
+            max_concurrent_batches: None,
+            cache_max_entries: None,
+            cache_errors: false,
+        }
+    }
+
+    /// Sends a batch as soon as it holds this many keys (1 to [`MAX_BATCH_SIZE`]).
+    pub fn max_batch_size(mut self, max_batch_size: usize) -> Self {
+        self.max_batch_size = max_batch_size;
+        self
+    }
+
+    /// Waits this long after a batch's first key before sending it (at most
+    /// [`MAX_DELAY`]), collecting more keys. Without it, a batch collects the
+    /// keys requested in the current scheduler turn.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// Runs at most this many batch calls at once (at least 1); further
+    /// batches wait, first come first served. Unbounded if not set.
+    pub fn max_concurrent_batches(mut self, max_concurrent_batches: usize) -> Self {
+        self.max_concurrent_batches = Some(max_concurrent_batches);
+        self
+    }
+
+    /// Caches answers, keeping at most `max_entries` (at least 1), oldest
+    /// evicted first.
+    ///
+    /// Cached: every value; a whole-batch failure never (the next load
+    /// retries); `NotFound` and per-key errors only with
+    /// [`cache_errors`](Self::cache_errors). An answer is cached only if its
+    /// key was not [cleared](Loader::clear) while the batch ran.
+    pub fn cache(mut self, max_entries: usize) -> Self {
+        self.cache_max_entries = Some(max_entries);
+        self
+    }
+
+    /// Also caches `NotFound` and per-key errors (needs [`cache`](Self::cache)).
+    pub fn cache_errors(mut self, cache_errors: bool) -> Self {
+        self.cache_errors = cache_errors;
+        self
+    }
+
+    /// Builds the loader.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field: `max_batch_size` zero or above
+    /// [`MAX_BATCH_SIZE`]; `delay` above [`MAX_DELAY`];
+    /// `max_concurrent_batches` zero or above
+    /// [`semaphore::MAX_PERMITS`](crate::semaphore::MAX_PERMITS);
+    /// `max_entries` zero; `cache_errors` without a cache.
+    pub fn build(self) -> Result<Loader<K, V, E>, ConfigError> {
+        if self.max_batch_size == 0 {
+            return Err(ConfigError::new(
+                COMPONENT,
+                "max_batch_size",
+                ConfigErrorKind::Zero,
+                "must be at least 1, got 0",
+            ));
+        }
+        if self.max_batch_size > MAX_BATCH_SIZE {
+            return Err(ConfigError::new(
+                COMPONENT,
+                "max_batch_size",
+                ConfigErrorKind::TooLarge,
+                format!(
+                    "must be at most {MAX_BATCH_SIZE}, got {}",
+                    self.max_batch_size
+                ),
+            ));
+        }
+        if let Some(d) = self.delay {
+            if d > MAX_DELAY {
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    "delay",
+                    ConfigErrorKind::TooLarge,
+                    format!("must be at most {MAX_DELAY:?}, got {d:?}"),
+                ));
+            }
+        }
+        if let Some(n) = self.max_concurrent_batches {
+            if n == 0 {
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    "max_concurrent_batches",
+                    ConfigErrorKind::Zero,
+                    "must be at least 1, got 0",
+                ));
+            }
+            if n > crate::semaphore::MAX_PERMITS {
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    "max_concurrent_batches",
+                    ConfigErrorKind::TooLarge,
+                    format!("must be at most {}, got {n}", crate::semaphore::MAX_PERMITS),
+                ));
+            }
+        }
+        if self.cache_max_entries == Some(0) {
+            return Err(ConfigError::new(
+                COMPONENT,
+                "max_entries",
+                ConfigErrorKind::Zero,
+                "must be at least 1, got 0",
+            ));
+        }
+        if self.cache_errors && self.cache_max_entries.is_none() {
+            return Err(ConfigError::new(
+                COMPONENT,
+                "cache_errors",
+                ConfigErrorKind::Conflict,
+                "needs a cache: call cache(max_entries) too",
+            ));
+        }
+        Ok(self.assemble())
+    }
+
+    /// Builds without validating: only for settings known to be valid.
+    fn assemble(self) -> Loader<K, V, E> {
+        let config = Config {
+            max_batch_size: self.max_batch_size,
+            delay: self.delay,
+            max_concurrent_batches: self.max_concurrent_batches,
+            cache_max_entries: self.cache_max_entries,
+            cache_errors: self.cache_errors,
+        };
+        Loader {
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner {
+                    collector: Collector::new(config.max_batch_size),
+                    cache: config.cache_max_entries.map(Cache::new),
+                    keys_requested: 0,
+                    cache_hits: 0,
+                    deduplicated: 0,
+                }),
+                batch_fn: self.batch_fn,
+                slots: config.max_concurrent_batches.map(BatchSlots::new),
+                config,
+                counters: Counters::default(),
+                #[cfg(not(loom))]
+                runtime: tokio::runtime::Handle::try_current().ok(),
+            }),
+        }
+    }
+}
+
+impl<K, V, E> Loader<K, V, E>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// A loader with the default settings (see [`LoaderBuilder`]) around a
+    /// batch function that answers a map; keys it leaves out are
+    /// [`LoadError::NotFound`].
+    ///
+    /// # Examples
+    ///
+    /// See [`Loader`].
+    pub fn new<F, Fut>(batch_fn: F) -> Self
+    where
+        F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<HashMap<K, V>, E>> + Send + 'static,
+    {
+        // The defaults pass every check in `build`.
+        Self::builder(batch_fn).assemble()
+    }
+
+    /// A builder around a batch function that answers a map.
+    ///
+    /// # Examples
+    ///
+    /// See [`LoaderBuilder`].
+    pub fn builder<F, Fut>(batch_fn: F) -> LoaderBuilder<K, V, E>
+    where
+        F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<HashMap<K, V>, E>> + Send + 'static,
+    {
+        LoaderBuilder::with_fn(Box::new(move |keys| {
+            let fut = batch_fn(keys);
+            Box::pin(async move {
+                match fut.await {
+                    Ok(map) => Answer::Map(map),
+                    Err(e) => Answer::Failed(LoadError::Batch(ValueArc::new(e))),
+                }
+            }) as BoxFuture<_>
+        }))
+    }
+
+    /// A builder around a batch function that answers one `Result` per key,
+    /// in the order of the keys it was given (graphql/dataloader's shape).
+    ///
+    /// A per-key `Err` is [`LoadError::Key`] for that key only; an answer of
+    /// the wrong length fails every key with [`LoadError::WrongLength`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::batch::{LoadError, Loader};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let loader = Loader::builder_vec(|keys: Vec<i32>| async move {
+    ///     Ok::<_, String>(
+    ///         keys.iter()
+    ///             .map(|&k| if k >= 0 { Ok(k * 10) } else { Err(format!("negative {k}")) })
+    ///             .collect(),
+    ///     )
+    /// })
+    /// .build()
+    /// .unwrap();
+    /// let (ok, bad) = tokio::join!(loader.load(4), loader.load(-1));
+    /// assert_eq!(ok.unwrap(), 40);
+    /// assert!(matches!(bad, Err(LoadError::Key(e)) if *e == "negative -1"));
+    /// # }
+    /// ```
+    pub fn builder_vec<F, Fut>(batch_fn: F) -> LoaderBuilder<K, V, E>
+    where
+        F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<Result<V, E>>, E>> + Send + 'static,
+    {
+        LoaderBuilder::with_fn(Box::new(move |keys: Vec<K>| {
+            let expected = keys.len();
+            let fut = batch_fn(keys.clone());
+            Box::pin(async move {
+                match fut.await {
+                    Ok(values) if values.len() == expected => Answer::PerKey(
+                        keys.into_iter()
+                            .zip(values)
+                            .map(|(k, r)| (k, r.map_err(ValueArc::new)))
+                            .collect(),
+                    ),
+                    Ok(values) => Answer::Failed(LoadError::WrongLength {
+                        expected,
+                        actual: values.len(),
+                    }),
+                    Err(e) => Answer::Failed(LoadError::Batch(ValueArc::new(e))),
+                }
+            }) as BoxFuture<_>
+        }))
+    }
+
+    /// Loads one key, batched with the other keys requested meanwhile.
+    ///
+    /// Nothing happens until the future is first polled.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::NotFound`] if the answer lacks the key,
+    /// [`LoadError::Batch`] if the batch failed, [`LoadError::Key`] /
+    /// [`LoadError::WrongLength`] from a [`Vec` answer](Self::builder_vec),
+    /// [`LoadError::Aborted`] if the batch function panicked,
+    /// [`LoadError::NoRuntime`] if polled outside a Tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future gives up only this caller's interest: the batch
+    /// still runs for every other caller (and fills the cache).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::collections::HashMap;
+    /// # use flowguard::batch::{LoadError, Loader};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let loader = Loader::new(|keys: Vec<u32>| async move {
+    ///     Ok::<_, ()>(keys.into_iter().filter(|k| k % 2 == 0).map(|k| (k, k)).collect::<HashMap<_, _>>())
+    /// });
+    /// assert_eq!(loader.load(2).await.unwrap(), 2);
+    /// assert!(matches!(loader.load(3).await, Err(LoadError::NotFound)));
+    /// # }
+    /// ```
+    pub fn load(&self, key: K) -> Load<K, V, E> {
+        Load {
+            shared: Arc::clone(&self.shared),
+            state: LoadState::Start(key),
+        }
+    }
+
+    /// Loads several keys, answering in their order.
+    ///
+    /// # Errors
+    ///
+    /// Per key, as [`load`](Self::load).
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`load`](Self::load), for each key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::collections::HashMap;
+    /// # use flowguard::batch::Loader;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let loader = Loader::new(|keys: Vec<u32>| async move {
+    ///     Ok::<_, ()>(keys.into_iter().map(|k| (k, k + 1)).collect::<HashMap<_, _>>())
+    /// });
+    /// let values: Vec<u32> = loader.load_many([1, 2, 3]).await.into_iter().map(Result::unwrap).collect();
+    /// assert_eq!(values, [2, 3, 4]);
+    /// assert_eq!(loader.metrics().batches_dispatched, 1);
+    /// # }
+    /// ```
+    pub fn load_many(&self, keys: impl IntoIterator<Item = K>) -> LoadMany<K, V, E> {
+        let loads: Vec<_> = keys.into_iter().map(|k| self.load(k)).collect();
+        LoadMany {
+            outputs: loads.iter().map(|_| None).collect(),
+            loads,
+        }
+    }
+
+    /// Answers from the cache alone: `None` if the key is not cached (never
+    /// starts a fetch).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::collections::HashMap;
+    /// # use flowguard::batch::Loader;
+    /// let loader = Loader::builder(|keys: Vec<u32>| async move {
+    ///     Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+    /// })
+    /// .cache(100)
+    /// .build()
+    /// .unwrap();
+    /// assert!(loader.try_load(&7).is_none());
+    /// loader.prime(7, 70);
+    /// assert_eq!(loader.try_load(&7).unwrap().unwrap(), 70);
+    /// ```
+    pub fn try_load(&self, key: &K) -> Option<Result<V, LoadError<E>>> {
+        let mut inner = self.shared.inner.lock();
+        let hit = inner.cache.as_ref()?.get(key)?.clone();
+        inner.cache_hits += 1;
+        Some(hit)
+    }
+
+    /// Puts a value in the cache unless the key is cached already (as
+    /// DataLoader's `prime`; [`clear`](Self::clear) first to overwrite).
+    /// Returns whether it was stored; always `false` without a cache.
+    ///
+    /// # Examples
+    ///
+    /// See [`try_load`](Self::try_load).
+    pub fn prime(&self, key: K, value: V) -> bool {
+        let mut inner = self.shared.inner.lock();
+        match inner.cache.as_mut() {
+            Some(cache) if cache.get(&key).is_none() => {
+                cache.insert(key, Ok(value));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets `key`: drops its cached answer, and if a running batch is
+    /// fetching it, the next load fetches it afresh (the running batch's
+    /// answer still reaches the loads already waiting on it, but is not
+    /// cached). Returns whether a cached answer was dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::collections::HashMap;
+    /// # use flowguard::batch::Loader;
+    /// let loader = Loader::builder(|keys: Vec<u32>| async move {
+    ///     Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+    /// })
+    /// .cache(100)
+    /// .build()
+    /// .unwrap();
+    /// loader.prime(1, 10);
+    /// assert!(loader.clear(&1));
+    /// assert!(loader.try_load(&1).is_none());
+    /// ```
+    pub fn clear(&self, key: &K) -> bool {
+        let mut inner = self.shared.inner.lock();
+        inner.collector.clear(key);
+        inner.cache.as_mut().is_some_and(|c| c.remove(key))
+    }
+
+    /// [`clear`](Self::clear) for every key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::collections::HashMap;
+    /// # use flowguard::batch::Loader;
+    /// let loader = Loader::builder(|keys: Vec<u32>| async move {
+    ///     Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+    /// })
+    /// .cache(100)
+    /// .build()
+    /// .unwrap();
+    /// loader.prime(1, 10);
+    /// loader.clear_all();
+    /// assert_eq!(loader.metrics().cache_entries, 0);
+    /// ```
+    pub fn clear_all(&self) {
+        let mut inner = self.shared.inner.lock();
+        inner.collector.clear_all();
+        if let Some(cache) = inner.cache.as_mut() {
+            cache.clear();
+        }
+        drop(inner);
+        tracing::debug!("loader cache cleared");
+    }
+
+    /// A snapshot of the counters.
+    ///
+    /// # Examples
+    ///
+    /// See [`LoaderMetrics`].
+    pub fn metrics(&self) -> LoaderMetrics {
+        let c = &self.shared.counters;
+        let (keys_requested, cache_hits, deduplicated);
+        let (keys_waiting, keys_in_flight, cache_entries, cache_evictions) = {
+            let inner = self.shared.inner.lock();
+            (keys_requested, cache_hits, deduplicated) =
+                (inner.keys_requested, inner.cache_hits, inner.deduplicated);
+            (
+                inner.collector.open_len(),
+                inner.collector.keys_in_flight(),
+                inner.cache.as_ref().map_or(0, Cache::len),
+                inner.cache.as_ref().map_or(0, Cache::evictions),
+            )
+        };
+        LoaderMetrics {
+            batches_dispatched: c.batches_dispatched.load(Ordering::Relaxed),
+            keys_requested,
+            keys_loaded: c.keys_loaded.load(Ordering::Relaxed),
+            cache_hits,
+            deduplicated,
+            failed_batches: c.failed_batches.load(Ordering::Relaxed),
+            in_flight_batches: c.in_flight_batches.load(Ordering::Relaxed),
+            keys_waiting,
+            keys_in_flight,
+            cache_entries,
+            cache_evictions,
+        }
+    }
+}
+
+/// What a load's first poll found.
+enum Registered<K, V, E> {
+    Cached(Result<V, LoadError<E>>),
+    Waiting(Arc<Cell<K, V, E>>),
+}
+
+impl<K, V, E> Shared<K, V, E>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    /// Puts `key` into a batch (or answers it from the cache).
+    fn register(this: &Arc<Self>, key: &K) -> Registered<K, V, E> {
+        let (cell, admission, full) = {
+            let mut inner = this.inner.lock();
+            inner.keys_requested += 1;
+            if let Some(hit) = inner.cache.as_ref().and_then(|c| c.get(key)) {
+                let hit = hit.clone();
+                inner.cache_hits += 1;
+                return Registered::Cached(hit);
+            }
+            let (cell, admission, full) = inner
+                .collector
+                .request(key.clone(), |_| Arc::new(Cell::new()));
+            if let Admission::Joined(_) = admission {
+                inner.deduplicated += 1;
+            }
+            (cell, admission, full)
+        };
+        match admission {
+            Admission::Joined(_) => {}
+            Admission::Opened(id) => Self::spawn_worker(this, id, Arc::clone(&cell)),
+            Admission::Added(_) => {}
+        }
+        if full {
+            cell.seal();
+        }
+        Registered::Waiting(cell)
+    }
+
+    /// Starts batch `id`'s worker task.
+    fn spawn_worker(this: &Arc<Self>, id: BatchId, cell: Arc<Cell<K, V, E>>) {
+        let guard = WorkerGuard {
+            shared: Arc::clone(this),
+            cell,
+            id,
+            keys: None,
+            in_flight: false,
+            done: false,
+            abort: LoadError::Aborted,
+        };
+        #[cfg(not(loom))]
+        {
+            let handle = tokio::runtime::Handle::try_current()
+                .ok()
+                .or_else(|| this.runtime.clone());
+            match handle {
+                Some(handle) => drop(handle.spawn(run_batch(guard))),
+                None => {
+                    let mut guard = guard;
+                    guard.abort = LoadError::NoRuntime;
+                    drop(guard);
+                }
+            }
+        }
+        #[cfg(loom)]
+        {
+            let worker = run_batch(guard);
+            drop(crate::sync::thread::Builder::new().spawn(move || crate::sync::block_on(worker)));
+        }
+    }
+
+    /// Publishes batch `id`'s answer: cache, in-flight bookkeeping, waiters.
+    fn finish(&self, id: BatchId, keys: &[K], cell: &Cell<K, V, E>, answer: Answer<K, V, E>) {
+        if matches!(answer, Answer::Failed(_)) {
+            self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(batch = id, keys = keys.len(), "batch failed");
+        } else {
+            tracing::debug!(batch = id, keys = keys.len(), "batch answered");
+        }
+        {
+            let mut inner = self.inner.lock();
+            let Inner {
+                collector, cache, ..
+            } = &mut *inner;
+            let owned = collector.complete(id, keys);
+            if let Some(cache) = cache.as_mut() {
+                for key in owned {
+                    if let Some(entry) = answer.cacheable(key, self.config.cache_errors) {
+                        cache.insert(key.clone(), entry);
+                    }
+                }
+            }
+        }
+        cell.publish(answer);
+    }
+}
+
+/// Owns a batch from its creation: if the worker is dropped before it
+/// answers (never spawned, the batch function panicked, the runtime shut
+/// down), the batch fails with `abort` instead of leaving its waiters hanging.
+struct WorkerGuard<K, V, E>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    shared: Arc<Shared<K, V, E>>,
+    cell: Arc<Cell<K, V, E>>,
+    id: BatchId,
+    keys: Option<Vec<K>>,
+    in_flight: bool,
+    done: bool,
+    abort: LoadError<E>,
+}
+
+impl<K, V, E> Drop for WorkerGuard<K, V, E>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let keys = match self.keys.take() {
+            Some(keys) => keys,
+            None => self
+                .shared
+                .inner
+                .lock()
+                .collector
+                .take(self.id)
+                .unwrap_or_default(),
+        };
+        if self.in_flight {
+            self.shared
+                .counters
+                .in_flight_batches
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        let abort = self.abort.clone();
+        self.shared
+            .finish(self.id, &keys, &self.cell, Answer::Failed(abort));
+    }
+}
+
+/// The worker of one batch: window, slot, call, publish.
+async fn run_batch<K, V, E>(mut guard: WorkerGuard<K, V, E>)
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    let shared = Arc::clone(&guard.shared);
+    let cell = Arc::clone(&guard.cell);
+    let id = guard.id;
+    window(&cell, shared.config.delay).await;
+    let keys = shared.inner.lock().collector.take(id).unwrap_or_default();
+    guard.keys = Some(keys.clone());
+    let _slot = match &shared.slots {
+        // Never closed, so this only fails if it were; then run unbounded.
+        Some(slots) => slots.acquire().await.ok(),
+        None => None,
+    };
+    let n = keys.len();
+    let c = &shared.counters;
+    c.batches_dispatched.fetch_add(1, Ordering::Relaxed);
+    c.keys_loaded.fetch_add(n as u64, Ordering::Relaxed);
+    c.in_flight_batches.fetch_add(1, Ordering::Relaxed);
+    guard.in_flight = true;
+    tracing::debug!(batch = id, keys = n, "batch dispatched");
+    let answer = (shared.batch_fn)(keys).await;
+    let keys = guard.keys.take().unwrap_or_default();
+    guard.done = true;
+    c.in_flight_batches.fetch_sub(1, Ordering::Relaxed);
+    shared.finish(id, &keys, &cell, answer);
+}
+
+/// Waits until the batch is sealed (full) or its window is over.
+async fn window<K, V, E>(cell: &Cell<K, V, E>, delay: Option<Duration>) {
+    #[cfg(not(loom))]
+    {
+        let mut sleep = delay.map(|d| Box::pin(tokio::time::sleep(d)));
+        let mut turn = std::pin::pin!(tokio::task::yield_now());
+        std::future::poll_fn(|cx| {
+            {
+                let mut st = cell.state.lock();
+                if st.sealed {
+                    return Poll::Ready(());
+                }
+                match &st.worker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => st.worker = Some(cx.waker().clone()),
+                }
+            }
+            match sleep.as_mut() {
+                Some(sleep) => sleep.as_mut().poll(cx),
+                None => turn.as_mut().poll(cx),
+            }
+        })
+        .await;
+    }
+    #[cfg(loom)]
+    {
+        // The worker is its own loom thread: whatever it finds is "this turn".
+        let _ = (cell, delay);
+    }
+}
+
+enum LoadState<K, V, E> {
+    Start(K),
+    Waiting {
+        cell: Arc<Cell<K, V, E>>,
+        key: K,
+        /// Index in the cell's waiters, and a copy of the waker put there.
+        slot: Option<(usize, Waker)>,
+    },
+    Done,
+}
+
+/// The future of [`Loader::load`].
+///
+/// `Send` and `Unpin`; dropping it is always safe (see the cancel-safety
+/// notes on [`Loader::load`]).
+pub struct Load<K, V, E> {
+    shared: Arc<Shared<K, V, E>>,
+    state: LoadState<K, V, E>,
+}
+
+impl<K, V, E> fmt::Debug for Load<K, V, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            LoadState::Start(_) => "start",
+            LoadState::Waiting { .. } => "waiting",
+            LoadState::Done => "done",
+        };
+        f.debug_struct("Load").field("state", &state).finish()
+    }
+}
+
+impl<K, V, E> Unpin for Load<K, V, E> {}
+
+impl<K, V, E> Future for Load<K, V, E>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    type Output = Result<V, LoadError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let LoadState::Start(_) = this.state {
+            let LoadState::Start(key) = std::mem::replace(&mut this.state, LoadState::Done) else {
+                return Poll::Pending;
+            };
+            match Shared::register(&this.shared, &key) {
+                Registered::Cached(answer) => return Poll::Ready(answer),
+                Registered::Waiting(cell) => {
+                    this.state = LoadState::Waiting {
+                        cell,
+                        key,
+                        slot: None,
+                    }
+                }
+            }
+        }
+        match &mut this.state {
+            LoadState::Waiting { cell, key, slot } => {
+                // Fast path: not answered yet and this very waker is registered.
+                if let Some((_, registered)) = slot {
+                    if registered.will_wake(cx.waker()) && !cell.answered.load(Ordering::Acquire) {
+                        return Poll::Pending;
+                    }
+                }
+                let mut st = cell.state.lock();
+                if let Some(answer) = st.answer.as_ref() {
+                    let out = answer.get(key);
+                    drop(st);
+                    this.state = LoadState::Done;
+                    return Poll::Ready(out);
+                }
+                let waker = cx.waker().clone();
+                match slot {
+                    Some((i, registered)) => {
+                        if let Some(w) = st.waiters.get_mut(*i) {
+                            *w = Some(waker.clone());
+                        }
+                        *registered = waker;
+                    }
+                    None => {
+                        *slot = Some((st.waiters.len(), waker.clone()));
+                        st.waiters.push(Some(waker));
+                    }
+                }
+                Poll::Pending
+            }
+            // Polled after completion: stay pending rather than panic.
+            _ => Poll::Pending,
+        }
+    }
+}
+
+impl<K, V, E> Drop for Load<K, V, E> {
+    fn drop(&mut self) {
+        if let LoadState::Waiting {
+            cell,
+            slot: Some((i, _)),
+            ..
+        } = &self.state
+        {
+            let mut st = cell.state.lock();
+            if let Some(w) = st.waiters.get_mut(*i) {
+                *w = None;
+            }
+        }
+    }
+}
+
+/// The future of [`Loader::load_many`]: one answer per key, in key order.
+pub struct LoadMany<K, V, E> {
+    loads: Vec<Load<K, V, E>>,
+    outputs: Vec<Option<Result<V, LoadError<E>>>>,
+}
+
+impl<K, V, E> fmt::Debug for LoadMany<K, V, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadMany")
+            .field("keys", &self.loads.len())
+            .field(
+                "answered",
+                &self.outputs.iter().filter(|o| o.is_some()).count(),
+            )
+            .finish()
+    }
+}
+
+impl<K, V, E> Unpin for LoadMany<K, V, E> {}
+
+impl<K, V, E> Future for LoadMany<K, V, E>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    type Output = Vec<Result<V, LoadError<E>>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut pending = false;
+        for (load, out) in this.loads.iter_mut().zip(this.outputs.iter_mut()) {
+            if out.is_none() {
+                match Pin::new(load).poll(cx) {
+                    Poll::Ready(v) => *out = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            return Poll::Pending;
+        }
+        this.loads.clear();
+        Poll::Ready(
+            std::mem::take(&mut this.outputs)
+                .into_iter()
+                .map(|o| o.unwrap_or(Err(LoadError::Aborted)))
+                .collect(),
+        )
+    }
+}

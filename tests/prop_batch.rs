@@ -1,0 +1,57 @@
+//! Property tests: random load schedules, real loader vs the naive model in
+//! `tests/model/batch.rs`.
+
+#[path = "model/batch.rs"]
+mod model;
+
+use model::Op;
+use proptest::prelude::*;
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..8).prop_map(Op::Load),
+        2 => Just(Op::Tick),
+        2 => (0u8..16).prop_map(Op::Advance),
+        1 => any::<u8>().prop_map(Op::Cancel),
+        1 => (0u8..8).prop_map(Op::Clear),
+        1 => Just(Op::ClearAll),
+        1 => (0u8..8).prop_map(Op::Prime),
+    ]
+}
+
+fn schedule() -> impl Strategy<Value = Vec<Op>> {
+    (0u8..4, any::<bool>(), prop::collection::vec(op(), 0..60)).prop_map(|(n, cache, ops)| {
+        std::iter::once(Op::Configure(n, cache))
+            .chain(ops)
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn loader_matches_model(ops in schedule()) {
+        model::check(&ops);
+    }
+
+    #[test]
+    fn fuzz_bytes_decode_and_check(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
+        model::check(&model::ops_from_bytes(&bytes));
+    }
+}
+
+#[test]
+fn dedup_against_running_batch_then_clear_refetches() {
+    use Op::*;
+    model::check(&[
+        Configure(2, true),
+        Load(1),
+        Tick,
+        Load(1),
+        Clear(1),
+        Load(1),
+        Advance(10),
+        Load(1),
+    ]);
+}
