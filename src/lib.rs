@@ -8,6 +8,7 @@
 //! | [`semaphore`] | [`Semaphore`](semaphore::Semaphore) | the async, fair, weighted, resizable permit counter every bounded thing here is built on |
 //! | [`pool`] | [`WorkerPool`](pool::WorkerPool), [`BlockingPool`](pool::BlockingPool), [`CpuPool`](pool::CpuPool) | "run at most N of these at once": I/O futures, blocking calls, CPU work |
 //! | [`channel`] | [`bounded`](channel::bounded), [`Sender`](channel::Sender), [`Receiver`](channel::Receiver) | "a fast producer must slow down, not eat memory": bounded MPMC with backpressure |
+//! | [`timing`] | [`Debouncer`](timing::Debouncer), [`Throttler`](timing::Throttler), [stream adapters](timing::TimingStreamExt) | "collapse bursts of events", with lodash's debounce/throttle semantics |
 //! | [`clock`] | [`Clock`](clock::Clock) | the time source cores read; Tokio's clock by default, a manual one for tests |
 //!
 //! ## Which primitive?
@@ -67,6 +68,10 @@
 //!   paused-clock behaviour tests.
 
 pub mod batch;
+// The library has no unsafe code. (Cargo.toml only denies it, so that a test
+// may install a counting global allocator.)
+#![forbid(unsafe_code)]
+
 /// Bounded MPMC channels with backpressure, weights, watermarks and eviction.
 pub mod channel;
 pub mod clock;
@@ -76,5 +81,7 @@ pub mod pool;
 pub mod rate;
 pub mod semaphore;
 mod sync;
+/// Debounce and throttle with lodash semantics: handles and stream adapters.
+pub mod timing;
 
 pub use error::{ConfigError, ConfigErrorKind};

@@ -1,0 +1,788 @@
+//! `Debouncer`: the handle form, a worker task running a handler.
+//!
+//! Layers: [`DebounceCore`] decides; `State` (behind the facade `Mutex`) keeps
+//! the latest value, the value due for invocation and the result batches;
+//! the worker task owns the handler and the one `Sleep`, and runs one
+//! invocation at a time.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+use super::debounce::{DebounceCore, DebounceOptions, DebounceOptionsBuilder, Step};
+use super::error::{CallError, Closed};
+use crate::sync::{Arc, Mutex};
+use crate::{ConfigError, ConfigErrorKind};
+
+/// The result slot shared by the calls folded into one invocation.
+///
+/// Allocated only when a caller waits (`call_wait`), once per batch.
+struct Batch<R> {
+    state: Mutex<BatchState<R>>,
+}
+
+enum BatchState<R> {
+    Waiting(Vec<Waker>),
+    Done(Result<R, CallError>),
+    /// This batch's invocation was folded into a later one (see `State::apply`).
+    Forwarded(Arc<Batch<R>>),
+}
+
+impl<R> Batch<R> {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(BatchState::Waiting(Vec::new())),
+        })
+    }
+
+    fn complete(&self, result: Result<R, CallError>) {
+        let wakers = {
+            let mut st = self.state.lock();
+            if !matches!(*st, BatchState::Waiting(_)) {
+                return;
+            }
+            match std::mem::replace(&mut *st, BatchState::Done(result)) {
+                BatchState::Waiting(w) => w,
+                _ => Vec::new(),
+            }
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    fn forward_to(&self, next: &Arc<Self>) {
+        let wakers = {
+            let mut st = self.state.lock();
+            if !matches!(*st, BatchState::Waiting(_)) {
+                return;
+            }
+            match std::mem::replace(&mut *st, BatchState::Forwarded(next.clone())) {
+                BatchState::Waiting(w) => w,
+                _ => Vec::new(),
+            }
+        };
+        // Wake rather than move: each waiter re-registers on the next batch.
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// Work to do once the state lock is released.
+struct Deferred<R> {
+    wake: Option<Waker>,
+    fail: Option<(Arc<Batch<R>>, CallError)>,
+    forward: Option<Forward<R>>,
+}
+
+/// (folded batch, the batch it now waits on).
+type Forward<R> = (Arc<Batch<R>>, Arc<Batch<R>>);
+
+impl<R> Default for Deferred<R> {
+    fn default() -> Self {
+        Self {
+            wake: None,
+            fail: None,
+            forward: None,
+        }
+    }
+}
+
+impl<R> Deferred<R> {
+    fn run(self) {
+        if let Some((from, to)) = self.forward {
+            from.forward_to(&to);
+        }
+        if let Some((batch, err)) = self.fail {
+            batch.complete(Err(err));
+        }
+        if let Some(w) = self.wake {
+            w.wake();
+        }
+    }
+}
+
+struct State<T, R> {
+    core: DebounceCore,
+    /// lodash `lastArgs`.
+    latest: Option<T>,
+    latest_batch: Option<Arc<Batch<R>>>,
+    /// Decided to invoke, not yet picked up by the worker (at most one).
+    due: Option<T>,
+    due_batch: Option<Arc<Batch<R>>>,
+    running: bool,
+    worker: Option<Waker>,
+    handles: usize,
+    closed: bool,
+    calls: u64,
+    invocations: u64,
+    discarded: u64,
+    cancelled: u64,
+    folded: u64,
+}
+
+impl<T, R> State<T, R> {
+    /// Acts on a core step. At most one step per lock hold reaches here.
+    fn apply(&mut self, step: Step, out: &mut Deferred<R>) {
+        match step {
+            Step::Invoke => {
+                let batch = self.latest_batch.take();
+                let Some(value) = self.latest.take() else {
+                    return;
+                };
+                if self.due.is_some() {
+                    // The handler is still busy with an earlier invocation and
+                    // another one is already queued: fold into it, latest wins.
+                    self.folded += 1;
+                }
+                self.due = Some(value);
+                self.due_batch = match (self.due_batch.take(), batch) {
+                    (Some(old), Some(new)) => {
+                        out.forward = Some((old, new.clone()));
+                        Some(new)
+                    }
+                    (old, new) => new.or(old),
+                };
+                out.wake = self.worker.take();
+            }
+            Step::Discard => {
+                if self.latest.take().is_some() {
+                    self.discarded += 1;
+                }
+                if let Some(b) = self.latest_batch.take() {
+                    out.fail = Some((b, CallError::Discarded));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Empties the value slots, handing back their batches to fail.
+    fn take_all(&mut self) -> [Option<Arc<Batch<R>>>; 2] {
+        self.latest = None;
+        self.due = None;
+        [self.latest_batch.take(), self.due_batch.take()]
+    }
+}
+
+struct Shared<T, R> {
+    state: Mutex<State<T, R>>,
+}
+
+/// Numbers describing a debouncer or throttler, read by
+/// [`Debouncer::metrics`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TimingMetrics {
+    /// Calls accepted.
+    pub calls: u64,
+    /// Handler invocations completed.
+    pub invocations: u64,
+    /// Bursts that ended with a value but `trailing` off.
+    pub discarded: u64,
+    /// Pending values dropped by `cancel`.
+    pub cancelled: u64,
+    /// Invocations folded into a queued one while the handler was busy.
+    pub folded: u64,
+    /// Whether a value waits for a trailing invocation.
+    pub pending: bool,
+    /// Whether the handler is running now.
+    pub running: bool,
+}
+
+/// Debounces calls into invocations of a handler, with lodash's semantics.
+///
+/// Built with a handler that receives the latest value: an async one with
+/// [`build`](DebouncerBuilder::build), a plain function with
+/// [`build_sync`](DebouncerBuilder::build_sync). The handler runs on a worker
+/// task spawned on the current Tokio runtime. Clones share one debouncer.
+/// See the [module docs](crate::timing) for the rules.
+///
+/// **Invocations never overlap.** Calls that arrive while the handler runs
+/// are collected as usual; an invocation that comes due meanwhile runs right
+/// after the handler returns, with the latest value. At most one invocation
+/// waits behind the running one: if another comes due before it starts, it
+/// is folded into the waiting one (its value replaces the waiting value, and
+/// callers waiting on either receive the one result).
+///
+/// **Memory**: the latest value, at most one due value, and one result slot
+/// per batch that someone awaits. `call` allocates nothing and touches no
+/// timer; the worker keeps one `Sleep` and resets it in place.
+///
+/// Dropping the last handle drops a pending (not yet due) value; an invocation
+/// already due or running still completes, then the worker exits.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::timing::Debouncer;
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let log = seen.clone();
+/// let d = Debouncer::builder(Duration::from_millis(100))
+///     .build(move |v: u32| {
+///         let log = log.clone();
+///         async move { log.lock().unwrap().push(v) }
+///     })
+///     .unwrap();
+/// for v in 1..=5 {
+///     d.call(v).unwrap();
+///     tokio::time::sleep(Duration::from_millis(10)).await;
+/// }
+/// tokio::time::sleep(Duration::from_millis(200)).await;
+/// assert_eq!(*seen.lock().unwrap(), vec![5]);
+/// # }
+/// ```
+pub struct Debouncer<T, R = ()> {
+    shared: Arc<Shared<T, R>>,
+}
+
+/// Builds a [`Debouncer`]; options as in [`DebounceOptions`].
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::timing::Debouncer;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let d = Debouncer::builder(Duration::from_millis(50))
+///     .leading(true)
+///     .max_wait(Duration::from_millis(200))
+///     .build_sync(|v: u8| v * 2)
+///     .unwrap();
+/// assert_eq!(d.call_wait(21).unwrap().await, Ok(42)); // the leading edge
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct DebouncerBuilder {
+    opts: DebounceOptionsBuilder,
+}
+
+impl DebouncerBuilder {
+    pub(crate) fn from_options(opts: DebounceOptionsBuilder) -> Self {
+        Self { opts }
+    }
+
+    /// Invoke on the first call of a burst (default off).
+    pub fn leading(mut self, leading: bool) -> Self {
+        self.opts = self.opts.leading(leading);
+        self
+    }
+
+    /// Invoke at the end of a burst with the latest value (default on).
+    pub fn trailing(mut self, trailing: bool) -> Self {
+        self.opts = self.opts.trailing(trailing);
+        self
+    }
+
+    /// The longest a call may be delayed during a continuous burst; raised
+    /// to `wait` if below it.
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.opts = self.opts.max_wait(max_wait);
+        self
+    }
+
+    /// Builds with an async handler and spawns its worker on the current runtime.
+    ///
+    /// # Errors
+    ///
+    /// - field `trailing`, [`ConfigErrorKind::Conflict`]: both edges are off.
+    /// - field `runtime`, [`ConfigErrorKind::Missing`]: not called inside a
+    ///   Tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    pub fn build<T, R, F, Fut>(self, handler: F) -> Result<Debouncer<T, R>, ConfigError>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: FnMut(T) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        let opts = self.opts.build()?;
+        Debouncer::spawn(opts, handler)
+    }
+
+    /// Builds with a synchronous handler (run on the worker task; keep it
+    /// short, or use [`build`](Self::build) with `spawn_blocking` inside).
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build).
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    pub fn build_sync<T, R, F>(self, mut handler: F) -> Result<Debouncer<T, R>, ConfigError>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: FnMut(T) -> R + Send + 'static,
+    {
+        self.build(move |v| std::future::ready(handler(v)))
+    }
+}
+
+#[cfg(loom)]
+impl DebouncerBuilder {
+    /// Loom models only: builds without spawning and returns the worker
+    /// future for the model to drive (no timer: flush and leading edges only).
+    #[doc(hidden)]
+    pub fn build_unspawned<T, R, F, Fut>(
+        self,
+        handler: F,
+    ) -> Result<(Debouncer<T, R>, impl Future<Output = ()>), ConfigError>
+    where
+        F: FnMut(T) -> Fut,
+        Fut: Future<Output = R>,
+    {
+        let opts = self.opts.build()?;
+        let shared = Debouncer::<T, R>::new_shared(opts);
+        let worker = worker(shared.clone(), handler);
+        Ok((Debouncer { shared }, worker))
+    }
+}
+
+impl Debouncer<(), ()> {
+    /// A builder with debounce defaults (trailing only, no `max_wait`).
+    pub fn builder(wait: Duration) -> DebouncerBuilder {
+        DebouncerBuilder::from_options(DebounceOptions::builder(wait))
+    }
+}
+
+impl<T, R> Debouncer<T, R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    pub(crate) fn spawn<F, Fut>(opts: DebounceOptions, handler: F) -> Result<Self, ConfigError>
+    where
+        F: FnMut(T) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| {
+            ConfigError::new(
+                "timing",
+                "runtime",
+                ConfigErrorKind::Missing,
+                "must be built inside a Tokio runtime (the handler runs on a spawned task)",
+            )
+        })?;
+        let shared = Self::new_shared(opts);
+        rt.spawn(worker(shared.clone(), handler));
+        tracing::debug!(?opts, "debouncer started");
+        Ok(Self { shared })
+    }
+}
+
+impl<T, R> Debouncer<T, R> {
+    fn new_shared(opts: DebounceOptions) -> Arc<Shared<T, R>> {
+        Arc::new(Shared {
+            state: Mutex::new(State {
+                core: DebounceCore::new(opts),
+                latest: None,
+                latest_batch: None,
+                due: None,
+                due_batch: None,
+                running: false,
+                worker: None,
+                handles: 1,
+                closed: false,
+                calls: 0,
+                invocations: 0,
+                discarded: 0,
+                cancelled: 0,
+                folded: 0,
+            }),
+        })
+    }
+
+    /// Calls with `value`, fire and forget.
+    ///
+    /// The value becomes the latest one; whether and when the handler runs
+    /// follows the [rules](crate::timing). Allocates nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] with the value if the worker is gone (the handler panicked
+    /// or the runtime shut down).
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    #[inline]
+    pub fn call(&self, value: T) -> Result<(), Closed<T>> {
+        self.call_inner(value, false).map(|_| ())
+    }
+
+    /// Calls with `value` and returns a future of the result of the
+    /// invocation this call is folded into.
+    ///
+    /// The call is made now (its time is now, whether or not the future is
+    /// ever polled). Every caller folded into one invocation gets a clone of
+    /// its result. The first waiting caller of a batch allocates its result
+    /// slot.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] with the value if the worker is gone. The future resolves
+    /// to a [`CallError`] if the batch is cancelled, discarded (trailing off),
+    /// or the worker stops first.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    pub fn call_wait(&self, value: T) -> Result<CallWait<R>, Closed<T>> {
+        self.call_inner(value, true).map(|batch| CallWait { batch })
+    }
+
+    fn call_inner(&self, value: T, wait: bool) -> Result<Option<Arc<Batch<R>>>, Closed<T>> {
+        let mut out = Deferred::default();
+        let (batch, old) = {
+            let mut st = self.shared.state.lock();
+            if st.closed {
+                return Err(Closed(value));
+            }
+            // Read the clock under the lock so calls reach the core in time order.
+            let now = Instant::now();
+            st.calls += 1;
+            let before = st.core.deadline();
+            let old = st.latest.replace(value);
+            let batch = if wait {
+                Some(st.latest_batch.get_or_insert_with(Batch::new).clone())
+            } else {
+                None
+            };
+            let step = st.core.call(now);
+            st.apply(step, &mut out);
+            if out.wake.is_none() && st.core.deadline() != before {
+                out.wake = st.worker.take();
+            }
+            (batch, old)
+        };
+        drop(old);
+        out.run();
+        Ok(batch)
+    }
+
+    /// Runs the pending invocation now (lodash `flush`).
+    ///
+    /// Returns whether an invocation was made due. With `trailing` off, a
+    /// held value is discarded instead.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    pub fn flush(&self) -> bool {
+        let mut out = Deferred::default();
+        let invoked = {
+            let mut st = self.shared.state.lock();
+            let step = st.core.flush(Instant::now());
+            st.apply(step, &mut out);
+            if step == Step::Invoke {
+                tracing::debug!("debouncer flushed");
+            }
+            step == Step::Invoke
+        };
+        out.run();
+        invoked
+    }
+
+    /// Drops the pending value and resets the timer rules (lodash `cancel`).
+    ///
+    /// Returns whether a value was dropped; callers waiting on it get
+    /// [`CallError::Cancelled`]. An invocation already due or running is not
+    /// affected.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    pub fn cancel(&self) -> bool {
+        let (batch, old) = {
+            let mut st = self.shared.state.lock();
+            let dropped = st.core.cancel() == Step::Discard;
+            if dropped {
+                st.cancelled += 1;
+                tracing::debug!("debouncer cancelled");
+            }
+            (st.latest_batch.take(), st.latest.take())
+        };
+        let dropped = old.is_some();
+        drop(old);
+        if let Some(b) = batch {
+            b.complete(Err(CallError::Cancelled));
+        }
+        dropped
+    }
+
+    /// Whether a value waits for a trailing invocation.
+    pub fn is_pending(&self) -> bool {
+        self.shared.state.lock().core.is_pending()
+    }
+
+    /// Whether the worker is gone (calls are refused with [`Closed`]).
+    pub fn is_closed(&self) -> bool {
+        self.shared.state.lock().closed
+    }
+
+    /// The options in force (`max_wait` already raised to `wait`).
+    pub fn options(&self) -> DebounceOptions {
+        *self.shared.state.lock().core.options()
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> TimingMetrics {
+        let st = self.shared.state.lock();
+        TimingMetrics {
+            calls: st.calls,
+            invocations: st.invocations,
+            discarded: st.discarded,
+            cancelled: st.cancelled,
+            folded: st.folded,
+            pending: st.core.is_pending(),
+            running: st.running,
+        }
+    }
+}
+
+impl<T, R> Clone for Debouncer<T, R> {
+    fn clone(&self) -> Self {
+        self.shared.state.lock().handles += 1;
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T, R> Drop for Debouncer<T, R> {
+    fn drop(&mut self) {
+        let waker = {
+            let mut st = self.shared.state.lock();
+            st.handles -= 1;
+            if st.handles == 0 {
+                st.worker.take()
+            } else {
+                None
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl<T, R> fmt::Debug for Debouncer<T, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.shared.state.lock();
+        f.debug_struct("Debouncer")
+            .field("options", st.core.options())
+            .field("pending", &st.core.is_pending())
+            .field("running", &st.running)
+            .field("closed", &st.closed)
+            .finish()
+    }
+}
+
+/// The result of the invocation a [`call_wait`](Debouncer::call_wait) was
+/// folded into.
+///
+/// # Cancel safety
+///
+/// Dropping it does not undo the call; it only stops waiting.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::timing::{CallError, Debouncer};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let d = Debouncer::builder(Duration::from_millis(10)).build_sync(|v: i32| v).unwrap();
+/// let first = d.call_wait(1).unwrap();
+/// let second = d.call_wait(2).unwrap();
+/// assert_eq!(first.await, Ok(2)); // folded into the invocation with 2
+/// assert_eq!(second.await, Ok(2));
+/// let third = d.call_wait(3).unwrap();
+/// d.cancel();
+/// assert_eq!(third.await, Err(CallError::Cancelled));
+/// # }
+/// ```
+pub struct CallWait<R> {
+    batch: Option<Arc<Batch<R>>>,
+}
+
+impl<R> fmt::Debug for CallWait<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallWait")
+            .field("done", &self.batch.is_none())
+            .finish()
+    }
+}
+
+impl<R: Clone> Future for CallWait<R> {
+    type Output = Result<R, CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let Some(batch) = self.batch.as_ref() else {
+                // Polled after completion.
+                return Poll::Ready(Err(CallError::Closed));
+            };
+            let mut st = batch.state.lock();
+            match &mut *st {
+                BatchState::Done(r) => {
+                    let r = r.clone();
+                    drop(st);
+                    self.batch = None;
+                    return Poll::Ready(r);
+                }
+                BatchState::Forwarded(next) => {
+                    let next = next.clone();
+                    drop(st);
+                    self.batch = Some(next);
+                }
+                BatchState::Waiting(wakers) => {
+                    if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                        wakers.push(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+type Job<T, R> = (T, Option<Arc<Batch<R>>>);
+
+impl<T, R> Shared<T, R> {
+    /// Waits for an invocation to come due, servicing the timer meanwhile.
+    fn poll_job(
+        &self,
+        cx: &mut Context<'_>,
+        mut sleep: Option<Pin<&mut Sleep>>,
+        armed: &mut Option<Instant>,
+    ) -> Poll<Option<Job<T, R>>> {
+        let mut out = Deferred::default();
+        let mut dropped = None;
+        let res = {
+            let mut st = self.state.lock();
+            loop {
+                if let Some(v) = st.due.take() {
+                    st.running = true;
+                    break Poll::Ready(Some((v, st.due_batch.take())));
+                }
+                if st.handles == 0 {
+                    st.core.cancel();
+                    dropped = st.latest.take();
+                    if let Some(b) = st.latest_batch.take() {
+                        out.fail = Some((b, CallError::Closed));
+                    }
+                    break Poll::Ready(None);
+                }
+                if let (Some(deadline), Some(sleep)) = (st.core.deadline(), sleep.as_mut()) {
+                    if *armed != Some(deadline) {
+                        sleep.as_mut().reset(deadline);
+                        *armed = Some(deadline);
+                    }
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        *armed = None;
+                        // Tokio never completes a sleep early; `max` guards
+                        // against a spin if a clock ever did.
+                        let now = Instant::now().max(deadline);
+                        let step = st.core.timer_fired(now);
+                        st.apply(step, &mut out);
+                        out.wake = None; // that would be this task
+                        continue;
+                    }
+                }
+                if !st.worker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    st.worker = Some(cx.waker().clone());
+                }
+                break Poll::Pending;
+            }
+        };
+        drop(dropped);
+        out.run();
+        res
+    }
+}
+
+/// Marks the debouncer closed when the worker ends, however it ends (a
+/// handler panic unwinds through here), and fails every waiting batch.
+struct WorkerGuard<T, R>(Arc<Shared<T, R>>);
+
+impl<T, R> Drop for WorkerGuard<T, R> {
+    fn drop(&mut self) {
+        let batches = {
+            let mut st = self.0.state.lock();
+            st.closed = true;
+            st.running = false;
+            st.core.cancel();
+            st.take_all()
+        };
+        tracing::debug!("debouncer worker stopped");
+        for b in batches.into_iter().flatten() {
+            b.complete(Err(CallError::Closed));
+        }
+    }
+}
+
+/// The batch of the invocation in progress; fails it with `Closed` if the
+/// handler unwinds.
+struct RunningBatch<R>(Option<Arc<Batch<R>>>);
+
+impl<R> Drop for RunningBatch<R> {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.complete(Err(CallError::Closed));
+        }
+    }
+}
+
+async fn worker<T, R, F, Fut>(shared: Arc<Shared<T, R>>, mut handler: F)
+where
+    F: FnMut(T) -> Fut,
+    Fut: Future<Output = R>,
+{
+    let guard = WorkerGuard(shared);
+    let shared = &guard.0;
+    // The one timer, reset in place for the life of the debouncer. Loom
+    // models run without a Tokio timer: flush and leading edges only.
+    let mut sleep = (!cfg!(loom)).then(|| {
+        Box::pin(tokio::time::sleep_until(super::debounce::add(
+            Instant::now(),
+            Duration::from_secs(86_400 * 365 * 30),
+        )))
+    });
+    let mut armed = None;
+    loop {
+        let job = std::future::poll_fn(|cx| {
+            shared.poll_job(cx, sleep.as_mut().map(|s| s.as_mut()), &mut armed)
+        })
+        .await;
+        let Some((value, batch)) = job else {
+            return;
+        };
+        // If the handler panics, the batch still hears about it.
+        let mut batch = RunningBatch(batch);
+        let result = handler(value).await;
+        {
+            let mut st = shared.state.lock();
+            st.running = false;
+            st.invocations += 1;
+        }
+        if let Some(b) = batch.0.take() {
+            b.complete(Ok(result));
+        }
+    }
+}

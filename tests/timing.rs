@@ -1,0 +1,602 @@
+//! Behaviour tests of `flowguard::timing` on the paused Tokio clock.
+//!
+//! The cases follow lodash's own test suite for `debounce` and `throttle`;
+//! every time is asserted exactly.
+
+// The counting allocator below is the only unsafe code; the library itself
+// forbids it.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flowguard::ConfigErrorKind;
+use flowguard::timing::{
+    CallError, Closed, DebounceOptions, Debounced, Debouncer, Throttler, TimingStreamExt,
+};
+use futures::{Stream, StreamExt};
+use tokio::time::{Instant, sleep};
+
+// ---- allocation counting -------------------------------------------------
+
+/// Counts allocations made by the current thread while `COUNTING` is set.
+struct CountingAlloc;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: every request is forwarded unchanged to `System`; the counters are
+// const-initialised thread-locals, which never allocate.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = COUNTING.try_with(|c| {
+            if c.get() {
+                let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+            }
+        });
+        // SAFETY: same contract as ours, forwarded as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+fn count_allocs<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    ALLOCS.with(|a| a.set(0));
+    COUNTING.with(|c| c.set(true));
+    let r = f();
+    COUNTING.with(|c| c.set(false));
+    (r, ALLOCS.with(|a| a.get()))
+}
+
+// ---- helpers ---------------------------------------------------------------
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+type Log<T> = Arc<Mutex<Vec<(u64, T)>>>;
+
+/// A sync handler that records (ms since `start`, value).
+fn recorder<T: Send + 'static>(start: Instant) -> (Log<T>, impl FnMut(T) + Send + 'static) {
+    let log: Log<T> = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    (log, move |v| {
+        l.lock()
+            .unwrap()
+            .push((start.elapsed().as_millis() as u64, v))
+    })
+}
+
+fn taken<T: Clone>(log: &Log<T>) -> Vec<(u64, T)> {
+    log.lock().unwrap().clone()
+}
+
+/// Calls `d` with `values` at the given offsets from `start` (sleeping in between).
+async fn call_at<R>(d: &Debouncer<u32, R>, start: Instant, calls: &[(u64, u32)]) {
+    for &(at, v) in calls {
+        tokio::time::sleep_until(start + ms(at)).await;
+        d.call(v).unwrap();
+    }
+}
+
+// ---- lodash's behaviours ----------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn debounce_trailing_only_invokes_once_with_latest() {
+    let start = Instant::now();
+    let (log, h) = recorder(start);
+    let d = Debouncer::builder(ms(32)).build_sync(h).unwrap();
+    call_at(&d, start, &[(0, 1), (10, 2), (20, 3)]).await;
+    assert!(d.is_pending());
+    sleep(ms(200)).await;
+    assert_eq!(taken(&log), vec![(52, 3)]);
+    assert!(!d.is_pending());
+    // A second burst.
+    call_at(&d, start, &[(300, 4), (301, 5)]).await;
+    sleep(ms(100)).await;
+    assert_eq!(taken(&log), vec![(52, 3), (333, 5)]);
+    let m = d.metrics();
+    assert_eq!((m.calls, m.invocations, m.pending), (5, 2, false));
+}
+
+#[tokio::test(start_paused = true)]
+async fn debounce_leading_only() {
+    let start = Instant::now();
+    let (log, h) = recorder(start);
+    let d = Debouncer::builder(ms(32))
+        .leading(true)
+        .trailing(false)
+        .build_sync(h)
+        .unwrap();
+    call_at(&d, start, &[(0, 1), (10, 2), (20, 3)]).await;
+    sleep(ms(100)).await;
+    call_at(&d, start, &[(200, 4), (210, 5)]).await;
+    sleep(ms(100)).await;
+    assert_eq!(taken(&log), vec![(0, 1), (200, 4)]);
+    assert_eq!(d.metrics().discarded, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn leading_and_trailing_trailing_needs_more_than_one_call() {
+    let start = Instant::now();
+    let (log, h) = recorder(start);
+    let d = Debouncer::builder(ms(32))
+        .leading(true)
+        .build_sync(h)
+        .unwrap();
+    call_at(&d, start, &[(0, 1)]).await;
+    sleep(ms(100)).await;
+    assert_eq!(taken(&log), vec![(0, 1)], "one call: leading only");
+    call_at(&d, start, &[(200, 2), (205, 3)]).await;
+    sleep(ms(100)).await;
+    assert_eq!(taken(&log), vec![(0, 1), (200, 2), (237, 3)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_wait_forces_invocations_during_a_burst() {
+    let start = Instant::now();
+    let (log, h) = recorder(start);
+    let d = Debouncer::builder(ms(32))
+        .max_wait(ms(64))
+        .build_sync(h)
+        .unwrap();
+    // A call every 10 ms for 200 ms: without max_wait nothing would run
+    // until the burst ends.
+    let calls: Vec<(u64, u32)> = (0..20).map(|i| (i * 10, i as u32)).collect();
+    call_at(&d, start, &calls).await;
+    sleep(ms(200)).await;
+    assert_eq!(taken(&log), vec![(64, 6), (128, 12), (192, 19)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_wait_below_wait_is_raised_to_wait() {
+    let d = Debouncer::builder(ms(100))
+        .max_wait(ms(10))
+        .build_sync(|_: u32| ())
+        .unwrap();
+    assert_eq!(d.options().max_wait(), Some(ms(100)));
+    let start = Instant::now();
+    let (log, h) = recorder(start);
+    let d = Debouncer::builder(ms(100))
+        .max_wait(ms(10))
+        .build_sync(h)
+        .unwrap();
+    let calls: Vec<(u64, u32)> = (0..30).map(|i| (i * 10, i as u32)).collect();
+    call_at(&d, start, &calls).await;
+    sleep(ms(300)).await;
+    // Forced every 100 ms, not every 10 ms.
+    let times: Vec<u64> = taken(&log).iter().map(|e| e.0).collect();
+    assert_eq!(times, vec![100, 200, 300]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_zero_folds_calls_of_one_instant() {
+    let start = Instant::now();
+    let (log, h) = recorder(start);
+    let d = Debouncer::builder(Duration::ZERO).build_sync(h).unwrap();
+    d.call(1).unwrap();
+    d.call(2).unwrap();
+    assert!(taken(&log).is_empty(), "deferred, as setTimeout(0)");
+    sleep(ms(5)).await;
+    assert_eq!(taken(&log), vec![(0, 2)]);
+    d.call(3).unwrap();
+    sleep(ms(5)).await;
+    assert_eq!(taken(&log), vec![(0, 2), (5, 3)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn flush_runs_now_and_cancel_drops() {
+    let start = Instant::now();
+    let (log, h) = recorder(start);
+    let d = Debouncer::builder(ms(100)).build_sync(h).unwrap();
+    assert!(!d.flush(), "nothing to flush");
+    d.call(1).unwrap();
+    sleep(ms(10)).await;
+    assert!(d.flush());
+    assert!(!d.is_pending());
+    sleep(ms(1)).await;
+    assert_eq!(taken(&log), vec![(10, 1)]);
+    d.call(2).unwrap();
+    assert!(d.cancel());
+    assert!(!d.cancel(), "nothing left to cancel");
+    sleep(ms(500)).await;
+    assert_eq!(taken(&log), vec![(10, 1)]);
+    assert_eq!(d.metrics().cancelled, 1);
+    // After cancel the next call starts afresh.
+    d.call(3).unwrap();
+    sleep(ms(150)).await;
+    assert_eq!(taken(&log), vec![(10, 1), (611, 3)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttle_rate_over_a_long_burst() {
+    let start = Instant::now();
+    let (log, h) = recorder(start);
+    let t = Throttler::builder(ms(100)).build_sync(h).unwrap();
+    // 1 kHz for one second.
+    for i in 0..1000u32 {
+        tokio::time::sleep_until(start + ms(u64::from(i))).await;
+        t.call(i).unwrap();
+    }
+    sleep(ms(300)).await;
+    let got = taken(&log);
+    let times: Vec<u64> = got.iter().map(|e| e.0).collect();
+    // Leading at 0, then one per 100 ms with the latest reading.
+    assert_eq!(times, (0..=10).map(|i| i * 100).collect::<Vec<_>>());
+    assert_eq!(got[0].1, 0);
+    assert_eq!(got[10].1, 999);
+    for (at, v) in &got[1..10] {
+        // The call at the boundary instant and the timer due then are woken
+        // together; whichever runs first, the latest value is used.
+        assert!(*at - u64::from(*v) <= 1, "latest value at {at}: {v}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttle_single_call_is_leading_only() {
+    let start = Instant::now();
+    let (log, h) = recorder(start);
+    let t = Throttler::builder(ms(50)).build_sync(h).unwrap();
+    t.call(7).unwrap();
+    sleep(ms(200)).await;
+    assert_eq!(taken(&log), vec![(0, 7)]);
+    let opts = t.options();
+    assert_eq!(
+        (opts.leading(), opts.trailing(), opts.max_wait()),
+        (true, true, Some(ms(50)))
+    );
+}
+
+// ---- awaiting results -------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn call_wait_gets_the_result_of_the_folded_invocation() {
+    let d = Debouncer::builder(ms(50))
+        .build(|v: u32| async move { v * 10 })
+        .unwrap();
+    let a = d.call_wait(1).unwrap();
+    d.call(2).unwrap();
+    let b = d.call_wait(3).unwrap();
+    let start = Instant::now();
+    assert_eq!(a.await, Ok(30));
+    assert_eq!(start.elapsed(), ms(50));
+    assert_eq!(b.await, Ok(30));
+    // A new batch after the invocation.
+    assert_eq!(d.call_wait(4).unwrap().await, Ok(40));
+}
+
+#[tokio::test(start_paused = true)]
+async fn call_wait_reports_cancel_and_discard() {
+    let d = Debouncer::builder(ms(50)).build_sync(|v: u32| v).unwrap();
+    let w = d.call_wait(1).unwrap();
+    d.cancel();
+    assert_eq!(w.await, Err(CallError::Cancelled));
+
+    let lead = Debouncer::builder(ms(50))
+        .leading(true)
+        .trailing(false)
+        .build_sync(|v: u32| v)
+        .unwrap();
+    assert_eq!(lead.call_wait(1).unwrap().await, Ok(1));
+    let w = lead.call_wait(2).unwrap();
+    assert_eq!(w.await, Err(CallError::Discarded));
+}
+
+#[tokio::test(start_paused = true)]
+async fn invocations_never_overlap_and_calls_during_a_run_are_kept() {
+    let start = Instant::now();
+    let running = Arc::new(Mutex::new((0u32, 0u32))); // (now, max)
+    let log: Log<u32> = Arc::new(Mutex::new(Vec::new()));
+    let (r, l) = (running.clone(), log.clone());
+    let d = Debouncer::builder(ms(10))
+        .leading(true)
+        .build(move |v: u32| {
+            let (r, l) = (r.clone(), l.clone());
+            async move {
+                {
+                    let mut g = r.lock().unwrap();
+                    g.0 += 1;
+                    g.1 = g.1.max(g.0);
+                }
+                l.lock()
+                    .unwrap()
+                    .push((start.elapsed().as_millis() as u64, v));
+                sleep(ms(100)).await;
+                r.lock().unwrap().0 -= 1;
+            }
+        })
+        .unwrap();
+    // Leading at 0 starts a 100 ms run; the trailing edge for the call at 5
+    // comes due at 10 while the handler still runs, so it waits (lodash's
+    // late timer): the call at 40 still joins that burst.
+    call_at(&d, start, &[(0, 1), (5, 2), (40, 3)]).await;
+    assert!(d.metrics().running);
+    sleep(ms(100)).await;
+    // During the second run three invocations come due: the leading one of
+    // the burst at 150, the flush of 5, and the leading one of the burst at
+    // 170. Only one waits behind the running handler: the later two are
+    // folded into it (latest value wins).
+    call_at(&d, start, &[(150, 4), (160, 5)]).await;
+    assert!(d.flush());
+    call_at(&d, start, &[(170, 6)]).await;
+    sleep(ms(400)).await;
+    assert_eq!(taken(&log), vec![(0, 1), (100, 3), (200, 6)]);
+    assert_eq!(running.lock().unwrap().1, 1, "never more than one at once");
+    assert_eq!(d.metrics().folded, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_handler_closes_and_returns_values() {
+    let d = Debouncer::builder(ms(10))
+        .build_sync(|v: u32| {
+            if v == 13 {
+                panic!("unlucky");
+            }
+            v
+        })
+        .unwrap();
+    let w = d.call_wait(13).unwrap();
+    assert_eq!(w.await, Err(CallError::Closed));
+    assert!(d.is_closed());
+    assert_eq!(d.call(5), Err(Closed(5)));
+    assert_eq!(d.call_wait(6).unwrap_err().into_inner(), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_share_one_debouncer() {
+    let start = Instant::now();
+    let (log, h) = recorder(start);
+    let d = Debouncer::builder(ms(30)).build_sync(h).unwrap();
+    let d2 = d.clone();
+    let task = tokio::spawn(async move {
+        sleep(ms(10)).await;
+        d2.call(2).unwrap();
+    });
+    d.call(1).unwrap();
+    task.await.unwrap();
+    sleep(ms(100)).await;
+    assert_eq!(taken(&log), vec![(40, 2)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_last_handle_drops_a_pending_value_and_stops() {
+    let start = Instant::now();
+    let (log, h) = recorder(start);
+    let d = Debouncer::builder(ms(30)).build_sync(h).unwrap();
+    let w = d.call_wait(1).unwrap();
+    drop(d);
+    assert_eq!(w.await, Err(CallError::Closed));
+    sleep(ms(100)).await;
+    assert!(taken(&log).is_empty());
+}
+
+// ---- bad input ----------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn both_edges_off_is_refused() {
+    let err = Debouncer::builder(ms(10))
+        .leading(false)
+        .trailing(false)
+        .build_sync(|_: u32| ())
+        .unwrap_err();
+    assert_eq!(
+        (err.field(), err.kind()),
+        ("trailing", ConfigErrorKind::Conflict)
+    );
+    let err = Throttler::builder(ms(10))
+        .leading(false)
+        .trailing(false)
+        .build_sync(|_: u32| ())
+        .unwrap_err();
+    assert_eq!(err.field(), "trailing");
+    assert!(
+        err.to_string()
+            .starts_with("invalid timing config: trailing")
+    );
+}
+
+#[test]
+fn building_outside_a_runtime_is_refused() {
+    let err = Debouncer::builder(ms(10))
+        .build_sync(|_: u32| ())
+        .unwrap_err();
+    assert_eq!(
+        (err.field(), err.kind()),
+        ("runtime", ConfigErrorKind::Missing)
+    );
+    let err = Throttler::builder(ms(10))
+        .build_sync(|_: u32| ())
+        .unwrap_err();
+    assert_eq!(err.field(), "runtime");
+}
+
+#[tokio::test(start_paused = true)]
+async fn extreme_durations_do_not_panic() {
+    for wait in [Duration::ZERO, Duration::from_nanos(1), Duration::MAX] {
+        let d = Debouncer::builder(wait)
+            .leading(true)
+            .max_wait(Duration::MAX)
+            .build_sync(|v: u32| v)
+            .unwrap();
+        assert_eq!(d.call_wait(1).unwrap().await, Ok(1));
+        d.call(2).unwrap();
+        d.flush();
+        d.cancel();
+        let s: Vec<u32> = futures::stream::iter([1, 2, 3])
+            .throttle(wait)
+            .collect()
+            .await;
+        // lodash: with wait 0 every throttled call finds the window over.
+        let want = if wait.is_zero() {
+            vec![1, 2, 3]
+        } else {
+            vec![1, 3]
+        };
+        assert_eq!(s, want);
+    }
+}
+
+// ---- streams ---------------------------------------------------------------
+
+/// Items at the given offsets (ms), from a task, through a channel.
+fn timed<T: Send + 'static>(
+    start: Instant,
+    items: Vec<(u64, T)>,
+) -> impl futures::Stream<Item = T> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        for (at, v) in items {
+            tokio::time::sleep_until(start + ms(at)).await;
+            if tx.send(v).await.is_err() {
+                return;
+            }
+        }
+    });
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+async fn collect_timed<S: futures::Stream>(start: Instant, s: S) -> Vec<(u64, S::Item)> {
+    s.map(|v| (start.elapsed().as_millis() as u64, v))
+        .collect()
+        .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_debounce_yields_after_quiet_and_flushes_at_end() {
+    let start = Instant::now();
+    let items = vec![(0, 'a'), (10, 'b'), (100, 'c'), (110, 'd'), (120, 'e')];
+    let s = timed(start, items).debounce(ms(50));
+    // 'b' at 60; 'e' flushed when the inner stream ends at 120.
+    assert_eq!(collect_timed(start, s).await, vec![(60, 'b'), (120, 'e')]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_throttle_leading_and_trailing() {
+    let start = Instant::now();
+    let items: Vec<(u64, u32)> = (0..25).map(|i| (i * 10, i as u32)).collect();
+    let s = timed(start, items).throttle(ms(100));
+    let got = collect_timed(start, s).await;
+    assert_eq!(got, vec![(0, 0), (100, 9), (200, 19), (240, 24)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_end_with_trailing_off_drops_the_held_item() {
+    let opts = DebounceOptions::builder(ms(50))
+        .leading(true)
+        .trailing(false)
+        .build()
+        .unwrap();
+    let got: Vec<u32> = futures::stream::iter([1, 2, 3])
+        .debounce_with(opts)
+        .collect()
+        .await;
+    assert_eq!(got, vec![1]);
+    let opts = DebounceOptions::throttle_builder(ms(50))
+        .leading(false)
+        .build()
+        .unwrap();
+    let got: Vec<u32> = futures::stream::iter([1, 2, 3])
+        .throttle_with(opts)
+        .collect()
+        .await;
+    assert_eq!(got, vec![3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_slow_consumer_loses_no_burst() {
+    let start = Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let inner = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut s = Box::pin(inner.debounce(ms(10)));
+    tx.send(1).await.unwrap();
+    assert_eq!(futures::poll!(s.next()), std::task::Poll::Pending);
+    // The consumer stops polling; the burst's timer comes due meanwhile and
+    // the next burst has already started when it polls again.
+    sleep(ms(50)).await;
+    tx.send(2).await.unwrap();
+    drop(tx);
+    assert_eq!(s.next().await, Some(1));
+    assert_eq!(s.next().await, Some(2));
+    assert_eq!(s.next().await, None);
+    assert_eq!(start.elapsed(), ms(50));
+}
+
+// ---- no allocation per call ---------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_call_allocates_nothing() {
+    let d = Debouncer::builder(ms(100))
+        .max_wait(ms(1000))
+        .build_sync(|v: u64| v)
+        .unwrap();
+    d.call(0).unwrap(); // arms the timer
+    tokio::task::yield_now().await; // the worker registers and resets its Sleep
+    let ((), allocs) = count_allocs(|| {
+        for i in 0..10_000 {
+            d.call(i).unwrap();
+        }
+    });
+    assert_eq!(allocs, 0);
+    // The same through a few timer periods, with the worker running.
+    let mut total = 0;
+    for round in 0..5u64 {
+        let ((), a) = count_allocs(|| {
+            for i in 0..1000 {
+                d.call(round * 1000 + i).unwrap();
+            }
+        });
+        total += a;
+        sleep(ms(150)).await;
+    }
+    assert_eq!(total, 0);
+    assert_eq!(d.metrics().invocations, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_item_allocates_nothing() {
+    let mut s: std::pin::Pin<Box<Debounced<_>>> =
+        Box::pin(futures::stream::iter(0..100_000u64).debounce(ms(100)));
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    // Every poll takes up to a budget of items, all folded at one instant.
+    let (polls, allocs) = count_allocs(|| {
+        let mut polls = 0;
+        loop {
+            polls += 1;
+            match Stream::poll_next(s.as_mut(), &mut cx) {
+                std::task::Poll::Ready(v) => break (polls, v),
+                std::task::Poll::Pending => {}
+            }
+        }
+    });
+    assert_eq!(polls.1, Some(99_999), "flushed at end");
+    assert!(polls.0 > 100);
+    assert_eq!(allocs, 0);
+}
+
+// ---- compile-time guarantees -------------------------------------------------
+
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn send_sync<X: Send + Sync>() {}
+    fn send<X: Send>() {}
+    fn unpin<X: Unpin>() {}
+    send_sync::<Debouncer<u32, u32>>();
+    send_sync::<Throttler<String>>();
+    send_sync::<flowguard::timing::CallWait<u32>>();
+    unpin::<flowguard::timing::CallWait<u32>>();
+    send_sync::<DebounceOptions>();
+    send_sync::<CallError>();
+    send::<Debounced<futures::stream::Iter<std::vec::IntoIter<u32>>>>();
+}
