@@ -9,6 +9,7 @@
 //! | [`pool`] | [`WorkerPool`](pool::WorkerPool), [`BlockingPool`](pool::BlockingPool), [`CpuPool`](pool::CpuPool) | "run at most N of these at once": I/O futures, blocking calls, CPU work |
 //! | [`channel`] | [`bounded`](channel::bounded), [`Sender`](channel::Sender), [`Receiver`](channel::Receiver) | "a fast producer must slow down, not eat memory": bounded MPMC with backpressure |
 //! | [`timing`] | [`Debouncer`](timing::Debouncer), [`Throttler`](timing::Throttler), [stream adapters](timing::TimingStreamExt) | "collapse bursts of events", with lodash's debounce/throttle semantics |
+//! | [`breaker`] | [`CircuitBreaker`](breaker::CircuitBreaker) | "stop calling a backend that is failing, probe it, recover" |
 //! | [`clock`] | [`Clock`](clock::Clock) | the time source cores read; Tokio's clock by default, a manual one for tests |
 //!
 //! ## Which primitive?
@@ -24,6 +25,9 @@
 //! * Handing values from fast producers to slower consumers: a bounded
 //!   [`channel`]; `send` waits for room, `force_send` drops the oldest
 //!   instead, watermarks tell a producer when to pause.
+//! * Calls to another system that can fail: behind a
+//!   [`CircuitBreaker`](breaker::CircuitBreaker), so a failing backend is
+//!   refused at once instead of piling up waiting callers, then probed.
 //! * Anything else that must be bounded (connections, bytes in flight): the
 //!   [`Semaphore`](semaphore::Semaphore) directly.
 //!
@@ -72,6 +76,7 @@ pub mod batch;
 // may install a counting global allocator.)
 #![forbid(unsafe_code)]
 
+pub mod breaker;
 /// Bounded MPMC channels with backpressure, weights, watermarks and eviction.
 pub mod channel;
 pub mod clock;

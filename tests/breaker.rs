@@ -1,0 +1,860 @@
+//! Behaviour of `flowguard::breaker` on the paused Tokio clock, including
+//! resilience4j's state-machine scenarios.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flowguard::ConfigErrorKind;
+use flowguard::breaker::{
+    BreakerError, BreakerMetrics, Builder, CallPermit, CircuitBreaker, Outcome, Rejected, State,
+    StateChange,
+};
+use tokio::time::{Instant, advance, sleep};
+
+const S1: Duration = Duration::from_secs(1);
+
+/// A failure-rate breaker over a count window, no slow policy.
+fn rate_breaker(window: u32, minimum: u32, wait: Duration) -> CircuitBreaker {
+    CircuitBreaker::builder()
+        .failure_rate_threshold(50.0)
+        .without_slow_call_rate()
+        .count_window(window)
+        .minimum_calls(minimum)
+        .open_wait(wait)
+        .permitted_probes(3)
+        .build()
+        .unwrap()
+}
+
+fn consecutive(n: u32, wait: Duration, probes: u32) -> Builder {
+    CircuitBreaker::builder()
+        .without_failure_rate()
+        .without_slow_call_rate()
+        .consecutive_failures(n)
+        .open_wait(wait)
+        .permitted_probes(probes)
+}
+
+async fn ok(b: &CircuitBreaker) -> Result<u32, BreakerError<&'static str>> {
+    b.call(|| async { Ok(1) }).await
+}
+
+async fn err(b: &CircuitBreaker) -> Result<u32, BreakerError<&'static str>> {
+    b.call(|| async { Err("boom") }).await
+}
+
+fn refused_for(r: Result<u32, BreakerError<&'static str>>) -> Option<Duration> {
+    match r {
+        Err(BreakerError::Rejected(Rejected::Open { retry_after })) => Some(retry_after),
+        _ => None,
+    }
+}
+
+fn m(b: &CircuitBreaker) -> BreakerMetrics {
+    b.metrics()
+}
+
+// ---- resilience4j scenarios -------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn r4j_sssee_stays_closed_at_40_percent_and_sixth_error_trips_at_50() {
+    let b = rate_breaker(10, 5, S1);
+    for _ in 0..3 {
+        assert_eq!(ok(&b).await.unwrap(), 1);
+    }
+    for _ in 0..2 {
+        assert!(matches!(err(&b).await, Err(BreakerError::Inner("boom"))));
+    }
+    let mm = m(&b);
+    assert_eq!(mm.state, State::Closed);
+    assert_eq!(mm.failure_rate, Some(40.0));
+    assert_eq!((mm.calls, mm.failed_calls), (5, 2));
+
+    assert!(matches!(err(&b).await, Err(BreakerError::Inner("boom"))));
+    let mm = m(&b);
+    assert_eq!(mm.state, State::Open);
+    assert_eq!(mm.failure_rate, Some(50.0));
+    assert_eq!(refused_for(ok(&b).await), Some(S1));
+    assert_eq!(m(&b).refused, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn r4j_rate_is_not_judged_below_minimum_calls() {
+    let b = rate_breaker(10, 5, S1);
+    for _ in 0..4 {
+        let _ = err(&b).await;
+    }
+    // 100 % failures, but only 4 of the 5 calls needed.
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(m(&b).failure_rate, None);
+    let _ = err(&b).await;
+    assert_eq!(b.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn r4j_slow_calls_trip_while_failure_rate_is_below_threshold() {
+    let b = CircuitBreaker::builder()
+        .failure_rate_threshold(50.0)
+        .slow_call_rate_threshold(50.0)
+        .slow_call_duration_threshold(Duration::from_millis(100))
+        .count_window(4)
+        .minimum_calls(4)
+        .build()
+        .unwrap();
+    let slow = |d: u64| {
+        let b = b.clone();
+        async move {
+            b.call(|| async move {
+                sleep(Duration::from_millis(d)).await;
+                Ok::<_, ()>(())
+            })
+            .await
+        }
+    };
+    slow(10).await.unwrap();
+    slow(100).await.unwrap(); // exactly the threshold: not slow
+    slow(101).await.unwrap(); // slow
+    assert_eq!(m(&b).slow_calls, 1);
+    assert_eq!(b.state(), State::Closed);
+    slow(500).await.unwrap(); // 2 of 4 slow = 50 %, no failures at all
+    let mm = m(&b);
+    assert_eq!(mm.state, State::Open);
+    assert_eq!(mm.failure_rate, Some(0.0));
+    assert_eq!(mm.slow_call_rate, Some(50.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn r4j_half_open_closes_when_probe_failure_rate_is_below_threshold() {
+    let b = rate_breaker(4, 4, S1);
+    for _ in 0..4 {
+        let _ = err(&b).await;
+    }
+    assert_eq!(b.state(), State::Open);
+    advance(S1).await;
+    // 3 probes: 1 failure of 3 = 33 % < 50 %.
+    let p1 = b.try_acquire().unwrap();
+    assert_eq!(b.state(), State::HalfOpen);
+    let p2 = b.try_acquire().unwrap();
+    let p3 = b.try_acquire().unwrap();
+    assert!(p1.is_probe() && p2.is_probe() && p3.is_probe());
+    assert_eq!(b.try_acquire().unwrap_err(), Rejected::HalfOpenFull);
+    p1.failure();
+    p2.success();
+    assert_eq!(b.state(), State::HalfOpen);
+    assert_eq!(m(&b).failure_rate, None); // not all probes in
+    p3.success();
+    let mm = m(&b);
+    assert_eq!(mm.state, State::Closed);
+    assert_eq!(mm.calls, 0, "closing empties the window");
+}
+
+#[tokio::test(start_paused = true)]
+async fn r4j_half_open_reopens_when_probe_failure_rate_reaches_threshold() {
+    let b = CircuitBreaker::builder()
+        .failure_rate_threshold(50.0)
+        .without_slow_call_rate()
+        .count_window(2)
+        .minimum_calls(2)
+        .open_wait(S1)
+        .permitted_probes(2)
+        .build()
+        .unwrap();
+    let _ = err(&b).await;
+    let _ = err(&b).await;
+    advance(S1).await;
+    let p1 = b.try_acquire().unwrap();
+    let p2 = b.try_acquire().unwrap();
+    p1.success();
+    p2.failure(); // 1 of 2 = 50 %: inclusive, re-opens
+    assert_eq!(b.state(), State::Open);
+    assert_eq!(refused_for(ok(&b).await), Some(S1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn r4j_forced_open_ignores_the_wait_until_reset() {
+    let b = rate_breaker(4, 4, S1);
+    b.force_open();
+    advance(Duration::from_secs(3600)).await;
+    assert!(matches!(
+        ok(&b).await,
+        Err(BreakerError::Rejected(Rejected::ForcedOpen))
+    ));
+    assert_eq!(b.next_ready_at(), None);
+    b.reset();
+    assert_eq!(ok(&b).await.unwrap(), 1);
+    assert_eq!(b.state(), State::Closed);
+}
+
+// ---- open wait and backoff ---------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn open_wait_boundary_is_inclusive_with_exact_retry_after() {
+    let b = consecutive(1, Duration::from_millis(500), 1)
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    let _ = err(&b).await;
+    advance(Duration::from_millis(200)).await;
+    assert_eq!(refused_for(ok(&b).await), Some(Duration::from_millis(300)));
+    advance(Duration::from_millis(299)).await;
+    assert_eq!(refused_for(ok(&b).await), Some(Duration::from_millis(1)));
+    assert_eq!(b.next_ready_at(), Some(t0 + Duration::from_millis(500)));
+    advance(Duration::from_millis(1)).await;
+    assert_eq!(
+        ok(&b).await.unwrap(),
+        1,
+        "now = opened + wait admits a probe"
+    );
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_grows_on_each_reopen_caps_and_resets_on_close() {
+    let b = consecutive(1, S1, 1)
+        .open_backoff(3.0, Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let _ = err(&b).await;
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let wait = refused_for(ok(&b).await).unwrap();
+        waits.push(wait);
+        advance(wait).await;
+        let _ = err(&b).await; // failed probe: re-open
+        assert_eq!(m(&b).state, State::Open);
+    }
+    waits.push(refused_for(ok(&b).await).unwrap());
+    assert_eq!(
+        waits,
+        [1, 3, 9, 20, 20].map(Duration::from_secs).to_vec(),
+        "1 s, ×3, ×3, capped at 20 s"
+    );
+    assert_eq!(m(&b).reopens, 4);
+    advance(Duration::from_secs(20)).await;
+    ok(&b).await.unwrap();
+    assert_eq!(m(&b).reopens, 0);
+    let _ = err(&b).await;
+    assert_eq!(refused_for(ok(&b).await), Some(S1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn jittered_waits_are_shorter_never_longer_and_reproducible() {
+    let run = || async {
+        let b = consecutive(1, Duration::from_secs(10), 1)
+            .open_jitter(0.5)
+            .jitter_seed(42)
+            .build()
+            .unwrap();
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            let _ = err(&b).await;
+            waits.push(refused_for(ok(&b).await).unwrap());
+            b.reset();
+        }
+        waits
+    };
+    let a = run().await;
+    assert_eq!(a, run().await);
+    for w in &a {
+        assert!(
+            *w > Duration::from_secs(5) && *w <= Duration::from_secs(10),
+            "{w:?}"
+        );
+    }
+}
+
+// ---- half-open ---------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_probe_gives_its_slot_back() {
+    let b = consecutive(1, S1, 1).build().unwrap();
+    let _ = err(&b).await;
+    advance(S1).await;
+    // A probe whose call never finishes, cancelled by a timeout.
+    let r = tokio::time::timeout(
+        Duration::from_millis(10),
+        b.call(std::future::pending::<Result<u32, &str>>),
+    )
+    .await;
+    assert!(r.is_err());
+    assert_eq!(b.state(), State::HalfOpen);
+    assert_eq!(m(&b).probes_in_flight, 0);
+    // The slot is free again: the next call is admitted and decides.
+    assert_eq!(ok(&b).await.unwrap(), 1);
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ignored_probe_is_not_counted_and_frees_the_slot() {
+    let b = consecutive(1, S1, 2).build().unwrap();
+    let _ = err(&b).await;
+    advance(S1).await;
+    let p1 = b.try_acquire().unwrap();
+    let p2 = b.try_acquire().unwrap();
+    assert_eq!(b.try_acquire().unwrap_err(), Rejected::HalfOpenFull);
+    p1.ignore();
+    let p3 = b.try_acquire().unwrap();
+    p2.success();
+    p3.success();
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_only_breaker_reopens_on_any_failed_probe() {
+    let b = consecutive(5, S1, 3).build().unwrap();
+    for _ in 0..5 {
+        let _ = err(&b).await;
+    }
+    assert_eq!(b.state(), State::Open);
+    advance(S1).await;
+    let p: Vec<CallPermit<'_>> = (0..3).map(|_| b.try_acquire().unwrap()).collect();
+    let mut p = p.into_iter();
+    p.next().unwrap().success();
+    p.next().unwrap().success();
+    p.next().unwrap().failure();
+    assert_eq!(b.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_half_open_wait_reopens_and_drops_late_probes() {
+    let b = consecutive(1, S1, 1)
+        .max_half_open_wait(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let _ = err(&b).await;
+    advance(S1).await;
+    let probe = b.try_acquire().unwrap();
+    advance(Duration::from_millis(4999)).await;
+    assert_eq!(b.try_acquire().unwrap_err(), Rejected::HalfOpenFull);
+    advance(Duration::from_millis(1)).await;
+    assert_eq!(
+        b.try_acquire().unwrap_err(),
+        Rejected::Open { retry_after: S1 }
+    );
+    assert_eq!(b.state(), State::Open);
+    assert_eq!(m(&b).reopens, 1);
+    probe.success(); // too late: belongs to the half-open that expired
+    assert_eq!(b.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_most_permitted_probes_run_among_many_tasks() {
+    let b = consecutive(1, S1, 3).build().unwrap();
+    let _ = err(&b).await;
+    advance(S1).await;
+    let running = Arc::new(Mutex::new((0u32, 0u32))); // (now, max)
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let b = b.clone();
+        let running = running.clone();
+        tasks.push(tokio::spawn(async move {
+            b.call(|| async {
+                {
+                    let mut r = running.lock().unwrap();
+                    r.0 += 1;
+                    r.1 = r.1.max(r.0);
+                }
+                sleep(Duration::from_millis(10)).await;
+                running.lock().unwrap().0 -= 1;
+                Ok::<_, ()>(())
+            })
+            .await
+        }));
+    }
+    let mut admitted = 0;
+    let mut full = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => admitted += 1,
+            Err(BreakerError::Rejected(Rejected::HalfOpenFull)) => full += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((admitted, full), (3, 7));
+    assert_eq!(running.lock().unwrap().1, 3);
+    assert_eq!(b.state(), State::Closed);
+}
+
+// ---- classification, outcomes, manual control ---------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn classifier_decides_and_ignored_calls_are_not_counted() {
+    let b = consecutive(2, S1, 1).build().unwrap();
+    let classify = |r: &Result<u32, &str>| match r {
+        Ok(_) => Outcome::Success,
+        Err("not found") => Outcome::Ignored,
+        Err("slow down") => Outcome::Success,
+        Err(_) => Outcome::Failure,
+    };
+    let _ = b.call_with(|| async { Err("boom") }, classify).await;
+    let r = b.call_with(|| async { Err("not found") }, classify).await;
+    assert!(matches!(r, Err(BreakerError::Inner("not found"))));
+    // The ignored call did not break the run of failures.
+    assert_eq!(m(&b).consecutive_failures, 1);
+    assert_eq!(m(&b).calls, 1);
+    // An error classified a success resets the run but still comes back.
+    let r = b.call_with(|| async { Err("slow down") }, classify).await;
+    assert!(matches!(r, Err(BreakerError::Inner("slow down"))));
+    assert_eq!(m(&b).consecutive_failures, 0);
+    let _ = b.call_with(|| async { Err("boom") }, classify).await;
+    let _ = b.call_with(|| async { Err("boom") }, classify).await;
+    assert_eq!(b.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn inner_error_comes_back_without_clone_or_debug() {
+    struct Opaque(u32);
+    let b = CircuitBreaker::new();
+    let r: Result<(), _> = b.call(|| async { Err(Opaque(7)) }).await;
+    match r {
+        Err(e) => {
+            assert_eq!(format!("{e:?}"), "Inner(..)");
+            assert_eq!(e.into_inner().map(|o| o.0), Some(7));
+        }
+        Ok(()) => panic!("expected an error"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_permit_in_closed_counts_as_nothing() {
+    let b = consecutive(1, S1, 1).build().unwrap();
+    drop(b.try_acquire().unwrap());
+    let p = b.try_acquire().unwrap();
+    p.ignore();
+    assert_eq!(m(&b).calls, 0);
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn outcomes_of_calls_admitted_before_a_transition_are_dropped() {
+    let b = consecutive(2, S1, 1).build().unwrap();
+    let old = b.try_acquire().unwrap();
+    let _ = err(&b).await;
+    let _ = err(&b).await; // trips
+    b.reset();
+    old.failure();
+    assert_eq!(m(&b).consecutive_failures, 0);
+    assert_eq!(m(&b).calls, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn disabled_admits_everything_and_records_nothing() {
+    let b = consecutive(1, S1, 1).build().unwrap();
+    b.disable();
+    for _ in 0..10 {
+        assert!(matches!(err(&b).await, Err(BreakerError::Inner(_))));
+    }
+    let mm = m(&b);
+    assert_eq!((mm.state, mm.calls, mm.refused), (State::Disabled, 0, 0));
+    b.force_open();
+    assert!(matches!(
+        ok(&b).await,
+        Err(BreakerError::Rejected(Rejected::ForcedOpen))
+    ));
+    b.reset();
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reset_closes_with_an_empty_window() {
+    let b = rate_breaker(10, 3, S1);
+    let _ = err(&b).await;
+    let _ = err(&b).await;
+    b.reset();
+    assert_eq!(m(&b).calls, 0);
+    let _ = err(&b).await;
+    let _ = ok(&b).await;
+    let _ = ok(&b).await; // 1 of 3: still closed, the old errors are gone
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_window_forgets_old_failures() {
+    let b = CircuitBreaker::builder()
+        .failure_rate_threshold(50.0)
+        .without_slow_call_rate()
+        .time_window(Duration::from_secs(10), 10)
+        .minimum_calls(4)
+        .build()
+        .unwrap();
+    let _ = err(&b).await;
+    let _ = err(&b).await;
+    advance(Duration::from_secs(10)).await; // both are out of the window now
+    assert_eq!(m(&b).calls, 0);
+    let _ = err(&b).await;
+    let _ = ok(&b).await;
+    let _ = ok(&b).await;
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(m(&b).calls, 3);
+    advance(Duration::from_secs(9)).await; // still in the window
+    let _ = err(&b).await; // 2 of 4 = 50 %
+    assert_eq!(b.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_share_one_breaker() {
+    let a = consecutive(2, S1, 1).build().unwrap();
+    let b = a.clone();
+    let _ = err(&a).await;
+    let _ = err(&b).await;
+    assert_eq!(a.state(), State::Open);
+    assert!(refused_for(ok(&b).await).is_some());
+    assert_eq!(a.metrics().refused, 1);
+}
+
+// ---- readiness -----------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn wait_until_ready_waits_exactly_the_open_wait() {
+    let b = consecutive(1, Duration::from_millis(750), 1)
+        .build()
+        .unwrap();
+    b.wait_until_ready().await; // closed: at once
+    let t0 = Instant::now();
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    let _ = err(&b).await;
+    b.wait_until_ready().await;
+    assert_eq!(t0.elapsed(), Duration::from_millis(750));
+    assert_eq!(ok(&b).await.unwrap(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_until_ready_wakes_when_a_probe_slot_frees() {
+    let b = consecutive(1, S1, 1).build().unwrap();
+    let _ = err(&b).await;
+    advance(S1).await;
+    let probe = b.try_acquire().unwrap();
+    assert_eq!(b.next_ready_at(), None);
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            b.wait_until_ready().await;
+            t.elapsed()
+        })
+    };
+    sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished());
+    drop(probe);
+    assert_eq!(waiter.await.unwrap(), Duration::from_millis(300));
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_until_ready_in_forced_open_waits_for_reset() {
+    let b = CircuitBreaker::new();
+    b.force_open();
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            b.wait_until_ready().await;
+            t.elapsed()
+        })
+    };
+    sleep(Duration::from_secs(100)).await;
+    assert!(!waiter.is_finished());
+    b.reset();
+    assert_eq!(waiter.await.unwrap(), Duration::from_secs(100));
+}
+
+// ---- hook ---------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn hook_sees_every_transition_with_its_time() {
+    let seen: Arc<Mutex<Vec<StateChange>>> = Arc::default();
+    let log = seen.clone();
+    let b = consecutive(1, S1, 1)
+        .on_state_change(move |c: &StateChange| log.lock().unwrap().push(*c))
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    let _ = err(&b).await;
+    advance(S1).await;
+    let _ = err(&b).await; // probe fails: re-open
+    advance(S1).await;
+    let _ = ok(&b).await; // probe succeeds: close
+    let got: Vec<(State, State, Duration, u64)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| (c.from, c.to, c.at - t0, c.seq))
+        .collect();
+    use State::*;
+    assert_eq!(
+        got,
+        vec![
+            (Closed, Open, Duration::ZERO, 1),
+            (Open, HalfOpen, S1, 2),
+            (HalfOpen, Open, S1, 3),
+            (Open, HalfOpen, 2 * S1, 4),
+            (HalfOpen, Closed, 2 * S1, 5),
+        ]
+    );
+    assert_eq!(m(&b).transitions, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hook_may_call_back_into_the_breaker() {
+    let cell: Arc<Mutex<Option<CircuitBreaker>>> = Arc::default();
+    let c2 = cell.clone();
+    let b = consecutive(1, S1, 1)
+        .on_state_change(move |c: &StateChange| {
+            let b = c2.lock().unwrap().clone();
+            if let Some(b) = b.filter(|_| c.to == State::Open) {
+                let _ = b.metrics();
+                let _ = b.try_acquire();
+            }
+        })
+        .build()
+        .unwrap();
+    *cell.lock().unwrap() = Some(b.clone());
+    let _ = err(&b).await; // must not deadlock
+    assert_eq!(b.state(), State::Open);
+    cell.lock().unwrap().take();
+}
+
+// ---- configuration ----------------------------------------------------------------
+
+#[test]
+fn every_builder_field_is_validated() {
+    let d = Duration::from_secs(1);
+    let cases: Vec<(Builder, &str, ConfigErrorKind)> = vec![
+        (
+            CircuitBreaker::builder().failure_rate_threshold(0.0),
+            "failure_rate_threshold",
+            ConfigErrorKind::Zero,
+        ),
+        (
+            CircuitBreaker::builder().failure_rate_threshold(100.5),
+            "failure_rate_threshold",
+            ConfigErrorKind::TooLarge,
+        ),
+        (
+            CircuitBreaker::builder().failure_rate_threshold(f64::NAN),
+            "failure_rate_threshold",
+            ConfigErrorKind::TooSmall,
+        ),
+        (
+            CircuitBreaker::builder().failure_rate_threshold(-1.0),
+            "failure_rate_threshold",
+            ConfigErrorKind::TooSmall,
+        ),
+        (
+            CircuitBreaker::builder().slow_call_rate_threshold(0.0),
+            "slow_call_rate_threshold",
+            ConfigErrorKind::Zero,
+        ),
+        (
+            CircuitBreaker::builder().slow_call_rate_threshold(f64::INFINITY),
+            "slow_call_rate_threshold",
+            ConfigErrorKind::TooLarge,
+        ),
+        (
+            CircuitBreaker::builder().consecutive_failures(0),
+            "consecutive_failures",
+            ConfigErrorKind::Zero,
+        ),
+        (
+            CircuitBreaker::builder()
+                .without_failure_rate()
+                .without_slow_call_rate(),
+            "failure_rate_threshold",
+            ConfigErrorKind::Missing,
+        ),
+        (
+            CircuitBreaker::builder().count_window(0),
+            "count_window",
+            ConfigErrorKind::Zero,
+        ),
+        (
+            CircuitBreaker::builder().count_window(u32::MAX),
+            "count_window",
+            ConfigErrorKind::TooLarge,
+        ),
+        (
+            CircuitBreaker::builder().time_window(d, 0),
+            "time_window",
+            ConfigErrorKind::Zero,
+        ),
+        (
+            CircuitBreaker::builder().time_window(d, 100_000),
+            "time_window",
+            ConfigErrorKind::TooLarge,
+        ),
+        (
+            CircuitBreaker::builder().time_window(Duration::ZERO, 1),
+            "time_window",
+            ConfigErrorKind::Zero,
+        ),
+        (
+            CircuitBreaker::builder().time_window(Duration::MAX, 1),
+            "time_window",
+            ConfigErrorKind::TooLarge,
+        ),
+        (
+            CircuitBreaker::builder().time_window(Duration::from_nanos(3), 4),
+            "time_window",
+            ConfigErrorKind::TooSmall,
+        ),
+        (
+            CircuitBreaker::builder().minimum_calls(0),
+            "minimum_calls",
+            ConfigErrorKind::Zero,
+        ),
+        (
+            CircuitBreaker::builder().open_wait(Duration::ZERO),
+            "open_wait",
+            ConfigErrorKind::Zero,
+        ),
+        (
+            CircuitBreaker::builder().open_wait(Duration::MAX),
+            "open_wait",
+            ConfigErrorKind::TooLarge,
+        ),
+        (
+            CircuitBreaker::builder().open_backoff(0.5, d * 60),
+            "open_backoff",
+            ConfigErrorKind::TooSmall,
+        ),
+        (
+            CircuitBreaker::builder().open_backoff(f64::NAN, d * 60),
+            "open_backoff",
+            ConfigErrorKind::TooSmall,
+        ),
+        (
+            CircuitBreaker::builder().open_backoff(2.0, d),
+            "open_backoff",
+            ConfigErrorKind::Conflict,
+        ),
+        (
+            CircuitBreaker::builder().open_backoff(2.0, Duration::MAX),
+            "open_backoff",
+            ConfigErrorKind::TooLarge,
+        ),
+        (
+            CircuitBreaker::builder().open_backoff(2.0, Duration::ZERO),
+            "open_backoff",
+            ConfigErrorKind::Zero,
+        ),
+        (
+            CircuitBreaker::builder().open_jitter(-0.1),
+            "open_jitter",
+            ConfigErrorKind::TooSmall,
+        ),
+        (
+            CircuitBreaker::builder().open_jitter(1.0),
+            "open_jitter",
+            ConfigErrorKind::TooLarge,
+        ),
+        (
+            CircuitBreaker::builder().open_jitter(f64::NAN),
+            "open_jitter",
+            ConfigErrorKind::TooSmall,
+        ),
+        (
+            CircuitBreaker::builder().permitted_probes(0),
+            "permitted_probes",
+            ConfigErrorKind::Zero,
+        ),
+        (
+            CircuitBreaker::builder().permitted_probes(1 << 17),
+            "permitted_probes",
+            ConfigErrorKind::TooLarge,
+        ),
+        (
+            CircuitBreaker::builder().max_half_open_wait(Duration::ZERO),
+            "max_half_open_wait",
+            ConfigErrorKind::Zero,
+        ),
+        (
+            CircuitBreaker::builder().max_half_open_wait(Duration::MAX),
+            "max_half_open_wait",
+            ConfigErrorKind::TooLarge,
+        ),
+    ];
+    for (builder, field, kind) in cases {
+        let e = builder.build().expect_err(field);
+        assert_eq!((e.field(), e.kind()), (field, kind), "{e}");
+        assert_eq!(e.component(), "circuit breaker");
+        assert!(
+            e.to_string()
+                .starts_with("invalid circuit breaker config: ")
+        );
+    }
+}
+
+#[test]
+fn extreme_but_valid_settings_build_and_do_not_panic() {
+    let b = CircuitBreaker::builder()
+        .failure_rate_threshold(100.0)
+        .slow_call_duration_threshold(Duration::MAX)
+        .consecutive_failures(u32::MAX)
+        .count_window(1 << 20)
+        .minimum_calls(u32::MAX)
+        .open_wait(Duration::from_nanos(1))
+        .open_backoff(f64::MAX, Duration::from_secs(365 * 24 * 3600))
+        .open_jitter(0.999)
+        .permitted_probes(1 << 16)
+        .max_half_open_wait(Duration::from_nanos(1))
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for _ in 0..100 {
+            let _ = err(&b).await;
+        }
+    });
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[test]
+fn display_is_lower_case() {
+    let r = Rejected::Open {
+        retry_after: Duration::from_millis(5),
+    };
+    assert_eq!(r.to_string(), "circuit breaker is open; retry after 5ms");
+    assert_eq!(r.retry_after(), Some(Duration::from_millis(5)));
+    assert_eq!(Rejected::HalfOpenFull.retry_after(), None);
+    let e: BreakerError<std::io::Error> = BreakerError::Inner(std::io::Error::other("x"));
+    assert!(std::error::Error::source(&e).is_some());
+    assert_eq!(e.to_string(), "the call through the circuit breaker failed");
+    let e: BreakerError<std::io::Error> = Rejected::HalfOpenFull.into();
+    assert_eq!(e.rejected(), Some(Rejected::HalfOpenFull));
+}
+
+#[test]
+fn public_types_are_send_sync_and_futures_are_send() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<CircuitBreaker>();
+    send_sync::<CallPermit<'static>>();
+    send_sync::<flowguard::breaker::OwnedCallPermit>();
+    send_sync::<Rejected>();
+    send_sync::<BreakerError<std::io::Error>>();
+    send_sync::<BreakerMetrics>();
+    send_sync::<StateChange>();
+    send_sync::<Builder>();
+    let b = CircuitBreaker::new();
+    send(&b.call(|| async { Ok::<_, ()>(()) }));
+    send(&b.wait_until_ready());
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_until_ready_sees_the_half_open_deadline_pass() {
+    let b = consecutive(1, S1, 1)
+        .max_half_open_wait(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let _ = err(&b).await;
+    advance(S1).await;
+    let _stuck_probe = b.try_acquire().unwrap();
+    let t0 = Instant::now();
+    b.wait_until_ready().await;
+    // Re-opened at the 5 s deadline, then waited the 1 s open wait.
+    assert_eq!(t0.elapsed(), Duration::from_secs(6));
+    assert_eq!(m(&b).reopens, 1);
+    assert!(b.try_acquire().unwrap().is_probe());
+}
