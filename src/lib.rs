@@ -81,6 +81,8 @@ pub mod breaker;
 pub mod channel;
 pub mod clock;
 mod error;
+/// Deadline fan-out: `gather_with_timeout`, the `Gather` builder (quorum, fail-fast, spawn) and hedged requests.
+pub mod fanout;
 pub mod pool;
 /// Token-bucket rate limiters (GCRA): plain, FIFO-fair and keyed.
 pub mod rate;

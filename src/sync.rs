@@ -143,6 +143,13 @@ mod imp {
 
 pub(crate) use imp::*;
 
+/// `std`'s `Arc`, on both sides, for the one place loom cannot stand in:
+/// `std::task::Wake` is only implemented for `std::sync::Arc`, so a
+/// hand-made waker must live in one. Whatever such a waker *contains*
+/// (atomics, a `Mutex`) still comes from this facade, so loom sees every
+/// access that matters; only the reference count is not modelled.
+pub(crate) use std::sync::Arc as WakeArc;
+
 /// Runs a future to completion on the current thread, parking between polls.
 ///
 /// The one bridge from plain threads into the crate's async waiting (a

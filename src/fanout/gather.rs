@@ -1,0 +1,1199 @@
+//! Gathering: run N futures at once, collect what came back by a deadline.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, Sleep};
+
+use super::core::{Finish, Tally};
+use super::wake::{ChildWaker, ReadyQueue};
+use crate::sync::{Mutex, WakeArc};
+use crate::{ConfigError, ConfigErrorKind};
+
+const COMPONENT: &str = "gather";
+
+/// What became of one gathered future.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::fanout::{gather_with_timeout, Outcome};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let fast = Box::pin(async { "fast" }) as std::pin::Pin<Box<dyn Future<Output = _>>>;
+/// let slow = Box::pin(async {
+///     tokio::time::sleep(Duration::from_secs(5)).await;
+///     "slow"
+/// });
+/// let gathered = gather_with_timeout([fast, slow], Duration::from_secs(1)).await;
+/// assert!(matches!(gathered.outcomes()[0], Outcome::Completed("fast")));
+/// assert!(matches!(gathered.outcomes()[1], Outcome::TimedOut));
+/// # }
+/// ```
+#[non_exhaustive]
+pub enum Outcome<T> {
+    /// The future finished in time with this value.
+    Completed(T),
+    /// The deadline passed first; the future was cancelled (or never started,
+    /// when `concurrency` kept it waiting).
+    TimedOut,
+    /// The gather finished early (quorum reached or impossible, or
+    /// `fail_fast`), so this future was cancelled or never started.
+    Cancelled,
+    /// Spawned mode only: the task panicked; this is the panic payload
+    /// (hand it to `std::panic::resume_unwind` to re-raise it).
+    Panicked(Box<dyn Any + Send + 'static>),
+}
+
+impl<T> Outcome<T> {
+    /// The value, if the future completed.
+    pub fn completed(self) -> Option<T> {
+        match self {
+            Outcome::Completed(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Whether the future completed.
+    pub fn is_completed(&self) -> bool {
+        matches!(self, Outcome::Completed(_))
+    }
+
+    /// Whether the deadline cut the future off.
+    pub fn is_timed_out(&self) -> bool {
+        matches!(self, Outcome::TimedOut)
+    }
+}
+
+impl<T> fmt::Debug for Outcome<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Completed(_) => f.write_str("Completed(..)"),
+            Outcome::TimedOut => f.write_str("TimedOut"),
+            Outcome::Cancelled => f.write_str("Cancelled"),
+            Outcome::Panicked(_) => f.write_str("Panicked(..)"),
+        }
+    }
+}
+
+/// The result of a gather: one [`Outcome`] per input future, in input order.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::fanout::gather_with_timeout;
+/// use std::time::Duration;
+/// use tokio::time::sleep;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let shards = (0..4u64).map(|i| async move {
+///     sleep(Duration::from_millis(100 * (i + 1))).await;
+///     i * 10
+/// });
+/// let gathered = gather_with_timeout(shards, Duration::from_millis(250)).await;
+/// assert_eq!(gathered.completed().collect::<Vec<_>>(), [(0, &0), (1, &10)]);
+/// assert_eq!(gathered.timed_out().collect::<Vec<_>>(), [2, 3]);
+/// assert_eq!((gathered.completed_count(), gathered.timed_out_count()), (2, 2));
+/// # }
+/// ```
+pub struct Gathered<T> {
+    outcomes: Vec<Outcome<T>>,
+    finish: Finish,
+}
+
+impl<T> fmt::Debug for Gathered<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gathered")
+            .field("outcomes", &self.outcomes)
+            .field("finish", &self.finish)
+            .finish()
+    }
+}
+
+impl<T> Gathered<T> {
+    /// Why the gather stopped.
+    pub fn finish(&self) -> Finish {
+        self.finish
+    }
+
+    /// Number of input futures.
+    pub fn len(&self) -> usize {
+        self.outcomes.len()
+    }
+
+    /// Whether there were no input futures.
+    pub fn is_empty(&self) -> bool {
+        self.outcomes.is_empty()
+    }
+
+    /// Every outcome, in input order.
+    pub fn outcomes(&self) -> &[Outcome<T>] {
+        &self.outcomes
+    }
+
+    /// Every outcome, in input order, by value.
+    pub fn into_outcomes(self) -> Vec<Outcome<T>> {
+        self.outcomes
+    }
+
+    /// `(input index, value)` of each completed future, in input order.
+    pub fn completed(&self) -> impl Iterator<Item = (usize, &T)> + '_ {
+        self.outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| match o {
+                Outcome::Completed(v) => Some((i, v)),
+                _ => None,
+            })
+    }
+
+    /// `(input index, value)` of each completed future, by value.
+    pub fn into_completed(self) -> Vec<(usize, T)> {
+        self.outcomes
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, o)| o.completed().map(|v| (i, v)))
+            .collect()
+    }
+
+    /// Input indices of the futures the deadline cut off.
+    pub fn timed_out(&self) -> impl Iterator<Item = usize> + '_ {
+        self.indices(Outcome::is_timed_out)
+    }
+
+    /// Input indices of the futures cancelled because the gather finished early.
+    pub fn cancelled(&self) -> impl Iterator<Item = usize> + '_ {
+        self.indices(|o| matches!(o, Outcome::Cancelled))
+    }
+
+    /// Input indices of the spawned futures that panicked.
+    pub fn panicked(&self) -> impl Iterator<Item = usize> + '_ {
+        self.indices(|o| matches!(o, Outcome::Panicked(_)))
+    }
+
+    /// How many futures completed.
+    pub fn completed_count(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.is_completed()).count()
+    }
+
+    /// How many futures the deadline cut off.
+    pub fn timed_out_count(&self) -> usize {
+        self.timed_out().count()
+    }
+
+    /// How many futures were cancelled because the gather finished early.
+    pub fn cancelled_count(&self) -> usize {
+        self.cancelled().count()
+    }
+
+    /// How many spawned futures panicked.
+    pub fn panicked_count(&self) -> usize {
+        self.panicked().count()
+    }
+
+    fn indices(&self, keep: fn(&Outcome<T>) -> bool) -> impl Iterator<Item = usize> + '_ {
+        self.outcomes
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, o)| keep(o).then_some(i))
+    }
+}
+
+impl<T, E> Gathered<Result<T, E>> {
+    /// `(input index, value)` of each future that completed with `Ok`.
+    pub fn successes(&self) -> impl Iterator<Item = (usize, &T)> + '_ {
+        self.outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| match o {
+                Outcome::Completed(Ok(v)) => Some((i, v)),
+                _ => None,
+            })
+    }
+
+    /// How many futures completed with `Ok`.
+    pub fn success_count(&self) -> usize {
+        self.successes().count()
+    }
+}
+
+/// Plain numbers about a running gather.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::fanout::Gather;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let gather = Gather::new((1..=2).map(|i| async move { i })).build().unwrap();
+/// let m = gather.metrics();
+/// assert_eq!((m.total, m.started, m.in_flight), (2, 0, 0));
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct GatherMetrics {
+    /// Number of input futures.
+    pub total: usize,
+    /// How many have been started (polled or spawned) so far.
+    pub started: usize,
+    /// How many are running now.
+    pub in_flight: usize,
+    /// How many finished as a success (every completion, without a quorum or `fail_fast`).
+    pub succeeded: usize,
+    /// How many finished as a failure (`Err` or a panic).
+    pub failed: usize,
+}
+
+/// The mode where every future is polled inside the task that awaits the
+/// gather (the default): no `'static` bound, no spawn cost, one core.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::fanout::{Gather, InTask};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let local = String::from("borrowed, not 'static");
+/// let g: flowguard::fanout::GatherFuture<_, InTask> =
+///     Gather::new([async { local.len() }]).build().unwrap();
+/// assert_eq!(g.await.into_completed(), [(0, 21)]);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InTask;
+
+/// The mode where every future runs on its own Tokio task (`Gather::spawn`):
+/// parallel on a multi-threaded runtime, panics captured as
+/// [`Outcome::Panicked`], tasks aborted when the gather finishes or is dropped.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::fanout::{Gather, Outcome};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let ok = Box::pin(async { 1 }) as std::pin::Pin<Box<dyn Future<Output = i32> + Send>>;
+/// let boom = Box::pin(async { panic!("boom") });
+/// let gathered = Gather::new([ok, boom]).spawn().build().unwrap().await;
+/// assert!(matches!(gathered.outcomes()[0], Outcome::Completed(1)));
+/// assert!(matches!(gathered.outcomes()[1], Outcome::Panicked(_)));
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spawned;
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::InTask {}
+    impl Sealed for super::Spawned {}
+}
+
+/// How a gather runs its futures: [`InTask`] or [`Spawned`]. Sealed.
+pub trait GatherMode<F>: sealed::Sealed {
+    /// The value each future yields.
+    type Output;
+    #[doc(hidden)]
+    type Slot: Unpin;
+    #[doc(hidden)]
+    type Shared;
+    /// Whether children are polled by the driver with their own wakers
+    /// (in-task) or report themselves through the ready queue (spawned).
+    #[doc(hidden)]
+    const POLLED: bool;
+    #[doc(hidden)]
+    #[allow(private_interfaces)] // sealed: only this crate implements or calls it
+    fn shared(total: usize, queue: &WakeArc<ReadyQueue>) -> Self::Shared;
+    #[doc(hidden)]
+    fn launch(future: F, index: usize, shared: &Self::Shared) -> Self::Slot;
+    #[doc(hidden)]
+    fn poll_slot(
+        slot: &mut Self::Slot,
+        index: usize,
+        shared: &Self::Shared,
+        cx: &mut Context<'_>,
+    ) -> Poll<Outcome<Self::Output>>;
+    #[doc(hidden)]
+    fn cancel(slot: Self::Slot);
+}
+
+impl<F: Future> GatherMode<F> for InTask {
+    type Output = F::Output;
+    type Slot = Pin<Box<F>>;
+    type Shared = ();
+    const POLLED: bool = true;
+
+    #[inline]
+    #[allow(private_interfaces)]
+    fn shared(_: usize, _: &WakeArc<ReadyQueue>) {}
+
+    #[inline]
+    fn launch(future: F, _: usize, _: &()) -> Self::Slot {
+        Box::pin(future)
+    }
+
+    #[inline]
+    fn poll_slot(
+        slot: &mut Self::Slot,
+        _: usize,
+        _: &(),
+        cx: &mut Context<'_>,
+    ) -> Poll<Outcome<F::Output>> {
+        slot.as_mut().poll(cx).map(Outcome::Completed)
+    }
+
+    #[inline]
+    fn cancel(slot: Self::Slot) {
+        drop(slot);
+    }
+}
+
+/// Where spawned tasks leave their outcome: one cell per input index,
+/// written once by the task, taken once by the driver.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct SpawnShared<T> {
+    results: Mutex<Vec<Option<Outcome<T>>>>,
+    queue: WakeArc<ReadyQueue>,
+}
+
+/// Runs inside the spawned task: catches a panic of the user's future and,
+/// on completion, panic or abort (drop), reports exactly once.
+struct Reporter<F: Future> {
+    future: Pin<Box<F>>,
+    index: usize,
+    shared: Option<WakeArc<SpawnShared<F::Output>>>,
+}
+
+impl<F: Future> Reporter<F> {
+    fn report(&mut self, outcome: Outcome<F::Output>) {
+        if let Some(shared) = self.shared.take() {
+            shared.results.lock()[self.index] = Some(outcome);
+            shared.queue.push(self.index);
+        }
+    }
+}
+
+impl<F: Future> Future for Reporter<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let future = &mut this.future;
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx)));
+        match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(v)) => this.report(Outcome::Completed(v)),
+            Err(payload) => this.report(Outcome::Panicked(payload)),
+        }
+        Poll::Ready(())
+    }
+}
+
+impl<F: Future> Drop for Reporter<F> {
+    fn drop(&mut self) {
+        // Aborted (by the gather, ignored then) or dropped by a runtime
+        // shutting down: say so, so the gather never waits for it.
+        self.report(Outcome::Cancelled);
+    }
+}
+
+impl<F> GatherMode<F> for Spawned
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    type Output = F::Output;
+    type Slot = JoinHandle<()>;
+    type Shared = WakeArc<SpawnShared<F::Output>>;
+    const POLLED: bool = false;
+
+    #[allow(private_interfaces)]
+    fn shared(total: usize, queue: &WakeArc<ReadyQueue>) -> Self::Shared {
+        let mut results = Vec::new();
+        results.resize_with(total, || None);
+        WakeArc::new(SpawnShared {
+            results: Mutex::new(results),
+            queue: queue.clone(),
+        })
+    }
+
+    #[inline]
+    fn launch(future: F, index: usize, shared: &Self::Shared) -> Self::Slot {
+        tokio::spawn(Reporter {
+            future: Box::pin(future),
+            index,
+            shared: Some(shared.clone()),
+        })
+    }
+
+    #[inline]
+    fn poll_slot(
+        _: &mut Self::Slot,
+        index: usize,
+        shared: &Self::Shared,
+        _: &mut Context<'_>,
+    ) -> Poll<Outcome<F::Output>> {
+        match shared.results.lock()[index].take() {
+            Some(outcome) => Poll::Ready(outcome),
+            None => Poll::Pending,
+        }
+    }
+
+    #[inline]
+    fn cancel(slot: Self::Slot) {
+        slot.abort();
+    }
+}
+
+/// When the gather's deadline is, as given to the builder.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    None,
+    Timeout(Duration),
+    Deadline(Instant),
+}
+
+/// Builder for a gather: deadline, concurrency bound, quorum, fail-fast and
+/// spawned mode.
+///
+/// [`build`](Gather::build) checks the settings and returns a
+/// [`GatherFuture`] to await (or turn into a [`GatherStream`]).
+///
+/// # Examples
+///
+/// Three replicas, answer with the first two successes or whatever came
+/// back in 50 ms, at most two requests in flight:
+///
+/// ```
+/// use flowguard::fanout::{Finish, Gather};
+/// use std::time::Duration;
+/// use tokio::time::{sleep, Instant};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let start = Instant::now();
+/// let replicas = [10u64, 20, 30].map(|ms| async move {
+///     sleep(Duration::from_millis(ms)).await;
+///     Ok::<u64, std::io::Error>(ms)
+/// });
+/// let gathered = Gather::new(replicas)
+///     .timeout(Duration::from_millis(50))
+///     .concurrency(2)
+///     .quorum(2)
+///     .build()
+///     .unwrap()
+///     .await;
+/// assert_eq!(gathered.finish(), Finish::QuorumReached);
+/// assert_eq!(gathered.success_count(), 2);
+/// assert_eq!(start.elapsed(), Duration::from_millis(20));
+/// # }
+/// ```
+pub struct Gather<F, M = InTask>
+where
+    M: GatherMode<F>,
+{
+    futures: Vec<F>,
+    limit: Limit,
+    conflict: bool,
+    concurrency: usize,
+    quorum: Option<usize>,
+    fail_fast: bool,
+    is_success: Option<fn(&M::Output) -> bool>,
+    _mode: PhantomData<M>,
+}
+
+impl<F, M: GatherMode<F>> fmt::Debug for Gather<F, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gather")
+            .field("futures", &self.futures.len())
+            .field("limit", &self.limit)
+            .field("concurrency", &self.concurrency)
+            .field("quorum", &self.quorum)
+            .field("fail_fast", &self.fail_fast)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Gather<F, InTask> {
+    /// Starts a builder over these futures. Nothing runs until the built
+    /// future is polled.
+    ///
+    /// Defaults: no deadline, no concurrency bound, wait for all, polled in
+    /// the awaiting task.
+    pub fn new(futures: impl IntoIterator<Item = F>) -> Self {
+        Self {
+            futures: futures.into_iter().collect(),
+            limit: Limit::None,
+            conflict: false,
+            concurrency: usize::MAX,
+            quorum: None,
+            fail_fast: false,
+            is_success: None,
+            _mode: PhantomData,
+        }
+    }
+
+    /// Runs each future on its own Tokio task instead of in the awaiting task.
+    ///
+    /// Panics are captured as [`Outcome::Panicked`]; tasks still running
+    /// when the gather finishes (deadline, quorum, fail-fast) or is dropped
+    /// are aborted, so they stop at their next `.await`.
+    pub fn spawn(self) -> Gather<F, Spawned>
+    where
+        F: Send + 'static,
+        F::Output: Send + 'static,
+    {
+        Gather {
+            futures: self.futures,
+            limit: self.limit,
+            conflict: self.conflict,
+            concurrency: self.concurrency,
+            quorum: self.quorum,
+            fail_fast: self.fail_fast,
+            // Same output type in both modes, so the classifier carries over.
+            is_success: self.is_success,
+            _mode: PhantomData,
+        }
+    }
+}
+
+impl<F, M: GatherMode<F>> Gather<F, M> {
+    /// Stop at `timeout` after the gather is built; futures still running
+    /// then are cancelled and reported as [`Outcome::TimedOut`].
+    ///
+    /// Like `tokio::time::timeout`, the clock starts at `build()`. A timeout
+    /// too large to represent means no deadline. Conflicts with `deadline`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.conflict |= !matches!(self.limit, Limit::None);
+        self.limit = Limit::Timeout(timeout);
+        self
+    }
+
+    /// Stop at this instant (see [`timeout`](Gather::timeout)). An instant
+    /// already past leaves only what is ready on the first poll.
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.conflict |= !matches!(self.limit, Limit::None);
+        self.limit = Limit::Deadline(deadline);
+        self
+    }
+
+    /// Run at most `n` futures at once; the rest start, in input order, as
+    /// running ones finish. `n` must be at least 1.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Checks the settings and returns the gather, ready to be awaited.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field: `concurrency` of 0 (`Zero`);
+    /// `quorum` of 0 (`Zero`) or above the number of futures (`TooLarge`);
+    /// `timeout` together with `deadline`, or `quorum` together with
+    /// `fail_fast` (`Conflict`).
+    ///
+    /// # Panics
+    ///
+    /// Never on any setting. With a deadline, it must be called inside a
+    /// Tokio runtime with time enabled (it arms a `tokio::time::Sleep`), as
+    /// `tokio::time::timeout` must.
+    pub fn build(self) -> Result<GatherFuture<F, M>, ConfigError> {
+        if self.conflict {
+            return Err(ConfigError::new(
+                COMPONENT,
+                "deadline",
+                ConfigErrorKind::Conflict,
+                "cannot be combined with timeout (or set twice); pick one",
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err(ConfigError::new(
+                COMPONENT,
+                "concurrency",
+                ConfigErrorKind::Zero,
+                "must be at least 1, got 0",
+            ));
+        }
+        if let Some(k) = self.quorum {
+            if k == 0 {
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    "quorum",
+                    ConfigErrorKind::Zero,
+                    "must be at least 1, got 0",
+                ));
+            }
+            if k > self.futures.len() {
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    "quorum",
+                    ConfigErrorKind::TooLarge,
+                    format!(
+                        "must be at most the number of futures ({}), got {k}",
+                        self.futures.len()
+                    ),
+                ));
+            }
+            if self.fail_fast {
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    "fail_fast",
+                    ConfigErrorKind::Conflict,
+                    "cannot be combined with quorum, which already stops once k is impossible",
+                ));
+            }
+        }
+        let deadline = match self.limit {
+            Limit::None => None,
+            Limit::Timeout(t) => Instant::now().checked_add(t),
+            Limit::Deadline(d) => Some(d),
+        };
+        Ok(GatherFuture {
+            driver: Driver::new(
+                self.futures,
+                deadline,
+                self.concurrency,
+                self.quorum,
+                self.fail_fast,
+                self.is_success,
+            ),
+            outcomes: Vec::new(),
+        })
+    }
+}
+
+impl<F, M, T, E> Gather<F, M>
+where
+    M: GatherMode<F, Output = Result<T, E>>,
+{
+    /// Return as soon as `k` futures completed with `Ok`, cancelling the
+    /// rest; return early, too, once so many failed (`Err`, or a panic in
+    /// spawned mode) that `k` successes can no longer arrive.
+    pub fn quorum(mut self, k: usize) -> Self {
+        self.quorum = Some(k);
+        self.is_success = Some(Result::is_ok);
+        self
+    }
+
+    /// Return at the first `Err` (or panic, in spawned mode), cancelling the rest.
+    pub fn fail_fast(mut self) -> Self {
+        self.fail_fast = true;
+        self.is_success = Some(Result::is_ok);
+        self
+    }
+}
+
+/// Runs `futures` concurrently in the current task and returns when all are
+/// done or `timeout` has passed, whichever comes first.
+///
+/// The [`Gathered`] keeps input order: [`Outcome::Completed`] for each
+/// future that finished in time, [`Outcome::TimedOut`] for the rest, which
+/// are dropped (cancelled) at the deadline: nothing keeps running after this
+/// returns. Latency is the slowest future's or the timeout, never the sum.
+/// The clock starts when this is called, as with `tokio::time::timeout`.
+///
+/// For a concurrency bound, a quorum, fail-fast or spawned tasks use
+/// [`Gather`].
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::fanout::gather_with_timeout;
+/// use std::time::Duration;
+/// use tokio::time::{sleep, Instant};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let start = Instant::now();
+/// let shards = [200u64, 200, 2000].map(|ms| async move {
+///     sleep(Duration::from_millis(ms)).await;
+///     ms
+/// });
+/// let gathered = gather_with_timeout(shards, Duration::from_millis(300)).await;
+/// assert_eq!(gathered.completed_count(), 2);
+/// assert_eq!(gathered.timed_out().collect::<Vec<_>>(), [2]);
+/// assert_eq!(start.elapsed(), Duration::from_millis(300));
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// Never on any argument; it must be called inside a Tokio runtime with
+/// time enabled, as `tokio::time::timeout` must.
+///
+/// # Cancel safety
+///
+/// Dropping the returned future drops every future it holds; nothing leaks.
+pub fn gather_with_timeout<F>(
+    futures: impl IntoIterator<Item = F>,
+    timeout: Duration,
+) -> GatherFuture<F, InTask>
+where
+    F: Future,
+{
+    let futures: Vec<F> = futures.into_iter().collect();
+    let deadline = Instant::now().checked_add(timeout);
+    GatherFuture {
+        driver: Driver::new(futures, deadline, usize::MAX, None, false, None),
+        outcomes: Vec::new(),
+    }
+}
+
+/// A gather in progress; resolves to a [`Gathered`].
+///
+/// Made by [`Gather::build`] or [`gather_with_timeout`].
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::fanout::Gather;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let g = Gather::new((1..=3).map(|i| async move { i * i })).build().unwrap();
+/// let squares: Vec<i32> = g.await.into_completed().into_iter().map(|(_, v)| v).collect();
+/// assert_eq!(squares, [1, 4, 9]);
+/// # }
+/// ```
+///
+/// # Cancel safety
+///
+/// Dropping it cancels every future still held: in-task futures are
+/// dropped, spawned tasks aborted.
+pub struct GatherFuture<F, M = InTask>
+where
+    M: GatherMode<F>,
+{
+    driver: Driver<F, M>,
+    outcomes: Vec<Option<Outcome<M::Output>>>,
+}
+
+impl<F, M: GatherMode<F>> fmt::Debug for GatherFuture<F, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatherFuture")
+            .field("metrics", &self.metrics())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, M: GatherMode<F>> GatherFuture<F, M> {
+    /// A snapshot of the gather's progress.
+    pub fn metrics(&self) -> GatherMetrics {
+        self.driver.metrics()
+    }
+
+    /// Yields each outcome as it happens instead of all at the end.
+    pub fn into_stream(self) -> GatherStream<F, M> {
+        GatherStream {
+            driver: self.driver,
+            buffer: VecDeque::new(),
+        }
+    }
+}
+
+// Futures are only pinned once boxed (or spawned); the queue of unstarted
+// ones is moved freely, as `FuturesUnordered` does.
+impl<F, M: GatherMode<F>> Unpin for GatherFuture<F, M> {}
+impl<F, M: GatherMode<F>> Unpin for GatherStream<F, M> {}
+
+impl<F, M: GatherMode<F>> Future for GatherFuture<F, M> {
+    type Output = Gathered<M::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.outcomes.is_empty() {
+            this.outcomes
+                .resize_with(this.driver.tally.total(), || None);
+        }
+        let outcomes = &mut this.outcomes;
+        match this
+            .driver
+            .poll_drive(cx, &mut |i, o| outcomes[i] = Some(o))
+        {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(finish) => {
+                let outcomes = std::mem::take(&mut this.outcomes)
+                    .into_iter()
+                    // Every index was reported before Ready; the fallback is unreachable.
+                    .map(|o| o.unwrap_or(Outcome::Cancelled))
+                    .collect();
+                Poll::Ready(Gathered { outcomes, finish })
+            }
+        }
+    }
+}
+
+/// A gather as a `Stream` of `(input index, Outcome)` in completion order.
+///
+/// Every input index is yielded exactly once: completions as they happen,
+/// then, when the gather stops early, the rest as `TimedOut` or `Cancelled`
+/// in input order. Made by [`GatherFuture::into_stream`].
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::fanout::{Gather, Outcome};
+/// use futures::StreamExt;
+/// use std::time::Duration;
+/// use tokio::time::sleep;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let futs = [30u64, 10, 20].map(|ms| async move {
+///     sleep(Duration::from_millis(ms)).await;
+///     ms
+/// });
+/// let order: Vec<usize> = Gather::new(futs)
+///     .build()
+///     .unwrap()
+///     .into_stream()
+///     .map(|(i, _)| i)
+///     .collect()
+///     .await;
+/// assert_eq!(order, [1, 2, 0]);
+/// # }
+/// ```
+///
+/// # Cancel safety
+///
+/// As [`GatherFuture`]: dropping it cancels what it still holds.
+pub struct GatherStream<F, M = InTask>
+where
+    M: GatherMode<F>,
+{
+    driver: Driver<F, M>,
+    buffer: VecDeque<(usize, Outcome<M::Output>)>,
+}
+
+impl<F, M: GatherMode<F>> fmt::Debug for GatherStream<F, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatherStream")
+            .field("metrics", &self.metrics())
+            .field("buffered", &self.buffer.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, M: GatherMode<F>> GatherStream<F, M> {
+    /// A snapshot of the gather's progress.
+    pub fn metrics(&self) -> GatherMetrics {
+        self.driver.metrics()
+    }
+
+    /// Why the gather stopped, once it has.
+    pub fn finish(&self) -> Option<Finish> {
+        self.driver.finished
+    }
+}
+
+impl<F, M: GatherMode<F>> futures_core::Stream for GatherStream<F, M> {
+    type Item = (usize, Outcome<M::Output>);
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(item) = this.buffer.pop_front() {
+            return Poll::Ready(Some(item));
+        }
+        let buffer = &mut this.buffer;
+        let state = this
+            .driver
+            .poll_drive(cx, &mut |i, o| buffer.push_back((i, o)));
+        match (this.buffer.pop_front(), state) {
+            (Some(item), _) => Poll::Ready(Some(item)),
+            (None, Poll::Ready(_)) => Poll::Ready(None),
+            (None, Poll::Pending) => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.buffer.len() + (self.driver.tally.total() - self.driver.reported);
+        (left, Some(left))
+    }
+}
+
+/// The engine shared by [`GatherFuture`] and [`GatherStream`].
+struct Driver<F, M: GatherMode<F>> {
+    pending: std::vec::IntoIter<F>,
+    next_index: usize,
+    /// Futures actually started (unstarted ones cut off do not count).
+    started: usize,
+    slots: Vec<Slot<M::Slot>>,
+    free_wakers: Vec<WakeArc<ChildWaker>>,
+    queue: WakeArc<ReadyQueue>,
+    shared: M::Shared,
+    batch: Vec<usize>,
+    in_flight: usize,
+    concurrency: usize,
+    tally: Tally,
+    is_success: Option<fn(&M::Output) -> bool>,
+    deadline: Option<Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    finished: Option<Finish>,
+    /// How many outcomes went to the sink (for `size_hint`).
+    reported: usize,
+}
+
+struct Slot<S> {
+    running: Option<S>,
+    /// The child's waker while someone other than the driver holds it.
+    waker: Option<WakeArc<ChildWaker>>,
+}
+
+impl<F, M: GatherMode<F>> Driver<F, M> {
+    fn new(
+        futures: Vec<F>,
+        deadline: Option<Instant>,
+        concurrency: usize,
+        quorum: Option<usize>,
+        fail_fast: bool,
+        is_success: Option<fn(&M::Output) -> bool>,
+    ) -> Self {
+        let total = futures.len();
+        let sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+        let queue = ReadyQueue::new();
+        Self {
+            shared: M::shared(total, &queue),
+            pending: futures.into_iter(),
+            next_index: 0,
+            started: 0,
+            slots: Vec::new(),
+            free_wakers: Vec::new(),
+            queue,
+            batch: Vec::new(),
+            in_flight: 0,
+            concurrency,
+            tally: Tally::new(total, quorum, fail_fast),
+            is_success,
+            deadline,
+            sleep,
+            finished: None,
+            reported: 0,
+        }
+    }
+
+    fn metrics(&self) -> GatherMetrics {
+        GatherMetrics {
+            total: self.tally.total(),
+            started: self.started,
+            in_flight: self.in_flight,
+            succeeded: self.tally.succeeded(),
+            failed: self.tally.failed(),
+        }
+    }
+
+    /// Runs the gather as far as it can go now, reporting every outcome to
+    /// `sink`. Ready once every index has been reported.
+    fn poll_drive(
+        &mut self,
+        cx: &mut Context<'_>,
+        sink: &mut impl FnMut(usize, Outcome<M::Output>),
+    ) -> Poll<Finish> {
+        if let Some(finish) = self.finished {
+            return Poll::Ready(finish);
+        }
+        if self.slots.is_empty() {
+            if self.tally.total() > 0 {
+                self.slots.reserve_exact(self.tally.total());
+            }
+            if let Some(finish) = self.tally.verdict() {
+                return Poll::Ready(self.finish(finish, sink));
+            }
+        }
+        self.queue.register(cx.waker());
+
+        // Children woken since the last poll.
+        let mut batch = std::mem::take(&mut self.batch);
+        self.queue.drain_into(&mut batch);
+        for &index in &batch {
+            if let Some(finish) = self.poll_child(index, cx, sink) {
+                batch.clear();
+                self.batch = batch;
+                return Poll::Ready(self.finish(finish, sink));
+            }
+        }
+        batch.clear();
+        self.batch = batch;
+
+        // Start what the concurrency bound allows; a child that finishes on
+        // its first poll frees its slot for the next at once.
+        while self.in_flight < self.concurrency {
+            let Some(future) = self.pending.next() else {
+                break;
+            };
+            let index = self.next_index;
+            self.next_index += 1;
+            self.started += 1;
+            self.slots.push(Slot {
+                running: Some(M::launch(future, index, &self.shared)),
+                waker: None,
+            });
+            self.in_flight += 1;
+            // Spawned tasks report themselves; only in-task children need a first poll.
+            if !M::POLLED {
+                continue;
+            }
+            if let Some(finish) = self.poll_child(index, cx, sink) {
+                return Poll::Ready(self.finish(finish, sink));
+            }
+        }
+
+        // Completions first, then the clock: a future done exactly at the
+        // deadline counts as completed.
+        if let Some(sleep) = &mut self.sleep {
+            let expired = sleep.as_mut().poll(cx).is_ready()
+                || self.deadline.is_some_and(|d| d <= Instant::now());
+            if expired {
+                return Poll::Ready(self.finish(Finish::Deadline, sink));
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Polls child `index` if it is still running; returns a verdict if its
+    /// completion finished the gather.
+    #[inline]
+    fn poll_child(
+        &mut self,
+        index: usize,
+        parent: &mut Context<'_>,
+        sink: &mut impl FnMut(usize, Outcome<M::Output>),
+    ) -> Option<Finish> {
+        let slot = &mut self.slots[index];
+        let running = slot.running.as_mut()?;
+        if !M::POLLED {
+            return match M::poll_slot(running, index, &self.shared, parent) {
+                Poll::Pending => None,
+                Poll::Ready(outcome) => {
+                    slot.running = None;
+                    self.in_flight -= 1;
+                    self.complete(index, outcome, sink)
+                }
+            };
+        }
+        let mut waker = match slot.waker.take() {
+            Some(w) => {
+                w.clear();
+                w
+            }
+            None => match self.free_wakers.pop() {
+                Some(mut w) => {
+                    // Unshared when freed and nobody could clone it since.
+                    let reassigned = ChildWaker::reassign(&mut w, index);
+                    debug_assert!(reassigned);
+                    w
+                }
+                None => ChildWaker::new(index, self.queue.clone()),
+            },
+        };
+        let poll = {
+            let w = Waker::from(waker.clone());
+            let mut cx = Context::from_waker(&w);
+            M::poll_slot(running, index, &self.shared, &mut cx)
+        };
+        let unshared = ChildWaker::is_unshared(&mut waker);
+        match poll {
+            Poll::Pending => {
+                if unshared {
+                    // The child kept no waker: lend this one to the next
+                    // poll. If it woke itself, its index is already queued.
+                    self.free_wakers.push(waker);
+                } else {
+                    slot.waker = Some(waker);
+                }
+                None
+            }
+            Poll::Ready(outcome) => {
+                slot.running = None;
+                self.in_flight -= 1;
+                if unshared {
+                    self.free_wakers.push(waker);
+                }
+                self.complete(index, outcome, sink)
+            }
+        }
+    }
+
+    #[inline]
+    fn complete(
+        &mut self,
+        index: usize,
+        outcome: Outcome<M::Output>,
+        sink: &mut impl FnMut(usize, Outcome<M::Output>),
+    ) -> Option<Finish> {
+        let success = match (&outcome, self.is_success) {
+            (Outcome::Completed(v), Some(is_success)) => is_success(v),
+            (Outcome::Completed(_), None) => true,
+            _ => false,
+        };
+        self.reported += 1;
+        sink(index, outcome);
+        self.tally.record(success)
+    }
+
+    /// Cancels everything still running or waiting and reports it.
+    #[cold]
+    fn finish(
+        &mut self,
+        finish: Finish,
+        sink: &mut impl FnMut(usize, Outcome<M::Output>),
+    ) -> Finish {
+        self.finished = Some(finish);
+        self.sleep = None;
+        let mut cut_off = 0usize;
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(running) = slot.running.take() {
+                M::cancel(running);
+                slot.waker = None;
+                cut_off += 1;
+                sink(index, left_over(finish));
+            }
+        }
+        self.reported += cut_off;
+        for future in self.pending.by_ref() {
+            drop(future);
+            let index = self.next_index;
+            self.next_index += 1;
+            cut_off += 1;
+            self.reported += 1;
+            sink(index, left_over(finish));
+        }
+        self.in_flight = 0;
+        self.free_wakers = Vec::new();
+        self.slots = Vec::new();
+        tracing::debug!(
+            ?finish,
+            total = self.tally.total(),
+            succeeded = self.tally.succeeded(),
+            failed = self.tally.failed(),
+            cut_off,
+            "gather finished"
+        );
+        finish
+    }
+}
+
+fn left_over<T>(finish: Finish) -> Outcome<T> {
+    if finish == Finish::Deadline {
+        Outcome::TimedOut
+    } else {
+        Outcome::Cancelled
+    }
+}
+
+impl<F, M: GatherMode<F>> Drop for Driver<F, M> {
+    fn drop(&mut self) {
+        // Spawned tasks outlive their JoinHandle unless aborted.
+        for slot in self.slots.drain(..) {
+            if let Some(running) = slot.running {
+                M::cancel(running);
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Deadline fan-out: ask N backends at once, answer by the deadline with
+//! what came back, cancel the stragglers.
+//!
+//! Latency of a fan-out is the slowest backend's, not the sum; with a
+//! deadline it is at most the deadline ("The Tail at Scale", Dean and
+//! Barroso, 2013):
+//!
+//! - [`gather_with_timeout`](crate::fanout::gather_with_timeout): run futures concurrently, return when all are
+//!   done or at the deadline, one [`Outcome`](crate::fanout::Outcome) per input, in input order.
+//!   Futures still running at the deadline are dropped.
+//! - [`Gather`](crate::fanout::Gather): the builder for the rest: `timeout`/`deadline`,
+//!   `concurrency(n)`, `quorum(k)` (return at the k-th `Ok`, or as soon as
+//!   k became impossible), `fail_fast()`, `spawn()` (own Tokio task each,
+//!   panics captured, aborted at the end); results at once
+//!   ([`GatherFuture`](crate::fanout::GatherFuture)) or in completion order ([`GatherStream`](crate::fanout::GatherStream)).
+//! - [`hedge`](crate::fanout::hedge): send a request; if it is slow (a fixed delay, or a learned
+//!   percentile of recent latencies), send another; first success wins.
+//!
+//! In-task gathers poll only the futures that were woken (each child has
+//! its own waker feeding a ready queue), so a gather of `n` futures costs
+//! O(wakes), like `FuturesUnordered`.
+//!
+//! # Examples
+//!
+//! ```
+//! use flowguard::fanout::gather_with_timeout;
+//! use std::time::Duration;
+//! use tokio::time::{sleep, Instant};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let start = Instant::now();
+//! let shards = (0..8u64).map(|shard| async move {
+//!     let ms = if shard == 7 { 2000 } else { 200 };
+//!     sleep(Duration::from_millis(ms)).await;
+//!     shard
+//! });
+//! let gathered = gather_with_timeout(shards, Duration::from_millis(300)).await;
+//! assert_eq!(gathered.completed_count(), 7);
+//! assert_eq!(gathered.timed_out().collect::<Vec<_>>(), [7]);
+//! assert_eq!(start.elapsed(), Duration::from_millis(300));
+//! # }
+//! ```
+
+mod core;
+mod error;
+mod gather;
+mod hedge;
+mod wake;
+
+pub use self::core::Finish;
+pub use self::error::HedgeError;
+pub use self::gather::{
+    Gather, GatherFuture, GatherMetrics, GatherMode, GatherStream, Gathered, InTask, Outcome,
+    Spawned, gather_with_timeout,
+};
+pub use self::hedge::{HedgeFuture, HedgeMetrics, HedgePolicy, HedgePolicyBuilder, Hedged, hedge};

@@ -1,0 +1,791 @@
+//! Behaviour of `flowguard::fanout` on the paused Tokio clock.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use flowguard::ConfigErrorKind;
+use flowguard::fanout::{
+    Finish, Gather, GatherFuture, GatherStream, Gathered, HedgeFuture, HedgePolicy, Outcome,
+    Spawned, gather_with_timeout, hedge,
+};
+use futures::{Stream, StreamExt};
+use tokio::time::{Instant, sleep};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Counts drops and polls so a test can prove a future was cancelled.
+#[derive(Clone, Default)]
+struct Counters {
+    dropped: Arc<AtomicUsize>,
+    finished: Arc<AtomicUsize>,
+    running: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+struct Guard(Counters);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.dropped.fetch_add(1, Ordering::SeqCst);
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Counters {
+    /// A future that sleeps `delay` then yields `value`, counted.
+    fn task<T>(&self, delay: Duration, value: T) -> impl Future<Output = T> + Send + 'static
+    where
+        T: Send + 'static,
+    {
+        let c = self.clone();
+        async move {
+            let now = c.running.fetch_add(1, Ordering::SeqCst) + 1;
+            c.peak.fetch_max(now, Ordering::SeqCst);
+            let _guard = Guard(c.clone());
+            if !delay.is_zero() {
+                sleep(delay).await;
+            }
+            c.finished.fetch_add(1, Ordering::SeqCst);
+            value
+        }
+    }
+
+    fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::SeqCst)
+    }
+    fn finished(&self) -> usize {
+        self.finished.load(Ordering::SeqCst)
+    }
+    fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+#[tokio::test(start_paused = true)]
+async fn gather_returns_exactly_at_the_deadline_with_per_index_outcomes() {
+    let c = Counters::default();
+    let start = Instant::now();
+    let futs = [100, 400, 50, 300, 301].map(|d| c.task(ms(d), d));
+    let g = gather_with_timeout(futs, ms(300)).await;
+    assert_eq!(start.elapsed(), ms(300));
+    assert_eq!(g.finish(), Finish::Deadline);
+    assert_eq!(g.len(), 5);
+    assert_eq!(
+        g.completed().map(|(i, v)| (i, *v)).collect::<Vec<_>>(),
+        [(0, 100), (2, 50), (3, 300)]
+    );
+    assert_eq!(g.timed_out().collect::<Vec<_>>(), [1, 4]);
+    assert_eq!((g.completed_count(), g.timed_out_count()), (3, 2));
+    // Stragglers were dropped before gather returned, never finished.
+    assert_eq!(c.dropped(), 5);
+    assert_eq!(c.finished(), 3);
+    sleep(ms(1000)).await;
+    assert_eq!(c.finished(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn gather_returns_when_all_done_before_the_deadline() {
+    let c = Counters::default();
+    let start = Instant::now();
+    let g = gather_with_timeout([10, 30, 20].map(|d| c.task(ms(d), d)), ms(1000)).await;
+    assert_eq!(start.elapsed(), ms(30));
+    assert_eq!(g.finish(), Finish::AllCompleted);
+    assert_eq!(g.into_completed(), [(0, 10), (1, 30), (2, 20)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_is_the_slowest_not_the_sum() {
+    let start = Instant::now();
+    let futs = (0..8).map(|i| async move {
+        sleep(ms(200)).await;
+        i
+    });
+    let g = gather_with_timeout(futs, ms(1000)).await;
+    assert_eq!(start.elapsed(), ms(200));
+    assert_eq!(g.completed_count(), 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn empty_gather_is_done_at_once() {
+    let g = gather_with_timeout(Vec::<BoxFut<u8>>::new(), ms(10)).await;
+    assert!(g.is_empty());
+    assert_eq!(g.finish(), Finish::AllCompleted);
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_timeout_keeps_what_is_ready_on_the_first_poll() {
+    let ready: BoxFut<u8> = Box::pin(async { 1 });
+    let slow: BoxFut<u8> = Box::pin(async {
+        sleep(ms(1)).await;
+        2
+    });
+    let g = gather_with_timeout([ready, slow], Duration::ZERO).await;
+    assert!(matches!(g.outcomes()[0], Outcome::Completed(1)));
+    assert!(matches!(g.outcomes()[1], Outcome::TimedOut));
+}
+
+#[tokio::test(start_paused = true)]
+async fn huge_timeout_means_no_deadline() {
+    let g = gather_with_timeout([async { 1 }], Duration::MAX).await;
+    assert_eq!(g.finish(), Finish::AllCompleted);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_instant_is_exact() {
+    let start = Instant::now();
+    let c = Counters::default();
+    let g = Gather::new([10, 70].map(|d| c.task(ms(d), d)))
+        .deadline(start + ms(50))
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(start.elapsed(), ms(50));
+    assert_eq!(g.timed_out().collect::<Vec<_>>(), [1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_bound_is_respected_and_starts_in_order() {
+    let c = Counters::default();
+    let start = Instant::now();
+    let futs = [100, 100, 100, 100, 100].map(|d| c.task(ms(d), d));
+    let g = Gather::new(futs).concurrency(2).build().unwrap();
+    let mut stream = g.into_stream();
+    let mut seen = Vec::new();
+    while let Some((i, o)) = stream.next().await {
+        assert!(o.is_completed());
+        seen.push((i, start.elapsed()));
+    }
+    assert_eq!(c.peak(), 2);
+    assert_eq!(
+        seen,
+        [
+            (0, ms(100)),
+            (1, ms(100)),
+            (2, ms(200)),
+            (3, ms(200)),
+            (4, ms(300))
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_unstarted_futures_time_out_and_are_dropped() {
+    let c = Counters::default();
+    let futs = [100, 100, 100].map(|d| c.task(ms(d), d));
+    let g = Gather::new(futs)
+        .concurrency(1)
+        .timeout(ms(150))
+        .build()
+        .unwrap()
+        .await;
+    assert!(g.outcomes()[0].is_completed());
+    assert_eq!(g.timed_out().collect::<Vec<_>>(), [1, 2]);
+    // Index 2 never started: its future was dropped without being polled.
+    assert_eq!(c.peak(), 1);
+    assert_eq!(c.finished(), 1);
+    assert_eq!(c.dropped(), 2); // only started futures hold a Guard
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_do_not_count_cut_off_futures_as_started() {
+    let c = Counters::default();
+    let mut g = Gather::new([100, 100, 100].map(|d| c.task(ms(d), d)))
+        .concurrency(1)
+        .timeout(ms(50))
+        .build()
+        .unwrap();
+    let out = (&mut g).await;
+    assert_eq!(out.timed_out_count(), 3);
+    let m = g.metrics();
+    assert_eq!((m.total, m.started, m.in_flight, m.succeeded), (3, 1, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_track_progress() {
+    let c = Counters::default();
+    let mut g = Gather::new([10, 20, 30].map(|d| c.task(ms(d), d)))
+        .concurrency(2)
+        .build()
+        .unwrap();
+    let m = g.metrics();
+    assert_eq!((m.total, m.started, m.in_flight), (3, 0, 0));
+    assert!(futures::poll!(&mut g).is_pending());
+    let m = g.metrics();
+    assert_eq!((m.started, m.in_flight, m.succeeded), (2, 2, 0));
+    sleep(ms(10)).await;
+    assert!(futures::poll!(&mut g).is_pending());
+    let m = g.metrics();
+    assert_eq!((m.started, m.in_flight, m.succeeded), (3, 2, 1));
+    let out = g.await;
+    assert_eq!(out.completed_count(), 3);
+}
+
+fn result_task(
+    c: &Counters,
+    delay: u64,
+    ok: bool,
+) -> impl Future<Output = Result<u64, u64>> + Send + 'static {
+    c.task(ms(delay), if ok { Ok(delay) } else { Err(delay) })
+}
+
+#[tokio::test(start_paused = true)]
+async fn quorum_returns_at_the_kth_success_and_cancels_the_rest() {
+    let c = Counters::default();
+    let start = Instant::now();
+    let futs = [(50, true), (10, false), (30, true), (20, true), (90, true)]
+        .map(|(d, ok)| result_task(&c, d, ok));
+    let g = Gather::new(futs)
+        .quorum(2)
+        .timeout(ms(1000))
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(start.elapsed(), ms(30));
+    assert_eq!(g.finish(), Finish::QuorumReached);
+    assert_eq!(g.success_count(), 2);
+    assert_eq!(
+        g.successes().map(|(i, v)| (i, *v)).collect::<Vec<_>>(),
+        [(2, 30), (3, 20)]
+    );
+    assert!(matches!(g.outcomes()[1], Outcome::Completed(Err(10))));
+    assert_eq!(g.cancelled().collect::<Vec<_>>(), [0, 4]);
+    assert_eq!(c.dropped(), 5);
+    sleep(ms(200)).await;
+    assert_eq!(c.finished(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn quorum_gives_up_as_soon_as_it_is_impossible() {
+    let c = Counters::default();
+    let start = Instant::now();
+    // Need 3 of 4: the second failure (at 20 ms) makes it impossible.
+    let futs =
+        [(10, false), (20, false), (5, true), (500, true)].map(|(d, ok)| result_task(&c, d, ok));
+    let g = Gather::new(futs).quorum(3).build().unwrap().await;
+    assert_eq!(start.elapsed(), ms(20));
+    assert_eq!(g.finish(), Finish::QuorumImpossible);
+    assert_eq!(g.cancelled().collect::<Vec<_>>(), [3]);
+    assert_eq!(c.dropped(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn quorum_with_deadline_stops_at_deadline() {
+    let c = Counters::default();
+    let start = Instant::now();
+    let futs = [(10, true), (200, true)].map(|(d, ok)| result_task(&c, d, ok));
+    let g = Gather::new(futs)
+        .quorum(2)
+        .timeout(ms(100))
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(start.elapsed(), ms(100));
+    assert_eq!(g.finish(), Finish::Deadline);
+    assert_eq!(g.success_count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fail_fast_cancels_on_first_error() {
+    let c = Counters::default();
+    let start = Instant::now();
+    let futs =
+        [(10, true), (40, false), (30, false), (100, true)].map(|(d, ok)| result_task(&c, d, ok));
+    let g = Gather::new(futs).fail_fast().build().unwrap().await;
+    assert_eq!(start.elapsed(), ms(30));
+    assert_eq!(g.finish(), Finish::FailedFast);
+    assert!(matches!(g.outcomes()[0], Outcome::Completed(Ok(10))));
+    assert!(matches!(g.outcomes()[2], Outcome::Completed(Err(30))));
+    assert_eq!(g.cancelled().collect::<Vec<_>>(), [1, 3]);
+    assert_eq!(c.dropped(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_yields_in_completion_order_then_the_cut_off() {
+    let c = Counters::default();
+    let futs = [30, 10, 500, 20].map(|d| c.task(ms(d), d));
+    let stream: GatherStream<_> = Gather::new(futs)
+        .timeout(ms(100))
+        .build()
+        .unwrap()
+        .into_stream();
+    assert_eq!(stream.size_hint(), (4, Some(4)));
+    let items: Vec<(usize, Option<u64>)> = stream.map(|(i, o)| (i, o.completed())).collect().await;
+    assert_eq!(
+        items,
+        [(1, Some(10)), (3, Some(20)), (0, Some(30)), (2, None)]
+    );
+    assert_eq!(c.dropped(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_gather_cancels_everything() {
+    let c = Counters::default();
+    let mut g = Gather::new([10, 20].map(|d| c.task(ms(d), d)))
+        .build()
+        .unwrap();
+    assert!(futures::poll!(&mut g).is_pending());
+    assert_eq!(c.dropped(), 0);
+    drop(g);
+    assert_eq!(c.dropped(), 2);
+    assert_eq!(c.finished(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn futures_that_wake_themselves_many_times_complete() {
+    struct YieldN(u32);
+    impl Future for YieldN {
+        type Output = u32;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<u32> {
+            if self.0 == 0 {
+                return std::task::Poll::Ready(7);
+            }
+            self.0 -= 1;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
+    let g = Gather::new((0..100).map(|i| YieldN(i % 7)))
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(g.completed_count(), 100);
+    let g = Gather::new((0..100).map(|i| async move {
+        for _ in 0..(i % 5) {
+            tokio::task::yield_now().await;
+        }
+        i
+    }))
+    .concurrency(7)
+    .build()
+    .unwrap()
+    .await;
+    assert_eq!(
+        g.into_completed()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect::<Vec<_>>(),
+        (0..100).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn spawned_mode_captures_panics_and_aborts_at_the_deadline() {
+    let c = Counters::default();
+    let start = Instant::now();
+    let ok: BoxFut<u64> = Box::pin(c.task(ms(10), 1));
+    let boom: BoxFut<u64> = Box::pin(async {
+        sleep(ms(5)).await;
+        panic!("boom")
+    });
+    let slow: BoxFut<u64> = Box::pin(c.task(ms(500), 3));
+    let g: GatherFuture<_, Spawned> = Gather::new([ok, boom, slow])
+        .spawn()
+        .timeout(ms(100))
+        .build()
+        .unwrap();
+    let g = g.await;
+    assert_eq!(start.elapsed(), ms(100));
+    assert!(matches!(g.outcomes()[0], Outcome::Completed(1)));
+    assert_eq!(g.panicked().collect::<Vec<_>>(), [1]);
+    assert_eq!(g.timed_out().collect::<Vec<_>>(), [2]);
+    // The abort takes effect when the runtime next runs the task.
+    tokio::task::yield_now().await;
+    assert_eq!(c.dropped(), 2);
+    sleep(ms(1000)).await;
+    assert_eq!(c.finished(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn spawned_quorum_counts_panics_as_failures() {
+    let futs: Vec<BoxFut<Result<u8, u8>>> = vec![
+        Box::pin(async { panic!("x") }),
+        Box::pin(async { Err(1) }),
+        Box::pin(async {
+            sleep(ms(50)).await;
+            Ok(2)
+        }),
+    ];
+    let g = Gather::new(futs).spawn().quorum(2).build().unwrap().await;
+    assert_eq!(g.finish(), Finish::QuorumImpossible);
+    assert_eq!(g.panicked_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawned_mode_on_many_threads() {
+    // No timers here: this runtime's clock is real.
+    let g = Gather::new((0..64u64).map(|i| async move {
+        for _ in 0..(i % 8) {
+            tokio::task::yield_now().await;
+        }
+        i
+    }))
+    .spawn()
+    .concurrency(16)
+    .build()
+    .unwrap()
+    .await;
+    assert_eq!(g.completed_count(), 64);
+    assert!(g.outcomes()[63].is_completed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn gather_builder_rejects_bad_input() {
+    let err = |g: Result<GatherFuture<BoxFut<Result<u8, u8>>>, _>| g.unwrap_err();
+    let futs = || -> Vec<BoxFut<Result<u8, u8>>> {
+        vec![Box::pin(async { Ok(1) }), Box::pin(async { Ok(2) })]
+    };
+
+    let e = err(Gather::new(futs()).concurrency(0).build());
+    assert_eq!(
+        (e.component(), e.field(), e.kind()),
+        ("gather", "concurrency", ConfigErrorKind::Zero)
+    );
+    let e = err(Gather::new(futs()).quorum(0).build());
+    assert_eq!((e.field(), e.kind()), ("quorum", ConfigErrorKind::Zero));
+    let e = err(Gather::new(futs()).quorum(3).build());
+    assert_eq!((e.field(), e.kind()), ("quorum", ConfigErrorKind::TooLarge));
+    assert_eq!(
+        e.to_string(),
+        "invalid gather config: quorum must be at most the number of futures (2), got 3"
+    );
+    let e = err(Gather::new(futs()).quorum(1).fail_fast().build());
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("fail_fast", ConfigErrorKind::Conflict)
+    );
+    let e = err(Gather::new(futs())
+        .timeout(ms(1))
+        .deadline(Instant::now())
+        .build());
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("deadline", ConfigErrorKind::Conflict)
+    );
+    let e = err(Gather::new(Vec::new()).quorum(1).build());
+    assert_eq!(e.kind(), ConfigErrorKind::TooLarge);
+    // Good input still builds.
+    assert!(
+        Gather::new(futs())
+            .quorum(2)
+            .concurrency(1)
+            .timeout(ms(1))
+            .build()
+            .is_ok()
+    );
+}
+
+// ---------------------------------------------------------------- hedging
+
+/// A backend whose n-th request (0-based) takes `latencies[n]` and answers `oks[n]`.
+#[derive(Clone)]
+struct Backend {
+    latencies: Arc<Vec<u64>>,
+    oks: Arc<Vec<bool>>,
+    sent: Arc<AtomicUsize>,
+    c: Counters,
+}
+
+impl Backend {
+    fn new(spec: &[(u64, bool)]) -> Self {
+        Self {
+            latencies: Arc::new(spec.iter().map(|s| s.0).collect()),
+            oks: Arc::new(spec.iter().map(|s| s.1).collect()),
+            sent: Arc::default(),
+            c: Counters::default(),
+        }
+    }
+
+    fn request(&self) -> impl Future<Output = Result<u64, String>> + Send + 'static {
+        let n = self.sent.fetch_add(1, Ordering::SeqCst);
+        let d = self.latencies[n];
+        let out = if self.oks[n] {
+            Ok(n as u64)
+        } else {
+            Err(format!("attempt {n} failed"))
+        };
+        self.c.task(ms(d), out)
+    }
+}
+
+fn fixed(delay: u64, hedges: usize) -> HedgePolicy {
+    HedgePolicy::builder()
+        .fixed_delay(ms(delay))
+        .max_hedges(hedges)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedge_fast_primary_sends_nothing_extra() {
+    let b = Backend::new(&[(5, true)]);
+    let start = Instant::now();
+    let won = hedge(|| b.request(), &fixed(10, 2)).await.unwrap();
+    assert_eq!((won.value, won.winner, won.attempts), (0, 0, 1));
+    assert_eq!(start.elapsed(), ms(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedges_are_sent_at_multiples_of_the_delay_and_losers_dropped() {
+    // Primary 1000 ms, hedge 1 at 10 ms takes 1000 ms, hedge 2 at 20 ms takes 5 ms.
+    let b = Backend::new(&[(1000, true), (1000, true), (5, true)]);
+    let policy = fixed(10, 2);
+    let start = Instant::now();
+    let won = hedge(|| b.request(), &policy).await.unwrap();
+    assert_eq!(start.elapsed(), ms(25));
+    assert_eq!((won.value, won.winner, won.attempts), (2, 2, 3));
+    assert_eq!(b.c.dropped(), 3);
+    sleep(ms(2000)).await;
+    assert_eq!(b.c.finished(), 1);
+    let m = policy.metrics();
+    assert_eq!(
+        (m.calls, m.hedges_sent, m.hedge_wins, m.failures),
+        (1, 2, 1, 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_hedges_caps_attempts() {
+    let b = Backend::new(&[(100, true), (100, true), (100, true)]);
+    let start = Instant::now();
+    let won = hedge(|| b.request(), &fixed(10, 1)).await.unwrap();
+    assert_eq!((won.winner, won.attempts), (0, 2));
+    assert_eq!(start.elapsed(), ms(100));
+    assert_eq!(b.sent.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_error_does_not_win_while_another_runs() {
+    // Hedge 1 fails fast at 15 ms; the primary still succeeds at 50 ms.
+    let b = Backend::new(&[(50, true), (5, false)]);
+    let start = Instant::now();
+    let won = hedge(|| b.request(), &fixed(10, 1)).await.unwrap();
+    assert_eq!((won.winner, won.attempts), (0, 2));
+    assert_eq!(start.elapsed(), ms(50));
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_all_fail_the_primarys_error_comes_back() {
+    let b = Backend::new(&[(30, false), (5, false)]);
+    let policy = fixed(10, 1);
+    let start = Instant::now();
+    let err = hedge(|| b.request(), &policy).await.unwrap_err();
+    assert_eq!(start.elapsed(), ms(30));
+    assert_eq!(err.attempts(), 2);
+    assert_eq!(err.to_string(), "all 2 hedged attempts failed");
+    assert_eq!(err.into_inner(), "attempt 0 failed");
+    assert_eq!(policy.metrics().failures, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn primary_failing_before_the_delay_is_not_retried() {
+    let b = Backend::new(&[(3, false), (1, true)]);
+    let err = hedge(|| b.request(), &fixed(10, 1)).await.unwrap_err();
+    assert_eq!(err.attempts(), 1);
+    assert_eq!(b.sent.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn percentile_delay_is_learned_once_enough_samples_exist() {
+    let policy = HedgePolicy::builder()
+        .percentile(0.9)
+        .window(10)
+        .min_samples(5)
+        .max_hedges(1)
+        .build()
+        .unwrap();
+    // Cold: no hedging at all, even for a slow primary.
+    let b = Backend::new(&[(100, true)]);
+    let won = hedge(|| b.request(), &policy).await.unwrap();
+    assert_eq!(won.attempts, 1);
+    assert_eq!(policy.current_delay(), None);
+    // Warm it with latencies 1..=10 ms: p90 is 9 ms.
+    for n in 1..=10 {
+        policy.record_latency(ms(n));
+    }
+    assert_eq!(policy.current_delay(), Some(ms(9)));
+    let b = Backend::new(&[(100, true), (2, true)]);
+    let start = Instant::now();
+    let won = hedge(|| b.request(), &policy).await.unwrap();
+    assert_eq!((won.winner, won.attempts), (1, 2));
+    assert_eq!(start.elapsed(), ms(11));
+    // The window is bounded: the winner's 2 ms evicted the oldest sample.
+    assert_eq!(policy.metrics().samples, 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn percentile_uses_initial_delay_until_warm() {
+    let policy = HedgePolicy::builder()
+        .percentile(0.95)
+        .min_samples(3)
+        .initial_delay(ms(7))
+        .build()
+        .unwrap();
+    assert_eq!(policy.current_delay(), Some(ms(7)));
+    let b = Backend::new(&[(100, true), (1, true)]);
+    let start = Instant::now();
+    let won = hedge(|| b.request(), &policy).await.unwrap();
+    assert_eq!(won.winner, 1);
+    assert_eq!(start.elapsed(), ms(8));
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_max_hedges_never_hedges() {
+    let policy = fixed(1, 0);
+    let b = Backend::new(&[(100, true)]);
+    let won = hedge(|| b.request(), &policy).await.unwrap();
+    assert_eq!(won.attempts, 1);
+    assert_eq!(policy.current_delay(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_hedge_drops_every_attempt() {
+    let b = Backend::new(&[(100, true), (100, true)]);
+    let mut fut = hedge(|| b.request(), &fixed(10, 1));
+    assert!(futures::poll!(&mut fut).is_pending());
+    sleep(ms(10)).await;
+    assert!(futures::poll!(&mut fut).is_pending());
+    assert_eq!(b.sent.load(Ordering::SeqCst), 2);
+    drop(fut);
+    assert_eq!(b.c.dropped(), 2);
+}
+
+#[test]
+fn hedge_policy_builder_rejects_bad_input() {
+    let e = HedgePolicy::builder().build().unwrap_err();
+    assert_eq!(
+        (e.component(), e.field(), e.kind()),
+        ("hedge", "fixed_delay", ConfigErrorKind::Missing)
+    );
+    let e = HedgePolicy::builder()
+        .fixed_delay(ms(1))
+        .percentile(0.5)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("percentile", ConfigErrorKind::Conflict)
+    );
+    for (p, kind) in [
+        (0.0, ConfigErrorKind::TooSmall),
+        (-1.0, ConfigErrorKind::TooSmall),
+        (f64::NAN, ConfigErrorKind::TooSmall),
+        (1.01, ConfigErrorKind::TooLarge),
+        (f64::INFINITY, ConfigErrorKind::TooLarge),
+    ] {
+        let e = HedgePolicy::builder().percentile(p).build().unwrap_err();
+        assert_eq!((e.field(), e.kind()), ("percentile", kind), "p = {p}");
+    }
+    let e = HedgePolicy::builder()
+        .percentile(0.9)
+        .window(0)
+        .build()
+        .unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("window", ConfigErrorKind::Zero));
+    let e = HedgePolicy::builder()
+        .percentile(0.9)
+        .window(1 << 20)
+        .build()
+        .unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("window", ConfigErrorKind::TooLarge));
+    let e = HedgePolicy::builder()
+        .percentile(0.9)
+        .min_samples(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("min_samples", ConfigErrorKind::Zero)
+    );
+    let e = HedgePolicy::builder()
+        .percentile(0.9)
+        .window(5)
+        .min_samples(6)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("min_samples", ConfigErrorKind::TooLarge)
+    );
+    let e = HedgePolicy::builder()
+        .fixed_delay(ms(1))
+        .window(5)
+        .build()
+        .unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("window", ConfigErrorKind::Conflict));
+    let e = HedgePolicy::builder()
+        .fixed_delay(ms(1))
+        .initial_delay(ms(5))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("initial_delay", ConfigErrorKind::Conflict)
+    );
+    let e = HedgePolicy::builder()
+        .fixed_delay(ms(1))
+        .max_hedges(17)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("max_hedges", ConfigErrorKind::TooLarge)
+    );
+    // Extremes that are accepted.
+    assert!(
+        HedgePolicy::builder()
+            .fixed_delay(Duration::MAX)
+            .max_hedges(16)
+            .build()
+            .is_ok()
+    );
+    assert!(
+        HedgePolicy::builder()
+            .percentile(1.0)
+            .window(1)
+            .build()
+            .is_ok()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn huge_fixed_delay_never_hedges_and_never_panics() {
+    let b = Backend::new(&[(10, true)]);
+    let policy = HedgePolicy::builder()
+        .fixed_delay(Duration::MAX)
+        .max_hedges(16)
+        .build()
+        .unwrap();
+    let won = hedge(|| b.request(), &policy).await.unwrap();
+    assert_eq!(won.attempts, 1);
+}
+
+#[test]
+fn public_types_are_send_sync_unpin() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    fn unpin<T: Unpin>() {}
+    type F = BoxFut<Result<u8, u8>>;
+    send::<GatherFuture<F>>();
+    unpin::<GatherFuture<F>>();
+    send::<GatherFuture<F, Spawned>>();
+    send::<GatherStream<F>>();
+    unpin::<GatherStream<F>>();
+    send::<Gathered<u8>>();
+    send::<Outcome<u8>>();
+    send::<HedgePolicy>();
+    sync::<HedgePolicy>();
+    send::<flowguard::fanout::HedgeError<String>>();
+    sync::<flowguard::fanout::HedgeError<String>>();
+    fn hedge_future_is_send(p: &HedgePolicy) -> impl Send + Unpin + use<'_> {
+        let f: HedgeFuture<_, _> = hedge(|| async { Ok::<u8, u8>(1) }, p);
+        f
+    }
+    let _ = hedge_future_is_send;
+}
