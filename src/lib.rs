@@ -71,11 +71,11 @@
 //!   a property test and a fuzz target against a reference model, and
 //!   paused-clock behaviour tests.
 
-pub mod batch;
 // The library has no unsafe code. (Cargo.toml only denies it, so that a test
 // may install a counting global allocator.)
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod breaker;
 /// Bounded MPMC channels with backpressure, weights, watermarks and eviction.
 pub mod channel;
