@@ -299,6 +299,7 @@ pub mod pool;
 pub mod rate;
 pub mod semaphore;
 mod sync;
+/// Debounce and throttle with lodash semantics: handles and stream adapters.
 pub mod timing;
 
 pub use error::{ConfigError, ConfigErrorKind};

@@ -15,12 +15,14 @@
 
 #![allow(unreachable_pub, dead_code, unused_imports)]
 
-/// A plain reference count for *values* handed out to users (a batch error
-/// shared by every key of a failed batch), on both sides: it is no
-/// synchronisation point for loom to explore, and the public API must not
-/// change type under `--cfg loom` (loom's `Arc` has no `Display` forwarding
-/// or unsized coercion).
-pub(crate) use std::sync::Arc as ValueArc;
+/// `std::sync::Arc` on both sides, for the two places loom's `Arc` cannot
+/// serve: *values* handed out to users (a batch error shared by every key
+/// of a failed batch: the public API must not change type under
+/// `--cfg loom`, and loom's `Arc` has no `Display` forwarding or unsized
+/// coercion), and hand-made wakers (`std::task::Wake` needs std's `Arc`).
+/// Neither is a synchronisation point for loom to explore; what such an
+/// `Arc` points to still uses the facade's atomics and locks.
+pub(crate) use std::sync::Arc as StdArc;
 
 #[cfg(not(loom))]
 mod imp {
@@ -142,13 +144,6 @@ mod imp {
 }
 
 pub(crate) use imp::*;
-
-/// `std`'s `Arc`, on both sides, for the one place loom cannot stand in:
-/// `std::task::Wake` is only implemented for `std::sync::Arc`, so a
-/// hand-made waker must live in one. Whatever such a waker *contains*
-/// (atomics, a `Mutex`) still comes from this facade, so loom sees every
-/// access that matters; only the reference count is not modelled.
-pub(crate) use std::sync::Arc as WakeArc;
 
 /// Runs a future to completion on the current thread, parking between polls.
 ///

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::sync::ValueArc as Arc;
+use crate::sync::StdArc as Arc;
 
 /// Why a [`Loader`](super::Loader) could not answer one key.
 ///

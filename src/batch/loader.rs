@@ -24,7 +24,7 @@ use std::time::Duration;
 use super::core::{Admission, BatchId, Cache, Collector};
 use super::error::LoadError;
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::sync::{Arc, Mutex, ValueArc};
+use crate::sync::{Arc, Mutex, StdArc};
 use crate::{ConfigError, ConfigErrorKind};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -41,7 +41,7 @@ pub(crate) enum Answer<K, V, E> {
     /// A map answer: keys missing from it are `NotFound`.
     Map(HashMap<K, V>),
     /// A per-key answer (from a `Vec<Result<V, E>>`).
-    PerKey(HashMap<K, Result<V, ValueArc<E>>>),
+    PerKey(HashMap<K, Result<V, StdArc<E>>>),
     /// The whole batch failed.
     Failed(LoadError<E>),
 }
@@ -53,7 +53,7 @@ impl<K: Eq + Hash, V: Clone, E> Answer<K, V, E> {
             Answer::Map(map) => map.get(key).cloned().ok_or(LoadError::NotFound),
             Answer::PerKey(map) => match map.get(key) {
                 Some(Ok(v)) => Ok(v.clone()),
-                Some(Err(e)) => Err(LoadError::Key(ValueArc::clone(e))),
+                Some(Err(e)) => Err(LoadError::Key(StdArc::clone(e))),
                 None => Err(LoadError::NotFound),
             },
             Answer::Failed(e) => Err(e.clone()),
@@ -528,7 +528,7 @@ where
             Box::pin(async move {
                 match fut.await {
                     Ok(map) => Answer::Map(map),
-                    Err(e) => Answer::Failed(LoadError::Batch(ValueArc::new(e))),
+                    Err(e) => Answer::Failed(LoadError::Batch(StdArc::new(e))),
                 }
             }) as BoxFuture<_>
         }))
@@ -573,14 +573,14 @@ where
                     Ok(values) if values.len() == expected => Answer::PerKey(
                         keys.into_iter()
                             .zip(values)
-                            .map(|(k, r)| (k, r.map_err(ValueArc::new)))
+                            .map(|(k, r)| (k, r.map_err(StdArc::new)))
                             .collect(),
                     ),
                     Ok(values) => Answer::Failed(LoadError::WrongLength {
                         expected,
                         actual: values.len(),
                     }),
-                    Err(e) => Answer::Failed(LoadError::Batch(ValueArc::new(e))),
+                    Err(e) => Answer::Failed(LoadError::Batch(StdArc::new(e))),
                 }
             }) as BoxFuture<_>
         }))

@@ -14,7 +14,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::core::{Finish, Tally};
 use super::wake::{ChildWaker, ReadyQueue};
-use crate::sync::{Mutex, WakeArc};
+use crate::sync::{Mutex, StdArc};
 use crate::{ConfigError, ConfigErrorKind};
 
 const COMPONENT: &str = "gather";
@@ -311,7 +311,7 @@ pub trait GatherMode<F>: sealed::Sealed {
     const POLLED: bool;
     #[doc(hidden)]
     #[allow(private_interfaces)] // sealed: only this crate implements or calls it
-    fn shared(total: usize, queue: &WakeArc<ReadyQueue>) -> Self::Shared;
+    fn shared(total: usize, queue: &StdArc<ReadyQueue>) -> Self::Shared;
     #[doc(hidden)]
     fn launch(future: F, index: usize, shared: &Self::Shared) -> Self::Slot;
     #[doc(hidden)]
@@ -333,7 +333,7 @@ impl<F: Future> GatherMode<F> for InTask {
 
     #[inline]
     #[allow(private_interfaces)]
-    fn shared(_: usize, _: &WakeArc<ReadyQueue>) {}
+    fn shared(_: usize, _: &StdArc<ReadyQueue>) {}
 
     #[inline]
     fn launch(future: F, _: usize, _: &()) -> Self::Slot {
@@ -362,7 +362,7 @@ impl<F: Future> GatherMode<F> for InTask {
 #[derive(Debug)]
 pub struct SpawnShared<T> {
     results: Mutex<Vec<Option<Outcome<T>>>>,
-    queue: WakeArc<ReadyQueue>,
+    queue: StdArc<ReadyQueue>,
 }
 
 /// Runs inside the spawned task: catches a panic of the user's future and,
@@ -370,7 +370,7 @@ pub struct SpawnShared<T> {
 struct Reporter<F: Future> {
     future: Pin<Box<F>>,
     index: usize,
-    shared: Option<WakeArc<SpawnShared<F::Output>>>,
+    shared: Option<StdArc<SpawnShared<F::Output>>>,
 }
 
 impl<F: Future> Reporter<F> {
@@ -414,14 +414,14 @@ where
 {
     type Output = F::Output;
     type Slot = JoinHandle<()>;
-    type Shared = WakeArc<SpawnShared<F::Output>>;
+    type Shared = StdArc<SpawnShared<F::Output>>;
     const POLLED: bool = false;
 
     #[allow(private_interfaces)]
-    fn shared(total: usize, queue: &WakeArc<ReadyQueue>) -> Self::Shared {
+    fn shared(total: usize, queue: &StdArc<ReadyQueue>) -> Self::Shared {
         let mut results = Vec::new();
         results.resize_with(total, || None);
-        WakeArc::new(SpawnShared {
+        StdArc::new(SpawnShared {
             results: Mutex::new(results),
             queue: queue.clone(),
         })
@@ -925,8 +925,8 @@ struct Driver<F, M: GatherMode<F>> {
     /// Futures actually started (unstarted ones cut off do not count).
     started: usize,
     slots: Vec<Slot<M::Slot>>,
-    free_wakers: Vec<WakeArc<ChildWaker>>,
-    queue: WakeArc<ReadyQueue>,
+    free_wakers: Vec<StdArc<ChildWaker>>,
+    queue: StdArc<ReadyQueue>,
     shared: M::Shared,
     batch: Vec<usize>,
     in_flight: usize,
@@ -943,7 +943,7 @@ struct Driver<F, M: GatherMode<F>> {
 struct Slot<S> {
     running: Option<S>,
     /// The child's waker while someone other than the driver holds it.
-    waker: Option<WakeArc<ChildWaker>>,
+    waker: Option<StdArc<ChildWaker>>,
 }
 
 impl<F, M: GatherMode<F>> Driver<F, M> {

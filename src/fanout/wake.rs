@@ -14,7 +14,7 @@
 use std::task::{Wake, Waker};
 
 use crate::sync::atomic::{AtomicBool, Ordering};
-use crate::sync::{Mutex, WakeArc};
+use crate::sync::{Mutex, StdArc};
 
 #[derive(Debug)]
 pub(crate) struct ReadyQueue {
@@ -31,8 +31,8 @@ struct QueueInner {
 }
 
 impl ReadyQueue {
-    pub(crate) fn new() -> WakeArc<Self> {
-        WakeArc::new(Self {
+    pub(crate) fn new() -> StdArc<Self> {
+        StdArc::new(Self {
             inner: Mutex::new(QueueInner::default()),
         })
     }
@@ -77,16 +77,16 @@ impl ReadyQueue {
 /// The waker one child is polled with.
 #[derive(Debug)]
 pub(crate) struct ChildWaker {
-    /// Only changed through `WakeArc::get_mut`, i.e. when nobody else holds
+    /// Only changed through `StdArc::get_mut`, i.e. when nobody else holds
     /// this waker, so every wake reports the child it was handed to.
     index: usize,
     queued: AtomicBool,
-    queue: WakeArc<ReadyQueue>,
+    queue: StdArc<ReadyQueue>,
 }
 
 impl ChildWaker {
-    pub(crate) fn new(index: usize, queue: WakeArc<ReadyQueue>) -> WakeArc<Self> {
-        WakeArc::new(Self {
+    pub(crate) fn new(index: usize, queue: StdArc<ReadyQueue>) -> StdArc<Self> {
+        StdArc::new(Self {
             index,
             queued: AtomicBool::new(false),
             queue,
@@ -96,8 +96,8 @@ impl ChildWaker {
     /// Hands an unshared waker to another child. Returns `false` (and
     /// changes nothing) if someone still holds it.
     #[inline]
-    pub(crate) fn reassign(this: &mut WakeArc<Self>, index: usize) -> bool {
-        match WakeArc::get_mut(this) {
+    pub(crate) fn reassign(this: &mut StdArc<Self>, index: usize) -> bool {
+        match StdArc::get_mut(this) {
             Some(w) => {
                 w.index = index;
                 w.queued = AtomicBool::new(false);
@@ -109,8 +109,8 @@ impl ChildWaker {
 
     /// Whether anyone besides the driver still holds this waker.
     #[inline]
-    pub(crate) fn is_unshared(this: &mut WakeArc<Self>) -> bool {
-        WakeArc::get_mut(this).is_some()
+    pub(crate) fn is_unshared(this: &mut StdArc<Self>) -> bool {
+        StdArc::get_mut(this).is_some()
     }
 
     /// Called by the driver right before it polls the child, so a wake that
@@ -124,12 +124,12 @@ impl ChildWaker {
 }
 
 impl Wake for ChildWaker {
-    fn wake(self: WakeArc<Self>) {
+    fn wake(self: StdArc<Self>) {
         self.wake_by_ref();
     }
 
     #[inline]
-    fn wake_by_ref(self: &WakeArc<Self>) {
+    fn wake_by_ref(self: &StdArc<Self>) {
         if !self.queued.swap(true, Ordering::AcqRel) {
             self.queue.push(self.index);
         }

@@ -7,15 +7,15 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
-use super::config::{PoolConfig, check_concurrency};
-use super::dispatch::{Dispatcher, Job, RunSlot};
+use super::config::{PoolConfig, check_concurrency, runtime_or_current};
+use super::dispatch::{Control, Dispatcher, Job, RunSlot};
+use super::submit::{self, Submit, far_future};
 use super::task::{Finish, TaskShared, catch};
-use super::worker::{far_future, shutdown};
+use super::worker::shutdown;
 use super::{PoolMetrics, ShutdownReport, SubmitError, TaskError, TaskHandle};
-use crate::semaphore::{AcquireError, OwnedPermit};
+use crate::ConfigError;
 use crate::sync::Arc;
 use crate::sync::atomic::Ordering;
-use crate::{ConfigError, ConfigErrorKind};
 
 /// Runs blocking closures (a synchronous database driver, file I/O, a C
 /// library) on Tokio's blocking threads, at most `max_concurrency` at once,
@@ -112,17 +112,7 @@ impl BlockingPoolBuilder {
     /// or `runtime`, as for [`WorkerPoolBuilder::build`](super::WorkerPoolBuilder::build).
     pub fn build(self) -> Result<BlockingPool, ConfigError> {
         self.config.validate()?;
-        let runtime = match self.runtime {
-            Some(h) => h,
-            None => Handle::try_current().map_err(|_| {
-                ConfigError::new(
-                    "blocking_pool",
-                    "runtime",
-                    ConfigErrorKind::Missing,
-                    "is needed: build inside a Tokio runtime or pass one with `runtime(handle)`",
-                )
-            })?,
-        };
+        let runtime = runtime_or_current("blocking_pool", self.runtime)?;
         let c = self.config;
         Ok(BlockingPool {
             inner: Arc::new(BlockingInner {
@@ -180,10 +170,7 @@ impl BlockingPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        match self.inner.dispatch.admit.acquire_owned().await {
-            Ok(admit) => self.dispatch(f, admit),
-            Err(_) => Err(SubmitError::Closed(f)),
-        }
+        submit::submit(&*self.inner, f).await
     }
 
     /// Submits `f` only if it can run or queue at once.
@@ -196,18 +183,7 @@ impl BlockingPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        match self.inner.dispatch.admit.try_acquire_owned() {
-            Ok(admit) => self.dispatch(f, admit),
-            Err(AcquireError::Closed) => Err(SubmitError::Closed(f)),
-            Err(_) => {
-                self.inner
-                    .dispatch
-                    .counters
-                    .rejected
-                    .fetch_add(1, Ordering::Relaxed);
-                Err(SubmitError::Full(f))
-            }
-        }
+        submit::try_submit(&*self.inner, f)
     }
 
     /// [`submit`](Self::submit), waiting at most `timeout` for queue room.
@@ -228,37 +204,7 @@ impl BlockingPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let deadline = Instant::now()
-            .checked_add(timeout)
-            .unwrap_or_else(far_future);
-        match tokio::time::timeout_at(deadline, self.inner.dispatch.admit.acquire_owned()).await {
-            Ok(Ok(admit)) => self.dispatch(f, admit),
-            Ok(Err(_)) => Err(SubmitError::Closed(f)),
-            Err(_) => Err(SubmitError::TimedOut(f)),
-        }
-    }
-
-    fn dispatch<F, T>(&self, f: F, admit: OwnedPermit) -> Result<TaskHandle<T>, SubmitError<F>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        let shared = TaskShared::new();
-        let job = Box::new(BlockingJob {
-            f,
-            shared: shared.clone(),
-            runtime: self.inner.runtime.clone(),
-            timeout: self.inner.timeout,
-            pool: self.inner.dispatch.clone(),
-        });
-        let pool = &self.inner.dispatch;
-        match Dispatcher::dispatch(pool, job, admit, None) {
-            Ok(id) => Ok(TaskHandle::new(shared, pool.clone(), id)),
-            Err(job) => match job.into_any().downcast::<BlockingJob<F, T>>() {
-                Ok(job) => Err(SubmitError::Closed(job.f)),
-                Err(_) => unreachable!("dispatch hands back the job it was given"),
-            },
-        }
+        submit::submit_timeout(&*self.inner, f, timeout).await
     }
 
     /// Changes the concurrency limit while running (see
@@ -320,12 +266,42 @@ impl fmt::Debug for BlockingPool {
     }
 }
 
-struct BlockingJob<F, T> {
+pub(crate) struct BlockingJob<F, T> {
     f: F,
     shared: Arc<TaskShared<T>>,
     runtime: Handle,
     timeout: Option<Duration>,
     pool: Arc<Dispatcher>,
+}
+
+impl<F, T> Submit<F, T> for BlockingInner
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    type Job = BlockingJob<F, T>;
+
+    fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatch
+    }
+
+    fn job(&self, f: F, shared: Arc<TaskShared<T>>) -> Self::Job {
+        BlockingJob {
+            f,
+            shared,
+            runtime: self.runtime.clone(),
+            timeout: self.timeout,
+            pool: self.dispatch.clone(),
+        }
+    }
+
+    fn into_work(job: Self::Job) -> F {
+        job.f
+    }
+
+    fn control(_: &Arc<TaskShared<T>>) -> Option<Box<dyn Control>> {
+        None // a blocking call cannot be interrupted
+    }
 }
 
 impl<F, T> Job for BlockingJob<F, T>

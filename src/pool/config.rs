@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tokio::runtime::Handle;
+
 use crate::semaphore::MAX_PERMITS;
 use crate::{ConfigError, ConfigErrorKind};
 
@@ -73,5 +75,23 @@ pub(crate) fn check_concurrency(
                 "max_concurrency + queue_capacity must be at most {MAX_POOL_SIZE}, got {max_concurrency} + {queue_capacity}"
             ),
         )),
+    }
+}
+
+/// The runtime an async-backed pool spawns on: the one given, or the current one.
+pub(crate) fn runtime_or_current(
+    component: &'static str,
+    given: Option<Handle>,
+) -> Result<Handle, ConfigError> {
+    match given {
+        Some(h) => Ok(h),
+        None => Handle::try_current().map_err(|_| {
+            ConfigError::new(
+                component,
+                "runtime",
+                ConfigErrorKind::Missing,
+                "is needed: build inside a Tokio runtime or pass one with `runtime(handle)`",
+            )
+        }),
     }
 }

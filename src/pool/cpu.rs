@@ -8,12 +8,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::PoolConfig;
-use super::dispatch::{Dispatcher, Job, RunSlot};
+use super::dispatch::{Control, Dispatcher, Job, RunSlot};
+use super::submit::{self, Submit, far_future};
 use super::task::{Finish, TaskShared, catch};
-use super::worker::{far_future, shutdown};
+use super::worker::shutdown;
 use super::{PoolMetrics, ShutdownReport, SubmitError, TaskError, TaskHandle};
-use crate::semaphore::{AcquireError, OwnedPermit};
-use crate::sync::atomic::Ordering;
 use crate::sync::{Arc, Condvar, Mutex, thread};
 use crate::{ConfigError, ConfigErrorKind};
 
@@ -227,10 +226,7 @@ impl CpuPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        match self.inner.dispatch.admit.acquire_owned().await {
-            Ok(admit) => self.dispatch(f, admit),
-            Err(_) => Err(SubmitError::Closed(f)),
-        }
+        submit::submit(&*self.inner, f).await
     }
 
     /// Submits `f` only if it can run or queue at once.
@@ -243,18 +239,7 @@ impl CpuPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        match self.inner.dispatch.admit.try_acquire_owned() {
-            Ok(admit) => self.dispatch(f, admit),
-            Err(AcquireError::Closed) => Err(SubmitError::Closed(f)),
-            Err(_) => {
-                self.inner
-                    .dispatch
-                    .counters
-                    .rejected
-                    .fetch_add(1, Ordering::Relaxed);
-                Err(SubmitError::Full(f))
-            }
-        }
+        submit::try_submit(&*self.inner, f)
     }
 
     /// [`submit`](Self::submit), waiting at most `timeout` for queue room.
@@ -275,35 +260,7 @@ impl CpuPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let deadline = Instant::now()
-            .checked_add(timeout)
-            .unwrap_or_else(far_future);
-        match tokio::time::timeout_at(deadline, self.inner.dispatch.admit.acquire_owned()).await {
-            Ok(Ok(admit)) => self.dispatch(f, admit),
-            Ok(Err(_)) => Err(SubmitError::Closed(f)),
-            Err(_) => Err(SubmitError::TimedOut(f)),
-        }
-    }
-
-    fn dispatch<F, T>(&self, f: F, admit: OwnedPermit) -> Result<TaskHandle<T>, SubmitError<F>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        let shared = TaskShared::new();
-        let job = Box::new(CpuJob {
-            f,
-            shared: shared.clone(),
-            handoff: self.inner.handoff.clone(),
-        });
-        let pool = &self.inner.dispatch;
-        match Dispatcher::dispatch(pool, job, admit, None) {
-            Ok(id) => Ok(TaskHandle::new(shared, pool.clone(), id)),
-            Err(job) => match job.into_any().downcast::<CpuJob<F, T>>() {
-                Ok(job) => Err(SubmitError::Closed(job.f)),
-                Err(_) => unreachable!("dispatch hands back the job it was given"),
-            },
-        }
+        submit::submit_timeout(&*self.inner, f, timeout).await
     }
 
     /// Stops intake; queued and running closures carry on. Idempotent.
@@ -373,10 +330,38 @@ impl fmt::Debug for CpuPool {
     }
 }
 
-struct CpuJob<F, T> {
+pub(crate) struct CpuJob<F, T> {
     f: F,
     shared: Arc<TaskShared<T>>,
     handoff: Arc<Handoff>,
+}
+
+impl<F, T> Submit<F, T> for CpuInner
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    type Job = CpuJob<F, T>;
+
+    fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatch
+    }
+
+    fn job(&self, f: F, shared: Arc<TaskShared<T>>) -> Self::Job {
+        CpuJob {
+            f,
+            shared,
+            handoff: self.handoff.clone(),
+        }
+    }
+
+    fn into_work(job: Self::Job) -> F {
+        job.f
+    }
+
+    fn control(_: &Arc<TaskShared<T>>) -> Option<Box<dyn Control>> {
+        None // a running closure cannot be interrupted
+    }
 }
 
 impl<F, T> Job for CpuJob<F, T>

@@ -42,6 +42,7 @@ mod config;
 mod cpu;
 mod dispatch;
 mod error;
+mod submit;
 mod task;
 mod worker;
 

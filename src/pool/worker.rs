@@ -12,13 +12,14 @@ use futures_core::Stream;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
-use super::config::{PoolConfig, check_concurrency};
-use super::dispatch::{Dispatcher, Job, RunSlot};
+use super::config::{PoolConfig, check_concurrency, runtime_or_current};
+use super::dispatch::{Control, Dispatcher, Job, RunSlot};
+use super::submit::{self, Submit, far_future};
 use super::task::{CatchUnwind, Finish, TaskShared};
 use super::{PoolMetrics, ShutdownReport, SubmitError, TaskError, TaskHandle};
-use crate::semaphore::{AcquireOwned, OwnedPermit};
+use crate::ConfigError;
+use crate::semaphore::AcquireOwned;
 use crate::sync::Arc;
-use crate::{ConfigError, ConfigErrorKind};
 
 /// Runs async tasks with at most `max_concurrency` at once and a bounded
 /// queue of submissions waiting for a slot. Clones share one pool.
@@ -131,17 +132,7 @@ impl WorkerPoolBuilder {
     /// runtime given and none current).
     pub fn build(self) -> Result<WorkerPool, ConfigError> {
         self.config.validate()?;
-        let runtime = match self.runtime {
-            Some(h) => h,
-            None => Handle::try_current().map_err(|_| {
-                ConfigError::new(
-                    "worker_pool",
-                    "runtime",
-                    ConfigErrorKind::Missing,
-                    "is needed: build inside a Tokio runtime or pass one with `runtime(handle)`",
-                )
-            })?,
-        };
+        let runtime = runtime_or_current("worker_pool", self.runtime)?;
         let c = self.config;
         Ok(WorkerPool {
             inner: Arc::new(WorkerInner {
@@ -178,10 +169,7 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match self.inner.dispatch.admit.acquire_owned().await {
-            Ok(admit) => self.dispatch(fut, admit),
-            Err(_) => Err(SubmitError::Closed(fut)),
-        }
+        submit::submit(&*self.inner, fut).await
     }
 
     /// Submits a task only if it can run or queue at once (load shedding).
@@ -195,18 +183,7 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match self.inner.dispatch.admit.try_acquire_owned() {
-            Ok(admit) => self.dispatch(fut, admit),
-            Err(crate::semaphore::AcquireError::Closed) => Err(SubmitError::Closed(fut)),
-            Err(_) => {
-                self.inner
-                    .dispatch
-                    .counters
-                    .rejected
-                    .fetch_add(1, crate::sync::atomic::Ordering::Relaxed);
-                Err(SubmitError::Full(fut))
-            }
-        }
+        submit::try_submit(&*self.inner, fut)
     }
 
     /// [`submit`](Self::submit), waiting at most `timeout` for queue room.
@@ -227,46 +204,7 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let deadline = Instant::now().checked_add(timeout);
-        let admit = self.inner.dispatch.admit.acquire_owned();
-        let admitted = match deadline {
-            Some(d) => tokio::time::timeout_at(d, admit).await,
-            None => Ok(admit.await),
-        };
-        match admitted {
-            Ok(Ok(admit)) => self.dispatch(fut, admit),
-            Ok(Err(_)) => Err(SubmitError::Closed(fut)),
-            Err(_) => Err(SubmitError::TimedOut(fut)),
-        }
-    }
-
-    fn dispatch<F>(
-        &self,
-        fut: F,
-        admit: OwnedPermit,
-    ) -> Result<TaskHandle<F::Output>, SubmitError<F>>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        let shared = TaskShared::new();
-        let job = Box::new(WorkerJob {
-            fut,
-            shared: shared.clone(),
-            runtime: self.inner.runtime.clone(),
-            timeout: self.inner.timeout,
-        });
-        let pool = &self.inner.dispatch;
-        match Dispatcher::dispatch(pool, job, admit, Some(Box::new(shared.clone()))) {
-            Ok(id) => Ok(TaskHandle::new(shared, pool.clone(), id)),
-            Err(job) => {
-                let any: Box<dyn Any> = job.into_any();
-                match any.downcast::<WorkerJob<F>>() {
-                    Ok(job) => Err(SubmitError::Closed(job.fut)),
-                    Err(_) => unreachable!("dispatch hands back the job it was given"),
-                }
-            }
-        }
+        submit::submit_timeout(&*self.inner, fut, timeout).await
     }
 
     /// Runs `f` over every input with at most `max_concurrency` tasks in
@@ -420,10 +358,6 @@ impl WorkerPool {
     }
 }
 
-pub(crate) fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86400 * 365 * 30)
-}
-
 /// Close, drain until the deadline, then cancel/abort the rest.
 pub(crate) async fn shutdown(d: &Dispatcher, deadline: Instant) -> ShutdownReport {
     use crate::sync::atomic::Ordering::Relaxed;
@@ -459,11 +393,40 @@ impl fmt::Debug for WorkerPool {
     }
 }
 
-struct WorkerJob<F: Future> {
+pub(crate) struct WorkerJob<F: Future> {
     fut: F,
     shared: Arc<TaskShared<F::Output>>,
     runtime: Handle,
     timeout: Option<Duration>,
+}
+
+impl<F> Submit<F, F::Output> for WorkerInner
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    type Job = WorkerJob<F>;
+
+    fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatch
+    }
+
+    fn job(&self, fut: F, shared: Arc<TaskShared<F::Output>>) -> Self::Job {
+        WorkerJob {
+            fut,
+            shared,
+            runtime: self.runtime.clone(),
+            timeout: self.timeout,
+        }
+    }
+
+    fn into_work(job: Self::Job) -> F {
+        job.fut
+    }
+
+    fn control(shared: &Arc<TaskShared<F::Output>>) -> Option<Box<dyn Control>> {
+        Some(Box::new(shared.clone()))
+    }
 }
 
 impl<F> Job for WorkerJob<F>
@@ -608,7 +571,7 @@ where
             let (_, fut) = this.admitting.take().expect("checked above");
             match admitted
                 .map_err(|_| ())
-                .and_then(|a| this.pool.dispatch(fut, a).map_err(|_| ()))
+                .and_then(|a| submit::dispatch(&*this.pool.inner, fut, a).map_err(|_| ()))
             {
                 Ok(handle) => this.in_flight.push_back(handle),
                 Err(()) => return Poll::Ready(Some(Err(TaskError::Cancelled))),
