@@ -543,6 +543,7 @@ async fn main() {
             );
         })
     };
+    println!("[{:5.2}s] {TYPISTS} users start typing", svc.t());
     let typists: Vec<_> = (0..TYPISTS)
         .map(|id| tokio::spawn(typist(id, svc.clone())))
         .collect();
@@ -554,6 +555,10 @@ async fn main() {
         keys.discarded += m.discarded;
     }
     chaos.await.expect("chaos task");
+    println!(
+        "[{:5.2}s] every user has finished typing; the sink works through what is left",
+        svc.t()
+    );
     // Every query was issued (call_wait above); wait for them to finish.
     loop {
         let batch: Vec<_> = std::mem::take(&mut *svc.tasks.lock().unwrap());
