@@ -545,3 +545,61 @@ fn public_types_are_send_and_sync() {
     fn unpin<T: Unpin>() {}
     unpin::<flowguard::pool::TaskHandle<u8>>();
 }
+
+// ---- issue 19: regressions -------------------------------------------------
+
+/// Item 1: a task aborted before Tokio ever polled it resolves `Cancelled`
+/// at once (the completion guard exists before the spawn), is counted, and
+/// frees its slot.
+#[tokio::test(start_paused = true)]
+async fn abort_before_first_poll_resolves_cancelled() {
+    let pool = pool(1, 0);
+    let h = pool.try_submit(async { 1 }).unwrap();
+    h.abort();
+    // On the paused clock a hang shows up as this timeout, not as a stuck test.
+    let r = tokio::time::timeout(Duration::from_secs(1), h).await;
+    assert!(matches!(r, Ok(Err(TaskError::Cancelled))), "{r:?}");
+    let m = pool.metrics();
+    assert_eq!((m.cancelled, m.completed, m.running), (1, 0, 0));
+    // The slot is free again.
+    let again = pool.try_submit(async { 2 }).unwrap();
+    assert_eq!(again.await.unwrap(), 2);
+}
+
+/// Item 1, the shutdown path: tasks that never ran are aborted by a zero
+/// deadline and their handles resolve.
+#[tokio::test(start_paused = true)]
+async fn shutdown_zero_resolves_unpolled_running_tasks() {
+    let pool = pool(2, 4);
+    let handles: Vec<_> = (0..4)
+        .map(|i| pool.try_submit(async move { i }).unwrap())
+        .collect();
+    let report = pool.shutdown_timeout(Duration::ZERO).await;
+    assert!(!report.drained);
+    assert_eq!(report.aborted_running, 2);
+    assert_eq!(report.cancelled_queued, 2);
+    for h in handles {
+        let r = tokio::time::timeout(Duration::from_secs(1), h).await;
+        assert!(matches!(r, Ok(Err(TaskError::Cancelled))), "{r:?}");
+    }
+    let m = pool.metrics();
+    assert_eq!((m.cancelled, m.running, m.queued), (4, 0, 0));
+}
+
+/// Item 2: when the pool closes mid-stream, `map` still yields in input
+/// order: the task already admitted first, then the refused inputs.
+#[tokio::test(start_paused = true)]
+async fn map_keeps_input_order_when_the_pool_closes() {
+    let pool = pool(2, 0);
+    let mut results = pool.map(0..4u64, |i| async move {
+        sleep(Duration::from_millis(10 * (i + 1))).await;
+        i
+    });
+    assert_eq!(results.next().await.map(Result::unwrap), Some(0));
+    pool.close();
+    let rest: Vec<_> = results.collect().await;
+    assert!(matches!(
+        rest.as_slice(),
+        [Ok(1), Err(TaskError::Cancelled), Err(TaskError::Cancelled)]
+    ));
+}

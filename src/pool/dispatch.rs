@@ -285,6 +285,11 @@ impl Dispatcher {
         }
     }
 
+    /// Whether nothing runs and nothing is queued right now.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.state.lock().is_idle()
+    }
+
     /// Resolves once nothing runs and nothing is queued.
     pub(crate) fn idle(&self) -> Idle<'_> {
         Idle { pool: self }

@@ -313,7 +313,10 @@ impl WorkerPool {
 
     /// Closes the pool, lets queued and running tasks finish until
     /// `deadline`, then cancels what is still queued and aborts what still
-    /// runs, and reports the counts.
+    /// runs, and reports the counts. A deadline that has already passed
+    /// (`shutdown_timeout(Duration::ZERO)`) does this at once, without
+    /// giving running tasks another turn; every handle then resolves
+    /// (`Cancelled` for what was cut short), tasks never polled included.
     ///
     /// # Cancel safety
     ///
@@ -365,7 +368,13 @@ pub(crate) async fn shutdown(d: &Dispatcher, deadline: Instant) -> ShutdownRepor
         tracing::debug!(pool = %d.name, "pool closed for shutdown");
     }
     let done_before = d.counters.completed.load(Relaxed);
-    let drained = tokio::time::timeout_at(deadline, d.idle()).await.is_ok();
+    // A deadline already past means "now": no timer (whose first poll may
+    // not have fired yet) gives running tasks one more scheduler turn.
+    let drained = if deadline <= Instant::now() {
+        d.is_idle()
+    } else {
+        tokio::time::timeout_at(deadline, d.idle()).await.is_ok()
+    };
     let (cancelled_queued, aborted_running) = if drained { (0, 0) } else { d.abort_all() };
     if !drained {
         tracing::debug!(
@@ -436,9 +445,11 @@ where
 {
     fn start(self: Box<Self>, slot: RunSlot) {
         let shared = self.shared.clone();
-        let task = self
-            .runtime
-            .spawn(run_task(self.fut, self.shared, slot, self.timeout));
+        // The guard exists before the task does: a task aborted (or dropped
+        // by a runtime shutting down) before its first poll still records
+        // `Cancelled`, frees its slot and wakes its handle.
+        let guard = Finish::new(self.shared, slot);
+        let task = self.runtime.spawn(run_task(self.fut, guard, self.timeout));
         shared.set_abort_handle(task.abort_handle());
     }
 
@@ -451,13 +462,7 @@ where
     }
 }
 
-async fn run_task<F: Future>(
-    fut: F,
-    shared: Arc<TaskShared<F::Output>>,
-    slot: RunSlot,
-    timeout: Option<Duration>,
-) {
-    let guard = Finish::new(shared, slot);
+async fn run_task<F: Future>(fut: F, guard: Finish<F::Output>, timeout: Option<Duration>) {
     let outcome = match timeout {
         None => CatchUnwind::new(fut).await,
         Some(d) => match tokio::time::timeout(d, CatchUnwind::new(fut)).await {
@@ -509,9 +514,27 @@ pin_project_lite::pin_project! {
         f: F,
         pool: WorkerPool,
         admitting: Option<(AcquireOwned, Fut)>,
-        in_flight: VecDeque<TaskHandle<Fut::Output>>,
+        in_flight: VecDeque<InFlight<Fut::Output>>,
         window: usize,
         ordered: bool,
+    }
+}
+
+/// One input's place in a [`Map`]'s window: a submitted task, or an input
+/// the pool refused (closed), which yields `Cancelled` in its turn.
+enum InFlight<T> {
+    Task(TaskHandle<T>),
+    Refused,
+}
+
+impl<T> Future for InFlight<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            InFlight::Task(handle) => Pin::new(handle).poll(cx),
+            InFlight::Refused => Poll::Ready(Err(TaskError::Cancelled)),
+        }
     }
 }
 
@@ -573,8 +596,11 @@ where
                 .map_err(|_| ())
                 .and_then(|a| submit::dispatch(&*this.pool.inner, fut, a).map_err(|_| ()))
             {
-                Ok(handle) => this.in_flight.push_back(handle),
-                Err(()) => return Poll::Ready(Some(Err(TaskError::Cancelled))),
+                Ok(handle) => this.in_flight.push_back(InFlight::Task(handle)),
+                // Unordered: nothing to keep the place of.
+                Err(()) if !*this.ordered => return Poll::Ready(Some(Err(TaskError::Cancelled))),
+                // Ordered: the refusal waits its turn behind earlier inputs.
+                Err(()) => this.in_flight.push_back(InFlight::Refused),
             }
         }
         // Yield a result.
