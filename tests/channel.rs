@@ -394,6 +394,52 @@ async fn shrinking_capacity_refuses_a_waiting_oversized_reservation() {
     drop(rx);
 }
 
+/// Issue 19, item 3: a reservation refused by a shrink must not keep a
+/// later sender parked while there is room, before or after the refused
+/// future is collected.
+#[tokio::test(start_paused = true)]
+async fn refused_reservation_does_not_park_a_later_sender() {
+    let (tx, rx) = channel::bounded::<u32>(3).unwrap();
+    tx.try_send(0).unwrap();
+    let mut r = tx.reserve_many(3);
+    assert!(poll_once(&mut r).is_pending());
+    tx.set_capacity(2).unwrap();
+    let mut s = tx.send(9);
+    assert!(matches!(poll_once(&mut s), Poll::Ready(Ok(()))));
+    assert!(matches!(
+        poll_once(&mut r),
+        Poll::Ready(Err(ReserveError::TooMany))
+    ));
+    assert_eq!(rx.metrics().len, 2);
+    assert_eq!(rx.metrics().waiting_senders, 0);
+    assert_eq!(rx.recv().await, Some(0));
+    assert_eq!(rx.recv().await, Some(9));
+}
+
+/// The same, with the later sender queued before the refusal: collecting
+/// the refused reservation hands the room on.
+#[tokio::test(start_paused = true)]
+async fn collecting_a_refused_reservation_serves_the_next_sender() {
+    let (tx, rx) = channel::bounded::<u32>(3).unwrap();
+    tx.try_send(0).unwrap();
+    tx.try_send(1).unwrap();
+    let mut r = tx.reserve_many(3);
+    assert!(poll_once(&mut r).is_pending());
+    let mut s = tx.send(9);
+    assert!(poll_once(&mut s).is_pending());
+    tx.set_capacity(2).unwrap();
+    // Two of two used: `s` still waits, behind nobody that can be served.
+    assert!(poll_once(&mut s).is_pending());
+    assert!(matches!(
+        poll_once(&mut r),
+        Poll::Ready(Err(ReserveError::TooMany))
+    ));
+    assert_eq!(rx.recv().await, Some(0));
+    assert!(matches!(poll_once(&mut s), Poll::Ready(Ok(()))));
+    assert_eq!(rx.recv().await, Some(1));
+    assert_eq!(rx.recv().await, Some(9));
+}
+
 #[tokio::test(start_paused = true)]
 async fn growing_capacity_admits_waiting_senders() {
     let (tx, rx) = channel::bounded::<u32>(1).unwrap();

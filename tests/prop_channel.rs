@@ -20,6 +20,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::PermitSend),
         1 => Just(Op::DropPermit),
         1 => any::<u8>().prop_map(Op::SetCapacity),
+        1 => any::<u8>().prop_map(Op::Reserve),
         1 => Just(Op::Close),
     ]
 }
@@ -93,5 +94,24 @@ fn force_send_eviction_hands_room_to_waiters() {
         4,
         10,
         &[TrySend(5), TrySend(5), Send(4), ForceSend(1), PollSend(0)],
+    );
+}
+
+/// Issue 19, item 3, as an op sequence: a reservation refused by a shrink
+/// must not hold back a send that fits.
+#[test]
+fn refused_reservation_does_not_block_a_send() {
+    use Op::*;
+    model::check_with(
+        3,
+        12,
+        &[
+            TrySend(0),
+            Reserve(2),
+            SetCapacity(1),
+            Send(0),
+            PollSend(0),
+            PollSend(0),
+        ],
     );
 }

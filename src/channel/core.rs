@@ -178,6 +178,9 @@ pub(crate) struct Core<T, W> {
     reserved_count: usize,
     reserved_weight: usize,
     send_waiters: VecDeque<SendWaiter<T, W>>,
+    /// How many of `send_waiters` are refused (waiting to be collected by
+    /// their futures); they hold no place in the line.
+    refused_waiters: usize,
     recv_waiters: VecDeque<(u64, W)>,
     drain_waiters: VecDeque<(u64, W)>,
     next_id: u64,
@@ -201,6 +204,7 @@ impl<T, W> Core<T, W> {
             reserved_count: 0,
             reserved_weight: 0,
             send_waiters: VecDeque::new(),
+            refused_waiters: 0,
             recv_waiters: VecDeque::new(),
             drain_waiters: VecDeque::new(),
             next_id: 0,
@@ -243,7 +247,7 @@ impl<T, W> Core<T, W> {
         self.counters
     }
     pub(crate) fn waiting_senders(&self) -> usize {
-        self.send_waiters.len()
+        self.send_waiters.len() - self.refused_waiters
     }
     pub(crate) fn waiting_receivers(&self) -> usize {
         self.recv_waiters.len()
@@ -261,6 +265,14 @@ impl<T, W> Core<T, W> {
                 .saturating_add(self.reserved_weight)
                 .saturating_add(weight)
                 <= self.max_weight
+    }
+
+    /// Whether a sender that can still be served is waiting: a newcomer must
+    /// queue behind it. Refused waiters do not count: they only wait for
+    /// their futures to collect them.
+    #[inline]
+    fn live_waiters(&self) -> bool {
+        self.send_waiters.len() > self.refused_waiters
     }
 
     /// Whether the request could ever fit (with nothing queued or reserved).
@@ -376,7 +388,7 @@ impl<T, W> Core<T, W> {
         if weight > self.max_weight {
             return Err(Refused::TooHeavy(value));
         }
-        if !self.send_waiters.is_empty() || !self.fits(1, weight) {
+        if self.live_waiters() || !self.fits(1, weight) {
             return Err(Refused::Full(value));
         }
         self.push(value, weight, wake);
@@ -453,16 +465,21 @@ impl<T, W> Core<T, W> {
 
     /// Looks at a registered sender. `waker` replaces the stored one while
     /// it keeps waiting.
-    pub(crate) fn poll_send(&mut self, id: u64, waker: impl FnOnce(&mut Option<W>)) -> SendPoll<T> {
+    pub(crate) fn poll_send(
+        &mut self,
+        id: u64,
+        waker: impl FnOnce(&mut Option<W>),
+        wake: &mut WakeList<W>,
+    ) -> SendPoll<T> {
         let Ok(i) = self.find_sender(id) else {
             return SendPoll::Done;
         };
         if self.closed {
-            let w = self.send_waiters.remove(i);
+            let w = self.remove_sender(i, wake);
             return SendPoll::Closed(w.and_then(|w| w.value));
         }
         if self.send_waiters[i].refused {
-            let w = self.send_waiters.remove(i);
+            let w = self.remove_sender(i, wake);
             return SendPoll::TooMany(w.and_then(|w| w.value));
         }
         waker(&mut self.send_waiters[i].waker);
@@ -476,12 +493,19 @@ impl<T, W> Core<T, W> {
         let Ok(i) = self.find_sender(id) else {
             return Err(());
         };
-        let w = self.send_waiters.remove(i);
-        // The head may have been blocking smaller requests behind it.
-        if i == 0 {
-            self.grant(wake);
+        Ok(self.remove_sender(i, wake).and_then(|w| w.value))
+    }
+
+    /// Removes waiter `i` (cancelled, refused or closed) and re-runs the
+    /// hand-off: whoever it blocked, or whoever a newcomer queued behind
+    /// while it waited to be collected, may fit now.
+    fn remove_sender(&mut self, i: usize, wake: &mut WakeList<W>) -> Option<SendWaiter<T, W>> {
+        let w = self.send_waiters.remove(i)?;
+        if w.refused {
+            self.refused_waiters -= 1;
         }
-        Ok(w.and_then(|w| w.value))
+        self.grant(wake);
+        Some(w)
     }
 
     // ---- reserving ---------------------------------------------------------
@@ -498,7 +522,7 @@ impl<T, W> Core<T, W> {
         if !self.possible(count, weight) {
             return Err(ReserveRefused::TooMany);
         }
-        if !self.send_waiters.is_empty() || !self.fits(count, weight) {
+        if self.live_waiters() || !self.fits(count, weight) {
             return Err(ReserveRefused::Full);
         }
         self.reserved_count += count;
@@ -697,6 +721,7 @@ impl<T, W> Core<T, W> {
         for w in &mut self.send_waiters {
             if !w.refused && w.count > capacity {
                 w.refused = true;
+                self.refused_waiters += 1;
                 if let Some(waker) = w.waker.take() {
                     wake.push(waker);
                 }
@@ -757,12 +782,12 @@ mod tests {
         assert_eq!(c.try_recv(&mut wl), Ok(0));
         // Room went to `a`; its value is queued and it is woken.
         assert_eq!(woken(&mut wl), vec![100]);
-        assert_eq!(c.poll_send(a, |_| {}), SendPoll::Done);
+        assert_eq!(c.poll_send(a, |_| {}, &mut wl), SendPoll::Done);
         // A newcomer may not barge ahead of `b`.
         assert_eq!(c.try_recv(&mut wl), Ok(1));
         assert_eq!(woken(&mut wl), vec![200]);
         assert_eq!(c.try_send(9, 0, &mut wl), Err(Refused::Full(9)));
-        assert_eq!(c.poll_send(b, |_| {}), SendPoll::Done);
+        assert_eq!(c.poll_send(b, |_| {}, &mut wl), SendPoll::Done);
         assert_eq!(c.try_recv(&mut wl), Ok(2));
     }
 
@@ -775,7 +800,7 @@ mod tests {
         let small = c.register_send(Some(2), 1, 2, 2);
         assert_eq!(c.cancel_send(big, &mut wl), Ok(Some(1)));
         assert_eq!(woken(&mut wl), vec![2]);
-        assert_eq!(c.poll_send(small, |_| {}), SendPoll::Done);
+        assert_eq!(c.poll_send(small, |_| {}, &mut wl), SendPoll::Done);
         assert_eq!(c.len(), 2);
     }
 
@@ -791,7 +816,7 @@ mod tests {
         let mut w = woken(&mut wl);
         w.sort();
         assert_eq!(w, vec![1, 5]);
-        assert_eq!(c.poll_send(a, |_| {}), SendPoll::Closed(Some(8)));
+        assert_eq!(c.poll_send(a, |_| {}, &mut wl), SendPoll::Closed(Some(8)));
         assert_eq!(c.try_recv(&mut wl), Ok(7));
         assert_eq!(c.try_recv(&mut wl), Err(Empty::Closed));
         assert_eq!(c.try_send(1, 0, &mut wl), Err(Refused::Closed(1)));
@@ -849,7 +874,7 @@ mod tests {
         assert_eq!(c.send_reserved(5, 0, 0, &mut wl), None);
         c.release(1, 0, &mut wl);
         assert_eq!(woken(&mut wl), vec![3]);
-        assert_eq!(c.poll_send(w, |_| {}), SendPoll::Done);
+        assert_eq!(c.poll_send(w, |_| {}, &mut wl), SendPoll::Done);
         assert_eq!(c.try_recv(&mut wl), Ok(5));
         assert_eq!(c.try_recv(&mut wl), Ok(1));
     }
@@ -944,8 +969,67 @@ mod tests {
         let small = c.register_send(Some(5), 1, 0, 2);
         c.set_capacity(2, &mut wl);
         assert_eq!(woken(&mut wl), vec![1, 2]);
-        assert_eq!(c.poll_send(small, |_| {}), SendPoll::Done);
-        assert_eq!(c.poll_send(big, |_| {}), SendPoll::TooMany(None));
+        assert_eq!(c.poll_send(small, |_| {}, &mut wl), SendPoll::Done);
+        assert_eq!(c.poll_send(big, |_| {}, &mut wl), SendPoll::TooMany(None));
+    }
+
+    /// Issue 19, item 3: a refused reservation must not keep a later
+    /// sender parked while there is room.
+    #[test]
+    fn refused_waiter_does_not_block_a_newcomer() {
+        let mut c = C::new(3, usize::MAX, None);
+        let mut wl = WakeList::new();
+        c.try_send(0, 0, &mut wl).unwrap();
+        let big = c.register_send(None, 3, 0, 1);
+        c.set_capacity(2, &mut wl);
+        assert_eq!(woken(&mut wl), vec![1]);
+        // One of two slots is used: a send fits at once.
+        assert_eq!(c.try_send(9, 0, &mut wl), Ok(()));
+        assert_eq!(c.waiting_senders(), 0);
+        assert_eq!(c.poll_send(big, |_| {}, &mut wl), SendPoll::TooMany(None));
+        assert_eq!(c.len(), 2);
+    }
+
+    /// A sender that registered behind a refused waiter is served when the
+    /// refused one is collected.
+    #[test]
+    fn collecting_a_refused_waiter_hands_room_on() {
+        let mut c = C::new(3, usize::MAX, None);
+        let mut wl = WakeList::new();
+        c.try_send(0, 0, &mut wl).unwrap();
+        let big = c.register_send(None, 3, 0, 1);
+        let behind = c.register_send(Some(9), 1, 0, 2);
+        // Shrinking refuses `big` and hands its place to `behind`.
+        c.set_capacity(2, &mut wl);
+        assert_eq!(woken(&mut wl), vec![1, 2]);
+        assert_eq!(c.poll_send(behind, |_| {}, &mut wl), SendPoll::Done);
+        // A second one arrives while `big` is still uncollected and room
+        // is short: it waits, and collecting `big` must not strand it.
+        let late = c.register_send(Some(10), 1, 0, 3);
+        assert_eq!(c.try_recv(&mut wl), Ok(0));
+        assert_eq!(woken(&mut wl), vec![3]);
+        assert_eq!(c.poll_send(late, |_| {}, &mut wl), SendPoll::Done);
+        assert_eq!(c.poll_send(big, |_| {}, &mut wl), SendPoll::TooMany(None));
+        assert_eq!(c.waiting_senders(), 0);
+    }
+
+    /// Cancelling the first waiter that can still be served re-runs the
+    /// hand-off even when a refused waiter stands before it.
+    #[test]
+    fn cancel_behind_a_refused_waiter_hands_room_on() {
+        let mut c = C::new(4, usize::MAX, None);
+        let mut wl = WakeList::new();
+        c.try_send(0, 0, &mut wl).unwrap();
+        let huge = c.register_send(None, 4, 0, 1);
+        let big = c.register_send(None, 3, 0, 2);
+        let small = c.register_send(Some(5), 1, 0, 3);
+        c.set_capacity(3, &mut wl);
+        assert_eq!(woken(&mut wl), vec![1]);
+        // `big` (3 slots, 1 used) blocks `small`; cancel it.
+        assert_eq!(c.cancel_send(big, &mut wl), Ok(None));
+        assert_eq!(woken(&mut wl), vec![3]);
+        assert_eq!(c.poll_send(small, |_| {}, &mut wl), SendPoll::Done);
+        assert_eq!(c.poll_send(huge, |_| {}, &mut wl), SendPoll::TooMany(None));
     }
 
     #[test]

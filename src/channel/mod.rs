@@ -1067,7 +1067,9 @@ impl<T> Future for SendFuture<'_, T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if let Some(id) = this.id {
-            let r = this.chan.locked(|c, _| c.poll_send(id, |s| refresh(s, cx)));
+            let r = this
+                .chan
+                .locked(|c, w| c.poll_send(id, |s| refresh(s, cx), w));
             return match r {
                 SendPoll::Pending => Poll::Pending,
                 SendPoll::Done => {
@@ -1174,7 +1176,7 @@ impl ReserveState {
             return Poll::Ready(Err(ReserveError::Closed));
         }
         let r = match self.id {
-            Some(id) => match chan.locked(|c, _| c.poll_send(id, |s| refresh(s, cx))) {
+            Some(id) => match chan.locked(|c, w| c.poll_send(id, |s| refresh(s, cx), w)) {
                 SendPoll::Pending => return Poll::Pending,
                 SendPoll::Done => Ok(()),
                 SendPoll::Closed(_) => Err(ReserveError::Closed),

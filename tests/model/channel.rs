@@ -6,7 +6,9 @@
 //! a naive `VecDeque` model side by side, and asserts after every step that
 //! they agree: every value received in the model's order (FIFO, no loss, no
 //! duplication), same refusals with the same value handed back, same
-//! length, weight, reservations and waiting senders; `len + reserved` never
+//! length, weight, reservations and waiting senders (waiting reservations
+//! included: a shrink refuses those that can no longer fit, and a refused
+//! one never holds back a sender that fits); `len + reserved` never
 //! above the capacity (unless it was just shrunk) and weight never above
 //! `max_weight`.
 #![allow(dead_code)]
@@ -16,7 +18,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use flowguard::channel::{Builder, Permit, SendError, SendFuture, TryRecvError, TrySendError};
+use flowguard::channel::{
+    Builder, Permit, Permits, ReserveError, ReserveManyFuture, SendError, SendFuture, TryRecvError,
+    TrySendError,
+};
 
 /// One step. Arguments are reduced modulo what makes sense at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +48,9 @@ pub(crate) enum Op {
     DropPermit,
     /// `set_capacity(n % 6 + 1)`.
     SetCapacity(u8),
+    /// `reserve_many(n % 3 + 1)`, polled once; if it waits it is kept
+    /// pending beside the waiting sends (same index space).
+    Reserve(u8),
     /// `close()`.
     Close,
 }
@@ -67,7 +75,7 @@ pub(crate) fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
                     1 => Op::Close,
                     _ => Op::SetCapacity(arg),
                 },
-                _ => Op::PollSend(arg),
+                _ => Op::Reserve(arg),
             }
         })
         .collect()
@@ -77,9 +85,29 @@ type Item = (u32, usize);
 
 #[derive(Debug)]
 struct MWaiter {
+    /// The value of a waiting send; for a reservation, `(0, 0)`.
     item: Item,
-    /// Value already moved into the queue by a receiver.
+    /// `Some(n)`: a waiting reservation of `n` slots.
+    reserve: Option<usize>,
+    /// Value already moved into the queue (send), or room reserved.
     granted: bool,
+    /// A reservation the capacity shrank below: it waits only to be collected.
+    refused: bool,
+}
+
+/// A future kept pending, at the same index as its model waiter.
+enum Pending<'a> {
+    Send(SendFuture<'a, Item>),
+    Reserve(ReserveManyFuture<'a, Item>),
+}
+
+/// What polling a pending future gave, in comparable form.
+#[derive(Debug, PartialEq, Eq)]
+enum Polled {
+    Pending,
+    Sent(Result<(), SendError<Item>>),
+    /// `Ok(count)` or the error.
+    Reserved(Result<usize, ReserveError>),
 }
 
 /// The naive reference.
@@ -104,21 +132,35 @@ impl Model {
         self.queue.len() + self.reserved < self.cap && self.weight() + w <= self.max_weight
     }
     fn waiting(&self) -> usize {
-        self.waiters.iter().filter(|w| !w.granted).count()
+        self.waiters
+            .iter()
+            .filter(|w| !w.granted && !w.refused)
+            .count()
     }
     fn grant(&mut self) {
         if self.closed {
             return;
         }
         for i in 0..self.waiters.len() {
-            if self.waiters[i].granted {
+            let w = &self.waiters[i];
+            if w.granted || w.refused {
                 continue;
             }
-            let item = self.waiters[i].item;
-            if !self.fits(item.1) {
-                break;
+            match w.reserve {
+                Some(n) => {
+                    if self.queue.len() + self.reserved + n > self.cap {
+                        break;
+                    }
+                    self.reserved += n;
+                }
+                None => {
+                    let item = w.item;
+                    if !self.fits(item.1) {
+                        break;
+                    }
+                    self.queue.push_back(item);
+                }
             }
-            self.queue.push_back(item);
             self.waiters[i].granted = true;
         }
     }
@@ -137,6 +179,24 @@ impl Model {
 fn poll<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
     let mut cx = Context::from_waker(Waker::noop());
     Pin::new(f).poll(&mut cx)
+}
+
+/// Polls a pending future; a granted reservation's permits go to `permits`.
+fn poll_pending<'a>(f: &mut Pending<'a>, permits: &mut Vec<Permit<'a, Item>>) -> Polled {
+    match f {
+        Pending::Send(f) => match poll(f) {
+            Poll::Pending => Polled::Pending,
+            Poll::Ready(r) => Polled::Sent(r),
+        },
+        Pending::Reserve(f) => match poll(f) {
+            Poll::Pending => Polled::Pending,
+            Poll::Ready(r) => Polled::Reserved(r.map(|p: Permits<'a, Item>| {
+                let before = permits.len();
+                permits.extend(p);
+                permits.len() - before
+            })),
+        },
+    }
 }
 
 /// Runs `ops` against the real channel and the model; panics on divergence.
@@ -161,7 +221,7 @@ pub(crate) fn check_with(cap: usize, max_weight: usize, ops: &[Op]) {
         shrunk: false,
     };
     let mut next = 0u32;
-    let mut pending: Vec<SendFuture<'_, Item>> = Vec::new();
+    let mut pending: Vec<Pending<'_>> = Vec::new();
     let mut permits: Vec<Permit<'_, Item>> = Vec::new();
     // Fates, for the no-loss / no-duplication count at the end.
     let mut created = 0usize;
@@ -249,10 +309,12 @@ pub(crate) fn check_with(cap: usize, max_weight: usize, ops: &[Op]) {
                                 assert_eq!(r, e, "{}", ctx!());
                             }
                             (Poll::Pending, None) => {
-                                pending.push(f);
+                                pending.push(Pending::Send(f));
                                 m.waiters.push(MWaiter {
                                     item,
+                                    reserve: None,
                                     granted: false,
+                                    refused: false,
                                 });
                             }
                             (got, e) => panic!("send: got {got:?}, expected {e:?}\n{}", ctx!()),
@@ -268,31 +330,70 @@ pub(crate) fn check_with(cap: usize, max_weight: usize, ops: &[Op]) {
                 if matches!(op, Op::CancelSend(_)) {
                     drop(pending.remove(i));
                     let w = m.waiters.remove(i);
-                    if !w.granted {
-                        accounted += 1; // dropped unsent with its future
-                        let was_head = !m.waiters[..i].iter().any(|w| !w.granted);
-                        if was_head {
-                            m.grant();
-                        }
+                    match (w.reserve, w.granted) {
+                        // Dropped unsent with its future.
+                        (None, false) => accounted += 1,
+                        // Room granted but never collected goes back.
+                        (Some(n), true) => m.reserved -= n,
+                        _ => {}
                     }
+                    // Whoever it held back may fit now.
+                    m.grant();
                 } else {
-                    let got = poll(&mut pending[i]);
+                    let got = poll_pending(&mut pending[i], &mut permits);
                     let w = &m.waiters[i];
-                    let expect = if w.granted {
-                        Poll::Ready(Ok(()))
-                    } else if m.closed {
-                        Poll::Ready(Err(SendError::Closed(w.item)))
-                    } else {
-                        Poll::Pending
+                    let expect = match (w.reserve, w.granted, m.closed, w.refused) {
+                        (None, true, _, _) => Polled::Sent(Ok(())),
+                        (None, false, true, _) => Polled::Sent(Err(SendError::Closed(w.item))),
+                        (None, false, false, _) => Polled::Pending,
+                        (Some(n), true, _, _) => Polled::Reserved(Ok(n)),
+                        (Some(_), false, true, _) => Polled::Reserved(Err(ReserveError::Closed)),
+                        (Some(_), false, false, true) => {
+                            Polled::Reserved(Err(ReserveError::TooMany))
+                        }
+                        (Some(_), false, false, false) => Polled::Pending,
                     };
                     assert_eq!(got, expect, "{}", ctx!());
-                    if let Poll::Ready(r) = got {
-                        if r.is_err() {
+                    if got != Polled::Pending {
+                        if matches!(got, Polled::Sent(Err(_))) {
                             accounted += 1;
                         }
                         pending.remove(i);
                         m.waiters.remove(i);
+                        m.grant();
                     }
+                }
+            }
+            Op::Reserve(n) => {
+                let n = usize::from(n % 3) + 1;
+                let mut f = tx.reserve_many(n);
+                let expect = if m.closed {
+                    Some(Err(ReserveError::Closed))
+                } else if n > m.cap {
+                    Some(Err(ReserveError::TooMany))
+                } else if m.waiting() == 0 && m.queue.len() + m.reserved + n <= m.cap {
+                    m.reserved += n;
+                    Some(Ok(n))
+                } else {
+                    None
+                };
+                let got = match poll(&mut f) {
+                    Poll::Pending => None,
+                    Poll::Ready(r) => Some(r.map(|p| {
+                        let before = permits.len();
+                        permits.extend(p);
+                        permits.len() - before
+                    })),
+                };
+                assert_eq!(got, expect, "{}", ctx!());
+                if got.is_none() {
+                    pending.push(Pending::Reserve(f));
+                    m.waiters.push(MWaiter {
+                        item: (0, 0),
+                        reserve: Some(n),
+                        granted: false,
+                        refused: false,
+                    });
                 }
             }
             Op::TryRecv => {
@@ -368,6 +469,11 @@ pub(crate) fn check_with(cap: usize, max_weight: usize, ops: &[Op]) {
                     m.shrunk = true;
                 }
                 m.cap = n;
+                for w in &mut m.waiters {
+                    if !w.granted && w.reserve.is_some_and(|r| r > n) {
+                        w.refused = true;
+                    }
+                }
                 m.grant();
             }
             Op::Close => {
@@ -383,8 +489,7 @@ pub(crate) fn check_with(cap: usize, max_weight: usize, ops: &[Op]) {
         assert_eq!(got.weight, m.weight(), "{}", ctx!());
         assert_eq!(got.reserved, m.reserved, "{}", ctx!());
         assert_eq!(got.capacity, m.cap, "{}", ctx!());
-        let real_waiting = m.waiters.iter().filter(|w| !w.granted).count();
-        assert_eq!(got.waiting_senders, real_waiting, "{}", ctx!());
+        assert_eq!(got.waiting_senders, m.waiting(), "{}", ctx!());
         assert!(m.weight() <= m.max_weight, "{}", ctx!());
         if m.queue.len() + m.reserved <= m.cap {
             m.shrunk = false;
@@ -397,22 +502,29 @@ pub(crate) fn check_with(cap: usize, max_weight: usize, ops: &[Op]) {
     }
 
     // End: close, settle the pending sends, drain; every value has one fate.
+    // Kept permits go back; room granted to a still-pending reservation is
+    // held until that future is polled or dropped below.
+    m.reserved -= permits.len();
     drop(permits);
-    m.reserved = 0;
     m.grant();
     rx.close();
     m.closed = true;
+    let mut late_permits = Vec::new();
     for (mut f, w) in pending.drain(..).zip(m.waiters.drain(..)) {
-        match poll(&mut f) {
-            Poll::Ready(Ok(())) => assert!(w.granted),
-            Poll::Ready(Err(SendError::Closed(v))) => {
+        match (poll_pending(&mut f, &mut late_permits), w.reserve) {
+            (Polled::Sent(Ok(())), None) => assert!(w.granted),
+            (Polled::Sent(Err(SendError::Closed(v))), None) => {
                 assert!(!w.granted);
                 assert_eq!(v, w.item);
                 accounted += 1;
             }
-            other => panic!("pending send after close: {other:?}"),
+            (Polled::Reserved(Ok(n)), Some(want)) => assert!(w.granted && n == want),
+            (Polled::Reserved(Err(ReserveError::Closed)), Some(_)) => assert!(!w.granted),
+            (other, _) => panic!("pending future after close: {other:?}"),
         }
     }
+    drop(late_permits);
+    m.reserved = 0;
     loop {
         let expect = m.recv();
         let got = rx.try_recv();
