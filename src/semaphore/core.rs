@@ -196,7 +196,8 @@ impl WaitQueue {
         let pay = n.min(self.debt);
         self.debt -= pay;
         n -= pay;
-        while n > 0 {
+        // No `n > 0` guard: with nothing left, the head takes 0 and we return.
+        loop {
             let Some(h) = self.head else { break };
             let Slot::Waiting {
                 needed, assigned, ..
@@ -316,7 +317,8 @@ impl WaitQueue {
         self.capacity -= by;
         let mut missing = by - took_free;
         let mut cur = self.tail;
-        while let (Some(i), true) = (cur, missing > 0) {
+        while missing != 0 {
+            let Some(i) = cur else { break };
             let Slot::Waiting { assigned, prev, .. } = &mut self.slots[i] else {
                 unreachable!("queued slot is not waiting")
             };
@@ -533,7 +535,14 @@ mod tests {
         let a = q.enqueue(2, 0, noop());
         let b = q.enqueue(5, 0, noop());
         q.release(3, &mut w); // a granted 2, b assigned 1
+        assert_eq!(
+            q.assigned(),
+            3,
+            "granted-but-untaken permits count as assigned"
+        );
+        assert!(!q.is_closed());
         assert_eq!(q.close(&mut w), 3);
+        assert!(q.is_closed());
         assert_eq!(ready(&mut q, a), Poll::Ready(Err(Failure::Closed)));
         assert_eq!(ready(&mut q, b), Poll::Ready(Err(Failure::Closed)));
         assert_eq!(q.waiting(), 0);
@@ -551,5 +560,45 @@ mod tests {
         for k in keys {
             assert_eq!(ready(&mut q, k), Poll::Ready(Ok(1)));
         }
+    }
+
+    #[test]
+    fn shrink_to_exactly_what_a_waiter_needs_keeps_it_waiting() {
+        let mut q = WaitQueue::new(6);
+        let mut w = WakeList::default();
+        let a = q.enqueue(4, 0, noop());
+        assert_eq!(q.shrink(2, 2, &mut w), 0);
+        assert_eq!(q.capacity(), 4);
+        assert_eq!(ready(&mut q, a), Poll::Pending, "4 of 4 is still possible");
+        assert_eq!(q.release(4, &mut w), 0);
+        assert_eq!(ready(&mut q, a), Poll::Ready(Ok(4)));
+    }
+
+    /// A waiter re-polled with a new waker must be woken on the new one.
+    #[test]
+    fn repoll_with_a_new_waker_replaces_the_old_one() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::Wake;
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let first = Arc::new(Count(AtomicUsize::new(0)));
+        let second = Arc::new(Count(AtomicUsize::new(0)));
+        let mut q = WaitQueue::new(1);
+        let mut w = WakeList::default();
+        let a = q.enqueue(1, 0, Waker::from(first.clone()));
+        // Same waker again: kept; a different one: replaces it.
+        assert_eq!(q.poll(a, &Waker::from(first.clone())), Poll::Pending);
+        assert_eq!(q.poll(a, &Waker::from(second.clone())), Poll::Pending);
+        assert_eq!(q.release(1, &mut w), 0);
+        w.wake_all();
+        assert_eq!(first.0.load(Ordering::SeqCst), 0);
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+        assert_eq!(ready(&mut q, a), Poll::Ready(Ok(1)));
     }
 }
