@@ -724,3 +724,21 @@ async fn public_types_are_send_sync_unpin() {
     let mut f = pin!(rx.recv());
     assert!(futures::poll!(f.as_mut()).is_pending());
 }
+
+/// Issue 19: after a shrink below what is queued, one `force_send` on an
+/// unweighted channel evicts as many as it takes to fit again (its docs
+/// say so); the bound holds afterwards.
+#[tokio::test(start_paused = true)]
+async fn force_send_after_a_shrink_evicts_back_under_the_capacity() {
+    let (tx, rx) = channel::bounded::<u32>(4).unwrap();
+    for i in 0..4 {
+        tx.try_send(i).unwrap();
+    }
+    tx.set_capacity(2).unwrap();
+    let ev: Vec<u32> = tx.force_send(9).unwrap().collect();
+    assert_eq!(ev, [0, 1, 2]);
+    assert_eq!(rx.metrics().len, 2);
+    assert_eq!(rx.metrics().evicted, 3);
+    assert_eq!(rx.try_recv(), Ok(3));
+    assert_eq!(rx.try_recv(), Ok(9));
+}

@@ -324,3 +324,17 @@ async fn concurrent_holders_never_exceed_capacity() {
     assert_eq!(high.load(Ordering::SeqCst), 3, "full capacity was used");
     assert_eq!(sem.available(), 3);
 }
+
+/// Issue 19: forgetting permits after a shrink does not lower the capacity
+/// twice (the docs of `Permit::forget` say so).
+#[tokio::test]
+async fn forget_after_a_shrink_pays_the_debt_first() {
+    let sem = Semaphore::new(4);
+    let p = sem.try_acquire_many(4).unwrap();
+    sem.set_capacity(2).unwrap();
+    p.forget();
+    assert_eq!(sem.capacity(), 0);
+    assert_eq!(sem.available(), 0);
+    sem.add_permits(1).unwrap();
+    assert_eq!((sem.capacity(), sem.available()), (1, 1));
+}

@@ -677,8 +677,11 @@ impl<T> Sender<T> {
 
     /// Queues `value` at once, evicting the oldest queued values until it
     /// fits ("latest wins"). Returns the evicted values, oldest first (none
-    /// if there was room; at most one on an unweighted channel). Evictions
-    /// are counted in [`ChannelMetrics::evicted`].
+    /// if there was room). On an unweighted channel that is at most one,
+    /// except after [`set_capacity`](Self::set_capacity) shrank the channel
+    /// below what it held: then as many as it takes to get back under the
+    /// new capacity, so the bound holds again. Evictions are counted in
+    /// [`ChannelMetrics::evicted`].
     ///
     /// It does not wait and does not queue behind waiting senders.
     ///

@@ -905,7 +905,12 @@ impl<'a> Permit<'a> {
     }
 
     /// Keeps the permits out of circulation for good: the semaphore's
-    /// capacity shrinks by their number.
+    /// capacity shrinks by their number, less what an earlier shrink
+    /// already counted. After [`Semaphore::set_capacity`] lowered the
+    /// capacity below what was held, the held permits owe that difference;
+    /// forgetting them pays it first, so the capacity is not lowered twice
+    /// for the same permits (4 held, capacity set from 4 to 2, forget all 4:
+    /// capacity 0, not -2).
     pub fn forget(mut self) {
         let n = std::mem::take(&mut self.permits);
         self.sem.inner.forget(n);
@@ -982,7 +987,9 @@ impl OwnedPermit {
         &self.sem
     }
 
-    /// Keeps the permits out of circulation for good (the capacity shrinks).
+    /// Keeps the permits out of circulation for good; the capacity shrinks
+    /// as for [`Permit::forget`] (by their number, less what an earlier
+    /// shrink already counted).
     pub fn forget(mut self) {
         let n = std::mem::take(&mut self.permits);
         self.sem.inner.forget(n);
