@@ -19,6 +19,7 @@
 //! | [`fanout`] | [`gather_with_timeout`](fanout::gather_with_timeout), [`Gather`](fanout::Gather), [`hedge`](fanout::hedge) | "ask N backends, answer by the deadline with what came back" |
 //! | [`timing`] | [`Debouncer`](timing::Debouncer), [`Throttler`](timing::Throttler), [`TimingStreamExt`](timing::TimingStreamExt) | "collapse bursts of events" |
 //! | [`batch`] | [`Loader`](batch::Loader) | "turn N concurrent lookups into ⌈N/size⌉ batch calls" (DataLoader) |
+//! | [`retry`] | [`Retry`](retry::Retry), [`RetryBudget`](retry::RetryBudget) | "try again, later, but not forever and not all at once": backoff, jitter, deadline, budget |
 //! | [`clock`] | [`Clock`](clock::Clock), [`ManualClock`](clock::ManualClock) | the time source cores read; Tokio's clock by default, a manual one for tests |
 //!
 //! ## Which primitive?
@@ -38,7 +39,10 @@
 //!   so a failing backend is left alone to recover, and a deadline
 //!   ([`gather_with_timeout`](fanout::gather_with_timeout) or
 //!   [`Gather`](fanout::Gather) for many backends at once,
-//!   [`hedge`](fanout::hedge) against a slow tail): usually all three.
+//!   [`hedge`](fanout::hedge) against a slow tail): usually all three;
+//!   and a [`Retry`](retry::Retry) for the failures that are transient,
+//!   with a [`RetryBudget`](retry::RetryBudget) so a dead backend is not
+//!   hit by a retry storm.
 //! * **Bursts of events** (keystrokes, file-system notifications, sensor
 //!   readings): a [`Debouncer`](timing::Debouncer) acts once the burst is
 //!   over, a [`Throttler`](timing::Throttler) at most once per period; both
@@ -80,6 +84,7 @@
 //! | `timing` | [`Debouncer::call_wait`](timing::Debouncer::call_wait)'s [`CallWait`](timing::CallWait) (also through a [`Throttler`](timing::Throttler)) | the call is not undone; only the waiting stops |
 //! | `timing` | [`Debounced`](timing::Debounced) (a stream) | the held item is dropped with the stream |
 //! | `batch` | [`Loader::load`](batch::Loader::load), [`load_many`](batch::Loader::load_many) | only this caller's interest is given up; the batch still runs for the other callers (and fills the cache) |
+//! | `retry` | [`Retry::call`](retry::Retry::call), `call_with_attempt`, `call_deadline` | the attempt in flight (or the sleep) is dropped and no further attempt is made |
 //!
 //! ## Examples, one per module
 //!
@@ -253,6 +258,26 @@
 //! # }
 //! ```
 //!
+//! ### `retry`: again, later, not forever
+//!
+//! ```
+//! use flowguard::retry::{Backoff, Retry, RetryError};
+//! use std::time::Duration;
+//! use tokio::time::Instant;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let retry = Retry::builder()
+//!     .max_retries(3) // up to 4 calls
+//!     .backoff(Backoff::exponential(Duration::from_secs(2), 2.0)) // 2 s, 4 s, 8 s
+//!     .build()
+//!     .unwrap();
+//! let start = Instant::now();
+//! let err = retry.call(|| async { Err::<(), _>("503") }).await.unwrap_err();
+//! assert!(matches!(err, RetryError::Exhausted { error: "503", attempts: 4 }));
+//! assert_eq!(start.elapsed(), Duration::from_secs(14));
+//! # }
+//! ```
+//!
 //! ### `clock`: drive time by hand
 //!
 //! ```
@@ -297,6 +322,8 @@ pub mod fanout;
 pub mod pool;
 /// Token-bucket rate limiters (GCRA): plain, FIFO-fair and keyed.
 pub mod rate;
+pub mod retry;
+mod rng;
 pub mod semaphore;
 mod sync;
 /// Debounce and throttle with lodash semantics: handles and stream adapters.

@@ -197,8 +197,7 @@ impl WaitQueue {
         self.debt -= pay;
         n -= pay;
         // No `n > 0` guard: with nothing left, the head takes 0 and we return.
-        loop {
-            let Some(h) = self.head else { break };
+        while let Some(h) = self.head {
             let Slot::Waiting {
                 needed, assigned, ..
             } = &mut self.slots[h]

@@ -1,0 +1,693 @@
+//! Retry: try again, later, but not forever and not all at once.
+//!
+//! A [`Retry`] runs an async operation, and when the outcome is one worth
+//! retrying (an error, by default; any `Result` the classifier picks, such
+//! as an HTTP 503 response) waits and runs it again:
+//!
+//! * **How often**: `max_retries` retries *after* the first call (Polly's
+//!   convention, so `max_retries(3)` makes at most 4 calls; resilience4j's
+//!   `maxAttempts` counts the first call too). Default 3.
+//! * **How long between**: a [`Backoff`] (constant, linear, exponential)
+//!   capped at `max_delay`, then a [`Jitter`] (none, full, equal,
+//!   decorrelated; the AWS Architecture Blog's definitions) so that many
+//!   clients do not retry in lock-step. Default: exponential from 100 ms,
+//!   ×2, capped at 30 s, no jitter; use [`Jitter::Full`] for a fleet. A
+//!   `retry_after` hook lets an outcome say when to come back (a 429's
+//!   `Retry-After`, a rate limiter's `retry_after`, a breaker's
+//!   `next_ready_at`): that delay replaces the backoff's for that retry.
+//! * **Not past a deadline**: with [`timeout`](RetryBuilder::timeout) or
+//!   [`call_deadline`](Retry::call_deadline) it never starts a sleep that
+//!   ends past the deadline, never starts an attempt with less than
+//!   [`attempt_margin`](RetryBuilder::attempt_margin) left, and cuts the
+//!   attempt in flight when the deadline comes.
+//! * **Not into a storm**: a [`RetryBudget`] shared by clones lets retries
+//!   be at most a ratio of recent first calls plus a small floor, so a
+//!   dead dependency gets `1 + ratio` times its load, not `1 + max_retries`.
+//!
+//! The delay schedule is a pure core (`backoff.rs`), the budget a pure core
+//! behind one mutex (`budget.rs`); this file is the async shell. Sleeps use
+//! `tokio::time`, so paused-clock tests see the exact schedule.
+//!
+//! # Examples
+//!
+//! ```
+//! use flowguard::retry::{Backoff, Retry};
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let retry = Retry::builder()
+//!     .max_retries(3)
+//!     .backoff(Backoff::exponential(Duration::from_secs(2), 2.0)) // 2 s, 4 s, 8 s
+//!     .build()
+//!     .unwrap();
+//! let calls = AtomicU32::new(0);
+//! let start = tokio::time::Instant::now();
+//! let answer = retry
+//!     .call(|| async {
+//!         // Fails twice, then answers.
+//!         if calls.fetch_add(1, Ordering::SeqCst) < 2 { Err("busy") } else { Ok(42) }
+//!     })
+//!     .await;
+//! assert_eq!(answer.unwrap(), 42);
+//! assert_eq!(start.elapsed(), Duration::from_secs(6)); // 2 s + 4 s
+//! assert_eq!(retry.metrics().succeeded_after_retry, 1);
+//! # }
+//! ```
+
+mod backoff;
+mod budget;
+mod error;
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub(crate) use self::backoff::Schedule;
+pub use self::backoff::{Backoff, Jitter};
+pub use self::budget::{RetryBudget, RetryBudgetBuilder};
+pub use self::error::RetryError;
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::sync::Arc;
+use crate::sync::atomic::{AtomicU64, Ordering};
+
+type Classifier<T, E> = dyn Fn(&Result<T, E>) -> bool + Send + Sync;
+type RetryAfter<T, E> = dyn Fn(&Result<T, E>) -> Option<Duration> + Send + Sync;
+
+/// Retries an async operation with backoff, jitter, a deadline and a
+/// budget. Clones share one configuration, one budget and one set of
+/// metrics.
+///
+/// `T` and `E` are the operation's `Ok` and `Err` types; they are usually
+/// inferred from the first `call`.
+///
+/// # Examples
+///
+/// Retry on a *value*, and let the error say when to come back:
+///
+/// ```
+/// use flowguard::retry::Retry;
+/// use std::time::Duration;
+///
+/// #[derive(Debug, PartialEq)]
+/// struct Response { status: u16, retry_after: Option<Duration> }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let retry = Retry::<Response, std::io::Error>::builder()
+///     .retry_if(|r| matches!(r, Ok(resp) if resp.status == 503 || resp.status == 429) || r.is_err())
+///     .retry_after(|r| r.as_ref().ok().and_then(|resp| resp.retry_after))
+///     .build()
+///     .unwrap();
+/// let start = tokio::time::Instant::now();
+/// let resp = retry
+///     .call_with_attempt(|attempt| async move {
+///         Ok(match attempt {
+///             1 => Response { status: 429, retry_after: Some(Duration::from_secs(5)) },
+///             _ => Response { status: 200, retry_after: None },
+///         })
+///     })
+///     .await
+///     .unwrap();
+/// assert_eq!(resp.status, 200);
+/// assert_eq!(start.elapsed(), Duration::from_secs(5)); // as the 429 asked
+/// # }
+/// ```
+pub struct Retry<T, E> {
+    inner: Arc<Inner<T, E>>,
+}
+
+struct Inner<T, E> {
+    max_retries: u32,
+    backoff: Backoff,
+    jitter: Jitter,
+    max_delay: Duration,
+    seed: Option<u64>,
+    timeout: Option<Duration>,
+    attempt_margin: Duration,
+    retry_if: Box<Classifier<T, E>>,
+    retry_after: Option<Box<RetryAfter<T, E>>>,
+    budget: Option<RetryBudget>,
+    name: String,
+    counters: Counters,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    calls: AtomicU64,
+    attempts: AtomicU64,
+    retries: AtomicU64,
+    succeeded_first: AtomicU64,
+    succeeded_after_retry: AtomicU64,
+    exhausted: AtomicU64,
+    not_retryable: AtomicU64,
+    budget_refusals: AtomicU64,
+    deadline: AtomicU64,
+}
+
+impl Counters {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of a [`Retry`]'s counters (shared by its clones).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryMetrics {
+    /// Calls started (`call` and its variants).
+    pub calls: u64,
+    /// Attempts started, first calls included.
+    pub attempts: u64,
+    /// Retries started (attempts after the first).
+    pub retries: u64,
+    /// Calls whose first attempt gave the final outcome.
+    pub succeeded_first: u64,
+    /// Calls that ended in `Ok` after at least one retry (a value the
+    /// classifier passed).
+    pub succeeded_after_retry: u64,
+    /// Calls that ran out of retries.
+    pub exhausted: u64,
+    /// Calls that ended on an outcome the classifier would not retry, as an error.
+    pub not_retryable: u64,
+    /// Retries the budget refused (each ends its call).
+    pub budget_refusals: u64,
+    /// Calls ended by their deadline.
+    pub deadline: u64,
+}
+
+/// Configures a [`Retry`]. Defaults: `max_retries` 3, backoff exponential
+/// from 100 ms ×2, `max_delay` 30 s, no jitter, an unseeded random source,
+/// no timeout, `attempt_margin` 0, retry on every `Err` and no `Ok`, no
+/// `retry_after` hook, no budget, name `"retry"`.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::retry::{Backoff, Retry};
+/// use std::time::Duration;
+///
+/// let err = Retry::<(), ()>::builder()
+///     .backoff(Backoff::exponential(Duration::from_millis(10), 0.5))
+///     .build()
+///     .unwrap_err();
+/// assert_eq!(err.field(), "backoff");
+/// ```
+pub struct RetryBuilder<T, E> {
+    max_retries: u32,
+    backoff: Backoff,
+    jitter: Jitter,
+    max_delay: Duration,
+    seed: Option<u64>,
+    timeout: Option<Duration>,
+    attempt_margin: Duration,
+    retry_if: Box<Classifier<T, E>>,
+    retry_after: Option<Box<RetryAfter<T, E>>>,
+    budget: Option<RetryBudget>,
+    name: String,
+}
+
+impl<T, E> RetryBuilder<T, E> {
+    /// Retries after the first call (0: no retry). At most `max_retries + 1`
+    /// calls are made.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// How the delay grows (see [`Backoff`]).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The longest delay the backoff and jitter may produce (a
+    /// `retry_after` hook's delay is not capped: the caller asked for it).
+    pub fn max_delay(mut self, max: Duration) -> Self {
+        self.max_delay = max;
+        self
+    }
+
+    /// How each delay is randomised (see [`Jitter`]).
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Seeds the jitter, so schedules are reproducible (call `k` of this
+    /// retry, counted from 0 across clones, uses a sequence derived from
+    /// `seed` and `k`).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// An overall deadline for every call, counted from its start (see
+    /// [`Retry::call_deadline`] for what it does).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The least time an attempt needs: with a deadline, no attempt starts
+    /// with less than this left (the call ends with `Deadline` instead).
+    pub fn attempt_margin(mut self, margin: Duration) -> Self {
+        self.attempt_margin = margin;
+        self
+    }
+
+    /// Which outcomes are retried (default: every `Err`, no `Ok`). Errors
+    /// it rejects end the call with [`RetryError::NotRetryable`]; values it
+    /// rejects are returned as they are.
+    pub fn retry_if(mut self, f: impl Fn(&Result<T, E>) -> bool + Send + Sync + 'static) -> Self {
+        self.retry_if = Box::new(f);
+        self
+    }
+
+    /// When an outcome says how long to wait (`Some`), that delay is used
+    /// for the next retry instead of the backoff's.
+    pub fn retry_after(
+        mut self,
+        f: impl Fn(&Result<T, E>) -> Option<Duration> + Send + Sync + 'static,
+    ) -> Self {
+        self.retry_after = Some(Box::new(f));
+        self
+    }
+
+    /// A budget to draw each retry from (shared with whoever else holds it).
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// A name for tracing events.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Validates the configuration and creates the retry.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `backoff` (an exponential factor below 1 or
+    /// not finite; a zero base with decorrelated jitter, which could never
+    /// grow), `max_delay` (zero), `timeout` (zero) or `attempt_margin`
+    /// (not shorter than `timeout`: no attempt could start).
+    pub fn build(self) -> Result<Retry<T, E>, ConfigError> {
+        const C: &str = "retry";
+        if let Backoff::Exponential { factor, .. } = self.backoff {
+            if !factor.is_finite() || factor < 1.0 {
+                return Err(ConfigError::new(
+                    C,
+                    "backoff",
+                    ConfigErrorKind::TooSmall,
+                    format!("exponential factor must be a finite number >= 1, got {factor}"),
+                ));
+            }
+        }
+        if self.jitter == Jitter::Decorrelated && self.backoff.base().is_zero() {
+            return Err(ConfigError::new(
+                C,
+                "backoff",
+                ConfigErrorKind::Conflict,
+                "decorrelated jitter needs a non-zero first delay (it grows from it)",
+            ));
+        }
+        if self.max_delay.is_zero() {
+            return Err(ConfigError::new(
+                C,
+                "max_delay",
+                ConfigErrorKind::Zero,
+                "must be positive",
+            ));
+        }
+        if self
+            .timeout
+            .is_some_and(|t| !t.is_zero() && self.attempt_margin >= t)
+        {
+            return Err(ConfigError::new(
+                C,
+                "attempt_margin",
+                ConfigErrorKind::Conflict,
+                format!(
+                    "must be shorter than timeout {:?}, got {:?} (no attempt could ever start)",
+                    self.timeout.unwrap_or_default(),
+                    self.attempt_margin
+                ),
+            ));
+        }
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::new(
+                C,
+                "timeout",
+                ConfigErrorKind::Zero,
+                "must be positive (a call with no time could never run)",
+            ));
+        }
+        Ok(Retry {
+            inner: Arc::new(Inner {
+                max_retries: self.max_retries,
+                backoff: self.backoff,
+                jitter: self.jitter,
+                max_delay: self.max_delay,
+                seed: self.seed,
+                timeout: self.timeout,
+                attempt_margin: self.attempt_margin,
+                retry_if: self.retry_if,
+                retry_after: self.retry_after,
+                budget: self.budget,
+                name: self.name,
+                counters: Counters::default(),
+            }),
+        })
+    }
+}
+
+impl<T, E> fmt::Debug for RetryBuilder<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryBuilder")
+            .field("max_retries", &self.max_retries)
+            .field("backoff", &self.backoff)
+            .field("jitter", &self.jitter)
+            .field("max_delay", &self.max_delay)
+            .field("timeout", &self.timeout)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one attempt's outcome is handled.
+enum Verdict {
+    /// Return it as is.
+    Done,
+    /// Retry, after the backoff or the hook's delay.
+    Again(Option<Duration>),
+}
+
+impl<T, E> Retry<T, E> {
+    /// A builder with the defaults listed on [`RetryBuilder`].
+    pub fn builder() -> RetryBuilder<T, E> {
+        RetryBuilder {
+            max_retries: 3,
+            backoff: Backoff::exponential(Duration::from_millis(100), 2.0),
+            jitter: Jitter::None,
+            max_delay: Duration::from_secs(30),
+            seed: None,
+            timeout: None,
+            attempt_margin: Duration::ZERO,
+            retry_if: Box::new(|r| r.is_err()),
+            retry_after: None,
+            budget: None,
+            name: "retry".to_owned(),
+        }
+    }
+
+    /// Runs `op`, retrying as configured.
+    ///
+    /// # Errors
+    ///
+    /// A [`RetryError`] saying how it ended, with the last error of `op`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the attempt in flight (or the
+    /// sleep) and makes no further attempt. A budget withdrawal already
+    /// made for a retry that was then dropped is not refunded.
+    pub async fn call<F, Fut>(&self, mut op: F) -> Result<T, RetryError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let deadline = self.default_deadline();
+        self.run(deadline, |_| op()).await
+    }
+
+    /// As [`call`](Self::call), passing `op` the attempt number (1 for the
+    /// first call, 2 for the first retry, …).
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call`](Self::call).
+    pub async fn call_with_attempt<F, Fut>(&self, op: F) -> Result<T, RetryError<E>>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let deadline = self.default_deadline();
+        self.run(deadline, op).await
+    }
+
+    /// As [`call_with_attempt`](Self::call_with_attempt), with an overall
+    /// `deadline` (the earlier of it and the builder's `timeout`). It never
+    /// starts a sleep that would end past the deadline, never starts an
+    /// attempt with less than `attempt_margin` left, and drops the attempt
+    /// in flight when the deadline comes: each ends the call with
+    /// [`RetryError::Deadline`].
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::retry::{Backoff, Retry, RetryError};
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let retry = Retry::builder()
+    ///     .max_retries(10)
+    ///     .backoff(Backoff::constant(Duration::from_millis(400)))
+    ///     .build()
+    ///     .unwrap();
+    /// let start = Instant::now();
+    /// let deadline = start + Duration::from_secs(1);
+    /// let err = retry
+    ///     .call_deadline(deadline, |_| async { Err::<(), _>("down") })
+    ///     .await
+    ///     .unwrap_err();
+    /// // Attempts at 0, 400 and 800 ms; a sleep to 1200 ms would pass the deadline.
+    /// assert!(matches!(err, RetryError::Deadline { error: Some("down"), attempts: 3 }));
+    /// assert_eq!(start.elapsed(), Duration::from_millis(800));
+    /// # }
+    /// ```
+    pub async fn call_deadline<F, Fut>(&self, deadline: Instant, op: F) -> Result<T, RetryError<E>>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let deadline = match self.default_deadline() {
+            Some(d) => d.min(deadline),
+            None => deadline,
+        };
+        self.run(Some(deadline), op).await
+    }
+
+    /// The counters, shared by clones.
+    pub fn metrics(&self) -> RetryMetrics {
+        let c = &self.inner.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RetryMetrics {
+            calls: l(&c.calls),
+            attempts: l(&c.attempts),
+            retries: l(&c.retries),
+            succeeded_first: l(&c.succeeded_first),
+            succeeded_after_retry: l(&c.succeeded_after_retry),
+            exhausted: l(&c.exhausted),
+            not_retryable: l(&c.not_retryable),
+            budget_refusals: l(&c.budget_refusals),
+            deadline: l(&c.deadline),
+        }
+    }
+
+    /// The budget this retry draws from, if any.
+    pub fn budget(&self) -> Option<&RetryBudget> {
+        self.inner.budget.as_ref()
+    }
+
+    /// Retries after the first call, as configured.
+    pub fn max_retries(&self) -> u32 {
+        self.inner.max_retries
+    }
+
+    fn default_deadline(&self) -> Option<Instant> {
+        self.inner
+            .timeout
+            .and_then(|t| Instant::now().checked_add(t))
+    }
+
+    fn schedule(&self, call: u64) -> Schedule {
+        let seed = match self.inner.seed {
+            // Distinct, reproducible per call: SplitMix64 decorrelates
+            // neighbouring seeds.
+            Some(s) => s ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            None => crate::rng::entropy_seed(),
+        };
+        Schedule::new(
+            self.inner.backoff,
+            self.inner.jitter,
+            self.inner.max_delay,
+            seed,
+        )
+    }
+
+    fn verdict(&self, outcome: &Result<T, E>) -> Verdict {
+        if !(self.inner.retry_if)(outcome) {
+            return Verdict::Done;
+        }
+        Verdict::Again(self.inner.retry_after.as_ref().and_then(|f| f(outcome)))
+    }
+
+    /// The retry loop. `deadline: None` means no deadline.
+    async fn run<F, Fut>(&self, deadline: Option<Instant>, mut op: F) -> Result<T, RetryError<E>>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let inner = &*self.inner;
+        let c = &inner.counters;
+        let call = c.calls.fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = &inner.budget {
+            b.deposit();
+        }
+        let mut schedule: Option<Schedule> = None;
+        let mut last_err: Option<E> = None;
+        let mut attempt: u32 = 0;
+        loop {
+            // May this attempt start?
+            if let Some(d) = deadline {
+                let now = Instant::now();
+                if now >= d || d - now < inner.attempt_margin {
+                    return Err(self.end_deadline(last_err, attempt));
+                }
+            }
+            attempt += 1;
+            Counters::bump(&c.attempts);
+            if attempt > 1 {
+                Counters::bump(&c.retries);
+            }
+            let fut = op(attempt);
+            let outcome = match deadline {
+                None => fut.await,
+                Some(d) => match tokio::time::timeout_at(d, fut).await {
+                    Ok(o) => o,
+                    Err(_) => return Err(self.end_deadline(last_err, attempt)),
+                },
+            };
+            let hook_delay = match self.verdict(&outcome) {
+                Verdict::Done => return self.end_done(outcome, attempt),
+                Verdict::Again(d) => d,
+            };
+            // Worth retrying: may we?
+            if attempt > inner.max_retries {
+                Counters::bump(&c.exhausted);
+                return match outcome {
+                    Ok(v) => Ok(v),
+                    Err(error) => Err(RetryError::Exhausted {
+                        error,
+                        attempts: attempt,
+                    }),
+                };
+            }
+            let delay = match hook_delay {
+                Some(d) => d,
+                None => schedule
+                    .get_or_insert_with(|| self.schedule(call))
+                    .delay(attempt),
+            };
+            if let Some(d) = deadline {
+                let wake = Instant::now().checked_add(delay);
+                let room = wake.and_then(|w| w.checked_add(inner.attempt_margin));
+                if room.is_none_or(|r| r > d) {
+                    return match outcome {
+                        Ok(v) => {
+                            Counters::bump(&c.deadline);
+                            Ok(v)
+                        }
+                        Err(e) => Err(self.end_deadline(Some(e), attempt)),
+                    };
+                }
+            }
+            if let Some(b) = &inner.budget {
+                if !b.try_withdraw() {
+                    Counters::bump(&c.budget_refusals);
+                    return match outcome {
+                        Ok(v) => Ok(v),
+                        Err(error) => Err(RetryError::BudgetExhausted {
+                            error,
+                            attempts: attempt,
+                        }),
+                    };
+                }
+            }
+            tracing::debug!(
+                retry = %inner.name,
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                from_hook = hook_delay.is_some(),
+                "retrying"
+            );
+            last_err = outcome.err();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+
+    fn end_done(&self, outcome: Result<T, E>, attempts: u32) -> Result<T, RetryError<E>> {
+        let c = &self.inner.counters;
+        match outcome {
+            Ok(v) => {
+                Counters::bump(if attempts == 1 {
+                    &c.succeeded_first
+                } else {
+                    &c.succeeded_after_retry
+                });
+                Ok(v)
+            }
+            Err(error) => {
+                Counters::bump(&c.not_retryable);
+                Err(RetryError::NotRetryable { error, attempts })
+            }
+        }
+    }
+
+    fn end_deadline(&self, error: Option<E>, attempts: u32) -> RetryError<E> {
+        Counters::bump(&self.inner.counters.deadline);
+        tracing::debug!(retry = %self.inner.name, attempts, "retry deadline reached");
+        RetryError::Deadline { error, attempts }
+    }
+}
+
+impl<T, E> Clone for Retry<T, E> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T, E> fmt::Debug for Retry<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("name", &self.inner.name)
+            .field("max_retries", &self.inner.max_retries)
+            .field("backoff", &self.inner.backoff)
+            .field("jitter", &self.inner.jitter)
+            .field("max_delay", &self.inner.max_delay)
+            .field("timeout", &self.inner.timeout)
+            .field("budget", &self.inner.budget)
+            .finish()
+    }
+}
