@@ -20,6 +20,7 @@
 //! | [`timing`] | [`Debouncer`](timing::Debouncer), [`Throttler`](timing::Throttler), [`TimingStreamExt`](timing::TimingStreamExt) | "collapse bursts of events" |
 //! | [`batch`] | [`Loader`](batch::Loader) | "turn N concurrent lookups into ⌈N/size⌉ batch calls" (DataLoader) |
 //! | [`retry`] | [`Retry`](retry::Retry), [`RetryBudget`](retry::RetryBudget) | "try again, later, but not forever and not all at once": backoff, jitter, deadline, budget |
+//! | [`pipeline`] | [`Pipeline`](pipeline::Pipeline) | "wrap this call in all of it": timeout, retry, breaker, hedge, rate limit, bulkhead, attempt timeout, fallback in one documented order |
 //! | [`clock`] | [`Clock`](clock::Clock), [`ManualClock`](clock::ManualClock) | the time source cores read; Tokio's clock by default, a manual one for tests |
 //!
 //! ## Which primitive?
@@ -42,7 +43,9 @@
 //!   [`hedge`](fanout::hedge) against a slow tail): usually all three;
 //!   and a [`Retry`](retry::Retry) for the failures that are transient,
 //!   with a [`RetryBudget`](retry::RetryBudget) so a dead backend is not
-//!   hit by a retry storm.
+//!   hit by a retry storm. A [`Pipeline`](pipeline::Pipeline) composes
+//!   all of these around each call in one documented order, with one
+//!   classifier and one error that names the layer that refused.
 //! * **Bursts of events** (keystrokes, file-system notifications, sensor
 //!   readings): a [`Debouncer`](timing::Debouncer) acts once the burst is
 //!   over, a [`Throttler`](timing::Throttler) at most once per period; both
@@ -85,6 +88,7 @@
 //! | `timing` | [`Debounced`](timing::Debounced) (a stream) | the held item is dropped with the stream |
 //! | `batch` | [`Loader::load`](batch::Loader::load), [`load_many`](batch::Loader::load_many) | only this caller's interest is given up; the batch still runs for the other callers (and fills the cache) |
 //! | `retry` | [`Retry::call`](retry::Retry::call), `call_with_attempt`, `call_deadline` | the attempt in flight (or the sleep) is dropped and no further attempt is made |
+//! | `pipeline` | [`Pipeline::call`](pipeline::Pipeline::call) | the attempt in flight (or the wait) is dropped: its breaker permit counts as nothing, its bulkhead permit returns, no further attempt is made |
 //!
 //! ## Examples, one per module
 //!
@@ -278,6 +282,28 @@
 //! # }
 //! ```
 //!
+//! ### `pipeline`: all of it around one call
+//!
+//! ```
+//! use flowguard::breaker::CircuitBreaker;
+//! use flowguard::pipeline::{Pipeline, PipelineError};
+//! use flowguard::retry::RetryPolicy;
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let pipeline = Pipeline::builder()
+//!     .timeout(Duration::from_secs(1))
+//!     .retry(RetryPolicy::new().max_retries(5))
+//!     .breaker(CircuitBreaker::builder().consecutive_failures(3).build().unwrap())
+//!     .build()
+//!     .unwrap();
+//! let err = pipeline.call(|| async { Err::<(), _>("503") }).await.unwrap_err();
+//! // Three attempts open the breaker; the retry does not call into it.
+//! assert!(matches!(err, PipelineError::BreakerOpen { .. }));
+//! assert_eq!(pipeline.metrics().retry.unwrap().attempts, 4);
+//! # }
+//! ```
+//!
 //! ### `clock`: drive time by hand
 //!
 //! ```
@@ -319,6 +345,7 @@ pub mod clock;
 mod error;
 /// Deadline fan-out: `gather_with_timeout`, the `Gather` builder (quorum, fail-fast, spawn) and hedged requests.
 pub mod fanout;
+pub mod pipeline;
 pub mod pool;
 /// Token-bucket rate limiters (GCRA): plain, FIFO-fair and keyed.
 pub mod rate;

@@ -15,11 +15,13 @@
 
 #![allow(unreachable_pub, dead_code, unused_imports)]
 
-/// `std::sync::Arc` on both sides, for the two places loom's `Arc` cannot
+/// `std::sync::Arc` on both sides, for the places loom's `Arc` cannot
 /// serve: *values* handed out to users (a batch error shared by every key
 /// of a failed batch: the public API must not change type under
 /// `--cfg loom`, and loom's `Arc` has no `Display` forwarding or unsized
-/// coercion), and hand-made wakers (`std::task::Wake` needs std's `Arc`).
+/// coercion), type-erased callbacks shared between layers (a pipeline's
+/// classifier: `Arc<dyn Fn ..>` needs unsized coercion), and hand-made
+/// wakers (`std::task::Wake` needs std's `Arc`).
 /// Neither is a synchronisation point for loom to explore; what such an
 /// `Arc` points to still uses the facade's atomics and locks.
 pub(crate) use std::sync::Arc as StdArc;

@@ -119,18 +119,164 @@ pub struct Retry<T, E> {
 }
 
 struct Inner<T, E> {
-    max_retries: u32,
-    backoff: Backoff,
-    jitter: Jitter,
-    max_delay: Duration,
-    seed: Option<u64>,
+    policy: RetryPolicy,
     timeout: Option<Duration>,
-    attempt_margin: Duration,
     retry_if: Box<Classifier<T, E>>,
     retry_after: Option<Box<RetryAfter<T, E>>>,
-    budget: Option<RetryBudget>,
     name: String,
     counters: Counters,
+}
+
+/// The part of a retry's configuration that does not depend on the
+/// operation's types: how many retries, how long between them, the
+/// attempt margin and the budget. [`RetryBuilder`] takes the same settings
+/// one by one; a [`Pipeline`](crate::pipeline::Pipeline) takes a whole
+/// policy (its own classifier decides what is retried). Defaults as on
+/// [`RetryBuilder`]; checked when the retry or pipeline is built.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::retry::{Backoff, Jitter, Retry, RetryPolicy};
+/// use std::time::Duration;
+///
+/// let policy = RetryPolicy::new()
+///     .max_retries(2)
+///     .backoff(Backoff::constant(Duration::from_millis(50)))
+///     .jitter(Jitter::Equal);
+/// let retry = Retry::<u32, ()>::builder().policy(policy.clone()).build().unwrap();
+/// assert_eq!(retry.max_retries(), 2);
+/// ```
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub(crate) max_retries: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) jitter: Jitter,
+    pub(crate) max_delay: Duration,
+    pub(crate) seed: Option<u64>,
+    pub(crate) attempt_margin: Duration,
+    pub(crate) budget: Option<RetryBudget>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RetryPolicy {
+    /// The defaults: 3 retries, exponential from 100 ms ×2 capped at 30 s,
+    /// no jitter, unseeded, no margin, no budget.
+    pub fn new() -> Self {
+        Self {
+            max_retries: 3,
+            backoff: Backoff::exponential(Duration::from_millis(100), 2.0),
+            jitter: Jitter::None,
+            max_delay: Duration::from_secs(30),
+            seed: None,
+            attempt_margin: Duration::ZERO,
+            budget: None,
+        }
+    }
+
+    /// See [`RetryBuilder::max_retries`].
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// See [`RetryBuilder::backoff`].
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// See [`RetryBuilder::max_delay`].
+    pub fn max_delay(mut self, max: Duration) -> Self {
+        self.max_delay = max;
+        self
+    }
+
+    /// See [`RetryBuilder::jitter`].
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// See [`RetryBuilder::seed`].
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// See [`RetryBuilder::attempt_margin`].
+    pub fn attempt_margin(mut self, margin: Duration) -> Self {
+        self.attempt_margin = margin;
+        self
+    }
+
+    /// See [`RetryBuilder::budget`].
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Checks the policy (with the overall timeout it will run under).
+    pub(crate) fn validate(
+        &self,
+        component: &'static str,
+        timeout: Option<Duration>,
+    ) -> Result<(), ConfigError> {
+        let c = component;
+        if let Backoff::Exponential { factor, .. } = self.backoff {
+            if !factor.is_finite() || factor < 1.0 {
+                return Err(ConfigError::new(
+                    c,
+                    "backoff",
+                    ConfigErrorKind::TooSmall,
+                    format!("exponential factor must be a finite number >= 1, got {factor}"),
+                ));
+            }
+        }
+        if self.jitter == Jitter::Decorrelated && self.backoff.base().is_zero() {
+            return Err(ConfigError::new(
+                c,
+                "backoff",
+                ConfigErrorKind::Conflict,
+                "decorrelated jitter needs a non-zero first delay (it grows from it)",
+            ));
+        }
+        if self.max_delay.is_zero() {
+            return Err(ConfigError::new(
+                c,
+                "max_delay",
+                ConfigErrorKind::Zero,
+                "must be positive",
+            ));
+        }
+        if let Some(t) = timeout {
+            if t.is_zero() {
+                return Err(ConfigError::new(
+                    c,
+                    "timeout",
+                    ConfigErrorKind::Zero,
+                    "must be positive (a call with no time could never run)",
+                ));
+            }
+            if self.attempt_margin >= t {
+                return Err(ConfigError::new(
+                    c,
+                    "attempt_margin",
+                    ConfigErrorKind::Conflict,
+                    format!(
+                        "must be shorter than timeout {t:?}, got {:?} (no attempt could ever start)",
+                        self.attempt_margin
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -195,16 +341,10 @@ pub struct RetryMetrics {
 /// assert_eq!(err.field(), "backoff");
 /// ```
 pub struct RetryBuilder<T, E> {
-    max_retries: u32,
-    backoff: Backoff,
-    jitter: Jitter,
-    max_delay: Duration,
-    seed: Option<u64>,
+    policy: RetryPolicy,
     timeout: Option<Duration>,
-    attempt_margin: Duration,
     retry_if: Box<Classifier<T, E>>,
     retry_after: Option<Box<RetryAfter<T, E>>>,
-    budget: Option<RetryBudget>,
     name: String,
 }
 
@@ -212,26 +352,26 @@ impl<T, E> RetryBuilder<T, E> {
     /// Retries after the first call (0: no retry). At most `max_retries + 1`
     /// calls are made.
     pub fn max_retries(mut self, n: u32) -> Self {
-        self.max_retries = n;
+        self.policy.max_retries = n;
         self
     }
 
     /// How the delay grows (see [`Backoff`]).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+        self.policy.backoff = backoff;
         self
     }
 
     /// The longest delay the backoff and jitter may produce (a
     /// `retry_after` hook's delay is not capped: the caller asked for it).
     pub fn max_delay(mut self, max: Duration) -> Self {
-        self.max_delay = max;
+        self.policy.max_delay = max;
         self
     }
 
     /// How each delay is randomised (see [`Jitter`]).
     pub fn jitter(mut self, jitter: Jitter) -> Self {
-        self.jitter = jitter;
+        self.policy.jitter = jitter;
         self
     }
 
@@ -239,7 +379,7 @@ impl<T, E> RetryBuilder<T, E> {
     /// retry, counted from 0 across clones, uses a sequence derived from
     /// `seed` and `k`).
     pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
+        self.policy.seed = Some(seed);
         self
     }
 
@@ -253,7 +393,19 @@ impl<T, E> RetryBuilder<T, E> {
     /// The least time an attempt needs: with a deadline, no attempt starts
     /// with less than this left (the call ends with `Deadline` instead).
     pub fn attempt_margin(mut self, margin: Duration) -> Self {
-        self.attempt_margin = margin;
+        self.policy.attempt_margin = margin;
+        self
+    }
+
+    /// A budget to draw each retry from (shared with whoever else holds it).
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.policy.budget = Some(budget);
+        self
+    }
+
+    /// Every setting of `policy` at once (replacing those set before).
+    pub fn policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -275,12 +427,6 @@ impl<T, E> RetryBuilder<T, E> {
         self
     }
 
-    /// A budget to draw each retry from (shared with whoever else holds it).
-    pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = Some(budget);
-        self
-    }
-
     /// A name for tracing events.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -296,84 +442,23 @@ impl<T, E> RetryBuilder<T, E> {
     /// grow), `max_delay` (zero), `timeout` (zero) or `attempt_margin`
     /// (not shorter than `timeout`: no attempt could start).
     pub fn build(self) -> Result<Retry<T, E>, ConfigError> {
-        const C: &str = "retry";
-        if let Backoff::Exponential { factor, .. } = self.backoff {
-            if !factor.is_finite() || factor < 1.0 {
-                return Err(ConfigError::new(
-                    C,
-                    "backoff",
-                    ConfigErrorKind::TooSmall,
-                    format!("exponential factor must be a finite number >= 1, got {factor}"),
-                ));
-            }
-        }
-        if self.jitter == Jitter::Decorrelated && self.backoff.base().is_zero() {
-            return Err(ConfigError::new(
-                C,
-                "backoff",
-                ConfigErrorKind::Conflict,
-                "decorrelated jitter needs a non-zero first delay (it grows from it)",
-            ));
-        }
-        if self.max_delay.is_zero() {
-            return Err(ConfigError::new(
-                C,
-                "max_delay",
-                ConfigErrorKind::Zero,
-                "must be positive",
-            ));
-        }
-        if self
-            .timeout
-            .is_some_and(|t| !t.is_zero() && self.attempt_margin >= t)
-        {
-            return Err(ConfigError::new(
-                C,
-                "attempt_margin",
-                ConfigErrorKind::Conflict,
-                format!(
-                    "must be shorter than timeout {:?}, got {:?} (no attempt could ever start)",
-                    self.timeout.unwrap_or_default(),
-                    self.attempt_margin
-                ),
-            ));
-        }
-        if self.timeout == Some(Duration::ZERO) {
-            return Err(ConfigError::new(
-                C,
-                "timeout",
-                ConfigErrorKind::Zero,
-                "must be positive (a call with no time could never run)",
-            ));
-        }
-        Ok(Retry {
-            inner: Arc::new(Inner {
-                max_retries: self.max_retries,
-                backoff: self.backoff,
-                jitter: self.jitter,
-                max_delay: self.max_delay,
-                seed: self.seed,
-                timeout: self.timeout,
-                attempt_margin: self.attempt_margin,
-                retry_if: self.retry_if,
-                retry_after: self.retry_after,
-                budget: self.budget,
-                name: self.name,
-                counters: Counters::default(),
-            }),
-        })
+        self.policy.validate("retry", self.timeout)?;
+        Ok(Retry::from_parts(
+            self.policy,
+            self.timeout,
+            self.retry_if,
+            self.retry_after,
+            self.name,
+        ))
     }
 }
 
 impl<T, E> fmt::Debug for RetryBuilder<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryBuilder")
-            .field("max_retries", &self.max_retries)
-            .field("backoff", &self.backoff)
-            .field("jitter", &self.jitter)
-            .field("max_delay", &self.max_delay)
+            .field("policy", &self.policy)
             .field("timeout", &self.timeout)
-            .field("budget", &self.budget)
+            .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
@@ -390,17 +475,31 @@ impl<T, E> Retry<T, E> {
     /// A builder with the defaults listed on [`RetryBuilder`].
     pub fn builder() -> RetryBuilder<T, E> {
         RetryBuilder {
-            max_retries: 3,
-            backoff: Backoff::exponential(Duration::from_millis(100), 2.0),
-            jitter: Jitter::None,
-            max_delay: Duration::from_secs(30),
-            seed: None,
+            policy: RetryPolicy::new(),
             timeout: None,
-            attempt_margin: Duration::ZERO,
             retry_if: Box::new(|r| r.is_err()),
             retry_after: None,
-            budget: None,
             name: "retry".to_owned(),
+        }
+    }
+
+    /// A retry from validated parts (the builder's and the pipeline's way in).
+    pub(crate) fn from_parts(
+        policy: RetryPolicy,
+        timeout: Option<Duration>,
+        retry_if: Box<Classifier<T, E>>,
+        retry_after: Option<Box<RetryAfter<T, E>>>,
+        name: String,
+    ) -> Self {
+        Retry {
+            inner: Arc::new(Inner {
+                policy,
+                timeout,
+                retry_if,
+                retry_after,
+                name,
+                counters: Counters::default(),
+            }),
         }
     }
 
@@ -513,12 +612,12 @@ impl<T, E> Retry<T, E> {
 
     /// The budget this retry draws from, if any.
     pub fn budget(&self) -> Option<&RetryBudget> {
-        self.inner.budget.as_ref()
+        self.inner.policy.budget.as_ref()
     }
 
     /// Retries after the first call, as configured.
     pub fn max_retries(&self) -> u32 {
-        self.inner.max_retries
+        self.inner.policy.max_retries
     }
 
     fn default_deadline(&self) -> Option<Instant> {
@@ -528,18 +627,14 @@ impl<T, E> Retry<T, E> {
     }
 
     fn schedule(&self, call: u64) -> Schedule {
-        let seed = match self.inner.seed {
+        let p = &self.inner.policy;
+        let seed = match p.seed {
             // Distinct, reproducible per call: SplitMix64 decorrelates
             // neighbouring seeds.
             Some(s) => s ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             None => crate::rng::entropy_seed(),
         };
-        Schedule::new(
-            self.inner.backoff,
-            self.inner.jitter,
-            self.inner.max_delay,
-            seed,
-        )
+        Schedule::new(p.backoff, p.jitter, p.max_delay, seed)
     }
 
     fn verdict(&self, outcome: &Result<T, E>) -> Verdict {
@@ -556,9 +651,10 @@ impl<T, E> Retry<T, E> {
         Fut: Future<Output = Result<T, E>>,
     {
         let inner = &*self.inner;
+        let policy = &inner.policy;
         let c = &inner.counters;
         let call = c.calls.fetch_add(1, Ordering::Relaxed);
-        if let Some(b) = &inner.budget {
+        if let Some(b) = &policy.budget {
             b.deposit();
         }
         let mut schedule: Option<Schedule> = None;
@@ -568,7 +664,7 @@ impl<T, E> Retry<T, E> {
             // May this attempt start?
             if let Some(d) = deadline {
                 let now = Instant::now();
-                if now >= d || d - now < inner.attempt_margin {
+                if now >= d || d - now < policy.attempt_margin {
                     return Err(self.end_deadline(last_err, attempt));
                 }
             }
@@ -590,7 +686,7 @@ impl<T, E> Retry<T, E> {
                 Verdict::Again(d) => d,
             };
             // Worth retrying: may we?
-            if attempt > inner.max_retries {
+            if attempt > policy.max_retries {
                 Counters::bump(&c.exhausted);
                 return match outcome {
                     Ok(v) => Ok(v),
@@ -608,7 +704,7 @@ impl<T, E> Retry<T, E> {
             };
             if let Some(d) = deadline {
                 let wake = Instant::now().checked_add(delay);
-                let room = wake.and_then(|w| w.checked_add(inner.attempt_margin));
+                let room = wake.and_then(|w| w.checked_add(policy.attempt_margin));
                 if room.is_none_or(|r| r > d) {
                     return match outcome {
                         Ok(v) => {
@@ -619,7 +715,7 @@ impl<T, E> Retry<T, E> {
                     };
                 }
             }
-            if let Some(b) = &inner.budget {
+            if let Some(b) = &policy.budget {
                 if !b.try_withdraw() {
                     Counters::bump(&c.budget_refusals);
                     return match outcome {
@@ -682,12 +778,8 @@ impl<T, E> fmt::Debug for Retry<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")
             .field("name", &self.inner.name)
-            .field("max_retries", &self.inner.max_retries)
-            .field("backoff", &self.inner.backoff)
-            .field("jitter", &self.inner.jitter)
-            .field("max_delay", &self.inner.max_delay)
+            .field("policy", &self.inner.policy)
             .field("timeout", &self.inner.timeout)
-            .field("budget", &self.inner.budget)
             .finish()
     }
 }

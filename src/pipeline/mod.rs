@@ -1,0 +1,758 @@
+//! One pipeline that wraps a call in every policy: timeout, retry, circuit
+//! breaker, hedging, rate limit, bulkhead, per-attempt timeout, fallback.
+//!
+//! # The order, and why
+//!
+//! Layers run outermost first; each one present wraps the ones below it.
+//!
+//! | # | layer | sees | why here |
+//! |---|---|---|---|
+//! | 1 | fallback | the final error | last word: turns any failure (a refusal included) into a value |
+//! | 2 | total timeout | the whole call | the caller's deadline covers retries, sleeps and every wait below; retry knows it and never sleeps past it |
+//! | 3 | retry | each attempt's outcome | outside the breaker, so every attempt is counted by it; a breaker refusal is *not* retried (the breaker exists to keep calls away) |
+//! | 4 | circuit breaker | one outcome per attempt | a call refused while open costs no token and takes no bulkhead slot; refusals by the limiter or the bulkhead below count as nothing |
+//! | 5 | hedge | copies of one attempt | every copy is a real downstream call, so each goes through the limiter and bulkhead below; the breaker sees the group's outcome |
+//! | 6 | rate limiter | each attempt and hedge copy | the quota protects the downstream, which sees every attempt |
+//! | 7 | bulkhead | each admitted attempt | a slot is held only while the operation runs, never while waiting for a token; refused after the token was taken, the token is refunded |
+//! | 8 | attempt timeout | the operation | bounds the downstream call itself, not the queueing above it |
+//!
+//! This is .NET's standard resilience handler (rate limiter → total
+//! timeout → retry → circuit breaker → attempt timeout) with one deliberate
+//! difference: its outer "rate limiter" is a *concurrency* limiter on
+//! logical requests, while here the rate limiter and the bulkhead sit
+//! *inside* retry and breaker, so they count downstream attempts (a retry
+//! costs a token; an open breaker's refusal does not). Polly nests
+//! strategies in the order they are added and resilience4j's decorators the
+//! other way round; here the order is fixed, so a pipeline reads the same
+//! whatever order the builder methods are called in.
+//!
+//! **One classifier** ([`failure_if`](PipelineBuilder::failure_if)) decides
+//! what is a failure, for the breaker (recorded as a failure) and for retry
+//! (retried): by default every `Err`. An `Err` it does not count is
+//! returned as [`PipelineError::Inner`] at once and recorded by the breaker
+//! as a success (resilience4j's rule for exceptions it does not record); a
+//! value it counts (say, an HTTP 503 response) is retried and, if retries
+//! run out, returned as `Ok`. A per-attempt timeout is always a failure.
+//! Rate-limited attempts are retried after the limiter's `retry_after`
+//! (when that fits before the deadline); breaker and bulkhead refusals are
+//! not retried.
+//!
+//! Absent layers cost nothing: each is an `Option` checked once per call
+//! or attempt, and a call allocates only what the layers present need.
+//!
+//! # Examples
+//!
+//! ```
+//! use flowguard::breaker::CircuitBreaker;
+//! use flowguard::pipeline::{Pipeline, PipelineError};
+//! use flowguard::rate::{Quota, RateLimiter};
+//! use flowguard::retry::{Backoff, RetryPolicy};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let pipeline = Pipeline::builder()
+//!     .timeout(Duration::from_secs(2))
+//!     .retry(RetryPolicy::new().max_retries(3).backoff(Backoff::constant(Duration::from_millis(100))))
+//!     .breaker(CircuitBreaker::builder().consecutive_failures(5).build().unwrap())
+//!     .rate_limiter(RateLimiter::new(Quota::per_second(100).unwrap()))
+//!     .attempt_timeout(Duration::from_millis(300))
+//!     .build()
+//!     .unwrap();
+//!
+//! let mut calls = 0;
+//! let answer = pipeline
+//!     .call(|| {
+//!         calls += 1;
+//!         let fail = calls < 3;
+//!         async move { if fail { Err("503") } else { Ok("hello") } }
+//!     })
+//!     .await;
+//! assert_eq!(answer, Ok("hello"));
+//! assert_eq!(pipeline.metrics().retry.unwrap().retries, 2);
+//! # }
+//! ```
+
+mod error;
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use self::error::PipelineError;
+use crate::breaker::{BreakerMetrics, CircuitBreaker, Rejected};
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::fanout::{HedgeMetrics, HedgePolicy, hedge};
+use crate::rate::{AcquireError as RateAcquireError, RateLimiter, RateSnapshot, TryAcquireError};
+use crate::retry::{Retry, RetryError, RetryMetrics, RetryPolicy};
+use crate::semaphore::{Semaphore, SemaphoreMetrics};
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{Arc, Mutex, StdArc};
+
+type Classifier<T, E> = dyn Fn(Result<&T, &E>) -> bool + Send + Sync;
+type RetryAfterHook<T, E> = dyn Fn(Result<&T, &E>) -> Option<Duration> + Send + Sync;
+type Fallback<T, E> = dyn Fn(PipelineError<E>) -> Result<T, PipelineError<E>> + Send + Sync;
+
+/// What a rate limiter or bulkhead does when it cannot admit at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Admission {
+    /// Wait (in FIFO order) for a token or slot, up to the pipeline's
+    /// deadline; refuse at once when the wait could not end in time.
+    #[default]
+    Wait,
+    /// Refuse at once (load shedding).
+    Shed,
+}
+
+/// Composes the resilience policies around a call, in the documented order
+/// (see the [module docs](self)). Clones share every layer and the
+/// metrics; the layers' own handles (a breaker, a limiter, a semaphore
+/// given to the builder) can also be shared with code outside it.
+///
+/// # Examples
+///
+/// A fallback turns any refusal or failure into a value:
+///
+/// ```
+/// use flowguard::pipeline::Pipeline;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let pipeline = Pipeline::<&str, &str>::builder()
+///     .fallback(|_err| Ok("cached answer"))
+///     .build()
+///     .unwrap();
+/// assert_eq!(pipeline.call(|| async { Err("down") }).await, Ok("cached answer"));
+/// assert_eq!(pipeline.metrics().fallbacks, 1);
+/// # }
+/// ```
+pub struct Pipeline<T, E> {
+    inner: Arc<Inner<T, E>>,
+}
+
+/// One attempt's outcome below the retry layer.
+enum Attempt<E> {
+    Inner(E),
+    /// The per-attempt timeout fired.
+    Timeout,
+    Breaker(Rejected),
+    RateLimited(Option<Duration>),
+    BulkheadFull,
+}
+
+struct Inner<T, E> {
+    timeout: Option<Duration>,
+    retry: Option<Retry<T, Attempt<E>>>,
+    breaker: Option<CircuitBreaker>,
+    hedge: Option<HedgePolicy>,
+    limiter: Option<(RateLimiter, Admission)>,
+    bulkhead: Option<(Semaphore, Admission)>,
+    attempt_timeout: Option<Duration>,
+    fallback: Option<Box<Fallback<T, E>>>,
+    failure_if: StdArc<Classifier<T, E>>,
+    counters: Counters,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    calls: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    fallbacks: AtomicU64,
+    timeouts: AtomicU64,
+    breaker_refusals: AtomicU64,
+    rate_limited: AtomicU64,
+    bulkhead_full: AtomicU64,
+}
+
+/// A pipeline's own counters and every layer's metrics, in one snapshot.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct PipelineMetrics {
+    /// Calls started.
+    pub calls: u64,
+    /// Calls that returned `Ok` (a fallback's value included).
+    pub succeeded: u64,
+    /// Calls that returned an error.
+    pub failed: u64,
+    /// Calls whose error the fallback handled (turned into `Ok` or not).
+    pub fallbacks: u64,
+    /// Calls ended by the total or the per-attempt timeout.
+    pub timeouts: u64,
+    /// Calls ended by a breaker refusal.
+    pub breaker_refusals: u64,
+    /// Calls ended by the rate limiter.
+    pub rate_limited: u64,
+    /// Calls ended by a full bulkhead.
+    pub bulkhead_full: u64,
+    /// The retry layer's metrics, if there is one.
+    pub retry: Option<RetryMetrics>,
+    /// The breaker's metrics, if there is one.
+    pub breaker: Option<BreakerMetrics>,
+    /// The rate limiter's snapshot, if there is one.
+    pub rate_limiter: Option<RateSnapshot>,
+    /// The bulkhead semaphore's metrics, if there is one.
+    pub bulkhead: Option<SemaphoreMetrics>,
+    /// The hedge policy's metrics, if there is one.
+    pub hedge: Option<HedgeMetrics>,
+}
+
+/// Configures a [`Pipeline`]. Every layer is optional; the order they run
+/// in is fixed (see the [module docs](self)), not the order of these calls.
+/// Defaults: no layer, every `Err` is a failure.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::pipeline::Pipeline;
+/// use std::time::Duration;
+///
+/// let err = Pipeline::<(), ()>::builder()
+///     .timeout(Duration::from_secs(1))
+///     .attempt_timeout(Duration::from_secs(2))
+///     .build()
+///     .unwrap_err();
+/// assert_eq!(err.field(), "attempt_timeout");
+/// ```
+pub struct PipelineBuilder<T, E> {
+    timeout: Option<Duration>,
+    retry: Option<RetryPolicy>,
+    retry_after: Option<StdArc<RetryAfterHook<T, E>>>,
+    breaker: Option<CircuitBreaker>,
+    hedge: Option<HedgePolicy>,
+    limiter: Option<(RateLimiter, Admission)>,
+    bulkhead: Option<(Semaphore, Admission)>,
+    attempt_timeout: Option<Duration>,
+    fallback: Option<Box<Fallback<T, E>>>,
+    failure_if: StdArc<Classifier<T, E>>,
+    name: String,
+}
+
+impl<T, E> PipelineBuilder<T, E>
+where
+    T: 'static,
+    E: 'static,
+{
+    /// A deadline for the whole call (layer 2), counted from its start.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Retries failures with this policy (layer 3).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// When an outcome says how long to wait before the next attempt (a
+    /// 429's `Retry-After`), that replaces the backoff for that retry.
+    pub fn retry_after(
+        mut self,
+        f: impl Fn(Result<&T, &E>) -> Option<Duration> + Send + Sync + 'static,
+    ) -> Self {
+        self.retry_after = Some(StdArc::new(f));
+        self
+    }
+
+    /// A circuit breaker around each attempt (layer 4). Give it a clone to
+    /// share it with other code.
+    pub fn breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// Hedges each attempt with this policy (layer 5).
+    pub fn hedge(mut self, policy: HedgePolicy) -> Self {
+        self.hedge = Some(policy);
+        self
+    }
+
+    /// A rate limiter taking one token per attempt (layer 6), waiting for
+    /// it up to the deadline ([`Admission::Wait`]).
+    pub fn rate_limiter(self, limiter: RateLimiter) -> Self {
+        self.rate_limiter_with(limiter, Admission::Wait)
+    }
+
+    /// As [`rate_limiter`](Self::rate_limiter), choosing whether to wait or shed.
+    pub fn rate_limiter_with(mut self, limiter: RateLimiter, admission: Admission) -> Self {
+        self.limiter = Some((limiter, admission));
+        self
+    }
+
+    /// A concurrency limit on running attempts (layer 7): one permit of
+    /// `semaphore` per attempt, waited for up to the deadline.
+    pub fn bulkhead(self, semaphore: Semaphore) -> Self {
+        self.bulkhead_with(semaphore, Admission::Wait)
+    }
+
+    /// As [`bulkhead`](Self::bulkhead), choosing whether to wait or shed.
+    pub fn bulkhead_with(mut self, semaphore: Semaphore, admission: Admission) -> Self {
+        self.bulkhead = Some((semaphore, admission));
+        self
+    }
+
+    /// A time limit on each attempt's operation (layer 8); a timed-out
+    /// attempt is a failure.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// Turns the final error into a value, or passes it on (layer 1).
+    pub fn fallback(
+        mut self,
+        f: impl Fn(PipelineError<E>) -> Result<T, PipelineError<E>> + Send + Sync + 'static,
+    ) -> Self {
+        self.fallback = Some(Box::new(f));
+        self
+    }
+
+    /// Which outcomes are failures, for the breaker and for retry (default:
+    /// every `Err`).
+    pub fn failure_if(
+        mut self,
+        f: impl Fn(Result<&T, &E>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.failure_if = StdArc::new(f);
+        self
+    }
+
+    /// A name for the retry layer's tracing events.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Validates the configuration and creates the pipeline.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `timeout` or `attempt_timeout` (zero),
+    /// `attempt_timeout` (not shorter than `timeout`: it could never fire),
+    /// or a field of the retry policy (as [`RetryBuilder::build`](crate::retry::RetryBuilder::build)).
+    pub fn build(self) -> Result<Pipeline<T, E>, ConfigError> {
+        const C: &str = "pipeline";
+        for (field, value) in [
+            ("timeout", self.timeout),
+            ("attempt_timeout", self.attempt_timeout),
+        ] {
+            if value == Some(Duration::ZERO) {
+                return Err(ConfigError::new(
+                    C,
+                    field,
+                    ConfigErrorKind::Zero,
+                    "must be positive",
+                ));
+            }
+        }
+        if let (Some(total), Some(each)) = (self.timeout, self.attempt_timeout) {
+            if each >= total {
+                return Err(ConfigError::new(
+                    C,
+                    "attempt_timeout",
+                    ConfigErrorKind::Conflict,
+                    format!(
+                        "must be shorter than timeout {total:?}, got {each:?} (it could never fire)"
+                    ),
+                ));
+            }
+        }
+        let retry = match self.retry {
+            None => None,
+            Some(policy) => {
+                policy.validate(C, self.timeout)?;
+                Some(retry_layer(
+                    policy,
+                    &self.failure_if,
+                    self.retry_after,
+                    self.name,
+                ))
+            }
+        };
+        Ok(Pipeline {
+            inner: Arc::new(Inner {
+                timeout: self.timeout,
+                retry,
+                breaker: self.breaker,
+                hedge: self.hedge,
+                limiter: self.limiter,
+                bulkhead: self.bulkhead,
+                attempt_timeout: self.attempt_timeout,
+                fallback: self.fallback,
+                failure_if: self.failure_if,
+                counters: Counters::default(),
+            }),
+        })
+    }
+}
+
+/// The retry layer over attempts: the pipeline's classifier decides what
+/// is retried; refusals by the breaker and the bulkhead are not; a rate
+/// limiter's refusal is retried after its `retry_after`.
+fn retry_layer<T: 'static, E: 'static>(
+    policy: RetryPolicy,
+    failure_if: &StdArc<Classifier<T, E>>,
+    hook: Option<StdArc<RetryAfterHook<T, E>>>,
+    name: String,
+) -> Retry<T, Attempt<E>> {
+    let classify = failure_if.clone();
+    let retry_if = move |r: &Result<T, Attempt<E>>| match r {
+        Ok(v) => classify(Ok(v)),
+        Err(Attempt::Inner(e)) => classify(Err(e)),
+        Err(Attempt::Timeout) => true,
+        Err(Attempt::RateLimited(after)) => after.is_some(),
+        Err(Attempt::Breaker(_) | Attempt::BulkheadFull) => false,
+    };
+    let retry_after = move |r: &Result<T, Attempt<E>>| match r {
+        Err(Attempt::RateLimited(after)) => *after,
+        Ok(v) => hook.as_ref().and_then(|h| h(Ok(v))),
+        Err(Attempt::Inner(e)) => hook.as_ref().and_then(|h| h(Err(e))),
+        _ => None,
+    };
+    Retry::from_parts(
+        policy,
+        None,
+        Box::new(retry_if),
+        Some(Box::new(retry_after)),
+        name,
+    )
+}
+
+impl<T, E> Pipeline<T, E>
+where
+    T: 'static,
+    E: 'static,
+{
+    /// A builder with no layer and every `Err` counted as a failure.
+    pub fn builder() -> PipelineBuilder<T, E> {
+        PipelineBuilder {
+            timeout: None,
+            retry: None,
+            retry_after: None,
+            breaker: None,
+            hedge: None,
+            limiter: None,
+            bulkhead: None,
+            attempt_timeout: None,
+            fallback: None,
+            failure_if: StdArc::new(|r: Result<&T, &E>| r.is_err()),
+            name: "pipeline".to_owned(),
+        }
+    }
+}
+
+impl<T, E> Pipeline<T, E> {
+    /// Runs `op` through every layer. `op` is called once per attempt (and
+    /// per hedge copy), only once the layers above have admitted it.
+    ///
+    /// # Errors
+    ///
+    /// A [`PipelineError`] naming the layer that ended the call, with the
+    /// operation's error untouched when it ended on one.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the attempt in flight (or
+    /// the wait for a token, a slot or the next retry); its breaker permit
+    /// counts as nothing (a half-open probe slot is given back), its
+    /// bulkhead permit is returned, and no further attempt is made. A token
+    /// already taken for an attempt that was then dropped is not refunded.
+    pub async fn call<F, Fut>(&self, op: F) -> Result<T, PipelineError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let inner = &*self.inner;
+        Counters::bump(&inner.counters.calls);
+        let deadline = inner.timeout.and_then(|t| Instant::now().checked_add(t));
+        // Attempts never overlap except hedge copies, which are created one
+        // at a time: the lock is held only while `op()` builds a future.
+        let op = Mutex::new(op);
+        let result = self.run(&op, deadline).await;
+        let result = match (result, &inner.fallback) {
+            (Err(e), Some(fallback)) => {
+                self.count_error(&e);
+                Counters::bump(&inner.counters.fallbacks);
+                fallback(e)
+            }
+            (Err(e), None) => {
+                self.count_error(&e);
+                Err(e)
+            }
+            (ok, _) => ok,
+        };
+        Counters::bump(if result.is_ok() {
+            &inner.counters.succeeded
+        } else {
+            &inner.counters.failed
+        });
+        result
+    }
+
+    /// Every layer's metrics and the pipeline's own counters.
+    pub fn metrics(&self) -> PipelineMetrics {
+        let inner = &*self.inner;
+        let c = &inner.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PipelineMetrics {
+            calls: l(&c.calls),
+            succeeded: l(&c.succeeded),
+            failed: l(&c.failed),
+            fallbacks: l(&c.fallbacks),
+            timeouts: l(&c.timeouts),
+            breaker_refusals: l(&c.breaker_refusals),
+            rate_limited: l(&c.rate_limited),
+            bulkhead_full: l(&c.bulkhead_full),
+            retry: inner.retry.as_ref().map(Retry::metrics),
+            breaker: inner.breaker.as_ref().map(CircuitBreaker::metrics),
+            rate_limiter: inner.limiter.as_ref().map(|(l, _)| l.snapshot()),
+            bulkhead: inner.bulkhead.as_ref().map(|(s, _)| s.metrics()),
+            hedge: inner.hedge.as_ref().map(HedgePolicy::metrics),
+        }
+    }
+
+    /// The circuit breaker layer, if any (to read its state or reset it).
+    pub fn breaker(&self) -> Option<&CircuitBreaker> {
+        self.inner.breaker.as_ref()
+    }
+
+    fn count_error(&self, e: &PipelineError<E>) {
+        let c = &self.inner.counters;
+        match e {
+            PipelineError::Timeout { .. } | PipelineError::AttemptTimeout { .. } => {
+                Counters::bump(&c.timeouts)
+            }
+            PipelineError::BreakerOpen { .. } => Counters::bump(&c.breaker_refusals),
+            PipelineError::RateLimited { .. } => Counters::bump(&c.rate_limited),
+            PipelineError::BulkheadFull => Counters::bump(&c.bulkhead_full),
+            _ => {}
+        }
+    }
+
+    /// Layers 2 and 3: the total deadline and retry.
+    async fn run<F, Fut>(
+        &self,
+        op: &Mutex<F>,
+        deadline: Option<Instant>,
+    ) -> Result<T, PipelineError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let Some(retry) = &self.inner.retry else {
+            let attempt = self.attempt(op, deadline);
+            let outcome = match deadline {
+                None => attempt.await,
+                Some(d) => match tokio::time::timeout_at(d, attempt).await {
+                    Ok(o) => o,
+                    Err(_) => {
+                        return Err(PipelineError::Timeout {
+                            attempts: 1,
+                            last: None,
+                        });
+                    }
+                },
+            };
+            return match outcome {
+                Ok(v) => Ok(v),
+                Err(Attempt::Timeout) => Err(PipelineError::AttemptTimeout { attempts: 1 }),
+                Err(a) => Err(refusal_or_inner(a, 1)),
+            };
+        };
+        let attempt = |_| self.attempt(op, deadline);
+        let outcome = match deadline {
+            None => retry.call_with_attempt(attempt).await,
+            Some(d) => retry.call_deadline(d, attempt).await,
+        };
+        outcome.map_err(|e| match e {
+            RetryError::Exhausted { error, attempts }
+            | RetryError::BudgetExhausted { error, attempts } => match error {
+                Attempt::Inner(last) => PipelineError::RetriesExhausted { last, attempts },
+                Attempt::Timeout => PipelineError::AttemptTimeout { attempts },
+                other => refusal_or_inner(other, attempts),
+            },
+            RetryError::NotRetryable { error, attempts } => match error {
+                Attempt::Timeout => PipelineError::AttemptTimeout { attempts },
+                other => refusal_or_inner(other, attempts),
+            },
+            RetryError::Deadline { error, attempts } => match error {
+                Some(Attempt::Inner(last)) => PipelineError::Timeout {
+                    attempts,
+                    last: Some(last),
+                },
+                // The deadline ended a wait for a token: say so.
+                Some(r @ Attempt::RateLimited(_)) => refusal_or_inner(r, attempts),
+                _ => PipelineError::Timeout {
+                    attempts,
+                    last: None,
+                },
+            },
+        })
+    }
+
+    /// Layers 4 and 5: the breaker around one attempt (hedged or not).
+    async fn attempt<F, Fut>(
+        &self,
+        op: &Mutex<F>,
+        deadline: Option<Instant>,
+    ) -> Result<T, Attempt<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let inner = &*self.inner;
+        let permit = match &inner.breaker {
+            Some(b) => Some(b.try_acquire().map_err(Attempt::Breaker)?),
+            None => None,
+        };
+        let outcome = match &inner.hedge {
+            None => self.admitted(op, deadline).await,
+            Some(policy) => hedge(|| self.admitted(op, deadline), policy)
+                .await
+                .map(|h| h.value)
+                .map_err(|e| e.error),
+        };
+        if let Some(p) = permit {
+            match &outcome {
+                Ok(v) if (inner.failure_if)(Ok(v)) => p.failure(),
+                Ok(_) => p.success(),
+                Err(Attempt::Inner(e)) if (inner.failure_if)(Err(e)) => p.failure(),
+                Err(Attempt::Inner(_)) => p.success(),
+                Err(Attempt::Timeout) => p.failure(),
+                // Refused below: the backend was not called.
+                Err(_) => p.ignore(),
+            }
+        }
+        outcome
+    }
+
+    /// Layers 6 to 8 and the operation: a token, a slot, the attempt timeout.
+    async fn admitted<F, Fut>(
+        &self,
+        op: &Mutex<F>,
+        deadline: Option<Instant>,
+    ) -> Result<T, Attempt<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let inner = &*self.inner;
+        if let Some((limiter, admission)) = &inner.limiter {
+            take_token(limiter, *admission, deadline).await?;
+        }
+        let _slot = match &inner.bulkhead {
+            None => None,
+            Some((sem, admission)) => {
+                let permit = match (admission, deadline) {
+                    (Admission::Shed, _) => sem.try_acquire().ok(),
+                    (Admission::Wait, None) => sem.acquire().await.ok(),
+                    (Admission::Wait, Some(d)) => sem.acquire_deadline(d).await.ok(),
+                };
+                match permit {
+                    Some(p) => Some(p),
+                    None => {
+                        // The token taken above bought nothing: give it back.
+                        if let Some((limiter, _)) = &inner.limiter {
+                            limiter.refund(1);
+                        }
+                        return Err(Attempt::BulkheadFull);
+                    }
+                }
+            }
+        };
+        let fut = {
+            let mut op = op.lock();
+            (op)()
+        };
+        match inner.attempt_timeout {
+            None => fut.await.map_err(Attempt::Inner),
+            Some(t) => match tokio::time::timeout(t, fut).await {
+                Ok(r) => r.map_err(Attempt::Inner),
+                Err(_) => Err(Attempt::Timeout),
+            },
+        }
+    }
+}
+
+/// One token, by the admission rule.
+async fn take_token<E>(
+    limiter: &RateLimiter,
+    admission: Admission,
+    deadline: Option<Instant>,
+) -> Result<(), Attempt<E>> {
+    let refused = match (admission, deadline) {
+        (Admission::Shed, _) => match limiter.try_acquire(1) {
+            Ok(()) => return Ok(()),
+            Err(TryAcquireError::NotUntil { retry_after }) => Some(retry_after),
+            Err(_) => None,
+        },
+        (Admission::Wait, None) => match limiter.acquire(1).await {
+            Ok(()) => return Ok(()),
+            Err(_) => None,
+        },
+        (Admission::Wait, Some(d)) => match limiter.acquire_deadline(1, d).await {
+            Ok(()) => return Ok(()),
+            Err(RateAcquireError::Timeout { retry_after }) => Some(retry_after),
+            Err(_) => None,
+        },
+    };
+    let after = refused.map(|at| at.saturating_duration_since(Instant::now()));
+    Err(Attempt::RateLimited(after))
+}
+
+/// A refusal below the retry layer, or the operation's own error.
+fn refusal_or_inner<E>(a: Attempt<E>, attempts: u32) -> PipelineError<E> {
+    match a {
+        Attempt::Inner(e) => PipelineError::Inner(e),
+        Attempt::Timeout => PipelineError::AttemptTimeout { attempts },
+        Attempt::Breaker(r) => PipelineError::BreakerOpen {
+            retry_after: r.retry_after(),
+        },
+        Attempt::RateLimited(retry_after) => PipelineError::RateLimited { retry_after },
+        Attempt::BulkheadFull => PipelineError::BulkheadFull,
+    }
+}
+
+impl Counters {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl<T, E> Clone for Pipeline<T, E> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T, E> fmt::Debug for Pipeline<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &*self.inner;
+        f.debug_struct("Pipeline")
+            .field("timeout", &i.timeout)
+            .field("retry", &i.retry)
+            .field("breaker", &i.breaker.is_some())
+            .field("hedge", &i.hedge.is_some())
+            .field("rate_limiter", &i.limiter.as_ref().map(|(_, a)| a))
+            .field("bulkhead", &i.bulkhead.as_ref().map(|(_, a)| a))
+            .field("attempt_timeout", &i.attempt_timeout)
+            .field("fallback", &i.fallback.is_some())
+            .finish()
+    }
+}
+
+impl<T, E> fmt::Debug for PipelineBuilder<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PipelineBuilder")
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("breaker", &self.breaker.is_some())
+            .field("hedge", &self.hedge.is_some())
+            .field("attempt_timeout", &self.attempt_timeout)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,669 @@
+//! Behaviour tests of `flowguard::pipeline`, the whole stack on Tokio's
+//! paused clock: exact attempt times, breaker transitions, no retry into
+//! an open breaker, the deadline to the millisecond, tokens and slots.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flowguard::ConfigErrorKind;
+use flowguard::breaker::{CircuitBreaker, State};
+use flowguard::fanout::HedgePolicy;
+use flowguard::pipeline::{Admission, Pipeline, PipelineError};
+use flowguard::rate::{Quota, RateLimiter};
+use flowguard::retry::{Backoff, RetryPolicy};
+use flowguard::semaphore::Semaphore;
+use tokio::time::{Instant, sleep};
+
+const MS: Duration = Duration::from_millis(1);
+
+fn constant_retry(n: u32, ms: u64) -> RetryPolicy {
+    RetryPolicy::new()
+        .max_retries(n)
+        .backoff(Backoff::constant(Duration::from_millis(ms)))
+}
+
+/// Records when each attempt's operation started, relative to `start`.
+#[derive(Clone)]
+struct Log {
+    start: Instant,
+    times: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl Log {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            times: Arc::default(),
+        }
+    }
+    fn hit(&self) -> usize {
+        let mut t = self.times.lock().unwrap();
+        t.push(self.start.elapsed());
+        t.len()
+    }
+    fn times(&self) -> Vec<Duration> {
+        self.times.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_until_the_backend_answers_at_exact_times() {
+    let p = Pipeline::builder()
+        .retry(constant_retry(3, 100))
+        .build()
+        .unwrap();
+    let log = Log::new();
+    let got = p
+        .call(|| {
+            let n = log.hit();
+            async move { if n < 3 { Err("503") } else { Ok(n) } }
+        })
+        .await;
+    assert_eq!(got, Ok(3));
+    assert_eq!(log.times(), [0, 100, 200].map(|m| m * MS));
+    let m = p.metrics();
+    assert_eq!((m.calls, m.succeeded, m.failed), (1, 1, 0));
+    assert_eq!(m.retry.unwrap().retries, 2);
+}
+
+/// The breaker counts every attempt; once it opens, the retry stops at
+/// once instead of calling into it, and says when to come back.
+#[tokio::test(start_paused = true)]
+async fn no_retry_into_an_open_breaker() {
+    let breaker = CircuitBreaker::builder()
+        .without_failure_rate()
+        .consecutive_failures(3)
+        .open_wait(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let p = Pipeline::builder()
+        .retry(constant_retry(5, 10))
+        .breaker(breaker.clone())
+        .build()
+        .unwrap();
+    let log = Log::new();
+    let err = p
+        .call(|| {
+            log.hit();
+            async { Err::<(), _>("down") }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        log.times(),
+        [0, 10, 20].map(|m| m * MS),
+        "three attempts reach the backend"
+    );
+    assert_eq!(
+        err,
+        PipelineError::BreakerOpen {
+            retry_after: Some(Duration::from_secs(5) - 10 * MS)
+        }
+    );
+    assert_eq!(breaker.state(), State::Open);
+    let m = p.metrics();
+    assert_eq!(m.breaker_refusals, 1);
+    assert_eq!(m.breaker.unwrap().refused, 1);
+}
+
+/// A slow attempt is cut by the attempt timeout, counted as a failure and
+/// retried; the fast retry answers.
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_attempt_is_a_retried_failure() {
+    let breaker = CircuitBreaker::builder()
+        .consecutive_failures(10)
+        .build()
+        .unwrap();
+    let p = Pipeline::builder()
+        .retry(constant_retry(2, 50))
+        .breaker(breaker.clone())
+        .attempt_timeout(200 * MS)
+        .build()
+        .unwrap();
+    let log = Log::new();
+    let got = p
+        .call(|| {
+            let n = log.hit();
+            async move {
+                sleep(if n == 1 {
+                    Duration::from_secs(1)
+                } else {
+                    10 * MS
+                })
+                .await;
+                Ok::<_, ()>(n)
+            }
+        })
+        .await;
+    assert_eq!(got, Ok(2));
+    assert_eq!(log.times(), [0, 250].map(|m| m * MS));
+    assert_eq!(log.start.elapsed(), 260 * MS);
+    let b = breaker.metrics();
+    assert_eq!((b.calls, b.failed_calls), (2, 1));
+}
+
+/// The total deadline cuts the attempt in flight to the millisecond.
+#[tokio::test(start_paused = true)]
+async fn the_total_deadline_is_kept_to_the_millisecond() {
+    let p = Pipeline::builder()
+        .timeout(650 * MS)
+        .retry(constant_retry(5, 100))
+        .attempt_timeout(300 * MS)
+        .build()
+        .unwrap();
+    let log = Log::new();
+    let err = p
+        .call(|| {
+            log.hit();
+            async {
+                sleep(Duration::from_secs(10)).await;
+                Ok::<(), ()>(())
+            }
+        })
+        .await
+        .unwrap_err();
+    // Attempt 1 runs 0–300 (cut by its timeout), attempt 2 from 400 is cut
+    // by the total deadline at 650.
+    assert_eq!(log.times(), [0, 400].map(|m| m * MS));
+    assert_eq!(log.start.elapsed(), 650 * MS);
+    assert_eq!(
+        err,
+        PipelineError::Timeout {
+            attempts: 2,
+            last: None
+        }
+    );
+    assert_eq!(p.metrics().timeouts, 1);
+}
+
+/// With a deadline, the retry never sleeps past it: the call ends early.
+#[tokio::test(start_paused = true)]
+async fn the_retry_never_sleeps_past_the_total_deadline() {
+    let p = Pipeline::builder()
+        .timeout(750 * MS)
+        .retry(constant_retry(5, 100))
+        .attempt_timeout(300 * MS)
+        .build()
+        .unwrap();
+    let log = Log::new();
+    let err = p
+        .call(|| {
+            log.hit();
+            async { Err::<(), _>("500") }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(log.times(), [0, 100, 200, 300, 400, 500].map(|m| m * MS));
+    assert_eq!(
+        err,
+        PipelineError::RetriesExhausted {
+            last: "500",
+            attempts: 6
+        }
+    );
+    let p = Pipeline::builder()
+        .timeout(250 * MS)
+        .retry(constant_retry(5, 100))
+        .build()
+        .unwrap();
+    let log = Log::new();
+    let err = p
+        .call(|| {
+            log.hit();
+            async { Err::<(), _>("500") }
+        })
+        .await
+        .unwrap_err();
+    // 0, 100, 200; a sleep to 300 would pass 250.
+    assert_eq!(log.times(), [0, 100, 200].map(|m| m * MS));
+    assert_eq!(log.start.elapsed(), 200 * MS);
+    assert_eq!(
+        err,
+        PipelineError::Timeout {
+            attempts: 3,
+            last: Some("500")
+        }
+    );
+}
+
+/// A backend that fails, is slow, then recovers, under the whole stack.
+#[tokio::test(start_paused = true)]
+async fn fails_then_slow_then_recovers() {
+    let transitions = Arc::new(Mutex::new(Vec::new()));
+    let t = transitions.clone();
+    let start = Instant::now();
+    let breaker = CircuitBreaker::builder()
+        .without_failure_rate()
+        .consecutive_failures(4)
+        .open_wait(Duration::from_secs(1))
+        .permitted_probes(1)
+        .on_state_change(move |c| t.lock().unwrap().push((c.at - start, c.from, c.to)))
+        .build()
+        .unwrap();
+    let p = Pipeline::builder()
+        .timeout(Duration::from_secs(2))
+        .retry(constant_retry(2, 100))
+        .breaker(breaker.clone())
+        .rate_limiter(RateLimiter::new(Quota::per_second(1000).unwrap()))
+        .attempt_timeout(200 * MS)
+        .build()
+        .unwrap();
+    // Failing until 1 s, slow (500 ms) until 3 s, then healthy.
+    let backend = |at: Duration| async move {
+        if at < Duration::from_secs(1) {
+            Err("500")
+        } else if at < Duration::from_secs(3) {
+            sleep(500 * MS).await;
+            Ok("slow")
+        } else {
+            Ok("fast")
+        }
+    };
+    let log = Log::new();
+    let mut results = Vec::new();
+    for _ in 0..4 {
+        let r = p
+            .call(|| {
+                log.hit();
+                backend(start.elapsed())
+            })
+            .await;
+        results.push((start.elapsed(), r));
+        sleep(Duration::from_secs(1)).await;
+    }
+    // Call 1 at 0: attempts at 0, 100, 200 fail -> RetriesExhausted at 200.
+    // Call 2 at 1.2 s: one slow attempt, timed out at 1.4 s (4th consecutive
+    // failure: open) -> the retry hits the open breaker at 1.5 s.
+    // Call 3 at 2.5 s: the open wait ended at 2.4 s; the one probe is slow,
+    // times out at 2.7 s (open again), the retry is refused at 2.8 s.
+    // Call 4 at 3.8 s: open wait over at 3.7 s, the probe is fast: closed.
+    assert_eq!(
+        results[0],
+        (
+            200 * MS,
+            Err(PipelineError::RetriesExhausted {
+                last: "500",
+                attempts: 3
+            })
+        )
+    );
+    assert_eq!(
+        results[1],
+        (
+            1500 * MS,
+            Err(PipelineError::BreakerOpen {
+                retry_after: Some(900 * MS)
+            })
+        )
+    );
+    assert_eq!(
+        results[2],
+        (
+            2800 * MS,
+            Err(PipelineError::BreakerOpen {
+                retry_after: Some(900 * MS)
+            })
+        )
+    );
+    assert_eq!(results[3], (3800 * MS, Ok("fast")));
+    assert_eq!(
+        log.times(),
+        [0, 100, 200, 1200, 2500, 3800].map(|m| m * MS),
+        "no attempt reaches the backend while the breaker is open"
+    );
+    assert_eq!(
+        *transitions.lock().unwrap(),
+        [
+            (1400 * MS, State::Closed, State::Open),
+            (2500 * MS, State::Open, State::HalfOpen),
+            (2700 * MS, State::HalfOpen, State::Open),
+            (3800 * MS, State::Open, State::HalfOpen),
+            (3800 * MS, State::HalfOpen, State::Closed),
+        ]
+    );
+}
+
+// ---- rate limiter and bulkhead ---------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_a_token_that_comes_too_late_is_refused_at_once() {
+    let p = Pipeline::builder()
+        .timeout(500 * MS)
+        .rate_limiter(RateLimiter::new(Quota::per_second(1).unwrap()))
+        .build()
+        .unwrap();
+    assert_eq!(p.call(|| async { Ok::<_, ()>(1) }).await, Ok(1));
+    let start = Instant::now();
+    let err = p.call(|| async { Ok::<_, ()>(2) }).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::ZERO, "refused without waiting");
+    assert_eq!(
+        err,
+        PipelineError::RateLimited {
+            retry_after: Some(Duration::from_secs(1))
+        }
+    );
+    assert_eq!(p.metrics().rate_limited, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shed_rate_limit_is_retried_after_its_retry_after() {
+    let p = Pipeline::builder()
+        .retry(constant_retry(1, 1))
+        .rate_limiter_with(
+            RateLimiter::new(Quota::per_second(4).unwrap().with_burst(1).unwrap()),
+            Admission::Shed,
+        )
+        .build()
+        .unwrap();
+    assert_eq!(p.call(|| async { Ok::<_, ()>(1) }).await, Ok(1));
+    let log = Log::new();
+    let got = p
+        .call(|| {
+            log.hit();
+            async { Ok::<_, ()>(2) }
+        })
+        .await;
+    assert_eq!(got, Ok(2));
+    assert_eq!(
+        log.times(),
+        [250 * MS],
+        "the operation ran once, when the token came"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_refusal_costs_no_token() {
+    let limiter = RateLimiter::new(Quota::per_hour(5).unwrap());
+    let breaker = CircuitBreaker::new();
+    breaker.force_open();
+    let p = Pipeline::builder()
+        .breaker(breaker)
+        .rate_limiter(limiter.clone())
+        .build()
+        .unwrap();
+    let err = p.call(|| async { Ok::<_, ()>(()) }).await.unwrap_err();
+    assert_eq!(err, PipelineError::BreakerOpen { retry_after: None });
+    assert_eq!(limiter.snapshot().available, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_bulkhead_sheds_and_gives_the_token_back() {
+    let limiter = RateLimiter::new(Quota::per_hour(5).unwrap());
+    let sem = Semaphore::new(1);
+    let p = Pipeline::builder()
+        .rate_limiter(limiter.clone())
+        .bulkhead_with(sem.clone(), Admission::Shed)
+        .build()
+        .unwrap();
+    let held = sem.try_acquire().unwrap();
+    let err = p.call(|| async { Ok::<_, ()>(()) }).await.unwrap_err();
+    assert_eq!(err, PipelineError::BulkheadFull);
+    assert_eq!(limiter.snapshot().available, 5, "refunded");
+    drop(held);
+    assert_eq!(p.call(|| async { Ok::<_, ()>(()) }).await, Ok(()));
+    assert_eq!(limiter.snapshot().available, 4);
+    assert_eq!(p.metrics().bulkhead_full, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_bulkhead_bounds_concurrent_attempts() {
+    let p = Pipeline::builder()
+        .bulkhead(Semaphore::new(2))
+        .build()
+        .unwrap();
+    let running = Arc::new(AtomicU32::new(0));
+    let peak = Arc::new(AtomicU32::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let (p, running, peak) = (p.clone(), running.clone(), peak.clone());
+        tasks.spawn(async move {
+            p.call(|| {
+                let (running, peak) = (running.clone(), peak.clone());
+                async move {
+                    let n = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(n, Ordering::SeqCst);
+                    sleep(100 * MS).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, ()>(())
+                }
+            })
+            .await
+        });
+    }
+    let start = Instant::now();
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+    assert_eq!(peak.load(Ordering::SeqCst), 2);
+    assert_eq!(start.elapsed(), 300 * MS);
+}
+
+// ---- classifier, hedge, fallback ---------------------------------------------------
+
+/// One classifier for breaker and retry: a 503 value is a retried failure,
+/// a 404 error is neither retried nor counted against the backend.
+#[tokio::test(start_paused = true)]
+async fn one_classifier_for_breaker_and_retry() {
+    let breaker = CircuitBreaker::builder()
+        .consecutive_failures(10)
+        .build()
+        .unwrap();
+    let p = Pipeline::<u16, &str>::builder()
+        .retry(constant_retry(2, 10))
+        .breaker(breaker.clone())
+        .failure_if(|r| matches!(r, Ok(503)) || matches!(r, Err(e) if *e != "404"))
+        .build()
+        .unwrap();
+    let log = Log::new();
+    let got = p
+        .call(|| {
+            log.hit();
+            async { Ok(503) }
+        })
+        .await;
+    assert_eq!(got, Ok(503), "retries ran out; the last value comes back");
+    assert_eq!(log.times().len(), 3);
+    assert_eq!(breaker.metrics().failed_calls, 3);
+    let err = p.call(|| async { Err("404") }).await.unwrap_err();
+    assert_eq!(err, PipelineError::Inner("404"));
+    let b = breaker.metrics();
+    assert_eq!(
+        (b.calls, b.failed_calls),
+        (4, 3),
+        "a 404 is the backend working"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_retry_after_hook_sets_the_next_delay() {
+    let p = Pipeline::<u16, Duration>::builder()
+        .retry(constant_retry(1, 10))
+        .retry_after(|r| r.err().copied())
+        .build()
+        .unwrap();
+    let log = Log::new();
+    let _ = p
+        .call(|| {
+            let n = log.hit();
+            async move {
+                if n == 1 {
+                    Err(Duration::from_secs(3))
+                } else {
+                    Ok(200)
+                }
+            }
+        })
+        .await;
+    assert_eq!(log.times(), [Duration::ZERO, Duration::from_secs(3)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedged_copies_each_take_a_token() {
+    let limiter = RateLimiter::new(Quota::per_hour(10).unwrap());
+    let p = Pipeline::builder()
+        .hedge(HedgePolicy::builder().fixed_delay(50 * MS).build().unwrap())
+        .rate_limiter(limiter.clone())
+        .build()
+        .unwrap();
+    let log = Log::new();
+    let got = p
+        .call(|| {
+            let n = log.hit();
+            async move {
+                sleep(if n == 1 {
+                    Duration::from_secs(1)
+                } else {
+                    10 * MS
+                })
+                .await;
+                Ok::<_, ()>(n)
+            }
+        })
+        .await;
+    assert_eq!(got, Ok(2));
+    assert_eq!(log.times(), [0, 50].map(|m| m * MS));
+    assert_eq!(log.start.elapsed(), 60 * MS);
+    assert_eq!(limiter.snapshot().available, 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_fallback_sees_which_layer_refused() {
+    let breaker = CircuitBreaker::new();
+    breaker.force_open();
+    let p = Pipeline::<&str, &str>::builder()
+        .breaker(breaker)
+        .fallback(|e| match e {
+            PipelineError::BreakerOpen { .. } => Ok("from cache"),
+            other => Err(other),
+        })
+        .build()
+        .unwrap();
+    assert_eq!(p.call(|| async { Ok("live") }).await, Ok("from cache"));
+    let m = p.metrics();
+    assert_eq!((m.fallbacks, m.succeeded, m.breaker_refusals), (1, 1, 1));
+}
+
+// ---- cancellation, validation, types ---------------------------------------------
+
+/// Dropping a call mid-attempt gives the half-open probe slot and the
+/// bulkhead permit back, and makes no further attempt.
+#[tokio::test(start_paused = true)]
+async fn dropping_a_call_gives_everything_back() {
+    let breaker = CircuitBreaker::builder()
+        .without_failure_rate()
+        .consecutive_failures(1)
+        .open_wait(100 * MS)
+        .permitted_probes(1)
+        .build()
+        .unwrap();
+    let sem = Semaphore::new(1);
+    let p = Pipeline::builder()
+        .retry(constant_retry(3, 10))
+        .breaker(breaker.clone())
+        .bulkhead(sem.clone())
+        .build()
+        .unwrap();
+    let _ = p.call(|| async { Err::<(), _>(()) }).await; // opens
+    sleep(100 * MS).await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let p2 = p.clone();
+    let probe = tokio::spawn(async move {
+        p2.call(|| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async {
+                sleep(Duration::from_secs(60)).await;
+                Ok::<(), ()>(())
+            }
+        })
+        .await
+    });
+    sleep(10 * MS).await;
+    assert_eq!(sem.available(), 0);
+    probe.abort();
+    let _ = probe.await;
+    assert_eq!(sem.available(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // The probe slot came back: the next call is admitted as a probe.
+    assert_eq!(p.call(|| async { Ok::<_, ()>(()) }).await, Ok(()));
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+#[test]
+fn builders_validate_every_field() {
+    let e = Pipeline::<(), ()>::builder()
+        .timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("timeout", ConfigErrorKind::Zero));
+    let e = Pipeline::<(), ()>::builder()
+        .attempt_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("attempt_timeout", ConfigErrorKind::Zero)
+    );
+    let e = Pipeline::<(), ()>::builder()
+        .timeout(MS)
+        .attempt_timeout(MS)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("attempt_timeout", ConfigErrorKind::Conflict)
+    );
+    let e = Pipeline::<(), ()>::builder()
+        .retry(RetryPolicy::new().max_delay(Duration::ZERO))
+        .build()
+        .unwrap_err();
+    assert_eq!((e.component(), e.field()), ("pipeline", "max_delay"));
+    let e = Pipeline::<(), ()>::builder()
+        .timeout(10 * MS)
+        .retry(RetryPolicy::new().attempt_margin(10 * MS))
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field(), "attempt_margin");
+}
+
+#[test]
+fn errors_say_which_layer() {
+    let cases: [(PipelineError<&str>, &str, &str); 4] = [
+        (
+            PipelineError::Inner("x"),
+            "operation",
+            "operation failed: x",
+        ),
+        (
+            PipelineError::RetriesExhausted {
+                last: "x",
+                attempts: 3,
+            },
+            "retry",
+            "retries exhausted: x",
+        ),
+        (
+            PipelineError::RateLimited {
+                retry_after: Some(2 * MS),
+            },
+            "rate_limit",
+            "rate limited; retry after 2ms",
+        ),
+        (PipelineError::BulkheadFull, "bulkhead", "bulkhead full"),
+    ];
+    for (e, layer, text) in cases {
+        assert_eq!(e.layer(), layer);
+        assert_eq!(e.to_string(), text);
+    }
+}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Pipeline<u32, std::io::Error>>();
+    send_sync::<PipelineError<std::io::Error>>();
+    let p = Pipeline::<u32, ()>::builder().build().unwrap();
+    send(&p.call(|| async { Ok(1) }));
+}
