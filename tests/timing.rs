@@ -16,7 +16,7 @@ use flowguard::ConfigErrorKind;
 use flowguard::timing::{
     CallError, Closed, DebounceOptions, Debounced, Debouncer, Throttler, TimingStreamExt,
 };
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tokio::time::{Instant, sleep};
 
 // ---- allocation counting -------------------------------------------------
@@ -379,6 +379,33 @@ async fn dropping_the_last_handle_drops_a_pending_value_and_stops() {
     assert_eq!(w.await, Err(CallError::Closed));
     sleep(ms(100)).await;
     assert!(taken(&log).is_empty());
+}
+
+#[test]
+fn a_worker_dropped_before_its_first_poll_closes_and_fails_waiters() {
+    // The runtime shuts down before the spawned worker ever runs (the
+    // future that built the debouncer finishes in its first poll), so the
+    // worker future is dropped unpolled. Waiters must hear `Closed`, not hang.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let (d, t) = rt.block_on(async {
+        let d = Debouncer::builder(ms(10)).build_sync(|v: u32| v).unwrap();
+        let t = Throttler::builder(ms(10)).build_sync(|v: u32| v).unwrap();
+        (d, t)
+    });
+    let w = d.call_wait(1).unwrap();
+    let tw = t.call_wait(1).unwrap();
+    assert!(!d.is_closed(), "the worker is only gone once the runtime is");
+    drop(rt);
+    assert!(d.is_closed());
+    assert!(t.is_closed());
+    assert_eq!(w.now_or_never(), Some(Err(CallError::Closed)));
+    assert_eq!(tw.now_or_never(), Some(Err(CallError::Closed)));
+    assert_eq!(d.call(2), Err(Closed(2)));
+    assert_eq!(t.call_wait(3).unwrap_err().into_inner(), 3);
 }
 
 // ---- bad input ----------------------------------------------------------------
