@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 
 use super::core::{Finish, Tally};
-use super::wake::{ChildWaker, ReadyQueue};
+use super::wake::{ChildWaker, ReadyQueue, Settle, TaskWaker};
 use crate::sync::{Mutex, StdArc};
 use crate::{ConfigError, ConfigErrorKind};
 
@@ -323,6 +323,18 @@ pub trait GatherMode<F>: sealed::Sealed {
     ) -> Poll<Outcome<Self::Output>>;
     #[doc(hidden)]
     fn cancel(slot: Self::Slot);
+    /// The driver saw its deadline (spawned mode: children must tell it
+    /// when they finish a poll).
+    #[doc(hidden)]
+    fn close(shared: &Self::Shared);
+    /// The wake count to wait for if running child `index` was woken and
+    /// not polled since (spawned mode; in-task children are polled by the
+    /// driver as soon as they are woken).
+    #[doc(hidden)]
+    fn unpolled(shared: &Self::Shared, index: usize) -> Option<u64>;
+    /// Whether child `index` finished a poll after its `wake`-th wake.
+    #[doc(hidden)]
+    fn polled_since(shared: &Self::Shared, index: usize, wake: u64) -> bool;
 }
 
 impl<F: Future> GatherMode<F> for InTask {
@@ -354,6 +366,19 @@ impl<F: Future> GatherMode<F> for InTask {
     fn cancel(slot: Self::Slot) {
         drop(slot);
     }
+
+    #[inline]
+    fn close(_: &()) {}
+
+    #[inline]
+    fn unpolled(_: &(), _: usize) -> Option<u64> {
+        None
+    }
+
+    #[inline]
+    fn polled_since(_: &(), _: usize, _: u64) -> bool {
+        true
+    }
 }
 
 /// Where spawned tasks leave their outcome: one cell per input index,
@@ -363,6 +388,7 @@ impl<F: Future> GatherMode<F> for InTask {
 pub struct SpawnShared<T> {
     results: Mutex<Vec<Option<Outcome<T>>>>,
     queue: StdArc<ReadyQueue>,
+    settle: StdArc<Settle>,
 }
 
 /// Runs inside the spawned task: catches a panic of the user's future and,
@@ -370,14 +396,18 @@ pub struct SpawnShared<T> {
 struct Reporter<F: Future> {
     future: Pin<Box<F>>,
     index: usize,
-    shared: Option<StdArc<SpawnShared<F::Output>>>,
+    shared: StdArc<SpawnShared<F::Output>>,
+    reported: bool,
+    /// The future's waker: the task's, with each wake counted in `Settle`.
+    waker: Option<(StdArc<TaskWaker>, Waker)>,
 }
 
 impl<F: Future> Reporter<F> {
     fn report(&mut self, outcome: Outcome<F::Output>) {
-        if let Some(shared) = self.shared.take() {
-            shared.results.lock()[self.index] = Some(outcome);
-            shared.queue.push(self.index);
+        if !self.reported {
+            self.reported = true;
+            self.shared.results.lock()[self.index] = Some(outcome);
+            self.shared.queue.push(self.index);
         }
     }
 }
@@ -387,15 +417,40 @@ impl<F: Future> Future for Reporter<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        let (index, settle) = (this.index, &this.shared.settle);
+        let waker = match &this.waker {
+            Some((task_waker, waker)) => {
+                task_waker.set_task(cx.waker());
+                waker
+            }
+            None => {
+                let task_waker = TaskWaker::new(index, settle.clone(), cx.waker());
+                let waker = Waker::from(task_waker.clone());
+                &this.waker.insert((task_waker, waker)).1
+            }
+        };
+        let seen = settle.poll_start(index);
         let future = &mut this.future;
-        let polled =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx)));
-        match polled {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(v)) => this.report(Outcome::Completed(v)),
-            Err(payload) => this.report(Outcome::Panicked(payload)),
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            future.as_mut().poll(&mut Context::from_waker(waker))
+        }));
+        let done = match polled {
+            Ok(Poll::Pending) => false,
+            Ok(Poll::Ready(v)) => {
+                this.report(Outcome::Completed(v));
+                true
+            }
+            Err(payload) => {
+                this.report(Outcome::Panicked(payload));
+                true
+            }
+        };
+        // A report already woke the driver; a poll that left the child
+        // pending must, too, if the driver waits at its deadline.
+        if this.shared.settle.poll_end(index, seen) && !done {
+            this.shared.queue.push(index);
         }
-        Poll::Ready(())
+        if done { Poll::Ready(()) } else { Poll::Pending }
     }
 }
 
@@ -424,6 +479,7 @@ where
         StdArc::new(SpawnShared {
             results: Mutex::new(results),
             queue: queue.clone(),
+            settle: Settle::new(total),
         })
     }
 
@@ -432,7 +488,9 @@ where
         tokio::spawn(Reporter {
             future: Box::pin(future),
             index,
-            shared: Some(shared.clone()),
+            shared: shared.clone(),
+            reported: false,
+            waker: None,
         })
     }
 
@@ -452,6 +510,18 @@ where
     #[inline]
     fn cancel(slot: Self::Slot) {
         slot.abort();
+    }
+
+    fn close(shared: &Self::Shared) {
+        shared.settle.close();
+    }
+
+    fn unpolled(shared: &Self::Shared, index: usize) -> Option<u64> {
+        shared.settle.unpolled(index)
+    }
+
+    fn polled_since(shared: &Self::Shared, index: usize, wake: u64) -> bool {
+        shared.settle.polled_since(index, wake)
     }
 }
 
@@ -570,6 +640,17 @@ impl<F, M: GatherMode<F>> Gather<F, M> {
     /// Stop at `timeout` after the gather is built; futures still running
     /// then are cancelled and reported as [`Outcome::TimedOut`].
     ///
+    /// **Done at the deadline counts as done**, in both modes (as asyncio's
+    /// `wait`, where timers due at the deadline have already run): before it
+    /// cuts anyone off, the gather lets every future that was woken by then
+    /// (by a timer due at that very instant, say) take its poll. In-task it
+    /// polls them itself; spawned, it waits for each such task's next poll, so a task
+    /// that blocks in that poll delays the cut-off. A future that keeps
+    /// waking itself gets one poll, not more. On a current-thread runtime
+    /// (and so under a paused clock) every timer due at an instant has
+    /// fired before any task runs at it, which makes this exact; on a
+    /// multi-thread runtime "the same instant" is as exact as its timer.
+    ///
     /// Like `tokio::time::timeout`, the clock starts at `build()`. A timeout
     /// too large to represent means no deadline. Conflicts with `deadline`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -579,7 +660,8 @@ impl<F, M: GatherMode<F>> Gather<F, M> {
     }
 
     /// Stop at this instant (see [`timeout`](Gather::timeout)). An instant
-    /// already past leaves only what is ready on the first poll.
+    /// already past leaves only what is ready on the first poll (in spawned
+    /// mode, on each task's first poll).
     pub fn deadline(mut self, deadline: Instant) -> Self {
         self.conflict |= !matches!(self.limit, Limit::None);
         self.limit = Limit::Deadline(deadline);
@@ -935,6 +1017,9 @@ struct Driver<F, M: GatherMode<F>> {
     is_success: Option<fn(&M::Output) -> bool>,
     deadline: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// Once the deadline is seen (spawned mode): the running children that
+    /// were woken by then and not yet polled, with the wake to wait for.
+    due: Option<Vec<(usize, u64)>>,
     finished: Option<Finish>,
     /// How many outcomes went to the sink (for `size_hint`).
     reported: usize,
@@ -973,6 +1058,7 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             is_success,
             deadline,
             sleep,
+            due: None,
             finished: None,
             reported: 0,
         }
@@ -1037,6 +1123,11 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             self.in_flight += 1;
             // Spawned tasks report themselves; only in-task children need a first poll.
             if !M::POLLED {
+                // Started after the deadline was seen: its first poll is due
+                // now, as an in-task child's is (below).
+                if let (Some(due), Some(wake)) = (&mut self.due, M::unpolled(&self.shared, index)) {
+                    due.push((index, wake));
+                }
                 continue;
             }
             if let Some(finish) = self.poll_child(index, cx, sink) {
@@ -1049,11 +1140,44 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
         if let Some(sleep) = &mut self.sleep {
             let expired = sleep.as_mut().poll(cx).is_ready()
                 || self.deadline.is_some_and(|d| d <= Instant::now());
-            if expired {
+            if expired && self.children_due_have_run() {
                 return Poll::Ready(self.finish(Finish::Deadline, sink));
             }
         }
         Poll::Pending
+    }
+
+    /// At the deadline: whether every running child that was woken by now
+    /// has had the poll it was woken for.
+    ///
+    /// In-task children were just polled above, so this is only a wait in
+    /// spawned mode: a child whose timer fired at the deadline instant is
+    /// scheduled but may not have run yet when the driver sees the same
+    /// instant. Waiting for exactly those polls (a snapshot, so a child
+    /// that keeps waking itself cannot hold the gather) makes "done at the
+    /// deadline counts as completed" hold in both modes, whatever order
+    /// the runtime runs the tasks in. Each such poll wakes the driver.
+    fn children_due_have_run(&mut self) -> bool {
+        if M::POLLED {
+            return true;
+        }
+        let Self {
+            due, slots, shared, ..
+        } = self;
+        let due = due.get_or_insert_with(|| {
+            // `close` before reading the counts: see `Settle`.
+            M::close(shared);
+            slots
+                .iter()
+                .enumerate()
+                .filter(|(_, slot)| slot.running.is_some())
+                .filter_map(|(index, _)| M::unpolled(shared, index).map(|wake| (index, wake)))
+                .collect()
+        });
+        due.retain(|&(index, wake)| {
+            slots[index].running.is_some() && !M::polled_since(shared, index, wake)
+        });
+        due.is_empty()
     }
 
     /// Polls child `index` if it is still running; returns a verdict if its
