@@ -479,7 +479,10 @@ async fn prime_of_a_key_being_fetched_is_refused_and_the_fetch_is_cached() {
     start(&mut pending);
     assert_eq!(calls.lock().unwrap().len(), 1, "only key 2's batch called");
     assert!(!loader.prime(2, 99), "key 2 is being fetched");
-    assert!(!loader.prime(1, 99), "key 1 is in a batch not yet dispatched");
+    assert!(
+        !loader.prime(1, 99),
+        "key 1 is in a batch not yet dispatched"
+    );
     assert_eq!(pending.await.unwrap(), 10);
     assert_eq!(running.await.unwrap().unwrap(), 20);
     assert_eq!(loader.try_load(&1).unwrap().unwrap(), 10);

@@ -398,7 +398,10 @@ fn a_worker_dropped_before_its_first_poll_closes_and_fails_waiters() {
     });
     let w = d.call_wait(1).unwrap();
     let tw = t.call_wait(1).unwrap();
-    assert!(!d.is_closed(), "the worker is only gone once the runtime is");
+    assert!(
+        !d.is_closed(),
+        "the worker is only gone once the runtime is"
+    );
     drop(rt);
     assert!(d.is_closed());
     assert!(t.is_closed());
