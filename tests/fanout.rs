@@ -455,6 +455,21 @@ async fn a_child_done_exactly_at_the_deadline_is_completed_in_both_modes() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn many_children_due_at_the_deadline_all_complete_in_both_modes() {
+    // 200 children due at the deadline, a few just after it: more than
+    // Tokio's cooperative budget lets one in-task poll see (128 timer
+    // polls), and more than the runtime runs between two polls of the
+    // awaiting task in spawned mode (61 tasks).
+    let delays: Vec<u64> = (0..200)
+        .map(|i| if i % 10 == 9 { 101 } else { 100 })
+        .collect();
+    let want: Vec<Option<u64>> = delays.iter().map(|&d| (d == 100).then_some(d)).collect();
+    let [in_task, spawned] = both_modes(&delays, usize::MAX, 100).await;
+    assert_eq!(in_task, (want.clone(), ms(100)));
+    assert_eq!(spawned, (want, ms(100)));
+}
+
+#[tokio::test(start_paused = true)]
 async fn spawned_gather_driven_from_a_task_counts_children_due_at_the_deadline() {
     // The awaiting task is an ordinary spawned task here (not the test's
     // `block_on` future), so it is scheduled with the children.

@@ -644,7 +644,8 @@ impl<F, M: GatherMode<F>> Gather<F, M> {
     /// `wait`, where timers due at the deadline have already run): before it
     /// cuts anyone off, the gather lets every future that was woken by then
     /// (by a timer due at that very instant, say) take its poll. In-task it
-    /// polls them itself; spawned, it waits for each such task's next poll, so a task
+    /// polls them itself, outside Tokio's cooperative budget if that ran
+    /// out; spawned, it waits for each such task's next poll, so a task
     /// that blocks in that poll delays the cut-off. A future that keeps
     /// waking itself gets one poll, not more. On a current-thread runtime
     /// (and so under a paused clock) every timer due at an instant has
@@ -1020,6 +1021,10 @@ struct Driver<F, M: GatherMode<F>> {
     /// Once the deadline is seen (spawned mode): the running children that
     /// were woken by then and not yet polled, with the wake to wait for.
     due: Option<Vec<(usize, u64)>>,
+    /// In-task children that stayed pending in this poll after Tokio's
+    /// cooperative budget ran out (their `Pending` may be the budget's, not
+    /// theirs; a deferred wake polls them again later).
+    starved: Vec<usize>,
     finished: Option<Finish>,
     /// How many outcomes went to the sink (for `size_hint`).
     reported: usize,
@@ -1059,6 +1064,7 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             deadline,
             sleep,
             due: None,
+            starved: Vec::new(),
             finished: None,
             reported: 0,
         }
@@ -1093,6 +1099,8 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             }
         }
         self.queue.register(cx.waker());
+        // Last poll's starved children were woken (deferred) since: queued.
+        self.starved.clear();
 
         // Children woken since the last poll.
         let mut batch = std::mem::take(&mut self.batch);
@@ -1140,11 +1148,42 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
         if let Some(sleep) = &mut self.sleep {
             let expired = sleep.as_mut().poll(cx).is_ready()
                 || self.deadline.is_some_and(|d| d <= Instant::now());
-            if expired && self.children_due_have_run() {
-                return Poll::Ready(self.finish(Finish::Deadline, sink));
+            if expired {
+                if let Some(finish) = self.poll_starved(cx, sink) {
+                    return Poll::Ready(self.finish(finish, sink));
+                }
+                if self.children_due_have_run() {
+                    return Poll::Ready(self.finish(Finish::Deadline, sink));
+                }
             }
         }
         Poll::Pending
+    }
+
+    /// At the deadline, in-task: polls once more, outside Tokio's
+    /// cooperative budget, each child the budget kept from a real poll in
+    /// this poll (a gather of more than ~128 children woken at once), so a
+    /// child due at the deadline counts as completed however many there
+    /// are. Returns a verdict if one of them finished the gather.
+    #[cold]
+    fn poll_starved(
+        &mut self,
+        cx: &mut Context<'_>,
+        sink: &mut impl FnMut(usize, Outcome<M::Output>),
+    ) -> Option<Finish> {
+        let mut starved = std::mem::take(&mut self.starved);
+        let mut verdict = None;
+        for &index in &starved {
+            let poll = std::future::poll_fn(|cx| Poll::Ready(self.poll_child(index, cx, sink)));
+            let mut poll = std::pin::pin!(tokio::task::unconstrained(poll));
+            if let Poll::Ready(Some(finish)) = poll.as_mut().poll(cx) {
+                verdict = Some(finish);
+                break;
+            }
+        }
+        starved.clear();
+        self.starved = starved;
+        verdict
     }
 
     /// At the deadline: whether every running child that was woken by now
@@ -1224,6 +1263,9 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
         let unshared = ChildWaker::is_unshared(&mut waker);
         match poll {
             Poll::Pending => {
+                if !tokio::task::coop::has_budget_remaining() {
+                    self.starved.push(index);
+                }
                 if unshared {
                     // The child kept no waker: lend this one to the next
                     // poll. If it woke itself, its index is already queued.
