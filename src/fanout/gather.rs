@@ -323,15 +323,12 @@ pub trait GatherMode<F>: sealed::Sealed {
     ) -> Poll<Outcome<Self::Output>>;
     #[doc(hidden)]
     fn cancel(slot: Self::Slot);
-    /// The driver saw its deadline (spawned mode: children must tell it
-    /// when they finish a poll).
+    /// At the deadline, spawned mode: from now on child `index` tells the
+    /// driver of each poll it finishes; returns the wake count to wait for
+    /// if it was woken and not polled since (in-task children are polled by
+    /// the driver as soon as they are woken: `None`).
     #[doc(hidden)]
-    fn close(shared: &Self::Shared);
-    /// The wake count to wait for if running child `index` was woken and
-    /// not polled since (spawned mode; in-task children are polled by the
-    /// driver as soon as they are woken).
-    #[doc(hidden)]
-    fn unpolled(shared: &Self::Shared, index: usize) -> Option<u64>;
+    fn watch(shared: &Self::Shared, index: usize) -> Option<u64>;
     /// Whether child `index` finished a poll after its `wake`-th wake.
     #[doc(hidden)]
     fn polled_since(shared: &Self::Shared, index: usize, wake: u64) -> bool;
@@ -368,10 +365,7 @@ impl<F: Future> GatherMode<F> for InTask {
     }
 
     #[inline]
-    fn close(_: &()) {}
-
-    #[inline]
-    fn unpolled(_: &(), _: usize) -> Option<u64> {
+    fn watch(_: &(), _: usize) -> Option<u64> {
         None
     }
 
@@ -512,12 +506,8 @@ where
         slot.abort();
     }
 
-    fn close(shared: &Self::Shared) {
-        shared.settle.close();
-    }
-
-    fn unpolled(shared: &Self::Shared, index: usize) -> Option<u64> {
-        shared.settle.unpolled(index)
+    fn watch(shared: &Self::Shared, index: usize) -> Option<u64> {
+        shared.settle.watch(index)
     }
 
     fn polled_since(shared: &Self::Shared, index: usize, wake: u64) -> bool {
@@ -1133,7 +1123,7 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             if !M::POLLED {
                 // Started after the deadline was seen: its first poll is due
                 // now, as an in-task child's is (below).
-                if let (Some(due), Some(wake)) = (&mut self.due, M::unpolled(&self.shared, index)) {
+                if let (Some(due), Some(wake)) = (&mut self.due, M::watch(&self.shared, index)) {
                     due.push((index, wake));
                 }
                 continue;
@@ -1204,13 +1194,11 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             due, slots, shared, ..
         } = self;
         let due = due.get_or_insert_with(|| {
-            // `close` before reading the counts: see `Settle`.
-            M::close(shared);
             slots
                 .iter()
                 .enumerate()
                 .filter(|(_, slot)| slot.running.is_some())
-                .filter_map(|(index, _)| M::unpolled(shared, index).map(|wake| (index, wake)))
+                .filter_map(|(index, _)| M::watch(shared, index).map(|wake| (index, wake)))
                 .collect()
         });
         due.retain(|&(index, wake)| {

@@ -56,3 +56,6 @@ pub use self::gather::{
     Spawned, gather_with_timeout,
 };
 pub use self::hedge::{HedgeFuture, HedgeMetrics, HedgePolicy, HedgePolicyBuilder, Hedged, hedge};
+#[cfg(loom)]
+#[doc(hidden)]
+pub use self::wake::SettleModel;

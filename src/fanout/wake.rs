@@ -149,17 +149,20 @@ impl Wake for ChildWaker {
 /// deadline, waits for that poll before it cuts anyone off, as the in-task
 /// driver polls every woken child before it looks at the clock.
 ///
-/// Protocol (all `SeqCst`, a Dekker pair on `closing` and `polled`): the
-/// driver sets `closing`, then reads `woken`/`polled`; a child stores
-/// `polled`, then reads `closing` and, if set, tells the driver. So either
-/// the driver sees the finished poll, or the child sees `closing` and wakes
-/// the driver: a poll the driver waits for is never missed.
+/// Protocol: each child's `polled` word holds the wake count its last
+/// finished poll answered, and a `WATCHED` bit the driver sets (with an
+/// RMW) when it starts waiting at its deadline. The child ends each poll
+/// with an RMW on the same word, so the two are ordered: either the driver
+/// reads the finished poll, or the child reads `WATCHED` and wakes the
+/// driver. A poll the driver waits for is never missed.
 #[derive(Debug)]
 pub(crate) struct Settle {
     woken: Box<[AtomicU64]>,
     polled: Box<[AtomicU64]>,
-    closing: AtomicBool,
 }
+
+/// The top bit of a `polled` word: the driver waits on this child.
+const WATCHED: u64 = 1 << 63;
 
 impl Settle {
     /// `n` children. Each starts woken once: spawning a task schedules it.
@@ -167,7 +170,6 @@ impl Settle {
         StdArc::new(Self {
             woken: (0..n).map(|_| AtomicU64::new(1)).collect(),
             polled: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            closing: AtomicBool::new(false),
         })
     }
 
@@ -188,25 +190,26 @@ impl Settle {
     }
 
     /// Child `index` finished the poll that `poll_start` returned `seen`
-    /// for. Returns whether the driver is closing and must be told.
+    /// for. Returns whether the driver waits on it and must be told.
     #[inline]
     pub(crate) fn poll_end(&self, index: usize, seen: u64) -> bool {
-        if let Some(p) = self.polled.get(index) {
-            p.store(seen, Ordering::SeqCst);
-        }
-        self.closing.load(Ordering::SeqCst)
+        let Some(p) = self.polled.get(index) else {
+            return false;
+        };
+        let prev = match p.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+            Some((v & WATCHED) | (seen & !WATCHED))
+        }) {
+            Ok(v) | Err(v) => v,
+        };
+        prev & WATCHED != 0
     }
 
-    /// The driver saw its deadline: from now on every finished poll tells it.
-    pub(crate) fn close(&self) {
-        self.closing.store(true, Ordering::SeqCst);
-    }
-
-    /// The wake count to wait for, if child `index` was woken after the
-    /// start of its last finished poll. Call after [`close`](Self::close).
-    pub(crate) fn unpolled(&self, index: usize) -> Option<u64> {
+    /// The driver, at its deadline, starts watching child `index`: returns
+    /// the wake count to wait for if the child was woken after the start of
+    /// its last finished poll. From now on its polls tell the driver.
+    pub(crate) fn watch(&self, index: usize) -> Option<u64> {
+        let polled = self.polled.get(index)?.fetch_or(WATCHED, Ordering::SeqCst) & !WATCHED;
         let woken = self.woken.get(index)?.load(Ordering::SeqCst);
-        let polled = self.polled.get(index)?.load(Ordering::SeqCst);
         (woken > polled).then_some(woken)
     }
 
@@ -215,7 +218,7 @@ impl Settle {
     pub(crate) fn polled_since(&self, index: usize, wake: u64) -> bool {
         self.polled
             .get(index)
-            .is_none_or(|p| p.load(Ordering::SeqCst) >= wake)
+            .is_none_or(|p| p.load(Ordering::SeqCst) & !WATCHED >= wake)
     }
 }
 
@@ -259,5 +262,35 @@ impl Wake for TaskWaker {
         self.settle.wake(self.index);
         let task = self.task.lock().clone();
         task.wake();
+    }
+}
+
+/// Loom models only: [`Settle`] for `tests/loom_fanout.rs` to drive (spawned
+/// mode needs a Tokio runtime, which loom cannot run).
+#[cfg(loom)]
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct SettleModel(StdArc<Settle>);
+
+#[cfg(loom)]
+#[allow(missing_docs)]
+impl SettleModel {
+    pub fn new(children: usize) -> Self {
+        Self(Settle::new(children))
+    }
+    pub fn wake(&self, index: usize) {
+        self.0.wake(index);
+    }
+    pub fn poll_start(&self, index: usize) -> u64 {
+        self.0.poll_start(index)
+    }
+    pub fn poll_end(&self, index: usize, seen: u64) -> bool {
+        self.0.poll_end(index, seen)
+    }
+    pub fn watch(&self, index: usize) -> Option<u64> {
+        self.0.watch(index)
+    }
+    pub fn polled_since(&self, index: usize, wake: u64) -> bool {
+        self.0.polled_since(index, wake)
     }
 }
