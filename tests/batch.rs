@@ -205,6 +205,44 @@ async fn delay_widens_the_window_exactly() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_key_requested_at_the_instant_the_window_closes_joins_it() {
+    // Keys requested at the instant the delay ends are in the window (as
+    // the keys of one scheduler turn are without a delay), whichever task
+    // the runtime happens to run first at that instant.
+    for late_timer_first in [false, true] {
+        let calls = new_calls();
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let loader = slow(&calls, &starts, Duration::ZERO)
+            .delay(Duration::from_millis(5))
+            .build()
+            .unwrap();
+        let t0 = Instant::now();
+        let at_close = |l: Loader<u64, u64, String>, key| async move {
+            tokio::time::sleep_until(t0 + Duration::from_millis(5)).await;
+            l.load(key).await
+        };
+        // A timer for the same instant armed before the batch's own...
+        let early = late_timer_first.then(|| tokio::spawn(at_close(loader.clone(), 2)));
+        let first = loader.load(1);
+        let first = tokio::spawn(first);
+        tokio::task::yield_now().await;
+        // ...or after it.
+        let late = tokio::spawn(at_close(loader.clone(), 3));
+        assert_eq!(first.await.unwrap().unwrap(), 10);
+        assert_eq!(late.await.unwrap().unwrap(), 30);
+        let mut want = vec![1, 3];
+        if let Some(early) = early {
+            assert_eq!(early.await.unwrap().unwrap(), 20);
+            want = vec![1, 2, 3];
+        }
+        let mut got = calls.lock().unwrap().clone();
+        got.iter_mut().for_each(|b| b.sort_unstable());
+        assert_eq!(got, vec![want], "timer order {late_timer_first}");
+        assert_eq!(starts.lock().unwrap()[0] - t0, Duration::from_millis(5));
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_full_batch_is_sent_without_waiting_for_the_delay() {
     let calls = new_calls();
     let starts = Arc::new(Mutex::new(Vec::new()));

@@ -356,6 +356,10 @@ where
     /// Waits this long after a batch's first key before sending it (at most
     /// [`MAX_DELAY`]), collecting more keys. Without it, a batch collects the
     /// keys requested in the current scheduler turn.
+    ///
+    /// The window includes its last instant: keys requested when the delay
+    /// ends (in that scheduler turn, e.g. by a task whose timer fired at the
+    /// same instant) join the batch.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = Some(delay);
         self
@@ -1027,7 +1031,8 @@ where
     shared.finish(id, &keys, &cell, answer);
 }
 
-/// Waits until the batch is sealed (full) or its window is over.
+/// Waits until the batch is sealed (full) or its window is over: the
+/// `delay` if any, then the rest of that scheduler turn.
 async fn window<K, V, E>(cell: &Cell<K, V, E>, delay: Option<Duration>) {
     #[cfg(not(loom))]
     {
@@ -1044,10 +1049,16 @@ async fn window<K, V, E>(cell: &Cell<K, V, E>, delay: Option<Duration>) {
                     _ => st.worker = Some(cx.waker().clone()),
                 }
             }
-            match sleep.as_mut() {
-                Some(sleep) => sleep.as_mut().poll(cx),
-                None => turn.as_mut().poll(cx),
+            // The delay, then one scheduler turn: keys requested at the
+            // instant the delay ends (by tasks woken with this one) still
+            // join, whichever of them the runtime runs first.
+            if let Some(s) = sleep.as_mut() {
+                if s.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                sleep = None;
             }
+            turn.as_mut().poll(cx)
         })
         .await;
     }
