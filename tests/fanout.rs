@@ -526,6 +526,35 @@ async fn spawned_mode_on_many_threads() {
     assert!(g.outcomes()[63].is_completed());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawned_zero_timeout_keeps_what_each_first_poll_finished_on_many_threads() {
+    // No timers: the deadline has passed at once, so the gather waits for
+    // every task's first poll (on whichever worker) and keeps what it
+    // finished, as the in-task mode keeps what is ready on its first poll.
+    for _ in 0..20 {
+        let futs: Vec<BoxFut<usize>> = (0..64)
+            .map(|i| -> BoxFut<usize> {
+                if i % 2 == 0 {
+                    Box::pin(async move { i })
+                } else {
+                    Box::pin(std::future::pending())
+                }
+            })
+            .collect();
+        let g = Gather::new(futs)
+            .spawn()
+            .timeout(Duration::ZERO)
+            .build()
+            .unwrap()
+            .await;
+        assert_eq!(g.finish(), Finish::Deadline);
+        assert_eq!(
+            g.into_completed(),
+            (0..64).step_by(2).map(|i| (i, i)).collect::<Vec<_>>()
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn gather_builder_rejects_bad_input() {
     let err = |g: Result<GatherFuture<BoxFut<Result<u8, u8>>>, _>| g.unwrap_err();

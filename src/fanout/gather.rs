@@ -1093,17 +1093,9 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
         self.starved.clear();
 
         // Children woken since the last poll.
-        let mut batch = std::mem::take(&mut self.batch);
-        self.queue.drain_into(&mut batch);
-        for &index in &batch {
-            if let Some(finish) = self.poll_child(index, cx, sink) {
-                batch.clear();
-                self.batch = batch;
-                return Poll::Ready(self.finish(finish, sink));
-            }
+        if let Some(finish) = self.poll_woken(cx, sink) {
+            return Poll::Ready(self.finish(finish, sink));
         }
-        batch.clear();
-        self.batch = batch;
 
         // Start what the concurrency bound allows; a child that finishes on
         // its first poll frees its slot for the next at once.
@@ -1139,15 +1131,43 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             let expired = sleep.as_mut().poll(cx).is_ready()
                 || self.deadline.is_some_and(|d| d <= Instant::now());
             if expired {
+                if !self.children_due_have_run() {
+                    return Poll::Pending;
+                }
+                // What was woken or reported since the drain above counts
+                // too (another thread may have run a child meanwhile).
+                if let Some(finish) = self.poll_woken(cx, sink) {
+                    return Poll::Ready(self.finish(finish, sink));
+                }
                 if let Some(finish) = self.poll_starved(cx, sink) {
                     return Poll::Ready(self.finish(finish, sink));
                 }
-                if self.children_due_have_run() {
-                    return Poll::Ready(self.finish(Finish::Deadline, sink));
-                }
+                return Poll::Ready(self.finish(Finish::Deadline, sink));
             }
         }
         Poll::Pending
+    }
+
+    /// Polls the children woken (or, spawned, reported) since the last
+    /// drain; returns a verdict if one of them finished the gather.
+    #[inline]
+    fn poll_woken(
+        &mut self,
+        cx: &mut Context<'_>,
+        sink: &mut impl FnMut(usize, Outcome<M::Output>),
+    ) -> Option<Finish> {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.queue.drain_into(&mut batch);
+        let mut verdict = None;
+        for &index in &batch {
+            verdict = self.poll_child(index, cx, sink);
+            if verdict.is_some() {
+                break;
+            }
+        }
+        batch.clear();
+        self.batch = batch;
+        verdict
     }
 
     /// At the deadline, in-task: polls once more, outside Tokio's
