@@ -205,6 +205,44 @@ async fn delay_widens_the_window_exactly() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_key_requested_at_the_instant_the_window_closes_joins_it() {
+    // Keys requested at the instant the delay ends are in the window (as
+    // the keys of one scheduler turn are without a delay), whichever task
+    // the runtime happens to run first at that instant.
+    for late_timer_first in [false, true] {
+        let calls = new_calls();
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let loader = slow(&calls, &starts, Duration::ZERO)
+            .delay(Duration::from_millis(5))
+            .build()
+            .unwrap();
+        let t0 = Instant::now();
+        let at_close = |l: Loader<u64, u64, String>, key| async move {
+            tokio::time::sleep_until(t0 + Duration::from_millis(5)).await;
+            l.load(key).await
+        };
+        // A timer for the same instant armed before the batch's own...
+        let early = late_timer_first.then(|| tokio::spawn(at_close(loader.clone(), 2)));
+        let first = loader.load(1);
+        let first = tokio::spawn(first);
+        tokio::task::yield_now().await;
+        // ...or after it.
+        let late = tokio::spawn(at_close(loader.clone(), 3));
+        assert_eq!(first.await.unwrap().unwrap(), 10);
+        assert_eq!(late.await.unwrap().unwrap(), 30);
+        let mut want = vec![1, 3];
+        if let Some(early) = early {
+            assert_eq!(early.await.unwrap().unwrap(), 20);
+            want = vec![1, 2, 3];
+        }
+        let mut got = calls.lock().unwrap().clone();
+        got.iter_mut().for_each(|b| b.sort_unstable());
+        assert_eq!(got, vec![want], "timer order {late_timer_first}");
+        assert_eq!(starts.lock().unwrap()[0] - t0, Duration::from_millis(5));
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_full_batch_is_sent_without_waiting_for_the_delay() {
     let calls = new_calls();
     let starts = Arc::new(Mutex::new(Vec::new()));
@@ -451,6 +489,102 @@ async fn clearing_a_running_key_refetches_and_keeps_the_stale_answer_out() {
     assert_eq!((first.await.unwrap().unwrap(), second), (10, 10));
     assert_eq!(*calls.lock().unwrap(), vec![vec![1], vec![1]]);
     assert_eq!(loader.metrics().cache_entries, 1);
+}
+
+/// Polls `load` once: its key joins (or opens) a batch that is not yet
+/// dispatched (the batch's task has not had its turn).
+fn start(load: &mut Load<u64, u64, String>) {
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(std::pin::Pin::new(load).poll(&mut cx).is_pending());
+}
+
+#[tokio::test(start_paused = true)]
+async fn prime_of_a_key_being_fetched_is_refused_and_the_fetch_is_cached() {
+    // DataLoader caches a load's promise when the load is made, so a key
+    // being loaded counts as present: prime does nothing and says so.
+    let calls = new_calls();
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let loader = slow(&calls, &starts, Duration::from_millis(10))
+        .cache(10)
+        .build()
+        .unwrap();
+    // Key 2's batch is running, key 1's is collecting (not yet dispatched).
+    let l = loader.clone();
+    let running = tokio::spawn(async move { l.load(2).await });
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let mut pending = loader.load(1);
+    start(&mut pending);
+    assert_eq!(calls.lock().unwrap().len(), 1, "only key 2's batch called");
+    assert!(!loader.prime(2, 99), "key 2 is being fetched");
+    assert!(
+        !loader.prime(1, 99),
+        "key 1 is in a batch not yet dispatched"
+    );
+    assert_eq!(pending.await.unwrap(), 10);
+    assert_eq!(running.await.unwrap().unwrap(), 20);
+    assert_eq!(loader.try_load(&1).unwrap().unwrap(), 10);
+    assert_eq!(loader.try_load(&2).unwrap().unwrap(), 20);
+    assert!(!loader.prime(1, 99), "cached");
+    assert!(loader.prime(3, 99), "neither cached nor being fetched");
+    assert_eq!(loader.load(3).await.unwrap(), 99);
+    assert_eq!(*calls.lock().unwrap(), vec![vec![2], vec![1]]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clear_then_prime_during_a_fetch_is_not_overwritten_by_it() {
+    let calls = new_calls();
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let loader = slow(&calls, &starts, Duration::from_millis(10))
+        .cache(10)
+        .build()
+        .unwrap();
+    // Key 1's batch is still collecting, key 2's is running.
+    let l = loader.clone();
+    let running = tokio::spawn(async move { l.load(2).await });
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let mut pending = loader.load(1);
+    start(&mut pending);
+    for key in [1, 2] {
+        assert!(!loader.clear(&key), "nothing cached yet");
+        assert!(loader.prime(key, 100 + key), "clear then prime stores");
+    }
+    // The loads already waiting get their batch's answer...
+    assert_eq!(pending.await.unwrap(), 10);
+    assert_eq!(running.await.unwrap().unwrap(), 20);
+    // ...but the later write wins in the cache.
+    assert_eq!(loader.try_load(&1).unwrap().unwrap(), 101);
+    assert_eq!(loader.try_load(&2).unwrap().unwrap(), 102);
+    assert_eq!(loader.load(1).await.unwrap(), 101);
+    assert_eq!(*calls.lock().unwrap(), vec![vec![2], vec![1]]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clearing_a_key_whose_batch_is_not_dispatched_keeps_it_in_that_batch() {
+    let calls = new_calls();
+    let loader = Loader::builder(recording(&calls))
+        .cache(10)
+        .build()
+        .unwrap();
+    // Cleared and not loaded again: fetched once for the waiting load, not
+    // cached (the clear forgot it).
+    let mut first = loader.load(1);
+    start(&mut first);
+    loader.clear(&1);
+    assert_eq!(first.await.unwrap(), 10);
+    assert!(loader.try_load(&1).is_none());
+    // Loaded again after the clear: joins the same batch (its fetch has not
+    // happened, so it cannot be stale) and that answer is cached.
+    let mut first = loader.load(2);
+    start(&mut first);
+    loader.clear(&2);
+    let mut second = loader.load(2);
+    start(&mut second);
+    assert!(!loader.prime(2, 99), "being loaded again");
+    assert_eq!((first.await.unwrap(), second.await.unwrap()), (20, 20));
+    assert_eq!(loader.try_load(&2).unwrap().unwrap(), 20);
+    assert_eq!(*calls.lock().unwrap(), vec![vec![1], vec![2]]);
+    assert_eq!(loader.metrics().deduplicated, 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -402,6 +402,97 @@ async fn spawned_mode_captures_panics_and_aborts_at_the_deadline() {
     assert_eq!(c.finished(), 1);
 }
 
+/// Outcomes as `Some(value)` / `None` (cut off), in input order.
+fn values<T: Copy>(g: &Gathered<T>) -> Vec<Option<T>> {
+    g.outcomes()
+        .iter()
+        .map(|o| match o {
+            Outcome::Completed(v) => Some(*v),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Gathers sleeps of `delays` ms with `timeout_ms`, in-task and spawned,
+/// and returns both results with the time each took.
+async fn both_modes(
+    delays: &[u64],
+    concurrency: usize,
+    timeout_ms: u64,
+) -> [(Vec<Option<u64>>, Duration); 2] {
+    let c = Counters::default();
+    let start = Instant::now();
+    let in_task = Gather::new(delays.iter().map(|&d| c.task(ms(d), d)))
+        .concurrency(concurrency)
+        .timeout(ms(timeout_ms))
+        .build()
+        .unwrap()
+        .await;
+    let in_task = (values(&in_task), start.elapsed());
+    let start = Instant::now();
+    let spawned = Gather::new(delays.iter().map(|&d| c.task(ms(d), d)))
+        .spawn()
+        .concurrency(concurrency)
+        .timeout(ms(timeout_ms))
+        .build()
+        .unwrap()
+        .await;
+    [in_task, (values(&spawned), start.elapsed())]
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_child_done_exactly_at_the_deadline_is_completed_in_both_modes() {
+    // asyncio's wait(): timers due at the deadline have already run.
+    let [in_task, spawned] = both_modes(&[100, 101], usize::MAX, 100).await;
+    assert_eq!(in_task, (vec![Some(100), None], ms(100)));
+    assert_eq!(spawned, in_task);
+
+    // With a concurrency bound: the child started at the deadline by the one
+    // finishing then is polled once too, and is ready at once.
+    let [in_task, spawned] = both_modes(&[100, 0, 5], 1, 100).await;
+    assert_eq!(in_task, (vec![Some(100), Some(0), None], ms(100)));
+    assert_eq!(spawned, in_task);
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_children_due_at_the_deadline_all_complete_in_both_modes() {
+    // 200 children due at the deadline, a few just after it: more than
+    // Tokio's cooperative budget lets one in-task poll see (128 timer
+    // polls), and more than the runtime runs between two polls of the
+    // awaiting task in spawned mode (61 tasks).
+    let delays: Vec<u64> = (0..200)
+        .map(|i| if i % 10 == 9 { 101 } else { 100 })
+        .collect();
+    let want: Vec<Option<u64>> = delays.iter().map(|&d| (d == 100).then_some(d)).collect();
+    let [in_task, spawned] = both_modes(&delays, usize::MAX, 100).await;
+    assert_eq!(in_task, (want.clone(), ms(100)));
+    assert_eq!(spawned, (want, ms(100)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn spawned_gather_driven_from_a_task_counts_children_due_at_the_deadline() {
+    // The awaiting task is an ordinary spawned task here (not the test's
+    // `block_on` future), so it is scheduled with the children.
+    let c = Counters::default();
+    let futs: Vec<_> = [50, 100, 100, 150].map(|d| c.task(ms(d), d)).into();
+    let stream: GatherStream<_, Spawned> = Gather::new(futs)
+        .spawn()
+        .timeout(ms(100))
+        .build()
+        .unwrap()
+        .into_stream();
+    let start = Instant::now();
+    let items = tokio::spawn(stream.map(|(i, o)| (i, o.completed())).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(start.elapsed(), ms(100));
+    let mut at_deadline = items[1..3].to_vec();
+    at_deadline.sort();
+    assert_eq!(items[0], (0, Some(50)));
+    assert_eq!(at_deadline, [(1, Some(100)), (2, Some(100))]);
+    assert_eq!(items[3], (3, None));
+}
+
 #[tokio::test(start_paused = true)]
 async fn spawned_quorum_counts_panics_as_failures() {
     let futs: Vec<BoxFut<Result<u8, u8>>> = vec![
@@ -433,6 +524,35 @@ async fn spawned_mode_on_many_threads() {
     .await;
     assert_eq!(g.completed_count(), 64);
     assert!(g.outcomes()[63].is_completed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawned_zero_timeout_keeps_what_each_first_poll_finished_on_many_threads() {
+    // No timers: the deadline has passed at once, so the gather waits for
+    // every task's first poll (on whichever worker) and keeps what it
+    // finished, as the in-task mode keeps what is ready on its first poll.
+    for _ in 0..20 {
+        let futs: Vec<BoxFut<usize>> = (0..64)
+            .map(|i| -> BoxFut<usize> {
+                if i % 2 == 0 {
+                    Box::pin(async move { i })
+                } else {
+                    Box::pin(std::future::pending())
+                }
+            })
+            .collect();
+        let g = Gather::new(futs)
+            .spawn()
+            .timeout(Duration::ZERO)
+            .build()
+            .unwrap()
+            .await;
+        assert_eq!(g.finish(), Finish::Deadline);
+        assert_eq!(
+            g.into_completed(),
+            (0..64).step_by(2).map(|i| (i, i)).collect::<Vec<_>>()
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -548,6 +668,20 @@ async fn hedges_are_sent_at_multiples_of_the_delay_and_losers_dropped() {
         (m.calls, m.hedges_sent, m.hedge_wins, m.failures),
         (1, 2, 1, 0)
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_primary_done_exactly_at_the_hedge_delay_wins_without_a_hedge() {
+    // The same rule as the gather's deadline: a completion due at the
+    // instant the timer fires is seen before the timer.
+    let b = Backend::new(&[(10, true), (1, true)]);
+    let policy = fixed(10, 1);
+    let start = Instant::now();
+    let won = hedge(|| b.request(), &policy).await.unwrap();
+    assert_eq!((won.value, won.winner, won.attempts), (0, 0, 1));
+    assert_eq!(start.elapsed(), ms(10));
+    assert_eq!(b.sent.load(Ordering::SeqCst), 1);
+    assert_eq!(policy.metrics().hedges_sent, 0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -109,3 +109,44 @@ fn sealing_races_the_worker_without_losing_keys() {
         assert_eq!((m.keys_in_flight, m.keys_waiting), (0, 0));
     });
 }
+
+/// `clear` then `prime` from another thread while a fetch of the key is at
+/// any stage (collecting, running, answered): the prime is stored and the
+/// fetch never overwrites it; the waiting load still gets the fetch.
+#[test]
+fn clear_then_prime_wins_over_a_fetch_at_any_stage() {
+    loom::model(|| {
+        let calls: Calls = Arc::new(Mutex::new(Vec::new()));
+        let calls2 = Arc::clone(&calls);
+        let l = Loader::builder(move |keys: Vec<u64>| {
+            calls2.lock().unwrap().push(keys.clone());
+            async move {
+                Ok::<_, ()>(
+                    keys.into_iter()
+                        .map(|k| (k, k * 10))
+                        .collect::<HashMap<_, _>>(),
+                )
+            }
+        })
+        .cache(4)
+        .build()
+        .unwrap();
+        // Registered (its worker thread spawned), perhaps already answered.
+        let mut load = l.load(1);
+        let waker = futures::task::noop_waker();
+        let first = std::pin::Pin::new(&mut load).poll(&mut Context::from_waker(&waker));
+        let l2 = l.clone();
+        let t = thread::spawn(move || {
+            l2.clear(&1);
+            assert!(l2.prime(1, 99), "clear then prime always stores");
+        });
+        let fetched = match first {
+            Poll::Ready(v) => v,
+            Poll::Pending => block_on(load),
+        };
+        assert_eq!(fetched.unwrap(), 10);
+        t.join().unwrap();
+        assert_eq!(l.try_load(&1).unwrap().unwrap(), 99);
+        assert_eq!(*calls.lock().unwrap(), vec![vec![1]]);
+    });
+}

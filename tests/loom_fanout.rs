@@ -1,5 +1,6 @@
 //! Loom models of the fan-out's shared state: the ready queue children are
-//! woken into (from other threads) and the hedge policy's shared window.
+//! woken into (from other threads), the hedge policy's shared window, and
+//! the wake/poll counts a spawned gather settles on at its deadline.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release
 //! --target-dir target/loom --test loom_fanout`
@@ -10,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use flowguard::fanout::{Gather, HedgePolicy, Outcome, hedge};
+use flowguard::fanout::{Gather, HedgePolicy, Outcome, SettleModel, hedge};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
@@ -184,5 +185,65 @@ fn shared_window_counts_every_sample() {
         t.join().unwrap();
         let m = policy.metrics();
         assert_eq!((m.calls, m.samples), (2, 4));
+    });
+}
+
+/// Spawned mode at the deadline: a child's timer fires and its task polls
+/// it on another thread while the driver sees its own deadline. If the
+/// driver decides to wait for that poll, the poll's end tells it (no lost
+/// wake-up: it would hang); if it decides not to, the poll is over.
+#[test]
+fn settle_at_the_deadline_never_loses_the_childs_poll() {
+    loom::model(|| {
+        let settle = SettleModel::new(1);
+        let told = Arc::new(AtomicUsize::new(0));
+        let (s, t) = (settle.clone(), told.clone());
+        let child = thread::spawn(move || {
+            s.wake(0); // the timer due at the deadline
+            let seen = s.poll_start(0);
+            if s.poll_end(0, seen) {
+                t.fetch_add(1, Ordering::SeqCst); // ReadyQueue::push
+            }
+            seen
+        });
+        let due = settle.watch(0);
+        let waiting = due.map(|wake| (wake, settle.polled_since(0, wake)));
+        let seen = child.join().unwrap();
+        match waiting {
+            // Nothing to wait for: the poll had already finished, unwatched.
+            None => assert_eq!(told.load(Ordering::SeqCst), 0),
+            Some((_, false)) => assert_eq!(told.load(Ordering::SeqCst), 1, "driver never woken"),
+            Some((wake, true)) => assert!(seen >= wake),
+        }
+        // Either way, once the poll is over the driver is satisfied.
+        assert!(due.is_none_or(|wake| settle.polled_since(0, wake)));
+    });
+}
+
+/// A child woken again around the deadline is waited for only up to the
+/// wakes the driver saw: one more poll satisfies it, later wakes do not
+/// extend the wait.
+#[test]
+fn settle_waits_for_the_wakes_in_its_snapshot_only() {
+    loom::model(|| {
+        let settle = SettleModel::new(1);
+        // First poll before the deadline: nobody watches yet.
+        let seen = settle.poll_start(0);
+        assert!(!settle.poll_end(0, seen));
+        let s = settle.clone();
+        let waker = thread::spawn(move || s.wake(0));
+        let due = settle.watch(0);
+        waker.join().unwrap();
+        // The task runs again for the wake (seen by the snapshot or not)...
+        let seen = settle.poll_start(0);
+        assert!(
+            settle.poll_end(0, seen),
+            "watched: the poll tells the driver"
+        );
+        // ...and a wake after that poll does not extend the wait.
+        settle.wake(0);
+        if let Some(wake) = due {
+            assert!(settle.polled_since(0, wake));
+        }
     });
 }

@@ -123,3 +123,25 @@ fn leading_calls_from_two_threads_invoke_once_per_window() {
         }
     });
 }
+
+/// The worker future is dropped before its first poll (its runtime shut
+/// down first) while another thread calls and waits: the call is refused,
+/// or its waiter hears `Closed`; it never hangs, and nothing is invoked.
+#[test]
+fn worker_dropped_unpolled_fails_a_racing_waiter() {
+    loom::model(|| {
+        let (d, log, worker) = debouncer(true);
+        let d1 = d.clone();
+        let t = thread::spawn(move || match d1.call_wait(1) {
+            Ok(wait) => loom::future::block_on(wait),
+            Err(closed) => {
+                assert_eq!(closed.into_inner(), 1);
+                Err(CallError::Closed)
+            }
+        });
+        drop(worker);
+        assert_eq!(t.join().unwrap(), Err(CallError::Closed));
+        assert!(d.is_closed());
+        assert!(log.lock().unwrap().is_empty());
+    });
+}

@@ -55,3 +55,24 @@ fn dedup_against_running_batch_then_clear_refetches() {
         Load(1),
     ]);
 }
+
+#[test]
+fn clear_then_prime_while_loading_is_not_overwritten_by_the_fetch() {
+    use Op::*;
+    // Key 1 pending, key 2 running; each cleared then primed, then both land.
+    model::check(&[
+        Configure(3, true),
+        Load(2),
+        Tick,
+        Load(1),
+        Prime(1),
+        Prime(2),
+        Clear(1),
+        Clear(2),
+        Prime(1),
+        Prime(2),
+        Advance(15),
+        Load(1),
+        Load(2),
+    ]);
+}

@@ -16,7 +16,7 @@ use flowguard::ConfigErrorKind;
 use flowguard::timing::{
     CallError, Closed, DebounceOptions, Debounced, Debouncer, Throttler, TimingStreamExt,
 };
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tokio::time::{Instant, sleep};
 
 // ---- allocation counting -------------------------------------------------
@@ -381,6 +381,36 @@ async fn dropping_the_last_handle_drops_a_pending_value_and_stops() {
     assert!(taken(&log).is_empty());
 }
 
+#[test]
+fn a_worker_dropped_before_its_first_poll_closes_and_fails_waiters() {
+    // The runtime shuts down before the spawned worker ever runs (the
+    // future that built the debouncer finishes in its first poll), so the
+    // worker future is dropped unpolled. Waiters must hear `Closed`, not hang.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let (d, t) = rt.block_on(async {
+        let d = Debouncer::builder(ms(10)).build_sync(|v: u32| v).unwrap();
+        let t = Throttler::builder(ms(10)).build_sync(|v: u32| v).unwrap();
+        (d, t)
+    });
+    let w = d.call_wait(1).unwrap();
+    let tw = t.call_wait(1).unwrap();
+    assert!(
+        !d.is_closed(),
+        "the worker is only gone once the runtime is"
+    );
+    drop(rt);
+    assert!(d.is_closed());
+    assert!(t.is_closed());
+    assert_eq!(w.now_or_never(), Some(Err(CallError::Closed)));
+    assert_eq!(tw.now_or_never(), Some(Err(CallError::Closed)));
+    assert_eq!(d.call(2), Err(Closed(2)));
+    assert_eq!(t.call_wait(3).unwrap_err().into_inner(), 3);
+}
+
 // ---- bad input ----------------------------------------------------------------
 
 #[tokio::test(start_paused = true)]
@@ -530,6 +560,85 @@ async fn stream_slow_consumer_loses_no_burst() {
     assert_eq!(s.next().await, Some(2));
     assert_eq!(s.next().await, None);
     assert_eq!(start.elapsed(), ms(50));
+}
+
+/// A stream fed by hand through a channel, so a test decides exactly which
+/// items are ready at which instant.
+fn fed<T: Send + 'static>() -> (
+    tokio::sync::mpsc::Sender<T>,
+    impl futures::Stream<Item = T> + Unpin,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    (tx, futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_debounce_wait_zero_folds_items_of_one_instant() {
+    // lodash: with wait 0, calls made at one instant fold into one invocation.
+    let got: Vec<u32> = futures::stream::iter([1, 2, 3])
+        .debounce(Duration::ZERO)
+        .collect()
+        .await;
+    assert_eq!(got, vec![3]);
+
+    // The same while the inner stream stays open, so the timer (not the end
+    // of the stream) yields.
+    let start = Instant::now();
+    let (tx, inner) = fed();
+    let mut s = Box::pin(inner.debounce(Duration::ZERO));
+    for v in [1, 2, 3] {
+        tx.send(v).await.unwrap();
+    }
+    assert_eq!(s.next().await, Some(3));
+    assert_eq!(start.elapsed(), ms(0));
+    sleep(ms(5)).await;
+    for v in [4, 5] {
+        tx.send(v).await.unwrap();
+    }
+    assert_eq!(s.next().await, Some(5));
+    assert_eq!(start.elapsed(), ms(5));
+    drop(tx);
+    assert_eq!(s.next().await, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_debounce_item_ready_when_the_timer_is_due_extends_the_burst() {
+    // The core's boundary rule with the call first: an item at exactly
+    // `last + wait` joins the ending burst (the timer re-arms), as the
+    // synchronous calls of a JavaScript tick run before its timers.
+    let start = Instant::now();
+    let (tx, inner) = fed();
+    let mut s = Box::pin(inner.debounce(ms(10)));
+    tx.send(1).await.unwrap();
+    assert_eq!(futures::poll!(s.next()), std::task::Poll::Pending);
+    tokio::time::sleep_until(start + ms(10)).await;
+    tx.send(2).await.unwrap();
+    assert_eq!(s.next().await, Some(2));
+    assert_eq!(start.elapsed(), ms(20));
+    drop(tx);
+    assert_eq!(s.next().await, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_throttle_item_ready_at_the_trailing_edge_is_the_trailing_item() {
+    let start = Instant::now();
+    let (tx, inner) = fed();
+    let mut s = Box::pin(inner.throttle(ms(100)));
+    tx.send(1).await.unwrap();
+    assert_eq!(s.next().await, Some(1)); // leading
+    sleep(ms(50)).await;
+    tx.send(2).await.unwrap();
+    assert_eq!(futures::poll!(s.next()), std::task::Poll::Pending);
+    // The window ends at 100 and an item is ready at that very instant: it
+    // is a call at 100, taken before the due timer, so the one invocation at
+    // 100 has the latest value (lodash's "tight loop" with maxWait).
+    tokio::time::sleep_until(start + ms(100)).await;
+    tx.send(3).await.unwrap();
+    assert_eq!(s.next().await, Some(3));
+    assert_eq!(start.elapsed(), ms(100));
+    drop(tx);
+    assert_eq!(s.next().await, None, "nothing left for a trailing edge");
+    assert_eq!(start.elapsed(), ms(100));
 }
 
 // ---- no allocation per call ---------------------------------------------------

@@ -15,6 +15,9 @@
 //!
 //! `in_flight` maps every key of every open, sealed or running batch to that
 //! batch, which is what makes de-duplication against running batches work.
+//! Each entry also says whether the batch's answer may be cached for the key:
+//! [`Collector::clear`] takes that right away from a key whose batch has not
+//! started (the key stays in the batch), and a later request gives it back.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -43,6 +46,17 @@ impl Admission {
     }
 }
 
+/// Where a key is being loaded.
+#[derive(Debug)]
+struct Loading<B> {
+    id: BatchId,
+    tag: B,
+    /// Whether the batch's answer may be written to the cache for this key:
+    /// false after a `clear` while the batch was pending, until the key is
+    /// requested again.
+    cache: bool,
+}
+
 #[derive(Debug)]
 struct Open<K, B> {
     id: BatchId,
@@ -61,8 +75,8 @@ pub(crate) struct Collector<K, B> {
     open: Option<Open<K, B>>,
     /// Full batches whose task has not yet taken them.
     sealed: HashMap<BatchId, Vec<K>>,
-    /// Every key of every batch not yet completed -> (batch, its tag).
-    in_flight: HashMap<K, (BatchId, B)>,
+    /// Every key of every batch not yet completed.
+    in_flight: HashMap<K, Loading<B>>,
 }
 
 impl<K: Eq + Hash + Clone, B: Clone> Collector<K, B> {
@@ -87,8 +101,11 @@ impl<K: Eq + Hash + Clone, B: Clone> Collector<K, B> {
         key: K,
         new_tag: impl FnOnce(BatchId) -> B,
     ) -> (B, Admission, bool) {
-        if let Some((id, tag)) = self.in_flight.get(&key) {
-            return (tag.clone(), Admission::Joined(*id), false);
+        if let Some(loading) = self.in_flight.get_mut(&key) {
+            // Requested again after a clear: as DataLoader caches the new
+            // load's promise, this batch's answer is the key's again.
+            loading.cache = true;
+            return (loading.tag.clone(), Admission::Joined(loading.id), false);
         }
         let (tag, admission) = match &mut self.open {
             Some(open) => {
@@ -109,7 +126,14 @@ impl<K: Eq + Hash + Clone, B: Clone> Collector<K, B> {
                 (tag, Admission::Opened(id))
             }
         };
-        self.in_flight.insert(key, (admission.batch(), tag.clone()));
+        self.in_flight.insert(
+            key,
+            Loading {
+                id: admission.batch(),
+                tag: tag.clone(),
+                cache: true,
+            },
+        );
         let full = match &self.open {
             Some(open) if open.keys.len() >= self.max_batch_size => {
                 let open = self.open.take().expect("just matched");
@@ -134,29 +158,48 @@ impl<K: Eq + Hash + Clone, B: Clone> Collector<K, B> {
 
     /// The batch `id` answered: its keys stop being in flight.
     ///
-    /// Returns the keys that still belonged to this batch (a key cleared with
-    /// [`clear`](Self::clear) while running and requested again may by now
-    /// belong to a newer batch); only those may be written to a cache.
+    /// Returns the keys whose answer may be written to a cache: those that
+    /// still belonged to this batch (a key cleared with [`clear`](Self::clear)
+    /// while running and requested again may by now belong to a newer batch)
+    /// and were not cleared while it was pending without being requested
+    /// again. Any other write (a prime after a clear) is newer than this
+    /// answer, so it must not be overwritten.
     pub(crate) fn complete<'k>(&mut self, id: BatchId, keys: &'k [K]) -> Vec<&'k K> {
-        let mut owned = Vec::with_capacity(keys.len());
+        let mut cacheable = Vec::with_capacity(keys.len());
         for key in keys {
-            if self.in_flight.get(key).is_some_and(|(b, _)| *b == id) {
-                self.in_flight.remove(key);
-                owned.push(key);
+            let ours = self.in_flight.get(key).is_some_and(|l| l.id == id);
+            if ours && self.in_flight.remove(key).is_some_and(|l| l.cache) {
+                cacheable.push(key);
             }
         }
-        owned
+        cacheable
     }
 
-    /// Forgets that `key` is being fetched by a *running* batch, so the next
-    /// request for it starts a fresh fetch (and the running batch's answer is
-    /// not cached for it). Keys of batches not yet started are left alone:
-    /// their fetch has not happened yet, so it cannot be stale.
+    /// Whether `key` is being loaded and its answer will be cached for it:
+    /// it is in an open, sealed or running batch, and not cleared since it
+    /// was last requested. (DataLoader's "the key's promise is cached".)
+    pub(crate) fn is_loading(&self, key: &K) -> bool {
+        self.in_flight.get(key).is_some_and(|l| l.cache)
+    }
+
+    /// Forgets `key` for the cache's sake.
+    ///
+    /// A key of a *running* batch is forgotten entirely: the next request
+    /// starts a fresh fetch, and the running batch's answer is not cached for
+    /// it. A key of a batch not yet started stays in it (its fetch has not
+    /// happened, so it cannot be stale; a later request joins it), but that
+    /// answer is cached only if the key is requested again first.
     pub(crate) fn clear(&mut self, key: &K) {
-        if let Some((id, _)) = self.in_flight.get(key) {
-            if !self.is_pending(*id) {
-                self.in_flight.remove(key);
+        let pending = match self.in_flight.get(key) {
+            Some(l) => self.is_pending(l.id),
+            None => return,
+        };
+        if pending {
+            if let Some(l) = self.in_flight.get_mut(key) {
+                l.cache = false;
             }
+        } else {
+            self.in_flight.remove(key);
         }
     }
 
@@ -164,8 +207,10 @@ impl<K: Eq + Hash + Clone, B: Clone> Collector<K, B> {
     pub(crate) fn clear_all(&mut self) {
         let open = self.open.as_ref().map(|o| o.id);
         let sealed = &self.sealed;
-        self.in_flight
-            .retain(|_, (id, _)| Some(*id) == open || sealed.contains_key(id));
+        self.in_flight.retain(|_, l| {
+            l.cache = false;
+            Some(l.id) == open || sealed.contains_key(&l.id)
+        });
     }
 
     fn is_pending(&self, id: BatchId) -> bool {
@@ -334,6 +379,31 @@ mod tests {
         c.take(1);
         c.clear_all();
         assert_eq!(c.keys_in_flight(), 0);
+    }
+
+    #[test]
+    fn a_pending_key_cleared_is_not_cached_unless_requested_again() {
+        let mut c = Collector::new(10);
+        req(&mut c, 1);
+        req(&mut c, 2);
+        req(&mut c, 3);
+        assert!(c.is_loading(&1));
+        c.clear(&1);
+        c.clear(&2);
+        assert!(!c.is_loading(&1), "a prime may store now");
+        assert_eq!(req(&mut c, 2), (Admission::Joined(0), false));
+        assert!(c.is_loading(&2), "requested again");
+        assert_eq!(c.keys_in_flight(), 3, "still in the batch");
+        assert_eq!(c.take(0), Some(vec![1, 2, 3]));
+        assert_eq!(c.complete(0, &[1, 2, 3]), vec![&2, &3]);
+        assert_eq!(c.keys_in_flight(), 0);
+        // clear_all: the same for every pending key.
+        req(&mut c, 4);
+        c.clear_all();
+        assert!(!c.is_loading(&4));
+        assert_eq!(c.keys_in_flight(), 1);
+        c.take(1);
+        assert!(c.complete(1, &[4]).is_empty());
     }
 
     #[test]

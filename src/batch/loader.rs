@@ -356,6 +356,10 @@ where
     /// Waits this long after a batch's first key before sending it (at most
     /// [`MAX_DELAY`]), collecting more keys. Without it, a batch collects the
     /// keys requested in the current scheduler turn.
+    ///
+    /// The window includes its last instant: keys requested when the delay
+    /// ends (in that scheduler turn, e.g. by a task whose timer fired at the
+    /// same instant) join the batch.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = Some(delay);
         self
@@ -374,7 +378,8 @@ where
     /// Cached: every value; a whole-batch failure never (the next load
     /// retries); `NotFound` and per-key errors only with
     /// [`cache_errors`](Self::cache_errors). An answer is cached only if its
-    /// key was not [cleared](Loader::clear) while the batch ran.
+    /// key was not [cleared](Loader::clear) since its last load, so it never
+    /// overwrites a value [primed](Loader::prime) after a clear.
     pub fn cache(mut self, max_entries: usize) -> Self {
         self.cache_max_entries = Some(max_entries);
         self
@@ -688,17 +693,53 @@ where
         Some(hit)
     }
 
-    /// Puts a value in the cache unless the key is cached already (as
-    /// DataLoader's `prime`; [`clear`](Self::clear) first to overwrite).
-    /// Returns whether it was stored; always `false` without a cache.
+    /// Puts `value` in the cache for `key` unless the key is present: cached
+    /// already, or being loaded (in a batch that is collecting, waiting for
+    /// a slot or running). As graphql/dataloader's `prime`, which finds the
+    /// promise a load cached at load time: an in-flight key counts as
+    /// present, and its batch's answer is what gets cached.
+    ///
+    /// Returns `true` if the value was stored, `false` if the key was present
+    /// or the loader has no cache (then nothing changed).
+    ///
+    /// To overwrite, [`clear`](Self::clear) first: `clear(k)` then
+    /// `prime(k, v)` always stores `v` (with a cache), and a fetch of `k`
+    /// that was in flight at the `clear` never overwrites it when it lands:
+    /// the later write wins. The loads already waiting on that fetch still
+    /// get its answer.
     ///
     /// # Examples
     ///
-    /// See [`try_load`](Self::try_load).
+    /// See [`try_load`](Self::try_load), and:
+    ///
+    /// ```
+    /// # use std::collections::HashMap;
+    /// # use flowguard::batch::Loader;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let loader = Loader::builder(|keys: Vec<u32>| async move {
+    ///     Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+    /// })
+    /// .cache(100)
+    /// .build()
+    /// .unwrap();
+    /// let load = loader.load(1);
+    /// let (fetched, primed) = tokio::join!(load, async {
+    ///     let refused = loader.prime(1, 10); // 1 is being loaded
+    ///     loader.clear(&1);
+    ///     (refused, loader.prime(1, 10)) // now stored
+    /// });
+    /// assert_eq!(fetched.unwrap(), 1); // the waiting load gets its fetch
+    /// assert_eq!(primed, (false, true));
+    /// assert_eq!(loader.try_load(&1).unwrap().unwrap(), 10); // the later write
+    /// # }
+    /// ```
     pub fn prime(&self, key: K, value: V) -> bool {
         let mut inner = self.shared.inner.lock();
-        match inner.cache.as_mut() {
-            Some(cache) if cache.get(&key).is_none() => {
+        let Inner {
+            collector, cache, ..
+        } = &mut *inner;
+        match cache.as_mut() {
+            Some(cache) if cache.get(&key).is_none() && !collector.is_loading(&key) => {
                 cache.insert(key, Ok(value));
                 true
             }
@@ -706,10 +747,25 @@ where
         }
     }
 
-    /// Forgets `key`: drops its cached answer, and if a running batch is
-    /// fetching it, the next load fetches it afresh (the running batch's
-    /// answer still reaches the loads already waiting on it, but is not
-    /// cached). Returns whether a cached answer was dropped.
+    /// Forgets `key`: drops its cached answer, and makes sure no fetch of
+    /// `key` already in flight writes its answer to the cache. Returns
+    /// whether a cached answer was dropped.
+    ///
+    /// Loads already waiting on an in-flight fetch of `key` still get its
+    /// answer. What happens to that fetch depends on how far its batch got:
+    ///
+    /// - **Dispatched** (the batch's window has closed: it waits for a
+    ///   [slot](LoaderBuilder::max_concurrent_batches) or its function runs):
+    ///   `key` is forgotten, and the next load of `key` starts a fresh fetch
+    ///   in a new batch.
+    /// - **Not dispatched yet** (the batch is still collecting, or full and
+    ///   about to be taken by its task): `key` stays in that batch, whose
+    ///   fetch has not happened and so cannot be stale. A later load of `key`
+    ///   joins it (no second fetch), and only then is its answer cached for
+    ///   `key` again.
+    ///
+    /// So `clear(k)` followed by [`prime`](Self::prime)`(k, v)` stores `v`,
+    /// whatever the stage of a fetch of `k`.
     ///
     /// # Examples
     ///
@@ -975,7 +1031,8 @@ where
     shared.finish(id, &keys, &cell, answer);
 }
 
-/// Waits until the batch is sealed (full) or its window is over.
+/// Waits until the batch is sealed (full) or its window is over: the
+/// `delay` if any, then the rest of that scheduler turn.
 async fn window<K, V, E>(cell: &Cell<K, V, E>, delay: Option<Duration>) {
     #[cfg(not(loom))]
     {
@@ -992,10 +1049,16 @@ async fn window<K, V, E>(cell: &Cell<K, V, E>, delay: Option<Duration>) {
                     _ => st.worker = Some(cx.waker().clone()),
                 }
             }
-            match sleep.as_mut() {
-                Some(sleep) => sleep.as_mut().poll(cx),
-                None => turn.as_mut().poll(cx),
+            // The delay, then one scheduler turn: keys requested at the
+            // instant the delay ends (by tasks woken with this one) still
+            // join, whichever of them the runtime runs first.
+            if let Some(s) = sleep.as_mut() {
+                if s.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                sleep = None;
             }
+            turn.as_mut().poll(cx)
         })
         .await;
     }

@@ -20,7 +20,9 @@
 //! - **Cache** (optional, bounded): [`prime`](Loader::prime),
 //!   [`clear`](Loader::clear), [`clear_all`](Loader::clear_all). Values are
 //!   cached; whole-batch failures never are; `NotFound` and per-key errors
-//!   only with [`cache_errors`](LoaderBuilder::cache_errors).
+//!   only with [`cache_errors`](LoaderBuilder::cache_errors). As in
+//!   DataLoader, a key being loaded counts as present (`prime` leaves it to
+//!   its fetch), and `clear` then `prime` always wins over a fetch in flight.
 //!
 //! # Examples
 //!

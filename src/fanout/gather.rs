@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 
 use super::core::{Finish, Tally};
-use super::wake::{ChildWaker, ReadyQueue};
+use super::wake::{ChildWaker, ReadyQueue, Settle, TaskWaker};
 use crate::sync::{Mutex, StdArc};
 use crate::{ConfigError, ConfigErrorKind};
 
@@ -323,6 +323,15 @@ pub trait GatherMode<F>: sealed::Sealed {
     ) -> Poll<Outcome<Self::Output>>;
     #[doc(hidden)]
     fn cancel(slot: Self::Slot);
+    /// At the deadline, spawned mode: from now on child `index` tells the
+    /// driver of each poll it finishes; returns the wake count to wait for
+    /// if it was woken and not polled since (in-task children are polled by
+    /// the driver as soon as they are woken: `None`).
+    #[doc(hidden)]
+    fn watch(shared: &Self::Shared, index: usize) -> Option<u64>;
+    /// Whether child `index` finished a poll after its `wake`-th wake.
+    #[doc(hidden)]
+    fn polled_since(shared: &Self::Shared, index: usize, wake: u64) -> bool;
 }
 
 impl<F: Future> GatherMode<F> for InTask {
@@ -354,6 +363,16 @@ impl<F: Future> GatherMode<F> for InTask {
     fn cancel(slot: Self::Slot) {
         drop(slot);
     }
+
+    #[inline]
+    fn watch(_: &(), _: usize) -> Option<u64> {
+        None
+    }
+
+    #[inline]
+    fn polled_since(_: &(), _: usize, _: u64) -> bool {
+        true
+    }
 }
 
 /// Where spawned tasks leave their outcome: one cell per input index,
@@ -363,6 +382,7 @@ impl<F: Future> GatherMode<F> for InTask {
 pub struct SpawnShared<T> {
     results: Mutex<Vec<Option<Outcome<T>>>>,
     queue: StdArc<ReadyQueue>,
+    settle: StdArc<Settle>,
 }
 
 /// Runs inside the spawned task: catches a panic of the user's future and,
@@ -370,14 +390,18 @@ pub struct SpawnShared<T> {
 struct Reporter<F: Future> {
     future: Pin<Box<F>>,
     index: usize,
-    shared: Option<StdArc<SpawnShared<F::Output>>>,
+    shared: StdArc<SpawnShared<F::Output>>,
+    reported: bool,
+    /// The future's waker: the task's, with each wake counted in `Settle`.
+    waker: Option<(StdArc<TaskWaker>, Waker)>,
 }
 
 impl<F: Future> Reporter<F> {
     fn report(&mut self, outcome: Outcome<F::Output>) {
-        if let Some(shared) = self.shared.take() {
-            shared.results.lock()[self.index] = Some(outcome);
-            shared.queue.push(self.index);
+        if !self.reported {
+            self.reported = true;
+            self.shared.results.lock()[self.index] = Some(outcome);
+            self.shared.queue.push(self.index);
         }
     }
 }
@@ -387,15 +411,40 @@ impl<F: Future> Future for Reporter<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        let (index, settle) = (this.index, &this.shared.settle);
+        let waker = match &this.waker {
+            Some((task_waker, waker)) => {
+                task_waker.set_task(cx.waker());
+                waker
+            }
+            None => {
+                let task_waker = TaskWaker::new(index, settle.clone(), cx.waker());
+                let waker = Waker::from(task_waker.clone());
+                &this.waker.insert((task_waker, waker)).1
+            }
+        };
+        let seen = settle.poll_start(index);
         let future = &mut this.future;
-        let polled =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx)));
-        match polled {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(v)) => this.report(Outcome::Completed(v)),
-            Err(payload) => this.report(Outcome::Panicked(payload)),
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            future.as_mut().poll(&mut Context::from_waker(waker))
+        }));
+        let done = match polled {
+            Ok(Poll::Pending) => false,
+            Ok(Poll::Ready(v)) => {
+                this.report(Outcome::Completed(v));
+                true
+            }
+            Err(payload) => {
+                this.report(Outcome::Panicked(payload));
+                true
+            }
+        };
+        // A report already woke the driver; a poll that left the child
+        // pending must, too, if the driver waits at its deadline.
+        if this.shared.settle.poll_end(index, seen) && !done {
+            this.shared.queue.push(index);
         }
-        Poll::Ready(())
+        if done { Poll::Ready(()) } else { Poll::Pending }
     }
 }
 
@@ -424,6 +473,7 @@ where
         StdArc::new(SpawnShared {
             results: Mutex::new(results),
             queue: queue.clone(),
+            settle: Settle::new(total),
         })
     }
 
@@ -432,7 +482,9 @@ where
         tokio::spawn(Reporter {
             future: Box::pin(future),
             index,
-            shared: Some(shared.clone()),
+            shared: shared.clone(),
+            reported: false,
+            waker: None,
         })
     }
 
@@ -452,6 +504,14 @@ where
     #[inline]
     fn cancel(slot: Self::Slot) {
         slot.abort();
+    }
+
+    fn watch(shared: &Self::Shared, index: usize) -> Option<u64> {
+        shared.settle.watch(index)
+    }
+
+    fn polled_since(shared: &Self::Shared, index: usize, wake: u64) -> bool {
+        shared.settle.polled_since(index, wake)
     }
 }
 
@@ -570,6 +630,18 @@ impl<F, M: GatherMode<F>> Gather<F, M> {
     /// Stop at `timeout` after the gather is built; futures still running
     /// then are cancelled and reported as [`Outcome::TimedOut`].
     ///
+    /// **Done at the deadline counts as done**, in both modes (as asyncio's
+    /// `wait`, where timers due at the deadline have already run): before it
+    /// cuts anyone off, the gather lets every future that was woken by then
+    /// (by a timer due at that very instant, say) take its poll. In-task it
+    /// polls them itself, outside Tokio's cooperative budget if that ran
+    /// out; spawned, it waits for each such task's next poll, so a task
+    /// that blocks in that poll delays the cut-off. A future that keeps
+    /// waking itself gets one poll, not more. On a current-thread runtime
+    /// (and so under a paused clock) every timer due at an instant has
+    /// fired before any task runs at it, which makes this exact; on a
+    /// multi-thread runtime "the same instant" is as exact as its timer.
+    ///
     /// Like `tokio::time::timeout`, the clock starts at `build()`. A timeout
     /// too large to represent means no deadline. Conflicts with `deadline`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -579,7 +651,8 @@ impl<F, M: GatherMode<F>> Gather<F, M> {
     }
 
     /// Stop at this instant (see [`timeout`](Gather::timeout)). An instant
-    /// already past leaves only what is ready on the first poll.
+    /// already past leaves only what is ready on the first poll (in spawned
+    /// mode, on each task's first poll).
     pub fn deadline(mut self, deadline: Instant) -> Self {
         self.conflict |= !matches!(self.limit, Limit::None);
         self.limit = Limit::Deadline(deadline);
@@ -935,6 +1008,13 @@ struct Driver<F, M: GatherMode<F>> {
     is_success: Option<fn(&M::Output) -> bool>,
     deadline: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// Once the deadline is seen (spawned mode): the running children that
+    /// were woken by then and not yet polled, with the wake to wait for.
+    due: Option<Vec<(usize, u64)>>,
+    /// In-task children that stayed pending in this poll after Tokio's
+    /// cooperative budget ran out (their `Pending` may be the budget's, not
+    /// theirs; a deferred wake polls them again later).
+    starved: Vec<usize>,
     finished: Option<Finish>,
     /// How many outcomes went to the sink (for `size_hint`).
     reported: usize,
@@ -973,6 +1053,8 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             is_success,
             deadline,
             sleep,
+            due: None,
+            starved: Vec::new(),
             finished: None,
             reported: 0,
         }
@@ -1007,19 +1089,13 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             }
         }
         self.queue.register(cx.waker());
+        // Last poll's starved children were woken (deferred) since: queued.
+        self.starved.clear();
 
         // Children woken since the last poll.
-        let mut batch = std::mem::take(&mut self.batch);
-        self.queue.drain_into(&mut batch);
-        for &index in &batch {
-            if let Some(finish) = self.poll_child(index, cx, sink) {
-                batch.clear();
-                self.batch = batch;
-                return Poll::Ready(self.finish(finish, sink));
-            }
+        if let Some(finish) = self.poll_woken(cx, sink) {
+            return Poll::Ready(self.finish(finish, sink));
         }
-        batch.clear();
-        self.batch = batch;
 
         // Start what the concurrency bound allows; a child that finishes on
         // its first poll frees its slot for the next at once.
@@ -1037,6 +1113,11 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             self.in_flight += 1;
             // Spawned tasks report themselves; only in-task children need a first poll.
             if !M::POLLED {
+                // Started after the deadline was seen: its first poll is due
+                // now, as an in-task child's is (below).
+                if let (Some(due), Some(wake)) = (&mut self.due, M::watch(&self.shared, index)) {
+                    due.push((index, wake));
+                }
                 continue;
             }
             if let Some(finish) = self.poll_child(index, cx, sink) {
@@ -1050,10 +1131,100 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             let expired = sleep.as_mut().poll(cx).is_ready()
                 || self.deadline.is_some_and(|d| d <= Instant::now());
             if expired {
+                if !self.children_due_have_run() {
+                    return Poll::Pending;
+                }
+                // What was woken or reported since the drain above counts
+                // too (another thread may have run a child meanwhile).
+                if let Some(finish) = self.poll_woken(cx, sink) {
+                    return Poll::Ready(self.finish(finish, sink));
+                }
+                if let Some(finish) = self.poll_starved(cx, sink) {
+                    return Poll::Ready(self.finish(finish, sink));
+                }
                 return Poll::Ready(self.finish(Finish::Deadline, sink));
             }
         }
         Poll::Pending
+    }
+
+    /// Polls the children woken (or, spawned, reported) since the last
+    /// drain; returns a verdict if one of them finished the gather.
+    #[inline]
+    fn poll_woken(
+        &mut self,
+        cx: &mut Context<'_>,
+        sink: &mut impl FnMut(usize, Outcome<M::Output>),
+    ) -> Option<Finish> {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.queue.drain_into(&mut batch);
+        let mut verdict = None;
+        for &index in &batch {
+            verdict = self.poll_child(index, cx, sink);
+            if verdict.is_some() {
+                break;
+            }
+        }
+        batch.clear();
+        self.batch = batch;
+        verdict
+    }
+
+    /// At the deadline, in-task: polls once more, outside Tokio's
+    /// cooperative budget, each child the budget kept from a real poll in
+    /// this poll (a gather of more than ~128 children woken at once), so a
+    /// child due at the deadline counts as completed however many there
+    /// are. Returns a verdict if one of them finished the gather.
+    #[cold]
+    fn poll_starved(
+        &mut self,
+        cx: &mut Context<'_>,
+        sink: &mut impl FnMut(usize, Outcome<M::Output>),
+    ) -> Option<Finish> {
+        let mut starved = std::mem::take(&mut self.starved);
+        let mut verdict = None;
+        for &index in &starved {
+            let poll = std::future::poll_fn(|cx| Poll::Ready(self.poll_child(index, cx, sink)));
+            let mut poll = std::pin::pin!(tokio::task::unconstrained(poll));
+            if let Poll::Ready(Some(finish)) = poll.as_mut().poll(cx) {
+                verdict = Some(finish);
+                break;
+            }
+        }
+        starved.clear();
+        self.starved = starved;
+        verdict
+    }
+
+    /// At the deadline: whether every running child that was woken by now
+    /// has had the poll it was woken for.
+    ///
+    /// In-task children were just polled above, so this is only a wait in
+    /// spawned mode: a child whose timer fired at the deadline instant is
+    /// scheduled but may not have run yet when the driver sees the same
+    /// instant. Waiting for exactly those polls (a snapshot, so a child
+    /// that keeps waking itself cannot hold the gather) makes "done at the
+    /// deadline counts as completed" hold in both modes, whatever order
+    /// the runtime runs the tasks in. Each such poll wakes the driver.
+    fn children_due_have_run(&mut self) -> bool {
+        if M::POLLED {
+            return true;
+        }
+        let Self {
+            due, slots, shared, ..
+        } = self;
+        let due = due.get_or_insert_with(|| {
+            slots
+                .iter()
+                .enumerate()
+                .filter(|(_, slot)| slot.running.is_some())
+                .filter_map(|(index, _)| M::watch(shared, index).map(|wake| (index, wake)))
+                .collect()
+        });
+        due.retain(|&(index, wake)| {
+            slots[index].running.is_some() && !M::polled_since(shared, index, wake)
+        });
+        due.is_empty()
     }
 
     /// Polls child `index` if it is still running; returns a verdict if its
@@ -1100,6 +1271,9 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
         let unshared = ChildWaker::is_unshared(&mut waker);
         match poll {
             Poll::Pending => {
+                if !tokio::task::coop::has_budget_remaining() {
+                    self.starved.push(index);
+                }
                 if unshared {
                     // The child kept no waker: lend this one to the next
                     // poll. If it woke itself, its index is already queued.

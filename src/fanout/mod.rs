@@ -7,7 +7,9 @@
 //!
 //! - [`gather_with_timeout`](crate::fanout::gather_with_timeout): run futures concurrently, return when all are
 //!   done or at the deadline, one [`Outcome`](crate::fanout::Outcome) per input, in input order.
-//!   Futures still running at the deadline are dropped.
+//!   Futures still running at the deadline are dropped; one that completes
+//!   at the deadline instant counts as completed, in-task and spawned alike
+//!   (see [`Gather::timeout`](crate::fanout::Gather::timeout)).
 //! - [`Gather`](crate::fanout::Gather): the builder for the rest: `timeout`/`deadline`,
 //!   `concurrency(n)`, `quorum(k)` (return at the k-th `Ok`, or as soon as
 //!   k became impossible), `fail_fast()`, `spawn()` (own Tokio task each,
@@ -54,3 +56,6 @@ pub use self::gather::{
     Spawned, gather_with_timeout,
 };
 pub use self::hedge::{HedgeFuture, HedgeMetrics, HedgePolicy, HedgePolicyBuilder, Hedged, hedge};
+#[cfg(loom)]
+#[doc(hidden)]
+pub use self::wake::SettleModel;

@@ -348,7 +348,7 @@ impl DebouncerBuilder {
     {
         let opts = self.opts.build()?;
         let shared = Debouncer::<T, R>::new_shared(opts);
-        let worker = worker(shared.clone(), handler);
+        let worker = worker(WorkerGuard(shared.clone()), handler);
         Ok((Debouncer { shared }, worker))
     }
 }
@@ -379,7 +379,10 @@ where
             )
         })?;
         let shared = Self::new_shared(opts);
-        rt.spawn(worker(shared.clone(), handler));
+        // The guard exists before the task does: a worker future dropped
+        // unpolled (the runtime shutting down first) still closes the
+        // debouncer and fails its waiters.
+        rt.spawn(worker(WorkerGuard(shared.clone()), handler));
         tracing::debug!(?opts, "debouncer started");
         Ok(Self { shared })
     }
@@ -718,7 +721,11 @@ impl<T, R> Shared<T, R> {
 }
 
 /// Marks the debouncer closed when the worker ends, however it ends (a
-/// handler panic unwinds through here), and fails every waiting batch.
+/// handler panic unwinds through here, and a worker future dropped before
+/// its first poll drops it too), and fails every waiting batch.
+///
+/// Created by the spawner and passed *into* the worker, never inside the
+/// worker's body: an async body that has not been polled has not run.
 struct WorkerGuard<T, R>(Arc<Shared<T, R>>);
 
 impl<T, R> Drop for WorkerGuard<T, R> {
@@ -749,12 +756,11 @@ impl<R> Drop for RunningBatch<R> {
     }
 }
 
-async fn worker<T, R, F, Fut>(shared: Arc<Shared<T, R>>, mut handler: F)
+async fn worker<T, R, F, Fut>(guard: WorkerGuard<T, R>, mut handler: F)
 where
     F: FnMut(T) -> Fut,
     Fut: Future<Output = R>,
 {
-    let guard = WorkerGuard(shared);
     let shared = &guard.0;
     // The one timer, reset in place for the life of the debouncer. Loom
     // models run without a Tokio timer: flush and leading edges only.

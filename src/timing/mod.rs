@@ -30,9 +30,11 @@
 //! - Calls exactly at a boundary: a call at `last_call + wait` starts a new
 //!   burst if the timer has already fired, and joins (and extends) the ending
 //!   one if not; with `max_wait` reached it invokes itself, as lodash's
-//!   "tight loop" branch does. Which of the two ran first at one instant is
-//!   up to the runtime, as in JavaScript; the pure core is exact about either
-//!   order (see [`DebounceCore`]).
+//!   "tight loop" branch does. For the handles, which of the two ran first at
+//!   one instant is up to the runtime, as in JavaScript; the pure core is
+//!   exact about either order (see [`DebounceCore`]). The stream adapters
+//!   always take every item that is ready before a timer due at the same
+//!   instant (see [`TimingStreamExt`]).
 //! - Like lodash, the timer is not pushed back on each call: it fires where it
 //!   was armed and re-arms itself for the time left. One `Sleep` per
 //!   debouncer, reset in place; a call allocates nothing and touches no timer.

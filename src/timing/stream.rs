@@ -23,10 +23,18 @@ const BUDGET: usize = 128;
 /// item is yielded at once (with `trailing` off it is dropped), then the
 /// adapter ends.
 ///
-/// If the consumer is slow and the timer is already overdue when the next
-/// item arrives, the timer is serviced first: the ending burst yields its
-/// item, then the new item starts a new burst. No item that lodash would
-/// invoke with is lost to a slow consumer.
+/// **Items ready now come before a timer due now.** An item is a call at the
+/// instant the adapter takes it, and every item the inner stream has ready is
+/// taken before a timer due at that same instant fires, as the synchronous
+/// calls of a JavaScript tick run before its timers. So with `wait` zero the
+/// items ready at one instant fold into one (`iter([1, 2, 3]).debounce(ZERO)`
+/// yields `3`), and an item ready exactly when a burst's timer is due joins
+/// that burst (the core's boundary rule, see [`DebounceCore`]).
+///
+/// If the consumer is slow and the timer is already overdue (due *before*
+/// now) when the next item arrives, the timer is serviced first: the ending
+/// burst yields its item, then the new item starts a new burst. No item that
+/// lodash would invoke with is lost to a slow consumer.
 ///
 /// The adapters can be built anywhere; like every Tokio timer, polling one
 /// needs a Tokio runtime with time enabled. None of these methods panics.
@@ -185,7 +193,12 @@ impl<S: Stream> Stream for Debounced<S> {
                 Poll::Ready(Some(item)) => {
                     let now = Instant::now();
                     let mut first = None;
-                    if this.core.deadline().is_some_and(|d| d <= now) {
+                    // Only a timer due *before* now is serviced first (a slow
+                    // consumer). One due *at* now waits until every item ready
+                    // now is taken: they are calls at this instant, and a
+                    // tick's calls run before its timers (so `wait` zero folds
+                    // them into one item).
+                    if this.core.deadline().is_some_and(|d| d < now) {
                         first = take_on(this.core.timer_fired(now), this.latest);
                     }
                     *this.latest = Some(item);

@@ -123,7 +123,9 @@ struct Model {
     now_ms: u64,
     batches: Vec<ModelBatch>,
     open: Option<usize>,
-    in_flight: HashMap<u64, usize>,
+    /// key -> (its batch, whether that batch's answer is cached for it:
+    /// false once cleared while the batch was pending, until loaded again).
+    in_flight: HashMap<u64, (usize, bool)>,
     cache: VecDeque<(u64, u64)>,
     waiters: Vec<ModelWaiter>,
 }
@@ -148,8 +150,9 @@ impl Model {
                 return;
             }
         }
-        if let Some(&b) = self.in_flight.get(&key) {
-            self.waiters.push(ModelWaiter::On(b, key));
+        if let Some((b, cache)) = self.in_flight.get_mut(&key) {
+            *cache = true;
+            self.waiters.push(ModelWaiter::On(*b, key));
             return;
         }
         let b = match self.open {
@@ -165,7 +168,7 @@ impl Model {
             }
         };
         self.batches[b].keys.push(key);
-        self.in_flight.insert(key, b);
+        self.in_flight.insert(key, (b, true));
         self.waiters.push(ModelWaiter::On(b, key));
         self.open = if self.batches[b].keys.len() >= self.max_batch_size {
             None // sealed: dispatched at the next turn
@@ -195,9 +198,9 @@ impl Model {
             self.batches[id].done = true;
             let keys = self.batches[id].keys.clone();
             for &k in &keys {
-                if self.in_flight.get(&k) == Some(&id) {
-                    self.in_flight.remove(&k);
-                    if self.cache_on {
+                if self.in_flight.get(&k).is_some_and(|&(b, _)| b == id) {
+                    let (_, cache) = self.in_flight.remove(&k).unwrap_or_default();
+                    if self.cache_on && cache {
                         if let Outcome::Value(v) = answer(&keys, k) {
                             self.cache_insert(k, v);
                         }
@@ -218,10 +221,14 @@ impl Model {
         !self.batches[b].dispatched
     }
 
+    /// A pending key stays in its batch but loses its claim on the cache;
+    /// a running key is forgotten.
     fn clear(&mut self, key: u64) {
         self.cache.retain(|(k, _)| *k != key);
-        if let Some(&b) = self.in_flight.get(&key) {
-            if !self.is_pending(b) {
+        if let Some(&(b, _)) = self.in_flight.get(&key) {
+            if self.is_pending(b) {
+                self.in_flight.insert(key, (b, false));
+            } else {
                 self.in_flight.remove(&key);
             }
         }
@@ -232,12 +239,20 @@ impl Model {
         let pending: Vec<bool> = (0..self.batches.len())
             .map(|b| self.is_pending(b))
             .collect();
-        self.in_flight.retain(|_, b| pending[*b]);
+        self.in_flight.retain(|_, (b, cache)| {
+            *cache = false;
+            pending[*b]
+        });
     }
 
-    fn prime(&mut self, key: u64) {
-        if self.cache_on && self.cache_get(key).is_none() {
+    /// DataLoader: a key cached or being loaded is present; prime refuses it.
+    fn prime(&mut self, key: u64) -> bool {
+        let loading = self.in_flight.get(&key).is_some_and(|&(_, cache)| cache);
+        if self.cache_on && self.cache_get(key).is_none() && !loading {
             self.cache_insert(key, 1000 + key);
+            true
+        } else {
+            false
         }
     }
 
@@ -365,8 +380,9 @@ async fn run(config: Config, ops: &[Op]) {
                 loader.clear_all();
             }
             Op::Prime(k) => {
-                model.prime(u64::from(k));
-                loader.prime(u64::from(k), 1000 + u64::from(k));
+                let expected = model.prime(u64::from(k));
+                let stored = loader.prime(u64::from(k), 1000 + u64::from(k));
+                assert_eq!(stored, expected, "prime's answer at step {step} ({op:?})");
             }
         }
         poll_all(&mut real, &mut real_done);

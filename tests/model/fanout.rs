@@ -259,14 +259,17 @@ pub fn check(ops: &[Op]) {
     check_window(&s);
     let rt = runtime();
     rt.block_on(async {
-        check_gather(&s).await;
+        check_gather(&s, false).await;
+        check_gather(&s, true).await;
         if !s.futures.is_empty() {
             check_hedge(&s).await;
         }
     });
 }
 
-async fn check_gather(s: &Scenario) {
+/// Runs the gather in-task or spawned: one model for both modes (a future
+/// done at the deadline instant counts as completed in either).
+async fn check_gather(s: &Scenario, spawned: bool) {
     let (expect, finish, at) = model_gather(s);
     let drops = Arc::new(AtomicUsize::new(0));
     let futs: Vec<_> = s
@@ -293,15 +296,33 @@ async fn check_gather(s: &Scenario) {
         g = g.fail_fast();
     }
     let start = tokio::time::Instant::now();
-    let gathered = g.build().expect("valid scenario").await;
+    let gathered = if spawned {
+        g.spawn().build().expect("valid scenario").await
+    } else {
+        g.build().expect("valid scenario").await
+    };
     let elapsed = start.elapsed();
+    if spawned {
+        // Aborted tasks drop their future when the runtime next runs them.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+    }
     assert_eq!(
         drops.load(Ordering::SeqCst),
         s.futures.len(),
-        "every future dropped on return"
+        "every future dropped on return (spawned: {spawned})"
     );
-    assert_eq!(gathered.finish(), finish, "finish reason for {s:?}");
-    assert_eq!(elapsed, Duration::from_millis(at), "finish time for {s:?}");
+    assert_eq!(
+        gathered.finish(),
+        finish,
+        "finish reason for {s:?} (spawned: {spawned})"
+    );
+    assert_eq!(
+        elapsed,
+        Duration::from_millis(at),
+        "finish time for {s:?} (spawned: {spawned})"
+    );
     assert_eq!(gathered.len(), expect.len());
     for (i, (got, want)) in gathered.outcomes().iter().zip(&expect).enumerate() {
         let fine = match (got, *want) {
@@ -314,7 +335,10 @@ async fn check_gather(s: &Scenario) {
             (Outcome::Cancelled, Expect::Cancelled) => true,
             _ => false,
         };
-        assert!(fine, "index {i}: got {got:?}, want {want:?} in {s:?}");
+        assert!(
+            fine,
+            "index {i}: got {got:?}, want {want:?} in {s:?} (spawned: {spawned})"
+        );
     }
     if finish == Finish::FailedFast {
         assert!(

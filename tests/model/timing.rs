@@ -245,6 +245,42 @@ impl Lodash {
     }
 }
 
+/// lodash's invocations `(ms, value)` for calls at the given offsets (ms,
+/// non-decreasing) followed by `flush` at `end`, in the stream adapter's
+/// order: the calls of an instant run before timers due at it, and the end
+/// of the input comes before them too (see `TimingStreamExt`).
+pub(crate) fn lodash_stream(
+    (wait, max_wait, leading, trailing): (u8, Option<u8>, bool, bool),
+    calls: &[(u64, u8)],
+    end: u64,
+) -> Vec<(u64, u8)> {
+    let mut lodash = Lodash::new(u64::from(wait), max_wait.map(u64::from), leading, trailing);
+    let mut ev = EventLoop {
+        now: EPOCH,
+        ..EventLoop::default()
+    };
+    let advance_to = |lodash: &mut Lodash, ev: &mut EventLoop, target: u64| {
+        while let Some((at, id)) = ev.pop_due(target, false) {
+            ev.now = at;
+            if lodash.timer_id == Some(id) {
+                lodash.timer_expired(ev);
+            }
+        }
+        ev.now = target;
+    };
+    for &(at, v) in calls {
+        advance_to(&mut lodash, &mut ev, EPOCH + at);
+        lodash.debounced(&mut ev, v);
+    }
+    advance_to(&mut lodash, &mut ev, EPOCH + end);
+    lodash.flush(&mut ev);
+    lodash
+        .invoked
+        .iter()
+        .map(|&(t, v)| (t - EPOCH, v))
+        .collect()
+}
+
 // ---- the real core, driven the same way -------------------------------------
 
 struct Real {
