@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! keystrokes ─▶ Debouncer ─▶ query ─▶ gather_with_timeout over 8 shards
-//!                                      each shard: CircuitBreaker ▶ RateLimiter ▶ backend
+//!                                      each shard: Pipeline (deadline ▶ Retry+budget ▶ CircuitBreaker ▶ RateLimiter) ▶ backend
 //!                            record ids ─▶ Loader (batched, cached record store)
 //!                            records ─▶ CpuPool (scoring)
 //!                            answer ─▶ bounded channel (force_send) ─▶ slow sink
@@ -11,9 +11,12 @@
 //!
 //! Six simulated users type search phrases; each user's keystrokes are
 //! debounced into queries. A query fans out to 8 shards and answers with
-//! whatever came back by its deadline. Between 1.0 s and 2.2 s shard 5
-//! fails every call; its breaker opens, probes, and closes again once the
-//! shard has recovered. The sink shows answers more slowly than they are
+//! whatever came back by its deadline. Each shard call goes through one
+//! `Pipeline`: the query's deadline, a retry (with a service-wide retry
+//! budget) for the occasional transient 503, the shard's circuit breaker
+//! and its rate limiter. Between 1.0 s and 2.2 s shard 5 fails every call;
+//! its breaker opens (the retries stop at the open breaker), probes, and
+//! closes again once the shard has recovered. The sink shows answers more slowly than they are
 //! produced, so the channel fills and the oldest unshown answers are evicted.
 //!
 //! Everything runs on the real clock with simulated latencies, so the
@@ -29,11 +32,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flowguard::batch::Loader;
-use flowguard::breaker::{self, BreakerError, CircuitBreaker, State, StateChange};
+use flowguard::breaker::{CircuitBreaker, State, StateChange};
 use flowguard::channel::{self, Receiver, Sender};
 use flowguard::fanout::{Finish, Outcome, gather_with_timeout};
+use flowguard::pipeline::{Pipeline, PipelineError};
 use flowguard::pool::CpuPool;
-use flowguard::rate::{Quota, RateLimiter, TryAcquireError};
+use flowguard::rate::{Quota, RateLimiter};
+use flowguard::retry::{Backoff, Jitter, RetryBudget, RetryPolicy};
 use flowguard::timing::{Debouncer, TimingMetrics};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until};
@@ -50,6 +55,11 @@ const FAIL_UNTIL: Duration = Duration::from_millis(2200);
 const SHARD_BASE_RATE_PER_SECOND: u32 = 11;
 const SHARD_BURST: u32 = 3;
 const SLOW_CALL_PERCENT: u64 = 3;
+/// A backend call fails at once with a transient 503 this often; a retry
+/// usually gets through.
+const TRANSIENT_503_PERCENT: u64 = 6;
+/// Retries per shard call (within the deadline, from a service-wide budget).
+const SHARD_RETRIES: u32 = 2;
 const SLOW_CALL: Duration = Duration::from_millis(300);
 const RECORDS: u64 = 120;
 const HITS_PER_SHARD: u64 = 3;
@@ -106,77 +116,58 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// Why a shard's backend call did not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ShardError {
-    /// The backend answered "503": counts against the breaker.
+    /// The backend answered "503": a failure for the breaker, retried.
     Unavailable,
-    /// The rate limiter could not admit the call before the deadline: shed
-    /// here, not counted against the backend.
-    RateLimited,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 struct ShardStats {
     calls: u64,
     answered: u64,
+    /// Answered on a retry: a partial answer the retry layer avoided.
+    recovered: u64,
     deadline_hits: u64,
     refused: u64,
     failed: u64,
-    rate_waits: u64,
-    rate_waited: Duration,
     shed: u64,
 }
 
 struct Shard {
     id: usize,
+    /// deadline ▶ retry (budget) ▶ breaker ▶ rate limiter, around the backend.
+    pipeline: Pipeline<Vec<u64>, ShardError>,
     breaker: CircuitBreaker,
-    limiter: RateLimiter,
     failing: Arc<AtomicBool>,
     stats: Mutex<ShardStats>,
 }
 
 impl Shard {
-    /// One shard's part of a query: breaker first (a refused call costs no
-    /// rate token), then the rate limiter, then the simulated backend.
+    /// One shard's part of a query, through the shard's pipeline. Returns
+    /// the outcome and how many attempts the backend saw.
     async fn search(
         &self,
         qid: u64,
         text: &str,
-        deadline: Instant,
-    ) -> Result<Vec<u64>, BreakerError<ShardError>> {
-        self.breaker
-            .call_with(
-                || async {
-                    if let Err(TryAcquireError::NotUntil { .. }) = self.limiter.try_acquire(1) {
-                        self.stats.lock().unwrap().rate_waits += 1;
-                        let waiting = Instant::now();
-                        // Fails at once, consuming nothing, when the wait
-                        // would end after the query's deadline.
-                        let admitted = self.limiter.acquire_deadline(1, deadline).await;
-                        let mut stats = self.stats.lock().unwrap();
-                        stats.rate_waited += waiting.elapsed();
-                        if admitted.is_err() {
-                            stats.shed += 1;
-                            return Err(ShardError::RateLimited);
-                        }
-                    }
-                    self.backend(qid, text).await
-                },
-                |result| match result {
-                    Ok(_) => breaker::Outcome::Success,
-                    Err(ShardError::Unavailable) => breaker::Outcome::Failure,
-                    Err(ShardError::RateLimited) => breaker::Outcome::Ignored,
-                },
-            )
-            .await
+    ) -> (Result<Vec<u64>, PipelineError<ShardError>>, u64) {
+        let attempts = AtomicU64::new(0);
+        let r = self
+            .pipeline
+            .call(|| {
+                let attempt = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+                self.backend(qid, text, attempt)
+            })
+            .await;
+        (r, attempts.load(Ordering::Relaxed))
     }
 
     /// The simulated backend: 8-43 ms, a slow tail of 300 ms, and "503"
     /// while the chaos switch is on.
-    async fn backend(&self, qid: u64, text: &str) -> Result<Vec<u64>, ShardError> {
-        if self.failing.load(Ordering::Relaxed) {
+    async fn backend(&self, qid: u64, text: &str, attempt: u64) -> Result<Vec<u64>, ShardError> {
+        let r = mix((qid * SHARDS as u64 + self.id as u64) ^ (attempt << 48));
+        if self.failing.load(Ordering::Relaxed) || (r >> 20) % 100 < TRANSIENT_503_PERCENT {
             sleep(Duration::from_millis(5)).await;
             return Err(ShardError::Unavailable);
         }
-        let r = mix(qid * SHARDS as u64 + self.id as u64);
         let latency = if r % 100 < SLOW_CALL_PERCENT {
             SLOW_CALL
         } else {
@@ -238,14 +229,10 @@ impl Service {
     async fn search(self: Arc<Self>, typist: usize, text: String) {
         let issued = Instant::now();
         let qid = self.next_qid.fetch_add(1, Ordering::Relaxed);
-        let deadline = issued + DEADLINE;
 
         // 1. Fan out to every shard; answer with what came back by the deadline.
-        let gathered = gather_with_timeout(
-            self.shards.iter().map(|s| s.search(qid, &text, deadline)),
-            DEADLINE,
-        )
-        .await;
+        let gathered =
+            gather_with_timeout(self.shards.iter().map(|s| s.search(qid, &text)), DEADLINE).await;
         let hit_deadline = gathered.finish() == Finish::Deadline;
         let mut ids = Vec::new();
         let mut missing = Vec::new();
@@ -253,24 +240,33 @@ impl Service {
             let mut s = shard.stats.lock().unwrap();
             s.calls += 1;
             let why = match outcome {
-                Outcome::Completed(Ok(hits)) => {
+                Outcome::Completed((Ok(hits), attempts)) => {
                     s.answered += 1;
+                    s.recovered += u64::from(attempts > 1);
                     ids.extend(hits);
                     continue;
                 }
-                Outcome::TimedOut => {
+                Outcome::TimedOut
+                | Outcome::Completed((
+                    Err(PipelineError::Timeout { .. } | PipelineError::AttemptTimeout { .. }),
+                    _,
+                )) => {
                     s.deadline_hits += 1;
                     "deadline"
                 }
-                Outcome::Completed(Err(BreakerError::Rejected(_))) => {
+                Outcome::Completed((Err(PipelineError::BreakerOpen { .. }), _)) => {
                     s.refused += 1;
                     "breaker open"
                 }
-                Outcome::Completed(Err(BreakerError::Inner(ShardError::Unavailable))) => {
+                Outcome::Completed((
+                    Err(PipelineError::RetriesExhausted { .. } | PipelineError::Inner(_)),
+                    _,
+                )) => {
                     s.failed += 1;
                     "503"
                 }
-                Outcome::Completed(Err(BreakerError::Inner(ShardError::RateLimited))) => {
+                Outcome::Completed((Err(PipelineError::RateLimited { .. }), _)) => {
+                    s.shed += 1;
                     "rate limited"
                 }
                 _ => "other",
@@ -428,7 +424,7 @@ async fn main() {
     let start = Instant::now();
     println!("flowguard tour: a search service over {SHARDS} simulated shards (real clock)");
     println!(
-        "  {TYPISTS} users type, debounced {} ms | deadline {} ms | per shard: breaker + limiter ({}-{}/s, burst {SHARD_BURST})",
+        "  {TYPISTS} users type, debounced {} ms | deadline {} ms | per shard: pipeline of retry ({SHARD_RETRIES}, budget) + breaker + limiter ({}-{}/s, burst {SHARD_BURST})",
         DEBOUNCE.as_millis(),
         DEADLINE.as_millis(),
         shard_rate(0),
@@ -440,13 +436,20 @@ async fn main() {
         SINK_DELAY.as_millis()
     );
     println!(
-        "  chaos: shard {FLAKY_SHARD} fails from {:.1} s to {:.1} s\n",
+        "  chaos: shard {FLAKY_SHARD} fails from {:.1} s to {:.1} s; {TRANSIENT_503_PERCENT} % of all backend calls fail transiently\n",
         FAIL_FROM.as_secs_f64(),
         FAIL_UNTIL.as_secs_f64()
     );
 
     let transitions: Arc<Mutex<Vec<Transition>>> = Arc::default();
     let failing = Arc::new(AtomicBool::new(false));
+    // One budget for the whole service: retries stay within 20 % of recent
+    // shard calls (plus 10 a second), so a dead shard is not hammered.
+    let retry_budget = RetryBudget::builder()
+        .ratio(0.2)
+        .min_per_sec(10)
+        .build()
+        .expect("valid budget");
     let shards = (0..SHARDS)
         .map(|id| {
             let log = transitions.clone();
@@ -472,10 +475,24 @@ async fn main() {
             let quota = Quota::per_second(shard_rate(id))
                 .and_then(|q| q.with_burst(SHARD_BURST))
                 .expect("valid quota");
+            let pipeline = Pipeline::builder()
+                .timeout(DEADLINE)
+                .retry(
+                    RetryPolicy::new()
+                        .max_retries(SHARD_RETRIES)
+                        .backoff(Backoff::exponential(Duration::from_millis(5), 2.0))
+                        .jitter(Jitter::Full)
+                        .attempt_margin(Duration::from_millis(15))
+                        .budget(retry_budget.clone()),
+                )
+                .breaker(breaker.clone())
+                .rate_limiter(RateLimiter::new(quota))
+                .build()
+                .expect("valid pipeline");
             Shard {
                 id,
+                pipeline,
                 breaker,
-                limiter: RateLimiter::new(quota),
                 failing: if id == FLAKY_SHARD {
                     failing.clone()
                 } else {
@@ -623,45 +640,56 @@ fn report(
         st.queries - st.partial
     );
 
-    println!("\nshard  calls answered deadline refused 503  rate-waits waited-ms shed  breaker");
+    println!(
+        "\nshard  calls answered retried-ok deadline refused 503  shed  retries budget-refused  breaker"
+    );
     let mut total = ShardStats::default();
+    let (mut retries, mut budget_refused) = (0, 0);
     for shard in &svc.shards {
         let s = *shard.stats.lock().unwrap();
         let b = shard.breaker.metrics();
+        let r = shard.pipeline.metrics().retry.unwrap_or_default();
         println!(
-            "{:>5} {:>6} {:>8} {:>8} {:>7} {:>4} {:>11} {:>9.0} {:>4}  {} ({} transitions, {} refused)",
+            "{:>5} {:>6} {:>8} {:>10} {:>8} {:>7} {:>4} {:>5} {:>8} {:>14}  {} ({} transitions, {} refused)",
             shard.id,
             s.calls,
             s.answered,
+            s.recovered,
             s.deadline_hits,
             s.refused,
             s.failed,
-            s.rate_waits,
-            ms(s.rate_waited),
             s.shed,
+            r.retries,
+            r.budget_refusals,
             state_name(b.state),
             b.transitions,
             b.refused
         );
         total.calls += s.calls;
         total.answered += s.answered;
+        total.recovered += s.recovered;
         total.deadline_hits += s.deadline_hits;
         total.refused += s.refused;
         total.failed += s.failed;
-        total.rate_waits += s.rate_waits;
-        total.rate_waited += s.rate_waited;
         total.shed += s.shed;
+        retries += r.retries;
+        budget_refused += r.budget_refusals;
     }
     println!(
-        "  all {:>6} {:>8} {:>8} {:>7} {:>4} {:>11} {:>9.0} {:>4}",
+        "  all {:>6} {:>8} {:>10} {:>8} {:>7} {:>4} {:>5} {:>8} {:>14}",
         total.calls,
         total.answered,
+        total.recovered,
         total.deadline_hits,
         total.refused,
         total.failed,
-        total.rate_waits,
-        ms(total.rate_waited),
-        total.shed
+        total.shed,
+        retries,
+        budget_refused
+    );
+    println!(
+        "retries      {} shard answers came back on a retry (each would otherwise have left its query partial); {} retries in all, {} refused by the service-wide budget",
+        total.recovered, retries, budget_refused
     );
 
     println!("\nbreaker transitions");
