@@ -154,6 +154,23 @@ pub(crate) use imp::*;
 /// Under loom this is `loom::future::block_on`.
 #[cfg(not(loom))]
 pub(crate) fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    match block_on_until(&mut fut, None) {
+        Some(out) => out,
+        None => unreachable!("no deadline: it returns only when ready"),
+    }
+}
+
+/// Polls `fut` on the current thread, parking between polls, until it is
+/// ready or `deadline` passes (`None`: never). `None` on timeout; the future
+/// is left for the caller to cancel. The blocking-with-timeout bridge
+/// (`send_blocking_timeout`, `recv_blocking_timeout`); not under loom,
+/// which has no timed park.
+#[cfg(not(loom))]
+pub(crate) fn block_on_until<F: std::future::Future + Unpin>(
+    fut: &mut F,
+    deadline: Option<std::time::Instant>,
+) -> Option<F::Output> {
     use std::task::{Context, Poll, Wake, Waker};
 
     struct ThreadWaker(std::thread::Thread);
@@ -166,14 +183,22 @@ pub(crate) fn block_on<F: std::future::Future>(fut: F) -> F::Output {
         }
     }
 
-    let mut fut = std::pin::pin!(fut);
     let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
     let mut cx = Context::from_waker(&waker);
     loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
+        if let Poll::Ready(out) = std::pin::Pin::new(&mut *fut).poll(&mut cx) {
+            return Some(out);
         }
-        std::thread::park();
+        match deadline {
+            None => std::thread::park(),
+            Some(d) => {
+                let now = std::time::Instant::now();
+                if now >= d {
+                    return None;
+                }
+                std::thread::park_timeout(d - now);
+            }
+        }
     }
 }
 

@@ -742,3 +742,89 @@ async fn force_send_after_a_shrink_evicts_back_under_the_capacity() {
     assert_eq!(rx.try_recv(), Ok(3));
     assert_eq!(rx.try_recv(), Ok(9));
 }
+
+// ---- what tokio users reach for (issue 15) ------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn length_capacity_and_counts_on_both_halves() {
+    let (tx, rx) = channel::bounded::<u32>(2).unwrap();
+    assert!(tx.is_empty() && rx.is_empty() && !rx.is_full());
+    tx.try_send(1).unwrap();
+    assert_eq!((tx.len(), rx.len(), rx.capacity()), (1, 1, 2));
+    let p = tx.try_reserve().unwrap();
+    assert!(
+        tx.is_full() && rx.is_full(),
+        "a reserved slot counts as taken"
+    );
+    drop(p);
+    assert!(!tx.is_full());
+    let tx2 = tx.clone();
+    let rx2 = rx.clone();
+    assert_eq!((tx.sender_count(), tx.receiver_count()), (2, 2));
+    assert!(tx.same_channel(&tx2) && rx.same_channel(&rx2));
+    let (other, _orx) = channel::bounded::<u32>(1).unwrap();
+    assert!(!tx.same_channel(&other));
+    drop((tx2, rx2));
+    assert_eq!((rx.sender_count(), rx.receiver_count()), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn closed_resolves_when_every_receiver_is_gone() {
+    let (tx, rx) = channel::bounded::<u32>(1).unwrap();
+    let rx2 = rx.clone();
+    let mut closed = Box::pin(tx.closed());
+    assert!(poll_once(&mut closed).is_pending());
+    drop(rx);
+    assert!(poll_once(&mut closed).is_pending(), "one receiver is left");
+    drop(rx2);
+    assert!(poll_once(&mut closed).is_ready());
+    // Also when closed from the sending side, and at once once closed.
+    let (tx, _rx) = channel::bounded::<u32>(1).unwrap();
+    let mut closed = Box::pin(tx.closed());
+    assert!(poll_once(&mut closed).is_pending());
+    tx.close();
+    assert!(poll_once(&mut closed).is_ready());
+    tx.closed().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn weak_senders_do_not_keep_the_channel_open() {
+    let (tx, rx) = channel::bounded::<u32>(4).unwrap();
+    let weak = tx.downgrade();
+    assert_eq!(tx.sender_count(), 1, "a weak sender is not counted");
+    let strong = weak.upgrade().unwrap();
+    strong.send(1).await.unwrap();
+    drop((tx, strong));
+    assert!(
+        weak.upgrade().is_none(),
+        "no sender left: it cannot come back"
+    );
+    assert_eq!(rx.recv().await, Some(1));
+    assert_eq!(rx.recv().await, None, "closed although a weak sender lives");
+}
+
+#[test]
+fn blocking_timeouts_give_the_value_back_or_report_closed() {
+    let (tx, rx) = channel::bounded::<u32>(1).unwrap();
+    tx.send_blocking(1).unwrap();
+    assert_eq!(
+        tx.send_blocking_timeout(2, Duration::from_millis(1)),
+        Err(SendTimeoutError::Timeout(2))
+    );
+    assert_eq!(
+        rx.metrics().waiting_senders,
+        0,
+        "the timed-out sender left the line"
+    );
+    let t = std::thread::spawn(move || {
+        // Blocks until the main thread receives.
+        tx.send_blocking_timeout(3, Duration::from_secs(60))
+    });
+    assert_eq!(rx.recv_blocking_timeout(Duration::from_secs(60)), Ok(1));
+    assert_eq!(t.join().unwrap(), Ok(()));
+    assert_eq!(rx.recv_blocking_timeout(Duration::from_secs(60)), Ok(3));
+    assert_eq!(
+        rx.recv_blocking_timeout(Duration::from_millis(1)),
+        Err(RecvTimeoutError::Closed)
+    );
+}

@@ -131,3 +131,40 @@ fn holders_never_exceed_capacity_across_shrink() {
         assert_eq!(sem.available(), 1);
     });
 }
+
+/// (e) Newest-first with a full queue: two acquirers race a release. Each
+/// ends exactly once (served, or evicted by the other), nobody hangs (a
+/// lost wake-up would deadlock `block_on`), and every permit comes back.
+#[test]
+fn newest_first_eviction_races_a_release() {
+    use flowguard::semaphore::QueueOrder;
+    loom::model(|| {
+        let sem = Semaphore::builder()
+            .capacity(1)
+            .queue_limit(1)
+            .order(QueueOrder::NewestFirst)
+            .build()
+            .unwrap();
+        let held = sem.try_acquire_owned().unwrap();
+        let served = Arc::new(AtomicUsize::new(0));
+        let ts: Vec<_> = (0..2)
+            .map(|_| {
+                let (s, served) = (sem.clone(), served.clone());
+                thread::spawn(move || match block_on(s.acquire()) {
+                    Ok(p) => {
+                        served.fetch_add(1, Ordering::Relaxed);
+                        drop(p);
+                    }
+                    Err(e) => assert_eq!(e, AcquireError::Evicted),
+                })
+            })
+            .collect();
+        drop(held);
+        for t in ts {
+            t.join().unwrap();
+        }
+        assert!(served.load(Ordering::Relaxed) >= 1);
+        assert_eq!(sem.waiters(), 0);
+        assert_eq!(sem.available(), 1);
+    });
+}

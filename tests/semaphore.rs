@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use flowguard::semaphore::{AcquireError, MAX_PERMITS, Semaphore};
+use flowguard::semaphore::{AcquireError, MAX_PERMITS, QueueOrder, Semaphore};
 use flowguard::{ConfigErrorKind, clock::ManualClock};
 use tokio::time::Instant;
 
@@ -337,4 +337,116 @@ async fn forget_after_a_shrink_pays_the_debt_first() {
     assert_eq!(sem.available(), 0);
     sem.add_permits(1).unwrap();
     assert_eq!((sem.capacity(), sem.available()), (1, 1));
+}
+
+// ---- bounded queues and newest-first (issue 15) ------------------------------
+
+#[tokio::test]
+async fn a_full_queue_refuses_newcomers_at_once() {
+    let sem = Semaphore::builder()
+        .capacity(1)
+        .queue_limit(2)
+        .build()
+        .unwrap();
+    let held = sem.acquire().await.unwrap();
+    let mut a = Box::pin(sem.acquire());
+    let mut b = Box::pin(sem.acquire());
+    assert!(poll_once(&mut a).is_pending());
+    assert!(poll_once(&mut b).is_pending());
+    assert_eq!(sem.acquire().await.unwrap_err(), AcquireError::QueueFull);
+    assert_eq!(
+        sem.acquire_timeout(Duration::from_secs(5))
+            .await
+            .unwrap_err(),
+        AcquireError::QueueFull,
+        "refused at once, not after the timeout"
+    );
+    assert_eq!(sem.waiters(), 2);
+    // FIFO as usual once permits come back; room in the queue again.
+    drop(held);
+    let pa = a.await.unwrap();
+    assert!(poll_once(&mut b).is_pending());
+    let mut c = Box::pin(sem.acquire());
+    assert!(poll_once(&mut c).is_pending());
+    drop(pa);
+    drop(b.await.unwrap());
+    assert!(c.await.is_ok());
+}
+
+#[tokio::test]
+async fn a_zero_queue_limit_never_waits() {
+    let sem = Semaphore::builder()
+        .capacity(2)
+        .queue_limit(0)
+        .build()
+        .unwrap();
+    let p = sem.acquire().await.unwrap();
+    let q = sem.acquire().await.unwrap(); // a free permit is still taken
+    assert_eq!(sem.acquire().await.unwrap_err(), AcquireError::QueueFull);
+    drop((p, q));
+}
+
+#[tokio::test]
+async fn newest_first_serves_lifo_and_evicts_the_oldest() {
+    let sem = Semaphore::builder()
+        .capacity(1)
+        .queue_limit(2)
+        .order(QueueOrder::NewestFirst)
+        .build()
+        .unwrap();
+    let held = sem.acquire().await.unwrap();
+    let mut a = Box::pin(sem.acquire());
+    let mut b = Box::pin(sem.acquire());
+    let mut c = Box::pin(sem.acquire());
+    assert!(poll_once(&mut a).is_pending());
+    assert!(poll_once(&mut b).is_pending());
+    assert!(
+        poll_once(&mut c).is_pending(),
+        "c queues; a, the oldest, gives way"
+    );
+    assert_eq!(a.await.unwrap_err(), AcquireError::Evicted);
+    assert_eq!(sem.waiters(), 2);
+    drop(held);
+    // The newest is served first.
+    let pc = c.await.unwrap();
+    assert!(poll_once(&mut b).is_pending());
+    drop(pc);
+    assert!(b.await.is_ok());
+}
+
+#[tokio::test]
+async fn the_semaphore_builder_validates() {
+    let e = Semaphore::builder().build().unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("capacity", ConfigErrorKind::Missing)
+    );
+    let e = Semaphore::builder()
+        .capacity(usize::MAX)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("capacity", ConfigErrorKind::TooLarge)
+    );
+    assert_eq!(AcquireError::QueueFull.to_string(), "semaphore queue full");
+}
+
+#[tokio::test]
+async fn available_is_zero_while_permits_are_promised_to_a_waiter() {
+    let sem = Semaphore::new(3);
+    let two = sem.acquire_many(2).await.unwrap();
+    let mut all = Box::pin(sem.acquire_many(3));
+    assert!(poll_once(&mut all).is_pending());
+    assert_eq!(
+        sem.available(),
+        0,
+        "the unheld permit is promised to the waiter"
+    );
+    assert!(
+        sem.try_acquire().is_err(),
+        "and cannot be taken past the queue"
+    );
+    drop(two);
+    assert_eq!(all.await.unwrap().num_permits(), 3);
 }

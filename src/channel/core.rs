@@ -183,6 +183,8 @@ pub(crate) struct Core<T, W> {
     refused_waiters: usize,
     recv_waiters: VecDeque<(u64, W)>,
     drain_waiters: VecDeque<(u64, W)>,
+    /// `Sender::closed()` futures, woken when the channel closes.
+    close_waiters: VecDeque<(u64, W)>,
     next_id: u64,
     closed: bool,
     senders: usize,
@@ -207,6 +209,7 @@ impl<T, W> Core<T, W> {
             refused_waiters: 0,
             recv_waiters: VecDeque::new(),
             drain_waiters: VecDeque::new(),
+            close_waiters: VecDeque::new(),
             next_id: 0,
             closed: false,
             senders: 1,
@@ -649,6 +652,40 @@ impl<T, W> Core<T, W> {
         }
     }
 
+    /// `Ok` once the channel is closed; otherwise registers/refreshes the
+    /// waiter and returns its id.
+    pub(crate) fn poll_closed(&mut self, id: Option<u64>, waker: W) -> Result<(), u64> {
+        if self.closed {
+            if let Some(id) = id {
+                self.cancel_closed(id);
+            }
+            return Ok(());
+        }
+        if let Some(id) = id {
+            if let Ok(i) = self.close_waiters.binary_search_by_key(&id, |e| e.0) {
+                self.close_waiters[i].1 = waker;
+                return Err(id);
+            }
+        }
+        let id = self.take_id();
+        self.close_waiters.push_back((id, waker));
+        Err(id)
+    }
+
+    pub(crate) fn cancel_closed(&mut self, id: u64) {
+        if let Ok(i) = self.close_waiters.binary_search_by_key(&id, |e| e.0) {
+            self.close_waiters.remove(i);
+        }
+    }
+
+    pub(crate) fn senders(&self) -> usize {
+        self.senders
+    }
+
+    pub(crate) fn receivers(&self) -> usize {
+        self.receivers
+    }
+
     // ---- lifecycle ---------------------------------------------------------
 
     fn wake_end(&mut self, wake: &mut WakeList<W>) {
@@ -672,6 +709,9 @@ impl<T, W> Core<T, W> {
             }
         }
         for (_, w) in self.drain_waiters.drain(..) {
+            wake.push(w);
+        }
+        for (_, w) in self.close_waiters.drain(..) {
             wake.push(w);
         }
         true

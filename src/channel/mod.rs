@@ -419,6 +419,11 @@ impl<T> Chan<T> {
         self.locked(|c, w| c.close(w))
     }
 
+    fn is_full(&self) -> bool {
+        let c = self.core.lock();
+        c.len() + c.reserved() >= c.capacity()
+    }
+
     fn set_capacity(&self, capacity: usize) -> Result<(), ConfigError> {
         check_capacity(capacity)?;
         if let Some(marks) = self.core.lock().marks_high() {
@@ -1017,6 +1022,146 @@ impl<T> Sender<T> {
         self.chan.set_capacity(capacity)
     }
 
+    /// Queued values now (see also [`metrics`](Self::metrics)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(2).unwrap();
+    /// assert!(tx.is_empty() && !tx.is_full());
+    /// tx.try_send(1).unwrap();
+    /// tx.try_send(2).unwrap();
+    /// assert_eq!((tx.len(), tx.capacity()), (2, 2));
+    /// assert!(tx.is_full() && rx.is_full());
+    /// ```
+    pub fn len(&self) -> usize {
+        self.chan.core.lock().len()
+    }
+
+    /// The slot capacity now (it may change with `set_capacity`).
+    pub fn capacity(&self) -> usize {
+        self.chan.core.lock().capacity()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether every slot is taken by a queued value or a reserve permit, so
+    /// a `send` would wait (on a weighted channel a send can also wait for
+    /// weight while slots are free: see `metrics().weight`).
+    pub fn is_full(&self) -> bool {
+        self.chan.is_full()
+    }
+
+    /// Live senders (clones included; a [`WeakSender`] does not count).
+    pub fn sender_count(&self) -> usize {
+        self.chan.core.lock().senders()
+    }
+
+    /// Live receivers.
+    pub fn receiver_count(&self) -> usize {
+        self.chan.core.lock().receivers()
+    }
+
+    /// Whether `other` sends into the same channel.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, _rx) = flowguard::channel::bounded::<u8>(1).unwrap();
+    /// let (b, _rx2) = flowguard::channel::bounded::<u8>(1).unwrap();
+    /// assert!(a.same_channel(&a.clone()));
+    /// assert!(!a.same_channel(&b));
+    /// ```
+    pub fn same_channel(&self, other: &Sender<T>) -> bool {
+        Arc::ptr_eq(&self.chan, &other.chan)
+    }
+
+    /// A handle that can become a sender again while other senders live,
+    /// without keeping the channel open itself (tokio's `WeakSender`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// let weak = tx.downgrade();
+    /// assert!(weak.upgrade().is_some());
+    /// drop(tx); // the last sender: the channel closes
+    /// assert!(weak.upgrade().is_none());
+    /// assert_eq!(rx.recv_blocking(), None);
+    /// ```
+    pub fn downgrade(&self) -> WeakSender<T> {
+        WeakSender {
+            chan: self.chan.clone(),
+        }
+    }
+
+    /// Resolves once the channel is closed: every receiver gone, or
+    /// [`close`](Self::close) called on either side. A producer can
+    /// `select!` on it to stop work nobody will receive.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it holds nothing but its registration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// let watcher = tokio::spawn(async move { tx.closed().await });
+    /// drop(rx);
+    /// watcher.await.unwrap();
+    /// # }
+    /// ```
+    pub fn closed(&self) -> ClosedFuture<'_, T> {
+        ClosedFuture {
+            chan: &self.chan,
+            id: None,
+        }
+    }
+
+    /// [`send_blocking`](Self::send_blocking), giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`SendTimeoutError::Timeout`] with the value when no room came in
+    /// time; `Closed` / `TooHeavy` as for [`send`](Self::send).
+    ///
+    /// # Panics
+    ///
+    /// Never itself; do not call it on an async runtime's worker thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::channel::SendTimeoutError;
+    /// use std::time::Duration;
+    ///
+    /// let (tx, _rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// tx.send_blocking(1).unwrap();
+    /// let err = tx.send_blocking_timeout(2, Duration::from_millis(5)).unwrap_err();
+    /// assert_eq!(err, SendTimeoutError::Timeout(2));
+    /// ```
+    #[cfg(not(loom))]
+    pub fn send_blocking_timeout(
+        &self,
+        value: T,
+        timeout: Duration,
+    ) -> Result<(), SendTimeoutError<T>> {
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        let mut fut = self.send(value);
+        match crate::sync::block_on_until(&mut fut, deadline) {
+            Some(r) => r.map_err(SendTimeoutError::from),
+            None => match fut.cancel() {
+                Some(v) => Err(SendTimeoutError::Timeout(v)),
+                None => Ok(()),
+            },
+        }
+    }
+
     /// A snapshot of the channel's numbers.
     ///
     /// # Examples
@@ -1388,6 +1533,107 @@ impl<T> Drop for DrainedFuture<'_, T> {
         if let Some(id) = self.id {
             self.chan.core.lock().cancel_drained(id);
         }
+    }
+}
+
+/// The future of [`Sender::closed`].
+pub struct ClosedFuture<'a, T> {
+    chan: &'a Chan<T>,
+    id: Option<u64>,
+}
+
+impl<T> Unpin for ClosedFuture<'_, T> {}
+
+impl<T> fmt::Debug for ClosedFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClosedFuture")
+            .field("waiting", &self.id.is_some())
+            .finish()
+    }
+}
+
+impl<T> Future for ClosedFuture<'_, T> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let id = this.id;
+        match this
+            .chan
+            .locked(|c, _| c.poll_closed(id, cx.waker().clone()))
+        {
+            Ok(()) => {
+                this.id = None;
+                Poll::Ready(())
+            }
+            Err(id) => {
+                this.id = Some(id);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> Drop for ClosedFuture<'_, T> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.chan.core.lock().cancel_closed(id);
+        }
+    }
+}
+
+/// A sender that does not keep the channel open: [`upgrade`](Self::upgrade)
+/// gives a [`Sender`] while at least one other sender lives. Made by
+/// [`Sender::downgrade`].
+///
+/// It keeps the channel's allocation (not its queued values, which the
+/// receivers or the last receiver's drop own) until it is dropped.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let (tx, rx) = flowguard::channel::bounded::<u32>(2).unwrap();
+/// let weak = tx.downgrade();
+/// let again = weak.upgrade().unwrap();
+/// again.send(1).await.unwrap();
+/// assert_eq!(tx.sender_count(), 2);
+/// # drop(rx);
+/// # }
+/// ```
+pub struct WeakSender<T> {
+    chan: Arc<Chan<T>>,
+}
+
+impl<T> WeakSender<T> {
+    /// A sender, if any sender still lives (the channel is then open or was
+    /// closed by `close()`); `None` once every sender is gone.
+    pub fn upgrade(&self) -> Option<Sender<T>> {
+        let mut c = self.chan.core.lock();
+        if c.senders() == 0 {
+            return None;
+        }
+        c.add_sender();
+        drop(c);
+        Some(Sender {
+            chan: self.chan.clone(),
+        })
+    }
+}
+
+impl<T> Clone for WeakSender<T> {
+    fn clone(&self) -> Self {
+        Self {
+            chan: self.chan.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for WeakSender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakSender")
+            .field("senders", &self.chan.core.lock().senders())
+            .finish()
     }
 }
 
@@ -1957,6 +2203,76 @@ impl<T> Receiver<T> {
     /// ```
     pub fn set_capacity(&self, capacity: usize) -> Result<(), ConfigError> {
         self.chan.set_capacity(capacity)
+    }
+
+    /// See [`Sender::len`].
+    pub fn len(&self) -> usize {
+        self.chan.core.lock().len()
+    }
+
+    /// See [`Sender::capacity`].
+    pub fn capacity(&self) -> usize {
+        self.chan.core.lock().capacity()
+    }
+
+    /// See [`Sender::is_empty`].
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// See [`Sender::is_full`].
+    pub fn is_full(&self) -> bool {
+        self.chan.is_full()
+    }
+
+    /// See [`Sender::sender_count`].
+    pub fn sender_count(&self) -> usize {
+        self.chan.core.lock().senders()
+    }
+
+    /// See [`Sender::receiver_count`].
+    pub fn receiver_count(&self) -> usize {
+        self.chan.core.lock().receivers()
+    }
+
+    /// Whether `other` receives from the same channel.
+    pub fn same_channel(&self, other: &Receiver<T>) -> bool {
+        Arc::ptr_eq(&self.chan, &other.chan)
+    }
+
+    /// [`recv_blocking`](Self::recv_blocking), giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvTimeoutError::Timeout`] when nothing came in time;
+    /// [`RecvTimeoutError::Closed`] once closed and drained.
+    ///
+    /// # Panics
+    ///
+    /// Never itself; do not call it on an async runtime's worker thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::channel::RecvTimeoutError;
+    /// use std::time::Duration;
+    ///
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// assert_eq!(rx.recv_blocking_timeout(Duration::from_millis(5)), Err(RecvTimeoutError::Timeout));
+    /// tx.send_blocking(7).unwrap();
+    /// drop(tx);
+    /// assert_eq!(rx.recv_blocking_timeout(Duration::from_millis(5)), Ok(7));
+    /// assert_eq!(rx.recv_blocking_timeout(Duration::from_millis(5)), Err(RecvTimeoutError::Closed));
+    /// ```
+    #[cfg(not(loom))]
+    pub fn recv_blocking_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        let mut fut = self.recv();
+        match crate::sync::block_on_until(&mut fut, deadline) {
+            Some(Some(v)) => Ok(v),
+            Some(None) => Err(RecvTimeoutError::Closed),
+            None => Err(RecvTimeoutError::Timeout),
+        }
     }
 
     /// A snapshot of the channel's numbers.

@@ -3,11 +3,19 @@
 //! It knows nothing about atomics or locks; the shared layer (`mod.rs`) keeps
 //! it behind a mutex and feeds it the permits that come back. The rules:
 //!
-//! * **FIFO, weighted.** Returned permits first pay off *debt* (capacity
-//!   removed by a shrink while permits were held), then go to the waiter at
-//!   the head of the queue; a head that needs more than is returned keeps the
-//!   partial assignment and everything behind it waits. A later waiter never
+//! * **FIFO, weighted** (the default, [`QueueOrder::OldestFirst`]).
+//!   Returned permits first pay off *debt* (capacity removed by a shrink
+//!   while permits were held), then go to the waiter at the head of the
+//!   queue; a head that needs more than is returned keeps the partial
+//!   assignment and everything behind it waits. A later waiter never
 //!   overtakes an earlier one, so a large head request holds back small ones.
+//! * **LIFO** ([`QueueOrder::NewestFirst`]): the same with the newest waiter
+//!   as the one served. A newcomer takes over the partial assignment of the
+//!   waiter it displaces, so only the waiter being served ever holds one
+//!   (and a newcomer is granted at once when that is enough).
+//! * **Bounded.** With a queue limit, a newcomer to a full queue is refused
+//!   (oldest-first) or the oldest waiter is evicted to make room
+//!   (newest-first, .NET's `QueueProcessingOrder.NewestFirst`).
 //! * **Cancellation returns everything.** A cancelled waiter gives back the
 //!   permits it was already assigned (partially or fully), which flow on to
 //!   the next waiter.
@@ -21,11 +29,18 @@
 
 use std::task::{Poll, Waker};
 
+use super::QueueOrder;
+
 /// Why a queued acquire failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Failure {
     Closed,
-    TooLarge { requested: usize, capacity: usize },
+    TooLarge {
+        requested: usize,
+        capacity: usize,
+    },
+    /// Evicted from a full newest-first queue by a newer waiter.
+    Evicted,
 }
 
 /// A handle on one queued waiter; owned by exactly one acquire future, which
@@ -100,10 +115,17 @@ pub(crate) struct WaitQueue {
     capacity: usize,
     debt: usize,
     closed: bool,
+    order: QueueOrder,
+    /// The most waiters queued at once (`None`: unbounded).
+    limit: Option<usize>,
 }
 
 impl WaitQueue {
     pub(crate) fn new(capacity: usize) -> Self {
+        Self::with_policy(capacity, QueueOrder::OldestFirst, None)
+    }
+
+    pub(crate) fn with_policy(capacity: usize, order: QueueOrder, limit: Option<usize>) -> Self {
         Self {
             slots: Vec::new(),
             free_head: None,
@@ -113,6 +135,25 @@ impl WaitQueue {
             capacity,
             debt: 0,
             closed: false,
+            order,
+            limit,
+        }
+    }
+
+    pub(crate) fn order(&self) -> QueueOrder {
+        self.order
+    }
+
+    /// Whether a newcomer finds no room in the queue.
+    pub(crate) fn is_full(&self) -> bool {
+        self.limit.is_some_and(|l| self.waiting >= l)
+    }
+
+    /// The waiter returned permits go to: the oldest (FIFO) or the newest.
+    fn served(&self) -> Option<usize> {
+        match self.order {
+            QueueOrder::OldestFirst => self.head,
+            QueueOrder::NewestFirst => self.tail,
         }
     }
 
@@ -154,11 +195,26 @@ impl WaitQueue {
     }
 
     /// Queues a waiter that needs `needed` permits and already holds
-    /// `assigned` of them (taken from the free pool by the caller).
+    /// `assigned` of them (taken from the free pool by the caller). Returns
+    /// its key and, newest-first, the partial assignment taken back from the
+    /// waiter it displaces: the caller must pass those permits to
+    /// [`release`](Self::release), which hands them to the newcomer first.
     ///
-    /// Precondition: `assigned < needed <= capacity`, not closed.
-    pub(crate) fn enqueue(&mut self, needed: usize, assigned: usize, waker: Waker) -> WaiterKey {
+    /// Precondition: `assigned < needed <= capacity`, not closed, not full.
+    pub(crate) fn enqueue(
+        &mut self,
+        needed: usize,
+        assigned: usize,
+        waker: Waker,
+    ) -> (WaiterKey, usize) {
         debug_assert!(assigned < needed && needed <= self.capacity && !self.closed);
+        let reclaimed = match (self.order, self.tail) {
+            (QueueOrder::NewestFirst, Some(t)) => match &mut self.slots[t] {
+                Slot::Waiting { assigned, .. } => std::mem::take(assigned),
+                _ => 0,
+            },
+            _ => 0,
+        };
         let slot = Slot::Waiting {
             needed,
             assigned,
@@ -186,7 +242,20 @@ impl WaitQueue {
         }
         self.tail = Some(index);
         self.waiting += 1;
-        WaiterKey(index)
+        (WaiterKey(index), reclaimed)
+    }
+
+    /// Fails the oldest waiter to make room (newest-first, full queue).
+    /// Returns the permits it had been assigned, for [`release`](Self::release).
+    pub(crate) fn evict_oldest(&mut self, wakers: &mut WakeList) -> usize {
+        let Some(h) = self.head else { return 0 };
+        let Slot::Waiting { assigned, .. } = self.slots[h] else {
+            unreachable!("queue head is not waiting")
+        };
+        if let Some(w) = self.finish(h, Slot::Failed(Failure::Evicted)) {
+            wakers.push(w);
+        }
+        assigned
     }
 
     /// Distributes `n` returned permits: debt first, then the queue in FIFO
@@ -197,12 +266,12 @@ impl WaitQueue {
         self.debt -= pay;
         n -= pay;
         // No `n > 0` guard: with nothing left, the head takes 0 and we return.
-        while let Some(h) = self.head {
+        while let Some(h) = self.served() {
             let Slot::Waiting {
                 needed, assigned, ..
             } = &mut self.slots[h]
             else {
-                unreachable!("queue head is not waiting")
+                unreachable!("served waiter is not waiting")
             };
             let want = *needed - *assigned;
             if n < want {
@@ -309,7 +378,8 @@ impl WaitQueue {
 
     /// Removes `by` from the capacity. `took_free` of it came out of the free
     /// pool; the rest is reclaimed from waiters' partial assignments (latest
-    /// waiter first, so the head keeps its progress) and what is still missing
+    /// waiter first, so a FIFO head keeps its progress; newest-first, only the
+    /// newest holds one) and what is still missing
     /// becomes debt, paid by held permits as they return. Debt therefore
     /// always equals the permits held beyond the capacity. Waiters that now
     /// need more than the capacity fail with `TooLarge`; the permits they held
@@ -419,8 +489,8 @@ mod tests {
     fn release_serves_head_first_even_when_a_later_waiter_would_fit() {
         let mut q = WaitQueue::new(10);
         let mut w = WakeList::default();
-        let a = q.enqueue(5, 0, noop());
-        let b = q.enqueue(1, 0, noop());
+        let a = q.enqueue(5, 0, noop()).0;
+        let b = q.enqueue(1, 0, noop()).0;
         assert_eq!(q.release(3, &mut w), 0);
         assert_eq!(ready(&mut q, a), Poll::Pending);
         assert_eq!(ready(&mut q, b), Poll::Pending, "b must not overtake a");
@@ -434,7 +504,7 @@ mod tests {
     fn leftover_goes_back_only_when_queue_is_empty() {
         let mut q = WaitQueue::new(10);
         let mut w = WakeList::default();
-        let a = q.enqueue(2, 0, noop());
+        let a = q.enqueue(2, 0, noop()).0;
         assert_eq!(q.release(7, &mut w), 5);
         assert_eq!(ready(&mut q, a), Poll::Ready(Ok(2)));
     }
@@ -443,8 +513,8 @@ mod tests {
     fn cancel_returns_partial_assignment() {
         let mut q = WaitQueue::new(10);
         let mut w = WakeList::default();
-        let a = q.enqueue(4, 1, noop());
-        let b = q.enqueue(3, 0, noop());
+        let a = q.enqueue(4, 1, noop()).0;
+        let b = q.enqueue(3, 0, noop()).0;
         q.release(2, &mut w);
         let back = q.cancel(a);
         assert_eq!(back, 3);
@@ -456,9 +526,9 @@ mod tests {
     fn cancel_from_middle_keeps_order() {
         let mut q = WaitQueue::new(10);
         let mut w = WakeList::default();
-        let a = q.enqueue(1, 0, noop());
-        let b = q.enqueue(1, 0, noop());
-        let c = q.enqueue(1, 0, noop());
+        let a = q.enqueue(1, 0, noop()).0;
+        let b = q.enqueue(1, 0, noop()).0;
+        let c = q.enqueue(1, 0, noop()).0;
         assert_eq!(q.cancel(b), 0);
         assert_eq!(q.release(1, &mut w), 0);
         assert_eq!(ready(&mut q, a), Poll::Ready(Ok(1)));
@@ -466,7 +536,7 @@ mod tests {
         assert_eq!(q.release(1, &mut w), 0);
         assert_eq!(ready(&mut q, c), Poll::Ready(Ok(1)));
         // Slots are reused: no growth past the peak.
-        let _d = q.enqueue(1, 0, noop());
+        let _d = q.enqueue(1, 0, noop()).0;
         assert_eq!(q.slots.len(), 3);
     }
 
@@ -476,7 +546,7 @@ mod tests {
         let mut w = WakeList::default();
         assert_eq!(q.shrink(2, 0, &mut w), 0);
         assert_eq!(q.capacity(), 2);
-        let a = q.enqueue(1, 0, noop());
+        let a = q.enqueue(1, 0, noop()).0;
         assert_eq!(q.release(2, &mut w), 0);
         assert_eq!(ready(&mut q, a), Poll::Pending);
         assert_eq!(q.release(1, &mut w), 0);
@@ -487,8 +557,8 @@ mod tests {
     fn shrink_fails_waiters_that_no_longer_fit() {
         let mut q = WaitQueue::new(8);
         let mut w = WakeList::default();
-        let a = q.enqueue(6, 2, noop());
-        let b = q.enqueue(2, 0, noop());
+        let a = q.enqueue(6, 2, noop()).0;
+        let b = q.enqueue(2, 0, noop()).0;
         let back = q.shrink(4, 0, &mut w);
         // a's 2 assigned permits were reclaimed by the shrink; 2 more are owed.
         assert_eq!(back, 0);
@@ -511,7 +581,7 @@ mod tests {
     fn shrink_reclaims_partial_assignments_before_making_debt() {
         let mut q = WaitQueue::new(4);
         let mut w = WakeList::default();
-        let a = q.enqueue(3, 2, noop()); // 2 held elsewhere, 2 assigned to a
+        let a = q.enqueue(3, 2, noop()).0; // 2 held elsewhere, 2 assigned to a
         assert_eq!(q.shrink(1, 0, &mut w), 0);
         assert_eq!(q.debt(), 0, "the assigned permit is retired, not owed");
         assert_eq!(q.assigned(), 1);
@@ -534,8 +604,8 @@ mod tests {
     fn close_fails_waiting_and_granted_and_returns_their_permits() {
         let mut q = WaitQueue::new(8);
         let mut w = WakeList::default();
-        let a = q.enqueue(2, 0, noop());
-        let b = q.enqueue(5, 0, noop());
+        let a = q.enqueue(2, 0, noop()).0;
+        let b = q.enqueue(5, 0, noop()).0;
         q.release(3, &mut w); // a granted 2, b assigned 1
         assert_eq!(
             q.assigned(),
@@ -554,7 +624,7 @@ mod tests {
     fn wake_list_spills_past_inline_capacity() {
         let mut q = WaitQueue::new(100);
         let mut w = WakeList::default();
-        let keys: Vec<_> = (0..20).map(|_| q.enqueue(1, 0, noop())).collect();
+        let keys: Vec<_> = (0..20).map(|_| q.enqueue(1, 0, noop()).0).collect();
         assert!(w.is_empty());
         assert_eq!(q.release(20, &mut w), 0);
         // The first eight stay inline (no allocation), the rest spill.
@@ -571,7 +641,7 @@ mod tests {
     fn shrink_to_exactly_what_a_waiter_needs_keeps_it_waiting() {
         let mut q = WaitQueue::new(6);
         let mut w = WakeList::default();
-        let a = q.enqueue(4, 0, noop());
+        let a = q.enqueue(4, 0, noop()).0;
         assert_eq!(q.shrink(2, 2, &mut w), 0);
         assert_eq!(q.capacity(), 4);
         assert_eq!(ready(&mut q, a), Poll::Pending, "4 of 4 is still possible");
@@ -596,7 +666,7 @@ mod tests {
         let second = Arc::new(Count(AtomicUsize::new(0)));
         let mut q = WaitQueue::new(1);
         let mut w = WakeList::default();
-        let a = q.enqueue(1, 0, Waker::from(first.clone()));
+        let a = q.enqueue(1, 0, Waker::from(first.clone())).0;
         // Same waker again: kept; a different one: replaces it.
         assert_eq!(q.poll(a, &Waker::from(first.clone())), Poll::Pending);
         assert_eq!(q.poll(a, &Waker::from(second.clone())), Poll::Pending);
@@ -605,5 +675,61 @@ mod tests {
         assert_eq!(first.0.load(Ordering::SeqCst), 0);
         assert_eq!(second.0.load(Ordering::SeqCst), 1);
         assert_eq!(ready(&mut q, a), Poll::Ready(Ok(1)));
+    }
+
+    #[test]
+    fn newest_first_serves_the_newest_and_hands_it_the_partial_assignment() {
+        let mut q = WaitQueue::with_policy(10, QueueOrder::NewestFirst, None);
+        let mut w = WakeList::default();
+        let (a, r) = q.enqueue(3, 0, noop());
+        assert_eq!(r, 0);
+        assert_eq!(q.release(2, &mut w), 0); // a: 2 of 3
+        let (b, r) = q.enqueue(2, 0, noop());
+        assert_eq!(r, 2, "b takes over a's partial assignment");
+        assert_eq!(q.assigned(), 0);
+        assert_eq!(q.release(r, &mut w), 0);
+        assert_eq!(ready(&mut q, b), Poll::Ready(Ok(2)));
+        assert_eq!(ready(&mut q, a), Poll::Pending);
+        assert_eq!(q.release(3, &mut w), 0);
+        assert_eq!(ready(&mut q, a), Poll::Ready(Ok(3)));
+    }
+
+    #[test]
+    fn newest_first_release_order_is_lifo() {
+        let mut q = WaitQueue::with_policy(10, QueueOrder::NewestFirst, None);
+        let mut w = WakeList::default();
+        let keys: Vec<_> = (0..3).map(|_| q.enqueue(1, 0, noop()).0).collect();
+        assert_eq!(q.release(1, &mut w), 0);
+        assert_eq!(ready(&mut q, keys[2]), Poll::Ready(Ok(1)));
+        assert_eq!(ready(&mut q, keys[0]), Poll::Pending);
+        assert_eq!(q.release(1, &mut w), 0);
+        assert_eq!(ready(&mut q, keys[1]), Poll::Ready(Ok(1)));
+        assert_eq!(q.release(1, &mut w), 0);
+        assert_eq!(ready(&mut q, keys[0]), Poll::Ready(Ok(1)));
+    }
+
+    #[test]
+    fn a_queue_limit_makes_the_queue_full_and_eviction_frees_the_oldest() {
+        let mut q = WaitQueue::with_policy(10, QueueOrder::NewestFirst, Some(2));
+        let mut w = WakeList::default();
+        assert!(!q.is_full());
+        let a = q.enqueue(3, 1, noop()).0;
+        let b = q.enqueue(1, 0, noop()).0;
+        assert!(q.is_full());
+        assert_eq!(
+            q.evict_oldest(&mut w),
+            0,
+            "a's partial went to b when b came"
+        );
+        assert!(!q.is_full());
+        assert_eq!(ready(&mut q, a), Poll::Ready(Err(Failure::Evicted)));
+        assert_eq!(q.waiting(), 1);
+        assert_eq!(ready(&mut q, b), Poll::Pending);
+        let mut fifo = WaitQueue::with_policy(10, QueueOrder::OldestFirst, Some(1));
+        let c = fifo.enqueue(4, 2, noop()).0;
+        assert!(fifo.is_full());
+        assert_eq!(fifo.evict_oldest(&mut w), 2);
+        assert_eq!(ready(&mut fifo, c), Poll::Ready(Err(Failure::Evicted)));
+        assert_eq!(fifo.evict_oldest(&mut w), 0, "nothing left to evict");
     }
 }

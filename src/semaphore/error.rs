@@ -37,6 +37,12 @@ pub enum AcquireError {
     NoPermits,
     /// `*_timeout` / `*_deadline` only: the permits did not arrive in time.
     TimedOut,
+    /// The queue was full ([`SemaphoreBuilder::queue_limit`](super::SemaphoreBuilder::queue_limit),
+    /// oldest-first): the acquire was refused at once instead of waiting.
+    QueueFull,
+    /// A newest-first queue was full and this waiter, the oldest, was
+    /// evicted to make room for a newer one.
+    Evicted,
 }
 
 impl fmt::Display for AcquireError {
@@ -52,6 +58,8 @@ impl fmt::Display for AcquireError {
             ),
             Self::NoPermits => f.write_str("no permits available"),
             Self::TimedOut => f.write_str("timed out waiting for permits"),
+            Self::QueueFull => f.write_str("semaphore queue full"),
+            Self::Evicted => f.write_str("evicted from a full semaphore queue by a newer waiter"),
         }
     }
 }

@@ -17,6 +17,14 @@
 //! waits too, even if 1 permit is free. Permits returned in the meantime are
 //! assigned to the head as they arrive, so it makes progress.
 //!
+//! Built with [`Semaphore::builder`], a semaphore can bound its queue
+//! ([`queue_limit`](SemaphoreBuilder::queue_limit), .NET's `QueueLimit`,
+//! counted in waiters): a full queue refuses newcomers at once with
+//! [`AcquireError::QueueFull`], or, with [`QueueOrder::NewestFirst`]
+//! (.NET's `NewestFirst`), serves the newest waiter first and evicts the
+//! oldest ([`AcquireError::Evicted`]) to make room. Newest-first suits
+//! latency-sensitive work where an old request is likely abandoned.
+//!
 //! # Memory ordering
 //!
 //! Releasing permits *happens before* the acquire that obtains them: writes
@@ -50,6 +58,44 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use error::AcquireError;
+
+/// Which queued acquirer is served first, and who gives way when a bounded
+/// queue is full.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::semaphore::{AcquireError, QueueOrder, Semaphore};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let sem = Semaphore::builder()
+///     .capacity(1)
+///     .queue_limit(1)
+///     .order(QueueOrder::NewestFirst)
+///     .build()
+///     .unwrap();
+/// let held = sem.acquire().await.unwrap();
+/// let mut old = Box::pin(sem.acquire());
+/// assert!(futures::poll!(old.as_mut()).is_pending()); // queued
+/// let new = sem.acquire(); // the queue is full: the oldest waiter gives way
+/// # let mut new = Box::pin(new);
+/// # assert!(futures::poll!(new.as_mut()).is_pending());
+/// assert_eq!(old.await.unwrap_err(), AcquireError::Evicted);
+/// drop(held);
+/// assert!(new.await.is_ok());
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum QueueOrder {
+    /// First in, first out; a full queue refuses newcomers
+    /// ([`AcquireError::QueueFull`]). The default.
+    #[default]
+    OldestFirst,
+    /// Last in, first out; a full queue evicts its oldest waiter
+    /// ([`AcquireError::Evicted`]) to make room for the newcomer.
+    NewestFirst,
+}
 
 use self::core::{Failure, WaitQueue, WaiterKey, WakeList};
 use crate::sync::atomic::{AtomicUsize, Ordering};
@@ -147,6 +193,27 @@ pub struct SemaphoreMetrics {
 }
 
 impl Semaphore {
+    /// A builder for a semaphore with a bounded queue or newest-first
+    /// order; see [`SemaphoreBuilder`].
+    pub fn builder() -> SemaphoreBuilder {
+        SemaphoreBuilder {
+            capacity: None,
+            queue_limit: None,
+            order: QueueOrder::OldestFirst,
+        }
+    }
+
+    fn with_queue(capacity: usize, queue: WaitQueue) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state: AtomicUsize::new(capacity << SHIFT),
+                capacity: AtomicUsize::new(capacity),
+                waiters: AtomicUsize::new(0),
+                queue: Mutex::new(queue),
+            }),
+        }
+    }
+
     /// Creates a semaphore with `capacity` permits.
     ///
     /// A capacity above [`MAX_PERMITS`] is clamped to it; use
@@ -160,14 +227,7 @@ impl Semaphore {
     /// ```
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.min(MAX_PERMITS);
-        Self {
-            inner: Arc::new(Inner {
-                state: AtomicUsize::new(capacity << SHIFT),
-                capacity: AtomicUsize::new(capacity),
-                waiters: AtomicUsize::new(0),
-                queue: Mutex::new(WaitQueue::new(capacity)),
-            }),
-        }
+        Self::with_queue(capacity, WaitQueue::new(capacity))
     }
 
     /// Creates a semaphore with `capacity` permits, refusing a capacity above
@@ -194,7 +254,33 @@ impl Semaphore {
         self.inner.capacity.load(Ordering::Acquire)
     }
 
-    /// The number of permits free right now.
+    /// The number of permits free right now: what a `try_acquire*` could
+    /// take.
+    ///
+    /// While acquirers are queued this is 0, even if some permits are not
+    /// held by anyone: a returned permit goes to the queue (to the waiter
+    /// being served, which keeps it as a partial assignment until it has
+    /// all it asked for), never back to the free pool, so a later
+    /// `try_acquire` cannot barge past the queue. Those permits are
+    /// promised, not free. `capacity() - available()` is therefore "held or
+    /// promised", not "held".
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::semaphore::Semaphore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let sem = Semaphore::new(3);
+    /// let two = sem.acquire_many(2).await.unwrap();
+    /// let mut waiting = Box::pin(sem.acquire_many(3)); // needs all 3
+    /// assert!(futures::poll!(waiting.as_mut()).is_pending());
+    /// // The one unheld permit is promised to the waiter: none is free.
+    /// assert_eq!(sem.available(), 0);
+    /// drop(two);
+    /// assert_eq!(waiting.await.unwrap().num_permits(), 3);
+    /// # }
+    /// ```
     pub fn available(&self) -> usize {
         self.inner.state.load(Ordering::Acquire) >> SHIFT
     }
@@ -510,6 +596,91 @@ impl fmt::Debug for Semaphore {
     }
 }
 
+fn acquire_error(f: Failure) -> AcquireError {
+    match f {
+        Failure::Closed => AcquireError::Closed,
+        Failure::TooLarge {
+            requested,
+            capacity,
+        } => AcquireError::TooLarge {
+            requested,
+            capacity,
+        },
+        Failure::Evicted => AcquireError::Evicted,
+    }
+}
+
+/// Configures a [`Semaphore`] with a bounded queue or newest-first order.
+/// Defaults: no capacity (required), unbounded queue, oldest first.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::semaphore::{AcquireError, Semaphore};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// // At most 2 callers may wait; the third is refused at once.
+/// let sem = Semaphore::builder().capacity(1).queue_limit(2).build().unwrap();
+/// let _held = sem.acquire().await.unwrap();
+/// let a = Box::pin(sem.acquire());
+/// let b = Box::pin(sem.acquire());
+/// # let (mut a, mut b) = (a, b);
+/// # assert!(futures::poll!(a.as_mut()).is_pending());
+/// # assert!(futures::poll!(b.as_mut()).is_pending());
+/// assert_eq!(sem.acquire().await.unwrap_err(), AcquireError::QueueFull);
+/// assert_eq!(sem.waiters(), 2);
+/// assert!(Semaphore::builder().build().is_err()); // capacity is required
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SemaphoreBuilder {
+    capacity: Option<usize>,
+    queue_limit: Option<usize>,
+    order: QueueOrder,
+}
+
+impl SemaphoreBuilder {
+    /// The number of permits (required; at most [`MAX_PERMITS`]).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
+    /// The most acquirers that may wait at once (0: none may; an acquire
+    /// that cannot be served at once fails). Counted in waiters, not in
+    /// permits as .NET's `QueueLimit` is: with weighted requests the number
+    /// of parked tasks is what memory and latency depend on.
+    pub fn queue_limit(mut self, waiters: usize) -> Self {
+        self.queue_limit = Some(waiters);
+        self
+    }
+
+    /// Who is served first and who gives way in a full queue.
+    pub fn order(mut self, order: QueueOrder) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Validates and creates the semaphore.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `capacity` (missing, or above [`MAX_PERMITS`]).
+    pub fn build(self) -> Result<Semaphore, ConfigError> {
+        let Some(capacity) = self.capacity else {
+            return Err(ConfigError::new(
+                "semaphore",
+                "capacity",
+                ConfigErrorKind::Missing,
+                "must be set",
+            ));
+        };
+        let capacity = check_capacity(capacity)?;
+        let queue = WaitQueue::with_policy(capacity, self.order, self.queue_limit);
+        Ok(Semaphore::with_queue(capacity, queue))
+    }
+}
+
 fn check_capacity(capacity: usize) -> Result<usize, ConfigError> {
     if capacity > MAX_PERMITS {
         return Err(ConfigError::new(
@@ -621,21 +792,47 @@ impl Inner {
     }
 
     /// The slow acquire: under the lock, either take `n` free permits or take
-    /// whatever is free as a partial assignment and queue for the rest.
+    /// whatever is free as a partial assignment and queue for the rest (a
+    /// newest-first queue may grant it at once, or evict its oldest waiter
+    /// to make room). `Ok(None)`: the permits are the caller's.
     #[cold]
     fn enqueue(&self, n: usize, cx: &mut Context<'_>) -> Result<Option<WaiterKey>, AcquireError> {
-        let mut q = self.queue.lock();
+        let mut wakers = WakeList::default();
+        let result = {
+            let mut q = self.queue.lock();
+            self.enqueue_locked(&mut q, n, cx, &mut wakers)
+        };
+        wakers.wake_all();
+        result
+    }
+
+    fn enqueue_locked(
+        &self,
+        q: &mut WaitQueue,
+        n: usize,
+        cx: &mut Context<'_>,
+        wakers: &mut WakeList,
+    ) -> Result<Option<WaiterKey>, AcquireError> {
         let mut cur = self.state.load(Ordering::Acquire);
+        if cur & CLOSED != 0 {
+            return Err(AcquireError::Closed);
+        }
+        if n > q.capacity() {
+            return Err(AcquireError::TooLarge {
+                requested: n,
+                capacity: q.capacity(),
+            });
+        }
+        // A full queue: refuse (oldest-first) or evict the oldest
+        // (newest-first). Either way only if the caller would have to wait.
+        let mut evicted = 0;
+        if q.is_full() && (cur >> SHIFT) < n {
+            if q.order() == QueueOrder::OldestFirst || q.waiting() == 0 {
+                return Err(AcquireError::QueueFull);
+            }
+            evicted = q.evict_oldest(wakers);
+        }
         loop {
-            if cur & CLOSED != 0 {
-                return Err(AcquireError::Closed);
-            }
-            if n > q.capacity() {
-                return Err(AcquireError::TooLarge {
-                    requested: n,
-                    capacity: q.capacity(),
-                });
-            }
             let free = cur >> SHIFT;
             debug_assert!(cur & SLOW == 0 || free == 0);
             let (next, queue) = if free >= n {
@@ -647,9 +844,20 @@ impl Inner {
                 .state
                 .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) if !queue => return Ok(None),
+                Ok(_) if !queue => {
+                    // (Nobody was queued, so nobody was evicted.)
+                    debug_assert_eq!(evicted, 0);
+                    return Ok(None);
+                }
                 Ok(_) => {
-                    let key = q.enqueue(n, free, cx.waker().clone());
+                    let (key, reclaimed) = q.enqueue(n, free, cx.waker().clone());
+                    // Newest-first: the displaced waiter's partial assignment
+                    // and the evicted one's permits go to the newcomer first.
+                    self.release_locked(q, reclaimed + evicted, wakers);
+                    if let Poll::Ready(r) = q.poll(key, cx.waker()) {
+                        self.waiters.store(q.waiting(), Ordering::Release);
+                        return r.map(|_| None).map_err(acquire_error);
+                    }
                     self.waiters.store(q.waiting(), Ordering::Release);
                     return Ok(Some(key));
                 }
@@ -660,18 +868,8 @@ impl Inner {
 
     fn poll_queued(&self, key: WaiterKey, cx: &mut Context<'_>) -> Poll<Result<(), AcquireError>> {
         let mut q = self.queue.lock();
-        q.poll(key, cx.waker()).map(|r| {
-            r.map(|_| ()).map_err(|f| match f {
-                Failure::Closed => AcquireError::Closed,
-                Failure::TooLarge {
-                    requested,
-                    capacity,
-                } => AcquireError::TooLarge {
-                    requested,
-                    capacity,
-                },
-            })
-        })
+        q.poll(key, cx.waker())
+            .map(|r| r.map(|_| ()).map_err(acquire_error))
     }
 
     fn cancel(&self, key: WaiterKey) {

@@ -2,11 +2,14 @@
 //! fuzz target `fuzz/fuzz_targets/semaphore.rs`.
 //!
 //! The reference model is deliberately naive: no partial assignment, no debt,
-//! no state word. It keeps the capacity, the permits held and a FIFO queue of
-//! requests, and grants the head whenever `capacity - held >= needed`. The
-//! real semaphore assigns returned permits to the head piecemeal; the two must
-//! agree on every observable: which acquires complete, in which order, with
-//! what result, and the free count once nobody waits.
+//! no state word. It keeps the capacity, the permits held and a queue of
+//! requests, and grants the waiter being served (the oldest, or with
+//! newest-first the newest) whenever `capacity - held >= needed`; a bounded
+//! queue refuses a newcomer (oldest-first) or evicts its oldest waiter
+//! (newest-first) when full. The real semaphore assigns returned permits to
+//! the served waiter piecemeal; the two must agree on every observable:
+//! which acquires complete, in which order, with what result, and the free
+//! count once nobody waits.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -15,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use flowguard::semaphore::{AcquireError, AcquireOwned, OwnedPermit, Semaphore};
+use flowguard::semaphore::{AcquireError, AcquireOwned, OwnedPermit, QueueOrder, Semaphore};
 
 /// One step applied to both the real semaphore and the model.
 #[derive(Debug, Clone)]
@@ -60,8 +63,10 @@ struct Model {
     capacity: usize,
     held: usize,
     closed: bool,
-    /// (request id, needed)
+    /// (request id, needed), oldest first.
     queue: VecDeque<(usize, usize)>,
+    newest_first: bool,
+    limit: Option<usize>,
 }
 
 impl Model {
@@ -87,11 +92,21 @@ impl Model {
                 true
             }
         });
-        while let Some(&(id, n)) = self.queue.front() {
+        loop {
+            let served = if self.newest_first {
+                self.queue.back()
+            } else {
+                self.queue.front()
+            };
+            let Some(&(id, n)) = served else { break };
             if self.free() < n {
                 break;
             }
-            self.queue.pop_front();
+            if self.newest_first {
+                self.queue.pop_back();
+            } else {
+                self.queue.pop_front();
+            }
             self.held += n;
             out.push((id, Ok(n)));
         }
@@ -106,9 +121,25 @@ struct Pending {
 /// Runs `ops` against a real semaphore and the model and panics on any
 /// difference.
 pub fn check(initial_capacity: usize, ops: &[Op]) {
-    let sem = Semaphore::new(initial_capacity);
+    check_with(initial_capacity, QueueOrder::OldestFirst, None, ops);
+}
+
+/// As [`check`] with a queue order and an optional queue limit.
+pub fn check_with(initial_capacity: usize, order: QueueOrder, limit: Option<usize>, ops: &[Op]) {
+    let sem = match (order, limit) {
+        (QueueOrder::OldestFirst, None) => Semaphore::new(initial_capacity),
+        _ => {
+            let mut b = Semaphore::builder().capacity(initial_capacity).order(order);
+            if let Some(l) = limit {
+                b = b.queue_limit(l);
+            }
+            b.build().unwrap()
+        }
+    };
     let mut model = Model {
         capacity: initial_capacity,
+        newest_first: order == QueueOrder::NewestFirst,
+        limit,
         ..Model::default()
     };
     let mut held: Vec<OwnedPermit> = Vec::new();
@@ -118,6 +149,7 @@ pub fn check(initial_capacity: usize, ops: &[Op]) {
 
     for op in ops {
         let mut expected: Vec<(usize, Result<usize, AcquireError>)> = Vec::new();
+        let mut got = Vec::new();
         match *op {
             Op::Acquire(n) => {
                 let id = next_id;
@@ -134,13 +166,32 @@ pub fn check(initial_capacity: usize, ops: &[Op]) {
                             capacity: model.capacity,
                         }),
                     ));
+                } else if model.limit.is_some_and(|l| model.queue.len() >= l)
+                    && (model.free() < n || !model.queue.is_empty())
+                {
+                    // Full, and the newcomer would have to wait.
+                    if model.newest_first && !model.queue.is_empty() {
+                        let (old, _) = model.queue.pop_front().unwrap();
+                        expected.push((old, Err(AcquireError::Evicted)));
+                        model.queue.push_back((id, n));
+                    } else {
+                        expected.push((id, Err(AcquireError::QueueFull)));
+                    }
                 } else {
                     model.queue.push_back((id, n));
                 }
-                pending.push(Pending {
-                    id,
-                    fut: Box::pin(sem.acquire_many_owned(n)),
-                });
+                // The acquire takes effect now (a newest-first newcomer may
+                // evict an older waiter): poll it before the others.
+                let mut fut = Box::pin(sem.acquire_many_owned(n));
+                match fut.as_mut().poll(&mut cx) {
+                    Poll::Pending => pending.push(Pending { id, fut }),
+                    Poll::Ready(r) => {
+                        got.push((id, r.as_ref().map(|p| p.num_permits()).map_err(|e| *e)));
+                        if let Ok(permit) = r {
+                            held.push(permit);
+                        }
+                    }
+                }
             }
             Op::TryAcquire(n) => {
                 let want = if model.closed {
@@ -209,7 +260,6 @@ pub fn check(initial_capacity: usize, ops: &[Op]) {
         expected.sort_by_key(|&(id, _)| id);
 
         // Poll every pending acquire; collect the ones that completed.
-        let mut got = Vec::new();
         pending.retain_mut(|p| match p.fut.as_mut().poll(&mut cx) {
             Poll::Pending => true,
             Poll::Ready(r) => {
@@ -220,6 +270,7 @@ pub fn check(initial_capacity: usize, ops: &[Op]) {
                 false
             }
         });
+        got.sort_by_key(|&(id, _)| id);
         assert_eq!(got, expected, "completions after {op:?} in {ops:?}");
 
         assert_eq!(sem.capacity(), model.capacity, "capacity after {ops:?}");
