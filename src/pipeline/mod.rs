@@ -85,7 +85,7 @@ use crate::breaker::{BreakerMetrics, CircuitBreaker, Rejected};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::fanout::{HedgeMetrics, HedgePolicy, hedge};
 use crate::rate::{AcquireError as RateAcquireError, RateLimiter, RateSnapshot, TryAcquireError};
-use crate::retry::{Retry, RetryError, RetryMetrics, RetryPolicy};
+use crate::retry::{Next, Retry, RetryError, RetryMetrics, RetryPolicy};
 use crate::semaphore::{Semaphore, SemaphoreMetrics};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex, StdArc};
@@ -156,7 +156,6 @@ struct Inner<T, E> {
 
 #[derive(Debug, Default)]
 struct Counters {
-    calls: AtomicU64,
     succeeded: AtomicU64,
     failed: AtomicU64,
     fallbacks: AtomicU64,
@@ -170,7 +169,8 @@ struct Counters {
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct PipelineMetrics {
-    /// Calls started.
+    /// Calls that ended (a call in flight is counted when it ends; one
+    /// atomic add per successful call).
     pub calls: u64,
     /// Calls that returned `Ok` (a fallback's value included).
     pub succeeded: u64,
@@ -459,18 +459,14 @@ impl<T, E> Pipeline<T, E> {
     /// counts as nothing (a half-open probe slot is given back), its
     /// bulkhead permit is returned, and no further attempt is made. A token
     /// already taken for an attempt that was then dropped is not refunded.
-    pub async fn call<F, Fut>(&self, op: F) -> Result<T, PipelineError<E>>
+    pub async fn call<F, Fut>(&self, mut op: F) -> Result<T, PipelineError<E>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
         let inner = &*self.inner;
-        Counters::bump(&inner.counters.calls);
         let deadline = inner.timeout.and_then(|t| Instant::now().checked_add(t));
-        // Attempts never overlap except hedge copies, which are created one
-        // at a time: the lock is held only while `op()` builds a future.
-        let op = Mutex::new(op);
-        let result = self.run(&op, deadline).await;
+        let result = self.run(&mut op, deadline).await;
         let result = match (result, &inner.fallback) {
             (Err(e), Some(fallback)) => {
                 self.count_error(&e);
@@ -496,10 +492,11 @@ impl<T, E> Pipeline<T, E> {
         let inner = &*self.inner;
         let c = &inner.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (succeeded, failed) = (l(&c.succeeded), l(&c.failed));
         PipelineMetrics {
-            calls: l(&c.calls),
-            succeeded: l(&c.succeeded),
-            failed: l(&c.failed),
+            calls: succeeded + failed,
+            succeeded,
+            failed,
             fallbacks: l(&c.fallbacks),
             timeouts: l(&c.timeouts),
             breaker_refusals: l(&c.breaker_refusals),
@@ -534,7 +531,7 @@ impl<T, E> Pipeline<T, E> {
     /// Layers 2 and 3: the total deadline and retry.
     async fn run<F, Fut>(
         &self,
-        op: &Mutex<F>,
+        op: &mut F,
         deadline: Option<Instant>,
     ) -> Result<T, PipelineError<E>>
     where
@@ -557,47 +554,36 @@ impl<T, E> Pipeline<T, E> {
             };
             return match outcome {
                 Ok(v) => Ok(v),
-                Err(Attempt::Timeout) => Err(PipelineError::AttemptTimeout { attempts: 1 }),
                 Err(a) => Err(refusal_or_inner(a, 1)),
             };
         };
-        let attempt = |_| self.attempt(op, deadline);
-        let outcome = match deadline {
-            None => retry.call_with_attempt(attempt).await,
-            Some(d) => retry.call_deadline(d, attempt).await,
-        };
-        outcome.map_err(|e| match e {
-            RetryError::Exhausted { error, attempts }
-            | RetryError::BudgetExhausted { error, attempts } => match error {
-                Attempt::Inner(last) => PipelineError::RetriesExhausted { last, attempts },
-                Attempt::Timeout => PipelineError::AttemptTimeout { attempts },
-                other => refusal_or_inner(other, attempts),
-            },
-            RetryError::NotRetryable { error, attempts } => match error {
-                Attempt::Timeout => PipelineError::AttemptTimeout { attempts },
-                other => refusal_or_inner(other, attempts),
-            },
-            RetryError::Deadline { error, attempts } => match error {
-                Some(Attempt::Inner(last)) => PipelineError::Timeout {
-                    attempts,
-                    last: Some(last),
+        // The retry's loop, stepped here so each attempt can borrow `op`.
+        let mut run = retry.start(deadline);
+        loop {
+            if let Err(e) = run.begin() {
+                return Err(from_retry(e));
+            }
+            let attempt = self.attempt(&mut *op, deadline);
+            let outcome = match deadline {
+                None => attempt.await,
+                Some(d) => match tokio::time::timeout_at(d, attempt).await {
+                    Ok(o) => o,
+                    Err(_) => return Err(from_retry(run.cut())),
                 },
-                // The deadline ended a wait for a token: say so.
-                Some(r @ Attempt::RateLimited(_)) => refusal_or_inner(r, attempts),
-                _ => PipelineError::Timeout {
-                    attempts,
-                    last: None,
-                },
-            },
-        })
+            };
+            match run.finish(outcome) {
+                Next::Done(result) => return result.map_err(from_retry),
+                Next::Sleep(delay) => {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+        }
     }
 
     /// Layers 4 and 5: the breaker around one attempt (hedged or not).
-    async fn attempt<F, Fut>(
-        &self,
-        op: &Mutex<F>,
-        deadline: Option<Instant>,
-    ) -> Result<T, Attempt<E>>
+    async fn attempt<F, Fut>(&self, op: &mut F, deadline: Option<Instant>) -> Result<T, Attempt<E>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -609,10 +595,15 @@ impl<T, E> Pipeline<T, E> {
         };
         let outcome = match &inner.hedge {
             None => self.admitted(op, deadline).await,
-            Some(policy) => hedge(|| self.admitted(op, deadline), policy)
-                .await
-                .map(|h| h.value)
-                .map_err(|e| e.error),
+            Some(policy) => {
+                // Hedge copies run at once: they share the operation, locked
+                // only while it builds a future.
+                let shared = Mutex::new(op);
+                hedge(|| self.admitted(|| (*shared.lock())(), deadline), policy)
+                    .await
+                    .map(|h| h.value)
+                    .map_err(|e| e.error)
+            }
         };
         if let Some(p) = permit {
             match &outcome {
@@ -628,14 +619,11 @@ impl<T, E> Pipeline<T, E> {
         outcome
     }
 
-    /// Layers 6 to 8 and the operation: a token, a slot, the attempt timeout.
-    async fn admitted<F, Fut>(
-        &self,
-        op: &Mutex<F>,
-        deadline: Option<Instant>,
-    ) -> Result<T, Attempt<E>>
+    /// Layers 6 to 8 and the operation: a token, a slot, the attempt
+    /// timeout; `make` builds the operation's future once admitted.
+    async fn admitted<M, Fut>(&self, make: M, deadline: Option<Instant>) -> Result<T, Attempt<E>>
     where
-        F: FnMut() -> Fut,
+        M: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
         let inner = &*self.inner;
@@ -662,10 +650,7 @@ impl<T, E> Pipeline<T, E> {
                 }
             }
         };
-        let fut = {
-            let mut op = op.lock();
-            (op)()
-        };
+        let fut = make();
         match inner.attempt_timeout {
             None => fut.await.map_err(Attempt::Inner),
             Some(t) => match tokio::time::timeout(t, fut).await {
@@ -700,6 +685,30 @@ async fn take_token<E>(
     };
     let after = refused.map(|at| at.saturating_duration_since(Instant::now()));
     Err(Attempt::RateLimited(after))
+}
+
+/// How the retry layer ended, as the pipeline's error.
+fn from_retry<E>(e: RetryError<Attempt<E>>) -> PipelineError<E> {
+    match e {
+        RetryError::Exhausted { error, attempts }
+        | RetryError::BudgetExhausted { error, attempts } => match error {
+            Attempt::Inner(last) => PipelineError::RetriesExhausted { last, attempts },
+            other => refusal_or_inner(other, attempts),
+        },
+        RetryError::NotRetryable { error, attempts } => refusal_or_inner(error, attempts),
+        RetryError::Deadline { error, attempts } => match error {
+            Some(Attempt::Inner(last)) => PipelineError::Timeout {
+                attempts,
+                last: Some(last),
+            },
+            // The deadline ended a wait for a token: say so.
+            Some(r @ Attempt::RateLimited(_)) => refusal_or_inner(r, attempts),
+            _ => PipelineError::Timeout {
+                attempts,
+                last: None,
+            },
+        },
+    }
 }
 
 /// A refusal below the retry layer, or the operation's own error.

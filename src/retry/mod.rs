@@ -279,11 +279,16 @@ impl RetryPolicy {
     }
 }
 
+/// Counted when a call ends (one atomic add for a call that succeeds at
+/// once); `calls` and `attempts` are derived from them.
 #[derive(Debug, Default)]
 struct Counters {
-    calls: AtomicU64,
-    attempts: AtomicU64,
+    /// Retries made by ended calls.
     retries: AtomicU64,
+    /// Ended calls the deadline stopped before their first attempt.
+    no_attempt: AtomicU64,
+    /// Calls that needed a delay schedule: numbers them for seeding.
+    schedules: AtomicU64,
     succeeded_first: AtomicU64,
     succeeded_after_retry: AtomicU64,
     exhausted: AtomicU64,
@@ -302,11 +307,12 @@ impl Counters {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetryMetrics {
-    /// Calls started (`call` and its variants).
+    /// Calls that ended (`call` and its variants; a call in flight is
+    /// counted when it ends).
     pub calls: u64,
-    /// Attempts started, first calls included.
+    /// Attempts made by those calls, first attempts included.
     pub attempts: u64,
-    /// Retries started (attempts after the first).
+    /// Retries made by those calls (attempts after the first).
     pub retries: u64,
     /// Calls whose first attempt gave the final outcome.
     pub succeeded_first: u64,
@@ -375,9 +381,9 @@ impl<T, E> RetryBuilder<T, E> {
         self
     }
 
-    /// Seeds the jitter, so schedules are reproducible (call `k` of this
-    /// retry, counted from 0 across clones, uses a sequence derived from
-    /// `seed` and `k`).
+    /// Seeds the jitter, so schedules are reproducible (the `k`-th call of
+    /// this retry that needs a delay, counted from 0 across clones, uses a
+    /// sequence derived from `seed` and `k`).
     pub fn seed(mut self, seed: u64) -> Self {
         self.policy.seed = Some(seed);
         self
@@ -597,16 +603,26 @@ impl<T, E> Retry<T, E> {
     pub fn metrics(&self) -> RetryMetrics {
         let c = &self.inner.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (first, after, exhausted, not_retryable, budget, deadline) = (
+            l(&c.succeeded_first),
+            l(&c.succeeded_after_retry),
+            l(&c.exhausted),
+            l(&c.not_retryable),
+            l(&c.budget_refusals),
+            l(&c.deadline),
+        );
+        let calls = first + after + exhausted + not_retryable + budget + deadline;
+        let retries = l(&c.retries);
         RetryMetrics {
-            calls: l(&c.calls),
-            attempts: l(&c.attempts),
-            retries: l(&c.retries),
-            succeeded_first: l(&c.succeeded_first),
-            succeeded_after_retry: l(&c.succeeded_after_retry),
-            exhausted: l(&c.exhausted),
-            not_retryable: l(&c.not_retryable),
-            budget_refusals: l(&c.budget_refusals),
-            deadline: l(&c.deadline),
+            calls,
+            attempts: (calls + retries).saturating_sub(l(&c.no_attempt)),
+            retries,
+            succeeded_first: first,
+            succeeded_after_retry: after,
+            exhausted,
+            not_retryable,
+            budget_refusals: budget,
+            deadline,
         }
     }
 
@@ -626,8 +642,13 @@ impl<T, E> Retry<T, E> {
             .and_then(|t| Instant::now().checked_add(t))
     }
 
-    fn schedule(&self, call: u64) -> Schedule {
+    fn schedule(&self) -> Schedule {
         let p = &self.inner.policy;
+        let call = self
+            .inner
+            .counters
+            .schedules
+            .fetch_add(1, Ordering::Relaxed);
         let seed = match p.seed {
             // Distinct, reproducible per call: SplitMix64 decorrelates
             // neighbouring seeds.
@@ -650,93 +671,52 @@ impl<T, E> Retry<T, E> {
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let inner = &*self.inner;
-        let policy = &inner.policy;
-        let c = &inner.counters;
-        let call = c.calls.fetch_add(1, Ordering::Relaxed);
-        if let Some(b) = &policy.budget {
-            b.deposit();
-        }
-        let mut schedule: Option<Schedule> = None;
-        let mut last_err: Option<E> = None;
-        let mut attempt: u32 = 0;
+        let mut run = self.start(deadline);
         loop {
-            // May this attempt start?
-            if let Some(d) = deadline {
-                let now = Instant::now();
-                if now >= d || d - now < policy.attempt_margin {
-                    return Err(self.end_deadline(last_err, attempt));
-                }
-            }
-            attempt += 1;
-            Counters::bump(&c.attempts);
-            if attempt > 1 {
-                Counters::bump(&c.retries);
-            }
+            let attempt = run.begin()?;
             let fut = op(attempt);
             let outcome = match deadline {
                 None => fut.await,
                 Some(d) => match tokio::time::timeout_at(d, fut).await {
                     Ok(o) => o,
-                    Err(_) => return Err(self.end_deadline(last_err, attempt)),
+                    Err(_) => return Err(run.cut()),
                 },
             };
-            let hook_delay = match self.verdict(&outcome) {
-                Verdict::Done => return self.end_done(outcome, attempt),
-                Verdict::Again(d) => d,
-            };
-            // Worth retrying: may we?
-            if attempt > policy.max_retries {
-                Counters::bump(&c.exhausted);
-                return match outcome {
-                    Ok(v) => Ok(v),
-                    Err(error) => Err(RetryError::Exhausted {
-                        error,
-                        attempts: attempt,
-                    }),
-                };
-            }
-            let delay = match hook_delay {
-                Some(d) => d,
-                None => schedule
-                    .get_or_insert_with(|| self.schedule(call))
-                    .delay(attempt),
-            };
-            if let Some(d) = deadline {
-                let wake = Instant::now().checked_add(delay);
-                let room = wake.and_then(|w| w.checked_add(policy.attempt_margin));
-                if room.is_none_or(|r| r > d) {
-                    return match outcome {
-                        Ok(v) => {
-                            Counters::bump(&c.deadline);
-                            Ok(v)
-                        }
-                        Err(e) => Err(self.end_deadline(Some(e), attempt)),
-                    };
+            match run.finish(outcome) {
+                Next::Done(result) => return result,
+                Next::Sleep(delay) => {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                 }
             }
-            if let Some(b) = &policy.budget {
-                if !b.try_withdraw() {
-                    Counters::bump(&c.budget_refusals);
-                    return match outcome {
-                        Ok(v) => Ok(v),
-                        Err(error) => Err(RetryError::BudgetExhausted {
-                            error,
-                            attempts: attempt,
-                        }),
-                    };
-                }
-            }
-            tracing::debug!(
-                retry = %inner.name,
-                attempt,
-                delay_ms = delay.as_millis() as u64,
-                from_hook = hook_delay.is_some(),
-                "retrying"
-            );
-            last_err = outcome.err();
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Starts one call's run: the loop's state, stepped by whoever drives
+    /// the attempts (this retry's own loop, or a pipeline's).
+    pub(crate) fn start(&self, deadline: Option<Instant>) -> Run<'_, T, E> {
+        if let Some(b) = &self.inner.policy.budget {
+            b.deposit();
+        }
+        Run {
+            retry: self,
+            deadline,
+            schedule: None,
+            last_err: None,
+            attempt: 0,
+        }
+    }
+
+    /// Counts an ended call: its outcome and its retries.
+    fn ended(&self, outcome: &AtomicU64, attempts: u32) {
+        let c = &self.inner.counters;
+        Counters::bump(outcome);
+        match attempts {
+            0 => Counters::bump(&c.no_attempt),
+            1 => {}
+            n => {
+                c.retries.fetch_add(u64::from(n - 1), Ordering::Relaxed);
             }
         }
     }
@@ -745,24 +725,130 @@ impl<T, E> Retry<T, E> {
         let c = &self.inner.counters;
         match outcome {
             Ok(v) => {
-                Counters::bump(if attempts == 1 {
+                let kind = if attempts == 1 {
                     &c.succeeded_first
                 } else {
                     &c.succeeded_after_retry
-                });
+                };
+                self.ended(kind, attempts);
                 Ok(v)
             }
             Err(error) => {
-                Counters::bump(&c.not_retryable);
+                self.ended(&c.not_retryable, attempts);
                 Err(RetryError::NotRetryable { error, attempts })
             }
         }
     }
 
     fn end_deadline(&self, error: Option<E>, attempts: u32) -> RetryError<E> {
-        Counters::bump(&self.inner.counters.deadline);
+        self.ended(&self.inner.counters.deadline, attempts);
         tracing::debug!(retry = %self.inner.name, attempts, "retry deadline reached");
         RetryError::Deadline { error, attempts }
+    }
+}
+
+/// What the driver of a [`Run`] does next.
+pub(crate) enum Next<T, E> {
+    /// Sleep this long, then [`Run::begin`] the next attempt.
+    Sleep(Duration),
+    /// The call is over.
+    Done(Result<T, RetryError<E>>),
+}
+
+/// One call's retry loop as a state machine: [`begin`](Self::begin) before
+/// each attempt, [`finish`](Self::finish) (or [`cut`](Self::cut), when the
+/// deadline drops the attempt) after it. The driver owns the operation, so
+/// it can borrow it mutably for each attempt.
+pub(crate) struct Run<'r, T, E> {
+    retry: &'r Retry<T, E>,
+    deadline: Option<Instant>,
+    schedule: Option<Schedule>,
+    last_err: Option<E>,
+    attempt: u32,
+}
+
+impl<T, E> Run<'_, T, E> {
+    /// May the next attempt start? Its number, or the deadline's error.
+    pub(crate) fn begin(&mut self) -> Result<u32, RetryError<E>> {
+        let inner = &*self.retry.inner;
+        if let Some(d) = self.deadline {
+            let now = Instant::now();
+            if now >= d || d - now < inner.policy.attempt_margin {
+                return Err(self.retry.end_deadline(self.last_err.take(), self.attempt));
+            }
+        }
+        self.attempt += 1;
+        Ok(self.attempt)
+    }
+
+    /// The deadline dropped the attempt in flight.
+    pub(crate) fn cut(&mut self) -> RetryError<E> {
+        self.retry.end_deadline(self.last_err.take(), self.attempt)
+    }
+
+    /// Decides after an attempt: done, or sleep and try again.
+    pub(crate) fn finish(&mut self, outcome: Result<T, E>) -> Next<T, E> {
+        let retry = self.retry;
+        let inner = &*retry.inner;
+        let policy = &inner.policy;
+        let c = &inner.counters;
+        let attempt = self.attempt;
+        let hook_delay = match retry.verdict(&outcome) {
+            Verdict::Done => return Next::Done(retry.end_done(outcome, attempt)),
+            Verdict::Again(d) => d,
+        };
+        // Worth retrying: may we?
+        if attempt > policy.max_retries {
+            retry.ended(&c.exhausted, attempt);
+            return Next::Done(match outcome {
+                Ok(v) => Ok(v),
+                Err(error) => Err(RetryError::Exhausted {
+                    error,
+                    attempts: attempt,
+                }),
+            });
+        }
+        let delay = match hook_delay {
+            Some(d) => d,
+            None => self
+                .schedule
+                .get_or_insert_with(|| retry.schedule())
+                .delay(attempt),
+        };
+        if let Some(d) = self.deadline {
+            let wake = Instant::now().checked_add(delay);
+            let room = wake.and_then(|w| w.checked_add(policy.attempt_margin));
+            if room.is_none_or(|r| r > d) {
+                return Next::Done(match outcome {
+                    Ok(v) => {
+                        retry.ended(&c.deadline, attempt);
+                        Ok(v)
+                    }
+                    Err(e) => Err(retry.end_deadline(Some(e), attempt)),
+                });
+            }
+        }
+        if let Some(b) = &policy.budget {
+            if !b.try_withdraw() {
+                retry.ended(&c.budget_refusals, attempt);
+                return Next::Done(match outcome {
+                    Ok(v) => Ok(v),
+                    Err(error) => Err(RetryError::BudgetExhausted {
+                        error,
+                        attempts: attempt,
+                    }),
+                });
+            }
+        }
+        tracing::debug!(
+            retry = %inner.name,
+            attempt,
+            delay_ms = delay.as_millis() as u64,
+            from_hook = hook_delay.is_some(),
+            "retrying"
+        );
+        self.last_err = outcome.err();
+        Next::Sleep(delay)
     }
 }
 
