@@ -667,3 +667,37 @@ fn public_types_are_send_and_sync() {
     let p = Pipeline::<u32, ()>::builder().build().unwrap();
     send(&p.call(|| async { Ok(1) }));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_rate_limit_holds_each_key_to_its_own_quota() {
+    use flowguard::rate::KeyedRateLimiter;
+    let per_key = KeyedRateLimiter::new(Quota::per_second(2).unwrap().with_burst(1).unwrap());
+    let p = Pipeline::<u32, ()>::builder()
+        .timeout(Duration::from_secs(1))
+        .keyed_rate_limiter(per_key.clone())
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    assert_eq!(p.call_keyed(&"a", || async { Ok(1) }).await, Ok(1));
+    assert_eq!(
+        p.call_keyed(&"b", || async { Ok(2) }).await,
+        Ok(2),
+        "b has its own bucket"
+    );
+    // a's next token comes in 500 ms, within the deadline: the call waits for it.
+    assert_eq!(p.call_keyed(&"a", || async { Ok(3) }).await, Ok(3));
+    assert_eq!(start.elapsed(), 500 * MS);
+    // Shed instead: refused at once with the wait in the error.
+    let shed = Pipeline::<u32, ()>::builder()
+        .keyed_rate_limiter_with(per_key, Admission::Shed)
+        .build()
+        .unwrap();
+    let err = shed.call_keyed(&"a", || async { Ok(4) }).await.unwrap_err();
+    assert_eq!(
+        err,
+        PipelineError::RateLimited {
+            retry_after: Some(500 * MS)
+        }
+    );
+    assert_eq!(p.metrics().keyed_rate_limiter.unwrap().keys, 2);
+}

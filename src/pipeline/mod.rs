@@ -12,7 +12,7 @@
 //! | 3 | retry | each attempt's outcome | outside the breaker, so every attempt is counted by it; a breaker refusal is *not* retried (the breaker exists to keep calls away) |
 //! | 4 | circuit breaker | one outcome per attempt | a call refused while open costs no token and takes no bulkhead slot; refusals by the limiter or the bulkhead below count as nothing |
 //! | 5 | hedge | copies of one attempt | every copy is a real downstream call, so each goes through the limiter and bulkhead below; the breaker sees the group's outcome |
-//! | 6 | rate limiter | each attempt and hedge copy | the quota protects the downstream, which sees every attempt |
+//! | 6 | rate limiter, plain and/or keyed | each attempt and hedge copy | the quota protects the downstream, which sees every attempt; a keyed limiter takes the key given to [`call_keyed`](crate::pipeline::Pipeline::call_keyed) (a tenant, an API key) |
 //! | 7 | bulkhead | each admitted attempt | a slot is held only while the operation runs, never while waiting for a token; refused after the token was taken, the token is refunded |
 //! | 8 | attempt timeout | the operation | bounds the downstream call itself, not the queueing above it |
 //!
@@ -76,6 +76,7 @@ mod error;
 
 use std::fmt;
 use std::future::Future;
+use std::hash::Hash;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -84,7 +85,10 @@ pub use self::error::PipelineError;
 use crate::breaker::{BreakerMetrics, CircuitBreaker, Rejected};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::fanout::{HedgeMetrics, HedgePolicy, hedge};
-use crate::rate::{AcquireError as RateAcquireError, RateLimiter, RateSnapshot, TryAcquireError};
+use crate::rate::{
+    AcquireError as RateAcquireError, KeyedRateLimiter, KeyedSnapshot, RateLimiter, RateSnapshot,
+    TryAcquireError,
+};
 use crate::retry::{Next, Retry, RetryError, RetryMetrics, RetryPolicy};
 use crate::semaphore::{Semaphore, SemaphoreMetrics};
 use crate::sync::atomic::{AtomicU64, Ordering};
@@ -127,8 +131,8 @@ pub enum Admission {
 /// assert_eq!(pipeline.metrics().fallbacks, 1);
 /// # }
 /// ```
-pub struct Pipeline<T, E> {
-    inner: Arc<Inner<T, E>>,
+pub struct Pipeline<T, E, K = ()> {
+    inner: Arc<Inner<T, E, K>>,
 }
 
 /// One attempt's outcome below the retry layer.
@@ -141,12 +145,13 @@ enum Attempt<E> {
     BulkheadFull,
 }
 
-struct Inner<T, E> {
+struct Inner<T, E, K> {
     timeout: Option<Duration>,
     retry: Option<Retry<T, Attempt<E>>>,
     breaker: Option<CircuitBreaker>,
     hedge: Option<HedgePolicy>,
     limiter: Option<(RateLimiter, Admission)>,
+    keyed: Option<(KeyedRateLimiter<K>, Admission)>,
     bulkhead: Option<(Semaphore, Admission)>,
     attempt_timeout: Option<Duration>,
     fallback: Option<Box<Fallback<T, E>>>,
@@ -192,6 +197,8 @@ pub struct PipelineMetrics {
     pub breaker: Option<BreakerMetrics>,
     /// The rate limiter's snapshot, if there is one.
     pub rate_limiter: Option<RateSnapshot>,
+    /// The keyed rate limiter's snapshot, if there is one.
+    pub keyed_rate_limiter: Option<KeyedSnapshot>,
     /// The bulkhead semaphore's metrics, if there is one.
     pub bulkhead: Option<SemaphoreMetrics>,
     /// The hedge policy's metrics, if there is one.
@@ -215,13 +222,14 @@ pub struct PipelineMetrics {
 ///     .unwrap_err();
 /// assert_eq!(err.field(), "attempt_timeout");
 /// ```
-pub struct PipelineBuilder<T, E> {
+pub struct PipelineBuilder<T, E, K = ()> {
     timeout: Option<Duration>,
     retry: Option<RetryPolicy>,
     retry_after: Option<StdArc<RetryAfterHook<T, E>>>,
     breaker: Option<CircuitBreaker>,
     hedge: Option<HedgePolicy>,
     limiter: Option<(RateLimiter, Admission)>,
+    keyed: Option<(KeyedRateLimiter<K>, Admission)>,
     bulkhead: Option<(Semaphore, Admission)>,
     attempt_timeout: Option<Duration>,
     fallback: Option<Box<Fallback<T, E>>>,
@@ -229,7 +237,7 @@ pub struct PipelineBuilder<T, E> {
     name: String,
 }
 
-impl<T, E> PipelineBuilder<T, E>
+impl<T, E, K> PipelineBuilder<T, E, K>
 where
     T: 'static,
     E: 'static,
@@ -332,7 +340,7 @@ where
     /// [`ConfigError`] naming `timeout` or `attempt_timeout` (zero),
     /// `attempt_timeout` (not shorter than `timeout`: it could never fire),
     /// or a field of the retry policy (as [`RetryBuilder::build`](crate::retry::RetryBuilder::build)).
-    pub fn build(self) -> Result<Pipeline<T, E>, ConfigError> {
+    pub fn build(self) -> Result<Pipeline<T, E, K>, ConfigError> {
         const C: &str = "pipeline";
         for (field, value) in [
             ("timeout", self.timeout),
@@ -378,6 +386,7 @@ where
                 breaker: self.breaker,
                 hedge: self.hedge,
                 limiter: self.limiter,
+                keyed: self.keyed,
                 bulkhead: self.bulkhead,
                 attempt_timeout: self.attempt_timeout,
                 fallback: self.fallback,
@@ -385,6 +394,66 @@ where
                 counters: Counters::default(),
             }),
         })
+    }
+}
+
+impl<T, E> PipelineBuilder<T, E, ()> {
+    /// A rate limiter with one bucket per key (layer 6, beside or instead
+    /// of the plain one), one token per attempt from the bucket of the key
+    /// given to [`Pipeline::call_keyed`], waited for up to the deadline.
+    /// The pipeline is then called with `call_keyed(&key, op)`; `call`
+    /// (which has no key) is no longer available, so no call can bypass
+    /// the keyed limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pipeline::{Pipeline, PipelineError};
+    /// use flowguard::rate::{KeyedRateLimiter, Quota};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let per_tenant = KeyedRateLimiter::new(Quota::per_hour(1).unwrap());
+    /// let pipeline = Pipeline::<u32, ()>::builder()
+    ///     .timeout(std::time::Duration::from_secs(1))
+    ///     .keyed_rate_limiter(per_tenant)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pipeline.call_keyed(&"acme", || async { Ok(1) }).await, Ok(1));
+    /// assert_eq!(pipeline.call_keyed(&"globex", || async { Ok(2) }).await, Ok(2));
+    /// let err = pipeline.call_keyed(&"acme", || async { Ok(3) }).await.unwrap_err();
+    /// assert!(matches!(err, PipelineError::RateLimited { .. }));
+    /// # }
+    /// ```
+    pub fn keyed_rate_limiter<K>(self, limiter: KeyedRateLimiter<K>) -> PipelineBuilder<T, E, K>
+    where
+        K: Hash + Eq + Clone,
+    {
+        self.keyed_rate_limiter_with(limiter, Admission::Wait)
+    }
+
+    /// As [`keyed_rate_limiter`](Self::keyed_rate_limiter), choosing whether to wait or shed.
+    pub fn keyed_rate_limiter_with<K>(
+        self,
+        limiter: KeyedRateLimiter<K>,
+        admission: Admission,
+    ) -> PipelineBuilder<T, E, K>
+    where
+        K: Hash + Eq + Clone,
+    {
+        PipelineBuilder {
+            timeout: self.timeout,
+            retry: self.retry,
+            retry_after: self.retry_after,
+            breaker: self.breaker,
+            hedge: self.hedge,
+            limiter: self.limiter,
+            keyed: Some((limiter, admission)),
+            bulkhead: self.bulkhead,
+            attempt_timeout: self.attempt_timeout,
+            fallback: self.fallback,
+            failure_if: self.failure_if,
+            name: self.name,
+        }
     }
 }
 
@@ -434,6 +503,7 @@ where
             breaker: None,
             hedge: None,
             limiter: None,
+            keyed: None,
             bulkhead: None,
             attempt_timeout: None,
             fallback: None,
@@ -464,9 +534,37 @@ impl<T, E> Pipeline<T, E> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        self.call_inner(None, &mut op).await
+    }
+}
+
+impl<T, E, K: Hash + Eq + Clone> Pipeline<T, E, K> {
+    /// [`call`](Pipeline::call) for a pipeline with a keyed rate limiter:
+    /// each attempt takes its token from `key`'s bucket.
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Pipeline::call).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call`](Pipeline::call).
+    pub async fn call_keyed<F, Fut>(&self, key: &K, mut op: F) -> Result<T, PipelineError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.call_inner(Some(key), &mut op).await
+    }
+
+    async fn call_inner<F, Fut>(&self, key: Option<&K>, op: &mut F) -> Result<T, PipelineError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         let inner = &*self.inner;
         let deadline = inner.timeout.and_then(|t| Instant::now().checked_add(t));
-        let result = self.run(&mut op, deadline).await;
+        let result = self.run(key, op, deadline).await;
         let result = match (result, &inner.fallback) {
             (Err(e), Some(fallback)) => {
                 self.count_error(&e);
@@ -505,6 +603,7 @@ impl<T, E> Pipeline<T, E> {
             retry: inner.retry.as_ref().map(Retry::metrics),
             breaker: inner.breaker.as_ref().map(CircuitBreaker::metrics),
             rate_limiter: inner.limiter.as_ref().map(|(l, _)| l.snapshot()),
+            keyed_rate_limiter: inner.keyed.as_ref().map(|(l, _)| l.snapshot()),
             bulkhead: inner.bulkhead.as_ref().map(|(s, _)| s.metrics()),
             hedge: inner.hedge.as_ref().map(HedgePolicy::metrics),
         }
@@ -531,6 +630,7 @@ impl<T, E> Pipeline<T, E> {
     /// Layers 2 and 3: the total deadline and retry.
     async fn run<F, Fut>(
         &self,
+        key: Option<&K>,
         op: &mut F,
         deadline: Option<Instant>,
     ) -> Result<T, PipelineError<E>>
@@ -539,7 +639,7 @@ impl<T, E> Pipeline<T, E> {
         Fut: Future<Output = Result<T, E>>,
     {
         let Some(retry) = &self.inner.retry else {
-            let attempt = self.attempt(op, deadline);
+            let attempt = self.attempt(key, op, deadline);
             let outcome = match deadline {
                 None => attempt.await,
                 Some(d) => match tokio::time::timeout_at(d, attempt).await {
@@ -563,7 +663,7 @@ impl<T, E> Pipeline<T, E> {
             if let Err(e) = run.begin() {
                 return Err(from_retry(e));
             }
-            let attempt = self.attempt(&mut *op, deadline);
+            let attempt = self.attempt(key, &mut *op, deadline);
             let outcome = match deadline {
                 None => attempt.await,
                 Some(d) => match tokio::time::timeout_at(d, attempt).await {
@@ -583,7 +683,12 @@ impl<T, E> Pipeline<T, E> {
     }
 
     /// Layers 4 and 5: the breaker around one attempt (hedged or not).
-    async fn attempt<F, Fut>(&self, op: &mut F, deadline: Option<Instant>) -> Result<T, Attempt<E>>
+    async fn attempt<F, Fut>(
+        &self,
+        key: Option<&K>,
+        op: &mut F,
+        deadline: Option<Instant>,
+    ) -> Result<T, Attempt<E>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -594,15 +699,18 @@ impl<T, E> Pipeline<T, E> {
             None => None,
         };
         let outcome = match &inner.hedge {
-            None => self.admitted(op, deadline).await,
+            None => self.admitted(key, op, deadline).await,
             Some(policy) => {
                 // Hedge copies run at once: they share the operation, locked
                 // only while it builds a future.
                 let shared = Mutex::new(op);
-                hedge(|| self.admitted(|| (*shared.lock())(), deadline), policy)
-                    .await
-                    .map(|h| h.value)
-                    .map_err(|e| e.error)
+                hedge(
+                    || self.admitted(key, || (*shared.lock())(), deadline),
+                    policy,
+                )
+                .await
+                .map(|h| h.value)
+                .map_err(|e| e.error)
             }
         };
         if let Some(p) = permit {
@@ -621,7 +729,12 @@ impl<T, E> Pipeline<T, E> {
 
     /// Layers 6 to 8 and the operation: a token, a slot, the attempt
     /// timeout; `make` builds the operation's future once admitted.
-    async fn admitted<M, Fut>(&self, make: M, deadline: Option<Instant>) -> Result<T, Attempt<E>>
+    async fn admitted<M, Fut>(
+        &self,
+        key: Option<&K>,
+        make: M,
+        deadline: Option<Instant>,
+    ) -> Result<T, Attempt<E>>
     where
         M: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -629,6 +742,14 @@ impl<T, E> Pipeline<T, E> {
         let inner = &*self.inner;
         if let Some((limiter, admission)) = &inner.limiter {
             take_token(limiter, *admission, deadline).await?;
+        }
+        if let (Some((keyed, admission)), Some(key)) = (&inner.keyed, key) {
+            if let Err(refused) = take_keyed_token(keyed, key, *admission, deadline).await {
+                if let Some((limiter, _)) = &inner.limiter {
+                    limiter.refund(1);
+                }
+                return Err(refused);
+            }
         }
         let _slot = match &inner.bulkhead {
             None => None,
@@ -641,9 +762,12 @@ impl<T, E> Pipeline<T, E> {
                 match permit {
                     Some(p) => Some(p),
                     None => {
-                        // The token taken above bought nothing: give it back.
+                        // The tokens taken above bought nothing: give them back.
                         if let Some((limiter, _)) = &inner.limiter {
                             limiter.refund(1);
+                        }
+                        if let (Some((keyed, _)), Some(key)) = (&inner.keyed, key) {
+                            keyed.refund(key, 1);
                         }
                         return Err(Attempt::BulkheadFull);
                     }
@@ -711,6 +835,29 @@ fn from_retry<E>(e: RetryError<Attempt<E>>) -> PipelineError<E> {
     }
 }
 
+/// One token from `key`'s bucket, by the admission rule: waits (no later
+/// than the deadline) for the instant the bucket gives it.
+async fn take_keyed_token<K: Hash + Eq + Clone, E>(
+    limiter: &KeyedRateLimiter<K>,
+    key: &K,
+    admission: Admission,
+    deadline: Option<Instant>,
+) -> Result<(), Attempt<E>> {
+    loop {
+        match limiter.try_acquire(key, 1) {
+            Ok(()) => return Ok(()),
+            Err(TryAcquireError::NotUntil { retry_after }) => {
+                if admission == Admission::Shed || deadline.is_some_and(|d| retry_after > d) {
+                    let after = retry_after.saturating_duration_since(Instant::now());
+                    return Err(Attempt::RateLimited(Some(after)));
+                }
+                tokio::time::sleep_until(retry_after).await;
+            }
+            Err(_) => return Err(Attempt::RateLimited(None)),
+        }
+    }
+}
+
 /// A refusal below the retry layer, or the operation's own error.
 fn refusal_or_inner<E>(a: Attempt<E>, attempts: u32) -> PipelineError<E> {
     match a {
@@ -730,7 +877,7 @@ impl Counters {
     }
 }
 
-impl<T, E> Clone for Pipeline<T, E> {
+impl<T, E, K> Clone for Pipeline<T, E, K> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -738,7 +885,7 @@ impl<T, E> Clone for Pipeline<T, E> {
     }
 }
 
-impl<T, E> fmt::Debug for Pipeline<T, E> {
+impl<T, E, K> fmt::Debug for Pipeline<T, E, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &*self.inner;
         f.debug_struct("Pipeline")
@@ -747,6 +894,7 @@ impl<T, E> fmt::Debug for Pipeline<T, E> {
             .field("breaker", &i.breaker.is_some())
             .field("hedge", &i.hedge.is_some())
             .field("rate_limiter", &i.limiter.as_ref().map(|(_, a)| a))
+            .field("keyed_rate_limiter", &i.keyed.as_ref().map(|(_, a)| a))
             .field("bulkhead", &i.bulkhead.as_ref().map(|(_, a)| a))
             .field("attempt_timeout", &i.attempt_timeout)
             .field("fallback", &i.fallback.is_some())
@@ -754,7 +902,7 @@ impl<T, E> fmt::Debug for Pipeline<T, E> {
     }
 }
 
-impl<T, E> fmt::Debug for PipelineBuilder<T, E> {
+impl<T, E, K> fmt::Debug for PipelineBuilder<T, E, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PipelineBuilder")
             .field("timeout", &self.timeout)
