@@ -515,6 +515,20 @@ fn share_quota(quota: &Quota, replicas: u32) -> Result<Quota, ConfigError> {
         })
 }
 
+/// The local share's answer: a request larger than the share's burst is
+/// not "never possible" (Redis could serve it), only not now.
+fn share_answer(
+    r: Result<(), TryAcquireError>,
+    cause: RedisErrorKind,
+) -> Result<(), TryAcquireError> {
+    match r {
+        Err(TryAcquireError::InsufficientCapacity { .. }) => {
+            Err(TryAcquireError::Unavailable { cause })
+        }
+        r => r,
+    }
+}
+
 /// What both limiter forms share: the store, the policy, health, counters.
 struct Engine<C> {
     store: Store,
@@ -854,8 +868,9 @@ impl<C: Clock> RedisRateLimiter<C> {
     /// [`TryAcquireError::NotUntil`] when there are not enough tokens yet;
     /// [`TryAcquireError::InsufficientCapacity`] at once when `n` exceeds the
     /// burst; [`TryAcquireError::Unavailable`] when Redis cannot be asked
-    /// and the policy is [`FailurePolicy::FailClosed`] (under `LocalShare` the
-    /// local bucket's own `NotUntil` instead).
+    /// and the policy is [`FailurePolicy::FailClosed`] (under `LocalShare`:
+    /// the local bucket's own `NotUntil` instead, and `Unavailable` for an
+    /// `n` above the share's burst).
     ///
     /// # Panics
     ///
@@ -938,7 +953,7 @@ impl<C: Clock> RedisRateLimiter<C> {
                 match engine.fixed_answer(cause) {
                     Some(r) => r,
                     None => match &single.fallback {
-                        Some(local) => local.try_acquire(n),
+                        Some(local) => share_answer(local.try_acquire(n), cause),
                         None => Err(TryAcquireError::Unavailable { cause }),
                     },
                 }
@@ -1268,7 +1283,9 @@ impl<K: fmt::Display + ?Sized, C: Clock> KeyedRedisRateLimiter<K, C> {
                 match engine.fixed_answer(cause) {
                     Some(r) => r,
                     None => match &keyed.fallback {
-                        Some(local) => local.try_acquire(&redis_key.to_owned(), n),
+                        Some(local) => {
+                            share_answer(local.try_acquire(&redis_key.to_owned(), n), cause)
+                        }
                         None => Err(TryAcquireError::Unavailable { cause }),
                     },
                 }
