@@ -906,3 +906,258 @@ async fn clones_share_metrics_and_reservation() {
     let m = limiter.metrics();
     assert_eq!((m.round_trips, m.reservation_hits, m.admitted), (1, 3, 4));
 }
+
+// ------------------------------------ the shell on MemoryStore, paused clock
+
+mod memory {
+    use std::time::Duration;
+
+    use flowguard::ConfigErrorKind;
+    use flowguard::rate::{
+        AcquireError, FailurePolicy, KeyedRedisRateLimiter, MemoryStore, Quota, RedisClient,
+        RedisErrorKind, RedisRateLimiter, TryAcquireError,
+    };
+    use tokio::time::Instant;
+
+    fn q(n: u32) -> Quota {
+        Quota::per_second(n).unwrap()
+    }
+
+    /// A slow store against the call timeout: the call gives up at exactly
+    /// the timeout, later calls do not ask until the probe interval has
+    /// passed, and the probe puts Redis back in force.
+    #[tokio::test(start_paused = true)]
+    async fn call_timeout_then_probes_until_redis_answers() {
+        let store = MemoryStore::new();
+        let limiter = RedisRateLimiter::builder_in_memory(&store, "k", q(10))
+            .call_timeout(Duration::from_millis(100))
+            .probe_interval(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        store.set_latency(Duration::from_millis(200));
+        let start = Instant::now();
+        let unavailable = Err(TryAcquireError::Unavailable {
+            cause: RedisErrorKind::Timeout,
+        });
+        assert_eq!(limiter.try_acquire(1).await, unavailable);
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        assert_eq!(limiter.try_acquire(1).await, unavailable); // not asked
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        assert_eq!(store.calls(), 1);
+        store.set_latency(Duration::ZERO);
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert_eq!(limiter.try_acquire(1).await, unavailable); // 1 ms short: not asked
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(limiter.try_acquire(1).await, Ok(())); // the probe
+        let m = limiter.metrics();
+        assert_eq!(
+            (
+                m.round_trips,
+                m.redis_errors,
+                m.timeouts,
+                m.fallbacks,
+                m.redis_healthy
+            ),
+            (2, 1, 1, 3, true)
+        );
+        assert_eq!(store.calls(), 2);
+    }
+
+    /// A check dropped mid round trip gives its borrowed reservation tokens
+    /// back; the store may still have counted the round trip's tokens.
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_check_gives_borrowed_tokens_back() {
+        let store = MemoryStore::new();
+        let limiter = RedisRateLimiter::builder_in_memory(&store, "k", q(10))
+            .local_reservation(4, Duration::from_secs(10))
+            .call_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        limiter.try_acquire(1).await.unwrap();
+        assert_eq!(limiter.reserved(), 3);
+        store.set_latency(Duration::from_secs(1));
+        // 4 > 3 held: borrows the 3 and asks the store for 1 more.
+        let r = tokio::time::timeout(Duration::from_millis(10), limiter.try_acquire(4)).await;
+        assert!(r.is_err(), "the check was cancelled");
+        assert_eq!(limiter.reserved(), 3);
+        let m = limiter.metrics();
+        assert_eq!((m.calls, m.admitted, m.refused), (2, 1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acquire_waits_for_the_shared_bucket_with_bounded_jitter() {
+        let store = MemoryStore::new();
+        let quota = Quota::per_second(10).unwrap().with_burst(1).unwrap();
+        let a = RedisRateLimiter::builder_in_memory(&store, "k", quota)
+            .build()
+            .unwrap();
+        let b = RedisRateLimiter::builder_in_memory(&store, "k", quota)
+            .build()
+            .unwrap();
+        a.try_acquire(1).await.unwrap();
+        let start = Instant::now();
+        b.acquire(1).await.unwrap();
+        let waited = start.elapsed();
+        // The next token is 100 ms away; the jitter adds at most one interval.
+        assert!(
+            waited >= Duration::from_millis(100) && waited <= Duration::from_millis(201),
+            "{waited:?}"
+        );
+        assert!(matches!(
+            a.acquire(2).await,
+            Err(AcquireError::InsufficientCapacity {
+                requested: 2,
+                burst: 1
+            })
+        ));
+        let err = a
+            .acquire_timeout(1, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AcquireError::Timeout { .. }));
+        store.set_fault(Some(RedisErrorKind::Connection));
+        assert_eq!(
+            a.acquire(1).await,
+            Err(AcquireError::Unavailable {
+                cause: RedisErrorKind::Connection
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keyed_local_share_limits_each_key_while_down() {
+        let store = MemoryStore::new();
+        let limiter: KeyedRedisRateLimiter<u32> = RedisRateLimiter::builder_in_memory(
+            &store,
+            "tenants",
+            Quota::per_minute(60).unwrap().with_burst(6).unwrap(),
+        )
+        .failure_policy(FailurePolicy::LocalShare { replicas: 3 })
+        .build_keyed()
+        .unwrap();
+        limiter.try_acquire(&1, 6).await.unwrap();
+        store.set_fault(Some(RedisErrorKind::Connection));
+        for key in [1, 2] {
+            // Each key: burst 6 / 3 replicas = 2 locally.
+            assert_eq!(limiter.try_acquire(&key, 2).await, Ok(()));
+            assert!(matches!(
+                limiter.try_acquire(&key, 1).await,
+                Err(TryAcquireError::NotUntil { .. })
+            ));
+            assert!(matches!(
+                limiter.try_acquire(&key, 3).await,
+                Err(TryAcquireError::Unavailable { .. })
+            ));
+        }
+        store.set_fault(None);
+        tokio::time::advance(flowguard::rate::DEFAULT_PROBE_INTERVAL).await;
+        // Redis is back: key 1's shared bucket is still empty.
+        assert!(matches!(
+            limiter.try_acquire(&1, 1).await,
+            Err(TryAcquireError::NotUntil { .. })
+        ));
+        assert!(limiter.metrics().redis_healthy);
+    }
+
+    #[tokio::test]
+    async fn builder_names_the_bad_field() {
+        let store = MemoryStore::new();
+        let b = |quota: Quota| RedisRateLimiter::builder_in_memory(&store, "k", quota);
+        let huge = Quota::with_period(1, Duration::from_secs(60 * 86_400)).unwrap();
+        let e = b(huge).build().unwrap_err();
+        assert_eq!((e.field(), e.kind()), ("quota", ConfigErrorKind::TooLarge));
+        let e = RedisRateLimiter::builder_in_memory(&store, "", q(1))
+            .build()
+            .unwrap_err();
+        assert_eq!(e.field(), "key");
+        assert_eq!(
+            b(q(1))
+                .call_timeout(Duration::ZERO)
+                .build()
+                .unwrap_err()
+                .field(),
+            "call_timeout"
+        );
+        assert_eq!(
+            b(q(1))
+                .probe_interval(Duration::ZERO)
+                .build()
+                .unwrap_err()
+                .field(),
+            "probe_interval"
+        );
+        let e = b(q(5))
+            .local_reservation(0, Duration::from_secs(1))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            (e.field(), e.kind()),
+            ("local_reservation", ConfigErrorKind::Zero)
+        );
+        let e = b(q(5))
+            .local_reservation(6, Duration::from_secs(1))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            (e.field(), e.kind()),
+            ("local_reservation", ConfigErrorKind::TooLarge)
+        );
+        let e = b(q(5))
+            .failure_policy(FailurePolicy::LocalShare { replicas: 0 })
+            .build()
+            .unwrap_err();
+        assert_eq!((e.field(), e.kind()), ("replicas", ConfigErrorKind::Zero));
+        let e = b(Quota::with_period(1, Duration::from_secs(40 * 86_400)).unwrap())
+            .failure_policy(FailurePolicy::LocalShare { replicas: u32::MAX })
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            (e.field(), e.kind()),
+            ("replicas", ConfigErrorKind::TooLarge)
+        );
+        let e = b(q(5))
+            .local_reservation(2, Duration::from_secs(1))
+            .build_keyed::<str>()
+            .unwrap_err();
+        assert_eq!(
+            (e.field(), e.kind()),
+            ("local_reservation", ConfigErrorKind::Conflict)
+        );
+    }
+
+    #[test]
+    fn a_redis_client_outside_a_runtime_is_a_config_error() {
+        let client = RedisClient::open("redis://127.0.0.1:1/").unwrap();
+        let e = RedisRateLimiter::builder(client, "k", q(1))
+            .build()
+            .unwrap_err();
+        assert_eq!((e.field(), e.kind()), ("runtime", ConfigErrorKind::Missing));
+    }
+
+    #[test]
+    fn handles_and_futures_are_send_and_sync() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: &T) {}
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let store = MemoryStore::new();
+        let l = RedisRateLimiter::builder_in_memory(&store, "k", q(1))
+            .build()
+            .unwrap();
+        let k: KeyedRedisRateLimiter<str> = RedisRateLimiter::builder_in_memory(&store, "k", q(1))
+            .build_keyed()
+            .unwrap();
+        send_sync(&l);
+        send_sync(&k);
+        send_sync(&store);
+        send(&l.try_acquire(1));
+        send(&l.acquire(1));
+        send(&l.acquire_timeout(1, Duration::from_secs(1)));
+        send(&l.ping());
+        send(&k.try_acquire("a", 1));
+        send(&k.acquire("a", 1));
+    }
+}
