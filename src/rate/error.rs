@@ -47,14 +47,25 @@ pub enum TryAcquireError {
         /// The quota's burst at the time of the request.
         burst: u32,
     },
+    /// Only from a [`RedisRateLimiter`](super::RedisRateLimiter) (feature
+    /// `redis`) under the fail-closed policy: Redis could not be asked, and
+    /// nothing was taken.
+    #[cfg(feature = "redis")]
+    Unavailable {
+        /// Why Redis could not be asked.
+        cause: super::RedisErrorKind,
+    },
 }
 
 impl TryAcquireError {
-    /// How long from `now` until the request could succeed; `None` when it never can.
+    /// How long from `now` until the request could succeed; `None` when it
+    /// never can (or, for `Unavailable`, when nobody knows).
     pub fn wait_time_from(&self, now: Instant) -> Option<Duration> {
         match self {
             Self::NotUntil { retry_after } => Some(retry_after.saturating_duration_since(now)),
             Self::InsufficientCapacity { .. } => None,
+            #[cfg(feature = "redis")]
+            Self::Unavailable { .. } => None,
         }
     }
 }
@@ -67,6 +78,8 @@ impl fmt::Display for TryAcquireError {
                 f,
                 "requested {requested} tokens but the burst is {burst}: never possible"
             ),
+            #[cfg(feature = "redis")]
+            Self::Unavailable { cause } => write!(f, "rate limit unavailable: {cause}"),
         }
     }
 }
@@ -106,6 +119,14 @@ pub enum AcquireError {
         /// The predicted instant the request would have been admitted.
         retry_after: Instant,
     },
+    /// Only from a [`RedisRateLimiter`](super::RedisRateLimiter) (feature
+    /// `redis`) under the fail-closed policy: Redis could not be asked, and
+    /// nothing was taken.
+    #[cfg(feature = "redis")]
+    Unavailable {
+        /// Why Redis could not be asked.
+        cause: super::RedisErrorKind,
+    },
 }
 
 impl fmt::Display for AcquireError {
@@ -116,6 +137,8 @@ impl fmt::Display for AcquireError {
                 "requested {requested} tokens but the burst is {burst}: never possible"
             ),
             Self::Timeout { .. } => f.write_str("rate limit wait would exceed the timeout"),
+            #[cfg(feature = "redis")]
+            Self::Unavailable { cause } => write!(f, "rate limit unavailable: {cause}"),
         }
     }
 }

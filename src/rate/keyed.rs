@@ -385,6 +385,11 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
                 Err(TryAcquireError::NotUntil { retry_after }) => {
                     tokio::time::sleep_until(retry_after).await;
                 }
+                // Only Redis limiters refuse this way.
+                #[cfg(feature = "redis")]
+                Err(TryAcquireError::Unavailable { cause }) => {
+                    return Err(AcquireError::Unavailable { cause });
+                }
             }
         }
     }

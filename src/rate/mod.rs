@@ -34,11 +34,16 @@
 //! # }
 //! ```
 
+// The Redis limiter's guide (feature `redis`) lives beside its code.
+#![cfg_attr(feature = "redis", doc = include_str!("redis/GUIDE.md"))]
+
 mod error;
 mod gcra;
 mod keyed;
 mod limiter;
 mod quota;
+#[cfg(feature = "redis")]
+mod redis;
 
 pub use error::{AcquireError, TryAcquireError};
 pub use keyed::{
@@ -46,3 +51,9 @@ pub use keyed::{
 };
 pub use limiter::{Acquire, RateLimiter, RateSnapshot};
 pub use quota::Quota;
+#[cfg(feature = "redis")]
+pub use redis::{
+    DEFAULT_CALL_TIMEOUT, DEFAULT_PROBE_INTERVAL, FailurePolicy, KeyedRedisRateLimiter,
+    MemoryStore, RedisClient, RedisError, RedisErrorKind, RedisMetrics, RedisRateLimiter,
+    RedisRateLimiterBuilder,
+};
