@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use flowguard::ConfigErrorKind;
 use flowguard::clock::{Clock, ManualClock};
-use flowguard::rate::{AcquireError, KeyedRateLimiter, Quota, RateLimiter, TryAcquireError};
+use flowguard::rate::{
+    AcquireError, KeyedRateLimiter, Quota, RateLimiter, RateSnapshot, TryAcquireError,
+};
 use tokio::time::Instant;
 
 fn ms(n: u64) -> Duration {
@@ -520,4 +522,86 @@ async fn manual_clock_waiter_is_served_once_both_clocks_reach_its_instant() {
     // and the manual clock says yes.
     assert_eq!(h.await.unwrap(), Ok(()));
     assert_eq!(l.snapshot().waiters, 0);
+}
+
+// ---- set_quota carries the bucket over exactly (issue 19, item 7) ----
+
+/// The whole observable bucket: its `Debug` (TAT to the nanosecond, flags
+/// aside) and the exact instant a full burst would be admitted.
+fn bucket<C: Clock>(l: &RateLimiter<C>) -> (String, RateSnapshot) {
+    (format!("{l:?}"), l.snapshot())
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_quota_with_the_quota_in_force_changes_nothing() {
+    let q = Quota::per_second(10).unwrap().with_burst(1).unwrap();
+    let l = RateLimiter::new(q);
+    let start = Instant::now();
+    // Full bucket at the limiter's origin instant, then an empty one.
+    let before = bucket(&l);
+    l.set_quota(q);
+    assert_eq!(bucket(&l), before, "full bucket");
+    l.try_acquire(1).unwrap();
+    tokio::time::advance(ms(30)).await;
+    let before = bucket(&l);
+    for _ in 0..1000 {
+        l.set_quota(q);
+    }
+    assert_eq!(bucket(&l), before, "1000 reloads of the same quota");
+    assert_eq!(retry_after(l.try_acquire(1)), start + ms(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reapplying_the_quota_does_not_delay_a_queued_waiter() {
+    let q = Quota::per_second(10).unwrap().with_burst(1).unwrap();
+    let l = RateLimiter::new(q);
+    l.try_acquire(1).unwrap();
+    let start = Instant::now();
+    let l2 = l.clone();
+    let h = tokio::spawn(async move {
+        l2.acquire(1).await.unwrap();
+        Instant::now()
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(l.snapshot().waiters, 1);
+    l.set_quota(q);
+    // 100 ms, not 101 ms: a 1 ns nudge would cross Tokio's millisecond tick.
+    assert_eq!(h.await.unwrap() - start, ms(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_quota_at_the_origin_instant_keeps_a_full_bucket_full() {
+    let l = RateLimiter::new(Quota::per_second(10).unwrap());
+    l.set_quota(Quota::per_second(5).unwrap());
+    let s = l.snapshot();
+    assert_eq!((s.available, s.next_token_at), (5, None));
+    l.try_acquire(5).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_quota_with_an_exact_conversion_loses_no_nanosecond() {
+    // 100/s burst 4 with 2 taken: 2 available, 20 ms of debt.
+    let a = Quota::per_second(100).unwrap().with_burst(4).unwrap();
+    // 50/s burst 3: 2 available is 1 missing, 20 ms of debt: the same TAT.
+    let b = Quota::per_second(50).unwrap().with_burst(3).unwrap();
+    let l = RateLimiter::new(a);
+    tokio::time::advance(ms(7)).await; // away from the origin instant
+    let start = Instant::now();
+    l.try_acquire(2).unwrap();
+    assert_eq!(retry_after(l.try_acquire(3)), start + ms(10));
+    let under_a = bucket(&l);
+    l.set_quota(b);
+    assert_eq!(l.snapshot().available, 2);
+    assert_eq!(retry_after(l.try_acquire(3)), start + ms(20));
+    for _ in 0..100 {
+        l.set_quota(a);
+        l.set_quota(b);
+    }
+    assert_eq!(retry_after(l.try_acquire(3)), start + ms(20));
+    l.set_quota(a);
+    assert_eq!(bucket(&l), under_a, "round trip a -> b -> a");
+    assert_eq!(retry_after(l.try_acquire(3)), start + ms(10));
+    // The fast path still works after an exact conversion.
+    l.try_acquire(2).unwrap();
+    assert_eq!(l.snapshot().available, 0);
 }

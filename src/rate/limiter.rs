@@ -22,12 +22,18 @@ use crate::sync::{Arc, Mutex};
 /// | bits   | meaning |
 /// |--------|---------|
 /// | 0..=61 | TAT: theoretical arrival time, ns since the limiter's origin |
-/// | 62     | `RECONFIG`: a `set_quota` is rewriting the quota (readers go slow) |
+/// | 62     | `RECONFIG`: a `set_quota` is rewriting the quota, or rewrote it without changing the TAT (readers go slow) |
 /// | 63     | `QUEUED`: `acquire` callers are waiting; `try_acquire` must not barge |
 ///
-/// Both flags change only while the waiter mutex is held. The TAT changes by
+/// Both flags are set only while the waiter mutex is held. The TAT changes by
 /// compare-and-swap from anywhere; `try_acquire` is one load and one CAS of
 /// this word when neither flag is set.
+///
+/// `RECONFIG` seen *under the mutex* is stale: `set_quota` leaves it set when
+/// its conversion is exact (the TAT stays bit-identical), so that the word
+/// still differs from what a check racing with it loaded. Whoever next
+/// changes the TAT under the mutex clears it; until then checks take the
+/// slow path.
 const QUEUED: u64 = 1 << 63;
 const RECONFIG: u64 = 1 << 62;
 const FLAGS: u64 = QUEUED | RECONFIG;
@@ -81,10 +87,14 @@ pub(crate) fn nanos_since(origin: Instant, now: Instant) -> u64 {
 /// same token. A [`set_quota`](RateLimiter::set_quota) takes effect for every
 /// check that starts after it returns; a check racing with it is judged
 /// under the old or the new quota. (It flags the word while it rewrites the
-/// quota and always changes the word, so a check that read the word before
-/// and the quota after cannot complete its CAS; only two `set_quota` calls
-/// restoring the identical word inside one check's load-to-CAS window could
-/// let it through, judged under the quota of a moment before.)
+/// quota and always leaves the word changed: a new TAT, or, when the
+/// conversion is exact and the TAT stays bit-identical, the flag still set
+/// until the next admission. So a check that read the word before and the
+/// quota after cannot complete its CAS; only other operations restoring the
+/// identical word inside one check's load-to-CAS window, such as two
+/// `set_quota` calls that undo each other, could let it through, judged
+/// under the quota of a moment before.) Re-applying the quota in force
+/// changes nothing at all.
 pub struct RateLimiter<C: Clock = TokioClock> {
     inner: Arc<Inner<C>>,
 }
@@ -418,9 +428,8 @@ impl<C: Clock> RateLimiter<C> {
         let mut s = inner.state.load(Ordering::Acquire);
         loop {
             if s & RECONFIG != 0 {
-                drop(inner.waiters.lock());
-                s = inner.state.load(Ordering::Acquire);
-                continue;
+                inner.refund_slow(now, n);
+                return;
             }
             let tat = s & TAT_MASK;
             let new = inner.gcra().refund(tat, now, n);
@@ -453,6 +462,16 @@ impl<C: Clock> RateLimiter<C> {
     /// stays empty. Queued waiters are re-evaluated; those asking for more than
     /// the new burst fail with [`AcquireError::InsufficientCapacity`].
     ///
+    /// **Exactness:** the missing tokens are kept as whole nanoseconds of
+    /// debt, rounded up (towards less credit, never more). Re-applying the
+    /// quota in force changes nothing, however often (a config reload is
+    /// free), and a change whose conversion is exact (a full bucket, or a debt
+    /// that scales to whole nanoseconds) keeps every retry instant to the
+    /// nanosecond; so does a round trip through such a change. An inexact
+    /// conversion rounds the debt up to the next whole nanosecond: a round
+    /// trip from quota 1 through quota 2 and back, with a burst that does not
+    /// shrink on the way, adds at most `ceil(T1 / T2)` ns of debt.
+    ///
     /// # Panics
     ///
     /// Never.
@@ -477,6 +496,10 @@ impl<C: Clock> RateLimiter<C> {
         let wakers: Vec<Waker> = {
             let mut w = inner.waiters.lock();
             let old = inner.gcra();
+            if old == new {
+                // The quota in force: nothing to convert, nobody to wake.
+                return;
+            }
             let before = inner.state.fetch_or(RECONFIG, Ordering::AcqRel);
             inner.t.store(new.t, Ordering::Release);
             inner.burst.store(u64::from(new.burst), Ordering::Release);
@@ -484,20 +507,17 @@ impl<C: Clock> RateLimiter<C> {
             let mut s = before | RECONFIG;
             loop {
                 let tat = s & TAT_MASK;
-                let mut next = old.convert(&new, tat, now);
-                if next == tat {
-                    // Make sure the word changes, so that a try_acquire which
-                    // loaded it before this call cannot complete its CAS
-                    // with the quota it read afterwards. Costs at most 1 ns.
-                    next = if Gcra::is_full(tat, now) && next > 0 {
-                        next - 1
-                    } else {
-                        next + 1
-                    };
-                }
+                let next = old.convert(&new, tat, now);
+                // The word must end up different from any word a check
+                // racing with this call loaded before it: such a check may
+                // have read the quota half-written. When the TAT itself
+                // changes that is so; when the conversion is exact, the TAT
+                // stays bit-identical and `RECONFIG` stays set instead, until
+                // the next change of the TAT under the mutex clears it.
+                let stale = if next == tat { RECONFIG } else { 0 };
                 match inner.state.compare_exchange_weak(
                     s,
-                    next | (s & QUEUED),
+                    next | stale | (s & QUEUED),
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 ) {
@@ -522,9 +542,12 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     /// The quota in force.
+    ///
+    /// Takes the waiter lock briefly, so that it never sees a quota half
+    /// written by a concurrent [`set_quota`](Self::set_quota).
     pub fn quota(&self) -> Quota {
-        let g = self.inner.gcra();
-        Quota::from_gcra(g)
+        let _w = self.inner.waiters.lock();
+        Quota::from_gcra(self.inner.gcra())
     }
 
     /// Tokens available now, when the next one arrives, and the queue.
@@ -630,19 +653,57 @@ impl<C: Clock> Inner<C> {
             return Err(self.refusal(Refusal::Insufficient, n));
         }
         if w.queue.is_empty() {
-            // The flag was a finished set_quota: the word is ours to try.
-            drop(w);
-            return match self.try_take(n, now) {
-                Ok(()) => Ok(()),
-                Err(Fast::Refused(r)) => Err(self.refusal(r, n)),
-                Err(Fast::Flagged) => self.try_acquire_slow(n),
-            };
+            // The flag is a finished set_quota's (`RECONFIG` under the lock
+            // is stale) and `QUEUED` is clear: the word is ours to try.
+            let mut s = self.state.load(Ordering::Acquire);
+            loop {
+                let new = g
+                    .take(s & TAT_MASK, now, n)
+                    .map_err(|r| self.refusal(r, n))?;
+                match self
+                    .state
+                    .compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => return Ok(()),
+                    Err(actual) => s = actual,
+                }
+            }
         }
         let tat = self.state.load(Ordering::Acquire) & TAT_MASK;
         let at = g.ready_at(tat, now, w.queued_tokens + u64::from(n));
         Err(TryAcquireError::NotUntil {
             retry_after: self.instant(at),
         })
+    }
+
+    /// `refund` while the word carries `RECONFIG`: under the lock, where the
+    /// flag is stale. It stays set when the TAT does not change.
+    #[cold]
+    fn refund_slow(&self, now: u64, n: u32) {
+        let w = self.waiters.lock();
+        let g = self.gcra();
+        let mut s = self.state.load(Ordering::Acquire);
+        loop {
+            let tat = s & TAT_MASK;
+            let new = g.refund(tat, now, n);
+            if new == tat {
+                return;
+            }
+            match self.state.compare_exchange_weak(
+                s,
+                new | (s & QUEUED),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => s = actual,
+            }
+        }
+        let queued = s & QUEUED != 0;
+        drop(w);
+        if queued {
+            self.wake_head();
+        }
     }
 
     /// Predicted admission instant of `n` behind the current queue.
