@@ -640,6 +640,19 @@ fn every_builder_field_is_validated() {
             ConfigErrorKind::TooSmall,
         ),
         (
+            CircuitBreaker::builder().slow_call_duration_threshold(Duration::ZERO),
+            "slow_call_duration_threshold",
+            ConfigErrorKind::Zero,
+        ),
+        (
+            // Zero is meaningless whether or not the slow-call policy is on.
+            CircuitBreaker::builder()
+                .slow_call_rate_threshold(100.0)
+                .slow_call_duration_threshold(Duration::ZERO),
+            "slow_call_duration_threshold",
+            ConfigErrorKind::Zero,
+        ),
+        (
             CircuitBreaker::builder().slow_call_rate_threshold(0.0),
             "slow_call_rate_threshold",
             ConfigErrorKind::Zero,

@@ -387,7 +387,9 @@ impl Builder {
     }
 
     /// A call is slow when it takes strictly longer than `threshold`, from
-    /// admission to its outcome. Default 60 s.
+    /// admission to its outcome. Must be above zero (at zero every call
+    /// would be slow; resilience4j rejects it too), whether or not the
+    /// slow-call policy is on. Default 60 s.
     pub fn slow_call_duration_threshold(mut self, threshold: Duration) -> Self {
         self.slow_duration = threshold;
         self
@@ -509,6 +511,14 @@ impl Builder {
             .slow_rate
             .map(|v| check_percent("slow_call_rate_threshold", v))
             .transpose()?;
+        if self.slow_duration.is_zero() {
+            return Err(ConfigError::new(
+                COMPONENT,
+                "slow_call_duration_threshold",
+                ConfigErrorKind::Zero,
+                "must be longer than zero (every call would be slow)",
+            ));
+        }
         let consecutive_failures = self
             .consecutive_failures
             .map(|n| check_range("consecutive_failures", n, u32::MAX))

@@ -77,7 +77,7 @@ pub fn cfg_and_ops_from_bytes(data: &[u8]) -> Option<(Cfg, Vec<Op>)> {
         minimum_calls: 1 + u32::from(c[3]) % 6,
         failure_rate: (c[4] % 4 != 0).then(|| pick(c[4] / 4, &[20, 25, 50, 60, 100])),
         slow_rate: (c[5] % 2 == 0).then(|| pick(c[5] / 2, &[34, 50, 100])),
-        slow_ms: u64::from(c[6]),
+        slow_ms: 1 + u64::from(c[6]),
         consecutive: (c[7] % 2 == 0).then(|| 1 + u32::from(c[7] / 2) % 4),
         wait_ms: 1 + u64::from(c[8]) * 4,
         multiplier: 1 + u32::from(c[9]) % 3,
