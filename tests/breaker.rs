@@ -871,3 +871,67 @@ async fn wait_until_ready_sees_the_half_open_deadline_pass() {
     assert_eq!(m(&b).reopens, 1);
     assert!(b.try_acquire().unwrap().is_probe());
 }
+
+// ---- transitions to the current state publish nothing (issue 19, item 9) ----
+
+/// A breaker whose hook logs every change.
+fn logged(b: Builder) -> (CircuitBreaker, Arc<Mutex<Vec<(State, State, u64)>>>) {
+    let seen: Arc<Mutex<Vec<(State, State, u64)>>> = Arc::default();
+    let log = seen.clone();
+    let b = b
+        .on_state_change(move |c: &StateChange| log.lock().unwrap().push((c.from, c.to, c.seq)))
+        .build()
+        .unwrap();
+    (b, seen)
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_calls_to_the_current_state_publish_nothing() {
+    let (b, seen) = logged(consecutive(2, S1, 1));
+    b.reset(); // closed already
+    b.force_open();
+    b.force_open(); // forced open already
+    b.disable();
+    b.disable(); // disabled already
+    b.reset();
+    b.reset(); // closed already
+    use State::*;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            (Closed, ForcedOpen, 1),
+            (ForcedOpen, Disabled, 2),
+            (Disabled, Closed, 3)
+        ]
+    );
+    assert_eq!(m(&b).transitions, 3);
+    assert_eq!(b.state(), Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reset_of_a_closed_breaker_still_empties_it_without_a_transition() {
+    let (b, seen) = logged(
+        CircuitBreaker::builder()
+            .failure_rate_threshold(100.0)
+            .count_window(10)
+            .minimum_calls(10)
+            .consecutive_failures(3),
+    );
+    let _ = err(&b).await;
+    let _ = err(&b).await;
+    let _ = ok(&b).await;
+    let _ = err(&b).await;
+    let _ = err(&b).await;
+    let in_flight = b.try_acquire().unwrap(); // admitted before the reset
+    assert_eq!((m(&b).calls, m(&b).consecutive_failures), (5, 2));
+    b.reset();
+    let after = m(&b);
+    assert_eq!(
+        (after.calls, after.failed_calls, after.consecutive_failures),
+        (0, 0, 0)
+    );
+    in_flight.failure(); // documented: outcomes of calls admitted before are dropped
+    assert_eq!(m(&b).calls, 0);
+    assert!(seen.lock().unwrap().is_empty());
+    assert_eq!((m(&b).transitions, b.state()), (0, State::Closed));
+}

@@ -189,7 +189,8 @@ pub struct BreakerMetrics {
     pub reopens: u32,
     /// Calls refused since the breaker was built.
     pub refused: u64,
-    /// State transitions since the breaker was built.
+    /// State transitions since the breaker was built (a manual call to the
+    /// state the breaker is in is none).
     pub transitions: u64,
 }
 
@@ -1040,19 +1041,24 @@ impl<C: Clock> CircuitBreaker<C> {
     }
 
     /// Opens the breaker until [`reset`](Self::reset): every call is refused
-    /// with [`Rejected::ForcedOpen`], whatever the open wait.
+    /// with [`Rejected::ForcedOpen`], whatever the open wait. When forced open
+    /// already it does nothing: no state change is published or counted.
     pub fn force_open(&self) {
         self.inner.manual(Core::force_open);
     }
 
     /// Disables the breaker until [`reset`](Self::reset): every call is
-    /// admitted and nothing is recorded.
+    /// admitted and nothing is recorded. When disabled already it does
+    /// nothing: no state change is published or counted.
     pub fn disable(&self) {
         self.inner.manual(Core::disable);
     }
 
     /// Closes the breaker with an empty window and the backoff reset, from
-    /// any state. Outcomes of calls admitted before are dropped.
+    /// any state. Outcomes of calls admitted before are dropped. On a closed
+    /// breaker it still empties the window, but it is no state change:
+    /// nothing is published to the hook or tracing, nor counted in
+    /// [`BreakerMetrics::transitions`] (as in resilience4j).
     pub fn reset(&self) {
         self.inner.manual(Core::reset);
     }
@@ -1079,7 +1085,7 @@ impl<C: Clock> CircuitBreaker<C> {
             probes_in_flight: core.probes_in_flight(),
             reopens: core.reopens(),
             refused: inner.refused.load(Ordering::Relaxed),
-            transitions: word.epoch(),
+            transitions: core.transitions(),
         };
         drop(core);
         m
@@ -1205,7 +1211,7 @@ impl<C: Clock> Inner<C> {
         tracing::debug!(
             from = ?t.from,
             to = ?t.to,
-            seq = t.epoch,
+            seq = t.seq,
             "circuit breaker state change"
         );
         if let Some(hook) = &self.hook {
@@ -1213,7 +1219,7 @@ impl<C: Clock> Inner<C> {
                 from: t.from,
                 to: t.to,
                 at: t.at,
-                seq: t.epoch,
+                seq: t.seq,
             });
         }
         self.ready.notify_waiters();

@@ -28,9 +28,13 @@
 //! - **ForcedOpen** refuses everything, ignoring waits; **Disabled** admits
 //!   everything and records nothing. Both last until `reset()` (→ Closed,
 //!   empty window) or another manual call.
+//! - A manual call to the state the breaker is in is no transition: nothing
+//!   is published or counted (as in resilience4j). `reset()` of a closed
+//!   breaker still empties the window and starts a new epoch.
 //! - Every transition bumps the epoch. An outcome is recorded only if the
 //!   call was admitted in the current epoch: results of calls admitted
-//!   before a transition describe the backend as it was, and are dropped.
+//!   before a transition (or a reset) describe the backend as it was, and
+//!   are dropped.
 
 use std::time::Duration;
 
@@ -107,8 +111,10 @@ impl State {
 ///  101..111         never written
 /// ```
 ///
-/// The epoch counts transitions (61 bits: it cannot wrap in practice). Only
-/// the holder of the core's mutex stores the word, after the core changed.
+/// The epoch counts transitions and resets of a closed breaker (61 bits: it
+/// cannot wrap in practice); permits carry it, so outcomes from an earlier
+/// epoch are dropped. Only the holder of the core's mutex stores the word,
+/// after the core changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StateWord(pub(crate) u64);
 
@@ -227,13 +233,14 @@ pub(crate) enum Refusal {
     ForcedOpen,
 }
 
-/// A state change, for the hook and tracing.
+/// A state change (`from != to`), for the hook and tracing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Transition {
     pub(crate) from: State,
     pub(crate) to: State,
     pub(crate) at: Instant,
-    pub(crate) epoch: u64,
+    /// Transitions so far, this one included.
+    pub(crate) seq: u64,
 }
 
 /// When a call could next be admitted.
@@ -273,6 +280,8 @@ pub(crate) struct Core {
     s: Settings,
     state: State,
     epoch: u64,
+    /// Transitions so far (the epoch also counts closed-state resets).
+    transitions: u64,
     window: Window,
     consecutive: u32,
     open_until: Instant,
@@ -297,6 +306,7 @@ impl Core {
             s,
             state: State::Closed,
             epoch: 0,
+            transitions: 0,
             window,
             consecutive: 0,
             open_until: now,
@@ -332,6 +342,11 @@ impl Core {
 
     pub(crate) fn reopens(&self) -> u32 {
         self.reopens
+    }
+
+    /// State transitions so far.
+    pub(crate) fn transitions(&self) -> u64 {
+        self.transitions
     }
 
     /// The counts the current state decides on: the probes in `HalfOpen`,
@@ -520,14 +535,16 @@ impl Core {
     }
 
     fn transition(&mut self, to: State, at: Instant) -> Transition {
+        debug_assert_ne!(self.state, to, "a transition changes the state");
         let from = self.state;
         self.state = to;
         self.epoch += 1;
+        self.transitions += 1;
         Transition {
             from,
             to,
             at,
-            epoch: self.epoch,
+            seq: self.transitions,
         }
     }
 
@@ -579,24 +596,38 @@ impl Core {
         wait.mul_f64(1.0 - j * u)
     }
 
-    /// `force_open()`: refuse everything until reset.
+    /// `force_open()`: refuse everything until reset. No transition (and no
+    /// change at all) when forced open already.
     pub(crate) fn force_open(&mut self, now: Instant) -> Option<Transition> {
+        if self.state == State::ForcedOpen {
+            return None;
+        }
         self.probes_in_flight = 0;
         self.probes = Counts::default();
         Some(self.transition(State::ForcedOpen, now))
     }
 
-    /// `disable()`: admit everything, record nothing.
+    /// `disable()`: admit everything, record nothing. No transition (and no
+    /// change at all) when disabled already.
     pub(crate) fn disable(&mut self, now: Instant) -> Option<Transition> {
+        if self.state == State::Disabled {
+            return None;
+        }
         self.probes_in_flight = 0;
         self.probes = Counts::default();
         Some(self.transition(State::Disabled, now))
     }
 
-    /// `reset()`: closed, empty window, backoff reset.
+    /// `reset()`: closed, empty window, backoff reset. When closed already
+    /// this is no transition, but the window is still emptied and a new
+    /// epoch starts, so outcomes of calls admitted before are dropped.
     pub(crate) fn reset(&mut self, now: Instant) -> Option<Transition> {
         self.reopens = 0;
         self.clear_closed();
+        if self.state == State::Closed {
+            self.epoch += 1;
+            return None;
+        }
         Some(self.transition(State::Closed, now))
     }
 
@@ -695,7 +726,7 @@ mod tests {
         }
         assert_eq!(c.state(), State::Closed);
         let tr = call(&mut c, t0, ERR).expect("trips at 3/6");
-        assert_eq!((tr.from, tr.to, tr.epoch), (State::Closed, State::Open, 1));
+        assert_eq!((tr.from, tr.to, tr.seq), (State::Closed, State::Open, 1));
         assert_eq!(c.open_until(), t0 + 100 * MS);
     }
 
