@@ -935,3 +935,39 @@ async fn reset_of_a_closed_breaker_still_empties_it_without_a_transition() {
     assert!(seen.lock().unwrap().is_empty());
     assert_eq!((m(&b).transitions, b.state()), (0, State::Closed));
 }
+
+// ---- the move out of Open is made by a call (issue 19, item 8) ----
+
+#[tokio::test(start_paused = true)]
+async fn after_the_open_wait_reads_report_open_and_the_next_call_probes() {
+    let (b, seen) = logged(consecutive(1, S1, 1).max_half_open_wait(Duration::from_secs(2)));
+    let t0 = Instant::now();
+    let _ = err(&b).await;
+    advance(S1).await;
+    // The wait is over: a call would be admitted now ...
+    assert_eq!(b.next_ready_at(), Some(t0 + S1));
+    // ... but no read moves the breaker, however long it is watched (not
+    // even past the half-open deadline a read-made half-open would have had).
+    for _ in 0..10 {
+        assert_eq!(b.state(), State::Open);
+        assert_eq!(m(&b).state, State::Open);
+        assert_eq!(b.next_ready_at(), Some(Instant::now()));
+        advance(S1).await;
+    }
+    b.wait_until_ready().await;
+    assert_eq!(
+        (b.state(), m(&b).transitions, m(&b).reopens),
+        (State::Open, 1, 0)
+    );
+    // The next call makes the move, at its own time, and is the probe.
+    let probe = b.try_acquire().unwrap();
+    assert!(probe.is_probe());
+    assert_eq!(b.state(), State::HalfOpen);
+    use State::*;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(Closed, Open, 1), (Open, HalfOpen, 2)]
+    );
+    probe.success();
+    assert_eq!((b.state(), m(&b).transitions), (Closed, 3));
+}

@@ -637,7 +637,7 @@ impl Builder {
 /// | state | admission | leaves when |
 /// |---|---|---|
 /// | `Closed` | every call (one atomic load) | a trip policy holds after an outcome → `Open` |
-/// | `Open` | refused with [`Rejected::Open`] | the first attempt at `now ≥ opened + wait` → `HalfOpen` (and is admitted as a probe) |
+/// | `Open` | refused with [`Rejected::Open`] | the first attempt at `now ≥ opened + wait` → `HalfOpen` (and is admitted as a probe); reads never make this move |
 /// | `HalfOpen` | `permitted_probes` probes in flight or decided; others get [`Rejected::HalfOpenFull`] | all probes reported → `Closed` or `Open`; or `max_half_open_wait` passed → `Open` |
 /// | `ForcedOpen` | refused with [`Rejected::ForcedOpen`], whatever the waits | [`reset`](Self::reset) / [`disable`](Self::disable) |
 /// | `Disabled` | every call, nothing recorded | [`reset`](Self::reset) / [`force_open`](Self::force_open) |
@@ -789,10 +789,45 @@ impl<C: Clock> CircuitBreaker<C> {
         }
     }
 
-    /// The current state (one atomic load).
+    /// The current state, as of the last transition (one atomic load).
     ///
-    /// `Open` is reported until a call (or [`next_ready_at`](Self::next_ready_at))
-    /// arrives after the wait: the move to half-open is made by that call.
+    /// Reading never moves the breaker. After the open wait it reports
+    /// `Open` until a call arrives: that call makes the move to `HalfOpen`
+    /// and is admitted as the first probe (resilience4j's default, with
+    /// `automaticTransitionFromOpenToHalfOpenEnabled` off). Meanwhile
+    /// [`next_ready_at`](Self::next_ready_at) already returns a time not
+    /// after now: that is how a dashboard tells "open, refusing" from "open,
+    /// the next call probes". Likewise `HalfOpen` is reported past
+    /// [`max_half_open_wait`](Builder::max_half_open_wait) until the next
+    /// call, outcome, `next_ready_at` or `wait_until_ready` re-opens it.
+    ///
+    /// Why reads do not make the move: a half-open period started by an
+    /// observer would start the half-open deadline with no probe in sight,
+    /// so a dashboard polling the state could re-open the breaker, and grow
+    /// its backoff, without a single call reaching the backend.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::breaker::{CircuitBreaker, State};
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let breaker = CircuitBreaker::builder()
+    ///     .consecutive_failures(1)
+    ///     .open_wait(Duration::from_secs(1))
+    ///     .build()
+    ///     .unwrap();
+    /// breaker.try_acquire().unwrap().failure();
+    /// tokio::time::advance(Duration::from_secs(5)).await;
+    /// assert_eq!(breaker.state(), State::Open); // the wait is over, no call yet
+    /// assert_eq!(breaker.next_ready_at(), Some(Instant::now()));
+    /// assert_eq!(breaker.state(), State::Open); // asking moves nothing
+    /// let probe = breaker.try_acquire().unwrap(); // the call makes the move
+    /// assert_eq!((probe.is_probe(), breaker.state()), (true, State::HalfOpen));
+    /// # }
+    /// ```
     pub fn state(&self) -> State {
         StateWord(self.inner.word.load(Ordering::Acquire)).state()
     }
@@ -941,6 +976,12 @@ impl<C: Clock> CircuitBreaker<C> {
     /// admitted now, the end of the open wait when open, `None` when it
     /// depends on other calls (half-open with every probe slot taken) or on a
     /// manual action (forced open).
+    ///
+    /// It never moves the breaker out of `Open`: once the wait is over it
+    /// returns now while [`state`](Self::state) still reports `Open`, and the
+    /// next call makes the move. It does apply the half-open deadline, as any
+    /// event does: past [`max_half_open_wait`](Builder::max_half_open_wait)
+    /// it re-opens the breaker and returns the end of the new wait.
     ///
     /// # Examples
     ///

@@ -15,7 +15,8 @@
 //!   - same minimum **and** slow-call rate `≥` the slow threshold, where a
 //!     call is slow when its duration is strictly `>` the slow-call duration.
 //! - **Open → HalfOpen** on the first admission attempt at
-//!   `now ≥ opened_at + wait` (inclusive). The wait is the backoff's value for the number of
+//!   `now ≥ opened_at + wait` (inclusive); never on a read or a readiness
+//!   query, which only report that the wait is over. The wait is the backoff's value for the number of
 //!   re-opens since the breaker last closed, minus jitter.
 //! - **HalfOpen**: `permitted_probes` slots. A probe holds its slot while in
 //!   flight; an ignored or cancelled probe gives it back uncounted. Once all
@@ -61,7 +62,8 @@ use super::window::{CountWindow, Counts, Record, TimeWindow, Window};
 pub enum State {
     /// Calls go through; outcomes are recorded and may trip the breaker.
     Closed,
-    /// Calls are refused until the open wait has passed.
+    /// Calls are refused until the open wait has passed; the first call
+    /// after it moves the breaker to `HalfOpen`.
     Open,
     /// A limited number of probe calls decide between `Closed` and `Open`.
     HalfOpen,
