@@ -7,10 +7,18 @@
 //!
 //! Instants are [`tokio::time::Instant`]s, so an instant read from a clock can
 //! be handed straight to `tokio::time::sleep_until`.
+//!
+//! Waiting for an instant of a clock depends on how the clock moves. A clock
+//! that moves by itself with Tokio's time (the default, [`TokioClock`]) is
+//! waited for on Tokio's timer. A clock that moves only when told to
+//! ([`ManualClock`]) says so through [`Clock::notify_on_advance`]: waiters
+//! then park until it is moved and re-check once per move, with no timer,
+//! no busy loop and no runtime needed.
 
 use std::fmt;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::sync::Arc;
@@ -34,6 +42,49 @@ use crate::sync::atomic::{AtomicU64, Ordering};
 pub trait Clock: Clone + Send + Sync + fmt::Debug + 'static {
     /// The current instant.
     fn now(&self) -> Instant;
+
+    /// For a clock that moves only when told to: the [`Notify`] on which
+    /// every move calls [`notify_waiters`](Notify::notify_waiters).
+    ///
+    /// A primitive waiting for an instant of this clock then parks on it and
+    /// re-checks after each move, instead of sleeping on Tokio's timer, which
+    /// knows nothing of this clock: no busy loop, a paused runtime stays free
+    /// to auto-advance, and no Tokio runtime is needed at all.
+    /// [`ManualClock`] returns its own.
+    ///
+    /// The default, `None`, is right for a clock that moves by itself at the
+    /// pace of Tokio's time, like [`TokioClock`]: waiters sleep on Tokio's
+    /// timer for the time left on this clock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::clock::{Clock, ManualClock, TokioClock};
+    /// use std::time::Duration;
+    ///
+    /// assert!(TokioClock.notify_on_advance().is_none());
+    /// let clock = ManualClock::new();
+    /// let moved = clock.notify_on_advance().unwrap().notified();
+    /// clock.advance(Duration::from_millis(1));
+    /// futures::executor::block_on(moved); // ready: the clock moved after it was made
+    /// ```
+    fn notify_on_advance(&self) -> Option<&Notify> {
+        None
+    }
+}
+
+/// The Tokio instant to sleep until for `at` on a clock that read
+/// `clock_now`: `at` itself when it is still ahead on Tokio's clock (exact
+/// for [`TokioClock`]); otherwise, for a clock behind Tokio's, Tokio's now
+/// plus the time left on the clock, so that a lagging clock is re-checked
+/// once that much time has passed, not on every scheduler turn.
+pub(crate) fn tokio_wake_at(at: Instant, clock_now: Instant) -> Instant {
+    let tokio_now = Instant::now();
+    if at > tokio_now {
+        at
+    } else {
+        tokio_now + at.saturating_duration_since(clock_now)
+    }
 }
 
 /// The Tokio clock: `tokio::time::Instant::now()`.
@@ -65,7 +116,9 @@ impl Clock for TokioClock {
 /// A clock that moves only when told to; clones share one time.
 ///
 /// For tests and for driving a primitive without a runtime. Reads are a
-/// single atomic load.
+/// single atomic load. Every move wakes the primitives waiting on this
+/// clock (see [`Clock::notify_on_advance`]), which then re-check; nothing
+/// waiting on it sleeps on Tokio's timer.
 ///
 /// # Examples
 ///
@@ -82,7 +135,13 @@ impl Clock for TokioClock {
 #[derive(Clone)]
 pub struct ManualClock {
     origin: Instant,
-    elapsed_nanos: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    elapsed_nanos: AtomicU64,
+    /// Notified (all waiters) after every move.
+    moved: Notify,
 }
 
 impl ManualClock {
@@ -95,31 +154,35 @@ impl ManualClock {
     pub fn starting_at(origin: Instant) -> Self {
         Self {
             origin,
-            elapsed_nanos: Arc::new(AtomicU64::new(0)),
+            shared: Arc::new(Shared {
+                elapsed_nanos: AtomicU64::new(0),
+                moved: Notify::new(),
+            }),
         }
     }
 
-    /// Moves the clock forward by `by` (saturating at about 584 years).
+    /// Moves the clock forward by `by` (saturating at about 584 years), then
+    /// wakes everything waiting on this clock.
     pub fn advance(&self, by: Duration) {
         let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        let mut cur = self.elapsed_nanos.load(Ordering::Acquire);
+        let elapsed = &self.shared.elapsed_nanos;
+        let mut cur = elapsed.load(Ordering::Acquire);
         loop {
             let next = cur.saturating_add(by);
-            match self.elapsed_nanos.compare_exchange_weak(
-                cur,
-                next,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return,
+            if next == cur {
+                return; // nothing moved, nobody to wake
+            }
+            match elapsed.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
                 Err(actual) => cur = actual,
             }
         }
+        self.shared.moved.notify_waiters();
     }
 
     /// How far the clock has been advanced since it was created.
     pub fn elapsed(&self) -> Duration {
-        Duration::from_nanos(self.elapsed_nanos.load(Ordering::Acquire))
+        Duration::from_nanos(self.shared.elapsed_nanos.load(Ordering::Acquire))
     }
 }
 
@@ -142,6 +205,10 @@ impl Clock for ManualClock {
     fn now(&self) -> Instant {
         self.origin + self.elapsed()
     }
+
+    fn notify_on_advance(&self) -> Option<&Notify> {
+        Some(&self.shared.moved)
+    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -157,6 +224,28 @@ mod tests {
         c.advance(Duration::from_millis(4));
         assert_eq!(c.now() - t0, Duration::from_millis(7));
         assert_eq!(d.elapsed(), Duration::from_millis(7));
+    }
+
+    #[test]
+    fn manual_clock_wakes_its_waiters_on_every_move_only() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let c = ManualClock::new();
+        let mut before = Box::pin(c.notify_on_advance().unwrap().notified());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(before.as_mut().poll(&mut cx).is_pending());
+        c.advance(Duration::ZERO); // no move
+        assert!(before.as_mut().poll(&mut cx).is_pending());
+        c.advance(Duration::from_nanos(1));
+        assert_eq!(before.as_mut().poll(&mut cx), Poll::Ready(()));
+        // Made before a move but never polled: still sees it.
+        let unpolled = c.notify_on_advance().unwrap().notified();
+        c.clone().advance(Duration::from_nanos(1));
+        assert_eq!(Box::pin(unpolled).as_mut().poll(&mut cx), Poll::Ready(()));
+        c.advance(Duration::MAX);
+        let mut after = Box::pin(c.notify_on_advance().unwrap().notified());
+        c.advance(Duration::from_secs(1)); // saturated: no move
+        assert!(after.as_mut().poll(&mut cx).is_pending());
     }
 
     #[test]

@@ -971,3 +971,51 @@ async fn after_the_open_wait_reads_report_open_and_the_next_call_probes() {
     probe.success();
     assert_eq!((b.state(), m(&b).transitions), (Closed, 3));
 }
+
+// ---- waiting on a manual clock parks until it moves (issue 19) ----
+
+#[tokio::test(start_paused = true)]
+async fn wait_until_ready_on_a_manual_clock_parks_until_the_clock_moves() {
+    use flowguard::clock::{Clock, ManualClock};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let clock = ManualClock::new();
+    let b = consecutive(1, S1, 1)
+        .build_with_clock(clock.clone())
+        .unwrap();
+    b.try_acquire().unwrap().failure();
+    let polls = Arc::new(AtomicUsize::new(0));
+    let (b2, p2) = (b.clone(), polls.clone());
+    let h = tokio::spawn(async move {
+        let mut wait = std::pin::pin!(b2.wait_until_ready());
+        std::future::poll_fn(|cx| {
+            p2.fetch_add(1, Ordering::SeqCst);
+            wait.as_mut().poll(cx)
+        })
+        .await
+    });
+    tokio::task::yield_now().await;
+    // Tokio's clock passes the end of the wait; the breaker's does not move.
+    advance(Duration::from_secs(5)).await;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(polls.load(Ordering::SeqCst), 1, "parked, not re-checking");
+    assert_eq!(b.next_ready_at(), Some(clock.now() + S1));
+    clock.advance(S1);
+    h.await.unwrap();
+    assert_eq!(polls.load(Ordering::SeqCst), 2);
+    assert!(b.try_acquire().unwrap().is_probe());
+}
+
+#[test]
+fn wait_until_ready_on_a_manual_clock_needs_no_runtime() {
+    let clock = flowguard::clock::ManualClock::new();
+    let b = consecutive(1, S1, 1)
+        .build_with_clock(clock.clone())
+        .unwrap();
+    b.try_acquire().unwrap().failure();
+    futures::executor::block_on(async {
+        futures::join!(b.wait_until_ready(), async { clock.advance(S1) })
+    });
+    assert!(b.try_acquire().unwrap().is_probe());
+}

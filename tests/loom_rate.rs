@@ -140,3 +140,19 @@ fn try_acquire_racing_an_exact_set_quota_is_linearizable() {
         );
     });
 }
+
+/// The head parked on a clock moved by hand is woken by the move: a move
+/// racing with the head's check (made before its clock read) is never lost.
+#[test]
+fn a_move_of_the_manual_clock_reaches_the_parked_head() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let l = RateLimiter::with_clock(Quota::per_hour(1).unwrap(), clock.clone());
+        l.try_acquire(1).unwrap();
+        let l2 = l.clone();
+        let h = thread::spawn(move || loom::future::block_on(l2.acquire(1)).unwrap());
+        clock.advance(Duration::from_secs(3600));
+        h.join().unwrap();
+        assert_eq!(l.snapshot().waiters, 0);
+    });
+}

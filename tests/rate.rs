@@ -4,6 +4,7 @@
 //! simultaneous requests at a boundary, wait vs deadline) and .NET's
 //! token-bucket limiter tests (queue order, refusal carries retry-after).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -507,7 +508,7 @@ fn public_types_are_send_sync_and_futures_send() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn manual_clock_waiter_is_served_once_both_clocks_reach_its_instant() {
+async fn manual_clock_waiter_is_served_by_the_move_without_tokio_time_passing() {
     let clock = ManualClock::new();
     let l = RateLimiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
     l.try_acquire(1).unwrap();
@@ -517,10 +518,12 @@ async fn manual_clock_waiter_is_served_once_both_clocks_reach_its_instant() {
         tokio::task::yield_now().await;
     }
     assert_eq!(l.snapshot().waiters, 1);
+    let tokio_start = Instant::now();
     clock.advance(Duration::from_secs(1));
-    // Tokio's paused clock auto-advances to the head's instant; it re-checks
-    // and the manual clock says yes.
+    // The move wakes the head, which re-checks on the manual clock: no
+    // Tokio timer is involved.
     assert_eq!(h.await.unwrap(), Ok(()));
+    assert_eq!(Instant::now(), tokio_start);
     assert_eq!(l.snapshot().waiters, 0);
 }
 
@@ -604,4 +607,123 @@ async fn set_quota_with_an_exact_conversion_loses_no_nanosecond() {
     // The fast path still works after an exact conversion.
     l.try_acquire(2).unwrap();
     assert_eq!(l.snapshot().available, 0);
+}
+
+// ---- waiting on a manual clock parks until it moves (issue 19) ----
+
+/// Counts the polls of a future, to tell a parked waiter from a spinning one.
+struct CountPolls<F> {
+    fut: std::pin::Pin<Box<F>>,
+    polls: Arc<AtomicUsize>,
+}
+
+impl<F: std::future::Future> std::future::Future for CountPolls<F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        self.fut.as_mut().poll(cx)
+    }
+}
+
+fn counted<F: std::future::Future>(fut: F) -> (CountPolls<F>, Arc<AtomicUsize>) {
+    let polls = Arc::new(AtomicUsize::new(0));
+    let f = CountPolls {
+        fut: Box::pin(fut),
+        polls: polls.clone(),
+    };
+    (f, polls)
+}
+
+async fn turns(n: usize) {
+    for _ in 0..n {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_clock_waiter_parks_until_the_clock_moves() {
+    let clock = ManualClock::new();
+    let l = RateLimiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
+    l.try_acquire(1).unwrap();
+    let l2 = l.clone();
+    let (fut, polls) = counted(async move { l2.acquire(1).await });
+    let h = tokio::spawn(fut);
+    turns(1).await;
+    assert_eq!(l.snapshot().waiters, 1);
+    // Tokio's clock passes the instant; the limiter's clock does not move.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    turns(100).await;
+    assert_eq!(polls.load(Ordering::SeqCst), 1, "parked, not re-checking");
+    clock.advance(ms(999));
+    turns(10).await;
+    assert!(!h.is_finished());
+    assert_eq!(polls.load(Ordering::SeqCst), 2, "one re-check per move");
+    clock.advance(ms(1));
+    assert_eq!(h.await.unwrap(), Ok(()));
+    assert_eq!(polls.load(Ordering::SeqCst), 3);
+    assert_eq!(l.snapshot().waiters, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_manual_clock_waiter_parks_until_the_clock_moves() {
+    let clock = ManualClock::new();
+    let k = KeyedRateLimiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
+    k.try_acquire(&7u8, 1).unwrap();
+    let k2 = k.clone();
+    let (fut, polls) = counted(async move { k2.acquire(&7, 1).await });
+    let h = tokio::spawn(fut);
+    turns(1).await;
+    tokio::time::advance(Duration::from_secs(5)).await;
+    turns(100).await;
+    assert_eq!(polls.load(Ordering::SeqCst), 1, "parked, not re-checking");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(h.await.unwrap(), Ok(()));
+    assert_eq!(polls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn acquire_deadline_is_measured_on_the_limiters_clock() {
+    let clock = ManualClock::new();
+    let l = RateLimiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
+    l.try_acquire(1).unwrap();
+    let l2 = l.clone();
+    let h = tokio::spawn(async move { l2.acquire_timeout(1, Duration::from_secs(2)).await });
+    turns(1).await;
+    l.set_quota(Quota::per_minute(1).unwrap()); // now the wait overruns
+    // Ten seconds of Tokio's time are not two seconds of the limiter's.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(!h.is_finished());
+    assert_eq!(l.snapshot().waiters, 1);
+    clock.advance(Duration::from_secs(2));
+    let start = clock.now() - Duration::from_secs(2);
+    assert_eq!(
+        h.await.unwrap(),
+        Err(AcquireError::Timeout {
+            retry_after: start + Duration::from_secs(60)
+        })
+    );
+    assert_eq!(l.snapshot().waiters, 0);
+}
+
+#[test]
+fn manual_clock_waits_need_no_runtime() {
+    let clock = ManualClock::new();
+    let q = Quota::per_second(1).unwrap().with_burst(2).unwrap();
+    let l = RateLimiter::with_clock(q, clock.clone());
+    let k = KeyedRateLimiter::with_clock(q, clock.clone());
+    l.try_acquire(2).unwrap();
+    k.try_acquire(&1u8, 2).unwrap();
+    // Two seconds later both waiters' tokens are there.
+    let (a, b, c, ()) = futures::executor::block_on(async {
+        futures::join!(
+            l.acquire(1),
+            l.acquire_timeout(1, Duration::from_secs(5)),
+            k.acquire(&1, 1),
+            async { clock.advance(Duration::from_secs(2)) },
+        )
+    });
+    assert_eq!((a, b, c), (Ok(()), Ok(()), Ok(())));
 }

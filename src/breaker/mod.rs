@@ -48,7 +48,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::clock::{Clock, TokioClock};
+use crate::clock::{Clock, TokioClock, tokio_wake_at};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex};
 use crate::{ConfigError, ConfigErrorKind};
@@ -1019,12 +1019,17 @@ impl<C: Clock> CircuitBreaker<C> {
     /// [`disable`](Self::disable) when forced open. Another caller may still
     /// take the slot first; `try_acquire` can then refuse.
     ///
-    /// It sleeps on Tokio's timer, so it needs a Tokio runtime with time
-    /// enabled; with a non-Tokio clock, the open wait is measured on Tokio's.
+    /// It sleeps on Tokio's timer for the time left on the breaker's clock;
+    /// with a clock moved by hand ([`ManualClock`](crate::clock::ManualClock))
+    /// it parks until the clock is moved instead and looks again after each
+    /// move.
     ///
     /// # Panics
     ///
-    /// Never (outside a Tokio runtime, Tokio's timer panics).
+    /// Only as [`tokio::time::sleep`] does: when it has to sleep on Tokio's
+    /// timer (until the end of the open wait or a half-open deadline) and is
+    /// polled outside a Tokio runtime with time enabled. With a clock moved
+    /// by hand it never needs a runtime.
     ///
     /// # Cancel safety
     ///
@@ -1050,11 +1055,15 @@ impl<C: Clock> CircuitBreaker<C> {
     /// # }
     /// ```
     pub async fn wait_until_ready(&self) {
+        let clock = &self.inner.clock;
         loop {
             let mut notified = pin!(self.inner.ready.notified());
-            // Register before looking, so a change in between is not missed.
+            // Register before looking, so a change in between is not missed;
+            // the same for a move of a clock moved by hand (made before the
+            // clock is read, it sees every later move).
             notified.as_mut().enable();
-            let now = self.inner.clock.now();
+            let mut moved = pin!(clock.notify_on_advance().map(|n| n.notified()));
+            let now = clock.now();
             let wake_at = match self.inner.readiness(now) {
                 Readiness::Now => return,
                 Readiness::At(t) => Some(t),
@@ -1062,22 +1071,28 @@ impl<C: Clock> CircuitBreaker<C> {
                 // half-open deadline needs a look when it passes.
                 Readiness::Unknown(recheck) => recheck,
             };
-            match wake_at {
-                None => notified.await,
-                Some(t) => {
-                    let mut sleep = pin!(tokio::time::sleep_until(t));
-                    std::future::poll_fn(|cx| {
-                        if notified.as_mut().poll(cx).is_ready()
-                            || sleep.as_mut().poll(cx).is_ready()
-                        {
-                            Poll::Ready(())
-                        } else {
-                            Poll::Pending
-                        }
-                    })
-                    .await;
+            let mut sleep = pin!(match wake_at {
+                Some(t) if moved.is_none() => Some(tokio::time::sleep_until(tokio_wake_at(t, now))),
+                _ => None,
+            });
+            std::future::poll_fn(|cx| {
+                let changed = notified.as_mut().poll(cx).is_ready();
+                let timed = wake_at.is_some()
+                    && (moved
+                        .as_mut()
+                        .as_pin_mut()
+                        .is_some_and(|m| m.poll(cx).is_ready())
+                        || sleep
+                            .as_mut()
+                            .as_pin_mut()
+                            .is_some_and(|s| s.poll(cx).is_ready()));
+                if changed || timed {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
                 }
-            }
+            })
+            .await;
         }
     }
 

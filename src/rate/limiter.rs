@@ -8,11 +8,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 
 use super::error::{AcquireError, TryAcquireError};
 use super::gcra::{Gcra, Refusal};
 use super::quota::Quota;
+#[cfg(not(loom))]
+use crate::clock::tokio_wake_at;
 use crate::clock::{Clock, TokioClock};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex};
@@ -175,12 +178,14 @@ impl RateLimiter<TokioClock> {
 impl<C: Clock> RateLimiter<C> {
     /// A limiter reading time from `clock`, starting with a full bucket.
     ///
-    /// Waiting ([`acquire`](Self::acquire)) always sleeps with `tokio::time`
-    /// until the instant computed on `clock`; with a clock other than
-    /// [`TokioClock`] a waiter is also woken by
-    /// [`refund`](Self::refund) and [`set_quota`](Self::set_quota), and once
-    /// that instant has passed on Tokio's clock but not yet on `clock`, the
-    /// head re-checks on every scheduler turn (it yields, never blocks).
+    /// How [`acquire`](Self::acquire) waits follows the clock. With a clock
+    /// moved by hand ([`ManualClock`](crate::clock::ManualClock), or any
+    /// whose [`notify_on_advance`](Clock::notify_on_advance) is `Some`) the
+    /// head of the queue parks until the clock is moved (or a
+    /// [`refund`](Self::refund) or [`set_quota`](Self::set_quota) wakes it)
+    /// and re-checks once per move; deadlines are measured on that clock
+    /// too, and no Tokio runtime is needed. With any other clock it sleeps
+    /// on Tokio's timer for the time left on `clock`.
     ///
     /// # Examples
     ///
@@ -269,7 +274,9 @@ impl<C: Clock> RateLimiter<C> {
     /// Waits in the FIFO queue until `n` tokens are taken.
     ///
     /// The head of the queue sleeps until its exact retry instant, which
-    /// Tokio's timer rounds up to its 1 ms resolution.
+    /// Tokio's timer rounds up to its 1 ms resolution; with a clock moved by
+    /// hand it parks until the clock is moved instead (see
+    /// [`with_clock`](Self::with_clock)).
     ///
     /// # Errors
     ///
@@ -279,7 +286,10 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// # Panics
     ///
-    /// Never.
+    /// Only as [`tokio::time::sleep`] does: when it has to wait on Tokio's
+    /// timer and is polled outside a Tokio runtime with time enabled. Tokens
+    /// that are there are taken without a runtime, and with a clock moved by
+    /// hand ([`ManualClock`](crate::clock::ManualClock)) it never needs one.
     ///
     /// # Cancel safety
     ///
@@ -308,7 +318,9 @@ impl<C: Clock> RateLimiter<C> {
             inner: &self.inner,
             n,
             state: AcqState::Init,
+            deadline: None,
             sleep: None,
+            moved: None,
         }
     }
 
@@ -327,7 +339,8 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// # Panics
     ///
-    /// Never.
+    /// As [`acquire`](Self::acquire): only when it has to wait on Tokio's
+    /// timer outside a Tokio runtime with time enabled.
     ///
     /// # Cancel safety
     ///
@@ -357,7 +370,9 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     /// [`acquire_timeout`](Self::acquire_timeout) with an absolute deadline
-    /// on the limiter's clock.
+    /// on the limiter's clock. With a clock moved by hand it gives up at the
+    /// first move that reaches the deadline; with any other clock, after the
+    /// time left to the deadline on Tokio's timer.
     ///
     /// # Errors
     ///
@@ -365,7 +380,8 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// # Panics
     ///
-    /// Never.
+    /// As [`acquire`](Self::acquire): only when it has to wait on Tokio's
+    /// timer outside a Tokio runtime with time enabled.
     ///
     /// # Cancel safety
     ///
@@ -376,15 +392,23 @@ impl<C: Clock> RateLimiter<C> {
             None => return Ok(()),
             Some(id) => id,
         };
+        let by_hand = inner.clock.notify_on_advance().is_some();
         let fut = Acquire {
             inner: &self.inner,
             n,
             state: AcqState::Queued(id),
+            // Enforced by the future itself on a clock moved by hand.
+            deadline: by_hand.then_some(deadline),
             sleep: None,
+            moved: None,
         };
+        if by_hand {
+            return fut.await;
+        }
         #[cfg(not(loom))]
         {
-            match tokio::time::timeout_at(deadline, fut).await {
+            let wake_at = tokio_wake_at(deadline, inner.clock.now());
+            match tokio::time::timeout_at(wake_at, fut).await {
                 Ok(res) => res,
                 // The future was dropped, so its place is already freed.
                 Err(_) => Err(AcquireError::Timeout {
@@ -707,7 +731,6 @@ impl<C: Clock> Inner<C> {
     }
 
     /// Predicted admission instant of `n` behind the current queue.
-    #[cfg(not(loom))]
     fn predict(&self, n: u32) -> Instant {
         let w = self.waiters.lock();
         let g = self.gcra();
@@ -920,18 +943,27 @@ pub struct Acquire<'a, C: Clock = TokioClock> {
     inner: &'a Arc<Inner<C>>,
     n: u32,
     state: AcqState,
-    /// Only the head of the queue arms this.
+    /// Give up once the clock reaches it. Set only with a clock moved by
+    /// hand; otherwise Tokio's timer enforces deadlines around the future.
+    deadline: Option<Instant>,
+    /// Only the head of the queue arms this, and only on a clock that moves
+    /// by itself.
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// On a clock moved by hand: made before each check, so that a move
+    /// after the check wakes us.
+    moved: Option<Pin<Box<Notified<'a>>>>,
 }
 
-impl<C: Clock> Future for Acquire<'_, C> {
+impl<'a, C: Clock> Future for Acquire<'a, C> {
     type Output = Result<(), AcquireError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        let inner: &'a Inner<C> = this.inner;
+        let by_hand = inner.clock.notify_on_advance();
         // A timer that is already due lets the head re-check at once, but
-        // only once per poll: with a clock other than Tokio's the instant may
-        // lie in Tokio's past, and spinning here would hang the task.
+        // only once per poll, so that a clock running behind Tokio's cannot
+        // make this loop spin.
         #[cfg(not(loom))]
         let mut rechecked = false;
         loop {
@@ -948,36 +980,68 @@ impl<C: Clock> Future for Acquire<'_, C> {
                         return Poll::Ready(Err(e));
                     }
                 },
-                AcqState::Queued(id) => match this.inner.poll_queued(id, this.n, cx.waker()) {
-                    Queued::Done(res) => {
-                        this.state = AcqState::Done;
-                        this.sleep = None;
-                        return Poll::Ready(res);
+                AcqState::Queued(id) => {
+                    if let Some(notify) = by_hand {
+                        // Before the check reads the clock: see `moved`.
+                        this.moved
+                            .get_or_insert_with(|| Box::pin(notify.notified()));
                     }
-                    Queued::Wait(None) => return Poll::Pending,
-                    Queued::Wait(Some(at)) => {
-                        #[cfg(not(loom))]
-                        {
-                            match &mut this.sleep {
-                                Some(sleep) => sleep.as_mut().reset(at),
-                                None => this.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
-                            }
-                            if let Some(sleep) = &mut this.sleep {
-                                if sleep.as_mut().poll(cx).is_ready() {
-                                    if !rechecked {
-                                        rechecked = true;
-                                        continue;
-                                    }
-                                    // Yield, and check again on the next turn.
-                                    cx.waker().wake_by_ref();
-                                }
-                            }
+                    let at = match inner.poll_queued(id, this.n, cx.waker()) {
+                        Queued::Done(res) => {
+                            this.state = AcqState::Done;
+                            this.sleep = None;
+                            this.moved = None;
+                            return Poll::Ready(res);
                         }
-                        #[cfg(loom)]
-                        let _ = at; // no timer under loom: models wake by refund
+                        Queued::Wait(at) => at,
+                    };
+                    if let Some(moved) = &mut this.moved {
+                        // A clock moved by hand: the queue and the clock's
+                        // moves wake us; no timer.
+                        if this.deadline.is_some_and(|d| inner.clock.now() >= d) {
+                            this.state = AcqState::Done;
+                            this.moved = None;
+                            inner.cancel(id);
+                            return Poll::Ready(Err(AcquireError::Timeout {
+                                retry_after: inner.predict(this.n),
+                            }));
+                        }
+                        if at.is_none() && this.deadline.is_none() {
+                            return Poll::Pending; // not the head: the queue wakes us
+                        }
+                        if moved.as_mut().poll(cx).is_ready() {
+                            this.moved = None; // it moved: check again
+                            continue;
+                        }
                         return Poll::Pending;
                     }
-                },
+                    let Some(at) = at else {
+                        return Poll::Pending; // not the head: the queue wakes us
+                    };
+                    #[cfg(not(loom))]
+                    {
+                        let wake_at = tokio_wake_at(at, inner.clock.now());
+                        match &mut this.sleep {
+                            Some(sleep) => sleep.as_mut().reset(wake_at),
+                            None => {
+                                this.sleep = Some(Box::pin(tokio::time::sleep_until(wake_at)));
+                            }
+                        }
+                        if let Some(sleep) = &mut this.sleep {
+                            if sleep.as_mut().poll(cx).is_ready() {
+                                if !rechecked {
+                                    rechecked = true;
+                                    continue;
+                                }
+                                // Yield, and check again on the next turn.
+                                cx.waker().wake_by_ref();
+                            }
+                        }
+                    }
+                    #[cfg(loom)]
+                    let _ = at; // no timer under loom: models wake by refund or the clock
+                    return Poll::Pending;
+                }
             }
         }
     }
