@@ -880,6 +880,46 @@ mod tests {
         assert_eq!(c.state(), State::Open);
     }
 
+    /// The closed-state path reads the clock only when something needs the
+    /// time: never for a count window that does not trip, once for a trip
+    /// (the open wait starts then), once per outcome for a time window.
+    #[test]
+    fn closed_outcomes_read_the_clock_only_when_needed() {
+        use std::cell::Cell;
+        let t0 = Instant::now();
+        let reads = Cell::new(0);
+        let now = || {
+            reads.set(reads.get() + 1);
+            t0
+        };
+        let mut c = Core::new(settings(), t0); // count window of 5, 50 %
+        for r in [OK, OK, OK, OK, OK, OK, ERR, ERR] {
+            let (t, _) = c.try_admit(t0);
+            assert_eq!(c.record(t.unwrap(), r, now), None);
+        }
+        assert_eq!(reads.get(), 0, "count window, no trip");
+        let (t, _) = c.try_admit(t0);
+        let tr = c.record(t.unwrap(), ERR, now).expect("3 of 5 trips");
+        assert_eq!((tr.to, reads.get()), (State::Open, 1));
+
+        reads.set(0);
+        let mut c = Core::new(
+            Settings {
+                window: WindowKind::Time {
+                    length: Duration::from_secs(10),
+                    buckets: 10,
+                },
+                ..settings()
+            },
+            t0,
+        );
+        for r in [OK, OK, ERR] {
+            let (t, _) = c.try_admit(t0);
+            assert_eq!(c.record(t.unwrap(), r, now), None);
+        }
+        assert_eq!(reads.get(), 3, "a time window needs each outcome's time");
+    }
+
     #[test]
     fn base_wait_saturates() {
         let b = Backoff {
