@@ -11,18 +11,20 @@
 //! Waiting for an instant of a clock depends on how the clock moves. A clock
 //! that moves by itself with Tokio's time (the default, [`TokioClock`]) is
 //! waited for on Tokio's timer. A clock that moves only when told to
-//! ([`ManualClock`]) says so through [`Clock::notify_on_advance`]: waiters
-//! then park until it is moved and re-check once per move, with no timer,
-//! no busy loop and no runtime needed.
+//! ([`ManualClock`]) says so through [`Clock::moves`]: waiters then park
+//! until it is moved and re-check once per move, with no timer, no busy loop
+//! and no runtime needed.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::sync::Arc;
 use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{Arc, Mutex};
 
 /// A source of the current time.
 ///
@@ -43,8 +45,8 @@ pub trait Clock: Clone + Send + Sync + fmt::Debug + 'static {
     /// The current instant.
     fn now(&self) -> Instant;
 
-    /// For a clock that moves only when told to: the [`Notify`] on which
-    /// every move calls [`notify_waiters`](Notify::notify_waiters).
+    /// For a clock that moves only when told to: the [`Moves`] it signals
+    /// after every move.
     ///
     /// A primitive waiting for an instant of this clock then parks on it and
     /// re-checks after each move, instead of sleeping on Tokio's timer, which
@@ -62,14 +64,124 @@ pub trait Clock: Clone + Send + Sync + fmt::Debug + 'static {
     /// use flowguard::clock::{Clock, ManualClock, TokioClock};
     /// use std::time::Duration;
     ///
-    /// assert!(TokioClock.notify_on_advance().is_none());
+    /// assert!(TokioClock.moves().is_none());
     /// let clock = ManualClock::new();
-    /// let moved = clock.notify_on_advance().unwrap().notified();
+    /// let moved = clock.moves().unwrap().moved();
     /// clock.advance(Duration::from_millis(1));
     /// futures::executor::block_on(moved); // ready: the clock moved after it was made
     /// ```
-    fn notify_on_advance(&self) -> Option<&Notify> {
+    fn moves(&self) -> Option<&Moves> {
         None
+    }
+}
+
+/// The moves of a clock that moves only when told to, for the tasks waiting
+/// on it: the clock calls [`signal`](Moves::signal) after every move, and a
+/// waiter makes a [`moved`](Moves::moved) future *before* it reads the
+/// clock, so that no move after its read is missed.
+///
+/// Written against the crate's sync facade, so the loom models check the
+/// hand-off. Memory: one entry per pending [`Moved`] future.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::clock::Moves;
+///
+/// let moves = Moves::new();
+/// let moved = moves.moved();
+/// moves.signal();
+/// futures::executor::block_on(moved);
+/// ```
+#[derive(Debug, Default)]
+pub struct Moves {
+    state: Mutex<MovesState>,
+}
+
+#[derive(Debug, Default)]
+struct MovesState {
+    /// Bumped by every signal.
+    generation: u64,
+    next_id: u64,
+    /// Pending `Moved` futures by id, with the waker to wake.
+    waiting: Vec<(u64, Waker)>,
+}
+
+impl Moves {
+    /// A signal nobody waits on yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Wakes every task waiting for a move. Call it after the clock moved.
+    pub fn signal(&self) {
+        let wakers = {
+            let mut s = self.state.lock();
+            s.generation = s.generation.wrapping_add(1);
+            std::mem::take(&mut s.waiting)
+        };
+        for (_, w) in wakers {
+            w.wake();
+        }
+    }
+
+    /// A future that completes at the first [`signal`](Self::signal) after
+    /// this call (even one before it is first polled).
+    pub fn moved(&self) -> Moved<'_> {
+        Moved {
+            moves: self,
+            since: self.state.lock().generation,
+            id: None,
+        }
+    }
+}
+
+/// The future returned by [`Moves::moved`]. Dropping it unregisters it.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct Moved<'a> {
+    moves: &'a Moves,
+    since: u64,
+    /// Its entry in `waiting`, once it has been pending.
+    id: Option<u64>,
+}
+
+impl Future for Moved<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let mut s = this.moves.state.lock();
+        if s.generation != this.since {
+            // A signal drained `waiting`: our entry, if any, is gone.
+            this.id = None;
+            return Poll::Ready(());
+        }
+        let slot = this
+            .id
+            .and_then(|id| s.waiting.iter_mut().find(|(i, _)| *i == id));
+        match slot {
+            Some((_, w)) if w.will_wake(cx.waker()) => {}
+            Some((_, w)) => *w = cx.waker().clone(),
+            None => {
+                let id = s.next_id;
+                s.next_id = s.next_id.wrapping_add(1);
+                s.waiting.push((id, cx.waker().clone()));
+                this.id = Some(id);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Moved<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            let mut s = self.moves.state.lock();
+            if let Some(i) = s.waiting.iter().position(|(i, _)| *i == id) {
+                s.waiting.swap_remove(i);
+            }
+        }
     }
 }
 
@@ -117,7 +229,7 @@ impl Clock for TokioClock {
 ///
 /// For tests and for driving a primitive without a runtime. Reads are a
 /// single atomic load. Every move wakes the primitives waiting on this
-/// clock (see [`Clock::notify_on_advance`]), which then re-check; nothing
+/// clock (see [`Clock::moves`]), which then re-check; nothing
 /// waiting on it sleeps on Tokio's timer.
 ///
 /// # Examples
@@ -140,8 +252,8 @@ pub struct ManualClock {
 
 struct Shared {
     elapsed_nanos: AtomicU64,
-    /// Notified (all waiters) after every move.
-    moved: Notify,
+    /// Signalled after every move.
+    moves: Moves,
 }
 
 impl ManualClock {
@@ -156,7 +268,7 @@ impl ManualClock {
             origin,
             shared: Arc::new(Shared {
                 elapsed_nanos: AtomicU64::new(0),
-                moved: Notify::new(),
+                moves: Moves::new(),
             }),
         }
     }
@@ -177,7 +289,7 @@ impl ManualClock {
                 Err(actual) => cur = actual,
             }
         }
-        self.shared.moved.notify_waiters();
+        self.shared.moves.signal();
     }
 
     /// How far the clock has been advanced since it was created.
@@ -206,8 +318,8 @@ impl Clock for ManualClock {
         self.origin + self.elapsed()
     }
 
-    fn notify_on_advance(&self) -> Option<&Notify> {
-        Some(&self.shared.moved)
+    fn moves(&self) -> Option<&Moves> {
+        Some(&self.shared.moves)
     }
 }
 
@@ -228,24 +340,38 @@ mod tests {
 
     #[test]
     fn manual_clock_wakes_its_waiters_on_every_move_only() {
-        use std::future::Future;
-        use std::task::{Context, Poll, Waker};
         let c = ManualClock::new();
-        let mut before = Box::pin(c.notify_on_advance().unwrap().notified());
+        let moves = c.moves().unwrap();
         let mut cx = Context::from_waker(Waker::noop());
-        assert!(before.as_mut().poll(&mut cx).is_pending());
+        let mut before = moves.moved();
+        assert!(Pin::new(&mut before).poll(&mut cx).is_pending());
+        assert!(Pin::new(&mut before).poll(&mut cx).is_pending());
+        assert_eq!(moves.state.lock().waiting.len(), 1, "one entry per future");
         c.advance(Duration::ZERO); // no move
-        assert!(before.as_mut().poll(&mut cx).is_pending());
+        assert!(Pin::new(&mut before).poll(&mut cx).is_pending());
         c.advance(Duration::from_nanos(1));
-        assert_eq!(before.as_mut().poll(&mut cx), Poll::Ready(()));
+        assert_eq!(Pin::new(&mut before).poll(&mut cx), Poll::Ready(()));
         // Made before a move but never polled: still sees it.
-        let unpolled = c.notify_on_advance().unwrap().notified();
+        let mut unpolled = moves.moved();
         c.clone().advance(Duration::from_nanos(1));
-        assert_eq!(Box::pin(unpolled).as_mut().poll(&mut cx), Poll::Ready(()));
+        assert_eq!(Pin::new(&mut unpolled).poll(&mut cx), Poll::Ready(()));
+        // A dropped waiter leaves nothing behind.
+        let mut dropped = moves.moved();
+        assert!(Pin::new(&mut dropped).poll(&mut cx).is_pending());
+        drop(dropped);
+        assert!(moves.state.lock().waiting.is_empty());
         c.advance(Duration::MAX);
-        let mut after = Box::pin(c.notify_on_advance().unwrap().notified());
+        let mut after = moves.moved();
         c.advance(Duration::from_secs(1)); // saturated: no move
-        assert!(after.as_mut().poll(&mut cx).is_pending());
+        assert!(Pin::new(&mut after).poll(&mut cx).is_pending());
+    }
+
+    #[test]
+    fn moves_are_send_sync_unpin() {
+        fn check<T: Send + Sync + Unpin>() {}
+        check::<Moves>();
+        check::<Moved<'static>>();
+        check::<ManualClock>();
     }
 
     #[test]

@@ -41,7 +41,7 @@ mod window;
 
 use std::fmt;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -1062,7 +1062,7 @@ impl<C: Clock> CircuitBreaker<C> {
             // the same for a move of a clock moved by hand (made before the
             // clock is read, it sees every later move).
             notified.as_mut().enable();
-            let mut moved = pin!(clock.notify_on_advance().map(|n| n.notified()));
+            let mut moved = clock.moves().map(|m| m.moved());
             let now = clock.now();
             let wake_at = match self.inner.readiness(now) {
                 Readiness::Now => return,
@@ -1080,8 +1080,7 @@ impl<C: Clock> CircuitBreaker<C> {
                 let timed = wake_at.is_some()
                     && (moved
                         .as_mut()
-                        .as_pin_mut()
-                        .is_some_and(|m| m.poll(cx).is_ready())
+                        .is_some_and(|m| Pin::new(m).poll(cx).is_ready())
                         || sleep
                             .as_mut()
                             .as_pin_mut()

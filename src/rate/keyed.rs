@@ -385,7 +385,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         let clock = &self.inner.clock;
         loop {
             // Made before the check, so that a move after it wakes us.
-            let moved = clock.notify_on_advance().map(|n| n.notified());
+            let moved = clock.moves().map(|m| m.moved());
             match self.try_acquire(key, n) {
                 Ok(()) => return Ok(()),
                 Err(TryAcquireError::InsufficientCapacity { requested, burst }) => {

@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 
 use super::error::{AcquireError, TryAcquireError};
@@ -16,7 +15,7 @@ use super::gcra::{Gcra, Refusal};
 use super::quota::Quota;
 #[cfg(not(loom))]
 use crate::clock::tokio_wake_at;
-use crate::clock::{Clock, TokioClock};
+use crate::clock::{Clock, Moved, TokioClock};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex};
 
@@ -180,7 +179,7 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// How [`acquire`](Self::acquire) waits follows the clock. With a clock
     /// moved by hand ([`ManualClock`](crate::clock::ManualClock), or any
-    /// whose [`notify_on_advance`](Clock::notify_on_advance) is `Some`) the
+    /// whose [`moves`](Clock::moves) is `Some`) the
     /// head of the queue parks until the clock is moved (or a
     /// [`refund`](Self::refund) or [`set_quota`](Self::set_quota) wakes it)
     /// and re-checks once per move; deadlines are measured on that clock
@@ -392,7 +391,7 @@ impl<C: Clock> RateLimiter<C> {
             None => return Ok(()),
             Some(id) => id,
         };
-        let by_hand = inner.clock.notify_on_advance().is_some();
+        let by_hand = inner.clock.moves().is_some();
         let fut = Acquire {
             inner: &self.inner,
             n,
@@ -951,7 +950,7 @@ pub struct Acquire<'a, C: Clock = TokioClock> {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     /// On a clock moved by hand: made before each check, so that a move
     /// after the check wakes us.
-    moved: Option<Pin<Box<Notified<'a>>>>,
+    moved: Option<Moved<'a>>,
 }
 
 impl<'a, C: Clock> Future for Acquire<'a, C> {
@@ -960,7 +959,7 @@ impl<'a, C: Clock> Future for Acquire<'a, C> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let inner: &'a Inner<C> = this.inner;
-        let by_hand = inner.clock.notify_on_advance();
+        let by_hand = inner.clock.moves();
         // A timer that is already due lets the head re-check at once, but
         // only once per poll, so that a clock running behind Tokio's cannot
         // make this loop spin.
@@ -981,10 +980,9 @@ impl<'a, C: Clock> Future for Acquire<'a, C> {
                     }
                 },
                 AcqState::Queued(id) => {
-                    if let Some(notify) = by_hand {
+                    if let Some(moves) = by_hand {
                         // Before the check reads the clock: see `moved`.
-                        this.moved
-                            .get_or_insert_with(|| Box::pin(notify.notified()));
+                        this.moved.get_or_insert_with(|| moves.moved());
                     }
                     let at = match inner.poll_queued(id, this.n, cx.waker()) {
                         Queued::Done(res) => {
@@ -1009,7 +1007,7 @@ impl<'a, C: Clock> Future for Acquire<'a, C> {
                         if at.is_none() && this.deadline.is_none() {
                             return Poll::Pending; // not the head: the queue wakes us
                         }
-                        if moved.as_mut().poll(cx).is_ready() {
+                        if Pin::new(moved).poll(cx).is_ready() {
                             this.moved = None; // it moved: check again
                             continue;
                         }
