@@ -874,9 +874,12 @@ async fn wait_until_ready_sees_the_half_open_deadline_pass() {
 
 // ---- transitions to the current state publish nothing (issue 19, item 9) ----
 
+/// Every (from, to, seq) the hook saw.
+type ChangeLog = Arc<Mutex<Vec<(State, State, u64)>>>;
+
 /// A breaker whose hook logs every change.
-fn logged(b: Builder) -> (CircuitBreaker, Arc<Mutex<Vec<(State, State, u64)>>>) {
-    let seen: Arc<Mutex<Vec<(State, State, u64)>>> = Arc::default();
+fn logged(b: Builder) -> (CircuitBreaker, ChangeLog) {
+    let seen: ChangeLog = Arc::default();
     let log = seen.clone();
     let b = b
         .on_state_change(move |c: &StateChange| log.lock().unwrap().push((c.from, c.to, c.seq)))
