@@ -91,7 +91,7 @@ pub(crate) fn nanos_since(origin: Instant, now: Instant) -> u64 {
 /// under the old or the new quota. (It flags the word while it rewrites the
 /// quota and always leaves the word changed: a new TAT, or, when the
 /// conversion is exact and the TAT stays bit-identical, the flag still set
-/// until the next admission. So a check that read the word before and the
+/// until the TAT next changes. So a check that read the word before and the
 /// quota after cannot complete its CAS; only other operations restoring the
 /// identical word inside one check's load-to-CAS window, such as two
 /// `set_quota` calls that undo each other, could let it through, judged
