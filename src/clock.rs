@@ -7,14 +7,24 @@
 //!
 //! Instants are [`tokio::time::Instant`]s, so an instant read from a clock can
 //! be handed straight to `tokio::time::sleep_until`.
+//!
+//! Waiting for an instant of a clock depends on how the clock moves. A clock
+//! that moves by itself with Tokio's time (the default, [`TokioClock`]) is
+//! waited for on Tokio's timer. A clock that moves only when told to
+//! ([`ManualClock`]) says so through [`Clock::moves`]: waiters then park
+//! until it is moved and re-check once per move, with no timer, no busy loop
+//! and no runtime needed.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::sync::Arc;
 use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{Arc, Mutex};
 
 /// A source of the current time.
 ///
@@ -34,6 +44,159 @@ use crate::sync::atomic::{AtomicU64, Ordering};
 pub trait Clock: Clone + Send + Sync + fmt::Debug + 'static {
     /// The current instant.
     fn now(&self) -> Instant;
+
+    /// For a clock that moves only when told to: the [`Moves`] it signals
+    /// after every move.
+    ///
+    /// A primitive waiting for an instant of this clock then parks on it and
+    /// re-checks after each move, instead of sleeping on Tokio's timer, which
+    /// knows nothing of this clock: no busy loop, a paused runtime stays free
+    /// to auto-advance, and no Tokio runtime is needed at all.
+    /// [`ManualClock`] returns its own.
+    ///
+    /// The default, `None`, is right for a clock that moves by itself at the
+    /// pace of Tokio's time, like [`TokioClock`]: waiters sleep on Tokio's
+    /// timer for the time left on this clock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::clock::{Clock, ManualClock, TokioClock};
+    /// use std::time::Duration;
+    ///
+    /// assert!(TokioClock.moves().is_none());
+    /// let clock = ManualClock::new();
+    /// let moved = clock.moves().unwrap().moved();
+    /// clock.advance(Duration::from_millis(1));
+    /// futures::executor::block_on(moved); // ready: the clock moved after it was made
+    /// ```
+    fn moves(&self) -> Option<&Moves> {
+        None
+    }
+}
+
+/// The moves of a clock that moves only when told to, for the tasks waiting
+/// on it: the clock calls [`signal`](Moves::signal) after every move, and a
+/// waiter makes a [`moved`](Moves::moved) future *before* it reads the
+/// clock, so that no move after its read is missed.
+///
+/// Written against the crate's sync facade, so the loom models check the
+/// hand-off. Memory: one entry per pending [`Moved`] future.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::clock::Moves;
+///
+/// let moves = Moves::new();
+/// let moved = moves.moved();
+/// moves.signal();
+/// futures::executor::block_on(moved);
+/// ```
+#[derive(Debug, Default)]
+pub struct Moves {
+    state: Mutex<MovesState>,
+}
+
+#[derive(Debug, Default)]
+struct MovesState {
+    /// Bumped by every signal.
+    generation: u64,
+    next_id: u64,
+    /// Pending `Moved` futures by id, with the waker to wake.
+    waiting: Vec<(u64, Waker)>,
+}
+
+impl Moves {
+    /// A signal nobody waits on yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Wakes every task waiting for a move. Call it after the clock moved.
+    pub fn signal(&self) {
+        let wakers = {
+            let mut s = self.state.lock();
+            s.generation = s.generation.wrapping_add(1);
+            std::mem::take(&mut s.waiting)
+        };
+        for (_, w) in wakers {
+            w.wake();
+        }
+    }
+
+    /// A future that completes at the first [`signal`](Self::signal) after
+    /// this call (even one before it is first polled).
+    pub fn moved(&self) -> Moved<'_> {
+        Moved {
+            moves: self,
+            since: self.state.lock().generation,
+            id: None,
+        }
+    }
+}
+
+/// The future returned by [`Moves::moved`]. Dropping it unregisters it.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct Moved<'a> {
+    moves: &'a Moves,
+    since: u64,
+    /// Its entry in `waiting`, once it has been pending.
+    id: Option<u64>,
+}
+
+impl Future for Moved<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let mut s = this.moves.state.lock();
+        if s.generation != this.since {
+            // A signal drained `waiting`: our entry, if any, is gone.
+            this.id = None;
+            return Poll::Ready(());
+        }
+        let slot = this
+            .id
+            .and_then(|id| s.waiting.iter_mut().find(|(i, _)| *i == id));
+        match slot {
+            Some((_, w)) if w.will_wake(cx.waker()) => {}
+            Some((_, w)) => *w = cx.waker().clone(),
+            None => {
+                let id = s.next_id;
+                s.next_id = s.next_id.wrapping_add(1);
+                s.waiting.push((id, cx.waker().clone()));
+                this.id = Some(id);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Moved<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            let mut s = self.moves.state.lock();
+            if let Some(i) = s.waiting.iter().position(|(i, _)| *i == id) {
+                s.waiting.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// The Tokio instant to sleep until for `at` on a clock that read
+/// `clock_now`: `at` itself when it is still ahead on Tokio's clock (exact
+/// for [`TokioClock`]); otherwise, for a clock behind Tokio's, Tokio's now
+/// plus the time left on the clock, so that a lagging clock is re-checked
+/// once that much time has passed, not on every scheduler turn.
+pub(crate) fn tokio_wake_at(at: Instant, clock_now: Instant) -> Instant {
+    let tokio_now = Instant::now();
+    if at > tokio_now {
+        at
+    } else {
+        tokio_now + at.saturating_duration_since(clock_now)
+    }
 }
 
 /// The Tokio clock: `tokio::time::Instant::now()`.
@@ -65,7 +228,9 @@ impl Clock for TokioClock {
 /// A clock that moves only when told to; clones share one time.
 ///
 /// For tests and for driving a primitive without a runtime. Reads are a
-/// single atomic load.
+/// single atomic load. Every move wakes the primitives waiting on this
+/// clock (see [`Clock::moves`]), which then re-check; nothing
+/// waiting on it sleeps on Tokio's timer.
 ///
 /// # Examples
 ///
@@ -82,7 +247,13 @@ impl Clock for TokioClock {
 #[derive(Clone)]
 pub struct ManualClock {
     origin: Instant,
-    elapsed_nanos: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    elapsed_nanos: AtomicU64,
+    /// Signalled after every move.
+    moves: Moves,
 }
 
 impl ManualClock {
@@ -95,31 +266,35 @@ impl ManualClock {
     pub fn starting_at(origin: Instant) -> Self {
         Self {
             origin,
-            elapsed_nanos: Arc::new(AtomicU64::new(0)),
+            shared: Arc::new(Shared {
+                elapsed_nanos: AtomicU64::new(0),
+                moves: Moves::new(),
+            }),
         }
     }
 
-    /// Moves the clock forward by `by` (saturating at about 584 years).
+    /// Moves the clock forward by `by` (saturating at about 584 years), then
+    /// wakes everything waiting on this clock.
     pub fn advance(&self, by: Duration) {
         let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        let mut cur = self.elapsed_nanos.load(Ordering::Acquire);
+        let elapsed = &self.shared.elapsed_nanos;
+        let mut cur = elapsed.load(Ordering::Acquire);
         loop {
             let next = cur.saturating_add(by);
-            match self.elapsed_nanos.compare_exchange_weak(
-                cur,
-                next,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return,
+            if next == cur {
+                return; // nothing moved, nobody to wake
+            }
+            match elapsed.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
                 Err(actual) => cur = actual,
             }
         }
+        self.shared.moves.signal();
     }
 
     /// How far the clock has been advanced since it was created.
     pub fn elapsed(&self) -> Duration {
-        Duration::from_nanos(self.elapsed_nanos.load(Ordering::Acquire))
+        Duration::from_nanos(self.shared.elapsed_nanos.load(Ordering::Acquire))
     }
 }
 
@@ -142,6 +317,10 @@ impl Clock for ManualClock {
     fn now(&self) -> Instant {
         self.origin + self.elapsed()
     }
+
+    fn moves(&self) -> Option<&Moves> {
+        Some(&self.shared.moves)
+    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -157,6 +336,42 @@ mod tests {
         c.advance(Duration::from_millis(4));
         assert_eq!(c.now() - t0, Duration::from_millis(7));
         assert_eq!(d.elapsed(), Duration::from_millis(7));
+    }
+
+    #[test]
+    fn manual_clock_wakes_its_waiters_on_every_move_only() {
+        let c = ManualClock::new();
+        let moves = c.moves().unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut before = moves.moved();
+        assert!(Pin::new(&mut before).poll(&mut cx).is_pending());
+        assert!(Pin::new(&mut before).poll(&mut cx).is_pending());
+        assert_eq!(moves.state.lock().waiting.len(), 1, "one entry per future");
+        c.advance(Duration::ZERO); // no move
+        assert!(Pin::new(&mut before).poll(&mut cx).is_pending());
+        c.advance(Duration::from_nanos(1));
+        assert_eq!(Pin::new(&mut before).poll(&mut cx), Poll::Ready(()));
+        // Made before a move but never polled: still sees it.
+        let mut unpolled = moves.moved();
+        c.clone().advance(Duration::from_nanos(1));
+        assert_eq!(Pin::new(&mut unpolled).poll(&mut cx), Poll::Ready(()));
+        // A dropped waiter leaves nothing behind.
+        let mut dropped = moves.moved();
+        assert!(Pin::new(&mut dropped).poll(&mut cx).is_pending());
+        drop(dropped);
+        assert!(moves.state.lock().waiting.is_empty());
+        c.advance(Duration::MAX);
+        let mut after = moves.moved();
+        c.advance(Duration::from_secs(1)); // saturated: no move
+        assert!(Pin::new(&mut after).poll(&mut cx).is_pending());
+    }
+
+    #[test]
+    fn moves_are_send_sync_unpin() {
+        fn check<T: Send + Sync + Unpin>() {}
+        check::<Moves>();
+        check::<Moved<'static>>();
+        check::<ManualClock>();
     }
 
     #[test]

@@ -640,6 +640,19 @@ fn every_builder_field_is_validated() {
             ConfigErrorKind::TooSmall,
         ),
         (
+            CircuitBreaker::builder().slow_call_duration_threshold(Duration::ZERO),
+            "slow_call_duration_threshold",
+            ConfigErrorKind::Zero,
+        ),
+        (
+            // Zero is meaningless whether or not the slow-call policy is on.
+            CircuitBreaker::builder()
+                .slow_call_rate_threshold(100.0)
+                .slow_call_duration_threshold(Duration::ZERO),
+            "slow_call_duration_threshold",
+            ConfigErrorKind::Zero,
+        ),
+        (
             CircuitBreaker::builder().slow_call_rate_threshold(0.0),
             "slow_call_rate_threshold",
             ConfigErrorKind::Zero,
@@ -856,5 +869,156 @@ async fn wait_until_ready_sees_the_half_open_deadline_pass() {
     // Re-opened at the 5 s deadline, then waited the 1 s open wait.
     assert_eq!(t0.elapsed(), Duration::from_secs(6));
     assert_eq!(m(&b).reopens, 1);
+    assert!(b.try_acquire().unwrap().is_probe());
+}
+
+// ---- transitions to the current state publish nothing (issue 19, item 9) ----
+
+/// Every (from, to, seq) the hook saw.
+type ChangeLog = Arc<Mutex<Vec<(State, State, u64)>>>;
+
+/// A breaker whose hook logs every change.
+fn logged(b: Builder) -> (CircuitBreaker, ChangeLog) {
+    let seen: ChangeLog = Arc::default();
+    let log = seen.clone();
+    let b = b
+        .on_state_change(move |c: &StateChange| log.lock().unwrap().push((c.from, c.to, c.seq)))
+        .build()
+        .unwrap();
+    (b, seen)
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_calls_to_the_current_state_publish_nothing() {
+    let (b, seen) = logged(consecutive(2, S1, 1));
+    b.reset(); // closed already
+    b.force_open();
+    b.force_open(); // forced open already
+    b.disable();
+    b.disable(); // disabled already
+    b.reset();
+    b.reset(); // closed already
+    use State::*;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            (Closed, ForcedOpen, 1),
+            (ForcedOpen, Disabled, 2),
+            (Disabled, Closed, 3)
+        ]
+    );
+    assert_eq!(m(&b).transitions, 3);
+    assert_eq!(b.state(), Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reset_of_a_closed_breaker_still_empties_it_without_a_transition() {
+    let (b, seen) = logged(
+        CircuitBreaker::builder()
+            .failure_rate_threshold(100.0)
+            .count_window(10)
+            .minimum_calls(10)
+            .consecutive_failures(3),
+    );
+    let _ = err(&b).await;
+    let _ = err(&b).await;
+    let _ = ok(&b).await;
+    let _ = err(&b).await;
+    let _ = err(&b).await;
+    let in_flight = b.try_acquire().unwrap(); // admitted before the reset
+    assert_eq!((m(&b).calls, m(&b).consecutive_failures), (5, 2));
+    b.reset();
+    let after = m(&b);
+    assert_eq!(
+        (after.calls, after.failed_calls, after.consecutive_failures),
+        (0, 0, 0)
+    );
+    in_flight.failure(); // documented: outcomes of calls admitted before are dropped
+    assert_eq!(m(&b).calls, 0);
+    assert!(seen.lock().unwrap().is_empty());
+    assert_eq!((m(&b).transitions, b.state()), (0, State::Closed));
+}
+
+// ---- the move out of Open is made by a call (issue 19, item 8) ----
+
+#[tokio::test(start_paused = true)]
+async fn after_the_open_wait_reads_report_open_and_the_next_call_probes() {
+    let (b, seen) = logged(consecutive(1, S1, 1).max_half_open_wait(Duration::from_secs(2)));
+    let t0 = Instant::now();
+    let _ = err(&b).await;
+    advance(S1).await;
+    // The wait is over: a call would be admitted now ...
+    assert_eq!(b.next_ready_at(), Some(t0 + S1));
+    // ... but no read moves the breaker, however long it is watched (not
+    // even past the half-open deadline a read-made half-open would have had).
+    for _ in 0..10 {
+        assert_eq!(b.state(), State::Open);
+        assert_eq!(m(&b).state, State::Open);
+        assert_eq!(b.next_ready_at(), Some(Instant::now()));
+        advance(S1).await;
+    }
+    b.wait_until_ready().await;
+    assert_eq!(
+        (b.state(), m(&b).transitions, m(&b).reopens),
+        (State::Open, 1, 0)
+    );
+    // The next call makes the move, at its own time, and is the probe.
+    let probe = b.try_acquire().unwrap();
+    assert!(probe.is_probe());
+    assert_eq!(b.state(), State::HalfOpen);
+    use State::*;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(Closed, Open, 1), (Open, HalfOpen, 2)]
+    );
+    probe.success();
+    assert_eq!((b.state(), m(&b).transitions), (Closed, 3));
+}
+
+// ---- waiting on a manual clock parks until it moves (issue 19) ----
+
+#[tokio::test(start_paused = true)]
+async fn wait_until_ready_on_a_manual_clock_parks_until_the_clock_moves() {
+    use flowguard::clock::{Clock, ManualClock};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let clock = ManualClock::new();
+    let b = consecutive(1, S1, 1)
+        .build_with_clock(clock.clone())
+        .unwrap();
+    b.try_acquire().unwrap().failure();
+    let polls = Arc::new(AtomicUsize::new(0));
+    let (b2, p2) = (b.clone(), polls.clone());
+    let h = tokio::spawn(async move {
+        let mut wait = std::pin::pin!(b2.wait_until_ready());
+        std::future::poll_fn(|cx| {
+            p2.fetch_add(1, Ordering::SeqCst);
+            wait.as_mut().poll(cx)
+        })
+        .await
+    });
+    tokio::task::yield_now().await;
+    // Tokio's clock passes the end of the wait; the breaker's does not move.
+    advance(Duration::from_secs(5)).await;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(polls.load(Ordering::SeqCst), 1, "parked, not re-checking");
+    assert_eq!(b.next_ready_at(), Some(clock.now() + S1));
+    clock.advance(S1);
+    h.await.unwrap();
+    assert_eq!(polls.load(Ordering::SeqCst), 2);
+    assert!(b.try_acquire().unwrap().is_probe());
+}
+
+#[test]
+fn wait_until_ready_on_a_manual_clock_needs_no_runtime() {
+    let clock = flowguard::clock::ManualClock::new();
+    let b = consecutive(1, S1, 1)
+        .build_with_clock(clock.clone())
+        .unwrap();
+    b.try_acquire().unwrap().failure();
+    futures::executor::block_on(async {
+        futures::join!(b.wait_until_ready(), async { clock.advance(S1) })
+    });
     assert!(b.try_acquire().unwrap().is_probe());
 }

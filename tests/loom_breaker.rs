@@ -157,3 +157,19 @@ fn cancelled_probe_frees_its_slot() {
         assert_eq!(b.state(), State::Closed);
     });
 }
+
+/// `wait_until_ready` parked on a clock moved by hand is woken by the move
+/// that ends the open wait, however the move races with its look.
+#[test]
+fn a_move_of_the_manual_clock_reaches_a_waiter() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let (b, _) = breaker(1, 1, &clock);
+        b.try_acquire().unwrap().failure();
+        let b2 = b.clone();
+        let t = thread::spawn(move || loom::future::block_on(b2.wait_until_ready()));
+        clock.advance(WAIT);
+        t.join().unwrap();
+        assert!(b.try_acquire().unwrap().is_probe());
+    });
+}

@@ -6,8 +6,10 @@
 
 #![cfg(loom)]
 
-use flowguard::clock::ManualClock;
-use flowguard::rate::{Quota, RateLimiter};
+use std::time::Duration;
+
+use flowguard::clock::{Clock, ManualClock};
+use flowguard::rate::{Quota, RateLimiter, TryAcquireError};
 use futures::FutureExt;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
@@ -101,6 +103,56 @@ fn refund_reaches_a_waiter_joining_the_queue() {
             l.try_acquire(1).is_err(),
             "the one token went to the waiter"
         );
+        assert_eq!(l.snapshot().waiters, 0);
+    });
+}
+
+/// A check racing with a `set_quota` whose conversion is exact (the TAT
+/// stays bit-identical, only the flag marks the change) is judged under the
+/// old quota or the new one, and the bucket ends as one of the two
+/// sequential orders leaves it: never a check judged under the old quota
+/// whose debt then escapes the conversion.
+#[test]
+fn try_acquire_racing_an_exact_set_quota_is_linearizable() {
+    // 2 per hour, burst 2 (T = 30 min) -> 1 per hour, burst 1 (T = 60 min).
+    // At the origin instant the bucket is full under both: exact.
+    let q1 = Quota::per_hour(2).unwrap();
+    let q2 = Quota::per_hour(1).unwrap();
+    let min = |m: u64| Some(Duration::from_secs(60 * m));
+    // Check first: admitted under q1 (1 of 2 left = full under q2), then one more.
+    // set_quota first: admitted under q2, the next token 60 min away.
+    let sequential = [(true, None), (true, min(60))];
+    loom::model(move || {
+        let clock = ManualClock::new();
+        let l = RateLimiter::with_clock(q1, clock.clone());
+        let l2 = l.clone();
+        let h = thread::spawn(move || l2.try_acquire(1).is_ok());
+        l.set_quota(q2);
+        let admitted = h.join().unwrap();
+        let next = match l.try_acquire(1) {
+            Ok(()) => None,
+            Err(TryAcquireError::NotUntil { retry_after }) => Some(retry_after - clock.now()),
+            Err(e) => panic!("{e:?}"),
+        };
+        assert!(
+            sequential.contains(&(admitted, next)),
+            "not a sequential outcome: admitted {admitted}, next token in {next:?}"
+        );
+    });
+}
+
+/// The head parked on a clock moved by hand is woken by the move: a move
+/// racing with the head's check (made before its clock read) is never lost.
+#[test]
+fn a_move_of_the_manual_clock_reaches_the_parked_head() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let l = RateLimiter::with_clock(Quota::per_hour(1).unwrap(), clock.clone());
+        l.try_acquire(1).unwrap();
+        let l2 = l.clone();
+        let h = thread::spawn(move || loom::future::block_on(l2.acquire(1)).unwrap());
+        clock.advance(Duration::from_secs(3600));
+        h.join().unwrap();
         assert_eq!(l.snapshot().waiters, 0);
     });
 }

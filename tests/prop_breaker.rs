@@ -13,7 +13,7 @@ fn cfg() -> impl Strategy<Value = Cfg> {
         (
             prop::option::of(prop::sample::select(vec![20u32, 25, 50, 60, 100])),
             prop::option::of(prop::sample::select(vec![34u32, 50, 100])),
-            0u64..300,
+            1u64..300,
             prop::option::of(1u32..5),
         ),
         (

@@ -16,6 +16,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u8..4, 0u32..=10).prop_map(|(k, n)| Op::KeyedTryAcquire(k, n)),
         1 => (0u8..4, 0u32..=4).prop_map(|(k, n)| Op::KeyedRefund(k, n)),
         2 => Just(Op::Snapshot),
+        1 => (1u32..=8, 1u64..=2000, 1u32..=8)
+            .prop_map(|(rate, period_ns, burst)| Op::SetQuota { rate, period_ns, burst }),
+        1 => Just(Op::Reapply),
     ]
 }
 
@@ -55,6 +58,40 @@ fn regression_boundary_exactly_at_retry_instant() {
         TryAcquire(1),
         Snapshot,
         Refund(1),
+        Snapshot,
+    ]);
+}
+
+#[test]
+fn regression_exact_set_quota_keeps_the_retry_instant() {
+    use Op::*;
+    model::check(&[
+        // T = 10 ns, burst 4
+        Start {
+            rate: 4,
+            period_ns: 40,
+            burst: 4,
+        },
+        Advance(7),
+        TryAcquire(2),
+        Reapply,
+        TryAcquire(3),
+        // T = 20 ns, burst 3: 2 available is 20 ns of debt under both
+        SetQuota {
+            rate: 3,
+            period_ns: 60,
+            burst: 3,
+        },
+        TryAcquire(3),
+        Snapshot,
+        SetQuota {
+            rate: 4,
+            period_ns: 40,
+            burst: 4,
+        },
+        TryAcquire(3),
+        Snapshot,
+        TryAcquire(2),
         Snapshot,
     ]);
 }
@@ -168,6 +205,105 @@ mod fifo {
         ) {
             let prefill = prefill.min(burst);
             prop_assert_eq!(real(t_ms, burst, prefill, &reqs), reference(t_ms, burst, prefill, &reqs));
+        }
+    }
+}
+
+/// `set_quota` conversions: re-applying is the identity, exact round trips
+/// do not drift, and inexact ones never gain credit and lose at most the
+/// documented rounding.
+mod conversions {
+    use std::time::Duration;
+
+    use flowguard::clock::{Clock, ManualClock};
+    use flowguard::rate::{Quota, RateLimiter, TryAcquireError};
+    use proptest::prelude::*;
+
+    fn quota(t_ns: u64, burst: u32) -> Quota {
+        Quota::with_period(1, Duration::from_nanos(t_ns))
+            .unwrap()
+            .with_burst(burst)
+            .unwrap()
+    }
+
+    /// A limiter under `q` that took `taken` tokens at its origin and then
+    /// waited `elapsed` ns.
+    fn limiter(q: Quota, taken: u32, elapsed: u64) -> (RateLimiter<ManualClock>, ManualClock) {
+        let clock = ManualClock::new();
+        let l = RateLimiter::with_clock(q, clock.clone());
+        l.try_acquire(taken).unwrap();
+        clock.advance(Duration::from_nanos(elapsed));
+        (l, clock)
+    }
+
+    /// Nanoseconds of debt (`tat - now`, 0 for a full bucket), read from the
+    /// exact retry instant of a full burst. Takes the burst when it is there.
+    fn debt(l: &RateLimiter<ManualClock>, clock: &ManualClock) -> u64 {
+        match l.try_acquire(l.quota().burst()) {
+            Ok(()) => 0,
+            Err(TryAcquireError::NotUntil { retry_after }) => {
+                (retry_after - clock.now()).as_nanos() as u64
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn set_quota_with_the_current_quota_is_the_identity(
+            t in 1u64..=1000, burst in 1u32..=8, taken in 0u32..=8, elapsed in 0u64..=8000,
+            reloads in 1usize..50,
+        ) {
+            let q = quota(t, burst);
+            let (l, clock) = limiter(q, taken.min(burst), elapsed);
+            let before = (format!("{l:?}"), l.snapshot());
+            for _ in 0..reloads {
+                l.set_quota(q);
+                l.set_quota(l.quota());
+            }
+            prop_assert_eq!((format!("{l:?}"), l.snapshot()), before);
+            let expect = (u64::from(taken.min(burst)) * t).saturating_sub(elapsed);
+            prop_assert_eq!(debt(&l, &clock), expect);
+        }
+
+        #[test]
+        fn round_trips_through_exact_conversions_do_not_drift(
+            t1 in 1u64..=1000, b1 in 1u32..=8, k in 1u64..=5, extra in 0u32..=4,
+            taken in 0u32..=8, elapsed in 0u64..=8000, trips in 1usize..20,
+        ) {
+            // T2 = k * T1 and a burst that does not shrink: every debt scales
+            // to whole nanoseconds both ways.
+            let (q1, q2) = (quota(t1, b1), quota(t1 * k, b1 + extra));
+            let taken = taken.min(b1);
+            let (l, clock) = limiter(q1, taken, elapsed);
+            let snapshot = l.snapshot();
+            for _ in 0..trips {
+                l.set_quota(q2);
+                l.set_quota(q1);
+            }
+            prop_assert_eq!(l.snapshot(), snapshot);
+            prop_assert_eq!(debt(&l, &clock), (u64::from(taken) * t1).saturating_sub(elapsed));
+        }
+
+        #[test]
+        fn round_trips_never_gain_credit_and_lose_at_most_the_rounding(
+            t1 in 1u64..=1000, b1 in 1u32..=8, t2 in 1u64..=1000, extra in 0u32..=4,
+            taken in 0u32..=8, elapsed in 0u64..=8000,
+        ) {
+            let (q1, q2) = (quota(t1, b1), quota(t2, b1 + extra));
+            let taken = taken.min(b1);
+            let (l, clock) = limiter(q1, taken, elapsed);
+            l.set_quota(q2);
+            l.set_quota(q1);
+            let before = (u64::from(taken) * t1).saturating_sub(elapsed);
+            let after = debt(&l, &clock);
+            prop_assert!(after >= before, "gained credit: {before} -> {after} ns of debt");
+            prop_assert!(
+                after - before <= t1.div_ceil(t2),
+                "lost {} ns, more than ceil({t1} / {t2})", after - before
+            );
         }
     }
 }

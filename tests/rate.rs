@@ -4,12 +4,15 @@
 //! simultaneous requests at a boundary, wait vs deadline) and .NET's
 //! token-bucket limiter tests (queue order, refusal carries retry-after).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flowguard::ConfigErrorKind;
 use flowguard::clock::{Clock, ManualClock};
-use flowguard::rate::{AcquireError, KeyedRateLimiter, Quota, RateLimiter, TryAcquireError};
+use flowguard::rate::{
+    AcquireError, KeyedRateLimiter, Quota, RateLimiter, RateSnapshot, TryAcquireError,
+};
 use tokio::time::Instant;
 
 fn ms(n: u64) -> Duration {
@@ -505,7 +508,7 @@ fn public_types_are_send_sync_and_futures_send() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn manual_clock_waiter_is_served_once_both_clocks_reach_its_instant() {
+async fn manual_clock_waiter_is_served_by_the_move_without_tokio_time_passing() {
     let clock = ManualClock::new();
     let l = RateLimiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
     l.try_acquire(1).unwrap();
@@ -515,9 +518,212 @@ async fn manual_clock_waiter_is_served_once_both_clocks_reach_its_instant() {
         tokio::task::yield_now().await;
     }
     assert_eq!(l.snapshot().waiters, 1);
+    let tokio_start = Instant::now();
     clock.advance(Duration::from_secs(1));
-    // Tokio's paused clock auto-advances to the head's instant; it re-checks
-    // and the manual clock says yes.
+    // The move wakes the head, which re-checks on the manual clock: no
+    // Tokio timer is involved.
     assert_eq!(h.await.unwrap(), Ok(()));
+    assert_eq!(Instant::now(), tokio_start);
     assert_eq!(l.snapshot().waiters, 0);
+}
+
+// ---- set_quota carries the bucket over exactly (issue 19, item 7) ----
+
+/// The whole observable bucket: its `Debug` (TAT to the nanosecond, flags
+/// aside) and the exact instant a full burst would be admitted.
+fn bucket<C: Clock>(l: &RateLimiter<C>) -> (String, RateSnapshot) {
+    (format!("{l:?}"), l.snapshot())
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_quota_with_the_quota_in_force_changes_nothing() {
+    let q = Quota::per_second(10).unwrap().with_burst(1).unwrap();
+    let l = RateLimiter::new(q);
+    let start = Instant::now();
+    // Full bucket at the limiter's origin instant, then an empty one.
+    let before = bucket(&l);
+    l.set_quota(q);
+    assert_eq!(bucket(&l), before, "full bucket");
+    l.try_acquire(1).unwrap();
+    tokio::time::advance(ms(30)).await;
+    let before = bucket(&l);
+    for _ in 0..1000 {
+        l.set_quota(q);
+    }
+    assert_eq!(bucket(&l), before, "1000 reloads of the same quota");
+    assert_eq!(retry_after(l.try_acquire(1)), start + ms(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reapplying_the_quota_does_not_delay_a_queued_waiter() {
+    let q = Quota::per_second(10).unwrap().with_burst(1).unwrap();
+    let l = RateLimiter::new(q);
+    l.try_acquire(1).unwrap();
+    let start = Instant::now();
+    let l2 = l.clone();
+    let h = tokio::spawn(async move {
+        l2.acquire(1).await.unwrap();
+        Instant::now()
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(l.snapshot().waiters, 1);
+    l.set_quota(q);
+    // 100 ms, not 101 ms: a 1 ns nudge would cross Tokio's millisecond tick.
+    assert_eq!(h.await.unwrap() - start, ms(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_quota_at_the_origin_instant_keeps_a_full_bucket_full() {
+    let l = RateLimiter::new(Quota::per_second(10).unwrap());
+    l.set_quota(Quota::per_second(5).unwrap());
+    let s = l.snapshot();
+    assert_eq!((s.available, s.next_token_at), (5, None));
+    l.try_acquire(5).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_quota_with_an_exact_conversion_loses_no_nanosecond() {
+    // 100/s burst 4 with 2 taken: 2 available, 20 ms of debt.
+    let a = Quota::per_second(100).unwrap().with_burst(4).unwrap();
+    // 50/s burst 3: 2 available is 1 missing, 20 ms of debt: the same TAT.
+    let b = Quota::per_second(50).unwrap().with_burst(3).unwrap();
+    let l = RateLimiter::new(a);
+    tokio::time::advance(ms(7)).await; // away from the origin instant
+    let start = Instant::now();
+    l.try_acquire(2).unwrap();
+    assert_eq!(retry_after(l.try_acquire(3)), start + ms(10));
+    let under_a = bucket(&l);
+    l.set_quota(b);
+    assert_eq!(l.snapshot().available, 2);
+    assert_eq!(retry_after(l.try_acquire(3)), start + ms(20));
+    for _ in 0..100 {
+        l.set_quota(a);
+        l.set_quota(b);
+    }
+    assert_eq!(retry_after(l.try_acquire(3)), start + ms(20));
+    l.set_quota(a);
+    assert_eq!(bucket(&l), under_a, "round trip a -> b -> a");
+    assert_eq!(retry_after(l.try_acquire(3)), start + ms(10));
+    // The fast path still works after an exact conversion.
+    l.try_acquire(2).unwrap();
+    assert_eq!(l.snapshot().available, 0);
+}
+
+// ---- waiting on a manual clock parks until it moves (issue 19) ----
+
+/// Counts the polls of a future, to tell a parked waiter from a spinning one.
+struct CountPolls<F> {
+    fut: std::pin::Pin<Box<F>>,
+    polls: Arc<AtomicUsize>,
+}
+
+impl<F: std::future::Future> std::future::Future for CountPolls<F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        self.fut.as_mut().poll(cx)
+    }
+}
+
+fn counted<F: std::future::Future>(fut: F) -> (CountPolls<F>, Arc<AtomicUsize>) {
+    let polls = Arc::new(AtomicUsize::new(0));
+    let f = CountPolls {
+        fut: Box::pin(fut),
+        polls: polls.clone(),
+    };
+    (f, polls)
+}
+
+async fn turns(n: usize) {
+    for _ in 0..n {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_clock_waiter_parks_until_the_clock_moves() {
+    let clock = ManualClock::new();
+    let l = RateLimiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
+    l.try_acquire(1).unwrap();
+    let l2 = l.clone();
+    let (fut, polls) = counted(async move { l2.acquire(1).await });
+    let h = tokio::spawn(fut);
+    turns(1).await;
+    assert_eq!(l.snapshot().waiters, 1);
+    // Tokio's clock passes the instant; the limiter's clock does not move.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    turns(100).await;
+    assert_eq!(polls.load(Ordering::SeqCst), 1, "parked, not re-checking");
+    clock.advance(ms(999));
+    turns(10).await;
+    assert!(!h.is_finished());
+    assert_eq!(polls.load(Ordering::SeqCst), 2, "one re-check per move");
+    clock.advance(ms(1));
+    assert_eq!(h.await.unwrap(), Ok(()));
+    assert_eq!(polls.load(Ordering::SeqCst), 3);
+    assert_eq!(l.snapshot().waiters, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_manual_clock_waiter_parks_until_the_clock_moves() {
+    let clock = ManualClock::new();
+    let k = KeyedRateLimiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
+    k.try_acquire(&7u8, 1).unwrap();
+    let k2 = k.clone();
+    let (fut, polls) = counted(async move { k2.acquire(&7, 1).await });
+    let h = tokio::spawn(fut);
+    turns(1).await;
+    tokio::time::advance(Duration::from_secs(5)).await;
+    turns(100).await;
+    assert_eq!(polls.load(Ordering::SeqCst), 1, "parked, not re-checking");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(h.await.unwrap(), Ok(()));
+    assert_eq!(polls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn acquire_deadline_is_measured_on_the_limiters_clock() {
+    let clock = ManualClock::new();
+    let l = RateLimiter::with_clock(Quota::per_second(1).unwrap(), clock.clone());
+    l.try_acquire(1).unwrap();
+    let l2 = l.clone();
+    let h = tokio::spawn(async move { l2.acquire_timeout(1, Duration::from_secs(2)).await });
+    turns(1).await;
+    l.set_quota(Quota::per_minute(1).unwrap()); // now the wait overruns
+    // Ten seconds of Tokio's time are not two seconds of the limiter's.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(!h.is_finished());
+    assert_eq!(l.snapshot().waiters, 1);
+    clock.advance(Duration::from_secs(2));
+    let start = clock.now() - Duration::from_secs(2);
+    assert_eq!(
+        h.await.unwrap(),
+        Err(AcquireError::Timeout {
+            retry_after: start + Duration::from_secs(60)
+        })
+    );
+    assert_eq!(l.snapshot().waiters, 0);
+}
+
+#[test]
+fn manual_clock_waits_need_no_runtime() {
+    let clock = ManualClock::new();
+    let q = Quota::per_second(1).unwrap().with_burst(2).unwrap();
+    let l = RateLimiter::with_clock(q, clock.clone());
+    let k = KeyedRateLimiter::with_clock(q, clock.clone());
+    l.try_acquire(2).unwrap();
+    k.try_acquire(&1u8, 2).unwrap();
+    // Two seconds later both waiters' tokens are there.
+    let (a, b, c, ()) = futures::executor::block_on(async {
+        futures::join!(
+            l.acquire(1),
+            l.acquire_timeout(1, Duration::from_secs(5)),
+            k.acquire(&1, 1),
+            async { clock.advance(Duration::from_secs(2)) },
+        )
+    });
+    assert_eq!((a, b, c), (Ok(()), Ok(()), Ok(())));
 }

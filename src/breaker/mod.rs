@@ -41,14 +41,14 @@ mod window;
 
 use std::fmt;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::clock::{Clock, TokioClock};
+use crate::clock::{Clock, TokioClock, tokio_wake_at};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex};
 use crate::{ConfigError, ConfigErrorKind};
@@ -189,7 +189,8 @@ pub struct BreakerMetrics {
     pub reopens: u32,
     /// Calls refused since the breaker was built.
     pub refused: u64,
-    /// State transitions since the breaker was built.
+    /// State transitions since the breaker was built (a manual call to the
+    /// state the breaker is in is none).
     pub transitions: u64,
 }
 
@@ -387,7 +388,9 @@ impl Builder {
     }
 
     /// A call is slow when it takes strictly longer than `threshold`, from
-    /// admission to its outcome. Default 60 s.
+    /// admission to its outcome. Must be above zero (at zero every call
+    /// would be slow; resilience4j rejects it too), whether or not the
+    /// slow-call policy is on. Default 60 s.
     pub fn slow_call_duration_threshold(mut self, threshold: Duration) -> Self {
         self.slow_duration = threshold;
         self
@@ -509,6 +512,14 @@ impl Builder {
             .slow_rate
             .map(|v| check_percent("slow_call_rate_threshold", v))
             .transpose()?;
+        if self.slow_duration.is_zero() {
+            return Err(ConfigError::new(
+                COMPONENT,
+                "slow_call_duration_threshold",
+                ConfigErrorKind::Zero,
+                "must be longer than zero (every call would be slow)",
+            ));
+        }
         let consecutive_failures = self
             .consecutive_failures
             .map(|n| check_range("consecutive_failures", n, u32::MAX))
@@ -626,7 +637,7 @@ impl Builder {
 /// | state | admission | leaves when |
 /// |---|---|---|
 /// | `Closed` | every call (one atomic load) | a trip policy holds after an outcome → `Open` |
-/// | `Open` | refused with [`Rejected::Open`] | the first attempt at `now ≥ opened + wait` → `HalfOpen` (and is admitted as a probe) |
+/// | `Open` | refused with [`Rejected::Open`] | the first attempt at `now ≥ opened + wait` → `HalfOpen` (and is admitted as a probe); reads never make this move |
 /// | `HalfOpen` | `permitted_probes` probes in flight or decided; others get [`Rejected::HalfOpenFull`] | all probes reported → `Closed` or `Open`; or `max_half_open_wait` passed → `Open` |
 /// | `ForcedOpen` | refused with [`Rejected::ForcedOpen`], whatever the waits | [`reset`](Self::reset) / [`disable`](Self::disable) |
 /// | `Disabled` | every call, nothing recorded | [`reset`](Self::reset) / [`force_open`](Self::force_open) |
@@ -778,10 +789,45 @@ impl<C: Clock> CircuitBreaker<C> {
         }
     }
 
-    /// The current state (one atomic load).
+    /// The current state, as of the last transition (one atomic load).
     ///
-    /// `Open` is reported until a call (or [`next_ready_at`](Self::next_ready_at))
-    /// arrives after the wait: the move to half-open is made by that call.
+    /// Reading never moves the breaker. After the open wait it reports
+    /// `Open` until a call arrives: that call makes the move to `HalfOpen`
+    /// and is admitted as the first probe (resilience4j's default, with
+    /// `automaticTransitionFromOpenToHalfOpenEnabled` off). Meanwhile
+    /// [`next_ready_at`](Self::next_ready_at) already returns a time not
+    /// after now: that is how a dashboard tells "open, refusing" from "open,
+    /// the next call probes". Likewise `HalfOpen` is reported past
+    /// [`max_half_open_wait`](Builder::max_half_open_wait) until the next
+    /// call, outcome, `next_ready_at` or `wait_until_ready` re-opens it.
+    ///
+    /// Why reads do not make the move: a half-open period started by an
+    /// observer would start the half-open deadline with no probe in sight,
+    /// so a dashboard polling the state could re-open the breaker, and grow
+    /// its backoff, without a single call reaching the backend.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::breaker::{CircuitBreaker, State};
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let breaker = CircuitBreaker::builder()
+    ///     .consecutive_failures(1)
+    ///     .open_wait(Duration::from_secs(1))
+    ///     .build()
+    ///     .unwrap();
+    /// breaker.try_acquire().unwrap().failure();
+    /// tokio::time::advance(Duration::from_secs(5)).await;
+    /// assert_eq!(breaker.state(), State::Open); // the wait is over, no call yet
+    /// assert_eq!(breaker.next_ready_at(), Some(Instant::now()));
+    /// assert_eq!(breaker.state(), State::Open); // asking moves nothing
+    /// let probe = breaker.try_acquire().unwrap(); // the call makes the move
+    /// assert_eq!((probe.is_probe(), breaker.state()), (true, State::HalfOpen));
+    /// # }
+    /// ```
     pub fn state(&self) -> State {
         StateWord(self.inner.word.load(Ordering::Acquire)).state()
     }
@@ -931,6 +977,12 @@ impl<C: Clock> CircuitBreaker<C> {
     /// depends on other calls (half-open with every probe slot taken) or on a
     /// manual action (forced open).
     ///
+    /// It never moves the breaker out of `Open`: once the wait is over it
+    /// returns now while [`state`](Self::state) still reports `Open`, and the
+    /// next call makes the move. It does apply the half-open deadline, as any
+    /// event does: past [`max_half_open_wait`](Builder::max_half_open_wait)
+    /// it re-opens the breaker and returns the end of the new wait.
+    ///
     /// # Examples
     ///
     /// ```
@@ -967,12 +1019,17 @@ impl<C: Clock> CircuitBreaker<C> {
     /// [`disable`](Self::disable) when forced open. Another caller may still
     /// take the slot first; `try_acquire` can then refuse.
     ///
-    /// It sleeps on Tokio's timer, so it needs a Tokio runtime with time
-    /// enabled; with a non-Tokio clock, the open wait is measured on Tokio's.
+    /// It sleeps on Tokio's timer for the time left on the breaker's clock;
+    /// with a clock moved by hand ([`ManualClock`](crate::clock::ManualClock))
+    /// it parks until the clock is moved instead and looks again after each
+    /// move.
     ///
     /// # Panics
     ///
-    /// Never (outside a Tokio runtime, Tokio's timer panics).
+    /// Only as [`tokio::time::sleep`] does: when it has to sleep on Tokio's
+    /// timer (until the end of the open wait or a half-open deadline) and is
+    /// polled outside a Tokio runtime with time enabled. With a clock moved
+    /// by hand it never needs a runtime.
     ///
     /// # Cancel safety
     ///
@@ -998,11 +1055,15 @@ impl<C: Clock> CircuitBreaker<C> {
     /// # }
     /// ```
     pub async fn wait_until_ready(&self) {
+        let clock = &self.inner.clock;
         loop {
             let mut notified = pin!(self.inner.ready.notified());
-            // Register before looking, so a change in between is not missed.
+            // Register before looking, so a change in between is not missed;
+            // the same for a move of a clock moved by hand (made before the
+            // clock is read, it sees every later move).
             notified.as_mut().enable();
-            let now = self.inner.clock.now();
+            let mut moved = clock.moves().map(|m| m.moved());
+            let now = clock.now();
             let wake_at = match self.inner.readiness(now) {
                 Readiness::Now => return,
                 Readiness::At(t) => Some(t),
@@ -1010,39 +1071,49 @@ impl<C: Clock> CircuitBreaker<C> {
                 // half-open deadline needs a look when it passes.
                 Readiness::Unknown(recheck) => recheck,
             };
-            match wake_at {
-                None => notified.await,
-                Some(t) => {
-                    let mut sleep = pin!(tokio::time::sleep_until(t));
-                    std::future::poll_fn(|cx| {
-                        if notified.as_mut().poll(cx).is_ready()
-                            || sleep.as_mut().poll(cx).is_ready()
-                        {
-                            Poll::Ready(())
-                        } else {
-                            Poll::Pending
-                        }
-                    })
-                    .await;
+            let mut sleep = pin!(match wake_at {
+                Some(t) if moved.is_none() => Some(tokio::time::sleep_until(tokio_wake_at(t, now))),
+                _ => None,
+            });
+            std::future::poll_fn(|cx| {
+                let changed = notified.as_mut().poll(cx).is_ready();
+                let timed = wake_at.is_some()
+                    && (moved
+                        .as_mut()
+                        .is_some_and(|m| Pin::new(m).poll(cx).is_ready())
+                        || sleep
+                            .as_mut()
+                            .as_pin_mut()
+                            .is_some_and(|s| s.poll(cx).is_ready()));
+                if changed || timed {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
                 }
-            }
+            })
+            .await;
         }
     }
 
     /// Opens the breaker until [`reset`](Self::reset): every call is refused
-    /// with [`Rejected::ForcedOpen`], whatever the open wait.
+    /// with [`Rejected::ForcedOpen`], whatever the open wait. When forced open
+    /// already it does nothing: no state change is published or counted.
     pub fn force_open(&self) {
         self.inner.manual(Core::force_open);
     }
 
     /// Disables the breaker until [`reset`](Self::reset): every call is
-    /// admitted and nothing is recorded.
+    /// admitted and nothing is recorded. When disabled already it does
+    /// nothing: no state change is published or counted.
     pub fn disable(&self) {
         self.inner.manual(Core::disable);
     }
 
     /// Closes the breaker with an empty window and the backoff reset, from
-    /// any state. Outcomes of calls admitted before are dropped.
+    /// any state. Outcomes of calls admitted before are dropped. On a closed
+    /// breaker it still empties the window, but it is no state change:
+    /// nothing is published to the hook or tracing, nor counted in
+    /// [`BreakerMetrics::transitions`] (as in resilience4j).
     pub fn reset(&self) {
         self.inner.manual(Core::reset);
     }
@@ -1069,7 +1140,7 @@ impl<C: Clock> CircuitBreaker<C> {
             probes_in_flight: core.probes_in_flight(),
             reopens: core.reopens(),
             refused: inner.refused.load(Ordering::Relaxed),
-            transitions: word.epoch(),
+            transitions: core.transitions(),
         };
         drop(core);
         m
@@ -1195,7 +1266,7 @@ impl<C: Clock> Inner<C> {
         tracing::debug!(
             from = ?t.from,
             to = ?t.to,
-            seq = t.epoch,
+            seq = t.seq,
             "circuit breaker state change"
         );
         if let Some(hook) = &self.hook {
@@ -1203,7 +1274,7 @@ impl<C: Clock> Inner<C> {
                 from: t.from,
                 to: t.to,
                 at: t.at,
-                seq: t.epoch,
+                seq: t.seq,
             });
         }
         self.ready.notify_waiters();

@@ -15,7 +15,8 @@
 //!   - same minimum **and** slow-call rate `≥` the slow threshold, where a
 //!     call is slow when its duration is strictly `>` the slow-call duration.
 //! - **Open → HalfOpen** on the first admission attempt at
-//!   `now ≥ opened_at + wait` (inclusive). The wait is the backoff's value for the number of
+//!   `now ≥ opened_at + wait` (inclusive); never on a read or a readiness
+//!   query, which only report that the wait is over. The wait is the backoff's value for the number of
 //!   re-opens since the breaker last closed, minus jitter.
 //! - **HalfOpen**: `permitted_probes` slots. A probe holds its slot while in
 //!   flight; an ignored or cancelled probe gives it back uncounted. Once all
@@ -28,9 +29,13 @@
 //! - **ForcedOpen** refuses everything, ignoring waits; **Disabled** admits
 //!   everything and records nothing. Both last until `reset()` (→ Closed,
 //!   empty window) or another manual call.
+//! - A manual call to the state the breaker is in is no transition: nothing
+//!   is published or counted (as in resilience4j). `reset()` of a closed
+//!   breaker still empties the window and starts a new epoch.
 //! - Every transition bumps the epoch. An outcome is recorded only if the
 //!   call was admitted in the current epoch: results of calls admitted
-//!   before a transition describe the backend as it was, and are dropped.
+//!   before a transition (or a reset) describe the backend as it was, and
+//!   are dropped.
 
 use std::time::Duration;
 
@@ -57,7 +62,8 @@ use super::window::{CountWindow, Counts, Record, TimeWindow, Window};
 pub enum State {
     /// Calls go through; outcomes are recorded and may trip the breaker.
     Closed,
-    /// Calls are refused until the open wait has passed.
+    /// Calls are refused until the open wait has passed; the first call
+    /// after it moves the breaker to `HalfOpen`.
     Open,
     /// A limited number of probe calls decide between `Closed` and `Open`.
     HalfOpen,
@@ -107,8 +113,10 @@ impl State {
 ///  101..111         never written
 /// ```
 ///
-/// The epoch counts transitions (61 bits: it cannot wrap in practice). Only
-/// the holder of the core's mutex stores the word, after the core changed.
+/// The epoch counts transitions and resets of a closed breaker (61 bits: it
+/// cannot wrap in practice); permits carry it, so outcomes from an earlier
+/// epoch are dropped. Only the holder of the core's mutex stores the word,
+/// after the core changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StateWord(pub(crate) u64);
 
@@ -227,13 +235,14 @@ pub(crate) enum Refusal {
     ForcedOpen,
 }
 
-/// A state change, for the hook and tracing.
+/// A state change (`from != to`), for the hook and tracing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Transition {
     pub(crate) from: State,
     pub(crate) to: State,
     pub(crate) at: Instant,
-    pub(crate) epoch: u64,
+    /// Transitions so far, this one included.
+    pub(crate) seq: u64,
 }
 
 /// When a call could next be admitted.
@@ -273,6 +282,8 @@ pub(crate) struct Core {
     s: Settings,
     state: State,
     epoch: u64,
+    /// Transitions so far (the epoch also counts closed-state resets).
+    transitions: u64,
     window: Window,
     consecutive: u32,
     open_until: Instant,
@@ -297,6 +308,7 @@ impl Core {
             s,
             state: State::Closed,
             epoch: 0,
+            transitions: 0,
             window,
             consecutive: 0,
             open_until: now,
@@ -332,6 +344,11 @@ impl Core {
 
     pub(crate) fn reopens(&self) -> u32 {
         self.reopens
+    }
+
+    /// State transitions so far.
+    pub(crate) fn transitions(&self) -> u64 {
+        self.transitions
     }
 
     /// The counts the current state decides on: the probes in `HalfOpen`,
@@ -520,14 +537,16 @@ impl Core {
     }
 
     fn transition(&mut self, to: State, at: Instant) -> Transition {
+        debug_assert_ne!(self.state, to, "a transition changes the state");
         let from = self.state;
         self.state = to;
         self.epoch += 1;
+        self.transitions += 1;
         Transition {
             from,
             to,
             at,
-            epoch: self.epoch,
+            seq: self.transitions,
         }
     }
 
@@ -579,24 +598,38 @@ impl Core {
         wait.mul_f64(1.0 - j * u)
     }
 
-    /// `force_open()`: refuse everything until reset.
+    /// `force_open()`: refuse everything until reset. No transition (and no
+    /// change at all) when forced open already.
     pub(crate) fn force_open(&mut self, now: Instant) -> Option<Transition> {
+        if self.state == State::ForcedOpen {
+            return None;
+        }
         self.probes_in_flight = 0;
         self.probes = Counts::default();
         Some(self.transition(State::ForcedOpen, now))
     }
 
-    /// `disable()`: admit everything, record nothing.
+    /// `disable()`: admit everything, record nothing. No transition (and no
+    /// change at all) when disabled already.
     pub(crate) fn disable(&mut self, now: Instant) -> Option<Transition> {
+        if self.state == State::Disabled {
+            return None;
+        }
         self.probes_in_flight = 0;
         self.probes = Counts::default();
         Some(self.transition(State::Disabled, now))
     }
 
-    /// `reset()`: closed, empty window, backoff reset.
+    /// `reset()`: closed, empty window, backoff reset. When closed already
+    /// this is no transition, but the window is still emptied and a new
+    /// epoch starts, so outcomes of calls admitted before are dropped.
     pub(crate) fn reset(&mut self, now: Instant) -> Option<Transition> {
         self.reopens = 0;
         self.clear_closed();
+        if self.state == State::Closed {
+            self.epoch += 1;
+            return None;
+        }
         Some(self.transition(State::Closed, now))
     }
 
@@ -695,7 +728,7 @@ mod tests {
         }
         assert_eq!(c.state(), State::Closed);
         let tr = call(&mut c, t0, ERR).expect("trips at 3/6");
-        assert_eq!((tr.from, tr.to, tr.epoch), (State::Closed, State::Open, 1));
+        assert_eq!((tr.from, tr.to, tr.seq), (State::Closed, State::Open, 1));
         assert_eq!(c.open_until(), t0 + 100 * MS);
     }
 
@@ -845,6 +878,46 @@ mod tests {
         // The late probe's outcome belongs to a past epoch.
         assert!(c.record(p.unwrap(), OK, || now + 60 * MS).is_none());
         assert_eq!(c.state(), State::Open);
+    }
+
+    /// The closed-state path reads the clock only when something needs the
+    /// time: never for a count window that does not trip, once for a trip
+    /// (the open wait starts then), once per outcome for a time window.
+    #[test]
+    fn closed_outcomes_read_the_clock_only_when_needed() {
+        use std::cell::Cell;
+        let t0 = Instant::now();
+        let reads = Cell::new(0);
+        let now = || {
+            reads.set(reads.get() + 1);
+            t0
+        };
+        let mut c = Core::new(settings(), t0); // count window of 5, 50 %
+        for r in [OK, OK, OK, OK, OK, OK, ERR, ERR] {
+            let (t, _) = c.try_admit(t0);
+            assert_eq!(c.record(t.unwrap(), r, now), None);
+        }
+        assert_eq!(reads.get(), 0, "count window, no trip");
+        let (t, _) = c.try_admit(t0);
+        let tr = c.record(t.unwrap(), ERR, now).expect("3 of 5 trips");
+        assert_eq!((tr.to, reads.get()), (State::Open, 1));
+
+        reads.set(0);
+        let mut c = Core::new(
+            Settings {
+                window: WindowKind::Time {
+                    length: Duration::from_secs(10),
+                    buckets: 10,
+                },
+                ..settings()
+            },
+            t0,
+        );
+        for r in [OK, OK, ERR] {
+            let (t, _) = c.try_admit(t0);
+            assert_eq!(c.record(t.unwrap(), r, now), None);
+        }
+        assert_eq!(reads.get(), 3, "a time window needs each outcome's time");
     }
 
     #[test]

@@ -340,6 +340,30 @@ mod tests {
         assert_eq!(w.counts(t0 + 1000 * s).calls, 0);
     }
 
+    #[test]
+    fn window_kind_and_fullness() {
+        let t0 = Instant::now();
+        let mut w = Window::Count(CountWindow::new(2));
+        assert!(!w.is_time_based());
+        assert!(!w.is_full_count(), "empty");
+        w.record(t0, S);
+        assert!(!w.is_full_count(), "1 of 2");
+        w.record(t0, F);
+        assert!(w.is_full_count(), "2 of 2");
+        w.record(t0, S);
+        assert!(w.is_full_count(), "stays full as it slides");
+        w.clear();
+        assert!(!w.is_full_count(), "cleared");
+
+        let mut w = Window::Time(TimeWindow::new(t0, Duration::from_secs(1), 1));
+        assert!(w.is_time_based());
+        w.record(t0, S);
+        assert!(
+            !w.is_full_count(),
+            "a time window is never a full count window"
+        );
+    }
+
     #[derive(Debug, Clone)]
     enum WOp {
         Advance(u64),

@@ -120,7 +120,14 @@ impl Gcra {
     /// fraction of a token already refilled; it is capped at the new burst.
     /// So does the debt, i.e. `burst - available`, where the new burst allows.
     /// Rounded towards less credit.
+    ///
+    /// Exact conversions return `tat` itself: the same quota, a debt that
+    /// scales to a whole number of nanoseconds, or a full bucket that stays
+    /// full (any `tat <= now` means full, so it is left as it was).
     pub(crate) fn convert(&self, new: &Gcra, tat: u64, now: u64) -> u64 {
+        if self == new {
+            return tat;
+        }
         let now = now.min(MAX_NOW);
         let debt = u128::from(tat.saturating_sub(now).min(self.tau()));
         // missing tokens (rational) = debt / T_old.
@@ -137,6 +144,9 @@ impl Gcra {
             // ceil(num / t_old)
             ((num + t_old - 1) / t_old) as u64
         };
+        if new_debt == 0 && Self::is_full(tat, now) {
+            return tat;
+        }
         now + new_debt.min(new.tau())
     }
 }
@@ -218,6 +228,24 @@ mod tests {
         assert_eq!(old.convert(&g(10, 2), 100, 100), 100);
         // a half-refilled token keeps its fraction: 1.5 missing at T=10 -> 1.5 * 30
         assert_eq!(old.convert(&g(30, 4), 115, 100), 145);
+    }
+
+    #[test]
+    fn exact_conversions_return_the_tat_itself() {
+        let q = g(10, 4);
+        // the same quota: the identity, whatever the bucket holds
+        for tat in [0, 50, 100, 120, 140] {
+            assert_eq!(q.convert(&q, tat, 100), tat);
+        }
+        // 2 available of 4 at T=10 is 1 missing of 3 at T=20: 20 ns either way
+        assert_eq!(q.convert(&g(20, 3), 120, 100), 120);
+        assert_eq!(g(20, 3).convert(&q, 120, 100), 120);
+        // a full bucket stays as it was (any tat <= now is full)
+        assert_eq!(q.convert(&g(7, 2), 50, 100), 50);
+        assert_eq!(q.convert(&g(7, 4), 100, 100), 100);
+        // a round trip through a multiple of T is exact
+        let slow = g(30, 4);
+        assert_eq!(slow.convert(&q, q.convert(&slow, 117, 100), 100), 117);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::error::{AcquireError, TryAcquireError};
 use super::gcra::{Gcra, Refusal};
 use super::limiter::nanos_since;
 use super::quota::Quota;
-use crate::clock::{Clock, TokioClock};
+use crate::clock::{Clock, TokioClock, tokio_wake_at};
 use crate::sync::{Arc, Mutex};
 use crate::{ConfigError, ConfigErrorKind};
 
@@ -344,9 +344,12 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// Waits until `n` tokens are taken from `key`'s bucket.
     ///
     /// Sleeps (on `tokio::time`) until the exact retry instant and tries
-    /// again. Unlike [`RateLimiter::acquire`](super::RateLimiter::acquire)
-    /// waiters on one key are **not** queued FIFO among themselves (no
-    /// per-key queue is kept, which keeps idle keys free to evict).
+    /// again; with a clock moved by hand
+    /// ([`ManualClock`](crate::clock::ManualClock)) it parks until the clock
+    /// is moved instead and tries again after each move. Unlike
+    /// [`RateLimiter::acquire`](super::RateLimiter::acquire) waiters on one
+    /// key are **not** queued FIFO among themselves (no per-key queue is
+    /// kept, which keeps idle keys free to evict).
     ///
     /// # Errors
     ///
@@ -354,7 +357,10 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     ///
     /// # Panics
     ///
-    /// Never.
+    /// Only as [`tokio::time::sleep`] does: when it has to wait on Tokio's
+    /// timer and is polled outside a Tokio runtime with time enabled. Tokens
+    /// that are there are taken without a runtime, and with a clock moved by
+    /// hand it never needs one.
     ///
     /// # Cancel safety
     ///
@@ -376,15 +382,19 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// # }
     /// ```
     pub async fn acquire(&self, key: &K, n: u32) -> Result<(), AcquireError> {
+        let clock = &self.inner.clock;
         loop {
+            // Made before the check, so that a move after it wakes us.
+            let moved = clock.moves().map(|m| m.moved());
             match self.try_acquire(key, n) {
                 Ok(()) => return Ok(()),
                 Err(TryAcquireError::InsufficientCapacity { requested, burst }) => {
                     return Err(AcquireError::InsufficientCapacity { requested, burst });
                 }
-                Err(TryAcquireError::NotUntil { retry_after }) => {
-                    tokio::time::sleep_until(retry_after).await;
-                }
+                Err(TryAcquireError::NotUntil { retry_after }) => match moved {
+                    Some(moved) => moved.await,
+                    None => tokio::time::sleep_until(tokio_wake_at(retry_after, clock.now())).await,
+                },
                 // Only Redis limiters refuse this way.
                 #[cfg(feature = "redis")]
                 Err(TryAcquireError::Unavailable { cause }) => {

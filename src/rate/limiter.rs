@@ -13,7 +13,9 @@ use tokio::time::Instant;
 use super::error::{AcquireError, TryAcquireError};
 use super::gcra::{Gcra, Refusal};
 use super::quota::Quota;
-use crate::clock::{Clock, TokioClock};
+#[cfg(not(loom))]
+use crate::clock::tokio_wake_at;
+use crate::clock::{Clock, Moved, TokioClock};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex};
 
@@ -22,12 +24,18 @@ use crate::sync::{Arc, Mutex};
 /// | bits   | meaning |
 /// |--------|---------|
 /// | 0..=61 | TAT: theoretical arrival time, ns since the limiter's origin |
-/// | 62     | `RECONFIG`: a `set_quota` is rewriting the quota (readers go slow) |
+/// | 62     | `RECONFIG`: a `set_quota` is rewriting the quota, or rewrote it without changing the TAT (readers go slow) |
 /// | 63     | `QUEUED`: `acquire` callers are waiting; `try_acquire` must not barge |
 ///
-/// Both flags change only while the waiter mutex is held. The TAT changes by
+/// Both flags are set only while the waiter mutex is held. The TAT changes by
 /// compare-and-swap from anywhere; `try_acquire` is one load and one CAS of
 /// this word when neither flag is set.
+///
+/// `RECONFIG` seen *under the mutex* is stale: `set_quota` leaves it set when
+/// its conversion is exact (the TAT stays bit-identical), so that the word
+/// still differs from what a check racing with it loaded. Whoever next
+/// changes the TAT under the mutex clears it; until then checks take the
+/// slow path.
 const QUEUED: u64 = 1 << 63;
 const RECONFIG: u64 = 1 << 62;
 const FLAGS: u64 = QUEUED | RECONFIG;
@@ -81,10 +89,14 @@ pub(crate) fn nanos_since(origin: Instant, now: Instant) -> u64 {
 /// same token. A [`set_quota`](RateLimiter::set_quota) takes effect for every
 /// check that starts after it returns; a check racing with it is judged
 /// under the old or the new quota. (It flags the word while it rewrites the
-/// quota and always changes the word, so a check that read the word before
-/// and the quota after cannot complete its CAS; only two `set_quota` calls
-/// restoring the identical word inside one check's load-to-CAS window could
-/// let it through, judged under the quota of a moment before.)
+/// quota and always leaves the word changed: a new TAT, or, when the
+/// conversion is exact and the TAT stays bit-identical, the flag still set
+/// until the TAT next changes. So a check that read the word before and the
+/// quota after cannot complete its CAS; only other operations restoring the
+/// identical word inside one check's load-to-CAS window, such as two
+/// `set_quota` calls that undo each other, could let it through, judged
+/// under the quota of a moment before.) Re-applying the quota in force
+/// changes nothing at all.
 pub struct RateLimiter<C: Clock = TokioClock> {
     inner: Arc<Inner<C>>,
 }
@@ -165,12 +177,14 @@ impl RateLimiter<TokioClock> {
 impl<C: Clock> RateLimiter<C> {
     /// A limiter reading time from `clock`, starting with a full bucket.
     ///
-    /// Waiting ([`acquire`](Self::acquire)) always sleeps with `tokio::time`
-    /// until the instant computed on `clock`; with a clock other than
-    /// [`TokioClock`] a waiter is also woken by
-    /// [`refund`](Self::refund) and [`set_quota`](Self::set_quota), and once
-    /// that instant has passed on Tokio's clock but not yet on `clock`, the
-    /// head re-checks on every scheduler turn (it yields, never blocks).
+    /// How [`acquire`](Self::acquire) waits follows the clock. With a clock
+    /// moved by hand ([`ManualClock`](crate::clock::ManualClock), or any
+    /// whose [`moves`](Clock::moves) is `Some`) the
+    /// head of the queue parks until the clock is moved (or a
+    /// [`refund`](Self::refund) or [`set_quota`](Self::set_quota) wakes it)
+    /// and re-checks once per move; deadlines are measured on that clock
+    /// too, and no Tokio runtime is needed. With any other clock it sleeps
+    /// on Tokio's timer for the time left on `clock`.
     ///
     /// # Examples
     ///
@@ -259,7 +273,9 @@ impl<C: Clock> RateLimiter<C> {
     /// Waits in the FIFO queue until `n` tokens are taken.
     ///
     /// The head of the queue sleeps until its exact retry instant, which
-    /// Tokio's timer rounds up to its 1 ms resolution.
+    /// Tokio's timer rounds up to its 1 ms resolution; with a clock moved by
+    /// hand it parks until the clock is moved instead (see
+    /// [`with_clock`](Self::with_clock)).
     ///
     /// # Errors
     ///
@@ -269,7 +285,10 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// # Panics
     ///
-    /// Never.
+    /// Only as [`tokio::time::sleep`] does: when it has to wait on Tokio's
+    /// timer and is polled outside a Tokio runtime with time enabled. Tokens
+    /// that are there are taken without a runtime, and with a clock moved by
+    /// hand ([`ManualClock`](crate::clock::ManualClock)) it never needs one.
     ///
     /// # Cancel safety
     ///
@@ -298,7 +317,9 @@ impl<C: Clock> RateLimiter<C> {
             inner: &self.inner,
             n,
             state: AcqState::Init,
+            deadline: None,
             sleep: None,
+            moved: None,
         }
     }
 
@@ -317,7 +338,8 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// # Panics
     ///
-    /// Never.
+    /// As [`acquire`](Self::acquire): only when it has to wait on Tokio's
+    /// timer outside a Tokio runtime with time enabled.
     ///
     /// # Cancel safety
     ///
@@ -347,7 +369,9 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     /// [`acquire_timeout`](Self::acquire_timeout) with an absolute deadline
-    /// on the limiter's clock.
+    /// on the limiter's clock. With a clock moved by hand it gives up at the
+    /// first move that reaches the deadline; with any other clock, after the
+    /// time left to the deadline on Tokio's timer.
     ///
     /// # Errors
     ///
@@ -355,7 +379,8 @@ impl<C: Clock> RateLimiter<C> {
     ///
     /// # Panics
     ///
-    /// Never.
+    /// As [`acquire`](Self::acquire): only when it has to wait on Tokio's
+    /// timer outside a Tokio runtime with time enabled.
     ///
     /// # Cancel safety
     ///
@@ -366,15 +391,23 @@ impl<C: Clock> RateLimiter<C> {
             None => return Ok(()),
             Some(id) => id,
         };
+        let by_hand = inner.clock.moves().is_some();
         let fut = Acquire {
             inner: &self.inner,
             n,
             state: AcqState::Queued(id),
+            // Enforced by the future itself on a clock moved by hand.
+            deadline: by_hand.then_some(deadline),
             sleep: None,
+            moved: None,
         };
+        if by_hand {
+            return fut.await;
+        }
         #[cfg(not(loom))]
         {
-            match tokio::time::timeout_at(deadline, fut).await {
+            let wake_at = tokio_wake_at(deadline, inner.clock.now());
+            match tokio::time::timeout_at(wake_at, fut).await {
                 Ok(res) => res,
                 // The future was dropped, so its place is already freed.
                 Err(_) => Err(AcquireError::Timeout {
@@ -418,9 +451,8 @@ impl<C: Clock> RateLimiter<C> {
         let mut s = inner.state.load(Ordering::Acquire);
         loop {
             if s & RECONFIG != 0 {
-                drop(inner.waiters.lock());
-                s = inner.state.load(Ordering::Acquire);
-                continue;
+                inner.refund_slow(now, n);
+                return;
             }
             let tat = s & TAT_MASK;
             let new = inner.gcra().refund(tat, now, n);
@@ -453,6 +485,16 @@ impl<C: Clock> RateLimiter<C> {
     /// stays empty. Queued waiters are re-evaluated; those asking for more than
     /// the new burst fail with [`AcquireError::InsufficientCapacity`].
     ///
+    /// **Exactness:** the missing tokens are kept as whole nanoseconds of
+    /// debt, rounded up (towards less credit, never more). Re-applying the
+    /// quota in force changes nothing, however often (a config reload is
+    /// free), and a change whose conversion is exact (a full bucket, or a debt
+    /// that scales to whole nanoseconds) keeps every retry instant to the
+    /// nanosecond; so does a round trip through such a change. An inexact
+    /// conversion rounds the debt up to the next whole nanosecond: a round
+    /// trip from quota 1 through quota 2 and back, with a burst that does not
+    /// shrink on the way, adds at most `ceil(T1 / T2)` ns of debt.
+    ///
     /// # Panics
     ///
     /// Never.
@@ -477,6 +519,10 @@ impl<C: Clock> RateLimiter<C> {
         let wakers: Vec<Waker> = {
             let mut w = inner.waiters.lock();
             let old = inner.gcra();
+            if old == new {
+                // The quota in force: nothing to convert, nobody to wake.
+                return;
+            }
             let before = inner.state.fetch_or(RECONFIG, Ordering::AcqRel);
             inner.t.store(new.t, Ordering::Release);
             inner.burst.store(u64::from(new.burst), Ordering::Release);
@@ -484,20 +530,17 @@ impl<C: Clock> RateLimiter<C> {
             let mut s = before | RECONFIG;
             loop {
                 let tat = s & TAT_MASK;
-                let mut next = old.convert(&new, tat, now);
-                if next == tat {
-                    // Make sure the word changes, so that a try_acquire which
-                    // loaded it before this call cannot complete its CAS
-                    // with the quota it read afterwards. Costs at most 1 ns.
-                    next = if Gcra::is_full(tat, now) && next > 0 {
-                        next - 1
-                    } else {
-                        next + 1
-                    };
-                }
+                let next = old.convert(&new, tat, now);
+                // The word must end up different from any word a check
+                // racing with this call loaded before it: such a check may
+                // have read the quota half-written. When the TAT itself
+                // changes that is so; when the conversion is exact, the TAT
+                // stays bit-identical and `RECONFIG` stays set instead, until
+                // the next change of the TAT under the mutex clears it.
+                let stale = if next == tat { RECONFIG } else { 0 };
                 match inner.state.compare_exchange_weak(
                     s,
-                    next | (s & QUEUED),
+                    next | stale | (s & QUEUED),
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 ) {
@@ -522,9 +565,12 @@ impl<C: Clock> RateLimiter<C> {
     }
 
     /// The quota in force.
+    ///
+    /// Takes the waiter lock briefly, so that it never sees a quota half
+    /// written by a concurrent [`set_quota`](Self::set_quota).
     pub fn quota(&self) -> Quota {
-        let g = self.inner.gcra();
-        Quota::from_gcra(g)
+        let _w = self.inner.waiters.lock();
+        Quota::from_gcra(self.inner.gcra())
     }
 
     /// Tokens available now, when the next one arrives, and the queue.
@@ -630,13 +676,21 @@ impl<C: Clock> Inner<C> {
             return Err(self.refusal(Refusal::Insufficient, n));
         }
         if w.queue.is_empty() {
-            // The flag was a finished set_quota: the word is ours to try.
-            drop(w);
-            return match self.try_take(n, now) {
-                Ok(()) => Ok(()),
-                Err(Fast::Refused(r)) => Err(self.refusal(r, n)),
-                Err(Fast::Flagged) => self.try_acquire_slow(n),
-            };
+            // The flag is a finished set_quota's (`RECONFIG` under the lock
+            // is stale) and `QUEUED` is clear: the word is ours to try.
+            let mut s = self.state.load(Ordering::Acquire);
+            loop {
+                let new = g
+                    .take(s & TAT_MASK, now, n)
+                    .map_err(|r| self.refusal(r, n))?;
+                match self
+                    .state
+                    .compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => return Ok(()),
+                    Err(actual) => s = actual,
+                }
+            }
         }
         let tat = self.state.load(Ordering::Acquire) & TAT_MASK;
         let at = g.ready_at(tat, now, w.queued_tokens + u64::from(n));
@@ -645,8 +699,37 @@ impl<C: Clock> Inner<C> {
         })
     }
 
+    /// `refund` while the word carries `RECONFIG`: under the lock, where the
+    /// flag is stale. It stays set when the TAT does not change.
+    #[cold]
+    fn refund_slow(&self, now: u64, n: u32) {
+        let w = self.waiters.lock();
+        let g = self.gcra();
+        let mut s = self.state.load(Ordering::Acquire);
+        loop {
+            let tat = s & TAT_MASK;
+            let new = g.refund(tat, now, n);
+            if new == tat {
+                return;
+            }
+            match self.state.compare_exchange_weak(
+                s,
+                new | (s & QUEUED),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => s = actual,
+            }
+        }
+        let queued = s & QUEUED != 0;
+        drop(w);
+        if queued {
+            self.wake_head();
+        }
+    }
+
     /// Predicted admission instant of `n` behind the current queue.
-    #[cfg(not(loom))]
     fn predict(&self, n: u32) -> Instant {
         let w = self.waiters.lock();
         let g = self.gcra();
@@ -859,18 +942,27 @@ pub struct Acquire<'a, C: Clock = TokioClock> {
     inner: &'a Arc<Inner<C>>,
     n: u32,
     state: AcqState,
-    /// Only the head of the queue arms this.
+    /// Give up once the clock reaches it. Set only with a clock moved by
+    /// hand; otherwise Tokio's timer enforces deadlines around the future.
+    deadline: Option<Instant>,
+    /// Only the head of the queue arms this, and only on a clock that moves
+    /// by itself.
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// On a clock moved by hand: made before each check, so that a move
+    /// after the check wakes us.
+    moved: Option<Moved<'a>>,
 }
 
-impl<C: Clock> Future for Acquire<'_, C> {
+impl<'a, C: Clock> Future for Acquire<'a, C> {
     type Output = Result<(), AcquireError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        let inner: &'a Inner<C> = this.inner;
+        let by_hand = inner.clock.moves();
         // A timer that is already due lets the head re-check at once, but
-        // only once per poll: with a clock other than Tokio's the instant may
-        // lie in Tokio's past, and spinning here would hang the task.
+        // only once per poll, so that a clock running behind Tokio's cannot
+        // make this loop spin.
         #[cfg(not(loom))]
         let mut rechecked = false;
         loop {
@@ -887,36 +979,67 @@ impl<C: Clock> Future for Acquire<'_, C> {
                         return Poll::Ready(Err(e));
                     }
                 },
-                AcqState::Queued(id) => match this.inner.poll_queued(id, this.n, cx.waker()) {
-                    Queued::Done(res) => {
-                        this.state = AcqState::Done;
-                        this.sleep = None;
-                        return Poll::Ready(res);
+                AcqState::Queued(id) => {
+                    if let Some(moves) = by_hand {
+                        // Before the check reads the clock: see `moved`.
+                        this.moved.get_or_insert_with(|| moves.moved());
                     }
-                    Queued::Wait(None) => return Poll::Pending,
-                    Queued::Wait(Some(at)) => {
-                        #[cfg(not(loom))]
-                        {
-                            match &mut this.sleep {
-                                Some(sleep) => sleep.as_mut().reset(at),
-                                None => this.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
-                            }
-                            if let Some(sleep) = &mut this.sleep {
-                                if sleep.as_mut().poll(cx).is_ready() {
-                                    if !rechecked {
-                                        rechecked = true;
-                                        continue;
-                                    }
-                                    // Yield, and check again on the next turn.
-                                    cx.waker().wake_by_ref();
-                                }
-                            }
+                    let at = match inner.poll_queued(id, this.n, cx.waker()) {
+                        Queued::Done(res) => {
+                            this.state = AcqState::Done;
+                            this.sleep = None;
+                            this.moved = None;
+                            return Poll::Ready(res);
                         }
-                        #[cfg(loom)]
-                        let _ = at; // no timer under loom: models wake by refund
+                        Queued::Wait(at) => at,
+                    };
+                    if let Some(moved) = &mut this.moved {
+                        // A clock moved by hand: the queue and the clock's
+                        // moves wake us; no timer.
+                        if this.deadline.is_some_and(|d| inner.clock.now() >= d) {
+                            this.state = AcqState::Done;
+                            this.moved = None;
+                            inner.cancel(id);
+                            return Poll::Ready(Err(AcquireError::Timeout {
+                                retry_after: inner.predict(this.n),
+                            }));
+                        }
+                        if at.is_none() && this.deadline.is_none() {
+                            return Poll::Pending; // not the head: the queue wakes us
+                        }
+                        if Pin::new(moved).poll(cx).is_ready() {
+                            this.moved = None; // it moved: check again
+                            continue;
+                        }
                         return Poll::Pending;
                     }
-                },
+                    let Some(at) = at else {
+                        return Poll::Pending; // not the head: the queue wakes us
+                    };
+                    #[cfg(not(loom))]
+                    {
+                        let wake_at = tokio_wake_at(at, inner.clock.now());
+                        match &mut this.sleep {
+                            Some(sleep) => sleep.as_mut().reset(wake_at),
+                            None => {
+                                this.sleep = Some(Box::pin(tokio::time::sleep_until(wake_at)));
+                            }
+                        }
+                        if let Some(sleep) = &mut this.sleep {
+                            if sleep.as_mut().poll(cx).is_ready() {
+                                if !rechecked {
+                                    rechecked = true;
+                                    continue;
+                                }
+                                // Yield, and check again on the next turn.
+                                cx.waker().wake_by_ref();
+                            }
+                        }
+                    }
+                    #[cfg(loom)]
+                    let _ = at; // no timer under loom: models wake by refund or the clock
+                    return Poll::Pending;
+                }
             }
         }
     }

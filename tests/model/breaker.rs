@@ -77,7 +77,7 @@ pub fn cfg_and_ops_from_bytes(data: &[u8]) -> Option<(Cfg, Vec<Op>)> {
         minimum_calls: 1 + u32::from(c[3]) % 6,
         failure_rate: (c[4] % 4 != 0).then(|| pick(c[4] / 4, &[20, 25, 50, 60, 100])),
         slow_rate: (c[5] % 2 == 0).then(|| pick(c[5] / 2, &[34, 50, 100])),
-        slow_ms: u64::from(c[6]),
+        slow_ms: 1 + u64::from(c[6]),
         consecutive: (c[7] % 2 == 0).then(|| 1 + u32::from(c[7] / 2) % 4),
         wait_ms: 1 + u64::from(c[8]) * 4,
         multiplier: 1 + u32::from(c[9]) % 3,
@@ -139,7 +139,10 @@ struct Model {
     cfg: Cfg,
     origin: Instant,
     state: State,
+    /// Admissions carry it; outcomes from an earlier epoch are dropped.
     epoch: u64,
+    /// State changes (`from != to`) so far.
+    transitions: u64,
     /// Every closed-state outcome since the window was emptied: (time, failure, slow).
     log: Vec<(Instant, bool, bool)>,
     consecutive: u32,
@@ -203,8 +206,31 @@ impl Model {
     }
 
     fn go(&mut self, to: State) {
+        assert_ne!(self.state, to, "model: a transition changes the state");
         self.state = to;
         self.epoch += 1;
+        self.transitions += 1;
+    }
+
+    /// `force_open()` / `disable()`: nothing at all when in `to` already.
+    fn manual(&mut self, to: State) {
+        if self.state != to {
+            self.in_flight = 0;
+            self.probe_log.clear();
+            self.go(to);
+        }
+    }
+
+    /// `reset()`: always empties; a transition only from another state, a
+    /// new epoch either way.
+    fn reset(&mut self) {
+        self.reopens = 0;
+        self.clear_closed();
+        if self.state == State::Closed {
+            self.epoch += 1;
+        } else {
+            self.go(State::Closed);
+        }
     }
 
     fn open(&mut self, now: Instant) {
@@ -370,7 +396,7 @@ impl Model {
             self.in_flight,
             self.reopens,
             self.refused,
-            self.epoch,
+            self.transitions,
         )
     }
 }
@@ -412,7 +438,8 @@ fn normalise(cfg: &Cfg) -> Cfg {
 }
 
 fn compare(real: &BreakerMetrics, model: &Model, now: Instant, step: usize, op: &Op) {
-    let (state, c, enough, consecutive, in_flight, reopens, refused, epoch) = model.metrics(now);
+    let (state, c, enough, consecutive, in_flight, reopens, refused, transitions) =
+        model.metrics(now);
     let pct = |part: u64| (enough && c.calls > 0).then(|| part as f64 * 100.0 / c.calls as f64);
     let want = (
         state,
@@ -425,7 +452,7 @@ fn compare(real: &BreakerMetrics, model: &Model, now: Instant, step: usize, op: 
         in_flight,
         reopens,
         refused,
-        epoch,
+        transitions,
     );
     let got = (
         real.state,
@@ -455,6 +482,7 @@ pub fn check(cfg: &Cfg, ops: &[Op]) {
         origin,
         state: State::Closed,
         epoch: 0,
+        transitions: 0,
         log: Vec::new(),
         consecutive: 0,
         open_until: origin,
@@ -553,21 +581,15 @@ pub fn check(cfg: &Cfg, ops: &[Op]) {
             }
             Op::ForceOpen => {
                 breaker.force_open();
-                model.in_flight = 0;
-                model.probe_log.clear();
-                model.go(State::ForcedOpen);
+                model.manual(State::ForcedOpen);
             }
             Op::Disable => {
                 breaker.disable();
-                model.in_flight = 0;
-                model.probe_log.clear();
-                model.go(State::Disabled);
+                model.manual(State::Disabled);
             }
             Op::Reset => {
                 breaker.reset();
-                model.reopens = 0;
-                model.clear_closed();
-                model.go(State::Closed);
+                model.reset();
             }
         }
         let now = clock.now();

@@ -8,6 +8,11 @@
 //! refusal, the tokens available and the next token's arrival. At the end,
 //! over every window of admissions, admitted <= burst + rate * window +
 //! refunds (with the *stated* rate `n / period`, not the rounded one).
+//!
+//! `set_quota` is checked against the documented carry-over rule: the
+//! tokens available carry over, capped at the new burst, and the missing
+//! ones are stored as a whole number of nanoseconds of debt, rounded up
+//! (towards less credit). Re-applying the quota in force is the identity.
 
 #![allow(dead_code)]
 
@@ -38,6 +43,14 @@ pub(crate) enum Op {
     KeyedRefund(u8, u32),
     /// Compare `snapshot()` with the reference.
     Snapshot,
+    /// `set_quota` on the plain limiter: `rate` per `period_ns`, burst `burst`.
+    SetQuota {
+        rate: u32,
+        period_ns: u64,
+        burst: u32,
+    },
+    /// `set_quota(quota())` on the plain limiter: must change nothing.
+    Reapply,
 }
 
 /// Decodes arbitrary bytes into a scenario (never fails).
@@ -62,7 +75,19 @@ pub(crate) fn ops_from_bytes(bytes: &[u8]) -> Vec<Op> {
             4 => Op::Refund(u32::from(x % 5)),
             5 => Op::KeyedTryAcquire(x % 4, u32::from(x / 4 % 11)),
             6 => Op::KeyedRefund(x % 4, u32::from(x / 4 % 5)),
-            _ => Op::Snapshot,
+            _ => match x % 4 {
+                0 => Op::Snapshot,
+                1 | 2 => {
+                    let y = next().unwrap_or(0);
+                    let z = next().unwrap_or(0);
+                    Op::SetQuota {
+                        rate: 1 + u32::from(x / 4 % 8),
+                        period_ns: 1 + u64::from(y) * (1 + u64::from(z % 8)),
+                        burst: 1 + u32::from(z / 8 % 8),
+                    }
+                }
+                _ => Op::Reapply,
+            },
         };
         ops.push(op);
     }
@@ -114,6 +139,9 @@ impl Q {
     fn floor(self) -> i128 {
         self.n.div_euclid(self.d)
     }
+    fn ceil(self) -> i128 {
+        -(-self.n).div_euclid(self.d)
+    }
 }
 
 /// The reference: a token bucket with fractional tokens.
@@ -123,6 +151,7 @@ struct Bucket {
     at: u64,
 }
 
+#[derive(Debug, Clone, Copy)]
 struct Ref {
     /// nanoseconds per token, as a fraction (the limiter's rounded interval).
     t: Q,
@@ -164,13 +193,49 @@ impl Ref {
             .add(Q::int(i128::from(n)))
             .min(Q::int(i128::from(self.burst)));
     }
+    /// `set_quota(new)` at `now`: the tokens carry over, capped at the new
+    /// burst; the missing ones become whole nanoseconds of debt, rounded up.
+    fn convert(&mut self, b: &mut Bucket, now: u64, new: Ref) {
+        self.refill(b, now);
+        let burst = Q::int(i128::from(new.burst));
+        let missing = burst.sub(b.tokens);
+        b.tokens = if missing.le(Q::int(0)) {
+            burst
+        } else {
+            let debt_ns = missing.mul(new.t).ceil();
+            burst.sub(Q::int(debt_ns).mul(Q::new(new.t.d, new.t.n)))
+        };
+        *self = new;
+    }
+}
+
+/// The limiter's rounded interval for `rate` per `period_ns`, checked
+/// against the stated rate.
+fn quota(rate: u32, period_ns: u64, burst: u32) -> (Quota, Ref) {
+    let quota = Quota::with_period(rate, Duration::from_nanos(period_ns))
+        .and_then(|q| q.with_burst(burst))
+        .expect("model quotas are valid");
+    let t = quota.emission_interval().as_nanos() as i128;
+    // The rounded interval never exceeds the stated rate: T >= period / rate.
+    assert!(t * i128::from(rate) >= i128::from(period_ns));
+    assert!((t - 1) * i128::from(rate) < i128::from(period_ns));
+    (
+        quota,
+        Ref {
+            t: Q::int(t),
+            burst,
+        },
+    )
 }
 
 struct World {
     clock: ManualClock,
     plain: RateLimiter<ManualClock>,
     keyed: KeyedRateLimiter<u8, ManualClock>,
+    /// The plain limiter's quota (changed by `SetQuota`).
     reference: Ref,
+    /// The keyed limiter's quota (fixed at `Start`).
+    keyed_reference: Ref,
     bucket: Bucket,
     keys: HashMap<u8, Bucket>,
     origin: tokio::time::Instant,
@@ -182,15 +247,10 @@ struct World {
 
 impl World {
     fn new(rate: u32, period_ns: u64, burst: u32) -> World {
-        let quota = Quota::with_period(rate, Duration::from_nanos(period_ns))
-            .and_then(|q| q.with_burst(burst))
-            .expect("model quotas are valid");
+        let (quota, reference) = quota(rate, period_ns, burst);
+        let keyed_reference = reference;
         let clock = ManualClock::new();
         let origin = clock.now();
-        let t = quota.emission_interval().as_nanos() as i128;
-        // The rounded interval never exceeds the stated rate: T >= period / rate.
-        assert!(t * i128::from(rate) >= i128::from(period_ns));
-        assert!((t - 1) * i128::from(rate) < i128::from(period_ns));
         World {
             plain: RateLimiter::with_clock(quota, clock.clone()),
             keyed: KeyedRateLimiter::<u8>::builder(quota)
@@ -199,10 +259,8 @@ impl World {
                 .build_with_clock(clock.clone())
                 .expect("valid"),
             clock,
-            reference: Ref {
-                t: Q::int(t),
-                burst,
-            },
+            reference,
+            keyed_reference,
             bucket: Bucket {
                 tokens: Q::int(i128::from(burst)),
                 at: 0,
@@ -215,14 +273,14 @@ impl World {
         }
     }
 
-    fn ns(&self, r: Result<(), TryAcquireError>) -> Result<(), Option<u64>> {
+    fn ns(&self, r: Result<(), TryAcquireError>, expected_burst: u32) -> Result<(), Option<u64>> {
         match r {
             Ok(()) => Ok(()),
             Err(TryAcquireError::NotUntil { retry_after }) => {
                 Err(Some((retry_after - self.origin).as_nanos() as u64))
             }
             Err(TryAcquireError::InsufficientCapacity { requested, burst }) => {
-                assert_eq!(burst, self.reference.burst);
+                assert_eq!(burst, expected_burst);
                 assert!(requested > burst);
                 Err(None)
             }
@@ -266,7 +324,7 @@ pub(crate) fn check(ops: &[Op]) {
                 w.now += d;
             }
             Op::TryAcquire(n) => {
-                let real = w.ns(w.plain.try_acquire(n));
+                let real = w.ns(w.plain.try_acquire(n), w.reference.burst);
                 let model = w.reference.take(&mut w.bucket, w.now, n);
                 assert_eq!(real, model, "try_acquire({n}) at {}", w.now);
                 if real.is_ok() && n > 0 {
@@ -281,20 +339,20 @@ pub(crate) fn check(ops: &[Op]) {
                 }
             }
             Op::KeyedTryAcquire(k, n) => {
-                let real = w.ns(w.keyed.try_acquire(&k, n));
-                let burst = w.reference.burst;
+                let real = w.ns(w.keyed.try_acquire(&k, n), w.keyed_reference.burst);
+                let burst = w.keyed_reference.burst;
                 let b = w.keys.entry(k).or_insert(Bucket {
                     tokens: Q::int(i128::from(burst)),
                     at: w.now,
                 });
-                let model = w.reference.take(b, w.now, n);
+                let model = w.keyed_reference.take(b, w.now, n);
                 assert_eq!(real, model, "keyed try_acquire({k}, {n}) at {}", w.now);
                 assert!(w.keyed.len() <= 4);
             }
             Op::KeyedRefund(k, n) => {
                 w.keyed.refund(&k, n);
                 if let Some(b) = w.keys.get_mut(&k) {
-                    w.reference.refund(b, w.now, n);
+                    w.keyed_reference.refund(b, w.now, n);
                 }
             }
             Op::Snapshot => {
@@ -319,6 +377,27 @@ pub(crate) fn check(ops: &[Op]) {
                 let real_next = s.next_token_at.map(|at| (at - w.origin).as_nanos() as u64);
                 assert_eq!(real_next, expect_next, "next token at {}", w.now);
                 assert_eq!(s.waiters, 0);
+            }
+            Op::SetQuota {
+                rate,
+                period_ns,
+                burst,
+            } => {
+                // Windows are judged against one stated rate at a time.
+                w.check_windows();
+                w.events.clear();
+                w.stated = (rate, period_ns);
+                let (q, new) = quota(rate, period_ns, burst);
+                w.plain.set_quota(q);
+                w.reference.convert(&mut w.bucket, w.now, new);
+                assert_eq!(w.plain.quota(), q);
+            }
+            Op::Reapply => {
+                let before = format!("{:?}", w.plain);
+                w.plain.set_quota(w.plain.quota());
+                assert_eq!(format!("{:?}", w.plain), before, "set_quota(quota())");
+                let same = w.reference;
+                w.reference.convert(&mut w.bucket, w.now, same);
             }
         }
     }
