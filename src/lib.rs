@@ -69,7 +69,7 @@
 //! | module | method (future) | if the future is dropped before it completes |
 //! |---|---|---|
 //! | `semaphore` | [`acquire`](semaphore::Semaphore::acquire), [`acquire_many`](semaphore::Semaphore::acquire_many), [`acquire_owned`](semaphore::Semaphore::acquire_owned), [`acquire_many_owned`](semaphore::Semaphore::acquire_many_owned), `acquire[_many]_timeout`, `acquire[_many]_deadline` | permits already assigned to it pass to the next waiter; its place in the queue is given up |
-//! | `pool` | [`WorkerPool::submit`](pool::WorkerPool::submit), `submit_timeout`; the same on [`BlockingPool`](pool::BlockingPool::submit) and [`CpuPool`](pool::CpuPool::submit) | while waiting for room: nothing is queued, the work is dropped unrun, the place goes to the next waiter |
+//! | `pool` | [`WorkerPool::submit`](pool::WorkerPool::submit), `submit_timeout`, `submit_with_priority`; the same on [`BlockingPool`](pool::BlockingPool::submit) and [`CpuPool`](pool::CpuPool::submit) | while waiting for room: nothing is queued, the work is dropped unrun, the place goes to the next waiter |
 //! | `pool` | [`BlockingPool::run`](pool::BlockingPool::run), [`CpuPool::run`](pool::CpuPool::run) | while waiting for room: nothing runs; once started: the call runs to its end, its result is discarded |
 //! | `pool` | awaiting a [`TaskHandle`](pool::TaskHandle) | only the result is lost; the task carries on (use `abort` to stop it) |
 //! | `pool` | [`WorkerPool::map`](pool::WorkerPool::map) and variants (a stream) | inputs not yet submitted are dropped; submitted tasks carry on detached |
