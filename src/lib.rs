@@ -83,7 +83,8 @@
 //! | `breaker` | [`CircuitBreaker::call`](breaker::CircuitBreaker::call), [`call_with`](breaker::CircuitBreaker::call_with) | the call and its permit are dropped: the outcome counts as nothing, a half-open probe slot is given back |
 //! | `breaker` | [`wait_until_ready`](breaker::CircuitBreaker::wait_until_ready) | nothing: it holds nothing |
 //! | `fanout` | [`gather_with_timeout`](fanout::gather_with_timeout), [`Gather`](fanout::Gather)'s [`GatherFuture`](fanout::GatherFuture) and [`GatherStream`](fanout::GatherStream) | every future still held is dropped (spawned ones aborted) |
-//! | `fanout` | [`hedge`](fanout::hedge) | every attempt in flight is dropped |
+//! | `fanout` | [`hedge`](fanout::hedge), [`hedge_with_attempt`](fanout::hedge_with_attempt) | every attempt in flight is dropped |
+//! | `fanout` | awaiting a [`Straggler`](fanout::Straggler) | only the outcome is lost; the task carries on (use `abort` to stop it) |
 //! | `timing` | [`Debouncer::call_wait`](timing::Debouncer::call_wait)'s [`CallWait`](timing::CallWait) (also through a [`Throttler`](timing::Throttler)) | the call is not undone; only the waiting stops |
 //! | `timing` | [`Debounced`](timing::Debounced) (a stream) | the held item is dropped with the stream |
 //! | `batch` | [`Loader::load`](batch::Loader::load), [`load_many`](batch::Loader::load_many) | only this caller's interest is given up; the batch still runs for the other callers (and fills the cache) |
