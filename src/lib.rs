@@ -12,7 +12,7 @@
 //! | module | primitive | what it answers |
 //! |---|---|---|
 //! | [`semaphore`] | [`Semaphore`](semaphore::Semaphore) | the async, fair, weighted, resizable permit counter every bounded thing here is built on |
-//! | [`pool`] | [`WorkerPool`](pool::WorkerPool), [`BlockingPool`](pool::BlockingPool), [`CpuPool`](pool::CpuPool) | "run at most N of these at once": I/O futures, blocking calls, CPU work |
+//! | [`pool`] | [`WorkerPool`](pool::WorkerPool), [`BlockingPool`](pool::BlockingPool), [`CpuPool`](pool::CpuPool) | "run at most N of these at once": I/O futures, blocking calls, CPU work; queued work by priority (strict or aged) |
 //! | [`channel`] | [`bounded`](channel::bounded), [`Sender`](channel::Sender), [`Receiver`](channel::Receiver) | "a fast producer must slow down, not eat memory": bounded MPMC with backpressure |
 //! | [`rate`] | [`RateLimiter`](rate::RateLimiter), [`KeyedRateLimiter`](rate::KeyedRateLimiter) | "at most R per period, bursts up to B": token bucket (GCRA) |
 //! | [`breaker`] | [`CircuitBreaker`](breaker::CircuitBreaker) | "stop calling a backend that is failing, probe it, recover" |
