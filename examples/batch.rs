@@ -3,13 +3,17 @@
 //!
 //! Run with `cargo run --example batch`. The "database" is a counter with
 //! 2 ms of latency per call, on Tokio's paused clock, so this finishes at once.
+//!
+//! The last part caches the authors (LRU, 10 s time to live) across three
+//! "requests": the second is served from the cache, the third, 15 s later,
+//! fetches again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use flowguard::batch::Loader;
+use flowguard::batch::{CacheEviction, Loader};
 use futures::future::join_all;
 
 /// A pretend database: counts calls, answers `author #id` after 2 ms.
@@ -79,5 +83,34 @@ async fn main() {
         m.keys_loaded,
         m.batches_dispatched,
         m.mean_batch_size()
+    );
+
+    // A cache shared across requests: LRU, entries live 10 s.
+    let db = Db::default();
+    let backend = db.clone();
+    let cached = Loader::builder(move |ids: Vec<u32>| {
+        let backend = backend.clone();
+        async move { Ok::<_, std::convert::Infallible>(backend.authors(ids).await) }
+    })
+    .name("authors")
+    .max_batch_size(20)
+    .cache(100)
+    .cache_eviction(CacheEviction::Lru)
+    .cache_ttl(Duration::from_secs(10))
+    .build()
+    .expect("valid loader config");
+    for (request, wait) in [(1, 0), (2, 1), (3, 15)] {
+        tokio::time::advance(Duration::from_secs(wait)).await;
+        let before = db.calls.load(Ordering::Relaxed);
+        join_all(posts.iter().map(|&p| cached.load(author_of(p)))).await;
+        println!(
+            "request {request} (+{wait:>2} s): {} backend calls",
+            db.calls.load(Ordering::Relaxed) - before
+        );
+    }
+    let m = cached.metrics();
+    println!(
+        "loader `{}`: {} cache hits, {} entries expired and were fetched again",
+        m.name, m.cache_hits, m.cache_expirations
     );
 }

@@ -4,13 +4,16 @@
 //! 1. 8 shards at 200 ms each: sequential (~1600 ms) vs gathered (~200 ms).
 //! 2. One shard stuck at 2 s with a 300 ms deadline: 7 results at 300 ms.
 //! 3. A backend with a slow 1 % tail, queried 10 000 times with and
-//!    without hedging at the learned p95.
+//!    without hedging at the learned p95, then hedging at the median
+//!    without and with an extra-load cap of 2 % ("The Tail at Scale").
+//! 4. The same stuck shard, gathered with `detach_stragglers`: the answer
+//!    comes at the deadline and the straggler's result is still collected.
 //!
 //! Run: `cargo run --example fanout`
 
 use std::time::Duration;
 
-use flowguard::fanout::{HedgePolicy, gather_with_timeout, hedge};
+use flowguard::fanout::{Gather, HedgePolicy, Outcome, gather_with_timeout, hedge};
 use tokio::time::{Instant, sleep};
 
 fn ms(n: u64) -> Duration {
@@ -129,6 +132,95 @@ async fn run() {
     );
 }
 
+/// 10 000 hedged calls through `policy`; returns their latencies.
+async fn hedged_calls(policy: &HedgePolicy, rng: &mut Rng) -> Vec<Duration> {
+    let mut latencies = Vec::with_capacity(10_000);
+    for _ in 0..10_000 {
+        let start = Instant::now();
+        let result = hedge(
+            || {
+                let latency = backend_latency(rng);
+                async move {
+                    sleep(latency).await;
+                    Ok::<_, std::convert::Infallible>(())
+                }
+            },
+            policy,
+        )
+        .await;
+        assert!(result.is_ok());
+        latencies.push(start.elapsed());
+    }
+    latencies
+}
+
+async fn capped() {
+    println!("   hedging at the median instead, without and with a 2 % extra-load cap:");
+    let mut uncapped_load = 0.0;
+    for cap in [None, Some(0.02)] {
+        let mut builder = HedgePolicy::builder()
+            .percentile(0.50)
+            .window(1000)
+            .min_samples(100)
+            .max_hedges(1);
+        if let Some(ratio) = cap {
+            builder = builder.max_extra_load(ratio);
+        }
+        let policy = builder.build().expect("valid policy");
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let latencies = hedged_calls(&policy, &mut rng).await;
+        let m = policy.metrics();
+        let load = m.hedges_sent as f64 / m.calls as f64 * 100.0;
+        let label = match cap {
+            None => "p50, no cap".to_owned(),
+            Some(r) => format!("p50, cap {:.0} %", r * 100.0),
+        };
+        report(&label, latencies, m.hedges_sent);
+        match cap {
+            None => uncapped_load = load,
+            Some(_) => {
+                println!(
+                    "  the cap refused {} hedges: {load:.1} % extra load instead of {uncapped_load:.1} %",
+                    m.hedges_denied
+                );
+                println!(
+                    "  (a cap spends its budget first come: at the median most of it goes to calls that\n   were about to finish, so the slow tail goes unhedged; hedge late, at p95, and keep\n   the cap as the safety net against a latency shift)"
+                );
+            }
+        }
+    }
+}
+
+async fn stragglers() {
+    println!("4. Shard 7 stuck for 2 s again; deadline 300 ms, stragglers detached");
+    let start = Instant::now();
+    let shards: Vec<_> = (0..8)
+        .map(|id| shard(id, if id == 7 { ms(2000) } else { ms(200) }))
+        .collect();
+    let mut gathered = Gather::new(shards)
+        .spawn()
+        .timeout(ms(300))
+        .detach_stragglers()
+        .build()
+        .expect("valid gather")
+        .await;
+    println!(
+        "  answered at {} ms with {} results; still running: {:?}",
+        start.elapsed().as_millis(),
+        gathered.completed_count(),
+        gathered.detached().collect::<Vec<_>>()
+    );
+    for straggler in gathered.take_stragglers() {
+        let index = straggler.index();
+        if let Outcome::Completed(late) = straggler.await {
+            println!(
+                "  shard {index} finished later anyway ({late} at {} ms), e.g. to warm a cache",
+                start.elapsed().as_millis()
+            );
+        }
+    }
+}
+
 fn main() {
     println!("(times are on Tokio's paused clock: real timers, virtual time)\n");
     tokio::runtime::Builder::new_current_thread()
@@ -136,5 +228,9 @@ fn main() {
         .start_paused(true)
         .build()
         .expect("runtime")
-        .block_on(run());
+        .block_on(async {
+            run().await;
+            capped().await;
+            stragglers().await;
+        });
 }

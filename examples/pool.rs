@@ -7,6 +7,11 @@
 //! Tokio's paused clock, so the 100 s of simulated waiting take no real time
 //! and the totals are exact.
 //!
+//! Part 1b queues one low-priority report behind a steady stream of
+//! high-priority requests and prints when it starts: never while the stream
+//! lasts with strict priorities, within a bounded number of starts with
+//! `priority_aging`.
+//!
 //! Part 2 runs CPU-heavy work next to a 10 ms heartbeat task, first inline on
 //! the async runtime, then on a `CpuPool`, and prints how late the heartbeat
 //! fired. This part uses the real clock.
@@ -62,6 +67,59 @@ async fn io_bound() {
     println!(
         "\n  Latency is ceil({REQUESTS} / limit) rounds of {IO_WAIT:?}: the wait overlaps, the work does not pile up.\n"
     );
+}
+
+/// One slot; a report at priority 0 queued behind a stream of priority-10
+/// requests of 10 ms each (each queues the next as it starts). Returns when
+/// the report started.
+async fn report_start(aging: Option<usize>, stream: usize) -> Duration {
+    let mut builder = WorkerPool::builder().max_concurrency(1);
+    if let Some(n) = aging {
+        builder = builder.priority_aging(n);
+    }
+    let pool = builder.build().expect("valid pool config");
+    let t0 = Instant::now();
+    let busy = pool
+        .submit(sleep(Duration::from_millis(10)))
+        .await
+        .expect("open");
+    let report = pool
+        .submit_with_priority(async move { t0.elapsed() }, 0)
+        .await
+        .expect("open");
+    fn request(pool: WorkerPool, left: usize) {
+        let next = pool.clone();
+        let work = async move {
+            if left > 1 {
+                request(next, left - 1);
+            }
+            sleep(Duration::from_millis(10)).await;
+        };
+        drop(pool.try_submit_with_priority(work, 10));
+    }
+    request(pool.clone(), stream);
+    busy.await.expect("ran");
+    report.await.expect("ran")
+}
+
+async fn priorities() {
+    println!(
+        "Part 1b: one low-priority report behind a stream of 100 urgent requests (simulated clock)\n"
+    );
+    let strict = report_start(None, 100).await;
+    println!(
+        "  strict priorities        : report starts at {:>5} ms (after the whole stream)",
+        strict.as_millis()
+    );
+    for n in [5, 20] {
+        let aged = report_start(Some(n), 100).await;
+        println!(
+            "  priority_aging({n:>2})       : report starts at {:>5} ms (newcomers 10 levels higher overtake it for 10 x {n} = {} starts at most)",
+            aged.as_millis(),
+            10 * n
+        );
+    }
+    println!();
 }
 
 /// About `ms` milliseconds of real CPU work.
@@ -139,6 +197,7 @@ fn main() {
         .build()
         .expect("runtime");
     paused.block_on(io_bound());
+    paused.block_on(priorities());
 
     let real = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -12,7 +12,7 @@
 //! | module | primitive | what it answers |
 //! |---|---|---|
 //! | [`semaphore`] | [`Semaphore`](semaphore::Semaphore) | the async, fair, weighted, resizable permit counter every bounded thing here is built on |
-//! | [`pool`] | [`WorkerPool`](pool::WorkerPool), [`BlockingPool`](pool::BlockingPool), [`CpuPool`](pool::CpuPool) | "run at most N of these at once": I/O futures, blocking calls, CPU work |
+//! | [`pool`] | [`WorkerPool`](pool::WorkerPool), [`BlockingPool`](pool::BlockingPool), [`CpuPool`](pool::CpuPool) | "run at most N of these at once": I/O futures, blocking calls, CPU work; queued work by priority (strict or aged) |
 //! | [`channel`] | [`bounded`](channel::bounded), [`Sender`](channel::Sender), [`Receiver`](channel::Receiver) | "a fast producer must slow down, not eat memory": bounded MPMC with backpressure |
 //! | [`rate`] | [`RateLimiter`](rate::RateLimiter), [`KeyedRateLimiter`](rate::KeyedRateLimiter) | "at most R per period, bursts up to B": token bucket (GCRA) |
 //! | [`breaker`] | [`CircuitBreaker`](breaker::CircuitBreaker) | "stop calling a backend that is failing, probe it, recover" |
@@ -69,7 +69,7 @@
 //! | module | method (future) | if the future is dropped before it completes |
 //! |---|---|---|
 //! | `semaphore` | [`acquire`](semaphore::Semaphore::acquire), [`acquire_many`](semaphore::Semaphore::acquire_many), [`acquire_owned`](semaphore::Semaphore::acquire_owned), [`acquire_many_owned`](semaphore::Semaphore::acquire_many_owned), `acquire[_many]_timeout`, `acquire[_many]_deadline` | permits already assigned to it pass to the next waiter; its place in the queue is given up |
-//! | `pool` | [`WorkerPool::submit`](pool::WorkerPool::submit), `submit_timeout`; the same on [`BlockingPool`](pool::BlockingPool::submit) and [`CpuPool`](pool::CpuPool::submit) | while waiting for room: nothing is queued, the work is dropped unrun, the place goes to the next waiter |
+//! | `pool` | [`WorkerPool::submit`](pool::WorkerPool::submit), `submit_timeout`, `submit_with_priority`; the same on [`BlockingPool`](pool::BlockingPool::submit) and [`CpuPool`](pool::CpuPool::submit) | while waiting for room: nothing is queued, the work is dropped unrun, the place goes to the next waiter |
 //! | `pool` | [`BlockingPool::run`](pool::BlockingPool::run), [`CpuPool::run`](pool::CpuPool::run) | while waiting for room: nothing runs; once started: the call runs to its end, its result is discarded |
 //! | `pool` | awaiting a [`TaskHandle`](pool::TaskHandle) | only the result is lost; the task carries on (use `abort` to stop it) |
 //! | `pool` | [`WorkerPool::map`](pool::WorkerPool::map) and variants (a stream) | inputs not yet submitted are dropped; submitted tasks carry on detached |
@@ -83,7 +83,8 @@
 //! | `breaker` | [`CircuitBreaker::call`](breaker::CircuitBreaker::call), [`call_with`](breaker::CircuitBreaker::call_with) | the call and its permit are dropped: the outcome counts as nothing, a half-open probe slot is given back |
 //! | `breaker` | [`wait_until_ready`](breaker::CircuitBreaker::wait_until_ready) | nothing: it holds nothing |
 //! | `fanout` | [`gather_with_timeout`](fanout::gather_with_timeout), [`Gather`](fanout::Gather)'s [`GatherFuture`](fanout::GatherFuture) and [`GatherStream`](fanout::GatherStream) | every future still held is dropped (spawned ones aborted) |
-//! | `fanout` | [`hedge`](fanout::hedge) | every attempt in flight is dropped |
+//! | `fanout` | [`hedge`](fanout::hedge), [`hedge_with_attempt`](fanout::hedge_with_attempt) | every attempt in flight is dropped |
+//! | `fanout` | awaiting a [`Straggler`](fanout::Straggler) | only the outcome is lost; the task carries on (use `abort` to stop it) |
 //! | `timing` | [`Debouncer::call_wait`](timing::Debouncer::call_wait)'s [`CallWait`](timing::CallWait) (also through a [`Throttler`](timing::Throttler)) | the call is not undone; only the waiting stops |
 //! | `timing` | [`Debounced`](timing::Debounced) (a stream) | the held item is dropped with the stream |
 //! | `batch` | [`Loader::load`](batch::Loader::load), [`load_many`](batch::Loader::load_many) | only this caller's interest is given up; the batch still runs for the other callers (and fills the cache) |

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flowguard::ConfigErrorKind;
-use flowguard::batch::{Load, LoadError, LoadMany, Loader, LoaderBuilder, LoaderMetrics};
+use flowguard::batch::{
+    CacheEviction, Load, LoadError, LoadErrorKind, LoadMany, Loader, LoaderBuilder, LoaderMetrics,
+};
 use futures::future::join_all;
 use tokio::time::Instant;
 
@@ -52,6 +54,11 @@ fn slow(
 
 fn new_calls() -> Calls {
     Arc::new(Mutex::new(Vec::new()))
+}
+
+/// What went wrong, if the load failed.
+fn kind<V, E>(r: &Result<V, LoadError<E>>) -> Option<&LoadErrorKind<E>> {
+    r.as_ref().err().map(LoadError::kind)
 }
 
 #[tokio::test(start_paused = true)]
@@ -307,7 +314,7 @@ async fn missing_keys_are_not_found_not_a_panic() {
         )
     });
     let out = loader.load_many([1, 2, 3]).await;
-    assert!(matches!(out[0], Err(LoadError::NotFound)));
+    assert!(matches!(kind(&out[0]), Some(LoadErrorKind::NotFound)));
     assert_eq!(*out[1].as_ref().unwrap(), 2);
     assert!(out[2].as_ref().unwrap_err().is_not_found());
 }
@@ -327,13 +334,19 @@ async fn a_failed_batch_gives_every_key_the_same_shared_error() {
     let loader =
         Loader::new(|_keys: Vec<u64>| async move { Err::<HashMap<u64, u64>, _>(Backend("down")) });
     let out = loader.load_many([1, 2]).await;
-    let (Err(LoadError::Batch(a)), Err(LoadError::Batch(b))) = (&out[0], &out[1]) else {
+    let (Some(LoadErrorKind::Batch(a)), Some(LoadErrorKind::Batch(b))) =
+        (kind(&out[0]), kind(&out[1]))
+    else {
         panic!("expected batch errors, got {out:?}");
     };
     assert!(Arc::ptr_eq(a, b));
     assert_eq!(**a, Backend("down"));
     let err = out[0].as_ref().unwrap_err();
-    assert_eq!(err.to_string(), "batch failed: backend down");
+    assert_eq!(
+        err.to_string(),
+        "loader `loader`: batch failed: backend down"
+    );
+    assert_eq!(err.kind().to_string(), "batch failed: backend down");
     assert_eq!(
         std::error::Error::source(err).unwrap().to_string(),
         "backend down"
@@ -360,7 +373,7 @@ async fn vec_answers_give_per_key_errors() {
     .unwrap();
     let out = loader.load_many([1, -1, 2]).await;
     assert_eq!(*out[0].as_ref().unwrap(), 1);
-    assert!(matches!(&out[1], Err(LoadError::Key(e)) if **e == Backend("negative")));
+    assert!(matches!(kind(&out[1]), Some(LoadErrorKind::Key(e)) if **e == Backend("negative")));
     assert_eq!(*out[2].as_ref().unwrap(), 2);
 }
 
@@ -375,8 +388,8 @@ async fn a_vec_answer_of_the_wrong_length_fails_every_key() {
     for r in &out {
         assert!(
             matches!(
-                r,
-                Err(LoadError::WrongLength {
+                kind(r),
+                Some(LoadErrorKind::WrongLength {
                     expected: 3,
                     actual: 2
                 })
@@ -385,7 +398,7 @@ async fn a_vec_answer_of_the_wrong_length_fails_every_key() {
         );
     }
     assert_eq!(
-        out[0].as_ref().unwrap_err().to_string(),
+        out[0].as_ref().unwrap_err().kind().to_string(),
         "batch answered 2 values for 3 keys"
     );
 }
@@ -444,7 +457,10 @@ async fn batch_failures_are_never_cached() {
     .cache_errors(true)
     .build()
     .unwrap();
-    assert!(matches!(loader.load(1).await, Err(LoadError::Batch(_))));
+    assert!(matches!(
+        kind(&loader.load(1).await),
+        Some(LoadErrorKind::Batch(_))
+    ));
     *fail.lock().unwrap() = false;
     assert_eq!(loader.load(1).await.unwrap(), 1);
 }
@@ -625,8 +641,8 @@ async fn a_panicking_batch_fails_its_keys_and_the_loader_goes_on() {
         Ok::<_, String>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
     });
     let out = loader.load_many([12, 13]).await;
-    assert!(matches!(out[0], Err(LoadError::Aborted)));
-    assert!(matches!(out[1], Err(LoadError::Aborted)));
+    assert!(matches!(kind(&out[0]), Some(LoadErrorKind::Aborted)));
+    assert!(matches!(kind(&out[1]), Some(LoadErrorKind::Aborted)));
     assert_eq!(loader.load(12).await.unwrap(), 12);
     let m = loader.metrics();
     assert_eq!(
@@ -641,7 +657,7 @@ fn polling_outside_a_runtime_is_an_error_not_a_panic() {
         Ok::<_, String>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
     });
     let out = futures::executor::block_on(loader.load(1));
-    assert!(matches!(out, Err(LoadError::NoRuntime)));
+    assert!(matches!(kind(&out), Some(LoadErrorKind::NoRuntime)));
     assert_eq!(loader.metrics().keys_in_flight, 0);
 }
 
@@ -652,7 +668,9 @@ async fn metrics_count_requests_hits_and_batches() {
         .cache(10)
         .build()
         .unwrap();
-    assert_eq!(loader.metrics(), LoaderMetrics::default());
+    let mut fresh = LoaderMetrics::default();
+    fresh.name = "loader".into();
+    assert_eq!(loader.metrics(), fresh);
     loader.load_many([1, 2, 2]).await;
     loader.load(1).await.unwrap();
     let m = loader.metrics();
@@ -743,4 +761,172 @@ fn public_types_are_send_sync_unpin() {
     send_sync::<LoaderMetrics>();
     send_unpin::<Load<u64, String, Backend>>();
     send_unpin::<LoadMany<u64, String, Backend>>();
+}
+
+// ---- issue 15: cache key, primed errors, LRU and TTL, the loader's name ----
+
+#[tokio::test(start_paused = true)]
+async fn a_cache_key_makes_equivalent_keys_one_key() {
+    let calls = new_calls();
+    // Keys that differ only in the hundreds digit are the same record.
+    let loader = Loader::builder(recording(&calls))
+        .cache(10)
+        .cache_key(|k: &u64| k % 100)
+        .build()
+        .unwrap();
+    let out = loader.load_many([101, 1, 201, 2]).await;
+    let values: Vec<u64> = out.into_iter().map(Result::unwrap).collect();
+    assert_eq!(values, [10, 10, 10, 20]);
+    // One fetch per cache key, and the batch sees the mapped keys.
+    assert_eq!(*calls.lock().unwrap(), [vec![1, 2]]);
+    assert_eq!(loader.metrics().deduplicated, 2);
+    // Every keyed method maps too.
+    assert_eq!(loader.try_load(&301).unwrap().unwrap(), 10);
+    assert!(!loader.prime(902, 0), "2 is cached, whatever its spelling");
+    assert!(loader.clear(&502));
+    assert!(loader.prime(2, 99));
+    assert_eq!(loader.load(702).await.unwrap(), 99);
+    assert_eq!(calls.lock().unwrap().len(), 1, "still one batch");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_primed_error_answers_without_a_fetch_until_cleared() {
+    let calls = new_calls();
+    let loader = Loader::builder(recording(&calls))
+        .name("users")
+        .cache(10)
+        .build()
+        .unwrap();
+    assert!(loader.prime_error(7, "suspended".to_owned()));
+    assert!(!loader.prime_error(7, "again".to_owned()), "present");
+    assert!(!loader.prime(7, 70), "an error counts as present too");
+    for _ in 0..2 {
+        let err = loader.load(7).await.unwrap_err();
+        assert!(matches!(err.kind(), LoadErrorKind::Key(e) if **e == "suspended"));
+        assert_eq!(err.loader(), "users");
+        assert_eq!(
+            err.to_string(),
+            "loader `users`: load failed for this key: suspended"
+        );
+    }
+    // Not only with `cache_errors`: priming is an explicit request.
+    assert!(calls.lock().unwrap().is_empty());
+    assert_eq!(loader.metrics().cache_hits, 2);
+    assert!(loader.clear(&7));
+    assert_eq!(loader.load(7).await.unwrap(), 70);
+    assert_eq!(*calls.lock().unwrap(), [vec![7]]);
+    // Without a cache there is nowhere to prime.
+    let uncached = Loader::new(recording(&calls));
+    assert!(!uncached.prime_error(1, "x".to_owned()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn lru_keeps_what_is_read_fifo_evicts_it_anyway() {
+    for (eviction, refetched) in [(CacheEviction::Fifo, 1), (CacheEviction::Lru, 2)] {
+        let calls = new_calls();
+        let loader = Loader::builder(recording(&calls))
+            .cache(2)
+            .cache_eviction(eviction)
+            .build()
+            .unwrap();
+        loader.load_many([1, 2]).await;
+        loader.load(1).await.unwrap(); // a hit
+        loader.load(3).await.unwrap(); // a full cache drops one entry
+        assert_eq!(loader.metrics().cache_evictions, 1);
+        calls.lock().unwrap().clear();
+        loader.load_many([1, 2]).await;
+        assert_eq!(
+            *calls.lock().unwrap(),
+            [vec![refetched]],
+            "{eviction:?} dropped {refetched}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn cached_answers_expire_exactly_at_their_ttl() {
+    let calls = new_calls();
+    let loader = Loader::builder(recording(&calls))
+        .cache(10)
+        .cache_ttl(Duration::from_millis(100))
+        .cache_errors(true)
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    loader.load(1).await.unwrap();
+    assert!(loader.prime(2, 22));
+    assert!(loader.prime_error(3, "gone".to_owned()));
+    tokio::time::advance(Duration::from_millis(99)).await;
+    loader.load_many([1, 2, 3]).await;
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        1,
+        "all three still cached at 99 ms"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(t0.elapsed(), Duration::from_millis(100));
+    let out = loader.load_many([1, 2, 3]).await;
+    assert_eq!(
+        out.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+        [10, 20, 30],
+        "expired: fetched again, primed values and errors included"
+    );
+    assert_eq!(*calls.lock().unwrap(), [vec![1], vec![1, 2, 3]]);
+    let m = loader.metrics();
+    assert_eq!((m.cache_expirations, m.cache_entries), (3, 3));
+    // The refetched answers live 100 ms from when they were stored.
+    tokio::time::advance(Duration::from_millis(99)).await;
+    assert!(loader.try_load(&1).is_some());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(loader.try_load(&1).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_loader_name_is_in_its_errors_metrics_and_debug() {
+    let loader = Loader::builder(|_keys: Vec<u64>| async {
+        Err::<HashMap<u64, u64>, _>("timeout".to_owned())
+    })
+    .name("authors")
+    .build()
+    .unwrap();
+    assert_eq!(loader.name(), "authors");
+    let err = loader.load(1).await.unwrap_err();
+    assert_eq!(err.loader(), "authors");
+    assert_eq!(err.to_string(), "loader `authors`: batch failed: timeout");
+    assert!(format!("{err:?}").contains("authors"), "{err:?}");
+    assert_eq!(&*loader.metrics().name, "authors");
+    assert!(format!("{loader:?}").contains("authors"));
+    // The default name.
+    let unnamed = Loader::new(recording(&new_calls()));
+    assert_eq!(
+        (unnamed.name(), &*unnamed.metrics().name),
+        ("loader", "loader")
+    );
+}
+
+#[test]
+fn new_cache_settings_are_validated() {
+    let calls = new_calls();
+    let e = Loader::builder(recording(&calls))
+        .cache_ttl(Duration::from_secs(1))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("cache_ttl", ConfigErrorKind::Conflict)
+    );
+    let e = Loader::builder(recording(&calls))
+        .cache_eviction(CacheEviction::Lru)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("cache_eviction", ConfigErrorKind::Conflict)
+    );
+    let e = Loader::builder(recording(&calls))
+        .cache(1)
+        .cache_ttl(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("cache_ttl", ConfigErrorKind::Zero));
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use flowguard::ConfigErrorKind;
 use flowguard::fanout::{
     Finish, Gather, GatherFuture, GatherStream, Gathered, HedgeFuture, HedgePolicy, Outcome,
-    Spawned, gather_with_timeout, hedge,
+    Spawned, Straggler, gather_with_timeout, hedge, hedge_with_attempt,
 };
 use futures::{Stream, StreamExt};
 use tokio::time::{Instant, sleep};
@@ -917,9 +917,492 @@ fn public_types_are_send_sync_unpin() {
     sync::<HedgePolicy>();
     send::<flowguard::fanout::HedgeError<String>>();
     sync::<flowguard::fanout::HedgeError<String>>();
-    fn hedge_future_is_send(p: &HedgePolicy) -> impl Send + Unpin + use<'_> {
+    fn hedge_future_is_send(p: &HedgePolicy) -> impl Send + Sync + Unpin + use<'_> {
         let f: HedgeFuture<_, _> = hedge(|| async { Ok::<u8, u8>(1) }, p);
-        f
+        f.final_error_if(|e| *e == 0)
     }
     let _ = hedge_future_is_send;
+    fn numbered_is_send(p: &HedgePolicy) -> impl Send + Unpin + use<'_> {
+        hedge_with_attempt(|k| async move { Ok::<usize, u8>(k) }, p)
+    }
+    let _ = numbered_is_send;
+    send::<Straggler<u8>>();
+    sync::<Straggler<u8>>();
+    unpin::<Straggler<u8>>();
+}
+
+// ---- issue 15: named stop rules, detached stragglers, Outcome equality ----
+
+#[tokio::test(start_paused = true)]
+async fn first_completed_stops_at_any_completion_err_included() {
+    let c = Counters::default();
+    let futs = [
+        result_task(&c, 30, true),
+        result_task(&c, 10, false),
+        result_task(&c, 20, true),
+    ];
+    let start = Instant::now();
+    let g = Gather::new(futs).first_completed().build().unwrap().await;
+    assert_eq!(start.elapsed(), ms(10), "at the first completion, an Err");
+    assert_eq!(g.finish(), Finish::FirstCompleted);
+    assert_eq!(
+        g.outcomes(),
+        [
+            Outcome::Cancelled,
+            Outcome::Completed(Err(10)),
+            Outcome::Cancelled
+        ]
+    );
+    assert_eq!(c.dropped(), 3, "the rest were cancelled");
+    // quorum(1) would have waited for the first Ok instead.
+    let c = Counters::default();
+    let futs = [result_task(&c, 30, true), result_task(&c, 10, false)];
+    let g = Gather::new(futs).quorum(1).build().unwrap().await;
+    assert_eq!((g.finish(), g.success_count()), (Finish::QuorumReached, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_completed_needs_no_result_output_and_counts_panics_spawned() {
+    let c = Counters::default();
+    let g = Gather::new([c.task(ms(20), "slow"), c.task(ms(5), "fast")])
+        .first_completed()
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(
+        g.outcomes(),
+        [Outcome::Cancelled, Outcome::Completed("fast")]
+    );
+
+    let boom: BoxFut<u8> = Box::pin(async {
+        sleep(ms(1)).await;
+        panic!("first")
+    });
+    let slow: BoxFut<u8> = Box::pin(async {
+        sleep(ms(50)).await;
+        1
+    });
+    let g = Gather::new([slow, boom])
+        .spawn()
+        .first_completed()
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(g.finish(), Finish::FirstCompleted);
+    assert_eq!(g.panicked().collect::<Vec<_>>(), [1]);
+    assert_eq!(g.outcomes()[1], Outcome::Panicked(Box::new("first")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_error_is_fail_fast_by_its_asyncio_name() {
+    for first_error in [true, false] {
+        let c = Counters::default();
+        let futs = [
+            result_task(&c, 10, true),
+            result_task(&c, 20, false),
+            result_task(&c, 30, true),
+        ];
+        let g = Gather::new(futs);
+        let g = if first_error {
+            g.first_error()
+        } else {
+            g.fail_fast()
+        };
+        let start = Instant::now();
+        let g = g.build().unwrap().await;
+        assert_eq!(start.elapsed(), ms(20));
+        assert_eq!(g.finish(), Finish::FailedFast);
+        assert_eq!(
+            g.into_outcomes(),
+            [
+                Outcome::Completed(Ok(10)),
+                Outcome::Completed(Err(20)),
+                Outcome::Cancelled
+            ]
+        );
+    }
+    // No error: it waits for all, as asyncio's FIRST_EXCEPTION does.
+    let c = Counters::default();
+    let futs = [result_task(&c, 10, true), result_task(&c, 20, true)];
+    let g = Gather::new(futs).first_error().build().unwrap().await;
+    assert_eq!(g.finish(), Finish::AllCompleted);
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_completed_conflicts_with_other_stop_rules() {
+    let c = Counters::default();
+    let e = Gather::new([result_task(&c, 1, true)])
+        .first_completed()
+        .quorum(1)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("first_completed", ConfigErrorKind::Conflict)
+    );
+    let e = Gather::new([result_task(&c, 1, true)])
+        .first_error()
+        .first_completed()
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("first_completed", ConfigErrorKind::Conflict)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn detached_stragglers_keep_running_and_hand_back_their_results() {
+    let c = Counters::default();
+    let futs: Vec<BoxFut<u64>> = vec![
+        Box::pin(c.task(ms(10), 10)),
+        Box::pin(c.task(ms(300), 300)),
+        Box::pin(c.task(ms(200), 200)),
+    ];
+    let start = Instant::now();
+    let mut g = Gather::new(futs)
+        .spawn()
+        .timeout(ms(100))
+        .detach_stragglers()
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(start.elapsed(), ms(100));
+    assert_eq!(g.finish(), Finish::Deadline);
+    assert_eq!(
+        g.outcomes(),
+        [Outcome::Completed(10), Outcome::Detached, Outcome::Detached]
+    );
+    assert_eq!(g.detached().collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(g.timed_out_count(), 0);
+    assert_eq!(c.dropped(), 1, "stragglers were not aborted");
+    let stragglers = g.take_stragglers();
+    assert!(g.take_stragglers().is_empty(), "taken once");
+    assert_eq!(
+        stragglers.iter().map(Straggler::index).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert!(!stragglers[0].is_finished());
+    let mut done = Vec::new();
+    for s in stragglers {
+        done.push((s.index(), s.await, start.elapsed()));
+    }
+    assert_eq!(
+        done,
+        [
+            (1, Outcome::Completed(300), ms(300)),
+            (2, Outcome::Completed(200), ms(300)), // already done by then
+        ]
+    );
+    assert_eq!((c.finished(), c.dropped()), (3, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_straggler_can_be_aborted_and_dropping_one_detaches() {
+    let c = Counters::default();
+    let futs: Vec<BoxFut<Result<u64, u64>>> = vec![
+        Box::pin(result_task(&c, 5, false)),
+        Box::pin(result_task(&c, 100, true)),
+        Box::pin(result_task(&c, 100, true)),
+        Box::pin(result_task(&c, 100, true)),
+    ];
+    // Concurrency 3: the fourth never starts, so it is not detached.
+    let mut g = Gather::new(futs)
+        .spawn()
+        .concurrency(3)
+        .first_error()
+        .detach_stragglers()
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(g.finish(), Finish::FailedFast);
+    assert_eq!(
+        g.outcomes(),
+        [
+            Outcome::Completed(Err(5)),
+            Outcome::Detached,
+            Outcome::Detached,
+            Outcome::Cancelled
+        ]
+    );
+    let mut stragglers = g.take_stragglers().into_iter();
+    let (first, second) = (stragglers.next().unwrap(), stragglers.next().unwrap());
+    first.abort();
+    assert_eq!(first.await, Outcome::Cancelled);
+    drop(second); // detached, like a JoinHandle
+    sleep(ms(200)).await;
+    assert_eq!(
+        c.finished(),
+        2,
+        "the dropped straggler's task ran to its end"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_hands_back_its_stragglers_too() {
+    let c = Counters::default();
+    let futs: Vec<BoxFut<u64>> = vec![Box::pin(c.task(ms(50), 50)), Box::pin(c.task(ms(5), 5))];
+    let mut stream = Gather::new(futs)
+        .spawn()
+        .first_completed()
+        .detach_stragglers()
+        .build()
+        .unwrap()
+        .into_stream();
+    let mut seen = Vec::new();
+    while let Some((i, o)) = stream.next().await {
+        seen.push((i, o));
+    }
+    assert_eq!(seen, [(1, Outcome::Completed(5)), (0, Outcome::Detached)]);
+    let mut stragglers = stream.take_stragglers();
+    assert_eq!(stragglers.len(), 1);
+    assert_eq!(stragglers.pop().unwrap().await, Outcome::Completed(50));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_detaching_gather_before_it_finishes_still_aborts() {
+    let c = Counters::default();
+    let futs: Vec<BoxFut<u64>> = vec![Box::pin(c.task(ms(50), 1))];
+    let mut g = Gather::new(futs)
+        .spawn()
+        .timeout(ms(10))
+        .detach_stragglers()
+        .build()
+        .unwrap();
+    assert!(futures::poll!(&mut g).is_pending());
+    tokio::task::yield_now().await; // the task starts
+    drop(g);
+    sleep(ms(100)).await;
+    assert_eq!((c.finished(), c.dropped()), (0, 1), "aborted, not detached");
+}
+
+#[test]
+fn outcomes_compare_by_value_and_panics_by_message() {
+    assert_eq!(Outcome::Completed(1), Outcome::Completed(1));
+    assert_ne!(Outcome::Completed(1), Outcome::Completed(2));
+    assert_ne!(Outcome::Completed(1), Outcome::TimedOut);
+    assert_eq!(Outcome::<u8>::Cancelled, Outcome::Cancelled);
+    assert_eq!(Outcome::<u8>::Detached, Outcome::Detached);
+    assert_ne!(Outcome::<u8>::TimedOut, Outcome::Cancelled);
+    let a = Outcome::<u8>::Panicked(Box::new("boom"));
+    assert_eq!(a, Outcome::Panicked(Box::new("boom".to_owned())));
+    assert_ne!(a, Outcome::Panicked(Box::new("bang")));
+    // Non-string payloads: equal only to themselves (reflexive, so `Eq`).
+    let b = Outcome::<u8>::Panicked(Box::new(42u32));
+    assert_eq!(b, b);
+    assert_ne!(b, Outcome::Panicked(Box::new(42u32)));
+    fn eq<T: Eq>() {}
+    eq::<Outcome<u8>>();
+}
+
+// ---- issue 15: hedging ------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn each_request_is_told_its_attempt_number() {
+    let policy = fixed(10, 3);
+    let seen = std::sync::Mutex::new(Vec::new());
+    let start = Instant::now();
+    let won = hedge_with_attempt(
+        |attempt| {
+            seen.lock().unwrap().push((attempt, start.elapsed()));
+            async move {
+                // Only the third hedge is fast.
+                sleep(ms(if attempt == 3 { 1 } else { 1000 })).await;
+                Ok::<usize, ()>(attempt)
+            }
+        },
+        &policy,
+    )
+    .await
+    .unwrap();
+    assert_eq!((won.value, won.winner, won.attempts), (3, 3, 4));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(0, ms(0)), (1, ms(10)), (2, ms(20)), (3, ms(30))]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_final_error_ends_the_call_at_once() {
+    // Primary hangs; hedge 1 (at 10 ms) fails in 5 ms with a final error.
+    let b = Backend::new(&[(1000, true), (5, false), (1, true)]);
+    let policy = fixed(10, 2);
+    let start = Instant::now();
+    let err = hedge(|| b.request(), &policy)
+        .final_error_if(|e: &String| e.starts_with("attempt 1"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        start.elapsed(),
+        ms(15),
+        "no wait for the primary or hedge 2"
+    );
+    assert!(err.is_final());
+    assert_eq!((err.attempt, err.attempts), (1, 2));
+    assert_eq!(err.error, "attempt 1 failed");
+    assert!(
+        err.other_errors.is_empty(),
+        "the primary was dropped, not failed"
+    );
+    assert_eq!(b.c.dropped(), 2);
+    assert_eq!(
+        b.sent.load(Ordering::SeqCst),
+        2,
+        "no hedge after a final error"
+    );
+    assert_eq!(policy.metrics().failures, 1);
+    assert!(err.to_string().contains("final"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_that_are_not_final_still_wait_for_the_others() {
+    let b = Backend::new(&[(50, true), (5, false)]);
+    let won = hedge(|| b.request(), &fixed(10, 1))
+        .final_error_if(|e: &String| e.contains("never"))
+        .await
+        .unwrap();
+    assert_eq!((won.winner, won.attempts), (0, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedge_on_error_sends_the_next_attempt_at_once() {
+    let policy = HedgePolicy::builder()
+        .fixed_delay(ms(100))
+        .max_hedges(2)
+        .hedge_on_error(true)
+        .build()
+        .unwrap();
+    // Primary fails at 3 ms: hedge 1 goes at 3 ms (not 100) and fails at
+    // 8 ms; hedge 2 goes at 8 ms and answers at 9 ms.
+    let b = Backend::new(&[(3, false), (5, false), (1, true)]);
+    let start = Instant::now();
+    let won = hedge(|| b.request(), &policy).await.unwrap();
+    assert_eq!(start.elapsed(), ms(9));
+    assert_eq!((won.value, won.winner, won.attempts), (2, 2, 3));
+    // Without it, the same backend fails the call at 3 ms (no hedge due).
+    let b = Backend::new(&[(3, false), (5, false), (1, true)]);
+    let err = hedge(|| b.request(), &fixed(100, 2)).await.unwrap_err();
+    assert_eq!(err.attempts(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedge_on_error_keeps_the_timed_schedule_and_max_hedges() {
+    let policy = HedgePolicy::builder()
+        .fixed_delay(ms(10))
+        .max_hedges(2)
+        .hedge_on_error(true)
+        .build()
+        .unwrap();
+    // Primary fails at 2 ms -> hedge 1 at 2 ms (slow); hedge 2 is due at
+    // 20 ms on the k × delay schedule; then max_hedges stops it.
+    let b = Backend::new(&[(2, false), (100, false), (100, false)]);
+    let start = Instant::now();
+    let err = hedge(|| b.request(), &policy).await.unwrap_err();
+    assert_eq!(
+        start.elapsed(),
+        ms(120),
+        "hedge 2 sent at 20 ms, fails at 120"
+    );
+    assert_eq!(err.attempts(), 3);
+    assert_eq!(b.sent.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempts_error_is_kept() {
+    let b = Backend::new(&[(30, false), (5, false), (1, false)]);
+    let err = hedge(|| b.request(), &fixed(10, 2)).await.unwrap_err();
+    // Hedge 1 fails at 15 ms, hedge 2 at 21 ms, the primary at 30 ms.
+    assert!(!err.is_final());
+    assert_eq!((err.attempt, err.error.as_str()), (0, "attempt 0 failed"));
+    assert_eq!(
+        err.other_errors,
+        [
+            (1, "attempt 1 failed".to_owned()),
+            (2, "attempt 2 failed".to_owned())
+        ]
+    );
+    assert_eq!(err.errors().map(|(k, _)| k).collect::<Vec<_>>(), [0, 1, 2]);
+    let all = err.into_errors();
+    assert_eq!(all[2], (2, "attempt 2 failed".to_owned()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_extra_load_budget_caps_hedges_to_a_fraction_of_calls() {
+    let policy = HedgePolicy::builder()
+        .fixed_delay(ms(10))
+        .max_hedges(3)
+        .max_extra_load(0.1)
+        .extra_load_burst(2)
+        .build()
+        .unwrap();
+    assert_eq!(policy.metrics().budget_available, Some(2));
+    let mut winners = Vec::new();
+    for _ in 0..30 {
+        // Every call is slow: each would send 3 hedges if it could.
+        let won = hedge_with_attempt(
+            |attempt| async move {
+                sleep(ms(if attempt == 0 { 35 } else { 100 })).await;
+                Ok::<_, ()>(attempt)
+            },
+            &policy,
+        )
+        .await
+        .unwrap();
+        winners.push(won.attempts);
+    }
+    // Call 1: the burst pays for 2 hedges, the 3rd is refused (and the
+    // call sends no more). Then 0.1 per call: one hedge at calls 11, 21.
+    assert_eq!(winners[0], 3);
+    assert_eq!(winners[10], 2);
+    assert_eq!(winners[20], 2);
+    assert_eq!(winners.iter().filter(|&&a| a > 1).count(), 3);
+    let m = policy.metrics();
+    assert_eq!((m.calls, m.hedges_sent), (30, 4));
+    // Every call wanted more hedges than the budget held: each ends with
+    // exactly one refusal, after which it asks for no more.
+    assert_eq!(m.hedges_denied, 30);
+    assert!(m.hedges_sent as f64 <= 2.0 + 0.1 * m.calls as f64);
+}
+
+#[test]
+fn hedge_policy_builder_checks_the_new_fields() {
+    let b = || HedgePolicy::builder().fixed_delay(ms(1));
+    for (ratio, kind) in [
+        (0.0, ConfigErrorKind::TooSmall),
+        (f64::NAN, ConfigErrorKind::TooSmall),
+        (-1.0, ConfigErrorKind::TooSmall),
+        (16.5, ConfigErrorKind::TooLarge),
+    ] {
+        let e = b().max_extra_load(ratio).build().unwrap_err();
+        assert_eq!((e.field(), e.kind()), ("max_extra_load", kind), "{ratio}");
+    }
+    let e = b().extra_load_burst(3).build().unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("extra_load_burst", ConfigErrorKind::Conflict)
+    );
+    let e = b()
+        .max_extra_load(0.05)
+        .extra_load_burst(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("extra_load_burst", ConfigErrorKind::Zero)
+    );
+    let e = b()
+        .max_extra_load(0.05)
+        .extra_load_burst(u32::MAX)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.field(), e.kind()),
+        ("extra_load_burst", ConfigErrorKind::TooLarge)
+    );
+    assert!(
+        b().max_extra_load(16.0)
+            .hedge_on_error(true)
+            .build()
+            .is_ok()
+    );
 }

@@ -1,6 +1,7 @@
 //! Loom models of the fan-out's shared state: the ready queue children are
-//! woken into (from other threads), the hedge policy's shared window, and
-//! the wake/poll counts a spawned gather settles on at its deadline.
+//! woken into (from other threads) and closed at the finish, the hedge
+//! policy's shared window and extra-load budget, and the wake/poll counts a
+//! spawned gather settles on at its deadline.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release
 //! --target-dir target/loom --test loom_fanout`
@@ -11,7 +12,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use flowguard::fanout::{Gather, HedgePolicy, Outcome, SettleModel, hedge};
+use flowguard::fanout::{
+    Finish, Gather, HedgePolicy, Outcome, SettleModel, hedge, hedge_with_attempt,
+};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
@@ -245,5 +248,65 @@ fn settle_waits_for_the_wakes_in_its_snapshot_only() {
         if let Some(wake) = due {
             assert!(settle.polled_since(0, wake));
         }
+    });
+}
+
+/// `first_completed` over two children fired from two threads: the gather
+/// stops at whichever it sees first and closes its ready queue; the other
+/// child's wake may land after that, and is dropped harmlessly.
+#[test]
+fn first_completed_closes_the_queue_under_a_late_wake() {
+    loom::model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (a, b) = (Signal::new(), Signal::new());
+        let g = Gather::new([a.wait(1, drops.clone()), b.wait(2, drops.clone())])
+            .first_completed()
+            .build()
+            .unwrap();
+        let ta = thread::spawn(move || a.fire());
+        let tb = thread::spawn(move || b.fire());
+        let out = loom::future::block_on(g);
+        ta.join().unwrap();
+        tb.join().unwrap();
+        assert_eq!(out.finish(), Finish::FirstCompleted);
+        assert_eq!(out.completed_count(), 1);
+        assert_eq!(out.cancelled_count(), 1);
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+    });
+}
+
+/// Two threads call through one policy whose extra-load budget holds one
+/// hedge: each call's primary fails and asks for a hedge at once
+/// (`hedge_on_error`, no timer involved); exactly one gets it, whatever the
+/// interleaving, and the refusal is counted.
+#[test]
+fn the_extra_load_budget_is_never_overspent() {
+    loom::model(|| {
+        let policy = HedgePolicy::builder()
+            // Cold percentile rule: no timed hedges, only hedges on error.
+            .percentile(0.5)
+            .window(4)
+            .min_samples(4)
+            .max_hedges(1)
+            .hedge_on_error(true)
+            .max_extra_load(0.000_001)
+            .extra_load_burst(1)
+            .build()
+            .unwrap();
+        let call = |p: HedgePolicy| {
+            loom::future::block_on(hedge_with_attempt(
+                |attempt| async move { if attempt == 0 { Err(()) } else { Ok(attempt) } },
+                &p,
+            ))
+            .is_ok()
+        };
+        let p2 = policy.clone();
+        let t = thread::spawn(move || call(p2));
+        let here = call(policy.clone());
+        let there = t.join().unwrap();
+        assert!(here ^ there, "exactly one call was hedged (and won)");
+        let m = policy.metrics();
+        assert_eq!((m.calls, m.hedges_sent, m.hedges_denied), (2, 1, 1));
+        assert_eq!(m.budget_available, Some(0));
     });
 }

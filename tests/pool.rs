@@ -251,9 +251,10 @@ async fn shutdown_deadline_is_exact_and_aborts_the_rest() {
     assert_eq!(report.completed, 1);
     assert_eq!(report.aborted_running, 2);
     assert_eq!(report.cancelled_queued, 2);
+    assert_eq!(report.still_running, 0, "async tasks can always be aborted");
     let results: Vec<_> = futures::future::join_all(hs).await;
     assert!(results[0].is_ok());
-    assert!(results[1..].iter().all(|r| *r == Err(TaskError::Cancelled)));
+    assert!(results[1..].iter().all(|r| *r == Err(TaskError::Shutdown)));
     let m = pool.metrics();
     assert_eq!((m.running, m.queued), (0, 0));
 }
@@ -580,7 +581,7 @@ async fn shutdown_zero_resolves_unpolled_running_tasks() {
     assert_eq!(report.cancelled_queued, 2);
     for h in handles {
         let r = tokio::time::timeout(Duration::from_secs(1), h).await;
-        assert!(matches!(r, Ok(Err(TaskError::Cancelled))), "{r:?}");
+        assert!(matches!(r, Ok(Err(TaskError::Shutdown))), "{r:?}");
     }
     let m = pool.metrics();
     assert_eq!((m.cancelled, m.running, m.queued), (4, 0, 0));
@@ -600,6 +601,420 @@ async fn map_keeps_input_order_when_the_pool_closes() {
     let rest: Vec<_> = results.collect().await;
     assert!(matches!(
         rest.as_slice(),
-        [Ok(1), Err(TaskError::Cancelled), Err(TaskError::Cancelled)]
+        [Ok(1), Err(TaskError::Closed), Err(TaskError::Closed)]
     ));
+}
+
+// ---- issue 15: priorities, clear_queue, timeouts, told-apart errors --------
+
+/// A pool of one slot kept busy for `busy_ms`, so what is submitted next queues.
+async fn busy_pool(builder: flowguard::pool::WorkerPoolBuilder, busy_ms: u64) -> WorkerPool {
+    let pool = builder.max_concurrency(1).build().unwrap();
+    let _busy = pool
+        .submit(sleep(Duration::from_millis(busy_ms)))
+        .await
+        .unwrap();
+    pool
+}
+
+type Log = Arc<std::sync::Mutex<Vec<(&'static str, u64)>>>;
+
+/// A task that logs its name and start time (ms since `t0`), then runs `ms`.
+fn logged(log: &Log, t0: Instant, name: &'static str, ms: u64) -> impl Future<Output = ()> + use<> {
+    let log = log.clone();
+    async move {
+        let at = Instant::now().duration_since(t0).as_millis() as u64;
+        log.lock().unwrap().push((name, at));
+        sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_work_starts_by_priority_then_in_submission_order() {
+    let t0 = Instant::now();
+    let pool = busy_pool(WorkerPool::builder(), 10).await;
+    let log = Log::default();
+    let mut hs = Vec::new();
+    for (name, priority) in [
+        ("report", 0),
+        ("checkout", 10),
+        ("thumbnail", -5),
+        ("login", 10),
+        ("export", 0),
+    ] {
+        let work = logged(&log, t0, name, 10);
+        hs.push(pool.submit_with_priority(work, priority).await.unwrap());
+    }
+    // try_submit_with_priority queues the same way.
+    let work = logged(&log, t0, "alert", 10);
+    hs.push(pool.try_submit_with_priority(work, 99).unwrap());
+    // Plain submit is DEFAULT_PRIORITY (0): behind "export".
+    hs.push(pool.submit(logged(&log, t0, "plain", 10)).await.unwrap());
+    assert_eq!(pool.metrics().queued, 7);
+    for h in hs {
+        h.await.unwrap();
+    }
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            ("alert", 10),
+            ("checkout", 20),
+            ("login", 30),
+            ("report", 40),
+            ("export", 50),
+            ("plain", 60),
+            ("thumbnail", 70),
+        ]
+    );
+}
+
+/// A steady stream of priority-1 work: each task, when it starts, queues
+/// the next. Returns when the priority-0 task that was queued first started.
+async fn low_priority_start_under_a_stream(aging: Option<usize>) -> u64 {
+    let t0 = Instant::now();
+    let mut b = WorkerPool::builder().queue_capacity(4);
+    if let Some(n) = aging {
+        b = b.priority_aging(n);
+    }
+    let pool = busy_pool(b, 10).await;
+    let log = Log::default();
+    let low = pool
+        .submit_with_priority(logged(&log, t0, "low", 10), 0)
+        .await
+        .unwrap();
+    fn chain(
+        pool: WorkerPool,
+        log: Log,
+        t0: Instant,
+        left: u32,
+    ) -> flowguard::pool::TaskHandle<()> {
+        let next = pool.clone();
+        let work = async move {
+            if left > 1 {
+                drop(chain(next, log.clone(), t0, left - 1));
+            }
+            logged(&log, t0, "high", 10).await;
+        };
+        pool.try_submit_with_priority(work, 1).unwrap()
+    }
+    drop(chain(pool.clone(), log.clone(), t0, 20));
+    low.await.unwrap();
+    let at = log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(n, _)| *n == "low")
+        .unwrap()
+        .1;
+    pool.shutdown_timeout(Duration::from_secs(10)).await;
+    at
+}
+
+#[tokio::test(start_paused = true)]
+async fn strict_priorities_starve_and_aging_bounds_the_wait() {
+    // Strict: the low task waits for the whole stream of 20 (10 ms each).
+    assert_eq!(low_priority_start_under_a_stream(None).await, 10 + 20 * 10);
+    // Aging every 3 starts: a priority-1 task queued 3 starts after the low
+    // one no longer overtakes it, so it starts 4th: after 3 highs.
+    assert_eq!(
+        low_priority_start_under_a_stream(Some(3)).await,
+        10 + 3 * 10
+    );
+    // Aging every start: 1 start.
+    assert_eq!(low_priority_start_under_a_stream(Some(1)).await, 10 + 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_and_cpu_pools_share_the_priority_queue() {
+    let blocking = BlockingPool::builder().max_concurrency(1).build().unwrap();
+    let cpu = CpuPool::builder().threads(1).build().unwrap();
+    for pool in 0..2 {
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let mut work: Vec<(Box<dyn FnOnce() + Send>, i32)> =
+            vec![(Box::new(move || rx.recv().unwrap()), 0)];
+        for (i, p) in [(1, -1), (2, 5), (3, 0), (4, 5)] {
+            let order = order.clone();
+            work.push((Box::new(move || order.lock().unwrap().push(i)), p));
+        }
+        let mut hs = Vec::new();
+        for (f, p) in work {
+            hs.push(if pool == 0 {
+                blocking.submit_with_priority(f, p).await.unwrap()
+            } else {
+                cpu.submit_with_priority(f, p).await.unwrap()
+            });
+        }
+        tx.send(()).unwrap();
+        for h in hs {
+            h.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), [2, 4, 3, 1], "pool {pool}");
+    }
+    cpu.shutdown_timeout(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn clear_queue_drops_queued_work_frees_room_and_keeps_running_work() {
+    let pool = pool(1, 2);
+    let running = pool
+        .submit(async {
+            sleep(Duration::from_millis(100)).await;
+            "ran"
+        })
+        .await
+        .unwrap();
+    let b = pool.submit(async { "b" }).await.unwrap();
+    let c = pool.submit(async { "c" }).await.unwrap();
+    // A submitter waiting for queue room.
+    let p2 = pool.clone();
+    let waiting = tokio::spawn(async move { p2.submit(async { "d" }).await.unwrap().await });
+    tokio::task::yield_now().await;
+    assert_eq!(pool.metrics().queued, 2);
+
+    assert_eq!(pool.clear_queue(), 2);
+    assert_eq!(b.await, Err(TaskError::Cleared));
+    assert_eq!(c.await, Err(TaskError::Cleared));
+    assert!(!pool.is_closed(), "clearing is not closing");
+    tokio::task::yield_now().await;
+    assert_eq!(
+        pool.metrics().queued,
+        1,
+        "the waiting submitter got the room"
+    );
+    assert_eq!(running.await, Ok("ran"));
+    assert_eq!(waiting.await.unwrap(), Ok("d"));
+    let m = pool.metrics();
+    assert_eq!((m.cancelled, m.completed), (2, 2));
+    assert_eq!(pool.clear_queue(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_clear_shutdown_and_a_second_poll_are_told_apart() {
+    let pool = pool(1, 3);
+    let running = pool.submit(sleep(Duration::from_secs(60))).await.unwrap();
+    let aborted = pool.submit(async {}).await.unwrap();
+    aborted.abort();
+    assert_eq!(aborted.await, Err(TaskError::Cancelled));
+    let cleared = pool.submit(async {}).await.unwrap();
+    pool.clear_queue();
+    assert_eq!(cleared.await, Err(TaskError::Cleared));
+    let dropped = pool.submit(async {}).await.unwrap();
+    let report = pool.shutdown_timeout(Duration::from_millis(5)).await;
+    assert_eq!((report.cancelled_queued, report.aborted_running), (1, 1));
+    assert_eq!(dropped.await, Err(TaskError::Shutdown));
+    assert_eq!(running.await, Err(TaskError::Shutdown));
+    for e in [
+        TaskError::Cancelled,
+        TaskError::Cleared,
+        TaskError::Shutdown,
+    ] {
+        assert!(e.is_cancelled(), "{e}");
+    }
+    assert!(!TaskError::PolledAfterCompletion.is_cancelled());
+    assert_eq!(pool.metrics().cancelled, 4);
+
+    let pool = self::pool(1, 0);
+    let mut h = pool.submit(async { 7 }).await.unwrap();
+    assert_eq!((&mut h).await, Ok(7));
+    assert!(h.is_finished());
+    assert_eq!((&mut h).await, Err(TaskError::PolledAfterCompletion));
+    let m = pool.metrics();
+    assert_eq!(
+        (m.completed, m.cancelled, m.failed),
+        (1, 0, 0),
+        "not an outcome"
+    );
+}
+
+#[test]
+fn a_task_dropped_by_its_runtime_shutting_down_resolves_shutdown() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let pool = rt.block_on(async { pool(1, 1) });
+    let (running, queued) = rt.block_on(async {
+        let r = pool.submit(std::future::pending::<()>()).await.unwrap();
+        let q = pool.submit(async {}).await.unwrap();
+        tokio::task::yield_now().await;
+        (r, q)
+    });
+    drop(rt);
+    assert_eq!(
+        futures::executor::block_on(running),
+        Err(TaskError::Shutdown)
+    );
+    // The freed slot went to the queued task, which the dead runtime could
+    // not run: it too was stopped by the shutdown.
+    assert_eq!(
+        futures::executor::block_on(queued),
+        Err(TaskError::Shutdown)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cpu_pool_timeout_resolves_the_handle_while_the_closure_runs_on() {
+    let pool = CpuPool::builder()
+        .threads(1)
+        .queue_capacity(1)
+        .timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done) = std::sync::mpsc::channel::<&'static str>();
+    let start = Instant::now();
+    let stuck = pool
+        .submit(move || {
+            gate.recv().unwrap();
+            done_tx.send("ran to the end").unwrap();
+            1
+        })
+        .await
+        .unwrap();
+    assert_eq!(stuck.await, Err(TaskError::TimedOut));
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(50),
+        "exactly the timeout"
+    );
+    let m = pool.metrics();
+    assert_eq!((m.running, m.timed_out, m.failed), (1, 1, 1));
+    // The thread is still busy: the next closure queues.
+    let next = pool.try_submit(|| 2).unwrap();
+    assert_eq!(pool.metrics().queued, 1);
+    release.send(()).unwrap();
+    // A wait for an event on a real thread, not a sleep.
+    assert_eq!(
+        done.recv_timeout(Duration::from_secs(30)),
+        Ok("ran to the end")
+    );
+    drop(next);
+    assert_eq!(pool.metrics().timed_out, 1, "counted once, as timed out");
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocking_pool_timeout_is_exact_on_the_paused_clock() {
+    let pool = BlockingPool::builder()
+        .max_concurrency(1)
+        .timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let start = Instant::now();
+    let mut stuck = pool.submit(move || gate.recv().unwrap()).await.unwrap();
+    // Tokio pauses auto-advance while a blocking call runs: move time by hand.
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::advance(Duration::from_millis(49)).await;
+    assert!(
+        futures::poll!(&mut stuck).is_pending(),
+        "not before the timeout"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(stuck.await, Err(TaskError::TimedOut));
+    assert_eq!(start.elapsed(), Duration::from_millis(50));
+    assert_eq!(pool.metrics().running, 1, "the call keeps its slot");
+    release.send(()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_counts_uninterruptible_calls_as_still_running() {
+    let blocking = BlockingPool::builder().max_concurrency(1).build().unwrap();
+    let cpu = CpuPool::builder().threads(1).build().unwrap();
+    for pool in 0..2 {
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let stuck = move || {
+            started_tx.send(()).unwrap();
+            gate.recv().unwrap();
+            "finished detached"
+        };
+        let (running, queued, report) = if pool == 0 {
+            let r = blocking.submit(stuck).await.unwrap();
+            let q = blocking.submit(|| "never").await.unwrap();
+            started.recv().unwrap();
+            (r, q, blocking.shutdown_timeout(Duration::ZERO).await)
+        } else {
+            let r = cpu.submit(stuck).await.unwrap();
+            let q = cpu.submit(|| "never").await.unwrap();
+            started.recv().unwrap();
+            (r, q, cpu.shutdown_timeout(Duration::ZERO).await)
+        };
+        assert!(!report.drained);
+        assert_eq!(
+            (
+                report.still_running,
+                report.aborted_running,
+                report.cancelled_queued
+            ),
+            (1, 0, 1),
+            "pool {pool}"
+        );
+        assert_eq!(queued.await, Err(TaskError::Shutdown));
+        release.send(()).unwrap();
+        assert_eq!(running.await, Ok("finished detached"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_pool_counts_its_live_threads() {
+    let pool = CpuPool::builder().threads(3).build().unwrap();
+    assert_eq!(pool.live_threads(), 3);
+    assert_eq!(pool.run(|| 1).await, Ok(1));
+    assert_eq!(pool.live_threads(), 3, "threads stay up between calls");
+    assert!(pool.shutdown_timeout(Duration::from_secs(5)).await.drained);
+    assert_eq!(pool.live_threads(), 0, "joined");
+}
+
+#[tokio::test]
+async fn new_builder_fields_are_validated() {
+    let e = WorkerPool::builder().priority_aging(0).build().unwrap_err();
+    assert_eq!(
+        (e.component(), e.field(), e.kind()),
+        ("worker_pool", "priority_aging", ConfigErrorKind::Zero)
+    );
+    let e = BlockingPool::builder()
+        .priority_aging(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        (e.component(), e.field()),
+        ("blocking_pool", "priority_aging")
+    );
+    let e = CpuPool::builder()
+        .threads(1)
+        .priority_aging(0)
+        .build()
+        .unwrap_err();
+    assert_eq!((e.component(), e.field()), ("cpu_pool", "priority_aging"));
+    let e = CpuPool::builder()
+        .threads(1)
+        .timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("timeout", ConfigErrorKind::Zero));
+}
+
+#[test]
+fn a_cpu_pool_timeout_needs_a_runtime_for_its_timers() {
+    let e = CpuPool::builder()
+        .threads(1)
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("runtime", ConfigErrorKind::Missing));
+    // Without a timeout, no runtime is needed; with one given, it builds.
+    assert!(CpuPool::builder().threads(1).build().is_ok());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let pool = CpuPool::builder()
+        .threads(1)
+        .timeout(Duration::from_secs(1))
+        .runtime(rt.handle().clone())
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(pool.run(|| 3)), Ok(3));
 }

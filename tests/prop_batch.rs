@@ -20,7 +20,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn schedule() -> impl Strategy<Value = Vec<Op>> {
-    (0u8..4, any::<bool>(), prop::collection::vec(op(), 0..60)).prop_map(|(n, cache, ops)| {
+    (0u8..16, any::<bool>(), prop::collection::vec(op(), 0..60)).prop_map(|(n, cache, ops)| {
         std::iter::once(Op::Configure(n, cache))
             .chain(ops)
             .collect()
@@ -74,5 +74,47 @@ fn clear_then_prime_while_loading_is_not_overwritten_by_the_fetch() {
         Advance(15),
         Load(1),
         Load(2),
+    ]);
+}
+
+#[test]
+fn lru_keeps_a_hot_key_fifo_refetches_it() {
+    use Op::*;
+    // Cache of 4: key 0 read again before 4 more keys arrive.
+    for configure in [Configure(3, true), Configure(3 | 4, true)] {
+        model::check(&[
+            configure,
+            Load(0),
+            Advance(10),
+            Load(1),
+            Load(2),
+            Load(3),
+            Advance(10),
+            Load(0),
+            Load(5),
+            Advance(10),
+            Load(0),
+            Advance(10),
+        ]);
+    }
+}
+
+#[test]
+fn ttl_expires_values_primes_and_refetches() {
+    use Op::*;
+    model::check(&[
+        Configure(3 | 8, true),
+        Load(1),
+        Prime(2),
+        Advance(10),
+        Load(1),
+        Load(2),
+        Advance(14),
+        Load(1),
+        Advance(1),
+        Load(1),
+        Load(2),
+        Advance(20),
+        Prime(2),
     ]);
 }

@@ -17,6 +17,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u16..100).prop_map(Op::HedgeDelay),
         1 => (0u8..5).prop_map(Op::MaxHedges),
         2 => (0u16..100).prop_map(Op::Sample),
+        1 => Just(Op::FirstCompleted),
+        1 => Just(Op::Detach),
+        1 => Just(Op::HedgeOnError),
+        1 => any::<u8>().prop_map(Op::FinalErrors),
     ]
 }
 
@@ -39,6 +43,10 @@ proptest! {
                 1 => (0u8..5).prop_map(Op::Quorum),
                 1 => Just(Op::FailFast),
                 1 => (0u16..4).prop_map(Op::HedgeDelay),
+                1 => Just(Op::FirstCompleted),
+                1 => Just(Op::Detach),
+                1 => Just(Op::HedgeOnError),
+                1 => any::<u8>().prop_map(Op::FinalErrors),
             ],
             0..16,
         )

@@ -19,8 +19,11 @@
 //! [`Collector::clear`] takes that right away from a key whose batch has not
 //! started (the key stays in the batch), and a later request gives it back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Identifies one batch for the lifetime of a loader (never reused).
 pub(crate) type BatchId = u64;
@@ -228,48 +231,163 @@ impl<K: Eq + Hash + Clone, B: Clone> Collector<K, B> {
     }
 }
 
-/// A bounded map that evicts the oldest inserted entry when full (FIFO).
+/// Which cached answer a full loader cache drops to make room.
 ///
-/// FIFO rather than LRU keeps a hit to one hash lookup with no bookkeeping;
-/// DataLoader caches are per-request memoisation, where recency matters less
-/// than a hard bound.
-#[derive(Debug)]
+/// # Examples
+///
+/// ```
+/// use std::collections::HashMap;
+/// use flowguard::batch::{CacheEviction, Loader};
+///
+/// let loader = Loader::builder(|keys: Vec<u32>| async move {
+///     Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+/// })
+/// .cache(1000)
+/// .cache_eviction(CacheEviction::Lru)
+/// .build()
+/// .unwrap();
+/// # let _ = loader;
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CacheEviction {
+    /// The entry stored first (the default): a hit is one hash lookup with
+    /// no bookkeeping, and a key read often still ages out, so a value
+    /// cannot stay forever by being popular.
+    #[default]
+    Fifo,
+    /// The entry used least recently: a hit also moves the entry to the
+    /// back (amortised O(1)), so hot keys stay cached.
+    Lru,
+}
+
+struct Entry<V> {
+    value: V,
+    /// Matches the entry's latest place in `order`.
+    seq: u64,
+    /// When it was stored, for the TTL (`None` without one).
+    stored: Option<Instant>,
+}
+
+/// A bounded map with FIFO or LRU eviction and an optional time to live.
+///
+/// Both orders are one queue of `(key, seq)` with lazy deletion: an entry's
+/// current `seq` marks its live place; older places of the same key (a
+/// replaced value, or an LRU hit that moved it) are skipped when they reach
+/// the front and compacted away once they outnumber the live ones, so the
+/// queue stays under `2 × max_entries + 1`.
+///
+/// Time is an argument, never read here: `now` is `Some` whenever a TTL is
+/// set (the shell reads the clock only then). An entry stored at `t` is
+/// absent from `t + ttl` on (dropped when next touched, or when it reaches
+/// the front of the queue).
 pub(crate) struct Cache<K, V> {
     max_entries: usize,
+    eviction: CacheEviction,
+    ttl: Option<Duration>,
     seq: u64,
-    map: HashMap<K, (V, u64)>,
-    /// Insertion order; entries whose seq no longer matches the map are stale.
-    order: std::collections::VecDeque<(K, u64)>,
+    map: HashMap<K, Entry<V>>,
+    order: VecDeque<(K, u64)>,
     evictions: u64,
+    expirations: u64,
+}
+
+impl<K, V> std::fmt::Debug for Cache<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("max_entries", &self.max_entries)
+            .field("eviction", &self.eviction)
+            .field("ttl", &self.ttl)
+            .field("len", &self.map.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<K: Eq + Hash + Clone, V> Cache<K, V> {
     /// An empty cache holding at most `max_entries` (at least one).
-    pub(crate) fn new(max_entries: usize) -> Self {
+    pub(crate) fn new(max_entries: usize, eviction: CacheEviction, ttl: Option<Duration>) -> Self {
         Self {
             max_entries: max_entries.max(1),
+            eviction,
+            ttl,
             seq: 0,
             map: HashMap::new(),
-            order: std::collections::VecDeque::new(),
+            order: VecDeque::new(),
             evictions: 0,
+            expirations: 0,
         }
     }
 
-    /// The cached value for `key`.
-    pub(crate) fn get(&self, key: &K) -> Option<&V> {
-        self.map.get(key).map(|(v, _)| v)
+    fn expired(&self, entry: &Entry<V>, now: Option<Instant>) -> bool {
+        match (self.ttl, entry.stored, now) {
+            (Some(ttl), Some(stored), Some(now)) => {
+                stored.checked_add(ttl).is_some_and(|end| now >= end)
+            }
+            _ => false,
+        }
     }
 
-    /// Inserts or replaces `key`, evicting the oldest entries past the bound.
-    pub(crate) fn insert(&mut self, key: K, value: V) {
+    /// The cached value for `key`, unless it expired (then it is dropped).
+    /// Under LRU, a hit makes the entry the most recently used.
+    pub(crate) fn get(&mut self, key: &K, now: Option<Instant>) -> Option<&V> {
+        let entry = self.map.get(key)?;
+        if self.expired(entry, now) {
+            self.map.remove(key);
+            self.expirations += 1;
+            return None;
+        }
+        if self.eviction == CacheEviction::Lru {
+            self.seq += 1;
+            let seq = self.seq;
+            self.order.push_back((key.clone(), seq));
+            if let Some(entry) = self.map.get_mut(key) {
+                entry.seq = seq;
+            }
+            self.compact();
+        }
+        self.map.get(key).map(|e| &e.value)
+    }
+
+    /// Whether `key` holds a live (unexpired) entry; changes no order.
+    pub(crate) fn contains(&mut self, key: &K, now: Option<Instant>) -> bool {
+        match self.map.get(key) {
+            Some(entry) if self.expired(entry, now) => {
+                self.map.remove(key);
+                self.expirations += 1;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Inserts or replaces `key` (as the newest entry), dropping expired
+    /// entries at the front, then evicting past the bound.
+    pub(crate) fn insert(&mut self, key: K, value: V, now: Option<Instant>) {
         self.seq += 1;
         let seq = self.seq;
-        self.map.insert(key.clone(), (value, seq));
+        let stored = self.ttl.and(now);
+        self.map.insert(key.clone(), Entry { value, seq, stored });
         self.order.push_back((key, seq));
+        // Expired entries first: they are gone anyway.
+        while let Some((k, s)) = self.order.front() {
+            match self.map.get(k) {
+                Some(e) if e.seq == *s && self.expired(e, now) => {
+                    let (k, _) = self.order.pop_front().expect("front exists");
+                    self.map.remove(&k);
+                    self.expirations += 1;
+                }
+                Some(e) if e.seq == *s => break,
+                // A stale place: skip it.
+                _ => {
+                    self.order.pop_front();
+                }
+            }
+        }
         while self.map.len() > self.max_entries {
             match self.order.pop_front() {
                 Some((k, s)) => {
-                    if self.map.get(&k).is_some_and(|(_, cur)| *cur == s) {
+                    if self.map.get(&k).is_some_and(|e| e.seq == s) {
                         self.map.remove(&k);
                         self.evictions += 1;
                     }
@@ -277,16 +395,19 @@ impl<K: Eq + Hash + Clone, V> Cache<K, V> {
                 None => break,
             }
         }
-        // Stale order entries (from replaced or cleared keys) are bounded by
-        // compacting once they outnumber the live ones.
+        self.compact();
+    }
+
+    /// Drops stale places once they outnumber the live ones.
+    fn compact(&mut self) {
         if self.order.len() > 2 * self.max_entries {
             let map = &self.map;
             self.order
-                .retain(|(k, s)| map.get(k).is_some_and(|(_, cur)| cur == s));
+                .retain(|(k, s)| map.get(k).is_some_and(|e| e.seq == *s));
         }
     }
 
-    /// Removes `key`; returns whether it was cached.
+    /// Removes `key`; returns whether it was cached (expired or not).
     pub(crate) fn remove(&mut self, key: &K) -> bool {
         self.map.remove(key).is_some()
     }
@@ -297,7 +418,7 @@ impl<K: Eq + Hash + Clone, V> Cache<K, V> {
         self.order.clear();
     }
 
-    /// Entries held.
+    /// Entries held (expired ones not yet dropped included).
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
@@ -305,6 +426,11 @@ impl<K: Eq + Hash + Clone, V> Cache<K, V> {
     /// Entries evicted to keep the bound.
     pub(crate) fn evictions(&self) -> u64 {
         self.evictions
+    }
+
+    /// Entries dropped because their time to live ran out.
+    pub(crate) fn expirations(&self) -> u64 {
+        self.expirations
     }
 }
 
@@ -406,23 +532,99 @@ mod tests {
         assert!(c.complete(1, &[4]).is_empty());
     }
 
+    fn fifo(n: usize) -> Cache<u32, &'static str> {
+        Cache::new(n, CacheEviction::Fifo, None)
+    }
+
     #[test]
     fn cache_evicts_oldest_and_stays_bounded() {
-        let mut cache = Cache::new(2);
-        cache.insert(1, "a");
-        cache.insert(2, "b");
-        cache.insert(3, "c");
-        assert_eq!(cache.get(&1), None);
-        assert_eq!(cache.get(&3), Some(&"c"));
+        let mut cache = fifo(2);
+        cache.insert(1, "a", None);
+        cache.insert(2, "b", None);
+        cache.insert(3, "c", None);
+        assert_eq!(cache.get(&1, None), None);
+        assert_eq!(cache.get(&3, None), Some(&"c"));
         assert_eq!(cache.evictions(), 1);
         for i in 0..100 {
-            cache.insert(2, "x");
+            cache.insert(2, "x", None);
             cache.remove(&(i + 100));
         }
-        assert!(cache.order.len() <= 4);
+        assert!(cache.order.len() <= 5);
         assert_eq!(cache.len(), 2);
         assert!(cache.remove(&2));
         cache.clear();
         assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn fifo_ignores_hits_lru_keeps_the_recently_used() {
+        for (eviction, survivor) in [(CacheEviction::Fifo, 2), (CacheEviction::Lru, 1)] {
+            let mut cache = Cache::new(2, eviction, None);
+            cache.insert(1, "a", None);
+            cache.insert(2, "b", None);
+            assert_eq!(cache.get(&1, None), Some(&"a")); // 1 is now the most recent (LRU)
+            cache.insert(3, "c", None);
+            assert!(cache.contains(&survivor, None), "{eviction:?}");
+            assert!(cache.contains(&3, None));
+            assert_eq!(cache.len(), 2);
+            assert_eq!(cache.evictions(), 1);
+        }
+    }
+
+    #[test]
+    fn lru_order_stays_bounded_under_many_hits() {
+        let mut cache = Cache::new(3, CacheEviction::Lru, None);
+        for k in 0..3 {
+            cache.insert(k, "v", None);
+        }
+        for i in 0..1000 {
+            assert!(cache.get(&(i % 3), None).is_some());
+            assert!(cache.order.len() <= 2 * 3 + 1, "{}", cache.order.len());
+        }
+        // Least recently used now: 1 (999 % 3 = 0 was last, then 2 before it).
+        cache.insert(9, "new", None);
+        assert!(!cache.contains(&1, None));
+        assert_eq!(cache.len(), 3);
+    }
+
+    #[test]
+    fn entries_expire_at_exactly_their_ttl() {
+        let t0 = Instant::now();
+        let at = |ms| Some(t0 + Duration::from_millis(ms));
+        let mut cache = Cache::new(10, CacheEviction::Lru, Some(Duration::from_millis(100)));
+        cache.insert(1, "a", at(0));
+        cache.insert(2, "b", at(50));
+        assert_eq!(cache.get(&1, at(99)), Some(&"a"));
+        // A hit does not extend the life (the TTL counts from the store).
+        assert_eq!(cache.get(&1, at(100)), None);
+        assert_eq!(cache.expirations(), 1);
+        assert!(cache.contains(&2, at(149)));
+        assert!(!cache.contains(&2, at(150)));
+        assert_eq!((cache.expirations(), cache.len()), (2, 0));
+        // Replacing a value restarts its life.
+        cache.insert(3, "c", at(200));
+        cache.insert(3, "c2", at(290));
+        assert_eq!(cache.get(&3, at(350)), Some(&"c2"));
+    }
+
+    #[test]
+    fn inserting_drops_expired_entries_at_the_front() {
+        let t0 = Instant::now();
+        let at = |ms| Some(t0 + Duration::from_millis(ms));
+        let mut cache = Cache::new(10, CacheEviction::Fifo, Some(Duration::from_millis(10)));
+        for k in 0..5 {
+            cache.insert(k, "old", at(0));
+        }
+        cache.insert(9, "new", at(10));
+        assert_eq!(cache.len(), 1, "the five expired ones were dropped");
+        assert_eq!((cache.expirations(), cache.evictions()), (5, 0));
+    }
+
+    #[test]
+    fn without_a_ttl_time_is_ignored() {
+        let mut cache = fifo(2);
+        cache.insert(1, "a", Some(Instant::now()));
+        let later = Instant::now() + Duration::from_secs(86_400);
+        assert_eq!(cache.get(&1, Some(later)), Some(&"a"));
     }
 }

@@ -21,8 +21,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use super::core::{Admission, BatchId, Cache, Collector};
-use super::error::LoadError;
+use super::core::{Admission, BatchId, Cache, CacheEviction, Collector};
+use super::error::{LoadError, LoadErrorKind};
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex, StdArc};
 use crate::{ConfigError, ConfigErrorKind};
@@ -43,18 +43,18 @@ pub(crate) enum Answer<K, V, E> {
     /// A per-key answer (from a `Vec<Result<V, E>>`).
     PerKey(HashMap<K, Result<V, StdArc<E>>>),
     /// The whole batch failed.
-    Failed(LoadError<E>),
+    Failed(LoadErrorKind<E>),
 }
 
 impl<K: Eq + Hash, V: Clone, E> Answer<K, V, E> {
     #[inline]
-    fn get(&self, key: &K) -> Result<V, LoadError<E>> {
+    fn get(&self, key: &K) -> Result<V, LoadErrorKind<E>> {
         match self {
-            Answer::Map(map) => map.get(key).cloned().ok_or(LoadError::NotFound),
+            Answer::Map(map) => map.get(key).cloned().ok_or(LoadErrorKind::NotFound),
             Answer::PerKey(map) => match map.get(key) {
                 Some(Ok(v)) => Ok(v.clone()),
-                Some(Err(e)) => Err(LoadError::Key(StdArc::clone(e))),
-                None => Err(LoadError::NotFound),
+                Some(Err(e)) => Err(LoadErrorKind::Key(StdArc::clone(e))),
+                None => Err(LoadErrorKind::NotFound),
             },
             Answer::Failed(e) => Err(e.clone()),
         }
@@ -63,10 +63,12 @@ impl<K: Eq + Hash, V: Clone, E> Answer<K, V, E> {
     /// What the cache may keep for `key`: values always; `NotFound` and
     /// per-key errors only when asked; whole-batch failures never
     /// (DataLoader's rule: a failed dispatch is retried by the next load).
-    fn cacheable(&self, key: &K, cache_errors: bool) -> Option<Result<V, LoadError<E>>> {
+    fn cacheable(&self, key: &K, cache_errors: bool) -> Option<Result<V, LoadErrorKind<E>>> {
         match self.get(key) {
             Ok(v) => Some(Ok(v)),
-            Err(e @ (LoadError::NotFound | LoadError::Key(_))) if cache_errors => Some(Err(e)),
+            Err(e @ (LoadErrorKind::NotFound | LoadErrorKind::Key(_))) if cache_errors => {
+                Some(Err(e))
+            }
             Err(_) => None,
         }
     }
@@ -129,16 +131,22 @@ impl<K, V, E> Cell<K, V, E> {
 }
 
 struct Config {
+    name: StdArc<str>,
     max_batch_size: usize,
     delay: Option<Duration>,
     max_concurrent_batches: Option<usize>,
     cache_max_entries: Option<usize>,
     cache_errors: bool,
+    cache_eviction: CacheEviction,
+    cache_ttl: Option<Duration>,
 }
+
+/// Maps each key to the key it is cached and fetched under.
+type CacheKeyFn<K> = Box<dyn Fn(&K) -> K + Send + Sync>;
 
 struct Inner<K, V, E> {
     collector: Collector<K, Arc<Cell<K, V, E>>>,
-    cache: Option<Cache<K, Result<V, LoadError<E>>>>,
+    cache: Option<Cache<K, Result<V, LoadErrorKind<E>>>>,
     /// Per-key counters, kept under the lock every key takes anyway (one
     /// atomic read-modify-write less per key).
     keys_requested: u64,
@@ -157,6 +165,7 @@ struct Counters {
 struct Shared<K, V, E> {
     inner: Mutex<Inner<K, V, E>>,
     batch_fn: BatchFn<K, V, E>,
+    cache_key: Option<CacheKeyFn<K>>,
     config: Config,
     slots: Option<BatchSlots>,
     counters: Counters,
@@ -184,7 +193,8 @@ type BatchSlots = crate::semaphore::Semaphore;
 ///
 /// The open batch holds at most `max_batch_size` keys; each waiting load
 /// holds one waker slot in its batch; the optional cache holds at most
-/// `max_entries` answers and evicts the oldest first. With
+/// `max_entries` answers (evicting the oldest first, or the least recently
+/// used with [`CacheEviction::Lru`]; expired entries go first). With
 /// `max_concurrent_batches`, batches waiting for a slot keep their keys (one
 /// entry per distinct key, held for callers already waiting on them).
 ///
@@ -220,6 +230,7 @@ impl<K, V, E> Clone for Loader<K, V, E> {
 impl<K, V, E> fmt::Debug for Loader<K, V, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Loader")
+            .field("name", &self.shared.config.name)
             .field("max_batch_size", &self.shared.config.max_batch_size)
             .field("delay", &self.shared.config.delay)
             .field(
@@ -248,9 +259,11 @@ impl<K, V, E> fmt::Debug for Loader<K, V, E> {
 /// assert_eq!(m.mean_batch_size(), 2.0);
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct LoaderMetrics {
+    /// The loader's [`name`](LoaderBuilder::name), to label exported metrics.
+    pub name: StdArc<str>,
     /// Calls of the batch function started.
     pub batches_dispatched: u64,
     /// Keys asked for by callers (each key of a `load_many` counts).
@@ -274,6 +287,8 @@ pub struct LoaderMetrics {
     pub cache_entries: usize,
     /// Cache entries evicted to keep `max_entries`.
     pub cache_evictions: u64,
+    /// Cache entries dropped because their [time to live](LoaderBuilder::cache_ttl) ran out.
+    pub cache_expirations: u64,
 }
 
 impl LoaderMetrics {
@@ -311,21 +326,29 @@ impl LoaderMetrics {
 /// ```
 pub struct LoaderBuilder<K, V, E> {
     batch_fn: BatchFn<K, V, E>,
+    name: String,
     max_batch_size: usize,
     delay: Option<Duration>,
     max_concurrent_batches: Option<usize>,
     cache_max_entries: Option<usize>,
     cache_errors: bool,
+    cache_eviction: Option<CacheEviction>,
+    cache_ttl: Option<Duration>,
+    cache_key: Option<CacheKeyFn<K>>,
 }
 
 impl<K, V, E> fmt::Debug for LoaderBuilder<K, V, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoaderBuilder")
+            .field("name", &self.name)
             .field("max_batch_size", &self.max_batch_size)
             .field("delay", &self.delay)
             .field("max_concurrent_batches", &self.max_concurrent_batches)
             .field("cache_max_entries", &self.cache_max_entries)
             .field("cache_errors", &self.cache_errors)
+            .field("cache_eviction", &self.cache_eviction)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_key", &self.cache_key.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -339,12 +362,28 @@ where
     fn with_fn(batch_fn: BatchFn<K, V, E>) -> Self {
         Self {
             batch_fn,
+            name: COMPONENT.to_owned(),
             max_batch_size: 1000,
             delay: None,
             max_concurrent_batches: None,
             cache_max_entries: None,
             cache_errors: false,
+            cache_eviction: None,
+            cache_ttl: None,
+            cache_key: None,
         }
+    }
+
+    /// A name for this loader: every [`LoadError`] it answers carries it
+    /// (and prints it first), as do [`LoaderMetrics::name`] and its
+    /// `tracing` events. Default `"loader"`.
+    ///
+    /// # Examples
+    ///
+    /// See [`LoadError`].
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
     }
 
     /// Sends a batch as soon as it holds this many keys (1 to [`MAX_BATCH_SIZE`]).
@@ -372,8 +411,9 @@ where
         self
     }
 
-    /// Caches answers, keeping at most `max_entries` (at least 1), oldest
-    /// evicted first.
+    /// Caches answers, keeping at most `max_entries` (at least 1), the
+    /// oldest evicted first (see [`cache_eviction`](Self::cache_eviction)
+    /// for LRU and [`cache_ttl`](Self::cache_ttl) for expiry).
     ///
     /// Cached: every value; a whole-batch failure never (the next load
     /// retries); `NotFound` and per-key errors only with
@@ -391,6 +431,109 @@ where
         self
     }
 
+    /// Which entry a full cache drops (needs [`cache`](Self::cache)):
+    /// [`CacheEviction::Fifo`] (the default) or [`CacheEviction::Lru`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::collections::HashMap;
+    /// use flowguard::batch::{CacheEviction, Loader};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let loader = Loader::builder(|keys: Vec<u32>| async move {
+    ///     Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+    /// })
+    /// .cache(2)
+    /// .cache_eviction(CacheEviction::Lru)
+    /// .build()
+    /// .unwrap();
+    /// loader.prime(1, 10);
+    /// loader.prime(2, 20);
+    /// loader.load(1).await.unwrap(); // a hit: 1 is now the most recently used
+    /// loader.prime(3, 30); // evicts 2, the least recently used
+    /// assert!(loader.try_load(&1).is_some());
+    /// assert!(loader.try_load(&2).is_none());
+    /// # }
+    /// ```
+    pub fn cache_eviction(mut self, eviction: CacheEviction) -> Self {
+        self.cache_eviction = Some(eviction);
+        self
+    }
+
+    /// Cached answers (values, primed entries and cached errors alike)
+    /// expire `ttl` after they were stored: from then on a load fetches the
+    /// key again. Hits do not extend the life. Needs [`cache`](Self::cache).
+    /// Time is the Tokio clock, so a paused test clock governs it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::collections::HashMap;
+    /// use flowguard::batch::Loader;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let loader = Loader::builder(|keys: Vec<u32>| async move {
+    ///     Ok::<_, ()>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())
+    /// })
+    /// .cache(100)
+    /// .cache_ttl(Duration::from_secs(60))
+    /// .build()
+    /// .unwrap();
+    /// loader.load(1).await.unwrap();
+    /// tokio::time::advance(Duration::from_secs(59)).await;
+    /// assert!(loader.try_load(&1).is_some());
+    /// tokio::time::advance(Duration::from_secs(1)).await;
+    /// assert!(loader.try_load(&1).is_none()); // expired: the next load fetches
+    /// assert_eq!(loader.metrics().cache_expirations, 1);
+    /// # }
+    /// ```
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = Some(ttl);
+        self
+    }
+
+    /// Maps every key to the key it is known by (DataLoader's
+    /// `cacheKeyFn`): two keys with the same cache key are one key, fetched
+    /// once, cached once, de-duplicated against each other. Every method
+    /// that takes a key (`load`, `load_many`, `try_load`, `prime`,
+    /// `prime_error`, `clear`) maps it first.
+    ///
+    /// Unlike DataLoader, which hands the batch function the first caller's
+    /// original key, the batch function here receives the mapped keys and
+    /// answers for them: a Rust key already has value equality, so the
+    /// mapping's job is normalising (case, whitespace, fields that do not
+    /// change the answer), and the keys the function sees are then the
+    /// ones its answer is looked up by.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::collections::HashMap;
+    /// use flowguard::batch::Loader;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let by_email = Loader::builder(|emails: Vec<String>| async move {
+    ///     assert_eq!(emails, ["ada@example.com"]); // one fetch for both spellings
+    ///     Ok::<_, ()>(emails.into_iter().map(|e| (e, 7)).collect::<HashMap<_, _>>())
+    /// })
+    /// .cache_key(|email: &String| email.trim().to_lowercase())
+    /// .build()
+    /// .unwrap();
+    /// let (a, b) = tokio::join!(
+    ///     by_email.load("Ada@Example.com".into()),
+    ///     by_email.load(" ada@example.com".into()),
+    /// );
+    /// assert_eq!((a.unwrap(), b.unwrap()), (7, 7));
+    /// assert_eq!(by_email.metrics().deduplicated, 1);
+    /// # }
+    /// ```
+    pub fn cache_key(mut self, cache_key: impl Fn(&K) -> K + Send + Sync + 'static) -> Self {
+        self.cache_key = Some(Box::new(cache_key));
+        self
+    }
+
     /// Builds the loader.
     ///
     /// # Errors
@@ -399,7 +542,8 @@ where
     /// [`MAX_BATCH_SIZE`]; `delay` above [`MAX_DELAY`];
     /// `max_concurrent_batches` zero or above
     /// [`semaphore::MAX_PERMITS`](crate::semaphore::MAX_PERMITS);
-    /// `max_entries` zero; `cache_errors` without a cache.
+    /// `max_entries` zero; `cache_ttl` zero; `cache_errors`,
+    /// `cache_eviction` or `cache_ttl` without a cache.
     pub fn build(self) -> Result<Loader<K, V, E>, ConfigError> {
         if self.max_batch_size == 0 {
             return Err(ConfigError::new(
@@ -456,12 +600,26 @@ where
                 "must be at least 1, got 0",
             ));
         }
-        if self.cache_errors && self.cache_max_entries.is_none() {
+        for (set, field) in [
+            (self.cache_errors, "cache_errors"),
+            (self.cache_eviction.is_some(), "cache_eviction"),
+            (self.cache_ttl.is_some(), "cache_ttl"),
+        ] {
+            if set && self.cache_max_entries.is_none() {
+                return Err(ConfigError::new(
+                    COMPONENT,
+                    field,
+                    ConfigErrorKind::Conflict,
+                    "needs a cache: call cache(max_entries) too",
+                ));
+            }
+        }
+        if self.cache_ttl == Some(Duration::ZERO) {
             return Err(ConfigError::new(
                 COMPONENT,
-                "cache_errors",
-                ConfigErrorKind::Conflict,
-                "needs a cache: call cache(max_entries) too",
+                "cache_ttl",
+                ConfigErrorKind::Zero,
+                "must be greater than zero (leave it unset for no expiry)",
             ));
         }
         Ok(self.assemble())
@@ -470,22 +628,28 @@ where
     /// Builds without validating: only for settings known to be valid.
     fn assemble(self) -> Loader<K, V, E> {
         let config = Config {
+            name: StdArc::from(self.name),
             max_batch_size: self.max_batch_size,
             delay: self.delay,
             max_concurrent_batches: self.max_concurrent_batches,
             cache_max_entries: self.cache_max_entries,
             cache_errors: self.cache_errors,
+            cache_eviction: self.cache_eviction.unwrap_or_default(),
+            cache_ttl: self.cache_ttl,
         };
         Loader {
             shared: Arc::new(Shared {
                 inner: Mutex::new(Inner {
                     collector: Collector::new(config.max_batch_size),
-                    cache: config.cache_max_entries.map(Cache::new),
+                    cache: config
+                        .cache_max_entries
+                        .map(|n| Cache::new(n, config.cache_eviction, config.cache_ttl)),
                     keys_requested: 0,
                     cache_hits: 0,
                     deduplicated: 0,
                 }),
                 batch_fn: self.batch_fn,
+                cache_key: self.cache_key,
                 slots: config.max_concurrent_batches.map(BatchSlots::new),
                 config,
                 counters: Counters::default(),
@@ -504,7 +668,7 @@ where
 {
     /// A loader with the default settings (see [`LoaderBuilder`]) around a
     /// batch function that answers a map; keys it leaves out are
-    /// [`LoadError::NotFound`].
+    /// [`LoadErrorKind::NotFound`].
     ///
     /// # Examples
     ///
@@ -533,7 +697,7 @@ where
             Box::pin(async move {
                 match fut.await {
                     Ok(map) => Answer::Map(map),
-                    Err(e) => Answer::Failed(LoadError::Batch(StdArc::new(e))),
+                    Err(e) => Answer::Failed(LoadErrorKind::Batch(StdArc::new(e))),
                 }
             }) as BoxFuture<_>
         }))
@@ -542,13 +706,14 @@ where
     /// A builder around a batch function that answers one `Result` per key,
     /// in the order of the keys it was given (graphql/dataloader's shape).
     ///
-    /// A per-key `Err` is [`LoadError::Key`] for that key only; an answer of
-    /// the wrong length fails every key with [`LoadError::WrongLength`].
+    /// A per-key `Err` is [`LoadErrorKind::Key`] for that key only; an
+    /// answer of the wrong length fails every key with
+    /// [`LoadErrorKind::WrongLength`].
     ///
     /// # Examples
     ///
     /// ```
-    /// use flowguard::batch::{LoadError, Loader};
+    /// use flowguard::batch::{LoadErrorKind, Loader};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let loader = Loader::builder_vec(|keys: Vec<i32>| async move {
@@ -562,7 +727,7 @@ where
     /// .unwrap();
     /// let (ok, bad) = tokio::join!(loader.load(4), loader.load(-1));
     /// assert_eq!(ok.unwrap(), 40);
-    /// assert!(matches!(bad, Err(LoadError::Key(e)) if *e == "negative -1"));
+    /// assert!(matches!(bad.unwrap_err().kind(), LoadErrorKind::Key(e) if **e == "negative -1"));
     /// # }
     /// ```
     pub fn builder_vec<F, Fut>(batch_fn: F) -> LoaderBuilder<K, V, E>
@@ -581,11 +746,11 @@ where
                             .map(|(k, r)| (k, r.map_err(StdArc::new)))
                             .collect(),
                     ),
-                    Ok(values) => Answer::Failed(LoadError::WrongLength {
+                    Ok(values) => Answer::Failed(LoadErrorKind::WrongLength {
                         expected,
                         actual: values.len(),
                     }),
-                    Err(e) => Answer::Failed(LoadError::Batch(StdArc::new(e))),
+                    Err(e) => Answer::Failed(LoadErrorKind::Batch(StdArc::new(e))),
                 }
             }) as BoxFuture<_>
         }))
@@ -597,11 +762,14 @@ where
     ///
     /// # Errors
     ///
-    /// [`LoadError::NotFound`] if the answer lacks the key,
-    /// [`LoadError::Batch`] if the batch failed, [`LoadError::Key`] /
-    /// [`LoadError::WrongLength`] from a [`Vec` answer](Self::builder_vec),
-    /// [`LoadError::Aborted`] if the batch function panicked,
-    /// [`LoadError::NoRuntime`] if polled outside a Tokio runtime.
+    /// A [`LoadError`] naming this loader, of kind
+    /// [`NotFound`](LoadErrorKind::NotFound) if the answer lacks the key,
+    /// [`Batch`](LoadErrorKind::Batch) if the batch failed,
+    /// [`Key`](LoadErrorKind::Key) / [`WrongLength`](LoadErrorKind::WrongLength)
+    /// from a [`Vec` answer](Self::builder_vec) (or a
+    /// [primed error](Self::prime_error)), [`Aborted`](LoadErrorKind::Aborted)
+    /// if the batch function panicked, [`NoRuntime`](LoadErrorKind::NoRuntime)
+    /// if polled outside a Tokio runtime.
     ///
     /// # Panics
     ///
@@ -616,19 +784,19 @@ where
     ///
     /// ```
     /// # use std::collections::HashMap;
-    /// # use flowguard::batch::{LoadError, Loader};
+    /// # use flowguard::batch::Loader;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let loader = Loader::new(|keys: Vec<u32>| async move {
     ///     Ok::<_, ()>(keys.into_iter().filter(|k| k % 2 == 0).map(|k| (k, k)).collect::<HashMap<_, _>>())
     /// });
     /// assert_eq!(loader.load(2).await.unwrap(), 2);
-    /// assert!(matches!(loader.load(3).await, Err(LoadError::NotFound)));
+    /// assert!(loader.load(3).await.unwrap_err().is_not_found());
     /// # }
     /// ```
     pub fn load(&self, key: K) -> Load<K, V, E> {
         Load {
+            state: LoadState::Start(self.shared.cache_key(key)),
             shared: Arc::clone(&self.shared),
-            state: LoadState::Start(key),
         }
     }
 
@@ -687,10 +855,13 @@ where
     /// assert_eq!(loader.try_load(&7).unwrap().unwrap(), 70);
     /// ```
     pub fn try_load(&self, key: &K) -> Option<Result<V, LoadError<E>>> {
+        let key = self.shared.cache_key_of(key);
         let mut inner = self.shared.inner.lock();
-        let hit = inner.cache.as_ref()?.get(key)?.clone();
+        let now = self.shared.now();
+        let hit = inner.cache.as_mut()?.get(&key, now)?.clone();
         inner.cache_hits += 1;
-        Some(hit)
+        drop(inner);
+        Some(hit.map_err(|kind| self.shared.error(kind)))
     }
 
     /// Puts `value` in the cache for `key` unless the key is present: cached
@@ -734,17 +905,44 @@ where
     /// # }
     /// ```
     pub fn prime(&self, key: K, value: V) -> bool {
-        let mut inner = self.shared.inner.lock();
-        let Inner {
-            collector, cache, ..
-        } = &mut *inner;
-        match cache.as_mut() {
-            Some(cache) if cache.get(&key).is_none() && !collector.is_loading(&key) => {
-                cache.insert(key, Ok(value));
-                true
-            }
-            _ => false,
-        }
+        self.shared.prime(key, Ok(value))
+    }
+
+    /// [`prime`](Self::prime) with an error (DataLoader's `prime(key,
+    /// error)`): loads of `key` answer [`LoadErrorKind::Key`] with `error`
+    /// from the cache until it is [cleared](Self::clear) (or evicted, or
+    /// expires), without calling the batch function. Cached whether or not
+    /// [`cache_errors`](LoaderBuilder::cache_errors) is on: priming is an
+    /// explicit request. Same presence rules and return value as `prime`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::collections::HashMap;
+    /// use flowguard::batch::{LoadErrorKind, Loader};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let users = Loader::builder(|ids: Vec<u32>| async move {
+    ///     Ok::<_, String>(ids.into_iter().map(|id| (id, "someone")).collect::<HashMap<_, _>>())
+    /// })
+    /// .cache(100)
+    /// .build()
+    /// .unwrap();
+    /// // Known to be banned: answer without asking the database.
+    /// assert!(users.prime_error(13, "account suspended".to_owned()));
+    /// let err = users.load(13).await.unwrap_err();
+    /// assert!(matches!(err.kind(), LoadErrorKind::Key(e) if **e == "account suspended"));
+    /// assert_eq!(users.metrics().batches_dispatched, 0);
+    /// # }
+    /// ```
+    pub fn prime_error(&self, key: K, error: E) -> bool {
+        self.shared
+            .prime(key, Err(LoadErrorKind::Key(StdArc::new(error))))
+    }
+
+    /// The loader's [`name`](LoaderBuilder::name).
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
     }
 
     /// Forgets `key`: drops its cached answer, and makes sure no fetch of
@@ -783,9 +981,10 @@ where
     /// assert!(loader.try_load(&1).is_none());
     /// ```
     pub fn clear(&self, key: &K) -> bool {
+        let key = self.shared.cache_key_of(key);
         let mut inner = self.shared.inner.lock();
-        inner.collector.clear(key);
-        inner.cache.as_mut().is_some_and(|c| c.remove(key))
+        inner.collector.clear(&key);
+        inner.cache.as_mut().is_some_and(|c| c.remove(&key))
     }
 
     /// [`clear`](Self::clear) for every key.
@@ -812,7 +1011,7 @@ where
             cache.clear();
         }
         drop(inner);
-        tracing::debug!("loader cache cleared");
+        tracing::debug!(loader = %self.shared.config.name, "loader cache cleared");
     }
 
     /// A snapshot of the counters.
@@ -823,7 +1022,7 @@ where
     pub fn metrics(&self) -> LoaderMetrics {
         let c = &self.shared.counters;
         let (keys_requested, cache_hits, deduplicated);
-        let (keys_waiting, keys_in_flight, cache_entries, cache_evictions) = {
+        let (keys_waiting, keys_in_flight, cache_entries, cache_evictions, cache_expirations) = {
             let inner = self.shared.inner.lock();
             (keys_requested, cache_hits, deduplicated) =
                 (inner.keys_requested, inner.cache_hits, inner.deduplicated);
@@ -832,9 +1031,11 @@ where
                 inner.collector.keys_in_flight(),
                 inner.cache.as_ref().map_or(0, Cache::len),
                 inner.cache.as_ref().map_or(0, Cache::evictions),
+                inner.cache.as_ref().map_or(0, Cache::expirations),
             )
         };
         LoaderMetrics {
+            name: StdArc::clone(&self.shared.config.name),
             batches_dispatched: c.batches_dispatched.load(Ordering::Relaxed),
             keys_requested,
             keys_loaded: c.keys_loaded.load(Ordering::Relaxed),
@@ -846,13 +1047,14 @@ where
             keys_in_flight,
             cache_entries,
             cache_evictions,
+            cache_expirations,
         }
     }
 }
 
 /// What a load's first poll found.
 enum Registered<K, V, E> {
-    Cached(Result<V, LoadError<E>>),
+    Cached(Result<V, LoadErrorKind<E>>),
     Waiting(Arc<Cell<K, V, E>>),
 }
 
@@ -862,12 +1064,57 @@ where
     V: Clone + Send + Sync + 'static,
     E: Send + Sync + 'static,
 {
-    /// Puts `key` into a batch (or answers it from the cache).
+    /// The key `key` is cached and fetched under.
+    fn cache_key(&self, key: K) -> K {
+        match &self.cache_key {
+            Some(f) => f(&key),
+            None => key,
+        }
+    }
+
+    /// [`cache_key`](Self::cache_key) of a borrowed key.
+    fn cache_key_of(&self, key: &K) -> K {
+        match &self.cache_key {
+            Some(f) => f(key),
+            None => key.clone(),
+        }
+    }
+
+    /// The time the cache needs: the clock only with a TTL.
+    fn now(&self) -> Option<tokio::time::Instant> {
+        self.config.cache_ttl.map(|_| tokio::time::Instant::now())
+    }
+
+    /// This loader's error of `kind`.
+    fn error(&self, kind: LoadErrorKind<E>) -> LoadError<E> {
+        LoadError::new(kind, StdArc::clone(&self.config.name))
+    }
+
+    /// `prime` and `prime_error`: stores `entry` unless `key` is present.
+    fn prime(&self, key: K, entry: Result<V, LoadErrorKind<E>>) -> bool {
+        let key = self.cache_key(key);
+        let now = self.now();
+        let mut inner = self.inner.lock();
+        let Inner {
+            collector, cache, ..
+        } = &mut *inner;
+        let Some(cache) = cache.as_mut() else {
+            return false;
+        };
+        if cache.contains(&key, now) || collector.is_loading(&key) {
+            return false;
+        }
+        cache.insert(key, entry, now);
+        true
+    }
+
+    /// Puts `key` (already mapped) into a batch (or answers it from the cache).
     fn register(this: &Arc<Self>, key: &K) -> Registered<K, V, E> {
         let (cell, admission, full) = {
+            let now = this.now();
             let mut inner = this.inner.lock();
             inner.keys_requested += 1;
-            if let Some(hit) = inner.cache.as_ref().and_then(|c| c.get(key)) {
+            if let Some(hit) = inner.cache.as_mut().and_then(|c| c.get(key, now)) {
                 let hit = hit.clone();
                 inner.cache_hits += 1;
                 return Registered::Cached(hit);
@@ -900,7 +1147,7 @@ where
             keys: None,
             in_flight: false,
             done: false,
-            abort: LoadError::Aborted,
+            abort: LoadErrorKind::Aborted,
         };
         #[cfg(not(loom))]
         {
@@ -911,7 +1158,7 @@ where
                 Some(handle) => drop(handle.spawn(run_batch(guard))),
                 None => {
                     let mut guard = guard;
-                    guard.abort = LoadError::NoRuntime;
+                    guard.abort = LoadErrorKind::NoRuntime;
                     drop(guard);
                 }
             }
@@ -927,11 +1174,12 @@ where
     fn finish(&self, id: BatchId, keys: &[K], cell: &Cell<K, V, E>, answer: Answer<K, V, E>) {
         if matches!(answer, Answer::Failed(_)) {
             self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(batch = id, keys = keys.len(), "batch failed");
+            tracing::debug!(loader = %self.config.name, batch = id, keys = keys.len(), "batch failed");
         } else {
-            tracing::debug!(batch = id, keys = keys.len(), "batch answered");
+            tracing::debug!(loader = %self.config.name, batch = id, keys = keys.len(), "batch answered");
         }
         {
+            let now = self.now();
             let mut inner = self.inner.lock();
             let Inner {
                 collector, cache, ..
@@ -940,7 +1188,7 @@ where
             if let Some(cache) = cache.as_mut() {
                 for key in owned {
                     if let Some(entry) = answer.cacheable(key, self.config.cache_errors) {
-                        cache.insert(key.clone(), entry);
+                        cache.insert(key.clone(), entry, now);
                     }
                 }
             }
@@ -964,7 +1212,7 @@ where
     keys: Option<Vec<K>>,
     in_flight: bool,
     done: bool,
-    abort: LoadError<E>,
+    abort: LoadErrorKind<E>,
 }
 
 impl<K, V, E> Drop for WorkerGuard<K, V, E>
@@ -1023,7 +1271,7 @@ where
     c.keys_loaded.fetch_add(n as u64, Ordering::Relaxed);
     c.in_flight_batches.fetch_add(1, Ordering::Relaxed);
     guard.in_flight = true;
-    tracing::debug!(batch = id, keys = n, "batch dispatched");
+    tracing::debug!(loader = %shared.config.name, batch = id, keys = n, "batch dispatched");
     let answer = (shared.batch_fn)(keys).await;
     let keys = guard.keys.take().unwrap_or_default();
     guard.done = true;
@@ -1117,7 +1365,9 @@ where
                 return Poll::Pending;
             };
             match Shared::register(&this.shared, &key) {
-                Registered::Cached(answer) => return Poll::Ready(answer),
+                Registered::Cached(answer) => {
+                    return Poll::Ready(answer.map_err(|kind| this.shared.error(kind)));
+                }
                 Registered::Waiting(cell) => {
                     this.state = LoadState::Waiting {
                         cell,
@@ -1140,7 +1390,7 @@ where
                     let out = answer.get(key);
                     drop(st);
                     this.state = LoadState::Done;
-                    return Poll::Ready(out);
+                    return Poll::Ready(out.map_err(|kind| this.shared.error(kind)));
                 }
                 let waker = cx.waker().clone();
                 match slot {
@@ -1221,11 +1471,17 @@ where
         if pending {
             return Poll::Pending;
         }
+        // Every load answered (the fallback below is unreachable).
+        let name = this
+            .loads
+            .first()
+            .map(|l| StdArc::clone(&l.shared.config.name));
         this.loads.clear();
+        let aborted = || LoadError::new(LoadErrorKind::Aborted, name.clone().unwrap_or_default());
         Poll::Ready(
             std::mem::take(&mut this.outputs)
                 .into_iter()
-                .map(|o| o.unwrap_or(Err(LoadError::Aborted)))
+                .map(|o| o.unwrap_or_else(|| Err(aborted())))
                 .collect(),
         )
     }

@@ -15,9 +15,15 @@
 //!   across an `.await`. [`max_concurrent_batches`](LoaderBuilder::max_concurrent_batches)
 //!   bounds how many run at once.
 //! - **Per-key errors**: a key missing from the answer is
-//!   [`LoadError::NotFound`]; a failed batch gives each of its keys the same
-//!   [`LoadError::Batch`]`(Arc<E>)`, so `E` needs no `Clone`.
-//! - **Cache** (optional, bounded): [`prime`](Loader::prime),
+//!   [`LoadErrorKind::NotFound`]; a failed batch gives each of its keys the
+//!   same [`LoadErrorKind::Batch`]`(Arc<E>)`, so `E` needs no `Clone`. Every
+//!   [`LoadError`] names its loader ([`name`](LoaderBuilder::name)), as do
+//!   the loader's metrics and `tracing` events.
+//! - **Cache key** ([`cache_key`](LoaderBuilder::cache_key), DataLoader's
+//!   `cacheKeyFn`): keys that map to the same cache key are one key.
+//! - **Cache** (optional, bounded, FIFO or [LRU](CacheEviction::Lru), with
+//!   an optional [time to live](LoaderBuilder::cache_ttl)):
+//!   [`prime`](Loader::prime), [`prime_error`](Loader::prime_error),
 //!   [`clear`](Loader::clear), [`clear_all`](Loader::clear_all). Values are
 //!   cached; whole-batch failures never are; `NotFound` and per-key errors
 //!   only with [`cache_errors`](LoaderBuilder::cache_errors). As in
@@ -50,5 +56,6 @@ mod core;
 mod error;
 mod loader;
 
-pub use error::LoadError;
+pub use self::core::CacheEviction;
+pub use error::{LoadError, LoadErrorKind};
 pub use loader::{Load, LoadMany, Loader, LoaderBuilder, LoaderMetrics, MAX_BATCH_SIZE, MAX_DELAY};

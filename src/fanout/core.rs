@@ -29,8 +29,12 @@ pub enum Finish {
     /// So many futures failed that `quorum(k)` successes could no longer
     /// arrive; the rest were cancelled.
     QuorumImpossible,
-    /// With `fail_fast()`, one future failed; the rest were cancelled.
+    /// With `fail_fast()` (or `first_error()`), one future failed; the rest
+    /// were cancelled.
     FailedFast,
+    /// With `first_completed()`, one future completed (with any value, or
+    /// a panic); the rest were cancelled.
+    FirstCompleted,
 }
 
 /// Counts completions and decides when a gather is done.
@@ -42,21 +46,35 @@ pub(crate) struct Tally {
     total: usize,
     quorum: Option<usize>,
     fail_fast: bool,
+    first_completed: bool,
     succeeded: usize,
     failed: usize,
 }
 
 impl Tally {
-    /// `quorum` must be `1..=total` and not combined with `fail_fast`; the
-    /// builder checks both.
+    /// `quorum` must be `1..=total`; at most one of `quorum`, `fail_fast`
+    /// and `first_completed` is set. The builder checks both.
     pub(crate) fn new(total: usize, quorum: Option<usize>, fail_fast: bool) -> Self {
         Self {
             total,
             quorum,
             fail_fast,
+            first_completed: false,
             succeeded: 0,
             failed: 0,
         }
+    }
+
+    /// Finish at the first completion, whatever it was.
+    pub(crate) fn set_first_completed(&mut self, yes: bool) {
+        self.first_completed = yes;
+    }
+
+    /// [`set_first_completed`](Self::set_first_completed), by value.
+    #[cfg(test)]
+    pub(crate) fn first_completed(mut self, yes: bool) -> Self {
+        self.set_first_completed(yes);
+        self
     }
 
     /// Records one completion and says whether the gather is now finished.
@@ -85,6 +103,9 @@ impl Tally {
         }
         if self.fail_fast && self.failed > 0 {
             return Some(Finish::FailedFast);
+        }
+        if self.first_completed && self.succeeded + self.failed > 0 {
+            return Some(Finish::FirstCompleted);
         }
         if self.unfinished() == 0 {
             return Some(Finish::AllCompleted);
@@ -170,6 +191,57 @@ pub(crate) fn nearest_rank(p: f64, n: usize) -> usize {
     }
 }
 
+/// The extra-load cap of hedging ("The Tail at Scale": hedges should add
+/// only a few percent of load): a token bucket counted in calls, not time.
+///
+/// Every call deposits `ratio` of a token, up to `burst` tokens; every
+/// hedge takes one whole token, or is refused. Over any run of `n` calls at
+/// most `burst + ratio × n` hedges are sent. It starts full, so a fresh
+/// policy may hedge `burst` times before the ratio binds. Fixed point in
+/// millionths of a token, so it is exact for ratios like 0.05.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadBudget {
+    per_call: u64,
+    cap: u64,
+    tokens: u64,
+}
+
+/// One token, in the budget's fixed point.
+const TOKEN: u64 = 1_000_000;
+
+impl LoadBudget {
+    /// `ratio` in `(0, 16]` and `burst` in `1..=1_000_000`; the builder
+    /// checks both.
+    pub(crate) fn new(ratio: f64, burst: u32) -> Self {
+        let cap = u64::from(burst.max(1)) * TOKEN;
+        Self {
+            per_call: (ratio * TOKEN as f64).round() as u64,
+            cap,
+            tokens: cap,
+        }
+    }
+
+    /// A call started.
+    pub(crate) fn deposit(&mut self) {
+        self.tokens = self.tokens.saturating_add(self.per_call).min(self.cap);
+    }
+
+    /// Takes one hedge's token; false (nothing taken) if there is none.
+    pub(crate) fn withdraw(&mut self) -> bool {
+        if self.tokens >= TOKEN {
+            self.tokens -= TOKEN;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whole hedges the budget would allow now.
+    pub(crate) fn available(&self) -> u64 {
+        self.tokens / TOKEN
+    }
+}
+
 /// When hedge number `k` (1-based) is due: `k × delay` after the primary
 /// started, or `None` if that overflows.
 pub(crate) fn hedge_due(
@@ -222,6 +294,53 @@ mod tests {
         let mut t = Tally::new(4, None, true);
         assert_eq!(t.record(true), None);
         assert_eq!(t.record(false), Some(Finish::FailedFast));
+    }
+
+    #[test]
+    fn first_completed_finishes_on_any_completion() {
+        let mut t = Tally::new(3, None, false).first_completed(true);
+        assert_eq!(t.verdict(), None);
+        assert_eq!(t.record(false), Some(Finish::FirstCompleted));
+        let mut t = Tally::new(3, None, false).first_completed(true);
+        assert_eq!(t.record(true), Some(Finish::FirstCompleted));
+        // One future: its completion is both first and last; "first" wins.
+        let mut t = Tally::new(1, None, false).first_completed(true);
+        assert_eq!(t.record(true), Some(Finish::FirstCompleted));
+    }
+
+    #[test]
+    fn load_budget_allows_burst_then_ratio_per_call() {
+        let mut b = LoadBudget::new(0.05, 2);
+        assert_eq!(b.available(), 2);
+        assert!(b.withdraw());
+        assert!(b.withdraw());
+        assert!(!b.withdraw(), "burst spent");
+        // 5% per call: one hedge per 20 calls, exactly.
+        for _ in 0..19 {
+            b.deposit();
+            assert!(!b.withdraw());
+        }
+        b.deposit();
+        assert!(b.withdraw());
+        // Deposits stop at the burst.
+        for _ in 0..1000 {
+            b.deposit();
+        }
+        assert_eq!(b.available(), 2);
+    }
+
+    #[test]
+    fn load_budget_ratio_above_one_and_tiny_ratios() {
+        let mut b = LoadBudget::new(2.0, 4);
+        while b.withdraw() {}
+        b.deposit();
+        assert_eq!(b.available(), 2);
+        let mut b = LoadBudget::new(1e-9, 1);
+        assert!(b.withdraw());
+        for _ in 0..1000 {
+            b.deposit();
+        }
+        assert!(!b.withdraw(), "rounds to nothing per call");
     }
 
     #[test]

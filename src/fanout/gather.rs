@@ -51,6 +51,64 @@ pub enum Outcome<T> {
     /// Spawned mode only: the task panicked; this is the panic payload
     /// (hand it to `std::panic::resume_unwind` to re-raise it).
     Panicked(Box<dyn Any + Send + 'static>),
+    /// Spawned mode with [`Gather::detach_stragglers`] only: the task was
+    /// still running when the gather finished and was left running; its
+    /// [`Straggler`] handle is in [`Gathered::take_stragglers`].
+    Detached,
+}
+
+/// Outcomes compare as their values do; two `Panicked` are equal when both
+/// payloads are the same string (`panic!("boom")` and
+/// `panic!("{}", "boom")` alike), or else are the very same payload.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::fanout::{gather_with_timeout, Outcome};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let gathered = gather_with_timeout((1..=2).map(|i| async move { i }), Duration::from_secs(1)).await;
+/// assert_eq!(gathered.into_outcomes(), [Outcome::Completed(1), Outcome::Completed(2)]);
+/// assert_eq!(Outcome::<u8>::Panicked(Box::new("boom")), Outcome::Panicked(Box::new(String::from("boom"))));
+/// # }
+/// ```
+impl<T: PartialEq> PartialEq for Outcome<T> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Outcome::Completed(a), Outcome::Completed(b)) => a == b,
+            (Outcome::TimedOut, Outcome::TimedOut)
+            | (Outcome::Cancelled, Outcome::Cancelled)
+            | (Outcome::Detached, Outcome::Detached) => true,
+            (Outcome::Panicked(a), Outcome::Panicked(b)) => {
+                PanicKey::of(&**a) == PanicKey::of(&**b)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl<T: Eq> Eq for Outcome<T> {}
+
+/// What identifies a panic payload for `Outcome`'s equality: its message
+/// if it is a string, else its type and address (an equivalence either way).
+#[derive(PartialEq)]
+enum PanicKey<'a> {
+    Message(&'a str),
+    Payload(std::any::TypeId, *const ()),
+}
+
+impl<'a> PanicKey<'a> {
+    fn of(payload: &'a (dyn Any + Send)) -> Self {
+        if let Some(s) = payload.downcast_ref::<&'static str>() {
+            PanicKey::Message(s)
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            PanicKey::Message(s)
+        } else {
+            let address = payload as *const (dyn Any + Send) as *const ();
+            PanicKey::Payload(payload.type_id(), address)
+        }
+    }
 }
 
 impl<T> Outcome<T> {
@@ -80,6 +138,7 @@ impl<T> fmt::Debug for Outcome<T> {
             Outcome::TimedOut => f.write_str("TimedOut"),
             Outcome::Cancelled => f.write_str("Cancelled"),
             Outcome::Panicked(_) => f.write_str("Panicked(..)"),
+            Outcome::Detached => f.write_str("Detached"),
         }
     }
 }
@@ -107,6 +166,7 @@ impl<T> fmt::Debug for Outcome<T> {
 pub struct Gathered<T> {
     outcomes: Vec<Outcome<T>>,
     finish: Finish,
+    stragglers: Vec<Straggler<T>>,
 }
 
 impl<T> fmt::Debug for Gathered<T> {
@@ -114,6 +174,7 @@ impl<T> fmt::Debug for Gathered<T> {
         f.debug_struct("Gathered")
             .field("outcomes", &self.outcomes)
             .field("finish", &self.finish)
+            .field("stragglers", &self.stragglers.len())
             .finish()
     }
 }
@@ -197,6 +258,18 @@ impl<T> Gathered<T> {
     /// How many spawned futures panicked.
     pub fn panicked_count(&self) -> usize {
         self.panicked().count()
+    }
+
+    /// Input indices of the tasks left running ([`Outcome::Detached`]).
+    pub fn detached(&self) -> impl Iterator<Item = usize> + '_ {
+        self.indices(|o| matches!(o, Outcome::Detached))
+    }
+
+    /// Takes the handles of the tasks left running by
+    /// [`Gather::detach_stragglers`], in input order (empty otherwise, and
+    /// the second time). Dropping a handle leaves its task running.
+    pub fn take_stragglers(&mut self) -> Vec<Straggler<T>> {
+        std::mem::take(&mut self.stragglers)
     }
 
     fn indices(&self, keep: fn(&Outcome<T>) -> bool) -> impl Iterator<Item = usize> + '_ {
@@ -323,6 +396,14 @@ pub trait GatherMode<F>: sealed::Sealed {
     ) -> Poll<Outcome<Self::Output>>;
     #[doc(hidden)]
     fn cancel(slot: Self::Slot);
+    /// Leaves the child running and hands back its handle (spawned mode;
+    /// in-task children cannot outlive the gather: cancelled, `None`).
+    #[doc(hidden)]
+    fn detach(
+        slot: Self::Slot,
+        index: usize,
+        shared: &Self::Shared,
+    ) -> Option<Straggler<Self::Output>>;
     /// At the deadline, spawned mode: from now on child `index` tells the
     /// driver of each poll it finishes; returns the wake count to wait for
     /// if it was woken and not polled since (in-task children are polled by
@@ -364,6 +445,11 @@ impl<F: Future> GatherMode<F> for InTask {
         drop(slot);
     }
 
+    fn detach(slot: Self::Slot, _: usize, _: &()) -> Option<Straggler<F::Output>> {
+        drop(slot);
+        None
+    }
+
     #[inline]
     fn watch(_: &(), _: usize) -> Option<u64> {
         None
@@ -383,6 +469,95 @@ pub struct SpawnShared<T> {
     results: Mutex<Vec<Option<Outcome<T>>>>,
     queue: StdArc<ReadyQueue>,
     settle: StdArc<Settle>,
+}
+
+/// A spawned task the gather left running
+/// ([`Gather::detach_stragglers`], asyncio's `wait`): await it for its
+/// [`Outcome`], or [`abort`](Self::abort) it.
+///
+/// It resolves to [`Outcome::Completed`] or [`Outcome::Panicked`] when the
+/// task ends, or [`Outcome::Cancelled`] if it was aborted (or its runtime
+/// shut down); polled again after that, to `Cancelled`. Dropping it leaves
+/// the task running, as dropping a `JoinHandle` does.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::fanout::{Gather, Outcome};
+/// use std::time::Duration;
+/// use tokio::time::sleep;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let replicas = [10u64, 500].map(|ms| async move {
+///     sleep(Duration::from_millis(ms)).await;
+///     ms
+/// });
+/// let mut gathered = Gather::new(replicas)
+///     .spawn()
+///     .timeout(Duration::from_millis(100))
+///     .detach_stragglers()
+///     .build()
+///     .unwrap()
+///     .await;
+/// assert_eq!(gathered.outcomes(), [Outcome::Completed(10), Outcome::Detached]);
+/// let slow = gathered.take_stragglers().pop().unwrap();
+/// assert_eq!(slow.index(), 1);
+/// assert_eq!(slow.await, Outcome::Completed(500)); // it ran on
+/// # }
+/// ```
+pub struct Straggler<T> {
+    index: usize,
+    task: JoinHandle<()>,
+    shared: StdArc<SpawnShared<T>>,
+    resolved: bool,
+}
+
+impl<T> Straggler<T> {
+    /// The input index of the future this task runs.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Aborts the task: it stops at its next `.await`, and this handle then
+    /// resolves to [`Outcome::Cancelled`] (unless it finished first).
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+
+    /// Whether the task has ended (awaiting this handle would not wait).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+impl<T> fmt::Debug for Straggler<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Straggler")
+            .field("index", &self.index)
+            .field("finished", &self.task.is_finished())
+            .finish()
+    }
+}
+
+impl<T> Future for Straggler<T> {
+    type Output = Outcome<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
+        let this = self.get_mut();
+        if this.resolved {
+            return Poll::Ready(Outcome::Cancelled);
+        }
+        // The task reports its outcome before it ends (or, aborted, while
+        // it is dropped), so once it has ended the outcome is there.
+        match Pin::new(&mut this.task).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => {
+                this.resolved = true;
+                let outcome = this.shared.results.lock()[this.index].take();
+                Poll::Ready(outcome.unwrap_or(Outcome::Cancelled))
+            }
+        }
+    }
 }
 
 /// Runs inside the spawned task: catches a panic of the user's future and,
@@ -506,6 +681,19 @@ where
         slot.abort();
     }
 
+    fn detach(
+        slot: Self::Slot,
+        index: usize,
+        shared: &Self::Shared,
+    ) -> Option<Straggler<F::Output>> {
+        Some(Straggler {
+            index,
+            task: slot,
+            shared: shared.clone(),
+            resolved: false,
+        })
+    }
+
     fn watch(shared: &Self::Shared, index: usize) -> Option<u64> {
         shared.settle.watch(index)
     }
@@ -567,6 +755,8 @@ where
     concurrency: usize,
     quorum: Option<usize>,
     fail_fast: bool,
+    first_completed: bool,
+    detach: bool,
     is_success: Option<fn(&M::Output) -> bool>,
     _mode: PhantomData<M>,
 }
@@ -579,6 +769,8 @@ impl<F, M: GatherMode<F>> fmt::Debug for Gather<F, M> {
             .field("concurrency", &self.concurrency)
             .field("quorum", &self.quorum)
             .field("fail_fast", &self.fail_fast)
+            .field("first_completed", &self.first_completed)
+            .field("detach_stragglers", &self.detach)
             .finish_non_exhaustive()
     }
 }
@@ -597,6 +789,8 @@ impl<F: Future> Gather<F, InTask> {
             concurrency: usize::MAX,
             quorum: None,
             fail_fast: false,
+            first_completed: false,
+            detach: false,
             is_success: None,
             _mode: PhantomData,
         }
@@ -619,10 +813,39 @@ impl<F: Future> Gather<F, InTask> {
             concurrency: self.concurrency,
             quorum: self.quorum,
             fail_fast: self.fail_fast,
+            first_completed: self.first_completed,
+            detach: false,
             // Same output type in both modes, so the classifier carries over.
             is_success: self.is_success,
             _mode: PhantomData,
         }
+    }
+}
+
+impl<F> Gather<F, Spawned>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    /// When the gather finishes early (deadline, quorum, first error or
+    /// first completion), leaves the tasks still running **running**
+    /// instead of aborting them, as asyncio's `wait` does: their outcome is
+    /// [`Outcome::Detached`] and their handles are in
+    /// [`Gathered::take_stragglers`] (or
+    /// [`GatherStream::take_stragglers`]). Futures a
+    /// [`concurrency`](Gather::concurrency) bound kept from starting are
+    /// not started (they are `TimedOut` or `Cancelled` as usual). Dropping
+    /// the gather before it finishes still aborts everything.
+    ///
+    /// Spawned mode only: an in-task future cannot outlive the task that
+    /// polls it.
+    ///
+    /// # Examples
+    ///
+    /// See [`Straggler`].
+    pub fn detach_stragglers(mut self) -> Self {
+        self.detach = true;
+        self
     }
 }
 
@@ -666,14 +889,43 @@ impl<F, M: GatherMode<F>> Gather<F, M> {
         self
     }
 
+    /// Returns as soon as any future completes, whatever it returned (or,
+    /// spawned, if it panicked), cancelling the rest: asyncio's
+    /// `FIRST_COMPLETED`. The finish is [`Finish::FirstCompleted`]. Unlike
+    /// `quorum(1)`, it needs no `Result` output and an `Err` counts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::fanout::{Finish, Gather, Outcome};
+    /// use std::time::Duration;
+    /// use tokio::time::sleep;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let mirrors = [30u64, 10, 20].map(|ms| async move {
+    ///     sleep(Duration::from_millis(ms)).await;
+    ///     Err::<u64, _>(format!("mirror {ms} ms: 404"))
+    /// });
+    /// let gathered = Gather::new(mirrors).first_completed().build().unwrap().await;
+    /// assert_eq!(gathered.finish(), Finish::FirstCompleted);
+    /// assert_eq!(gathered.completed().map(|(i, _)| i).collect::<Vec<_>>(), [1]);
+    /// assert_eq!(gathered.outcomes()[0], Outcome::Cancelled);
+    /// # }
+    /// ```
+    #[doc(alias = "FIRST_COMPLETED")]
+    pub fn first_completed(mut self) -> Self {
+        self.first_completed = true;
+        self
+    }
+
     /// Checks the settings and returns the gather, ready to be awaited.
     ///
     /// # Errors
     ///
     /// A [`ConfigError`] naming the field: `concurrency` of 0 (`Zero`);
     /// `quorum` of 0 (`Zero`) or above the number of futures (`TooLarge`);
-    /// `timeout` together with `deadline`, or `quorum` together with
-    /// `fail_fast` (`Conflict`).
+    /// `timeout` together with `deadline`, `quorum` together with
+    /// `fail_fast`, or `first_completed` with either (`Conflict`).
     ///
     /// # Panics
     ///
@@ -695,6 +947,14 @@ impl<F, M: GatherMode<F>> Gather<F, M> {
                 "concurrency",
                 ConfigErrorKind::Zero,
                 "must be at least 1, got 0",
+            ));
+        }
+        if self.first_completed && (self.quorum.is_some() || self.fail_fast) {
+            return Err(ConfigError::new(
+                COMPONENT,
+                "first_completed",
+                ConfigErrorKind::Conflict,
+                "cannot be combined with quorum or fail_fast/first_error; pick one stopping rule",
             ));
         }
         if let Some(k) = self.quorum {
@@ -731,15 +991,18 @@ impl<F, M: GatherMode<F>> Gather<F, M> {
             Limit::Timeout(t) => Instant::now().checked_add(t),
             Limit::Deadline(d) => Some(d),
         };
+        let mut driver = Driver::new(
+            self.futures,
+            deadline,
+            self.concurrency,
+            self.quorum,
+            self.fail_fast,
+            self.is_success,
+        );
+        driver.tally.set_first_completed(self.first_completed);
+        driver.detach = self.detach;
         Ok(GatherFuture {
-            driver: Driver::new(
-                self.futures,
-                deadline,
-                self.concurrency,
-                self.quorum,
-                self.fail_fast,
-                self.is_success,
-            ),
+            driver,
             outcomes: Vec::new(),
         })
     }
@@ -763,6 +1026,27 @@ where
         self.fail_fast = true;
         self.is_success = Some(Result::is_ok);
         self
+    }
+
+    /// Asyncio's name for [`fail_fast`](Self::fail_fast) (`FIRST_EXCEPTION`):
+    /// return at the first `Err` (or panic, in spawned mode), cancelling the
+    /// rest, or when all completed if none failed. The finish is
+    /// [`Finish::FailedFast`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::fanout::{Finish, Gather};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let writes = [Ok(1), Err("disk full"), Ok(3)].map(|r| async move { r });
+    /// let gathered = Gather::new(writes).first_error().build().unwrap().await;
+    /// assert_eq!(gathered.finish(), Finish::FailedFast);
+    /// # }
+    /// ```
+    #[doc(alias = "FIRST_EXCEPTION")]
+    pub fn first_error(self) -> Self {
+        self.fail_fast()
     }
 }
 
@@ -898,7 +1182,12 @@ impl<F, M: GatherMode<F>> Future for GatherFuture<F, M> {
                     // Every index was reported before Ready; the fallback is unreachable.
                     .map(|o| o.unwrap_or(Outcome::Cancelled))
                     .collect();
-                Poll::Ready(Gathered { outcomes, finish })
+                let stragglers = std::mem::take(&mut this.driver.stragglers);
+                Poll::Ready(Gathered {
+                    outcomes,
+                    finish,
+                    stragglers,
+                })
             }
         }
     }
@@ -964,6 +1253,13 @@ impl<F, M: GatherMode<F>> GatherStream<F, M> {
     pub fn finish(&self) -> Option<Finish> {
         self.driver.finished
     }
+
+    /// Takes the handles of the tasks left running by
+    /// [`Gather::detach_stragglers`] (available once the stream has yielded
+    /// their [`Outcome::Detached`]; empty otherwise).
+    pub fn take_stragglers(&mut self) -> Vec<Straggler<M::Output>> {
+        std::mem::take(&mut self.driver.stragglers)
+    }
 }
 
 impl<F, M: GatherMode<F>> futures_core::Stream for GatherStream<F, M> {
@@ -1018,6 +1314,10 @@ struct Driver<F, M: GatherMode<F>> {
     finished: Option<Finish>,
     /// How many outcomes went to the sink (for `size_hint`).
     reported: usize,
+    /// Leave running children running at an early finish (spawned mode).
+    detach: bool,
+    /// Their handles, once detached, until taken.
+    stragglers: Vec<Straggler<M::Output>>,
 }
 
 struct Slot<S> {
@@ -1057,6 +1357,8 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             starved: Vec::new(),
             finished: None,
             reported: 0,
+            detach: false,
+            stragglers: Vec::new(),
         }
     }
 
@@ -1320,13 +1622,25 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
     ) -> Finish {
         self.finished = Some(finish);
         self.sleep = None;
+        self.queue.close();
         let mut cut_off = 0usize;
         for (index, slot) in self.slots.iter_mut().enumerate() {
             if let Some(running) = slot.running.take() {
-                M::cancel(running);
                 slot.waker = None;
                 cut_off += 1;
-                sink(index, left_over(finish));
+                let detached = if self.detach {
+                    M::detach(running, index, &self.shared)
+                } else {
+                    M::cancel(running);
+                    None
+                };
+                match detached {
+                    Some(straggler) => {
+                        self.stragglers.push(straggler);
+                        sink(index, Outcome::Detached);
+                    }
+                    None => sink(index, left_over(finish)),
+                }
             }
         }
         self.reported += cut_off;

@@ -12,11 +12,20 @@
 //!   (see [`Gather::timeout`](crate::fanout::Gather::timeout)).
 //! - [`Gather`](crate::fanout::Gather): the builder for the rest: `timeout`/`deadline`,
 //!   `concurrency(n)`, `quorum(k)` (return at the k-th `Ok`, or as soon as
-//!   k became impossible), `fail_fast()`, `spawn()` (own Tokio task each,
-//!   panics captured, aborted at the end); results at once
-//!   ([`GatherFuture`](crate::fanout::GatherFuture)) or in completion order ([`GatherStream`](crate::fanout::GatherStream)).
-//! - [`hedge`](crate::fanout::hedge): send a request; if it is slow (a fixed delay, or a learned
-//!   percentile of recent latencies), send another; first success wins.
+//!   k became impossible), `first_completed()` and `first_error()`
+//!   (asyncio's `FIRST_COMPLETED` and `FIRST_EXCEPTION`; `fail_fast()` is
+//!   the latter), `spawn()` (own Tokio task each, panics captured, aborted
+//!   at the end, or with `detach_stragglers()` left running and handed
+//!   back as [`Straggler`](crate::fanout::Straggler)s, as asyncio's `wait`
+//!   does); results at once ([`GatherFuture`](crate::fanout::GatherFuture))
+//!   or in completion order ([`GatherStream`](crate::fanout::GatherStream)).
+//! - [`hedge`](crate::fanout::hedge) and [`hedge_with_attempt`](crate::fanout::hedge_with_attempt)
+//!   (which tells each request its attempt number): send a request; if it
+//!   is slow (a fixed delay, or a learned percentile of recent latencies),
+//!   send another; first success wins. Errors declared final end the call
+//!   at once; `hedge_on_error` sends the next attempt as soon as one fails;
+//!   `max_extra_load` caps hedges to a fraction of calls; a failed call
+//!   keeps every attempt's error.
 //!
 //! In-task gathers poll only the futures that were woken (each child has
 //! its own waker feeding a ready queue), so a gather of `n` futures costs
@@ -53,9 +62,11 @@ pub use self::core::Finish;
 pub use self::error::HedgeError;
 pub use self::gather::{
     Gather, GatherFuture, GatherMetrics, GatherMode, GatherStream, Gathered, InTask, Outcome,
-    Spawned, gather_with_timeout,
+    Spawned, Straggler, gather_with_timeout,
 };
-pub use self::hedge::{HedgeFuture, HedgeMetrics, HedgePolicy, HedgePolicyBuilder, Hedged, hedge};
+pub use self::hedge::{
+    HedgeFuture, HedgeMetrics, HedgePolicy, HedgePolicyBuilder, Hedged, hedge, hedge_with_attempt,
+};
 #[cfg(loom)]
 #[doc(hidden)]
 pub use self::wake::SettleModel;

@@ -33,6 +33,8 @@ struct QueueInner {
     /// The parent was woken since the last drain; further pushes need not
     /// wake it again.
     notified: bool,
+    /// The gather is over (see `close`).
+    closed: bool,
 }
 
 impl ReadyQueue {
@@ -61,9 +63,22 @@ impl ReadyQueue {
         inner.notified = false;
     }
 
+    /// The gather is over: later pushes (detached or aborted tasks
+    /// reporting) wake nobody, and what was queued is dropped.
+    pub(crate) fn close(&self) {
+        let mut inner = self.inner.lock();
+        inner.parent = None;
+        inner.closed = true;
+        inner.ready = Vec::new();
+    }
+
     pub(crate) fn push(&self, index: usize) {
         let parent = {
             let mut inner = self.inner.lock();
+            if inner.closed {
+                // Nobody will drain it.
+                return;
+            }
             inner.ready.push(index);
             if inner.notified {
                 None

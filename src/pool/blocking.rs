@@ -10,12 +10,11 @@ use tokio::time::Instant;
 use super::config::{PoolConfig, check_concurrency, runtime_or_current};
 use super::dispatch::{Control, Dispatcher, Job, RunSlot};
 use super::submit::{self, Submit, far_future};
-use super::task::{Finish, TaskShared, catch};
+use super::task::{Finish, TaskShared, catch, spawn_timeout};
 use super::worker::shutdown;
-use super::{PoolMetrics, ShutdownReport, SubmitError, TaskError, TaskHandle};
+use super::{DEFAULT_PRIORITY, PoolMetrics, ShutdownReport, SubmitError, TaskError, TaskHandle};
 use crate::ConfigError;
 use crate::sync::Arc;
-use crate::sync::atomic::Ordering;
 
 /// Runs blocking closures (a synchronous database driver, file I/O, a C
 /// library) on Tokio's blocking threads, at most `max_concurrency` at once,
@@ -86,7 +85,10 @@ impl BlockingPoolBuilder {
     }
 
     /// How long a caller waits for a started call before it gets
-    /// [`TaskError::TimedOut`] (the call itself runs on to the end).
+    /// [`TaskError::TimedOut`], counted from when the call starts (not from
+    /// submission). The call itself cannot be interrupted: it runs on to
+    /// its end and keeps its slot until then, so the pool still never runs
+    /// more than `max_concurrency` calls; its result is discarded.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.config.timeout = Some(timeout);
         self
@@ -95,6 +97,14 @@ impl BlockingPoolBuilder {
     /// A name for tracing events.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
+        self
+    }
+
+    /// Ages queued calls: each gains one priority level for every `n` calls
+    /// started from the queue while it waits (at least 1). Default: strict
+    /// priorities (see [the module docs](super#priorities)).
+    pub fn priority_aging(mut self, n: usize) -> Self {
+        self.config.priority_aging = Some(n);
         self
     }
 
@@ -108,15 +118,18 @@ impl BlockingPoolBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming `max_concurrency`, `queue_capacity`, `timeout`
-    /// or `runtime`, as for [`WorkerPoolBuilder::build`](super::WorkerPoolBuilder::build).
+    /// [`ConfigError`] naming `max_concurrency`, `queue_capacity`, `timeout`,
+    /// `priority_aging` or `runtime`, as for
+    /// [`WorkerPoolBuilder::build`](super::WorkerPoolBuilder::build).
     pub fn build(self) -> Result<BlockingPool, ConfigError> {
         self.config.validate()?;
         let runtime = runtime_or_current("blocking_pool", self.runtime)?;
         let c = self.config;
+        let dispatch = Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name);
+        dispatch.set_priority_aging(c.priority_aging);
         Ok(BlockingPool {
             inner: Arc::new(BlockingInner {
-                dispatch: Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name),
+                dispatch,
                 runtime,
                 timeout: c.timeout,
             }),
@@ -170,7 +183,86 @@ impl BlockingPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        submit::submit(&*self.inner, f).await
+        submit::submit(&*self.inner, f, DEFAULT_PRIORITY).await
+    }
+
+    /// [`submit`](Self::submit) at `priority` (higher starts first; plain
+    /// `submit` is [`DEFAULT_PRIORITY`]). The priority orders the queue of
+    /// admitted work, not the wait for queue room (see
+    /// [the module docs](super#priorities)).
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pool::BlockingPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = BlockingPool::builder().max_concurrency(1).build().unwrap();
+    /// let urgent = pool.submit_with_priority(|| 6 * 7, 100).await.unwrap();
+    /// assert_eq!(urgent.await.unwrap(), 42);
+    /// # }
+    /// ```
+    pub async fn submit_with_priority<F, T>(
+        &self,
+        f: F,
+        priority: i32,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        submit::submit(&*self.inner, f, priority).await
+    }
+
+    /// [`try_submit`](Self::try_submit) at `priority`.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_submit`](Self::try_submit).
+    pub fn try_submit_with_priority<F, T>(
+        &self,
+        f: F,
+        priority: i32,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        submit::try_submit(&*self.inner, f, priority)
+    }
+
+    /// Drops every queued call unrun and returns how many; their handles
+    /// resolve to [`TaskError::Cleared`] and their queue room is freed at
+    /// once. Running calls carry on, and the pool stays open.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pool::{BlockingPool, TaskError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = BlockingPool::builder().max_concurrency(1).build().unwrap();
+    /// let (tx, rx) = std::sync::mpsc::channel::<()>();
+    /// let running = pool.submit(move || rx.recv().unwrap()).await.unwrap();
+    /// let queued = pool.submit(|| 2).await.unwrap();
+    /// assert_eq!(pool.clear_queue(), 1);
+    /// assert_eq!(queued.await, Err(TaskError::Cleared));
+    /// tx.send(()).unwrap();
+    /// assert_eq!(running.await, Ok(()));
+    /// # }
+    /// ```
+    pub fn clear_queue(&self) -> usize {
+        let n = self.inner.dispatch.clear_queue();
+        tracing::debug!(pool = %self.inner.dispatch.name, cleared = n, "pool queue cleared");
+        n
     }
 
     /// Submits `f` only if it can run or queue at once.
@@ -183,7 +275,7 @@ impl BlockingPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        submit::try_submit(&*self.inner, f)
+        submit::try_submit(&*self.inner, f, DEFAULT_PRIORITY)
     }
 
     /// [`submit`](Self::submit), waiting at most `timeout` for queue room.
@@ -204,7 +296,7 @@ impl BlockingPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        submit::submit_timeout(&*self.inner, f, timeout).await
+        submit::submit_timeout(&*self.inner, f, timeout, DEFAULT_PRIORITY).await
     }
 
     /// Changes the concurrency limit while running (see
@@ -226,9 +318,11 @@ impl BlockingPool {
     }
 
     /// Closes the pool and waits for queued and running calls until
-    /// `deadline`; then drops what is still queued. Calls still running at
-    /// the deadline cannot be interrupted: they are counted in
-    /// `aborted_running` and finish detached.
+    /// `deadline`; then drops what is still queued (those handles resolve to
+    /// [`TaskError::Shutdown`]). Calls still running at the deadline cannot
+    /// be interrupted: they are counted in
+    /// [`still_running`](ShutdownReport::still_running), run on detached,
+    /// and their handles resolve with their results.
     ///
     /// # Cancel safety
     ///
@@ -319,15 +413,7 @@ where
         } = *self;
         // The caller-side timer; aborted as soon as the call returns. The
         // first of the two to complete the handle is the one counted.
-        let timer = timeout.map(|d| {
-            let shared = shared.clone();
-            runtime.spawn(async move {
-                tokio::time::sleep(d).await;
-                shared.complete_then(Err(TaskError::TimedOut), || {
-                    pool.counters.timed_out.fetch_add(1, Ordering::Relaxed);
-                });
-            })
-        });
+        let timer = timeout.map(|d| spawn_timeout(&runtime, d, shared.clone(), pool));
         let guard = Finish::new(shared, slot);
         runtime.spawn_blocking(move || {
             let outcome = catch(f);
@@ -338,8 +424,8 @@ where
         });
     }
 
-    fn cancel(self: Box<Self>) {
-        self.shared.complete(Err(TaskError::Cancelled));
+    fn cancel(self: Box<Self>, why: TaskError) {
+        self.shared.complete(Err(why));
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any> {

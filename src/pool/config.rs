@@ -17,6 +17,8 @@ pub(crate) struct PoolConfig {
     pub(crate) queue_capacity: usize,
     pub(crate) timeout: Option<Duration>,
     pub(crate) name: String,
+    /// Starts per priority level a queued task gains (`None`: strict).
+    pub(crate) priority_aging: Option<usize>,
 }
 
 impl PoolConfig {
@@ -27,6 +29,7 @@ impl PoolConfig {
             queue_capacity: 1024,
             timeout: None,
             name: component.to_owned(),
+            priority_aging: None,
         }
     }
 
@@ -38,6 +41,14 @@ impl PoolConfig {
                 "timeout",
                 ConfigErrorKind::Zero,
                 "must be greater than zero (leave it unset for no timeout)",
+            ));
+        }
+        if self.priority_aging == Some(0) {
+            return Err(ConfigError::new(
+                self.component,
+                "priority_aging",
+                ConfigErrorKind::Zero,
+                "must be at least 1 start per level, got 0 (leave it unset for strict priorities)",
             ));
         }
         Ok(())

@@ -5,14 +5,16 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::config::PoolConfig;
 use super::dispatch::{Control, Dispatcher, Job, RunSlot};
 use super::submit::{self, Submit, far_future};
-use super::task::{Finish, TaskShared, catch};
+use super::task::{Finish, TaskShared, catch, spawn_timeout};
 use super::worker::shutdown;
-use super::{PoolMetrics, ShutdownReport, SubmitError, TaskError, TaskHandle};
+use super::{DEFAULT_PRIORITY, PoolMetrics, ShutdownReport, SubmitError, TaskError, TaskHandle};
+use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Arc, Condvar, Mutex, thread};
 use crate::{ConfigError, ConfigErrorKind};
 
@@ -24,6 +26,11 @@ use crate::{ConfigError, ConfigErrorKind};
 /// [`shutdown`](Self::shutdown), which joins them.
 ///
 /// (Rust has no GIL: these are threads, where Python would need processes.)
+///
+/// A running closure cannot be interrupted: a per-task
+/// [`timeout`](CpuPoolBuilder::timeout) makes the *caller* stop waiting
+/// ([`TaskError::TimedOut`]), while the closure runs on to its end on its
+/// thread, which stays busy until then.
 ///
 /// # Examples
 ///
@@ -46,6 +53,8 @@ struct CpuInner {
     dispatch: Arc<Dispatcher>,
     handoff: Arc<Handoff>,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
+    /// The per-task timeout and the runtime its timers run on.
+    timeout: Option<(Duration, Handle)>,
 }
 
 type Work = Box<dyn FnOnce() + Send>;
@@ -56,6 +65,17 @@ type Work = Box<dyn FnOnce() + Send>;
 struct Handoff {
     state: Mutex<HandoffState>,
     ready: Condvar,
+    /// Threads started and not yet exited.
+    live: AtomicUsize,
+}
+
+/// Counts a pool thread out when it exits, however it exits.
+struct LiveThread(Arc<Handoff>);
+
+impl Drop for LiveThread {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Release);
+    }
 }
 
 #[derive(Default)]
@@ -92,7 +112,8 @@ impl Handoff {
 }
 
 /// Configures a [`CpuPool`]. Defaults: `threads` = available parallelism,
-/// `queue_capacity` 1024, name `"cpu_pool"` (threads are named `name-0`, …).
+/// `queue_capacity` 1024, no per-task timeout, strict priorities, name
+/// `"cpu_pool"` (threads are named `name-0`, …).
 ///
 /// # Examples
 ///
@@ -104,6 +125,7 @@ impl Handoff {
 #[derive(Debug, Clone)]
 pub struct CpuPoolBuilder {
     config: PoolConfig,
+    runtime: Option<Handle>,
 }
 
 /// The most threads a [`CpuPool`] may have.
@@ -128,12 +150,64 @@ impl CpuPoolBuilder {
         self
     }
 
-    /// Validates the configuration and starts the threads. Needs no runtime.
+    /// How long a caller waits for a started closure before its handle
+    /// resolves to [`TaskError::TimedOut`], counted from when the closure
+    /// starts on a thread (not from submission).
+    ///
+    /// The closure is **not** stopped: Rust cannot interrupt a thread, so it
+    /// runs on to its end, its thread stays busy (the pool still never runs
+    /// more than `threads` closures), and its result is discarded. Check a
+    /// deadline or a flag inside long computations if they must stop early.
+    ///
+    /// The timers run on a Tokio runtime: [`build`](Self::build) then needs
+    /// one (the current one, or [`runtime`](Self::runtime)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pool::{CpuPool, TaskError};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let pool = CpuPool::builder().threads(1).timeout(Duration::from_millis(50)).build().unwrap();
+    /// let (tx, rx) = std::sync::mpsc::channel::<()>();
+    /// let start = tokio::time::Instant::now();
+    /// let stuck = pool.submit(move || rx.recv().unwrap()).await.unwrap();
+    /// assert_eq!(stuck.await, Err(TaskError::TimedOut));
+    /// assert_eq!(start.elapsed(), Duration::from_millis(50));
+    /// assert_eq!(pool.metrics().running, 1); // the closure runs on
+    /// tx.send(()).unwrap();
+    /// # }
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = Some(timeout);
+        self
+    }
+
+    /// The runtime the per-task timeout's timers run on (default: the one
+    /// `build` is called in). Unused without a [`timeout`](Self::timeout).
+    pub fn runtime(mut self, handle: Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
+    /// Ages queued closures: each gains one priority level for every `n`
+    /// closures started from the queue while it waits (at least 1).
+    /// Default: strict priorities (see [the module docs](super#priorities)).
+    pub fn priority_aging(mut self, n: usize) -> Self {
+        self.config.priority_aging = Some(n);
+        self
+    }
+
+    /// Validates the configuration and starts the threads. Needs no runtime
+    /// unless a [`timeout`](Self::timeout) is set.
     ///
     /// # Errors
     ///
     /// [`ConfigError`] naming `threads` (0, above [`MAX_CPU_THREADS`], or the
-    /// OS refused to start one) or `queue_capacity` (too large).
+    /// OS refused to start one), `queue_capacity` (too large), `timeout`
+    /// (zero), `priority_aging` (zero) or `runtime` (a timeout without a
+    /// runtime given or current).
     pub fn build(self) -> Result<CpuPool, ConfigError> {
         let c = self.config;
         let threads_err =
@@ -154,16 +228,39 @@ impl CpuPoolBuilder {
             ));
         }
         c.validate()?;
+        let timeout = match c.timeout {
+            None => None,
+            Some(d) => {
+                let runtime = match self.runtime {
+                    Some(h) => h,
+                    None => Handle::try_current().map_err(|_| {
+                        ConfigError::new(
+                            "cpu_pool",
+                            "runtime",
+                            ConfigErrorKind::Missing,
+                            "is needed for the timeout's timers: build inside a Tokio runtime or pass one with `runtime(handle)`",
+                        )
+                    })?,
+                };
+                Some((d, runtime))
+            }
+        };
         let handoff = Arc::new(Handoff::default());
         let mut threads = Vec::with_capacity(c.max_concurrency);
         for i in 0..c.max_concurrency {
             let h = handoff.clone();
+            // Counted before it runs, so `live_threads` is exact once built.
+            handoff.live.fetch_add(1, Ordering::Release);
             let spawned = thread::Builder::new()
                 .name(format!("{}-{i}", c.name))
-                .spawn(move || h.worker_loop());
+                .spawn(move || {
+                    let live = LiveThread(h);
+                    live.0.worker_loop();
+                });
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
+                    handoff.live.fetch_sub(1, Ordering::Release);
                     handoff.exit();
                     return Err(threads_err(
                         ConfigErrorKind::TooLarge,
@@ -172,11 +269,14 @@ impl CpuPoolBuilder {
                 }
             }
         }
+        let dispatch = Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name);
+        dispatch.set_priority_aging(c.priority_aging);
         Ok(CpuPool {
             inner: Arc::new(CpuInner {
-                dispatch: Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name),
+                dispatch,
                 handoff,
                 threads: Mutex::new(threads),
+                timeout,
             }),
         })
     }
@@ -188,6 +288,7 @@ impl CpuPool {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         CpuPoolBuilder {
             config: PoolConfig::new("cpu_pool", n),
+            runtime: None,
         }
     }
 
@@ -195,7 +296,9 @@ impl CpuPool {
     ///
     /// # Errors
     ///
-    /// [`TaskError::Panicked`], or [`TaskError::Closed`] when the pool is closed.
+    /// [`TaskError::Panicked`], [`TaskError::TimedOut`] (with a
+    /// [`timeout`](CpuPoolBuilder::timeout)), or [`TaskError::Closed`] when
+    /// the pool is closed.
     ///
     /// # Cancel safety
     ///
@@ -226,7 +329,86 @@ impl CpuPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        submit::submit(&*self.inner, f).await
+        submit::submit(&*self.inner, f, DEFAULT_PRIORITY).await
+    }
+
+    /// [`submit`](Self::submit) at `priority` (higher starts first; plain
+    /// `submit` is [`DEFAULT_PRIORITY`]). The priority orders the queue of
+    /// admitted work, not the wait for queue room (see
+    /// [the module docs](super#priorities)).
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pool::CpuPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = CpuPool::builder().threads(1).build().unwrap();
+    /// let urgent = pool.submit_with_priority(|| 6 * 7, 100).await.unwrap();
+    /// assert_eq!(urgent.await.unwrap(), 42);
+    /// # }
+    /// ```
+    pub async fn submit_with_priority<F, T>(
+        &self,
+        f: F,
+        priority: i32,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        submit::submit(&*self.inner, f, priority).await
+    }
+
+    /// [`try_submit`](Self::try_submit) at `priority`.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_submit`](Self::try_submit).
+    pub fn try_submit_with_priority<F, T>(
+        &self,
+        f: F,
+        priority: i32,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        submit::try_submit(&*self.inner, f, priority)
+    }
+
+    /// Drops every queued call unrun and returns how many; their handles
+    /// resolve to [`TaskError::Cleared`] and their queue room is freed at
+    /// once. Running calls carry on, and the pool stays open.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pool::{CpuPool, TaskError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = CpuPool::builder().threads(1).build().unwrap();
+    /// let (tx, rx) = std::sync::mpsc::channel::<()>();
+    /// let running = pool.submit(move || rx.recv().unwrap()).await.unwrap();
+    /// let queued = pool.submit(|| 2).await.unwrap();
+    /// assert_eq!(pool.clear_queue(), 1);
+    /// assert_eq!(queued.await, Err(TaskError::Cleared));
+    /// tx.send(()).unwrap();
+    /// assert_eq!(running.await, Ok(()));
+    /// # }
+    /// ```
+    pub fn clear_queue(&self) -> usize {
+        let n = self.inner.dispatch.clear_queue();
+        tracing::debug!(pool = %self.inner.dispatch.name, cleared = n, "pool queue cleared");
+        n
     }
 
     /// Submits `f` only if it can run or queue at once.
@@ -239,7 +421,7 @@ impl CpuPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        submit::try_submit(&*self.inner, f)
+        submit::try_submit(&*self.inner, f, DEFAULT_PRIORITY)
     }
 
     /// [`submit`](Self::submit), waiting at most `timeout` for queue room.
@@ -260,7 +442,7 @@ impl CpuPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        submit::submit_timeout(&*self.inner, f, timeout).await
+        submit::submit_timeout(&*self.inner, f, timeout, DEFAULT_PRIORITY).await
     }
 
     /// Stops intake; queued and running closures carry on. Idempotent.
@@ -269,10 +451,12 @@ impl CpuPool {
     }
 
     /// Closes the pool, waits for queued and running closures until
-    /// `deadline`, drops what is still queued, and joins the threads if they
-    /// are idle. Closures still running at the deadline cannot be
-    /// interrupted: they are counted in `aborted_running` and their threads
-    /// finish detached.
+    /// `deadline`, drops what is still queued (those handles resolve to
+    /// [`TaskError::Shutdown`]), and joins the threads if they are idle.
+    /// Closures still running at the deadline cannot be interrupted: they
+    /// are counted in [`still_running`](ShutdownReport::still_running),
+    /// their handles resolve with their results, and their threads exit,
+    /// detached, once they return.
     ///
     /// # Cancel safety
     ///
@@ -309,6 +493,29 @@ impl CpuPool {
     pub fn metrics(&self) -> PoolMetrics {
         PoolMetrics::from_dispatcher(&self.inner.dispatch)
     }
+
+    /// How many of the pool's threads are alive now: `threads` from
+    /// `build` on; fewer only once the pool winds down (0 after a drained
+    /// [`shutdown`](Self::shutdown), which joins them; after one that was
+    /// not drained, each thread exits as its last closure returns; after
+    /// the last clone is dropped, once the work handed to them is done).
+    /// `metrics().running` is how many of them are busy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pool::CpuPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = CpuPool::builder().threads(3).build().unwrap();
+    /// assert_eq!(pool.live_threads(), 3);
+    /// assert!(pool.shutdown_timeout(std::time::Duration::from_secs(5)).await.drained);
+    /// assert_eq!(pool.live_threads(), 0);
+    /// # }
+    /// ```
+    pub fn live_threads(&self) -> usize {
+        self.inner.handoff.live.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for CpuInner {
@@ -324,6 +531,7 @@ impl fmt::Debug for CpuPool {
         f.debug_struct("CpuPool")
             .field("name", &self.inner.dispatch.name)
             .field("threads", &m.max_concurrency)
+            .field("live_threads", &self.live_threads())
             .field("running", &m.running)
             .field("queued", &m.queued)
             .finish()
@@ -334,6 +542,8 @@ pub(crate) struct CpuJob<F, T> {
     f: F,
     shared: Arc<TaskShared<T>>,
     handoff: Arc<Handoff>,
+    /// The per-task timeout, its runtime, and the pool for its counter.
+    timeout: Option<(Duration, Handle, Arc<Dispatcher>)>,
 }
 
 impl<F, T> Submit<F, T> for CpuInner
@@ -352,6 +562,10 @@ where
             f,
             shared,
             handoff: self.handoff.clone(),
+            timeout: self
+                .timeout
+                .as_ref()
+                .map(|(d, rt)| (*d, rt.clone(), self.dispatch.clone())),
         }
     }
 
@@ -370,13 +584,26 @@ where
     T: Send + 'static,
 {
     fn start(self: Box<Self>, slot: RunSlot) {
-        let CpuJob { f, shared, handoff } = *self;
+        let CpuJob {
+            f,
+            shared,
+            handoff,
+            timeout,
+        } = *self;
+        let timer =
+            timeout.map(|(d, runtime, pool)| spawn_timeout(&runtime, d, shared.clone(), pool));
         let guard = Finish::new(shared, slot);
-        handoff.push(Box::new(move || guard.finish(catch(f))));
+        handoff.push(Box::new(move || {
+            let outcome = catch(f);
+            if let Some(t) = timer {
+                t.abort();
+            }
+            guard.finish(outcome);
+        }));
     }
 
-    fn cancel(self: Box<Self>) {
-        self.shared.complete(Err(TaskError::Cancelled));
+    fn cancel(self: Box<Self>, why: TaskError) {
+        self.shared.complete(Err(why));
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any> {

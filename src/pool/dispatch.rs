@@ -10,18 +10,24 @@
 //! [`RunSlot`] is dropped, and under the same lock the next queued job is
 //! started on that slot: no dispatcher task, no lost hand-off.
 //!
-//! Invariants (checked by the loom model below):
+//! The queue starts its highest-priority job first, first-in first-out
+//! within a priority, with optional aging (the rule is in `queue.rs`).
+//! Priority orders the queue only: admission (waiting for queue room) stays
+//! first come, first served whatever the priority.
+//!
+//! Invariants (checked by the loom models below):
 //! * `running <= max_concurrency`, except transiently after a shrink, and
 //!   no new job starts until `running < max_concurrency`;
 //! * the queue is non-empty only while `running >= max_concurrency`, so at
 //!   most `queue_capacity` jobs queue.
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+use super::TaskError;
+use super::queue::PriorityQueue;
 use crate::semaphore::{OwnedPermit, Semaphore};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex};
@@ -33,16 +39,17 @@ pub(crate) type TaskId = u64;
 pub(crate) trait Job: Send + 'static {
     /// Starts the work; the slot must be dropped when it ends.
     fn start(self: Box<Self>, slot: RunSlot);
-    /// The work will never start (aborted while queued, or dropped at a
-    /// shutdown deadline): resolve its handle as cancelled.
-    fn cancel(self: Box<Self>);
+    /// The work will never start (aborted while queued, cleared, or dropped
+    /// at a shutdown deadline): resolve its handle with `why`.
+    fn cancel(self: Box<Self>, why: TaskError);
     /// For handing the caller's work back when dispatch is refused.
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
 }
 
 /// The part of a running task the pool can reach to abort it.
 pub(crate) trait Control: Send + Sync {
-    fn abort_running(&self);
+    /// Stops the running task; its handle resolves with `why`.
+    fn abort_running(&self, why: TaskError);
 }
 
 struct Queued {
@@ -53,7 +60,7 @@ struct Queued {
 }
 
 struct State {
-    queue: VecDeque<Queued>,
+    queue: PriorityQueue<Queued>,
     running: usize,
     max_concurrency: usize,
     closed: bool,
@@ -101,8 +108,10 @@ impl Counters {
             Ok(_) => &self.completed,
             Err(Panicked { .. }) => &self.panicked,
             Err(TimedOut) => &self.timed_out,
-            Err(Cancelled) => &self.cancelled,
+            Err(Cancelled | Cleared | Shutdown) => &self.cancelled,
             Err(Closed) => &self.rejected,
+            // Not an outcome of the task; never recorded.
+            Err(PolledAfterCompletion) => return,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -124,6 +133,17 @@ pub(crate) struct RunSlot {
     admit: Option<OwnedPermit>,
 }
 
+/// What [`Dispatcher::abort_all`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Aborted {
+    /// Queued jobs dropped unrun.
+    pub(crate) cancelled_queued: usize,
+    /// Running tasks told to stop.
+    pub(crate) aborted_running: usize,
+    /// Running tasks that cannot be interrupted (blocking and CPU calls).
+    pub(crate) still_running: usize,
+}
+
 /// Running and queued counts read together.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Load {
@@ -137,7 +157,7 @@ impl Dispatcher {
         Arc::new(Self {
             admit: Semaphore::new(max_concurrency + queue_capacity),
             state: Mutex::new(State {
-                queue: VecDeque::new(),
+                queue: PriorityQueue::new(),
                 running: 0,
                 max_concurrency,
                 closed: false,
@@ -152,13 +172,21 @@ impl Dispatcher {
         })
     }
 
+    /// Queued tasks gain one priority level per `every` starts while they
+    /// wait (`None`: strict priorities). Set once, before any submission.
+    pub(crate) fn set_priority_aging(&self, every: Option<usize>) {
+        let every = every.map(|n| u64::try_from(n).unwrap_or(u64::MAX));
+        self.state.lock().queue.set_aging(every);
+    }
+
     /// Starts `job` now if a slot is free and nobody queues ahead, or queues
-    /// it. Fails (handing the job back) once the pool is closed.
+    /// it at `priority`. Fails (handing the job back) once the pool is closed.
     pub(crate) fn dispatch(
         this: &Arc<Self>,
         job: Box<dyn Job>,
         admit: OwnedPermit,
         control: Option<Box<dyn Control>>,
+        priority: i32,
     ) -> Result<TaskId, Box<dyn Job>> {
         let mut st = this.state.lock();
         if st.closed {
@@ -176,12 +204,15 @@ impl Dispatcher {
                 admit: Some(admit),
             });
         } else {
-            st.queue.push_back(Queued {
-                id,
-                job,
-                admit,
-                control,
-            });
+            st.queue.push(
+                priority,
+                Queued {
+                    id,
+                    job,
+                    admit,
+                    control,
+                },
+            );
         }
         Ok(id)
     }
@@ -190,13 +221,12 @@ impl Dispatcher {
     pub(crate) fn abort_queued(&self, id: TaskId) -> bool {
         let found = {
             let mut st = self.state.lock();
-            let pos = st.queue.iter().position(|q| q.id == id);
-            pos.and_then(|p| st.queue.remove(p))
+            st.queue.remove_first(|q| q.id == id)
         };
         match found {
             Some(q) => {
                 self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
-                q.job.cancel();
+                q.job.cancel(TaskError::Cancelled);
                 drop(q.admit);
                 true
             }
@@ -210,7 +240,7 @@ impl Dispatcher {
         st.free_live.push(key);
         // This task ends: running - 1 < max  <=>  running <= max.
         let next = if st.running <= st.max_concurrency {
-            st.queue.pop_front()
+            st.queue.pop()
         } else {
             None
         };
@@ -246,7 +276,7 @@ impl Dispatcher {
             // Cannot fail: the caller validated n + queue_capacity.
             let _ = this.admit.set_capacity(n + this.queue_capacity);
             while st.running < st.max_concurrency {
-                let Some(q) = st.queue.pop_front() else { break };
+                let Some(q) = st.queue.pop() else { break };
                 st.running += 1;
                 let key = st.register(q.control);
                 start.push((q.job, key, q.admit));
@@ -295,26 +325,52 @@ impl Dispatcher {
         Idle { pool: self }
     }
 
-    /// Cancels every queued job and aborts every running task that can be
-    /// aborted. Returns (queued jobs dropped, running tasks signalled).
-    pub(crate) fn abort_all(&self) -> (usize, usize) {
-        let (queued, live) = {
-            let mut st = self.state.lock();
-            let queued: Vec<Queued> = st.queue.drain(..).collect();
-            let running = st.running;
-            for c in st.live.iter().flatten().flatten() {
-                c.abort_running();
-            }
-            (queued, running)
-        };
+    /// Drops every queued job unrun (their handles resolve to `Cleared`)
+    /// and returns how many; running work carries on.
+    pub(crate) fn clear_queue(&self) -> usize {
+        let queued = self.state.lock().queue.drain();
         let dropped = queued.len();
         self.counters
             .cancelled
             .fetch_add(dropped as u64, Ordering::Relaxed);
         for q in queued {
-            q.job.cancel();
+            q.job.cancel(TaskError::Cleared);
+            // The queue room goes back only after the handle resolved.
+            drop(q.admit);
         }
-        (dropped, live)
+        dropped
+    }
+
+    /// At a shutdown deadline: cancels every queued job and aborts every
+    /// running task that can be aborted.
+    pub(crate) fn abort_all(&self) -> Aborted {
+        let (queued, aborted_running, still_running) = {
+            let mut st = self.state.lock();
+            let queued = st.queue.drain();
+            let (mut aborted, mut still) = (0, 0);
+            for control in st.live.iter().flatten() {
+                match control {
+                    Some(c) => {
+                        c.abort_running(TaskError::Shutdown);
+                        aborted += 1;
+                    }
+                    None => still += 1,
+                }
+            }
+            (queued, aborted, still)
+        };
+        let cancelled_queued = queued.len();
+        self.counters
+            .cancelled
+            .fetch_add(cancelled_queued as u64, Ordering::Relaxed);
+        for q in queued {
+            q.job.cancel(TaskError::Shutdown);
+        }
+        Aborted {
+            cancelled_queued,
+            aborted_running,
+            still_running,
+        }
     }
 }
 
@@ -368,7 +424,7 @@ mod loom_model {
 
     struct NoControl;
     impl Control for NoControl {
-        fn abort_running(&self) {}
+        fn abort_running(&self, _: TaskError) {}
     }
 
     impl Job for Probe {
@@ -385,7 +441,7 @@ mod loom_model {
                 drop(slot);
             });
         }
-        fn cancel(self: Box<Self>) {}
+        fn cancel(self: Box<Self>, _: TaskError) {}
         fn into_any(self: Box<Self>) -> Box<dyn Any> {
             self
         }
@@ -398,7 +454,7 @@ mod loom_model {
             ran: ran.clone(),
             limit: 1,
         });
-        assert!(Dispatcher::dispatch(pool, job, admit, Some(Box::new(NoControl))).is_ok());
+        assert!(Dispatcher::dispatch(pool, job, admit, Some(Box::new(NoControl)), 0).is_ok());
     }
 
     #[test]
@@ -414,6 +470,102 @@ mod loom_model {
             crate::sync::block_on(pool.idle());
             assert_eq!(ran.load(Ordering::SeqCst), 2, "a queued job was stranded");
             // Every admission permit comes home (this would hang if one leaked).
+            let all = crate::sync::block_on(pool.admit.acquire_many_owned(2)).unwrap();
+            assert_eq!(all.num_permits(), 2);
+        });
+    }
+
+    /// Holds its run slot until the model lets it go.
+    struct Hold(Arc<Mutex<Option<RunSlot>>>);
+
+    impl Job for Hold {
+        fn start(self: Box<Self>, slot: RunSlot) {
+            *self.0.lock() = Some(slot);
+        }
+        fn cancel(self: Box<Self>, _: TaskError) {}
+        fn into_any(self: Box<Self>) -> Box<dyn Any> {
+            self
+        }
+    }
+
+    /// Records its priority when it starts and ends at once.
+    struct Mark {
+        priority: i32,
+        order: Arc<Mutex<Vec<i32>>>,
+    }
+
+    impl Job for Mark {
+        fn start(self: Box<Self>, slot: RunSlot) {
+            self.order.lock().push(self.priority);
+            drop(slot);
+        }
+        fn cancel(self: Box<Self>, _: TaskError) {
+            self.order.lock().push(i32::MIN);
+        }
+        fn into_any(self: Box<Self>) -> Box<dyn Any> {
+            self
+        }
+    }
+
+    fn mark(pool: &Arc<Dispatcher>, order: &Arc<Mutex<Vec<i32>>>, priority: i32) {
+        let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
+        let job = Box::new(Mark {
+            priority,
+            order: order.clone(),
+        });
+        assert!(Dispatcher::dispatch(pool, job, admit, None, priority).is_ok());
+    }
+
+    /// Two submitters race to queue behind a busy slot: whatever the
+    /// interleaving, the higher priority starts first once the slot frees.
+    #[test]
+    fn loom_queued_work_starts_by_priority_whoever_queued_first() {
+        loom::model(|| {
+            let pool = Dispatcher::new(1, 2, "loom".into());
+            let held = Arc::new(Mutex::new(None));
+            let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
+            let hold = Box::new(Hold(held.clone()));
+            assert!(Dispatcher::dispatch(&pool, hold, admit, None, 0).is_ok());
+            let order = Arc::new(Mutex::new(Vec::new()));
+            let (p2, o2) = (pool.clone(), order.clone());
+            let t = thread::spawn(move || mark(&p2, &o2, 1));
+            mark(&pool, &order, 0);
+            t.join().unwrap();
+            assert!(
+                order.lock().is_empty(),
+                "nothing starts while the slot is held"
+            );
+            drop(held.lock().take());
+            assert_eq!(*order.lock(), [1, 0]);
+            assert!(pool.is_idle());
+        });
+    }
+
+    /// A slot freed while another thread queues: the queued job is either
+    /// started by the hand-off or starts at once, never stranded, and a
+    /// concurrent `clear_queue` resolves it exactly once otherwise.
+    #[test]
+    fn loom_clear_queue_races_the_hand_off() {
+        loom::model(|| {
+            let pool = Dispatcher::new(1, 1, "loom".into());
+            let held = Arc::new(Mutex::new(None));
+            let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
+            assert!(
+                Dispatcher::dispatch(&pool, Box::new(Hold(held.clone())), admit, None, 0).is_ok()
+            );
+            let order = Arc::new(Mutex::new(Vec::new()));
+            mark(&pool, &order, 7);
+            let p2 = pool.clone();
+            let t = thread::spawn(move || p2.clear_queue());
+            drop(held.lock().take());
+            let cleared = t.join().unwrap();
+            let seen = order.lock().clone();
+            match cleared {
+                1 => assert_eq!(seen, [i32::MIN]),
+                0 => assert_eq!(seen, [7]),
+                n => panic!("cleared {n} of one job"),
+            }
+            assert!(pool.is_idle());
             let all = crate::sync::block_on(pool.admit.acquire_many_owned(2)).unwrap();
             assert_eq!(all.num_permits(), 2);
         });

@@ -2,6 +2,18 @@ use std::fmt;
 
 /// Why a pooled task produced no value.
 ///
+/// Each way a task can be stopped has its own variant: [`Cancelled`]
+/// (aborted through its handle), [`Cleared`] (removed by `clear_queue`),
+/// [`Shutdown`] (cut off by a shutdown deadline or a runtime shutting
+/// down); [`is_cancelled`](Self::is_cancelled) is true for all three.
+/// [`PolledAfterCompletion`] is not about the task at all: its handle had
+/// already returned the result.
+///
+/// [`Cancelled`]: TaskError::Cancelled
+/// [`Cleared`]: TaskError::Cleared
+/// [`Shutdown`]: TaskError::Shutdown
+/// [`PolledAfterCompletion`]: TaskError::PolledAfterCompletion
+///
 /// # Examples
 ///
 /// ```
@@ -21,13 +33,44 @@ pub enum TaskError {
         /// The panic message, when it was a string.
         message: String,
     },
-    /// The task ran longer than the pool's per-task `timeout`.
+    /// The task ran longer than the pool's per-task `timeout`. For a
+    /// `BlockingPool` or `CpuPool` the call itself runs on to its end (it
+    /// cannot be interrupted) and keeps its slot until then.
     TimedOut,
-    /// The task was aborted ([`TaskHandle::abort`](super::TaskHandle::abort)
-    /// or a shutdown deadline) before it finished.
+    /// The task was aborted with [`TaskHandle::abort`](super::TaskHandle::abort):
+    /// removed from the queue, or (async tasks) cancelled at its next await
+    /// point.
     Cancelled,
-    /// `run` only: the pool was closed, so the work was never submitted.
+    /// `run` and `WorkerPool::map` only: the pool was closed, so the work
+    /// was never submitted.
     Closed,
+    /// The shutdown deadline came first: the task was dropped from the
+    /// queue unrun, or (async tasks) aborted while running. Also what a
+    /// task reports when the Tokio runtime running it shut down.
+    Shutdown,
+    /// The task was removed from the queue unrun by `clear_queue()`.
+    Cleared,
+    /// The handle was polled again after it had returned the task's result
+    /// (this error is never recorded in the pool's metrics).
+    PolledAfterCompletion,
+}
+
+impl TaskError {
+    /// Whether the task was stopped by someone rather than failing on its
+    /// own: [`Cancelled`](Self::Cancelled), [`Cleared`](Self::Cleared) or
+    /// [`Shutdown`](Self::Shutdown). (Before these were told apart, all
+    /// three were `Cancelled`: code that matched it can use this.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pool::TaskError;
+    /// assert!(TaskError::Shutdown.is_cancelled());
+    /// assert!(!TaskError::TimedOut.is_cancelled());
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Self::Cancelled | Self::Cleared | Self::Shutdown)
+    }
 }
 
 impl fmt::Display for TaskError {
@@ -37,6 +80,9 @@ impl fmt::Display for TaskError {
             Self::TimedOut => f.write_str("task timed out"),
             Self::Cancelled => f.write_str("task cancelled"),
             Self::Closed => f.write_str("pool closed"),
+            Self::Shutdown => f.write_str("task stopped by the pool's shutdown"),
+            Self::Cleared => f.write_str("task cleared from the queue"),
+            Self::PolledAfterCompletion => f.write_str("task handle polled after completion"),
         }
     }
 }

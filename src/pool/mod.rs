@@ -10,11 +10,53 @@
 //!
 //! Each has `submit(work).await` (waits for queue room: backpressure),
 //! `try_submit(work)` (sheds at once, handing the work back),
-//! `submit_timeout`, a [`TaskHandle`] to await or `abort()`, `close()`,
+//! `submit_timeout`, `submit_with_priority` / `try_submit_with_priority`, a
+//! [`TaskHandle`] to await or `abort()`, `clear_queue()`, `close()`,
 //! `shutdown(deadline)` returning a [`ShutdownReport`], and `metrics()`
 //! returning [`PoolMetrics`]. A submission holds its place from admission to
 //! completion, so `running + queued <= max_concurrency + queue_capacity`
 //! always; queued work is not spawned and uses no runtime resources.
+//!
+//! # Priorities
+//!
+//! Queued work starts highest priority first (an `i32`, higher first;
+//! plain `submit` uses [`DEFAULT_PRIORITY`], 0), first-in, first-out within
+//! a priority. The starvation policy is explicit:
+//!
+//! - **Strict (the default).** A queued task waits as long as anything of
+//!   a higher priority is queued, however long that is. Use it when low
+//!   priority really means "only when idle".
+//! - **Aging** (`priority_aging(n)` on every builder). A queued task gains
+//!   one priority level for every `n` tasks started from the queue while it
+//!   waits, so a task of priority `p` is never overtaken by a task of
+//!   priority `q > p` that was queued `(q − p) × n` or more starts after it:
+//!   nothing waits forever. Counted in starts, not time, so it needs no
+//!   clock and behaves the same under load and when idle.
+//!
+//! Priority orders the queue, not admission: when the queue is full,
+//! `submit_with_priority` waits for room first come, first served like
+//! `submit` (use `try_submit_with_priority` to shed instead).
+//!
+//! ```
+//! use flowguard::pool::WorkerPool;
+//! use std::sync::{Arc, Mutex};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let pool = WorkerPool::builder().max_concurrency(1).build().unwrap();
+//! let order = Arc::new(Mutex::new(Vec::new()));
+//! let busy = pool.submit(async {}).await.unwrap(); // takes the only slot
+//! let mut handles = vec![busy];
+//! for (job, priority) in [("report", 0), ("checkout", 10), ("thumbnail", -5), ("login", 10)] {
+//!     let order = order.clone();
+//!     let work = async move { order.lock().unwrap().push(job) };
+//!     handles.push(pool.submit_with_priority(work, priority).await.unwrap());
+//! }
+//! for h in handles {
+//!     h.await.unwrap();
+//! }
+//! assert_eq!(*order.lock().unwrap(), ["checkout", "login", "report", "thumbnail"]);
+//! # }
+//! ```
 //!
 //! # Example
 //!
@@ -42,6 +84,7 @@ mod config;
 mod cpu;
 mod dispatch;
 mod error;
+mod queue;
 mod submit;
 mod task;
 mod worker;
@@ -49,6 +92,8 @@ mod worker;
 pub use blocking::{BlockingPool, BlockingPoolBuilder};
 pub use cpu::{CpuPool, CpuPoolBuilder, MAX_CPU_THREADS};
 pub use error::{SubmitError, TaskError};
+/// The priority of work submitted without one (`submit`, `try_submit`, …).
+pub const DEFAULT_PRIORITY: i32 = queue::DEFAULT_PRIORITY;
 pub use task::TaskHandle;
 pub use worker::{Iter, Map, WorkerPool, WorkerPoolBuilder};
 
@@ -75,7 +120,8 @@ pub struct PoolMetrics {
     pub panicked: u64,
     /// Tasks stopped by the per-task timeout.
     pub timed_out: u64,
-    /// Tasks aborted, or dropped from the queue at a shutdown deadline.
+    /// Tasks stopped by someone: aborted, cleared from the queue, or cut off
+    /// at a shutdown deadline (every [`TaskError::is_cancelled`] outcome).
     pub cancelled: u64,
     /// `try_submit` calls refused because the pool was full.
     pub rejected: u64,
@@ -115,9 +161,14 @@ pub struct ShutdownReport {
     /// Tasks that completed with a value during the shutdown.
     pub completed: u64,
     /// Queued tasks dropped unrun at the deadline (their handles resolve to
-    /// `Cancelled`).
+    /// [`TaskError::Shutdown`]).
     pub cancelled_queued: usize,
-    /// Tasks still running at the deadline: async tasks are aborted;
-    /// blocking and CPU closures cannot be interrupted and finish detached.
+    /// Async tasks (`WorkerPool`) still running at the deadline, aborted
+    /// there (their handles resolve to [`TaskError::Shutdown`]).
     pub aborted_running: usize,
+    /// Blocking and CPU calls (`BlockingPool`, `CpuPool`) still running at
+    /// the deadline. They cannot be interrupted: they run on, detached,
+    /// keep their slot until they return, and their handles resolve with
+    /// their result. Always 0 for a `WorkerPool`.
+    pub still_running: usize,
 }

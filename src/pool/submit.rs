@@ -1,5 +1,6 @@
 //! The submission path shared by the three pools: admission (wait, try, or
-//! wait with a deadline), then dispatch; refused work goes back to the caller.
+//! wait with a deadline), then dispatch at a priority; refused work goes
+//! back to the caller.
 
 use std::time::Duration;
 
@@ -30,26 +31,34 @@ pub(crate) trait Submit<W, T: Send + 'static>: Sync {
 }
 
 /// Waits for queue room, then dispatches.
-pub(crate) async fn submit<P, W, T>(pool: &P, work: W) -> Result<TaskHandle<T>, SubmitError<W>>
+pub(crate) async fn submit<P, W, T>(
+    pool: &P,
+    work: W,
+    priority: i32,
+) -> Result<TaskHandle<T>, SubmitError<W>>
 where
     P: Submit<W, T>,
     T: Send + 'static,
 {
     match pool.dispatcher().admit.acquire_owned().await {
-        Ok(admit) => dispatch(pool, work, admit),
+        Ok(admit) => dispatch(pool, work, admit, priority),
         Err(_) => Err(SubmitError::Closed(work)),
     }
 }
 
 /// Dispatches only if there is room now; a refusal is counted as rejected.
-pub(crate) fn try_submit<P, W, T>(pool: &P, work: W) -> Result<TaskHandle<T>, SubmitError<W>>
+pub(crate) fn try_submit<P, W, T>(
+    pool: &P,
+    work: W,
+    priority: i32,
+) -> Result<TaskHandle<T>, SubmitError<W>>
 where
     P: Submit<W, T>,
     T: Send + 'static,
 {
     let d = pool.dispatcher();
     match d.admit.try_acquire_owned() {
-        Ok(admit) => dispatch(pool, work, admit),
+        Ok(admit) => dispatch(pool, work, admit, priority),
         Err(AcquireError::Closed) => Err(SubmitError::Closed(work)),
         Err(_) => {
             d.counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -63,6 +72,7 @@ pub(crate) async fn submit_timeout<P, W, T>(
     pool: &P,
     work: W,
     timeout: Duration,
+    priority: i32,
 ) -> Result<TaskHandle<T>, SubmitError<W>>
 where
     P: Submit<W, T>,
@@ -72,7 +82,7 @@ where
         .checked_add(timeout)
         .unwrap_or_else(far_future);
     match tokio::time::timeout_at(deadline, pool.dispatcher().admit.acquire_owned()).await {
-        Ok(Ok(admit)) => dispatch(pool, work, admit),
+        Ok(Ok(admit)) => dispatch(pool, work, admit, priority),
         Ok(Err(_)) => Err(SubmitError::Closed(work)),
         Err(_) => Err(SubmitError::TimedOut(work)),
     }
@@ -82,6 +92,7 @@ pub(crate) fn dispatch<P, W, T>(
     pool: &P,
     work: W,
     admit: OwnedPermit,
+    priority: i32,
 ) -> Result<TaskHandle<T>, SubmitError<W>>
 where
     P: Submit<W, T>,
@@ -90,7 +101,7 @@ where
     let shared = TaskShared::new();
     let job = Box::new(pool.job(work, shared.clone()));
     let d = pool.dispatcher();
-    match Dispatcher::dispatch(d, job, admit, P::control(&shared)) {
+    match Dispatcher::dispatch(d, job, admit, P::control(&shared), priority) {
         Ok(id) => Ok(TaskHandle::new(shared, d.clone(), id)),
         Err(job) => match job.into_any().downcast::<P::Job>() {
             Ok(job) => Err(SubmitError::Closed(P::into_work(*job))),

@@ -23,7 +23,10 @@ struct TaskState<T> {
     done: bool,
     waker: Option<Waker>,
     abort: Option<tokio::task::AbortHandle>,
-    abort_requested: bool,
+    /// Why the running task was told to stop, once it was.
+    abort_requested: Option<TaskError>,
+    /// The handle returned the result.
+    taken: bool,
 }
 
 impl<T> TaskShared<T> {
@@ -35,7 +38,8 @@ impl<T> TaskShared<T> {
                 done: false,
                 waker: None,
                 abort: None,
-                abort_requested: false,
+                abort_requested: None,
+                taken: false,
             }),
         })
     }
@@ -86,7 +90,7 @@ impl<T> TaskShared<T> {
     /// Lets a later abort reach the running Tokio task.
     pub(crate) fn set_abort_handle(&self, handle: tokio::task::AbortHandle) {
         let mut st = self.state.lock();
-        if st.abort_requested {
+        if st.abort_requested.is_some() {
             handle.abort();
         } else if !st.done {
             st.abort = Some(handle);
@@ -96,13 +100,24 @@ impl<T> TaskShared<T> {
     fn is_done(&self) -> bool {
         self.state.lock().done
     }
+
+    /// How a task dropped before it finished is reported: as it was told to
+    /// stop, or, told nothing, as stopped by its runtime shutting down.
+    fn stopped_because(&self) -> TaskError {
+        self.state
+            .lock()
+            .abort_requested
+            .clone()
+            .unwrap_or(TaskError::Shutdown)
+    }
 }
 
 impl<T: Send> Control for Arc<TaskShared<T>> {
-    fn abort_running(&self) {
+    fn abort_running(&self, why: TaskError) {
         let handle = {
             let mut st = self.state.lock();
-            st.abort_requested = true;
+            // The first reason sticks: an abort then a shutdown is an abort.
+            st.abort_requested.get_or_insert(why);
             st.abort.take()
         };
         if let Some(h) = handle {
@@ -115,7 +130,17 @@ impl<T: Send> Control for Arc<TaskShared<T>> {
 ///
 /// Dropping the handle detaches the task: it keeps running and its slot is
 /// freed when it ends. Polling it again after it returned yields
-/// `Err(TaskError::Cancelled)`.
+/// `Err(TaskError::PolledAfterCompletion)`.
+///
+/// How it resolves when the task does not run to its end:
+///
+/// | what stopped it | error |
+/// |---|---|
+/// | [`abort`](Self::abort) | [`TaskError::Cancelled`] |
+/// | `clear_queue()` (it was queued) | [`TaskError::Cleared`] |
+/// | a shutdown deadline (queued; or running, async) | [`TaskError::Shutdown`] |
+/// | the per-task `timeout` | [`TaskError::TimedOut`] |
+/// | a panic | [`TaskError::Panicked`] |
 ///
 /// # Examples
 ///
@@ -147,12 +172,12 @@ impl<T: Send + 'static> TaskHandle<T> {
 
     /// Aborts the task. A queued task is removed at once (its queue room is
     /// freed) and resolves to `Err(TaskError::Cancelled)`; a running async
-    /// task is cancelled at its next await point. Blocking and CPU closures
-    /// cannot be interrupted: they run to the end, but the handle still
-    /// resolves to `Cancelled` if they had not started.
+    /// task is cancelled at its next await point and resolves the same way.
+    /// Blocking and CPU closures cannot be interrupted: once started they
+    /// run to the end and their handle resolves with their result.
     pub fn abort(&self) {
         if !self.pool.abort_queued(self.id) {
-            Control::abort_running(&self.shared);
+            Control::abort_running(&self.shared, TaskError::Cancelled);
         }
     }
 
@@ -168,10 +193,11 @@ impl<T> Future for TaskHandle<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut st = self.shared.state.lock();
         if let Some(r) = st.result.take() {
+            st.taken = true;
             return Poll::Ready(r);
         }
-        if st.done {
-            return Poll::Ready(Err(TaskError::Cancelled));
+        if st.taken {
+            return Poll::Ready(Err(TaskError::PolledAfterCompletion));
         }
         match &st.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
@@ -188,6 +214,29 @@ impl<T> fmt::Debug for TaskHandle<T> {
             .field("finished", &self.shared.state.lock().done)
             .finish()
     }
+}
+
+/// The caller-side timer of a call that cannot be interrupted (blocking
+/// and CPU pools): resolves the handle to `TimedOut` after `timeout` unless
+/// the call completed first; the caller aborts it as soon as the call
+/// returns. Whichever completes the handle first is the one counted; the
+/// call keeps its slot either way. The clock starts at the timer's first
+/// poll, on `runtime`, so a paused test clock governs it even when the call
+/// is started from a thread outside the runtime.
+pub(crate) fn spawn_timeout<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    timeout: std::time::Duration,
+    shared: Arc<TaskShared<T>>,
+    pool: Arc<Dispatcher>,
+) -> tokio::task::JoinHandle<()> {
+    runtime.spawn(async move {
+        tokio::time::sleep(timeout).await;
+        shared.complete_then(Err(TaskError::TimedOut), || {
+            pool.counters
+                .timed_out
+                .fetch_add(1, crate::sync::atomic::Ordering::Relaxed);
+        });
+    })
 }
 
 pin_project_lite::pin_project! {
@@ -235,8 +284,8 @@ fn panicked(payload: Box<dyn Any + Send>) -> TaskError {
 }
 
 /// Held by a running task: records its outcome and frees its slot. If the
-/// task is dropped before it ends (aborted), the handle resolves to
-/// `Cancelled`. Only the first outcome for a task is counted, and the slot is
+/// task is dropped before it ends (aborted, or its runtime shut down), the
+/// handle resolves with the reason it was told to stop (`Shutdown` if none). Only the first outcome for a task is counted, and the slot is
 /// freed before the handle wakes, so whoever awaited it sees the pool's
 /// metrics already updated.
 pub(crate) struct Finish<T> {
@@ -269,6 +318,9 @@ impl<T> Finish<T> {
 
 impl<T> Drop for Finish<T> {
     fn drop(&mut self) {
-        self.record(Err(TaskError::Cancelled));
+        if self.slot.is_some() {
+            let why = self.shared.stopped_because();
+            self.record(Err(why));
+        }
     }
 }

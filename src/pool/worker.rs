@@ -13,10 +13,10 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::config::{PoolConfig, check_concurrency, runtime_or_current};
-use super::dispatch::{Control, Dispatcher, Job, RunSlot};
+use super::dispatch::{Aborted, Control, Dispatcher, Job, RunSlot};
 use super::submit::{self, Submit, far_future};
 use super::task::{CatchUnwind, Finish, TaskShared};
-use super::{PoolMetrics, ShutdownReport, SubmitError, TaskError, TaskHandle};
+use super::{DEFAULT_PRIORITY, PoolMetrics, ShutdownReport, SubmitError, TaskError, TaskHandle};
 use crate::ConfigError;
 use crate::semaphore::AcquireOwned;
 use crate::sync::Arc;
@@ -117,6 +117,15 @@ impl WorkerPoolBuilder {
         self
     }
 
+    /// Ages queued tasks: each gains one priority level for every `n` tasks
+    /// started from the queue while it waits (at least 1), so low-priority
+    /// work cannot starve. Default: strict priorities (see
+    /// [the module docs](super#priorities)).
+    pub fn priority_aging(mut self, n: usize) -> Self {
+        self.config.priority_aging = Some(n);
+        self
+    }
+
     /// The runtime to spawn on (default: the one `build` is called in).
     pub fn runtime(mut self, handle: Handle) -> Self {
         self.runtime = Some(handle);
@@ -128,15 +137,17 @@ impl WorkerPoolBuilder {
     /// # Errors
     ///
     /// [`ConfigError`] naming `max_concurrency` (0 or too large),
-    /// `queue_capacity` (sum too large), `timeout` (zero) or `runtime` (no
-    /// runtime given and none current).
+    /// `queue_capacity` (sum too large), `timeout` (zero), `priority_aging`
+    /// (zero) or `runtime` (no runtime given and none current).
     pub fn build(self) -> Result<WorkerPool, ConfigError> {
         self.config.validate()?;
         let runtime = runtime_or_current("worker_pool", self.runtime)?;
         let c = self.config;
+        let dispatch = Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name);
+        dispatch.set_priority_aging(c.priority_aging);
         Ok(WorkerPool {
             inner: Arc::new(WorkerInner {
-                dispatch: Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name),
+                dispatch,
                 runtime,
                 timeout: c.timeout,
             }),
@@ -169,7 +180,85 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        submit::submit(&*self.inner, fut).await
+        submit::submit(&*self.inner, fut, DEFAULT_PRIORITY).await
+    }
+
+    /// [`submit`](Self::submit) at `priority` (higher starts first; plain
+    /// `submit` is [`DEFAULT_PRIORITY`]). The priority orders the queue of
+    /// admitted work, not the wait for queue room (see
+    /// [the module docs](super#priorities)).
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pool::WorkerPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = WorkerPool::builder().max_concurrency(4).build().unwrap();
+    /// let urgent = pool.submit_with_priority(async { "paged" }, 100).await.unwrap();
+    /// assert_eq!(urgent.await.unwrap(), "paged");
+    /// # }
+    /// ```
+    pub async fn submit_with_priority<F>(
+        &self,
+        fut: F,
+        priority: i32,
+    ) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        submit::submit(&*self.inner, fut, priority).await
+    }
+
+    /// [`try_submit`](Self::try_submit) at `priority`.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_submit`](Self::try_submit).
+    pub fn try_submit_with_priority<F>(
+        &self,
+        fut: F,
+        priority: i32,
+    ) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        submit::try_submit(&*self.inner, fut, priority)
+    }
+
+    /// Drops every queued task unrun and returns how many; their handles
+    /// resolve to [`TaskError::Cleared`] and their queue room is freed at
+    /// once (so waiting submitters get in). Running tasks carry on, and the
+    /// pool stays open.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pool::{TaskError, WorkerPool};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = WorkerPool::builder().max_concurrency(1).build().unwrap();
+    /// let running = pool.submit(async { 1 }).await.unwrap();
+    /// let queued = pool.submit(async { 2 }).await.unwrap();
+    /// assert_eq!(pool.clear_queue(), 1);
+    /// assert_eq!(queued.await, Err(TaskError::Cleared));
+    /// assert_eq!(running.await, Ok(1));
+    /// # }
+    /// ```
+    pub fn clear_queue(&self) -> usize {
+        let n = self.inner.dispatch.clear_queue();
+        tracing::debug!(pool = %self.inner.dispatch.name, cleared = n, "pool queue cleared");
+        n
     }
 
     /// Submits a task only if it can run or queue at once (load shedding).
@@ -183,7 +272,7 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        submit::try_submit(&*self.inner, fut)
+        submit::try_submit(&*self.inner, fut, DEFAULT_PRIORITY)
     }
 
     /// [`submit`](Self::submit), waiting at most `timeout` for queue room.
@@ -204,7 +293,7 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        submit::submit_timeout(&*self.inner, fut, timeout).await
+        submit::submit_timeout(&*self.inner, fut, timeout, DEFAULT_PRIORITY).await
     }
 
     /// Runs `f` over every input with at most `max_concurrency` tasks in
@@ -316,7 +405,8 @@ impl WorkerPool {
     /// runs, and reports the counts. A deadline that has already passed
     /// (`shutdown_timeout(Duration::ZERO)`) does this at once, without
     /// giving running tasks another turn; every handle then resolves
-    /// (`Cancelled` for what was cut short), tasks never polled included.
+    /// ([`TaskError::Shutdown`] for what was cut short), tasks never polled
+    /// included.
     ///
     /// # Cancel safety
     ///
@@ -334,9 +424,9 @@ impl WorkerPool {
     /// let slow = pool.submit(tokio::time::sleep(Duration::from_secs(60))).await.unwrap();
     /// let report = pool.shutdown_timeout(Duration::from_secs(1)).await;
     /// assert!(!report.drained);
-    /// assert_eq!(report.cancelled_queued + report.aborted_running, 1);
+    /// assert_eq!((report.aborted_running, report.cancelled_queued), (1, 0));
     /// assert!(quick.await.is_ok());
-    /// assert!(slow.await.is_err());
+    /// assert_eq!(slow.await, Err(flowguard::pool::TaskError::Shutdown));
     /// # }
     /// ```
     pub async fn shutdown(&self, deadline: Instant) -> ShutdownReport {
@@ -375,18 +465,26 @@ pub(crate) async fn shutdown(d: &Dispatcher, deadline: Instant) -> ShutdownRepor
     } else {
         tokio::time::timeout_at(deadline, d.idle()).await.is_ok()
     };
-    let (cancelled_queued, aborted_running) = if drained { (0, 0) } else { d.abort_all() };
+    let cut = if drained {
+        Aborted::default()
+    } else {
+        d.abort_all()
+    };
     if !drained {
         tracing::debug!(
-            pool = %d.name, cancelled_queued, aborted_running,
+            pool = %d.name,
+            cancelled_queued = cut.cancelled_queued,
+            aborted_running = cut.aborted_running,
+            still_running = cut.still_running,
             "pool shutdown deadline reached"
         );
     }
     ShutdownReport {
         drained,
         completed: d.counters.completed.load(Relaxed) - done_before,
-        cancelled_queued,
-        aborted_running,
+        cancelled_queued: cut.cancelled_queued,
+        aborted_running: cut.aborted_running,
+        still_running: cut.still_running,
     }
 }
 
@@ -447,14 +545,14 @@ where
         let shared = self.shared.clone();
         // The guard exists before the task does: a task aborted (or dropped
         // by a runtime shutting down) before its first poll still records
-        // `Cancelled`, frees its slot and wakes its handle.
+        // why it stopped, frees its slot and wakes its handle.
         let guard = Finish::new(self.shared, slot);
         let task = self.runtime.spawn(run_task(self.fut, guard, self.timeout));
         shared.set_abort_handle(task.abort_handle());
     }
 
-    fn cancel(self: Box<Self>) {
-        self.shared.complete(Err(TaskError::Cancelled));
+    fn cancel(self: Box<Self>, why: TaskError) {
+        self.shared.complete(Err(why));
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
@@ -500,7 +598,7 @@ pin_project_lite::pin_project! {
     /// At most `max_concurrency` (at creation) tasks are in flight; it waits
     /// for pool admission like [`WorkerPool::submit`], so several maps and
     /// direct submitters share the pool fairly. If the pool closes, the
-    /// remaining inputs yield `Err(TaskError::Cancelled)`.
+    /// remaining inputs yield `Err(TaskError::Closed)`.
     ///
     /// # Cancel safety
     ///
@@ -521,7 +619,7 @@ pin_project_lite::pin_project! {
 }
 
 /// One input's place in a [`Map`]'s window: a submitted task, or an input
-/// the pool refused (closed), which yields `Cancelled` in its turn.
+/// the pool refused (closed), which yields `Closed` in its turn.
 enum InFlight<T> {
     Task(TaskHandle<T>),
     Refused,
@@ -533,7 +631,7 @@ impl<T> Future for InFlight<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
             InFlight::Task(handle) => Pin::new(handle).poll(cx),
-            InFlight::Refused => Poll::Ready(Err(TaskError::Cancelled)),
+            InFlight::Refused => Poll::Ready(Err(TaskError::Closed)),
         }
     }
 }
@@ -592,13 +690,12 @@ where
                 Poll::Ready(r) => r,
             };
             let (_, fut) = this.admitting.take().expect("checked above");
-            match admitted
-                .map_err(|_| ())
-                .and_then(|a| submit::dispatch(&*this.pool.inner, fut, a).map_err(|_| ()))
-            {
+            match admitted.map_err(|_| ()).and_then(|a| {
+                submit::dispatch(&*this.pool.inner, fut, a, DEFAULT_PRIORITY).map_err(|_| ())
+            }) {
                 Ok(handle) => this.in_flight.push_back(InFlight::Task(handle)),
                 // Unordered: nothing to keep the place of.
-                Err(()) if !*this.ordered => return Poll::Ready(Some(Err(TaskError::Cancelled))),
+                Err(()) if !*this.ordered => return Poll::Ready(Some(Err(TaskError::Closed))),
                 // Ordered: the refusal waits its turn behind earlier inputs.
                 Err(()) => this.in_flight.push_back(InFlight::Refused),
             }

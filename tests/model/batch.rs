@@ -3,9 +3,10 @@
 //!
 //! `check` runs a random schedule of loads, scheduler turns, time advances,
 //! cancellations, clears and primes against the real loader (current-thread
-//! runtime, paused clock) and against a naive model, and asserts after every
-//! step that both agree on: the batches called and their contents, and each
-//! waiter's answer (or that it is still waiting).
+//! runtime, paused clock; its cache FIFO or LRU, with or without a time to
+//! live) and against a naive model, and asserts after every step that both
+//! agree on: the batches called and their contents, each waiter's answer
+//! (or that it is still waiting), and what `prime` answered.
 
 #![allow(dead_code)]
 
@@ -14,13 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use flowguard::batch::{Load, LoadError, Loader};
+use flowguard::batch::{CacheEviction, Load, LoadError, LoadErrorKind, Loader};
 
 /// One step of a schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
     /// Only meaningful as the first op: the loader's `max_batch_size`
-    /// (1 + n % 4) and whether it caches. Without it: 3, no cache.
+    /// (1 + n % 4), whether it caches, and how: LRU if `n & 4`, a time to
+    /// live of `TTL_MS` if `n & 8`. Without it: 3, no cache.
     Configure(u8, bool),
     /// Start a load of this key (polled once right away).
     Load(u8),
@@ -42,18 +44,22 @@ pub(crate) enum Op {
 struct Config {
     max_batch_size: usize,
     cache: bool,
+    lru: bool,
+    ttl: bool,
 }
 
 const KEYS: u8 = 8;
 const CACHE_ENTRIES: usize = 4;
 const LATENCY_MS: u64 = 10;
+/// The cache's time to live, when it has one.
+const TTL_MS: u64 = 25;
 /// A batch holding this key fails as a whole.
 const POISON: u64 = 7;
 
 /// Turns fuzz bytes into a schedule; the first byte configures the loader.
 pub(crate) fn ops_from_bytes(bytes: &[u8]) -> Vec<Op> {
     let first = bytes.first().copied().unwrap_or(0);
-    let configure = Op::Configure(first % 4, first & 4 != 0);
+    let configure = Op::Configure(first % 16, first & 16 != 0);
     std::iter::once(configure)
         .chain(bytes.iter().skip(1).map(|&b| {
             let arg = b >> 3;
@@ -81,10 +87,10 @@ enum Outcome {
 }
 
 fn outcome(r: Result<u64, LoadError<String>>) -> Outcome {
-    match r {
+    match r.map_err(LoadError::into_kind) {
         Ok(v) => Outcome::Value(v),
-        Err(LoadError::NotFound) => Outcome::NotFound,
-        Err(LoadError::Batch(_)) => Outcome::BatchFailed,
+        Err(LoadErrorKind::NotFound) => Outcome::NotFound,
+        Err(LoadErrorKind::Batch(_)) => Outcome::BatchFailed,
         Err(_) => Outcome::Other,
     }
 }
@@ -120,24 +126,47 @@ enum ModelWaiter {
 struct Model {
     max_batch_size: usize,
     cache_on: bool,
+    lru: bool,
+    ttl: Option<u64>,
     now_ms: u64,
     batches: Vec<ModelBatch>,
     open: Option<usize>,
     /// key -> (its batch, whether that batch's answer is cached for it:
     /// false once cleared while the batch was pending, until loaded again).
     in_flight: HashMap<u64, (usize, bool)>,
-    cache: VecDeque<(u64, u64)>,
+    /// (key, value, stored at ms), front = the next to evict.
+    cache: VecDeque<(u64, u64, u64)>,
     waiters: Vec<ModelWaiter>,
 }
 
 impl Model {
-    fn cache_get(&self, key: u64) -> Option<u64> {
-        self.cache.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    fn expired(&self, stored: u64, now: u64) -> bool {
+        self.ttl.is_some_and(|ttl| now >= stored + ttl)
     }
 
-    fn cache_insert(&mut self, key: u64, value: u64) {
-        self.cache.retain(|(k, _)| *k != key);
-        self.cache.push_back((key, value));
+    /// A live entry for `key` at `now`; an expired one is dropped. With
+    /// `touch` under LRU, the entry becomes the most recently used.
+    fn cache_get(&mut self, key: u64, now: u64, touch: bool) -> Option<u64> {
+        let pos = self.cache.iter().position(|e| e.0 == key)?;
+        let (k, v, stored) = self.cache[pos];
+        if self.expired(stored, now) {
+            self.cache.remove(pos);
+            return None;
+        }
+        if touch && self.lru {
+            self.cache.remove(pos);
+            self.cache.push_back((k, v, stored));
+        }
+        Some(v)
+    }
+
+    fn cache_insert(&mut self, key: u64, value: u64, now: u64) {
+        self.cache.retain(|e| e.0 != key);
+        self.cache.push_back((key, value, now));
+        // Expired entries at the front go first, then the oldest past the bound.
+        while self.cache.front().is_some_and(|e| self.expired(e.2, now)) {
+            self.cache.pop_front();
+        }
         while self.cache.len() > CACHE_ENTRIES {
             self.cache.pop_front();
         }
@@ -145,7 +174,7 @@ impl Model {
 
     fn load(&mut self, key: u64) {
         if self.cache_on {
-            if let Some(v) = self.cache_get(key) {
+            if let Some(v) = self.cache_get(key, self.now_ms, true) {
                 self.waiters.push(ModelWaiter::Resolved(Outcome::Value(v)));
                 return;
             }
@@ -196,13 +225,14 @@ impl Model {
                 continue;
             }
             self.batches[id].done = true;
+            let done_at = self.batches[id].done_at.unwrap_or(self.now_ms);
             let keys = self.batches[id].keys.clone();
             for &k in &keys {
                 if self.in_flight.get(&k).is_some_and(|&(b, _)| b == id) {
                     let (_, cache) = self.in_flight.remove(&k).unwrap_or_default();
                     if self.cache_on && cache {
                         if let Outcome::Value(v) = answer(&keys, k) {
-                            self.cache_insert(k, v);
+                            self.cache_insert(k, v, done_at);
                         }
                     }
                 }
@@ -224,7 +254,7 @@ impl Model {
     /// A pending key stays in its batch but loses its claim on the cache;
     /// a running key is forgotten.
     fn clear(&mut self, key: u64) {
-        self.cache.retain(|(k, _)| *k != key);
+        self.cache.retain(|e| e.0 != key);
         if let Some(&(b, _)) = self.in_flight.get(&key) {
             if self.is_pending(b) {
                 self.in_flight.insert(key, (b, false));
@@ -248,8 +278,9 @@ impl Model {
     /// DataLoader: a key cached or being loaded is present; prime refuses it.
     fn prime(&mut self, key: u64) -> bool {
         let loading = self.in_flight.get(&key).is_some_and(|&(_, cache)| cache);
-        if self.cache_on && self.cache_get(key).is_none() && !loading {
-            self.cache_insert(key, 1000 + key);
+        let now = self.now_ms;
+        if self.cache_on && self.cache_get(key, now, false).is_none() && !loading {
+            self.cache_insert(key, 1000 + key, now);
             true
         } else {
             false
@@ -278,10 +309,14 @@ pub(crate) fn check(ops: &[Op]) {
         Some(Op::Configure(n, cache)) => Config {
             max_batch_size: 1 + usize::from(n % 4),
             cache: *cache,
+            lru: n & 4 != 0,
+            ttl: n & 8 != 0,
         },
         _ => Config {
             max_batch_size: 3,
             cache: false,
+            lru: false,
+            ttl: false,
         },
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -312,11 +347,19 @@ async fn run(config: Config, ops: &[Op]) {
     .max_batch_size(config.max_batch_size);
     if config.cache {
         builder = builder.cache(CACHE_ENTRIES);
+        if config.lru {
+            builder = builder.cache_eviction(CacheEviction::Lru);
+        }
+        if config.ttl {
+            builder = builder.cache_ttl(Duration::from_millis(TTL_MS));
+        }
     }
     let loader = builder.build().expect("valid config");
     let mut model = Model {
         max_batch_size: config.max_batch_size,
         cache_on: config.cache,
+        lru: config.lru,
+        ttl: config.ttl.then_some(TTL_MS),
         ..Model::default()
     };
     let mut real: Vec<Option<Load<u64, u64, String>>> = Vec::new();
@@ -397,6 +440,11 @@ async fn run(config: Config, ops: &[Op]) {
             *calls.lock().unwrap(),
             dispatched,
             "batch calls differ after step {step} ({op:?})"
+        );
+        assert_eq!(
+            loader.metrics().cache_entries,
+            model.cache.len(),
+            "cache entries held after step {step} ({op:?})"
         );
         for (i, done) in real_done.iter().enumerate() {
             if let Some(expected) = model.outcome(i) {

@@ -2,12 +2,14 @@
 //! (proptest) and `fuzz/fuzz_targets/fanout.rs` (libfuzzer).
 //!
 //! An op sequence describes a scenario: futures with a delay and an
-//! `Ok`/`Err` result, a deadline, a concurrency bound, a quorum or
-//! fail-fast, a hedge delay, and latency samples for a learned policy.
-//! [`check`] runs the real gather and hedge on a paused Tokio clock and a
-//! naive event simulation, and asserts they agree on per-index outcomes,
-//! the finish reason, the exact finish time and that every future was
-//! dropped by the time the gather returned.
+//! `Ok`/`Err` result, a deadline, a concurrency bound, a quorum,
+//! fail-fast or first-completed, detached stragglers, a hedge delay,
+//! hedging on error, which errors are final, and latency samples for a
+//! learned policy. [`check`] runs the real gather and hedge on a paused
+//! Tokio clock and a naive event simulation, and asserts they agree on
+//! per-index outcomes, the finish reason, the exact finish time, that every
+//! future was dropped by the time the gather returned (or, detached, ran
+//! to its own end), and for a hedge on the winner or every attempt's error.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -15,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use flowguard::fanout::{Finish, Gather, HedgePolicy, Outcome, hedge};
+use flowguard::fanout::{Finish, Gather, HedgePolicy, Outcome, hedge_with_attempt};
 
 const MAX_FUTURES: usize = 12;
 const WINDOW: usize = 8;
@@ -41,6 +43,15 @@ pub enum Op {
     MaxHedges(u8),
     /// A latency sample fed to a learned (p75 of 8, min 3) policy.
     Sample(u16),
+    /// Return at the first completion (wins over quorum and fail-fast).
+    FirstCompleted,
+    /// Spawned runs leave stragglers running (`detach_stragglers`).
+    Detach,
+    /// The hedging run sends the next attempt as soon as one fails.
+    HedgeOnError,
+    /// In the hedging run, the error of an attempt behaving like future `i`
+    /// is final when bit `i % 8` is set.
+    FinalErrors(u8),
 }
 
 /// Decodes bytes into ops, 3 bytes an op; never panics.
@@ -65,7 +76,13 @@ pub fn ops_from_bytes(bytes: &[u8]) -> Vec<Op> {
                         Op::MaxHedges(c[1])
                     }
                 }
-                _ => Op::Sample(v),
+                _ if c[0] & 0x80 == 0 => Op::Sample(v),
+                _ => match c[1] % 4 {
+                    0 => Op::FirstCompleted,
+                    1 => Op::Detach,
+                    2 => Op::HedgeOnError,
+                    _ => Op::FinalErrors(c[2]),
+                },
             }
         })
         .collect()
@@ -78,8 +95,12 @@ struct Scenario {
     concurrency: usize,
     quorum: Option<usize>,
     fail_fast: bool,
+    first_completed: bool,
+    detach: bool,
     hedge_delay: u64,
     max_hedges: usize,
+    hedge_on_error: bool,
+    final_mask: u8,
     samples: Vec<u64>,
 }
 
@@ -104,11 +125,19 @@ fn scenario(ops: &[Op]) -> Scenario {
             Op::HedgeDelay(d) => s.hedge_delay = u64::from(d.max(1)),
             Op::MaxHedges(m) => s.max_hedges = usize::from(m % 5),
             Op::Sample(v) => s.samples.push(u64::from(v)),
+            Op::FirstCompleted => s.first_completed = true,
+            Op::Detach => s.detach = true,
+            Op::HedgeOnError => s.hedge_on_error = true,
+            Op::FinalErrors(mask) => s.final_mask = mask,
         }
     }
     let n = s.futures.len();
     s.quorum = quorum.filter(|_| n > 0).map(|k| k.clamp(1, n));
     if s.quorum.is_some() {
+        s.fail_fast = false;
+    }
+    if s.first_completed {
+        s.quorum = None;
         s.fail_fast = false;
     }
     s
@@ -124,10 +153,23 @@ enum Expect {
     /// `Completed` or `Cancelled`, depending on which simultaneous
     /// completion the gather saw first.
     CompletedOrCancelled(bool),
+    /// Running at an early finish and left running (spawned, detached): it
+    /// completes at `end` ms with `ok`.
+    Detached {
+        ok: bool,
+        end: u64,
+    },
+    /// Completed at the very instant the gather finished early, detached
+    /// mode: seen (`Completed`) or left running until that same instant.
+    CompletedOrDetached {
+        ok: bool,
+        end: u64,
+    },
 }
 
-/// The reference: a plain event simulation over milliseconds.
-fn model_gather(s: &Scenario) -> (Vec<Expect>, Finish, u64) {
+/// The reference: a plain event simulation over milliseconds. With
+/// `detach`, futures running at an early finish are left to run.
+fn model_gather(s: &Scenario, detach: bool) -> (Vec<Expect>, Finish, u64) {
     let n = s.futures.len();
     let mut expect: Vec<Option<Expect>> = vec![None; n];
     let mut end: Vec<Option<u64>> = vec![None; n]; // completion time of started ones
@@ -148,11 +190,22 @@ fn model_gather(s: &Scenario) -> (Vec<Expect>, Finish, u64) {
         if s.fail_fast && err > 0 {
             return Some(Finish::FailedFast);
         }
+        if s.first_completed && ok + err > 0 {
+            return Some(Finish::FirstCompleted);
+        }
         (unfinished == 0).then_some(Finish::AllCompleted)
     };
-    let cut = |expect: &mut Vec<Option<Expect>>, how: Expect| {
-        for e in expect.iter_mut().filter(|e| e.is_none()) {
-            *e = Some(how);
+    // Unfinished futures at an early finish: started ones are detached (if
+    // asked), the rest get `how`.
+    let cut = |expect: &mut Vec<Option<Expect>>, end: &[Option<u64>], how: Expect| {
+        for (i, e) in expect.iter_mut().enumerate().filter(|(_, e)| e.is_none()) {
+            *e = Some(match end[i] {
+                Some(end) if detach => Expect::Detached {
+                    ok: s.futures[i].1,
+                    end,
+                },
+                _ => how,
+            });
         }
     };
     if let Some(f) = verdict(0, 0) {
@@ -171,7 +224,7 @@ fn model_gather(s: &Scenario) -> (Vec<Expect>, Finish, u64) {
             .expect("something is running");
         if let Some(d) = s.timeout {
             if t > d {
-                cut(&mut expect, Expect::TimedOut);
+                cut(&mut expect, &end, Expect::TimedOut);
                 let out = expect.into_iter().map(Option::unwrap).collect();
                 return (out, Finish::Deadline, d);
             }
@@ -193,10 +246,15 @@ fn model_gather(s: &Scenario) -> (Vec<Expect>, Finish, u64) {
                 if f != Finish::AllCompleted && batch.len() > 1 {
                     // Same-instant completions may have been seen in any order.
                     for &j in &batch {
-                        expect[j] = Some(Expect::CompletedOrCancelled(s.futures[j].1));
+                        let ok = s.futures[j].1;
+                        expect[j] = Some(if detach {
+                            Expect::CompletedOrDetached { ok, end: t }
+                        } else {
+                            Expect::CompletedOrCancelled(ok)
+                        });
                     }
                 }
-                cut(&mut expect, Expect::Cancelled);
+                cut(&mut expect, &end, Expect::Cancelled);
                 let out = expect.into_iter().map(Option::unwrap).collect();
                 return (out, f, t);
             }
@@ -204,12 +262,28 @@ fn model_gather(s: &Scenario) -> (Vec<Expect>, Finish, u64) {
     }
 }
 
+/// How the model says a hedged call ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HedgeEnd {
+    /// Attempt `k` won.
+    Won(usize),
+    /// Failed: the reported attempt, the other failed attempts in the
+    /// order they failed, and whether a final error ended it.
+    Failed {
+        attempt: usize,
+        others: Vec<usize>,
+        is_final: bool,
+    },
+}
+
 /// The reference for a hedged call with a fixed delay: attempt `k` behaves
-/// like future `k % n`. Returns (winner or None, attempts sent, finish ms).
-fn model_hedge(s: &Scenario) -> (Option<usize>, usize, u64) {
+/// like future `k % n`. Returns (how it ended, attempts sent, finish ms).
+fn model_hedge(s: &Scenario) -> (HedgeEnd, usize, u64) {
     let n = s.futures.len();
     let spec = |k: usize| s.futures[k % n];
+    let is_final = |k: usize| s.final_mask & (1 << ((k % n) % 8)) != 0;
     let mut ends: Vec<Option<u64>> = vec![Some(spec(0).0)];
+    let mut failed: Vec<usize> = Vec::new();
     let mut t;
     loop {
         let launched = ends.len();
@@ -220,19 +294,48 @@ fn model_hedge(s: &Scenario) -> (Option<usize>, usize, u64) {
             (Some(a), None) => a,
             (None, _) => unreachable!("a live attempt always exists here"),
         };
-        // Completions at t first, in attempt order; the first Ok wins.
-        for (k, end) in ends.iter_mut().enumerate() {
-            if *end == Some(t) {
-                *end = None;
+        // Completions at t first, in attempt order; the first Ok wins, the
+        // first final error loses at once.
+        let mut relaunch = 0;
+        for k in 0..ends.len() {
+            if ends[k] == Some(t) {
+                ends[k] = None;
                 if spec(k).1 {
-                    return (Some(k), launched, t);
+                    return (HedgeEnd::Won(k), ends.len(), t);
+                }
+                if is_final(k) {
+                    let end = HedgeEnd::Failed {
+                        attempt: k,
+                        others: failed,
+                        is_final: true,
+                    };
+                    return (end, ends.len(), t);
+                }
+                failed.push(k);
+                if s.hedge_on_error {
+                    relaunch += 1;
                 }
             }
         }
-        if ends.iter().all(Option::is_none) {
-            return (None, launched, t);
+        // Failures send the next attempts at once.
+        for _ in 0..relaunch {
+            if ends.len() - 1 < s.max_hedges {
+                let k = ends.len();
+                ends.push(Some(t + spec(k).0));
+            }
         }
-        if next_hedge == Some(t) {
+        if ends.iter().all(Option::is_none) {
+            let others = failed.iter().copied().filter(|&k| k != 0).collect();
+            let end = HedgeEnd::Failed {
+                attempt: 0,
+                others,
+                is_final: false,
+            };
+            return (end, ends.len(), t);
+        }
+        // The timer, on the k × delay schedule of what has been sent now.
+        let launched = ends.len();
+        if launched - 1 < s.max_hedges && launched as u64 * s.hedge_delay == t {
             ends.push(Some(t + spec(launched).0));
         }
     }
@@ -270,17 +373,24 @@ pub fn check(ops: &[Op]) {
 /// Runs the gather in-task or spawned: one model for both modes (a future
 /// done at the deadline instant counts as completed in either).
 async fn check_gather(s: &Scenario, spawned: bool) {
-    let (expect, finish, at) = model_gather(s);
+    let detach = spawned && s.detach;
+    let (expect, finish, at) = model_gather(s, detach);
     let drops = Arc::new(AtomicUsize::new(0));
+    let start = tokio::time::Instant::now();
+    // When each future ran to its end, in ms since the start.
+    let ended: Arc<std::sync::Mutex<Vec<Option<u64>>>> =
+        Arc::new(std::sync::Mutex::new(vec![None; s.futures.len()]));
     let futs: Vec<_> = s
         .futures
         .iter()
         .enumerate()
         .map(|(i, &(d, ok))| {
             let guard = DropCount(drops.clone());
+            let ended = ended.clone();
             async move {
                 let _guard = guard;
                 tokio::time::sleep(Duration::from_millis(d)).await;
+                ended.lock().unwrap()[i] = Some(start.elapsed().as_millis() as u64);
                 if ok { Ok(i) } else { Err(i) }
             }
         })
@@ -295,13 +405,50 @@ async fn check_gather(s: &Scenario, spawned: bool) {
     if s.fail_fast {
         g = g.fail_fast();
     }
-    let start = tokio::time::Instant::now();
-    let gathered = if spawned {
+    if s.first_completed {
+        g = g.first_completed();
+    }
+    let mut gathered = if detach {
+        g.spawn()
+            .detach_stragglers()
+            .build()
+            .expect("valid scenario")
+            .await
+    } else if spawned {
         g.spawn().build().expect("valid scenario").await
     } else {
         g.build().expect("valid scenario").await
     };
     let elapsed = start.elapsed();
+    // Stragglers run to their own end; each must say what its future did.
+    let stragglers = gathered.take_stragglers();
+    assert_eq!(
+        stragglers.iter().map(|s| s.index()).collect::<Vec<_>>(),
+        gathered.detached().collect::<Vec<_>>(),
+        "a handle for each detached index, in order"
+    );
+    for straggler in stragglers {
+        let i = straggler.index();
+        let ok = s.futures[i].1;
+        let want = if ok { Ok(i) } else { Err(i) };
+        assert_eq!(
+            straggler.await,
+            Outcome::Completed(want),
+            "straggler {i} in {s:?}"
+        );
+        let end = ended.lock().unwrap()[i];
+        let fine = match expect[i] {
+            Expect::Detached { end: e, .. } | Expect::CompletedOrDetached { end: e, .. } => {
+                end == Some(e)
+            }
+            _ => false,
+        };
+        assert!(
+            fine,
+            "straggler {i} ended at {end:?}, want {:?} in {s:?}",
+            expect[i]
+        );
+    }
     if spawned {
         // Aborted tasks drop their future when the runtime next runs them.
         for _ in 0..4 {
@@ -333,6 +480,9 @@ async fn check_gather(s: &Scenario, spawned: bool) {
             (Outcome::Cancelled, Expect::CompletedOrCancelled(_)) => true,
             (Outcome::TimedOut, Expect::TimedOut) => true,
             (Outcome::Cancelled, Expect::Cancelled) => true,
+            (Outcome::Detached, Expect::Detached { .. }) => true,
+            (Outcome::Completed(r), Expect::CompletedOrDetached { ok, .. }) => r.is_ok() == ok,
+            (Outcome::Detached, Expect::CompletedOrDetached { .. }) => true,
             _ => false,
         };
         assert!(
@@ -356,29 +506,33 @@ async fn check_gather(s: &Scenario, spawned: bool) {
 }
 
 async fn check_hedge(s: &Scenario) {
-    let (winner, attempts, at) = model_hedge(s);
+    let (end, attempts, at) = model_hedge(s);
     let policy = HedgePolicy::builder()
         .fixed_delay(Duration::from_millis(s.hedge_delay))
         .max_hedges(s.max_hedges)
+        .hedge_on_error(s.hedge_on_error)
         .build()
         .expect("valid policy");
     let drops = Arc::new(AtomicUsize::new(0));
     let mut sent = 0usize;
     let start = tokio::time::Instant::now();
-    let result = hedge(
-        || {
-            let (d, ok) = s.futures[sent % s.futures.len()];
-            let k = sent;
+    let n = s.futures.len();
+    let mask = s.final_mask;
+    let result = hedge_with_attempt(
+        |attempt| {
+            assert_eq!(attempt, sent, "attempts are numbered in launch order");
+            let (d, ok) = s.futures[attempt % n];
             sent += 1;
             let guard = DropCount(drops.clone());
             async move {
                 let _guard = guard;
                 tokio::time::sleep(Duration::from_millis(d)).await;
-                if ok { Ok(k) } else { Err(k) }
+                if ok { Ok(attempt) } else { Err(attempt) }
             }
         },
         &policy,
     )
+    .final_error_if(move |&k: &usize| mask & (1 << ((k % n) % 8)) != 0)
     .await;
     assert_eq!(
         start.elapsed(),
@@ -390,16 +544,34 @@ async fn check_hedge(s: &Scenario) {
         attempts,
         "every attempt dropped"
     );
-    match (result, winner) {
-        (Ok(h), Some(w)) => {
-            assert_eq!((h.value, h.winner, h.attempts), (w, w, attempts), "{s:?}");
+    match (result, &end) {
+        (Ok(h), HedgeEnd::Won(w)) => {
+            assert_eq!((h.value, h.winner, h.attempts), (*w, *w, attempts), "{s:?}");
         }
-        (Err(e), None) => {
-            assert_eq!(e.attempts(), attempts);
-            assert_eq!(e.into_inner(), 0, "the primary's error");
+        (
+            Err(e),
+            HedgeEnd::Failed {
+                attempt,
+                others,
+                is_final,
+            },
+        ) => {
+            assert_eq!(e.attempts(), attempts, "{s:?}");
+            assert_eq!(e.is_final(), *is_final, "{s:?}");
+            assert_eq!(
+                (e.attempt, e.error),
+                (*attempt, *attempt),
+                "the reported error"
+            );
+            let got: Vec<(usize, usize)> = e.other_errors.clone();
+            let want: Vec<(usize, usize)> = others.iter().map(|&k| (k, k)).collect();
+            assert_eq!(
+                got, want,
+                "every other attempt's error, in failure order, {s:?}"
+            );
         }
-        (r, w) => panic!(
-            "hedge: got {:?}, model winner {w:?} for {s:?}",
+        (r, end) => panic!(
+            "hedge: got {:?}, model {end:?} for {s:?}",
             r.map(|h| h.winner)
         ),
     }

@@ -1,15 +1,18 @@
 //! Model checker for `WorkerPool`, shared by `tests/prop_pool.rs` and the
 //! fuzz target `fuzz/fuzz_targets/pool.rs`.
 //!
-//! The model is a plain discrete-time FIFO list scheduler: at most `k` tasks
-//! run, up to `q` more wait, a finishing task starts the oldest waiting one
-//! at the same instant (unless a shrink left more than `k` running). The
-//! real pool runs on Tokio's paused clock; each task records when it
-//! started. Start times, outcomes and the running/queued counts must match.
+//! The model is a plain discrete-time priority list scheduler: at most `k`
+//! tasks run, up to `q` more wait, a finishing task starts the waiting one
+//! of highest priority (the oldest among equals) at the same instant
+//! (unless a shrink left more than `k` running). With aging every `n`, each
+//! waiting task's priority rises by `1/n` whenever a waiting task starts:
+//! the model keeps that count per task and compares `priority × n + count`
+//! literally, rather than the pool's closed form. The real pool runs on
+//! Tokio's paused clock; each task records when it started. Start times,
+//! outcomes and the running/queued counts must match.
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,14 +22,17 @@ use tokio::time::Instant;
 /// One step applied to the pool and the model.
 #[derive(Debug, Clone)]
 pub enum Op {
-    /// `try_submit` a task that sleeps `n` ms (1..=50) once started.
-    TrySubmit(u64),
+    /// `try_submit_with_priority` a task that sleeps `ms` (1..=50) once
+    /// started, at `priority` (-1..=2).
+    TrySubmit { ms: u64, priority: i32 },
     /// Let `n` ms (0..=60) of paused time pass.
     Advance(u64),
     /// `set_max_concurrency(n)` (1..=4).
     Resize(usize),
     /// `abort()` the i-th submitted task (modulo the count).
     Abort(usize),
+    /// `clear_queue()`.
+    ClearQueue,
 }
 
 /// Decodes fuzzer bytes into ops, two bytes each.
@@ -34,11 +40,15 @@ pub fn ops_from_bytes(data: &[u8]) -> Vec<Op> {
     data.chunks_exact(2)
         .map(|c| {
             let a = c[1] as u64;
-            match c[0] % 8 {
-                0..=3 => Op::TrySubmit(1 + a % 50),
-                4..=5 => Op::Advance(a % 61),
-                6 => Op::Resize(1 + (a as usize) % 4),
-                _ => Op::Abort(a as usize),
+            match c[0] % 16 {
+                0..=7 => Op::TrySubmit {
+                    ms: 1 + a % 50,
+                    priority: i32::from(c[0] >> 6) - 1,
+                },
+                8..=11 => Op::Advance(a % 61),
+                12 | 13 => Op::Resize(1 + (a as usize) % 4),
+                14 => Op::Abort(a as usize),
+                _ => Op::ClearQueue,
             }
         })
         .collect()
@@ -49,15 +59,27 @@ enum Fate {
     Rejected,
     Done { started_ms: u64 },
     Cancelled { started_ms: Option<u64> },
+    Cleared,
+}
+
+/// A waiting task in the model.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    id: usize,
+    dur: u64,
+    priority: i32,
+    /// Waiting tasks started since this one queued.
+    aged: u64,
 }
 
 struct Model {
     k: usize,
     q: usize,
+    aging: Option<u64>,
     now: u64,
-    running: Vec<(usize, u64)>,    // (task, end time)
-    queue: VecDeque<(usize, u64)>, // (task, duration)
-    fates: Vec<Option<Fate>>,      // None while pending
+    running: Vec<(usize, u64)>, // (task, end time)
+    queue: Vec<Waiting>,        // in submission order
+    fates: Vec<Option<Fate>>,   // None while pending
     started: Vec<Option<u64>>,
 }
 
@@ -67,9 +89,27 @@ impl Model {
         self.running.push((id, self.now + dur));
     }
 
+    /// Takes the waiting task to start next, ageing the others.
+    fn take_next(&mut self) -> Option<(usize, u64)> {
+        let rank = |w: &Waiting| match self.aging {
+            None => i128::from(w.priority),
+            Some(n) => i128::from(w.priority) * i128::from(n) + i128::from(w.aged),
+        };
+        // Highest rank; `max_by_key` keeps the last maximum, so scan in
+        // reverse to prefer the oldest.
+        let pos = (0..self.queue.len())
+            .rev()
+            .max_by_key(|&i| rank(&self.queue[i]))?;
+        let w = self.queue.remove(pos);
+        for other in &mut self.queue {
+            other.aged += 1;
+        }
+        Some((w.id, w.dur))
+    }
+
     fn fill(&mut self) {
         while self.running.len() < self.k {
-            let Some((id, dur)) = self.queue.pop_front() else {
+            let Some((id, dur)) = self.take_next() else {
                 break;
             };
             self.start(id, dur);
@@ -81,7 +121,7 @@ impl Model {
         let over = self.running.len() > self.k;
         self.running.remove(pos);
         if !over {
-            if let Some((id, dur)) = self.queue.pop_front() {
+            if let Some((id, dur)) = self.take_next() {
                 self.start(id, dur);
             }
         }
@@ -116,29 +156,31 @@ async fn settle() {
     }
 }
 
-/// Runs `ops` on a `WorkerPool(k, q)` and the model; panics on any difference.
-pub fn check(k: usize, q: usize, ops: &[Op]) {
+/// Runs `ops` on a `WorkerPool(k, q)` (with `priority_aging(n)` when
+/// `aging` is `Some(n)`, `n >= 1`) and the model; panics on any difference.
+pub fn check(k: usize, q: usize, aging: Option<usize>, ops: &[Op]) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .unwrap();
-    rt.block_on(run(k, q, ops));
+    rt.block_on(run(k, q, aging, ops));
 }
 
-async fn run(k: usize, q: usize, ops: &[Op]) {
-    let pool = WorkerPool::builder()
-        .max_concurrency(k)
-        .queue_capacity(q)
-        .build()
-        .unwrap();
+async fn run(k: usize, q: usize, aging: Option<usize>, ops: &[Op]) {
+    let mut builder = WorkerPool::builder().max_concurrency(k).queue_capacity(q);
+    if let Some(n) = aging {
+        builder = builder.priority_aging(n);
+    }
+    let pool = builder.build().unwrap();
     let t0 = Instant::now();
     let mut m = Model {
         k,
         q,
+        aging: aging.map(|n| n as u64),
         now: 0,
         running: Vec::new(),
-        queue: VecDeque::new(),
+        queue: Vec::new(),
         fates: Vec::new(),
         started: Vec::new(),
     };
@@ -147,7 +189,7 @@ async fn run(k: usize, q: usize, ops: &[Op]) {
 
     for op in ops {
         match *op {
-            Op::TrySubmit(dur) => {
+            Op::TrySubmit { ms: dur, priority } => {
                 let id = handles.len();
                 m.fates.push(None);
                 m.started.push(None);
@@ -159,14 +201,19 @@ async fn run(k: usize, q: usize, ops: &[Op]) {
                     tokio::time::sleep(Duration::from_millis(dur)).await;
                 };
                 let admitted = m.running.len() + m.queue.len() < m.k + m.q;
-                match pool.try_submit(task) {
+                match pool.try_submit_with_priority(task, priority) {
                     Ok(h) => {
                         assert!(admitted, "pool admitted a task the model refused: {ops:?}");
                         handles.push(Some(h));
                         if m.running.len() < m.k && m.queue.is_empty() {
                             m.start(id, dur);
                         } else {
-                            m.queue.push_back((id, dur));
+                            m.queue.push(Waiting {
+                                id,
+                                dur,
+                                priority,
+                                aged: 0,
+                            });
                         }
                     }
                     Err(_) => {
@@ -190,7 +237,7 @@ async fn run(k: usize, q: usize, ops: &[Op]) {
                 if let Some(h) = &handles[i] {
                     h.abort();
                 }
-                if let Some(pos) = m.queue.iter().position(|&(id, _)| id == i) {
+                if let Some(pos) = m.queue.iter().position(|w| w.id == i) {
                     m.queue.remove(pos);
                     m.fates[i] = Some(Fate::Cancelled { started_ms: None });
                 } else if let Some(pos) = m.running.iter().position(|&(id, _)| id == i) {
@@ -201,6 +248,13 @@ async fn run(k: usize, q: usize, ops: &[Op]) {
                 }
             }
             Op::Abort(_) => {}
+            Op::ClearQueue => {
+                let cleared = pool.clear_queue();
+                assert_eq!(cleared, m.queue.len(), "cleared count in {ops:?}");
+                for w in m.queue.drain(..) {
+                    m.fates[w.id] = Some(Fate::Cleared);
+                }
+            }
         }
         settle().await;
         let metrics = pool.metrics();
@@ -219,7 +273,7 @@ async fn run(k: usize, q: usize, ops: &[Op]) {
 
     // Run everything out and compare every task's fate.
     let rest = m.running.iter().map(|&(_, e)| e).max().unwrap_or(m.now) - m.now
-        + m.queue.iter().map(|&(_, d)| d).sum::<u64>();
+        + m.queue.iter().map(|w| w.dur).sum::<u64>();
     tokio::time::sleep(Duration::from_millis(rest + 1)).await;
     m.advance(rest + 1);
     settle().await;
@@ -233,6 +287,7 @@ async fn run(k: usize, q: usize, ops: &[Op]) {
                 Err(TaskError::Cancelled) => Fate::Cancelled {
                     started_ms: starts.lock().unwrap()[id],
                 },
+                Err(TaskError::Cleared) => Fate::Cleared,
                 Err(e) => panic!("unexpected task error {e}"),
             },
         };
