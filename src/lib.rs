@@ -355,5 +355,7 @@ pub mod semaphore;
 mod sync;
 /// Debounce and throttle with lodash semantics: handles and stream adapters.
 pub mod timing;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use error::{ConfigError, ConfigErrorKind};
