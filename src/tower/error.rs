@@ -140,7 +140,6 @@ impl Error for Refusal {}
 /// assert_eq!(err.to_string(), "service called before poll_ready returned ready");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
 pub struct NotReady;
 
 impl fmt::Display for NotReady {
