@@ -867,6 +867,92 @@ async fn pipeline_layer_first_attempt_uses_the_service_made_ready() {
 }
 
 // ---------------------------------------------------------------------------
+// Every wrapper passes backpressure through and holds nothing once dropped.
+
+/// `svc` wraps a `ConcurrencyLimit` on `sem` (capacity 1).
+fn passes_backpressure<S>(name: &str, sem: &Semaphore, mut svc: S)
+where
+    S: Service<u32>,
+    S::Error: std::fmt::Debug,
+{
+    let held = sem.try_acquire().unwrap();
+    let mut t = task::spawn(());
+    assert!(
+        poll_ready(&mut t, &mut svc).is_pending(),
+        "{name}: ready while full"
+    );
+    drop(held);
+    assert!(t.is_woken(), "{name}: not woken");
+    assert!(poll_ready(&mut t, &mut svc).is_ready(), "{name}: not ready");
+    assert_eq!(sem.available(), 0, "{name}");
+    drop(svc);
+    assert_eq!(sem.available(), 1, "{name}: permit kept after drop");
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_wrapper_passes_backpressure_through_and_releases_on_drop() {
+    let sem = Semaphore::new(1);
+    let below = || ConcurrencyLimitLayer::with_semaphore(sem.clone()).layer(Mock::ready());
+    let keyed = KeyedRateLimitLayer::new(
+        KeyedRateLimiter::new(Quota::per_second(1).unwrap()),
+        |_: &u32| (),
+    );
+    passes_backpressure("keyed", &sem, keyed.layer(below()));
+    passes_backpressure(
+        "rate shed",
+        &sem,
+        RateLimitLayer::shed(RateLimiter::new(Quota::per_second(9).unwrap())).layer(below()),
+    );
+    passes_backpressure(
+        "breaker",
+        &sem,
+        BreakerLayer::new(CircuitBreaker::new()).layer(below()),
+    );
+    passes_backpressure(
+        "timeout",
+        &sem,
+        TimeoutLayer::new(MS).unwrap().layer(below()),
+    );
+    passes_backpressure(
+        "deadline",
+        &sem,
+        DeadlineLayer::new(|_: &u32| None).layer(below()),
+    );
+    passes_backpressure(
+        "retry",
+        &sem,
+        RetryLayer::<u32>::from_policy(RetryPolicy::new())
+            .unwrap()
+            .layer(below()),
+    );
+    let policy = HedgePolicy::builder().fixed_delay(MS).build().unwrap();
+    passes_backpressure("hedge", &sem, HedgeLayer::new(policy).layer(below()));
+    let p = Pipeline::<u32, BoxError>::builder().build().unwrap();
+    passes_backpressure("pipeline", &sem, PipelineLayer::new(p).layer(below()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clone_of_a_ready_service_holds_nothing() {
+    let sem = Semaphore::new(1);
+    let limiter = RateLimiter::new(Quota::per_minute(1).unwrap());
+    let mut svc = RateLimitLayer::wait(limiter.clone())
+        .layer(ConcurrencyLimitLayer::with_semaphore(sem.clone()).layer(Mock::ready()));
+    let mut t = task::spawn(());
+    assert!(poll_ready(&mut t, &mut svc).is_ready());
+    let mut clone = svc.clone();
+    // The clone has neither the token nor the permit: it waits for both.
+    assert!(poll_ready(&mut t, &mut clone).is_pending());
+    assert_eq!(limiter.snapshot().waiters, 1);
+    assert_eq!((sem.available(), limiter.snapshot().available), (0, 0));
+    drop(svc);
+    assert_eq!(sem.available(), 1);
+    // The refunded token went to the waiting clone.
+    assert!(t.is_woken());
+    assert!(poll_ready(&mut t, &mut clone).is_ready());
+    assert_eq!(clone.call(4).await.unwrap(), 4);
+}
+
+// ---------------------------------------------------------------------------
 // HTTP mapping.
 
 #[test]

@@ -102,10 +102,12 @@ impl<S, K, F: Clone, C: Clock> Layer<S> for KeyedRateLimitLayer<K, F, C> {
 ///   [`Refusal::RateLimited`](super::Refusal::RateLimited) at once. The
 ///   inner service was made ready for that request and is not called: what
 ///   its `poll_ready` reserved (a [`ConcurrencyLimit`](super::ConcurrencyLimit)'s
-///   permit) stays with it until its next call or its drop. axum and
-///   `ServiceExt::oneshot` use a clone per request and drop it at once, so
-///   there the reservation ends with the refusal; the refused request did
-///   wait for it, though, if capacity below was short.
+///   permit) stays with it until its next call or its drop. axum clones
+///   a route's service for each request and drops the clone after `call`,
+///   so there the reservation ends with the refusal (the refused request
+///   did wait for it, though, if capacity below was short). Layers that
+///   reserve capacity are best placed above this one: then a refusal
+///   holds their permit only until its response future completes, at once.
 /// * **Clone**: shares the buckets.
 ///
 /// # Cancel safety
