@@ -120,7 +120,9 @@ impl<S, K: Clone, C: Clock> Layer<S> for BreakerLayer<K, C> {
 /// * **`call`** takes a breaker permit: refused (open, forced open, or
 ///   half-open with every probe slot taken), it answers
 ///   [`Refusal::BreakerOpen`] with the time left of the open wait, without
-///   calling the inner service; admitted, it calls it. The permit is taken
+///   calling the inner service (whatever that service's `poll_ready`
+///   reserved stays with it until its next call or its drop, as for
+///   [`KeyedRateLimit`](super::KeyedRateLimit)); admitted, it calls it. The permit is taken
 ///   here, not in `poll_ready`, so that an idle ready service holds no
 ///   half-open probe slot and a slow call is timed from its start.
 /// * **The response future** classifies the result and records it on the
