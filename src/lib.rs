@@ -22,6 +22,7 @@
 //! | [`retry`] | [`Retry`](retry::Retry), [`RetryBudget`](retry::RetryBudget) | "try again, later, but not forever and not all at once": backoff, jitter, deadline, budget |
 //! | [`pipeline`] | [`Pipeline`](pipeline::Pipeline) | "wrap this call in all of it": timeout, retry, breaker, hedge, rate limit, bulkhead, attempt timeout, fallback in one documented order |
 //! | [`clock`] | [`Clock`](clock::Clock), [`ManualClock`](clock::ManualClock) | the time source cores read; Tokio's clock by default, a manual one for tests |
+//! | `tower` (feature `tower`, off by default) | a `Layer` per primitive, `Refusal` → 429/503/504 | "drop it into axum, tonic or hyper": concurrency limit, load shedding, plain and keyed rate limits, breaker, timeout, retry, hedge, the whole pipeline |
 //!
 //! ## Which primitive?
 //!
@@ -90,6 +91,7 @@
 //! | `batch` | [`Loader::load`](batch::Loader::load), [`load_many`](batch::Loader::load_many) | only this caller's interest is given up; the batch still runs for the other callers (and fills the cache) |
 //! | `retry` | [`Retry::call`](retry::Retry::call), `call_with_attempt`, `call_deadline` | the attempt in flight (or the sleep) is dropped and no further attempt is made |
 //! | `pipeline` | [`Pipeline::call`](pipeline::Pipeline::call) | the attempt in flight (or the wait) is dropped: its breaker permit counts as nothing, its bulkhead permit returns, no further attempt is made |
+//! | `tower` (feature) | a service made ready then dropped; a response future dropped | a permit taken in `poll_ready` returns to its semaphore, a token is refunded, a wait leaves its queue; a breaker permit counts as nothing; the attempt in flight is dropped |
 //!
 //! ## Examples, one per module
 //!
@@ -356,5 +358,7 @@ pub mod semaphore;
 mod sync;
 /// Debounce and throttle with lodash semantics: handles and stream adapters.
 pub mod timing;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use error::{ConfigError, ConfigErrorKind};

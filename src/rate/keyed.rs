@@ -434,6 +434,13 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         self.inner.max_keys
     }
 
+    /// The clock the limiter reads (for turning a refusal's instant into
+    /// a wait on the same clock).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn clock(&self) -> &C {
+        &self.inner.clock
+    }
+
     /// The quota every key gets.
     pub fn quota(&self) -> Quota {
         Quota::from_gcra(self.inner.gcra)

@@ -564,6 +564,13 @@ impl<C: Clock> RateLimiter<C> {
         }
     }
 
+    /// The clock the limiter reads (for turning a refusal's instant into
+    /// a wait on the same clock).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn clock(&self) -> &C {
+        &self.inner.clock
+    }
+
     /// The quota in force.
     ///
     /// Takes the waiter lock briefly, so that it never sees a quota half

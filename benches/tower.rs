@@ -1,0 +1,111 @@
+//! The tower layers' own cost, each group with tower's layer for the same
+//! policy side by side, through `ServiceExt::oneshot` on a service that
+//! answers at once (on a current-thread runtime):
+//!
+//! * `tower/concurrency_limit`: 64 in flight; flowguard's
+//!   `ConcurrencyLimitLayer` (and `LoadShedLayer`, which never waits)
+//!   against tower's `ConcurrencyLimitLayer`.
+//! * `tower/rate_limit`: a quota that never runs out (10⁹ per second);
+//!   flowguard's `RateLimitLayer::wait` (tower's policy: wait for a token)
+//!   and `::shed` against tower's `RateLimitLayer`.
+//! * `tower/timeout`: one hour; flowguard's `TimeoutLayer` against tower's.
+//!
+//! Each iteration makes one service call on one long-lived service value
+//! (`(&mut svc).oneshot(req)`: `poll_ready`, then `call`, then the
+//! response). The target (issue 12) is flowguard at most 1.0× tower for
+//! the same policy. Run:
+//! `cargo bench --bench tower -- --warm-up-time 1 --measurement-time 3`.
+
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use flowguard::rate::{Quota, RateLimiter};
+use flowguard::tower as fg;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+const LONG: Duration = Duration::from_secs(3600);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn echo()
+-> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>> + Clone
+{
+    service_fn(|n: u64| ready(Ok(black_box(n))))
+}
+
+/// Times `iters` calls of `svc`, one after another.
+fn run<S>(rt: &tokio::runtime::Runtime, svc: &mut S, iters: u64) -> Duration
+where
+    S: Service<u64>,
+    S::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for i in 0..iters {
+            black_box((&mut *svc).oneshot(i).await.unwrap());
+        }
+        start.elapsed()
+    })
+}
+
+fn limiter() -> RateLimiter {
+    let q = Quota::per_second(1_000_000_000)
+        .unwrap()
+        .with_burst(1_000_000_000)
+        .unwrap();
+    RateLimiter::new(q)
+}
+
+fn concurrency_limit(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("tower/concurrency_limit");
+    let mut svc = fg::ConcurrencyLimitLayer::new(64).unwrap().layer(echo());
+    g.bench_function("flowguard", |b| b.iter_custom(|n| run(&rt, &mut svc, n)));
+    let mut svc = fg::LoadShedLayer::new(64).unwrap().layer(echo());
+    g.bench_function("flowguard_load_shed", |b| {
+        b.iter_custom(|n| run(&rt, &mut svc, n))
+    });
+    let mut svc = tower::limit::ConcurrencyLimitLayer::new(64).layer(echo());
+    g.bench_function("tower", |b| b.iter_custom(|n| run(&rt, &mut svc, n)));
+    g.finish();
+}
+
+fn rate_limit(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("tower/rate_limit");
+    let mut svc = fg::RateLimitLayer::wait(limiter()).layer(echo());
+    g.bench_function("flowguard_wait", |b| {
+        b.iter_custom(|n| run(&rt, &mut svc, n))
+    });
+    let mut svc = fg::RateLimitLayer::shed(limiter()).layer(echo());
+    g.bench_function("flowguard_shed", |b| {
+        b.iter_custom(|n| run(&rt, &mut svc, n))
+    });
+    // tower's limiter arms a timer when built: inside the runtime.
+    let mut svc = rt.block_on(async {
+        tower::limit::RateLimitLayer::new(1_000_000_000, Duration::from_secs(1)).layer(echo())
+    });
+    g.bench_function("tower", |b| b.iter_custom(|n| run(&rt, &mut svc, n)));
+    g.finish();
+}
+
+fn timeout(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("tower/timeout");
+    let mut svc = fg::TimeoutLayer::new(LONG).unwrap().layer(echo());
+    g.bench_function("flowguard", |b| b.iter_custom(|n| run(&rt, &mut svc, n)));
+    let mut svc = tower::timeout::TimeoutLayer::new(LONG).layer(echo());
+    g.bench_function("tower", |b| b.iter_custom(|n| run(&rt, &mut svc, n)));
+    g.finish();
+}
+
+criterion_group!(benches, concurrency_limit, rate_limit, timeout);
+criterion_main!(benches);
