@@ -337,6 +337,7 @@
 // may install a counting global allocator.)
 #![forbid(unsafe_code)]
 
+pub mod adaptive;
 pub mod batch;
 pub mod breaker;
 /// Bounded MPMC channels with backpressure, weights, watermarks and eviction.
