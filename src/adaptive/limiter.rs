@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{AcquireError, LimitAlgorithm, Sample, Vegas};
+use super::{AcquireError, LimitAlgorithm, Sample, Vegas, Windowed};
 use crate::clock::{Clock, TokioClock};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::semaphore::{MAX_PERMITS, OwnedPermit, Semaphore};
@@ -170,7 +170,7 @@ pub struct AdaptiveMetrics {
 /// use flowguard::adaptive::AdaptiveLimiter;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-/// let limiter = AdaptiveLimiter::builder().build().unwrap(); // Vegas, limit 20 to start
+/// let limiter = AdaptiveLimiter::builder().build().unwrap(); // windowed Vegas, limit 20 to start
 /// let permit = limiter.acquire().await.unwrap();
 /// let outcome: Result<&str, &str> = Ok("answer"); // ... call the backend ...
 /// match outcome {
@@ -602,10 +602,19 @@ impl<C: Clock> Inner<C> {
 
 // ---- the builder -------------------------------------------------------------
 
-/// Configures an [`AdaptiveLimiter`]. Defaults: the [`Vegas`] algorithm
-/// with its defaults (limit 20 to start), FIFO order, a backlog of 100
-/// callers (Netflix's `LifoBlockingLimiter` default), no partitions, no
-/// bypass, a history of the last 64 changes.
+/// Configures an [`AdaptiveLimiter`]. Defaults: [`Vegas`] in a
+/// [`Windowed`] (both with their defaults: limit 20 to start, one decision
+/// per 1 s window), FIFO order, a backlog of 100 callers (Netflix's
+/// `LifoBlockingLimiter` default), no partitions, no bypass, a history of
+/// the last 64 changes.
+///
+/// Netflix's limiters default to Vegas fed every sample; at a few thousand
+/// requests a second that swings the limit by hundreds within a round trip
+/// (the simulation in `tests/adaptive.rs` shows it), so the default here
+/// makes one decision per window, as Netflix's own gRPC example does with
+/// its `WindowedLimit`. For a backend that answers in milliseconds, a
+/// shorter [`min_window`](super::WindowedBuilder::min_window) (windows are
+/// then two round trips) follows it faster.
 ///
 /// # Examples
 ///
@@ -654,8 +663,9 @@ impl fmt::Debug for AdaptiveLimiterBuilder {
 }
 
 impl AdaptiveLimiterBuilder {
-    /// The algorithm that moves the limit (default [`Vegas::new()`]). Its
-    /// current limit is the limit to start with.
+    /// The algorithm that moves the limit (default
+    /// `Windowed::new(Vegas::new())`). Its current limit is the limit to
+    /// start with.
     pub fn algorithm(mut self, algorithm: impl LimitAlgorithm) -> Self {
         self.algorithm = Box::new(algorithm);
         self
@@ -755,10 +765,11 @@ impl AdaptiveLimiterBuilder {
                 format!("shares must add up to at most 1, got {total}"),
             );
         }
-        let default_share = if self.partitions.is_empty() {
-            1.0
-        } else {
-            (1.0 - total).max(0.0)
+        let default_share = match 1.0 - total {
+            _ if self.partitions.is_empty() => 1.0,
+            // Shares adding up to 1 up to rounding leave nothing.
+            rest if rest < 1e-9 => 0.0,
+            rest => rest,
         };
         let partitions: Box<[PartitionSlot]> = std::iter::once((String::new(), default_share))
             .chain(self.partitions)
@@ -800,10 +811,10 @@ impl AdaptiveLimiterBuilder {
 // ---- the handle --------------------------------------------------------------
 
 impl AdaptiveLimiter {
-    /// A builder with the defaults (Vegas, FIFO, a backlog of 100).
+    /// A builder with the defaults (windowed Vegas, FIFO, a backlog of 100).
     pub fn builder() -> AdaptiveLimiterBuilder {
         AdaptiveLimiterBuilder {
-            algorithm: Box::new(Vegas::new()),
+            algorithm: Box::new(Windowed::new(Vegas::new())),
             order: Order::Fifo,
             max_backlog: 100,
             partitions: Vec::new(),

@@ -12,7 +12,7 @@
 //!
 //! | algorithm | signal | settles at | module |
 //! |---|---|---|---|
-//! | [`Vegas`] (the default) | latency above the lowest seen (a queue estimate) and drops | the knee plus a small queue (`+3..+6` for knees of 10–99) | [`vegas`] |
+//! | [`Vegas`] (the default, windowed) | latency above the lowest seen (a queue estimate) and drops | the knee plus a small queue (`+3..+6` for knees of 10–99) | [`vegas`] |
 //! | [`Gradient2`] | short-term vs long-term latency | where latency stops rising relative to its own average | [`gradient`] |
 //! | [`Aimd`] | drops and timeouts | a sawtooth under the point where drops start | [`aimd`] |
 //! | [`Windowed`] (a wrapper) | one aggregate sample per window of about two round trips | as the algorithm it wraps, with fewer, steadier decisions | [`windowed`] |
@@ -126,14 +126,18 @@
 //! # Example
 //!
 //! ```
-//! use flowguard::adaptive::AdaptiveLimiter;
+//! use flowguard::adaptive::{AdaptiveLimiter, Vegas, Windowed};
 //! use std::time::Duration;
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-//! let limiter = AdaptiveLimiter::builder().build().unwrap(); // Vegas from 20
-//! // A backend that answers in 10 ms whatever the load, called 40 at a time:
-//! // no queueing is seen, so the limit grows.
-//! for _ in 0..10 {
+//! let vegas = Windowed::builder(Vegas::new())
+//!     .min_window(Duration::from_millis(20)) // decide every two round trips
+//!     .build()
+//!     .unwrap();
+//! let limiter = AdaptiveLimiter::new(vegas); // from 20
+//! // A backend that answers in 10 ms whatever the load, called with the
+//! // whole limit each round: no queueing is seen, so the limit grows.
+//! for _ in 0..20 {
 //!     let mut calls = Vec::new();
 //!     for _ in 0..limiter.limit() {
 //!         let permit = limiter.try_acquire().unwrap();
@@ -144,7 +148,7 @@
 //!     }
 //!     futures::future::join_all(calls).await;
 //! }
-//! assert!(limiter.limit() > 100);
+//! assert_eq!(limiter.limit(), 50); // + beta (6) per window of two rounds
 //! # }
 //! ```
 //!

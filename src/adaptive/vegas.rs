@@ -18,7 +18,7 @@
 //! | `inflight × 2 < estimate` (the caller uses under half) | unchanged |
 //! | `queue ≤ threshold` (no queueing: grow fast) | `estimate + beta` |
 //! | `queue < alpha` (a little queueing: grow slowly) | `estimate + log` |
-//! | `queue > beta` (too much queueing) | `estimate − log` |
+//! | `queue > beta` (too much queueing) | `estimate − max(log, ⌊(queue − beta) / 2⌋)` |
 //! | `alpha ≤ queue ≤ beta` (the sweet spot) | unchanged |
 //!
 //! then clamps it to `[min_limit, max_limit]` and smooths it
@@ -65,8 +65,23 @@
 //!   limit is below the knee and the new latency is measured unqueued (the
 //!   idea of TCP BBR's `ProbeRTT`). When the probing sample shows no queue
 //!   (the estimate would not go down), it is taken at once, as Netflix does.
+//! * **Too much queueing sheds half the excess.** Netflix steps down by
+//!   `log` whatever the queue, so when the backend loses half its capacity
+//!   the limit takes about `limit / log` decisions to follow it (at one
+//!   decision per window, tens of seconds). Here the step is half the
+//!   queue above `beta` when that is more than `log`: the excess halves
+//!   with each decision, and the sweet spot, the slow steps near it, and
+//!   the limit Vegas settles at are Netflix's.
 //! * **A zero RTT** (a clock too coarse to see the call) is ignored, as
 //!   Netflix refuses it.
+//!
+//! Fed one sample per request, Vegas moves the limit by up to `beta` per
+//! sample, so its speed grows with the request rate while the feedback
+//! still takes a round trip: at a few thousand requests a second it
+//! overshoots and swings. [`Windowed`](super::Windowed) gives it one
+//! decision per window of about two round trips, as TCP Vegas adjusts once
+//! per round trip; the [`AdaptiveLimiter`](super::AdaptiveLimiter)'s
+//! default is Vegas so wrapped.
 
 use std::time::Duration;
 
@@ -96,8 +111,8 @@ pub(crate) fn log10_step(n: usize) -> usize {
 /// assert_eq!(v.update(&Sample::new(t, ms(100), 20, false)), 26); // no queue: + beta (6)
 /// // 26 in flight at 130 ms: queue ⌈26 × (1 − 100/130)⌉ = 6, the sweet spot.
 /// assert_eq!(v.update(&Sample::new(t, ms(130), 26, false)), 26);
-/// // At 200 ms the queue is 13 > beta: − log (1).
-/// assert_eq!(v.update(&Sample::new(t, ms(200), 26, false)), 25);
+/// // At 200 ms the queue is 13 > beta: half the excess goes, ⌊(13 − 6) / 2⌋.
+/// assert_eq!(v.update(&Sample::new(t, ms(200), 26, false)), 23);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Vegas {
@@ -453,7 +468,10 @@ impl LimitAlgorithm for Vegas {
         } else if queue < alpha {
             self.estimate + log
         } else if queue > beta {
-            self.estimate - log
+            // Netflix steps down by `log` whatever the excess; half the
+            // excess, when larger, lets a halved backend be followed in a
+            // few decisions instead of `limit / log` of them.
+            self.estimate - log.max(((queue - beta) / 2.0).floor())
         } else {
             return self.limit();
         };
@@ -514,8 +532,8 @@ mod tests {
         assert_eq!(v.update(&s(10, 10, false)), 16, "no queue: + beta 6");
         // 16 × (1 − 10/11) = 1.45 → 2: above threshold 1, below alpha 3: + 1.
         assert_eq!(v.update(&s(11, 16, false)), 17);
-        // 17 × (1 − 10/50) = 13.6 → 14 > beta 6: − 1.
-        assert_eq!(v.update(&s(50, 17, false)), 16);
+        // 17 × (1 − 10/17) = 7 > beta 6: − max(1, ⌊(7 − 6) / 2⌋) = − 1.
+        assert_eq!(v.update(&s(17, 17, false)), 16);
         // 16 × (1 − 10/14) = 4.57 → 5: in [3, 6]: hold.
         assert_eq!(v.update(&s(14, 16, false)), 16);
         assert_eq!(v.update(&s(10, 16, true)), 15, "a drop: − 1");
@@ -524,11 +542,23 @@ mod tests {
     }
 
     #[test]
+    fn a_large_queue_sheds_half_its_excess() {
+        let mut v = vegas().initial_limit(100).without_probe().build().unwrap();
+        v.update(&s(100, 100, false));
+        // 100 × (1 − 100/200) = 50 queued; beta 12: − ⌊(50 − 12) / 2⌋ = − 19.
+        assert_eq!(v.update(&s(200, 100, false)), 81);
+        // 81 × (1 − 100/120) = 13.5 → 14: − max(1, ⌊(14 − 6) / 2⌋) = − 4.
+        assert_eq!(v.update(&s(120, 81, false)), 77);
+        // 77 × (1 − 100/110) = 7 → 7 > 6: − max(1, 0) = − 1, Netflix's step.
+        assert_eq!(v.update(&s(110, 77, false)), 76);
+    }
+
+    #[test]
     fn steps_scale_with_log10_of_the_limit() {
         let mut v = vegas().initial_limit(150).without_probe().build().unwrap();
         v.update(&s(100, 150, false));
         assert_eq!(v.update(&s(100, 150, false)), 162, "log 2: + beta 12");
-        assert_eq!(v.update(&s(200, 162, false)), 160, "queue 81 > 12: − 2");
+        assert_eq!(v.update(&s(110, 162, false)), 160, "queue 15 > 12: − 2");
     }
 
     #[test]
