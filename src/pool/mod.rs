@@ -16,6 +16,11 @@
 //! completion, so `running + queued <= max_concurrency + queue_capacity`
 //! always; queued work is not spawned and uses no runtime resources.
 //!
+//! For a concurrency limit found by measurement rather than set by hand,
+//! acquire from an [`AdaptiveLimiter`](crate::adaptive::AdaptiveLimiter)
+//! before each `submit` and report from the task; see
+//! [its module docs](crate::adaptive#with-a-workerpool).
+//!
 //! # Example
 //!
 //! ```
