@@ -12,6 +12,10 @@
 //!    160 (at 20 s): the chart shows the limit finding k and following it.
 //! 2. The same backend with k = 160 throughout, adaptive against fixed
 //!    limits: goodput and latency.
+//! 3. The other algorithms on the first run's backend: Gradient2 reads a
+//!    *change* of latency and keeps climbing under a load that never lets
+//!    up; AIMD sees no drops (the queue is long) and creeps up by one per
+//!    window; Vegas fed every sample swings by hundreds.
 //!
 //! Run it: `cargo run --release --example adaptive`.
 
@@ -20,7 +24,7 @@ mod sim;
 
 use std::time::Duration;
 
-use flowguard::adaptive::{AdaptiveLimiter, Vegas, Windowed};
+use flowguard::adaptive::{AdaptiveLimiter, Aimd, Gradient2, LimitAlgorithm, Vegas, Windowed};
 use flowguard::semaphore::Semaphore;
 use sim::{Policy, Run, Scenario};
 
@@ -47,6 +51,14 @@ fn limiter() -> AdaptiveLimiter {
         .build()
         .expect("valid");
     AdaptiveLimiter::new(windowed)
+}
+
+fn windowed(algorithm: impl LimitAlgorithm) -> AdaptiveLimiter {
+    let w = Windowed::builder(algorithm)
+        .min_window(MS * 100)
+        .build()
+        .expect("valid");
+    AdaptiveLimiter::new(w)
 }
 
 fn row(name: &str, r: &Run) {
@@ -118,4 +130,47 @@ async fn main() {
         100.0 * adaptive.goodput / best
     );
     println!("   fixed 320 (2× too high) doubles latency, 480 overflows the queue into 503s.");
+
+    println!();
+    println!("3. the other algorithms, k = 160 → 80 → 160 as in 1: the limit every 5 s");
+    println!("   {:<22} 160   160   80    80    160   160", "k");
+    let changes = || vec![(SEC * 10, 80), (SEC * 20, 160)];
+    let others: [(&str, AdaptiveLimiter); 4] = [
+        ("windowed Vegas", limiter()),
+        (
+            "windowed Gradient2",
+            windowed(
+                Gradient2::builder()
+                    .min_limit(1)
+                    .max_limit(1000)
+                    .build()
+                    .expect("valid"),
+            ),
+        ),
+        (
+            "windowed AIMD",
+            windowed(
+                Aimd::builder()
+                    .min_limit(1)
+                    .max_limit(1000)
+                    .build()
+                    .expect("valid"),
+            ),
+        ),
+        (
+            "Vegas, every sample",
+            AdaptiveLimiter::new(Vegas::builder().seed(7).build().expect("valid")),
+        ),
+    ];
+    for (name, limiter) in others {
+        let r = sim::run(&scenario(changes()), Policy::Adaptive(limiter)).await;
+        let at: Vec<String> = r
+            .chart
+            .iter()
+            .skip(4)
+            .step_by(5)
+            .map(|c| format!("{:<5}", c.1))
+            .collect();
+        println!("   {name:<22} {}   p99 {:?}", at.join(" "), r.p99());
+    }
 }
