@@ -52,9 +52,9 @@
 //!   current sample's RTT as the new `rtt_noload`. When the backend is kept
 //!   busy that RTT includes the queue, so each probe raises the floor the
 //!   queue is measured from and the limit climbs another `alpha..beta`
-//!   above the knee, probe after probe (a unit test below shows the climb
-//!   it prevents). Here a probe first lowers the limit to Little's-law
-//!   estimate of what the backend serves without queueing, `⌊estimate ×
+//!   above the knee, probe after probe. Here a probe first lowers the
+//!   limit to the Little's-law estimate of what the backend serves without
+//!   queueing, `⌊estimate ×
 //!   rtt_noload / rtt⌋` (at least `min_limit`), and takes as `rtt_noload`
 //!   the RTT of the first request started with at most that many in flight
 //!   (or, after `2 × estimate` samples without one, the lowest RTT seen
