@@ -89,6 +89,25 @@ pub struct LimitChange {
 }
 
 /// One partition's share and load, in [`AdaptiveMetrics::partitions`].
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::adaptive::{AdaptiveLimiter, Aimd};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let limiter = AdaptiveLimiter::builder()
+///     .algorithm(Aimd::new()) // 20
+///     .partition("live", 0.7)
+///     .build()
+///     .unwrap();
+/// let _p = limiter.labelled("live").try_acquire().unwrap();
+/// let m = limiter.metrics();
+/// let (default, live) = (&m.partitions[0], &m.partitions[1]);
+/// assert_eq!((live.name.as_str(), live.inflight, live.guaranteed), ("live", 1, 14));
+/// assert_eq!((default.name.as_str(), default.guaranteed), ("", 6)); // the rest: ⌈20 × 0.3⌉
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PartitionMetrics {
@@ -244,12 +263,14 @@ struct Shared {
 }
 
 /// The permits' guaranteed share of `limit` for a partition of `share`
-/// (Netflix's `max(1, ⌈limit × share⌉)`).
+/// (Netflix's `max(1, ⌈limit × share⌉)`, at most `limit`). The product is
+/// shaved by 1e-9 first, so that shares like `1 − 0.7`
+/// (0.30000000000000004) do not round a whole permit up.
 fn guaranteed(share: f64, limit: usize) -> usize {
     if share <= 0.0 {
         0
     } else {
-        ((limit as f64 * share).ceil() as usize).max(1)
+        (((limit as f64 * share) - 1e-9).ceil() as usize).clamp(1, limit.max(1))
     }
 }
 
@@ -1259,5 +1280,42 @@ impl<C: Clock> fmt::Debug for Permit<C> {
             .field("bypass", &self.is_bypass())
             .field("inflight_at_start", &self.inflight_at_start())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guaranteed_shares_round_up_but_not_on_float_noise() {
+        assert_eq!(guaranteed(0.0, 100), 0);
+        assert_eq!(guaranteed(0.7, 10), 7);
+        assert_eq!(guaranteed(1.0 - 0.7, 20), 6, "0.30000000000000004 × 20");
+        assert_eq!(guaranteed(0.25, 10), 3, "⌈2.5⌉");
+        assert_eq!(guaranteed(0.01, 10), 1, "at least one");
+        assert_eq!(guaranteed(1.0, MAX_PERMITS), MAX_PERMITS);
+    }
+
+    #[test]
+    fn backlog_serves_in_order_and_removes_from_the_middle() {
+        let w = Waker::noop();
+        let mut b = Backlog::new(2);
+        let k: Vec<Key> = (0..4).map(|i| b.push(i % 2, w.clone())).collect();
+        assert_eq!(b.waiting, 4);
+        assert_eq!(b.next_seq_of(0, Order::Fifo), Some(0));
+        assert_eq!(b.next_seq_of(0, Order::Lifo), Some(2));
+        assert!(b.remove(k[1]).is_none());
+        assert_eq!(b.waiting, 3);
+        assert_eq!(b.next_seq_of(1, Order::Fifo), Some(3));
+        assert_eq!(b.pop(0, Order::Lifo), Some(k[2].index));
+        assert_eq!(b.pop(0, Order::Fifo), Some(k[0].index));
+        assert_eq!(b.pop(0, Order::Fifo), None);
+        assert_eq!(b.waiting, 1);
+        // A freed slot is reused with a new seq: the old key no longer matches.
+        let again = b.push(0, w.clone());
+        assert_eq!(again.index, k[1].index);
+        assert!(b.slot_mut(k[1]).is_none());
+        assert!(b.slot_mut(again).is_some());
     }
 }
