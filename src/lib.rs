@@ -20,7 +20,8 @@
 //! | [`timing`] | [`Debouncer`](timing::Debouncer), [`Throttler`](timing::Throttler), [`TimingStreamExt`](timing::TimingStreamExt) | "collapse bursts of events" |
 //! | [`batch`] | [`Loader`](batch::Loader) | "turn N concurrent lookups into ⌈N/size⌉ batch calls" (DataLoader) |
 //! | [`retry`] | [`Retry`](retry::Retry), [`RetryBudget`](retry::RetryBudget) | "try again, later, but not forever and not all at once": backoff, jitter, deadline, budget |
-//! | [`pipeline`] | [`Pipeline`](pipeline::Pipeline) | "wrap this call in all of it": timeout, retry, breaker, hedge, rate limit, bulkhead, attempt timeout, fallback in one documented order |
+//! | [`pipeline`] | [`Pipeline`](pipeline::Pipeline) | "wrap this call in all of it": timeout, retry, breaker, hedge, rate limit, bulkhead, adaptive limit, attempt timeout, fallback in one documented order |
+//! | [`adaptive`] | [`AdaptiveLimiter`](adaptive::AdaptiveLimiter), [`Vegas`](adaptive::Vegas), [`Gradient2`](adaptive::Gradient2), [`Aimd`](adaptive::Aimd) | "find the backend's concurrency limit instead of guessing it" |
 //! | [`clock`] | [`Clock`](clock::Clock), [`ManualClock`](clock::ManualClock) | the time source cores read; Tokio's clock by default, a manual one for tests |
 //! | `tower` (feature `tower`, off by default) | a `Layer` per primitive, `Refusal` → 429/503/504 | "drop it into axum, tonic or hyper": concurrency limit, load shedding, plain and keyed rate limits, breaker, timeout, retry, hedge, the whole pipeline |
 //!
@@ -57,6 +58,12 @@
 //! * **Producers and consumers**: a bounded [`channel`]; `send` waits for
 //!   room, `force_send` drops the oldest instead, watermarks tell a producer
 //!   when to pause.
+//! * **A concurrency limit you would otherwise guess** ("max 64 at once"
+//!   to a backend whose speed varies): an
+//!   [`AdaptiveLimiter`](adaptive::AdaptiveLimiter) measures latency and
+//!   drops and moves the limit to the backend's knee (Netflix's Vegas,
+//!   Gradient2 and AIMD), alone, in front of a
+//!   [`WorkerPool`](pool::WorkerPool), or as a pipeline layer.
 //! * **Anything else that must be bounded** (connections, bytes in flight):
 //!   the [`Semaphore`](semaphore::Semaphore) directly.
 //!
@@ -90,8 +97,10 @@
 //! | `timing` | [`Debounced`](timing::Debounced) (a stream) | the held item is dropped with the stream |
 //! | `batch` | [`Loader::load`](batch::Loader::load), [`load_many`](batch::Loader::load_many) | only this caller's interest is given up; the batch still runs for the other callers (and fills the cache) |
 //! | `retry` | [`Retry::call`](retry::Retry::call), `call_with_attempt`, `call_deadline` | the attempt in flight (or the sleep) is dropped and no further attempt is made |
-//! | `pipeline` | [`Pipeline::call`](pipeline::Pipeline::call) | the attempt in flight (or the wait) is dropped: its breaker permit counts as nothing, its bulkhead permit returns, no further attempt is made |
+//! | `pipeline` | [`Pipeline::call`](pipeline::Pipeline::call) | the attempt in flight (or the wait) is dropped: its breaker permit counts as nothing, its bulkhead permit returns, its adaptive permit returns unreported, no further attempt is made |
 //! | `tower` (feature) | a service made ready then dropped; a response future dropped | a permit taken in `poll_ready` returns to its semaphore, a token is refunded, a wait leaves its queue; a breaker permit counts as nothing; the attempt in flight is dropped |
+//! | `adaptive` | [`AdaptiveLimiter::acquire`](adaptive::AdaptiveLimiter::acquire), `acquire_timeout`, `acquire_deadline` | it leaves the backlog; a permit already granted to it goes to the next caller, unreported |
+//! | `adaptive` | a held [`Permit`](adaptive::Permit) dropped with its task | returned as ignored: no sample |
 //!
 //! ## Examples, one per module
 //!
@@ -307,6 +316,24 @@
 //! # }
 //! ```
 //!
+//! ### `adaptive`: find the limit instead of guessing it
+//!
+//! ```
+//! use flowguard::adaptive::{AdaptiveLimiter, Aimd};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let limiter = AdaptiveLimiter::new(Aimd::builder().min_limit(1).build().unwrap()); // 20
+//! let mut permits: Vec<_> = (0..20).map(|_| limiter.try_acquire().unwrap()).collect();
+//! assert!(limiter.try_acquire().is_err()); // shed: at the limit
+//! permits.pop().unwrap().success(); // busy and fine: + 1
+//! assert_eq!(limiter.limit(), 21);
+//! permits.pop().unwrap().dropped(); // a timeout or a 503: × 0.9
+//! assert_eq!(limiter.limit(), 18);
+//! let m = limiter.metrics();
+//! assert_eq!((m.inflight, m.samples, m.drops, m.history.len()), (18, 2, 1, 2));
+//! # }
+//! ```
+//!
 //! ### `clock`: drive time by hand
 //!
 //! ```
@@ -340,6 +367,7 @@
 // may install a counting global allocator.)
 #![forbid(unsafe_code)]
 
+pub mod adaptive;
 pub mod batch;
 pub mod breaker;
 /// Bounded MPMC channels with backpressure, weights, watermarks and eviction.

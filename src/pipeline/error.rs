@@ -64,6 +64,9 @@ pub enum PipelineError<E> {
     },
     /// The bulkhead (concurrency limit) was full.
     BulkheadFull,
+    /// The adaptive concurrency limit was reached (shed, a full backlog, or
+    /// no permit before the deadline). Not retried.
+    ConcurrencyLimited,
 }
 
 impl<E> PipelineError<E> {
@@ -95,8 +98,8 @@ impl<E> PipelineError<E> {
     }
 
     /// The layer that ended the call: `"operation"`, `"retry"`,
-    /// `"timeout"`, `"attempt_timeout"`, `"breaker"`, `"rate_limit"` or
-    /// `"bulkhead"`.
+    /// `"timeout"`, `"attempt_timeout"`, `"breaker"`, `"rate_limit"`,
+    /// `"bulkhead"` or `"adaptive_limit"`.
     pub fn layer(&self) -> &'static str {
         match self {
             Self::Inner(_) => "operation",
@@ -106,6 +109,7 @@ impl<E> PipelineError<E> {
             Self::BreakerOpen { .. } => "breaker",
             Self::RateLimited { .. } => "rate_limit",
             Self::BulkheadFull => "bulkhead",
+            Self::ConcurrencyLimited => "adaptive_limit",
         }
     }
 
@@ -118,6 +122,7 @@ impl<E> PipelineError<E> {
             Self::BreakerOpen { .. } => "circuit breaker open",
             Self::RateLimited { .. } => "rate limited",
             Self::BulkheadFull => "bulkhead full",
+            Self::ConcurrencyLimited => "concurrency limit reached",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One pipeline that wraps a call in every policy: timeout, retry, circuit
-//! breaker, hedging, rate limit, bulkhead, per-attempt timeout, fallback.
+//! breaker, hedging, rate limit, bulkhead, adaptive concurrency limit,
+//! per-attempt timeout, fallback.
 //!
 //! # The order, and why
 //!
@@ -14,7 +15,8 @@
 //! | 5 | hedge | copies of one attempt | every copy is a real downstream call, so each goes through the limiter and bulkhead below; the breaker sees the group's outcome |
 //! | 6 | rate limiter, plain and/or keyed | each attempt and hedge copy | the quota protects the downstream, which sees every attempt; a keyed limiter takes the key given to [`call_keyed`](crate::pipeline::Pipeline::call_keyed) (a tenant, an API key) |
 //! | 7 | bulkhead | each admitted attempt | a slot is held only while the operation runs, never while waiting for a token; refused after the token was taken, the token is refunded |
-//! | 8 | attempt timeout | the operation | bounds the downstream call itself, not the queueing above it |
+//! | 8 | adaptive limit | each admitted attempt, and its outcome | the bulkhead's place, inside it so its latency samples time the operation and not the wait for a slot; reports by the classifier: a failure or an attempt timeout is *dropped*, any other outcome a *success*; a refusal by it returns the tokens (plain and keyed) and the slot |
+//! | 9 | attempt timeout | the operation | bounds the downstream call itself, not the queueing above it |
 //!
 //! This is .NET's standard resilience handler (rate limiter → total
 //! timeout → retry → circuit breaker → attempt timeout) with one deliberate
@@ -34,8 +36,10 @@
 //! value it counts (say, an HTTP 503 response) is retried and, if retries
 //! run out, returned as `Ok`. A per-attempt timeout is always a failure.
 //! Rate-limited attempts are retried after the limiter's `retry_after`
-//! (when that fits before the deadline); breaker and bulkhead refusals are
-//! not retried.
+//! (when that fits before the deadline); breaker, bulkhead and adaptive
+//! limit refusals are not retried. An attempt dropped half-way (the caller
+//! gave up, the total timeout fired) returns its adaptive permit
+//! unreported: an abandoned call says nothing about the backend.
 //!
 //! Absent layers cost nothing: each is an `Option` checked once per call
 //! or attempt, and a call allocates only what the layers present need.
@@ -82,6 +86,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use self::error::PipelineError;
+use crate::adaptive::{AdaptiveLimiter, AdaptiveMetrics};
 use crate::breaker::{BreakerMetrics, CircuitBreaker, Rejected};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::fanout::{HedgeMetrics, HedgePolicy, hedge};
@@ -143,6 +148,7 @@ enum Attempt<E> {
     Breaker(Rejected),
     RateLimited(Option<Duration>),
     BulkheadFull,
+    AdaptiveLimited,
 }
 
 struct Inner<T, E, K> {
@@ -153,6 +159,7 @@ struct Inner<T, E, K> {
     limiter: Option<(RateLimiter, Admission)>,
     keyed: Option<(KeyedRateLimiter<K>, Admission)>,
     bulkhead: Option<(Semaphore, Admission)>,
+    adaptive: Option<(AdaptiveLimiter, Admission)>,
     attempt_timeout: Option<Duration>,
     fallback: Option<Box<Fallback<T, E>>>,
     failure_if: StdArc<Classifier<T, E>>,
@@ -168,6 +175,7 @@ struct Counters {
     breaker_refusals: AtomicU64,
     rate_limited: AtomicU64,
     bulkhead_full: AtomicU64,
+    adaptive_limited: AtomicU64,
 }
 
 /// A pipeline's own counters and every layer's metrics, in one snapshot.
@@ -191,6 +199,8 @@ pub struct PipelineMetrics {
     pub rate_limited: u64,
     /// Calls ended by a full bulkhead.
     pub bulkhead_full: u64,
+    /// Calls ended by the adaptive limit.
+    pub adaptive_limited: u64,
     /// The retry layer's metrics, if there is one.
     pub retry: Option<RetryMetrics>,
     /// The breaker's metrics, if there is one.
@@ -201,6 +211,8 @@ pub struct PipelineMetrics {
     pub keyed_rate_limiter: Option<KeyedSnapshot>,
     /// The bulkhead semaphore's metrics, if there is one.
     pub bulkhead: Option<SemaphoreMetrics>,
+    /// The adaptive limiter's metrics, if there is one.
+    pub adaptive: Option<AdaptiveMetrics>,
     /// The hedge policy's metrics, if there is one.
     pub hedge: Option<HedgeMetrics>,
 }
@@ -231,6 +243,7 @@ pub struct PipelineBuilder<T, E, K = ()> {
     limiter: Option<(RateLimiter, Admission)>,
     keyed: Option<(KeyedRateLimiter<K>, Admission)>,
     bulkhead: Option<(Semaphore, Admission)>,
+    adaptive: Option<(AdaptiveLimiter, Admission)>,
     attempt_timeout: Option<Duration>,
     fallback: Option<Box<Fallback<T, E>>>,
     failure_if: StdArc<Classifier<T, E>>,
@@ -301,7 +314,39 @@ where
         self
     }
 
-    /// A time limit on each attempt's operation (layer 8); a timed-out
+    /// An adaptive concurrency limit on running attempts (layer 8): one
+    /// permit of `limiter` per attempt, waited for (in its backlog) up to
+    /// the deadline. Each attempt reports to it by the classifier: a
+    /// failure or an attempt timeout as *dropped*, any other outcome as a
+    /// *success*. Give it a [`labelled`](AdaptiveLimiter::labelled) handle
+    /// to count the attempts in a partition.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::adaptive::{AdaptiveLimiter, Aimd};
+    /// use flowguard::pipeline::Pipeline;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let limiter = AdaptiveLimiter::new(Aimd::builder().min_limit(1).build().unwrap());
+    /// let pipeline = Pipeline::builder().adaptive_limit(limiter.clone()).build().unwrap();
+    /// let _ = pipeline.call(|| async { Err::<(), _>("503") }).await;
+    /// assert_eq!(limiter.limit(), 18); // a failure is a drop: ⌊20 × 0.9⌋
+    /// assert_eq!(pipeline.metrics().adaptive.unwrap().drops, 1);
+    /// # }
+    /// ```
+    pub fn adaptive_limit(self, limiter: AdaptiveLimiter) -> Self {
+        self.adaptive_limit_with(limiter, Admission::Wait)
+    }
+
+    /// As [`adaptive_limit`](Self::adaptive_limit), choosing whether to
+    /// wait or shed.
+    pub fn adaptive_limit_with(mut self, limiter: AdaptiveLimiter, admission: Admission) -> Self {
+        self.adaptive = Some((limiter, admission));
+        self
+    }
+
+    /// A time limit on each attempt's operation (layer 9); a timed-out
     /// attempt is a failure.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
@@ -388,6 +433,7 @@ where
                 limiter: self.limiter,
                 keyed: self.keyed,
                 bulkhead: self.bulkhead,
+                adaptive: self.adaptive,
                 attempt_timeout: self.attempt_timeout,
                 fallback: self.fallback,
                 failure_if: self.failure_if,
@@ -449,6 +495,7 @@ impl<T, E> PipelineBuilder<T, E, ()> {
             limiter: self.limiter,
             keyed: Some((limiter, admission)),
             bulkhead: self.bulkhead,
+            adaptive: self.adaptive,
             attempt_timeout: self.attempt_timeout,
             fallback: self.fallback,
             failure_if: self.failure_if,
@@ -458,8 +505,8 @@ impl<T, E> PipelineBuilder<T, E, ()> {
 }
 
 /// The retry layer over attempts: the pipeline's classifier decides what
-/// is retried; refusals by the breaker and the bulkhead are not; a rate
-/// limiter's refusal is retried after its `retry_after`.
+/// is retried; refusals by the breaker, the bulkhead and the adaptive limit
+/// are not; a rate limiter's refusal is retried after its `retry_after`.
 fn retry_layer<T: 'static, E: 'static>(
     policy: RetryPolicy,
     failure_if: &StdArc<Classifier<T, E>>,
@@ -472,7 +519,7 @@ fn retry_layer<T: 'static, E: 'static>(
         Err(Attempt::Inner(e)) => classify(Err(e)),
         Err(Attempt::Timeout) => true,
         Err(Attempt::RateLimited(after)) => after.is_some(),
-        Err(Attempt::Breaker(_) | Attempt::BulkheadFull) => false,
+        Err(Attempt::Breaker(_) | Attempt::BulkheadFull | Attempt::AdaptiveLimited) => false,
     };
     let retry_after = move |r: &Result<T, Attempt<E>>| match r {
         Err(Attempt::RateLimited(after)) => *after,
@@ -505,6 +552,7 @@ where
             limiter: None,
             keyed: None,
             bulkhead: None,
+            adaptive: None,
             attempt_timeout: None,
             fallback: None,
             failure_if: StdArc::new(|r: Result<&T, &E>| r.is_err()),
@@ -600,11 +648,13 @@ impl<T, E, K: Hash + Eq + Clone> Pipeline<T, E, K> {
             breaker_refusals: l(&c.breaker_refusals),
             rate_limited: l(&c.rate_limited),
             bulkhead_full: l(&c.bulkhead_full),
+            adaptive_limited: l(&c.adaptive_limited),
             retry: inner.retry.as_ref().map(Retry::metrics),
             breaker: inner.breaker.as_ref().map(CircuitBreaker::metrics),
             rate_limiter: inner.limiter.as_ref().map(|(l, _)| l.snapshot()),
             keyed_rate_limiter: inner.keyed.as_ref().map(|(l, _)| l.snapshot()),
             bulkhead: inner.bulkhead.as_ref().map(|(s, _)| s.metrics()),
+            adaptive: inner.adaptive.as_ref().map(|(a, _)| a.metrics()),
             hedge: inner.hedge.as_ref().map(HedgePolicy::metrics),
         }
     }
@@ -623,6 +673,7 @@ impl<T, E, K: Hash + Eq + Clone> Pipeline<T, E, K> {
             PipelineError::BreakerOpen { .. } => Counters::bump(&c.breaker_refusals),
             PipelineError::RateLimited { .. } => Counters::bump(&c.rate_limited),
             PipelineError::BulkheadFull => Counters::bump(&c.bulkhead_full),
+            PipelineError::ConcurrencyLimited => Counters::bump(&c.adaptive_limited),
             _ => {}
         }
     }
@@ -727,8 +778,9 @@ impl<T, E, K: Hash + Eq + Clone> Pipeline<T, E, K> {
         outcome
     }
 
-    /// Layers 6 to 8 and the operation: a token, a slot, the attempt
-    /// timeout; `make` builds the operation's future once admitted.
+    /// Layers 6 to 9 and the operation: a token, a slot, an adaptive
+    /// permit, the attempt timeout; `make` builds the operation's future
+    /// once admitted.
     async fn admitted<M, Fut>(
         &self,
         key: Option<&K>,
@@ -774,14 +826,47 @@ impl<T, E, K: Hash + Eq + Clone> Pipeline<T, E, K> {
                 }
             }
         };
+        let permit = match &inner.adaptive {
+            None => None,
+            Some((limiter, admission)) => {
+                let permit = match (admission, deadline) {
+                    (Admission::Shed, _) => limiter.try_acquire(),
+                    (Admission::Wait, None) => limiter.acquire().await,
+                    (Admission::Wait, Some(d)) => limiter.acquire_deadline(d).await,
+                };
+                match permit {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        // The slot above is dropped on return; the tokens
+                        // bought nothing either.
+                        if let Some((limiter, _)) = &inner.limiter {
+                            limiter.refund(1);
+                        }
+                        if let (Some((keyed, _)), Some(key)) = (&inner.keyed, key) {
+                            keyed.refund(key, 1);
+                        }
+                        return Err(Attempt::AdaptiveLimited);
+                    }
+                }
+            }
+        };
         let fut = make();
-        match inner.attempt_timeout {
+        let outcome = match inner.attempt_timeout {
             None => fut.await.map_err(Attempt::Inner),
             Some(t) => match tokio::time::timeout(t, fut).await {
                 Ok(r) => r.map_err(Attempt::Inner),
                 Err(_) => Err(Attempt::Timeout),
             },
+        };
+        if let Some(p) = permit {
+            let failed = match &outcome {
+                Ok(v) => (inner.failure_if)(Ok(v)),
+                Err(Attempt::Inner(e)) => (inner.failure_if)(Err(e)),
+                Err(_) => true,
+            };
+            if failed { p.dropped() } else { p.success() }
         }
+        outcome
     }
 }
 
@@ -868,6 +953,7 @@ fn refusal_or_inner<E>(a: Attempt<E>, attempts: u32) -> PipelineError<E> {
         },
         Attempt::RateLimited(retry_after) => PipelineError::RateLimited { retry_after },
         Attempt::BulkheadFull => PipelineError::BulkheadFull,
+        Attempt::AdaptiveLimited => PipelineError::ConcurrencyLimited,
     }
 }
 
@@ -896,6 +982,7 @@ impl<T, E, K> fmt::Debug for Pipeline<T, E, K> {
             .field("rate_limiter", &i.limiter.as_ref().map(|(_, a)| a))
             .field("keyed_rate_limiter", &i.keyed.as_ref().map(|(_, a)| a))
             .field("bulkhead", &i.bulkhead.as_ref().map(|(_, a)| a))
+            .field("adaptive", &i.adaptive.as_ref().map(|(_, a)| a))
             .field("attempt_timeout", &i.attempt_timeout)
             .field("fallback", &i.fallback.is_some())
             .finish()

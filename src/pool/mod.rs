@@ -58,6 +58,11 @@
 //! # }
 //! ```
 //!
+//! For a concurrency limit found by measurement rather than set by hand,
+//! acquire from an [`AdaptiveLimiter`](crate::adaptive::AdaptiveLimiter)
+//! before each `submit` and report from the task; see
+//! [its module docs](crate::adaptive#with-a-workerpool).
+//!
 //! # Example
 //!
 //! ```

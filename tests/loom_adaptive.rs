@@ -1,0 +1,137 @@
+//! Loom models of the adaptive limiter's shared state: acquire and release
+//! racing a change of the limit, a waiter racing the release that should
+//! wake it, and a cancelled waiter racing the grant. Run with
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --test loom_adaptive`.
+#![cfg(loom)]
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use flowguard::adaptive::{AdaptiveLimiter, Aimd};
+use loom::future::block_on;
+use loom::thread;
+
+fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+    f.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// AIMD from `initial`, between 1 and `max`, halving on a drop.
+fn limiter(initial: usize, max: usize) -> AdaptiveLimiter {
+    let aimd = Aimd::builder()
+        .initial_limit(initial)
+        .min_limit(1)
+        .max_limit(max)
+        .backoff_ratio(0.5)
+        .build()
+        .unwrap();
+    AdaptiveLimiter::builder().algorithm(aimd).build().unwrap()
+}
+
+/// At quiescence every permit is home: exactly `limit` can be taken.
+fn assert_all_home(l: &AdaptiveLimiter) {
+    let m = l.metrics();
+    assert_eq!((m.inflight, m.waiting), (0, 0));
+    let all: Vec<_> = (0..m.limit).map(|_| l.try_acquire().unwrap()).collect();
+    assert!(l.try_acquire().is_err());
+    drop(all);
+}
+
+/// A drop halves the limit (2 → 1) while another thread takes a permit:
+/// the taker sees the old or the new limit, never more permits than it
+/// allows, and every permit comes home.
+#[test]
+fn a_shrink_racing_an_acquire_conserves_permits() {
+    loom::model(|| {
+        let l = limiter(2, 2);
+        let held = l.try_acquire().unwrap();
+        let l2 = l.clone();
+        let taker = thread::spawn(move || match l2.try_acquire() {
+            Ok(p) => {
+                assert!(p.inflight_at_start() <= 2);
+                p.success();
+                true
+            }
+            Err(_) => false,
+        });
+        held.dropped();
+        let took = taker.join().unwrap();
+        let m = l.metrics();
+        assert_eq!(m.samples, 1 + u64::from(took));
+        // The drop takes 2 to 1; the taker's success, if it came after,
+        // grows it back (it was taken with 2 in flight).
+        assert!(m.limit == 1 || (took && m.limit == 2), "{}", m.limit);
+        assert_all_home(&l);
+    });
+}
+
+/// A release racing a caller on its way into the backlog never leaves it
+/// asleep: `block_on` would deadlock, and loom report it, if the wake were
+/// lost.
+/// Both with a report (a sample) and without (`ignore`).
+#[test]
+fn a_release_racing_an_enqueue_wakes_the_waiter() {
+    for report in [true, false] {
+        loom::model(move || {
+            let l = limiter(1, 1);
+            let held = l.try_acquire().unwrap();
+            let l2 = l.clone();
+            let waiter = thread::spawn(move || {
+                let p = block_on(l2.acquire()).unwrap();
+                p.success();
+            });
+            if report {
+                held.success();
+            } else {
+                held.ignore();
+            }
+            waiter.join().unwrap();
+            assert_eq!(l.metrics().samples, 1 + u64::from(report));
+            assert_all_home(&l);
+        });
+    }
+}
+
+/// The limit grows (1 → 2) from a report on one thread while a caller
+/// waits and another tries to take the new permit: the waiter is served,
+/// and the permits match the new limit.
+#[test]
+fn a_growth_serves_the_waiter_and_conserves_permits() {
+    loom::model(|| {
+        let l = limiter(1, 2);
+        let held = l.try_acquire().unwrap();
+        let l2 = l.clone();
+        let waiter = thread::spawn(move || block_on(l2.acquire()).unwrap().ignore());
+        let l3 = l.clone();
+        let taker = thread::spawn(move || l3.try_acquire().map(|p| p.ignore()).is_ok());
+        held.success(); // 1 in flight of 1: the limit grows to 2
+        waiter.join().unwrap();
+        let _ = taker.join().unwrap();
+        assert_eq!(l.limit(), 2);
+        assert_all_home(&l);
+    });
+}
+
+/// A waiter polled once and dropped while the permit it waits for is
+/// released: whether or not the permit was granted to it first, it goes
+/// to the next caller.
+#[test]
+fn a_cancelled_waiter_passes_its_grant_on() {
+    loom::model(|| {
+        let l = limiter(1, 1);
+        let held = l.try_acquire().unwrap();
+        let l2 = l.clone();
+        let canceller = thread::spawn(move || {
+            let mut fut = pin!(l2.acquire());
+            if let Poll::Ready(Ok(p)) = poll_once(fut.as_mut()) {
+                p.ignore();
+            }
+        });
+        let releaser = thread::spawn(move || held.ignore());
+        let p = block_on(l.acquire()).unwrap();
+        p.success();
+        canceller.join().unwrap();
+        releaser.join().unwrap();
+        assert_all_home(&l);
+    });
+}
