@@ -109,7 +109,9 @@ mod tests {
     #[test]
     fn highest_priority_first_fifo_within_a_priority() {
         let mut q = PriorityQueue::new();
+        assert!(q.is_empty());
         q.push(0, "a0");
+        assert!(!q.is_empty());
         q.push(5, "b5");
         q.push(-3, "c-3");
         q.push(5, "d5");
