@@ -189,7 +189,9 @@ fn from_pipeline_error(e: PipelineError<BoxError>) -> BoxError {
         }
         PipelineError::BreakerOpen { retry_after } => Refusal::BreakerOpen { retry_after }.into(),
         PipelineError::RateLimited { retry_after } => Refusal::RateLimited { retry_after }.into(),
-        PipelineError::BulkheadFull | PipelineError::ConcurrencyLimited => Refusal::Overloaded.into(),
+        PipelineError::BulkheadFull | PipelineError::ConcurrencyLimited => {
+            Refusal::Overloaded.into()
+        }
     }
 }
 
