@@ -90,3 +90,21 @@ fn seeds_exponential_example() {
         seed: 0,
     });
 }
+
+/// Found by the fuzz target: a sleep that would end exactly at the deadline
+/// is not taken (no attempt could start then).
+#[test]
+fn no_sleep_that_ends_at_the_deadline() {
+    model::check_schedule(ScheduleCase {
+        kind: 2,
+        base_ms: 592,
+        step_ms: 1699,
+        factor_tenths: 17,
+        max_delay_ms: 1,
+        jitter: 0,
+        max_retries: 11,
+        timeout_ms: 1,
+        margin_ms: 0,
+        seed: 0,
+    });
+}

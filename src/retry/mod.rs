@@ -816,9 +816,11 @@ impl<T, E> Run<'_, T, E> {
                 .delay(attempt),
         };
         if let Some(d) = self.deadline {
+            // The next attempt would start at `wake`: sleep only if `begin`
+            // would then let it start (before the deadline, with its margin).
             let wake = Instant::now().checked_add(delay);
-            let room = wake.and_then(|w| w.checked_add(policy.attempt_margin));
-            if room.is_none_or(|r| r > d) {
+            let fits = wake.is_some_and(|w| w < d && d - w >= policy.attempt_margin);
+            if !fits {
                 return Next::Done(match outcome {
                     Ok(v) => {
                         retry.ended(&c.deadline, attempt);

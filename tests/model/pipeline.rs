@@ -180,7 +180,7 @@ impl Model {
                     None => PipelineError::AttemptTimeout { attempts },
                 });
             }
-            if deadline.is_some_and(|d| self.now + delay > d) {
+            if deadline.is_some_and(|d| self.now + delay >= d) {
                 return Err(PipelineError::Timeout {
                     attempts,
                     last: err,

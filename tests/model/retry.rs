@@ -188,7 +188,8 @@ pub(crate) fn check_schedule(case: ScheduleCase) {
             let mut t = Duration::ZERO;
             for n in 1..=u32::from(case.max_retries) {
                 let next = t + case.temp(n);
-                if deadline.is_some_and(|d| next + margin > d) {
+                // An attempt may start only before the deadline, with its margin.
+                if deadline.is_some_and(|d| next >= d || next + margin > d) {
                     break;
                 }
                 t = ceil_ms(next);
