@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::core::{Ask, MAX_REDIS_TOLERANCE, Reply, Reservation, Spend, decode, share};
 use super::error::{RedisError, RedisErrorKind};
+use super::health::Health;
 use super::store::{MemoryStore, RedisStore, Store};
 use crate::clock::{Clock, TokioClock};
 use crate::rate::limiter::nanos_since;
@@ -385,8 +386,7 @@ impl<C: Clock> RedisRateLimiterBuilder<C> {
             share,
             call_timeout: self.call_timeout,
             probe_interval_ns: duration_ns(self.probe_interval),
-            down: AtomicU64::new(0),
-            next_probe_at: AtomicU64::new(0),
+            health: Health::new(),
             counters: Counters::default(),
             rng: Mutex::new(SplitMix64::new(entropy_seed())),
             origin,
@@ -539,11 +539,8 @@ struct Engine<C> {
     share: Option<Quota>,
     call_timeout: Duration,
     probe_interval_ns: u64,
-    /// 0 while Redis answers; else the [`RedisErrorKind`] code of the failure
-    /// that made the limiter stop asking.
-    down: AtomicU64,
-    /// While down: the earliest instant (ns since origin) of the next probe.
-    next_probe_at: AtomicU64,
+    /// Whether Redis answers; while not, who probes it next.
+    health: Health,
     counters: Counters,
     /// Jitter for `acquire`'s retries.
     rng: Mutex<SplitMix64>,
@@ -574,25 +571,9 @@ impl<C: Clock> Engine<C> {
 
     /// `Some(cause)` when Redis is down and this call is not the probe.
     fn skip(&self, now: u64) -> Option<RedisErrorKind> {
-        let down = self.down.load(Ordering::Acquire);
-        if down == 0 {
-            return None;
-        }
-        let at = self.next_probe_at.load(Ordering::Acquire);
-        if now >= at
-            && self
-                .next_probe_at
-                .compare_exchange(
-                    at,
-                    now.saturating_add(self.probe_interval_ns),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
-        {
-            return None;
-        }
-        Some(RedisErrorKind::from_u8(down as u8))
+        self.health
+            .skip(now, self.probe_interval_ns)
+            .map(RedisErrorKind::from_u8)
     }
 
     /// One timed script call, decoded, with the counters and health updated.
@@ -625,7 +606,7 @@ impl<C: Clock> Engine<C> {
                 let took = duration_ns(started.elapsed());
                 c.latency_total_ns.fetch_add(took, Ordering::Relaxed);
                 c.latency_max_ns.fetch_max(took, Ordering::Relaxed);
-                if self.down.swap(0, Ordering::AcqRel) != 0 {
+                if self.health.answered() {
                     tracing::debug!(
                         key,
                         "redis answers again; the shared quota is back in force"
@@ -640,11 +621,8 @@ impl<C: Clock> Engine<C> {
                     bump(&c.timeouts);
                 }
                 if matches!(kind, RedisErrorKind::Connection | RedisErrorKind::Timeout) {
-                    self.next_probe_at.store(
-                        self.now().saturating_add(self.probe_interval_ns),
-                        Ordering::Release,
-                    );
-                    if self.down.swap(u64::from(kind.as_u8()), Ordering::AcqRel) == 0 {
+                    let next_probe_at = self.now().saturating_add(self.probe_interval_ns);
+                    if self.health.unreachable(kind.as_u8(), next_probe_at) {
                         tracing::debug!(key, error = %e, policy = ?self.policy, "redis unreachable; the failure policy is in force");
                     }
                 } else {
@@ -710,7 +688,7 @@ impl<C: Clock> Engine<C> {
             reservation_wasted: wasted,
             round_trip_total: Duration::from_nanos(l(&c.latency_total_ns)),
             round_trip_max: Duration::from_nanos(l(&c.latency_max_ns)),
-            redis_healthy: self.down.load(Ordering::Relaxed) == 0,
+            redis_healthy: self.health.is_up(),
         }
     }
 
