@@ -10,6 +10,7 @@ use flowguard::ConfigErrorKind;
 use flowguard::breaker::{CircuitBreaker, State};
 use flowguard::fanout::HedgePolicy;
 use flowguard::pipeline::{Admission, Pipeline, PipelineError};
+use flowguard::pool::WorkerPool;
 use flowguard::rate::{Quota, RateLimiter};
 use flowguard::retry::{Backoff, RetryPolicy};
 use flowguard::semaphore::Semaphore;
@@ -404,6 +405,106 @@ async fn a_full_bulkhead_sheds_and_gives_the_token_back() {
     assert_eq!(p.call(|| async { Ok::<_, ()>(()) }).await, Ok(()));
     assert_eq!(limiter.snapshot().available, 4);
     assert_eq!(p.metrics().bulkhead_full, 1);
+}
+
+/// A worker pool as the bulkhead: pipeline attempts and the pool's own
+/// tasks share one limit. With 2 slots and one long task running, four
+/// pipeline calls of 10 ms go one at a time on the other slot; a full pool
+/// sheds and refunds the token.
+#[tokio::test(start_paused = true)]
+async fn a_worker_pool_bulkhead_shares_the_pools_limit() {
+    let pool = WorkerPool::builder()
+        .max_concurrency(2)
+        .queue_capacity(8)
+        .build()
+        .unwrap();
+    let p = Pipeline::<Duration, ()>::builder()
+        .worker_pool(pool.clone())
+        .build()
+        .unwrap();
+    let long = pool.submit(sleep(100 * MS)).await.unwrap();
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (p, pool) = (p.clone(), pool.clone());
+        tasks.spawn(async move {
+            p.call(|| async {
+                assert!(pool.metrics().running <= 2);
+                sleep(10 * MS).await;
+                Ok(start.elapsed())
+            })
+            .await
+            .unwrap()
+        });
+    }
+    let mut ends = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        ends.push(r.unwrap());
+    }
+    ends.sort();
+    assert_eq!(ends, [10 * MS, 20 * MS, 30 * MS, 40 * MS]);
+    assert_eq!(pool.metrics().running, 1, "the long task still runs");
+    long.await.unwrap();
+    assert_eq!(pool.metrics().completed, 5);
+    assert_eq!(p.metrics().pool.unwrap().completed, 5);
+
+    // Shed: a full pool refuses at once and the token comes back.
+    let limiter = RateLimiter::new(Quota::per_hour(5).unwrap());
+    let shed = Pipeline::<(), ()>::builder()
+        .rate_limiter(limiter.clone())
+        .worker_pool_with(pool.clone(), Admission::Shed)
+        .build()
+        .unwrap();
+    let (a, b) = (pool.slot().await.unwrap(), pool.slot().await.unwrap());
+    let err = shed.call(|| async { Ok(()) }).await.unwrap_err();
+    assert_eq!(err, PipelineError::BulkheadFull);
+    assert_eq!(limiter.snapshot().available, 5, "refunded");
+    assert_eq!(shed.metrics().bulkhead_full, 1);
+    drop((a, b));
+    assert_eq!(shed.call(|| async { Ok(()) }).await, Ok(()));
+}
+
+/// Waiting for a pool slot ends at the pipeline's deadline, to the
+/// millisecond, and leaves the pool's queue as it was.
+#[tokio::test(start_paused = true)]
+async fn a_worker_pool_wait_ends_at_the_deadline() {
+    let pool = WorkerPool::builder().max_concurrency(1).build().unwrap();
+    let p = Pipeline::<(), ()>::builder()
+        .timeout(50 * MS)
+        .worker_pool(pool.clone())
+        .build()
+        .unwrap();
+    let held = pool.slot().await.unwrap();
+    let start = Instant::now();
+    let err = p.call(|| async { Ok(()) }).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PipelineError::BulkheadFull | PipelineError::Timeout { .. }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(start.elapsed(), 50 * MS);
+    let m = pool.metrics();
+    assert_eq!((m.running, m.queued), (1, 0));
+    drop(held);
+    assert_eq!(p.call(|| async { Ok(()) }).await, Ok(()));
+}
+
+#[test]
+fn a_pipeline_has_one_bulkhead() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let err = Pipeline::<(), ()>::builder()
+        .bulkhead(Semaphore::new(1))
+        .worker_pool(WorkerPool::builder().build().unwrap())
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "worker_pool");
+    assert_eq!(err.kind(), ConfigErrorKind::Conflict);
 }
 
 #[tokio::test(start_paused = true)]

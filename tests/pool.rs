@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use flowguard::ConfigErrorKind;
-use flowguard::pool::{BlockingPool, CpuPool, SubmitError, TaskError, WorkerPool};
+use flowguard::pool::{BlockingPool, CpuPool, SlotError, SubmitError, TaskError, WorkerPool};
 use futures::StreamExt;
 use tokio::time::{Instant, sleep};
 
@@ -1017,4 +1017,167 @@ fn a_cpu_pool_timeout_needs_a_runtime_for_its_timers() {
         .build()
         .unwrap();
     assert_eq!(rt.block_on(pool.run(|| 3)), Ok(3));
+}
+
+// ---- run slots: work run in the caller's task under the pool's limit ----
+
+/// A slot counts in `running`, blocks `try_slot` and `try_submit` alike,
+/// and counts one `completed` when dropped.
+#[tokio::test(start_paused = true)]
+async fn a_slot_is_one_of_the_pools_slots() {
+    let pool = pool(2, 0);
+    let a = pool.slot().await.unwrap();
+    let b = pool.try_slot().unwrap();
+    assert_eq!(pool.metrics().running, 2);
+    assert_eq!(pool.try_slot().unwrap_err(), SlotError::Full);
+    assert!(matches!(
+        pool.try_submit(async {}),
+        Err(SubmitError::Full(_))
+    ));
+    assert_eq!(pool.metrics().rejected, 2);
+    drop(a);
+    let m = pool.metrics();
+    assert_eq!((m.running, m.completed), (1, 1));
+    let h = pool.try_submit(async { 7 }).unwrap();
+    assert_eq!(h.await, Ok(7));
+    drop(b);
+    assert_eq!(pool.metrics().running, 0);
+}
+
+/// `try_slot` does not jump the queue: with room to run but work queued
+/// ahead, it is refused.
+#[tokio::test(start_paused = true)]
+async fn try_slot_never_overtakes_queued_work() {
+    let pool = pool(1, 4);
+    let held = pool.slot().await.unwrap();
+    let queued = pool.submit(async { 1 }).await.unwrap();
+    assert_eq!(pool.metrics().queued, 1);
+    assert_eq!(pool.try_slot().unwrap_err(), SlotError::Full);
+    drop(held); // the queued task starts on the freed slot
+    assert_eq!(queued.await, Ok(1));
+    assert!(pool.try_slot().is_ok());
+}
+
+/// A slot waits its turn: queued tasks of a higher priority go first, the
+/// slot comes when a running task ends, and the order is kept.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_slot_takes_its_turn_in_the_queue() {
+    let pool = pool(1, 8);
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = |tag: &'static str| {
+        let order = order.clone();
+        async move {
+            sleep(Duration::from_millis(10)).await;
+            order.lock().unwrap().push(tag);
+        }
+    };
+    let first = pool.submit(log("first")).await.unwrap();
+    let urgent = pool.submit_with_priority(log("urgent"), 10).await.unwrap();
+    let start = Instant::now();
+    let slot = {
+        let p = pool.clone();
+        tokio::spawn(async move {
+            let s = p.slot().await.unwrap();
+            (Instant::now(), s)
+        })
+    };
+    tokio::task::yield_now().await;
+    let later = pool.submit(log("later")).await.unwrap();
+    let (got_at, s) = slot.await.unwrap();
+    // first (10 ms), then urgent (10 ms), then the slot.
+    assert_eq!(got_at - start, Duration::from_millis(20));
+    assert_eq!(*order.lock().unwrap(), ["first", "urgent"]);
+    assert_eq!(pool.metrics().running, 1);
+    drop(s);
+    for h in [first, urgent, later] {
+        h.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), ["first", "urgent", "later"]);
+}
+
+/// Cancelled while queued, the wait leaves the queue: the task behind it
+/// gets the slot, and nothing stays counted as running.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_slot_wait_leaves_the_queue() {
+    let pool = pool(1, 4);
+    let held = pool.slot().await.unwrap();
+    let waiting = {
+        let p = pool.clone();
+        tokio::spawn(async move { p.slot().await.map(drop) })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(pool.metrics().queued, 1);
+    let behind = pool.submit(async { "behind" }).await.unwrap();
+    waiting.abort();
+    assert!(waiting.await.unwrap_err().is_cancelled());
+    let m = pool.metrics();
+    assert_eq!((m.queued, m.cancelled), (1, 1));
+    drop(held);
+    assert_eq!(behind.await, Ok("behind"));
+    assert_eq!(pool.metrics().running, 0);
+}
+
+/// `slot_deadline` gives up at the deadline to the nanosecond and leaves
+/// nothing behind; a deadline already past still takes a free slot.
+#[tokio::test(start_paused = true)]
+async fn slot_deadline_gives_up_in_time() {
+    let pool = pool(1, 4);
+    let held = pool.slot().await.unwrap();
+    let start = Instant::now();
+    let r = pool.slot_deadline(start + Duration::from_millis(30)).await;
+    assert_eq!(r.unwrap_err(), SlotError::TimedOut);
+    assert_eq!(start.elapsed(), Duration::from_millis(30));
+    let m = pool.metrics();
+    assert_eq!((m.running, m.queued), (1, 0));
+    drop(held);
+    let past = Instant::now() - Duration::from_millis(1);
+    assert!(pool.slot_deadline(past).await.is_ok());
+}
+
+/// Clearing the queue fails a waiting slot with `Cleared`; closing fails
+/// waits for queue room with `Closed` and refuses new slots.
+#[tokio::test(start_paused = true)]
+async fn clear_and_close_end_slot_waits() {
+    let pool = pool(1, 1);
+    let held = pool.slot().await.unwrap();
+    let queued = {
+        let p = pool.clone();
+        tokio::spawn(async move { p.slot().await.map(drop) })
+    };
+    let at_admission = {
+        let p = pool.clone();
+        tokio::spawn(async move { p.slot().await.map(drop) })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(pool.clear_queue(), 1);
+    assert_eq!(queued.await.unwrap(), Err(SlotError::Cleared));
+    // The cleared room let the second waiter in: it is queued now.
+    tokio::task::yield_now().await;
+    assert_eq!(pool.metrics().queued, 1);
+    pool.close();
+    assert_eq!(pool.try_slot().unwrap_err(), SlotError::Closed);
+    assert_eq!(pool.slot().await.unwrap_err(), SlotError::Closed);
+    // Queued work carries on after close: the queued wait gets its slot.
+    drop(held);
+    assert_eq!(at_admission.await.unwrap(), Ok(()));
+}
+
+/// A shutdown cannot abort work holding a slot: it reports it as still
+/// running and the wait for it ends when the slot is dropped; a slot wait
+/// still queued at the deadline fails with `Closed`.
+#[tokio::test(start_paused = true)]
+async fn shutdown_reports_held_slots_as_still_running() {
+    let pool = pool(1, 2);
+    let held = pool.slot().await.unwrap();
+    let queued = {
+        let p = pool.clone();
+        tokio::spawn(async move { p.slot().await.map(drop) })
+    };
+    tokio::task::yield_now().await;
+    let report = pool.shutdown_timeout(Duration::from_millis(5)).await;
+    assert_eq!(report.still_running, 1);
+    assert_eq!(report.cancelled_queued, 1);
+    assert_eq!(queued.await.unwrap(), Err(SlotError::Closed));
+    drop(held);
+    assert_eq!(pool.metrics().running, 0);
 }

@@ -14,7 +14,7 @@
 //! | 4 | circuit breaker | one outcome per attempt | a call refused while open costs no token and takes no bulkhead slot; refusals by the limiter or the bulkhead below count as nothing |
 //! | 5 | hedge | copies of one attempt | every copy is a real downstream call, so each goes through the limiter and bulkhead below; the breaker sees the group's outcome |
 //! | 6 | rate limiter, plain and/or keyed | each attempt and hedge copy | the quota protects the downstream, which sees every attempt; a keyed limiter takes the key given to [`call_keyed`](crate::pipeline::Pipeline::call_keyed) (a tenant, an API key) |
-//! | 7 | bulkhead | each admitted attempt | a slot is held only while the operation runs, never while waiting for a token; refused after the token was taken, the token is refunded |
+//! | 7 | bulkhead: a [`Semaphore`] or a [`WorkerPool`]'s run slots | each admitted attempt | a slot is held only while the operation runs, never while waiting for a token; refused after the token was taken, the token is refunded; with a pool, pipeline calls and the pool's own tasks share one limit and one queue |
 //! | 8 | adaptive limit | each admitted attempt, and its outcome | the bulkhead's place, inside it so its latency samples time the operation and not the wait for a slot; reports by the classifier: a failure or an attempt timeout is *dropped*, any other outcome a *success*; a refusal by it returns the tokens (plain and keyed) and the slot |
 //! | 9 | attempt timeout | the operation | bounds the downstream call itself, not the queueing above it |
 //!
@@ -90,12 +90,13 @@ use crate::adaptive::{AdaptiveLimiter, AdaptiveMetrics};
 use crate::breaker::{BreakerMetrics, CircuitBreaker, Rejected};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::fanout::{HedgeMetrics, HedgePolicy, hedge};
+use crate::pool::{PoolMetrics, PoolSlot, WorkerPool};
 use crate::rate::{
     AcquireError as RateAcquireError, KeyedRateLimiter, KeyedSnapshot, RateLimiter, RateSnapshot,
     TryAcquireError,
 };
 use crate::retry::{Next, Retry, RetryError, RetryMetrics, RetryPolicy};
-use crate::semaphore::{Semaphore, SemaphoreMetrics};
+use crate::semaphore::{Permit, Semaphore, SemaphoreMetrics};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex, StdArc};
 
@@ -158,12 +159,43 @@ struct Inner<T, E, K> {
     hedge: Option<HedgePolicy>,
     limiter: Option<(RateLimiter, Admission)>,
     keyed: Option<(KeyedRateLimiter<K>, Admission)>,
-    bulkhead: Option<(Semaphore, Admission)>,
+    bulkhead: Option<(Bulkhead, Admission)>,
     adaptive: Option<(AdaptiveLimiter, Admission)>,
     attempt_timeout: Option<Duration>,
     fallback: Option<Box<Fallback<T, E>>>,
     failure_if: StdArc<Classifier<T, E>>,
     counters: Counters,
+}
+
+/// Layer 7: a semaphore's permits or a worker pool's run slots.
+enum Bulkhead {
+    Semaphore(Semaphore),
+    Pool(WorkerPool),
+}
+
+/// What an admitted attempt holds of the bulkhead while it runs.
+enum Slot<'a> {
+    Permit(#[allow(dead_code)] Permit<'a>),
+    Pool(#[allow(dead_code)] PoolSlot),
+}
+
+impl Bulkhead {
+    async fn enter(&self, admission: Admission, deadline: Option<Instant>) -> Option<Slot<'_>> {
+        match self {
+            Self::Semaphore(sem) => match (admission, deadline) {
+                (Admission::Shed, _) => sem.try_acquire().ok(),
+                (Admission::Wait, None) => sem.acquire().await.ok(),
+                (Admission::Wait, Some(d)) => sem.acquire_deadline(d).await.ok(),
+            }
+            .map(Slot::Permit),
+            Self::Pool(pool) => match (admission, deadline) {
+                (Admission::Shed, _) => pool.try_slot().ok(),
+                (Admission::Wait, None) => pool.slot().await.ok(),
+                (Admission::Wait, Some(d)) => pool.slot_deadline(d).await.ok(),
+            }
+            .map(Slot::Pool),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -211,6 +243,9 @@ pub struct PipelineMetrics {
     pub keyed_rate_limiter: Option<KeyedSnapshot>,
     /// The bulkhead semaphore's metrics, if there is one.
     pub bulkhead: Option<SemaphoreMetrics>,
+    /// The worker pool's metrics, if it is the bulkhead
+    /// ([`worker_pool`](PipelineBuilder::worker_pool)).
+    pub pool: Option<PoolMetrics>,
     /// The adaptive limiter's metrics, if there is one.
     pub adaptive: Option<AdaptiveMetrics>,
     /// The hedge policy's metrics, if there is one.
@@ -243,6 +278,7 @@ pub struct PipelineBuilder<T, E, K = ()> {
     limiter: Option<(RateLimiter, Admission)>,
     keyed: Option<(KeyedRateLimiter<K>, Admission)>,
     bulkhead: Option<(Semaphore, Admission)>,
+    pool: Option<(WorkerPool, Admission)>,
     adaptive: Option<(AdaptiveLimiter, Admission)>,
     attempt_timeout: Option<Duration>,
     fallback: Option<Box<Fallback<T, E>>>,
@@ -311,6 +347,45 @@ where
     /// As [`bulkhead`](Self::bulkhead), choosing whether to wait or shed.
     pub fn bulkhead_with(mut self, semaphore: Semaphore, admission: Admission) -> Self {
         self.bulkhead = Some((semaphore, admission));
+        self
+    }
+
+    /// A [`WorkerPool`]'s concurrency limit on running attempts (layer 7,
+    /// instead of a semaphore [`bulkhead`](Self::bulkhead)): each attempt
+    /// holds one of the pool's run slots ([`WorkerPool::slot`]) while it
+    /// runs, in the caller's task, so pipeline calls and tasks submitted to
+    /// the pool share one limit and one queue (by priority: the attempt
+    /// queues at [`DEFAULT_PRIORITY`](crate::pool::DEFAULT_PRIORITY)). It
+    /// waits for the slot up to the deadline ([`Admission::Wait`]). The
+    /// operation need not be `Send`: it is not spawned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pipeline::{Admission, Pipeline, PipelineError};
+    /// use flowguard::pool::WorkerPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = WorkerPool::builder().max_concurrency(1).build().unwrap();
+    /// let pipeline = Pipeline::<u32, ()>::builder()
+    ///     .worker_pool_with(pool.clone(), Admission::Shed)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pipeline.call(|| async { Ok(1) }).await, Ok(1));
+    /// let busy = pool.slot().await.unwrap(); // the pool's only slot
+    /// let err = pipeline.call(|| async { Ok(2) }).await.unwrap_err();
+    /// assert_eq!(err, PipelineError::BulkheadFull);
+    /// drop(busy);
+    /// assert_eq!(pipeline.metrics().pool.unwrap().completed, 2);
+    /// # }
+    /// ```
+    pub fn worker_pool(self, pool: WorkerPool) -> Self {
+        self.worker_pool_with(pool, Admission::Wait)
+    }
+
+    /// As [`worker_pool`](Self::worker_pool), choosing whether to wait or shed.
+    pub fn worker_pool_with(mut self, pool: WorkerPool, admission: Admission) -> Self {
+        self.pool = Some((pool, admission));
         self
     }
 
@@ -384,6 +459,7 @@ where
     ///
     /// [`ConfigError`] naming `timeout` or `attempt_timeout` (zero),
     /// `attempt_timeout` (not shorter than `timeout`: it could never fire),
+    /// `worker_pool` (set together with a semaphore `bulkhead`: one layer 7),
     /// or a field of the retry policy (as [`RetryBuilder::build`](crate::retry::RetryBuilder::build)).
     pub fn build(self) -> Result<Pipeline<T, E, K>, ConfigError> {
         const C: &str = "pipeline";
@@ -412,6 +488,19 @@ where
                 ));
             }
         }
+        let bulkhead = match (self.bulkhead, self.pool) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    C,
+                    "worker_pool",
+                    ConfigErrorKind::Conflict,
+                    "a pipeline has one bulkhead: a semaphore or a worker pool, not both",
+                ));
+            }
+            (Some((sem, a)), None) => Some((Bulkhead::Semaphore(sem), a)),
+            (None, Some((pool, a))) => Some((Bulkhead::Pool(pool), a)),
+            (None, None) => None,
+        };
         let retry = match self.retry {
             None => None,
             Some(policy) => {
@@ -432,7 +521,7 @@ where
                 hedge: self.hedge,
                 limiter: self.limiter,
                 keyed: self.keyed,
-                bulkhead: self.bulkhead,
+                bulkhead,
                 adaptive: self.adaptive,
                 attempt_timeout: self.attempt_timeout,
                 fallback: self.fallback,
@@ -495,6 +584,7 @@ impl<T, E> PipelineBuilder<T, E, ()> {
             limiter: self.limiter,
             keyed: Some((limiter, admission)),
             bulkhead: self.bulkhead,
+            pool: self.pool,
             adaptive: self.adaptive,
             attempt_timeout: self.attempt_timeout,
             fallback: self.fallback,
@@ -552,6 +642,7 @@ where
             limiter: None,
             keyed: None,
             bulkhead: None,
+            pool: None,
             adaptive: None,
             attempt_timeout: None,
             fallback: None,
@@ -653,7 +744,14 @@ impl<T, E, K: Hash + Eq + Clone> Pipeline<T, E, K> {
             breaker: inner.breaker.as_ref().map(CircuitBreaker::metrics),
             rate_limiter: inner.limiter.as_ref().map(|(l, _)| l.snapshot()),
             keyed_rate_limiter: inner.keyed.as_ref().map(|(l, _)| l.snapshot()),
-            bulkhead: inner.bulkhead.as_ref().map(|(s, _)| s.metrics()),
+            bulkhead: match &inner.bulkhead {
+                Some((Bulkhead::Semaphore(s), _)) => Some(s.metrics()),
+                _ => None,
+            },
+            pool: match &inner.bulkhead {
+                Some((Bulkhead::Pool(p), _)) => Some(p.metrics()),
+                _ => None,
+            },
             adaptive: inner.adaptive.as_ref().map(|(a, _)| a.metrics()),
             hedge: inner.hedge.as_ref().map(HedgePolicy::metrics),
         }
@@ -805,26 +903,19 @@ impl<T, E, K: Hash + Eq + Clone> Pipeline<T, E, K> {
         }
         let _slot = match &inner.bulkhead {
             None => None,
-            Some((sem, admission)) => {
-                let permit = match (admission, deadline) {
-                    (Admission::Shed, _) => sem.try_acquire().ok(),
-                    (Admission::Wait, None) => sem.acquire().await.ok(),
-                    (Admission::Wait, Some(d)) => sem.acquire_deadline(d).await.ok(),
-                };
-                match permit {
-                    Some(p) => Some(p),
-                    None => {
-                        // The tokens taken above bought nothing: give them back.
-                        if let Some((limiter, _)) = &inner.limiter {
-                            limiter.refund(1);
-                        }
-                        if let (Some((keyed, _)), Some(key)) = (&inner.keyed, key) {
-                            keyed.refund(key, 1);
-                        }
-                        return Err(Attempt::BulkheadFull);
+            Some((bulkhead, admission)) => match bulkhead.enter(*admission, deadline).await {
+                Some(slot) => Some(slot),
+                None => {
+                    // The tokens taken above bought nothing: give them back.
+                    if let Some((limiter, _)) = &inner.limiter {
+                        limiter.refund(1);
                     }
+                    if let (Some((keyed, _)), Some(key)) = (&inner.keyed, key) {
+                        keyed.refund(key, 1);
+                    }
+                    return Err(Attempt::BulkheadFull);
                 }
-            }
+            },
         };
         let permit = match &inner.adaptive {
             None => None,
@@ -981,7 +1072,16 @@ impl<T, E, K> fmt::Debug for Pipeline<T, E, K> {
             .field("hedge", &i.hedge.is_some())
             .field("rate_limiter", &i.limiter.as_ref().map(|(_, a)| a))
             .field("keyed_rate_limiter", &i.keyed.as_ref().map(|(_, a)| a))
-            .field("bulkhead", &i.bulkhead.as_ref().map(|(_, a)| a))
+            .field(
+                "bulkhead",
+                &i.bulkhead.as_ref().map(|(b, a)| {
+                    let kind = match b {
+                        Bulkhead::Semaphore(_) => "semaphore",
+                        Bulkhead::Pool(_) => "worker_pool",
+                    };
+                    (kind, a)
+                }),
+            )
             .field("adaptive", &i.adaptive.as_ref().map(|(_, a)| a))
             .field("attempt_timeout", &i.attempt_timeout)
             .field("fallback", &i.fallback.is_some())

@@ -133,6 +133,13 @@ pub(crate) struct RunSlot {
     admit: Option<OwnedPermit>,
 }
 
+/// Why [`Dispatcher::try_claim`] gave no slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    Full,
+    Closed,
+}
+
 /// What [`Dispatcher::abort_all`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Aborted {
@@ -215,6 +222,29 @@ impl Dispatcher {
             );
         }
         Ok(id)
+    }
+
+    /// A run slot now, without queueing (work run in the caller's task):
+    /// `Err(Full)` when every slot is busy or work is queued ahead,
+    /// `Err(Closed)` once the pool is closed. The admission permit travels
+    /// with the slot, or is dropped on refusal.
+    pub(crate) fn try_claim(this: &Arc<Self>, admit: OwnedPermit) -> Result<RunSlot, Refused> {
+        let mut st = this.state.lock();
+        if st.closed {
+            return Err(Refused::Closed);
+        }
+        if st.running < st.max_concurrency && st.queue.is_empty() {
+            st.running += 1;
+            let key = st.register(None);
+            drop(st);
+            Ok(RunSlot {
+                pool: this.clone(),
+                key,
+                admit: Some(admit),
+            })
+        } else {
+            Err(Refused::Full)
+        }
     }
 
     /// Removes a still-queued job and cancels it. False if it already started.

@@ -90,6 +90,7 @@ mod cpu;
 mod dispatch;
 mod error;
 mod queue;
+mod slot;
 mod submit;
 mod task;
 mod worker;
@@ -97,6 +98,7 @@ mod worker;
 pub use blocking::{BlockingPool, BlockingPoolBuilder};
 pub use cpu::{CpuPool, CpuPoolBuilder, MAX_CPU_THREADS};
 pub use error::{SubmitError, TaskError};
+pub use slot::{PoolSlot, SlotError};
 /// The priority of work submitted without one (`submit`, `try_submit`, …).
 pub const DEFAULT_PRIORITY: i32 = queue::DEFAULT_PRIORITY;
 pub use task::TaskHandle;

@@ -236,6 +236,86 @@ impl WorkerPool {
         submit::try_submit(&*self.inner, fut, priority)
     }
 
+    /// Claims one of the pool's run slots for work that runs in the
+    /// caller's own task (it need not be `Send` or `'static`), waiting for
+    /// queue room and then for its turn in the queue like a submitted task
+    /// at [`DEFAULT_PRIORITY`]. The slot counts in `running` until the
+    /// [`PoolSlot`](super::PoolSlot) is dropped. The pool's per-task
+    /// `timeout` does not apply: the pool does not run this work.
+    ///
+    /// # Errors
+    ///
+    /// [`SlotError::Closed`](super::SlotError::Closed) when the pool is or
+    /// becomes closed (or shuts down) before the slot is given;
+    /// [`SlotError::Cleared`](super::SlotError::Cleared) when
+    /// `clear_queue()` removed the wait.
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped while waiting, it leaves the queue (counted as
+    /// `cancelled`) or frees a slot handed to it meanwhile; no slot is lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pool::WorkerPool;
+    /// use std::rc::Rc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = WorkerPool::builder().max_concurrency(2).build().unwrap();
+    /// let local = Rc::new(5); // not Send: could not be submitted
+    /// let slot = pool.slot().await.unwrap();
+    /// let answer = async { *local * 2 }.await;
+    /// drop(slot);
+    /// assert_eq!(answer, 10);
+    /// # }
+    /// ```
+    pub async fn slot(&self) -> Result<super::PoolSlot, super::SlotError> {
+        super::slot::slot(&self.inner.dispatch, None).await
+    }
+
+    /// [`slot`](Self::slot), giving up at `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// As [`slot`](Self::slot), and
+    /// [`SlotError::TimedOut`](super::SlotError::TimedOut) when no slot came
+    /// free by the deadline (a deadline already past still takes a free slot
+    /// if one is free at once).
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`slot`](Self::slot).
+    pub async fn slot_deadline(
+        &self,
+        deadline: Instant,
+    ) -> Result<super::PoolSlot, super::SlotError> {
+        super::slot::slot(&self.inner.dispatch, Some(deadline)).await
+    }
+
+    /// A run slot only if one is free now and nothing is queued (load
+    /// shedding); see [`slot`](Self::slot).
+    ///
+    /// # Errors
+    ///
+    /// [`SlotError::Full`](super::SlotError::Full) (counted as `rejected`)
+    /// or [`SlotError::Closed`](super::SlotError::Closed).
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    pub fn try_slot(&self) -> Result<super::PoolSlot, super::SlotError> {
+        super::slot::try_slot(&self.inner.dispatch)
+    }
+
     /// Drops every queued task unrun and returns how many; their handles
     /// resolve to [`TaskError::Cleared`] and their queue room is freed at
     /// once (so waiting submitters get in). Running tasks carry on, and the
