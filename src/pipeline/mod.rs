@@ -81,6 +81,7 @@ mod error;
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -101,6 +102,26 @@ use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex, StdArc};
 
 type Classifier<T, E> = dyn Fn(Result<&T, &E>) -> bool + Send + Sync;
+
+/// The pipeline's one classifier: `None` is the default rule (every `Err`
+/// is a failure), tested inline without an indirect call.
+struct FailureIf<T, E>(Option<StdArc<Classifier<T, E>>>);
+
+impl<T, E> Clone for FailureIf<T, E> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T, E> FailureIf<T, E> {
+    #[inline]
+    fn test(&self, r: Result<&T, &E>) -> bool {
+        match &self.0 {
+            None => r.is_err(),
+            Some(f) => f(r),
+        }
+    }
+}
 type RetryAfterHook<T, E> = dyn Fn(Result<&T, &E>) -> Option<Duration> + Send + Sync;
 type Fallback<T, E> = dyn Fn(PipelineError<E>) -> Result<T, PipelineError<E>> + Send + Sync;
 
@@ -163,7 +184,7 @@ struct Inner<T, E, K> {
     adaptive: Option<(AdaptiveLimiter, Admission)>,
     attempt_timeout: Option<Duration>,
     fallback: Option<Box<Fallback<T, E>>>,
-    failure_if: StdArc<Classifier<T, E>>,
+    failure_if: FailureIf<T, E>,
     counters: Counters,
 }
 
@@ -180,20 +201,36 @@ enum Slot<'a> {
 }
 
 impl Bulkhead {
+    /// A slot at once if one is free (no allocation, nothing awaited), else
+    /// by the admission rule. The wait is boxed so that the call's future
+    /// stays small for the common case (see the module docs' note on cost).
     async fn enter(&self, admission: Admission, deadline: Option<Instant>) -> Option<Slot<'_>> {
         match self {
-            Self::Semaphore(sem) => match (admission, deadline) {
-                (Admission::Shed, _) => sem.try_acquire().ok(),
-                (Admission::Wait, None) => sem.acquire().await.ok(),
-                (Admission::Wait, Some(d)) => sem.acquire_deadline(d).await.ok(),
+            Self::Semaphore(sem) => {
+                if let Ok(p) = sem.try_acquire() {
+                    return Some(Slot::Permit(p));
+                }
+                let wait: Pin<Box<dyn Future<Output = _> + Send + '_>> = match (admission, deadline)
+                {
+                    (Admission::Shed, _) => return None,
+                    (Admission::Wait, None) => Box::pin(sem.acquire()),
+                    (Admission::Wait, Some(d)) => Box::pin(sem.acquire_deadline(d)),
+                };
+                wait.await.ok().map(Slot::Permit)
             }
-            .map(Slot::Permit),
             Self::Pool(pool) => match (admission, deadline) {
-                (Admission::Shed, _) => pool.try_slot().ok(),
-                (Admission::Wait, None) => pool.slot().await.ok(),
-                (Admission::Wait, Some(d)) => pool.slot_deadline(d).await.ok(),
-            }
-            .map(Slot::Pool),
+                (Admission::Shed, _) => pool.try_slot().ok().map(Slot::Pool),
+                (Admission::Wait, d) => {
+                    if let Ok(s) = pool.try_slot_uncounted() {
+                        return Some(Slot::Pool(s));
+                    }
+                    let wait: Pin<Box<dyn Future<Output = _> + Send + '_>> = match d {
+                        None => Box::pin(pool.slot()),
+                        Some(d) => Box::pin(pool.slot_deadline(d)),
+                    };
+                    wait.await.ok().map(Slot::Pool)
+                }
+            },
         }
     }
 }
@@ -282,7 +319,7 @@ pub struct PipelineBuilder<T, E, K = ()> {
     adaptive: Option<(AdaptiveLimiter, Admission)>,
     attempt_timeout: Option<Duration>,
     fallback: Option<Box<Fallback<T, E>>>,
-    failure_if: StdArc<Classifier<T, E>>,
+    failure_if: FailureIf<T, E>,
     name: String,
 }
 
@@ -443,7 +480,7 @@ where
         mut self,
         f: impl Fn(Result<&T, &E>) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.failure_if = StdArc::new(f);
+        self.failure_if = FailureIf(Some(StdArc::new(f)));
         self
     }
 
@@ -599,14 +636,14 @@ impl<T, E> PipelineBuilder<T, E, ()> {
 /// are not; a rate limiter's refusal is retried after its `retry_after`.
 fn retry_layer<T: 'static, E: 'static>(
     policy: RetryPolicy,
-    failure_if: &StdArc<Classifier<T, E>>,
+    failure_if: &FailureIf<T, E>,
     hook: Option<StdArc<RetryAfterHook<T, E>>>,
     name: String,
 ) -> Retry<T, Attempt<E>> {
     let classify = failure_if.clone();
     let retry_if = move |r: &Result<T, Attempt<E>>| match r {
-        Ok(v) => classify(Ok(v)),
-        Err(Attempt::Inner(e)) => classify(Err(e)),
+        Ok(v) => classify.test(Ok(v)),
+        Err(Attempt::Inner(e)) => classify.test(Err(e)),
         Err(Attempt::Timeout) => true,
         Err(Attempt::RateLimited(after)) => after.is_some(),
         Err(Attempt::Breaker(_) | Attempt::BulkheadFull | Attempt::AdaptiveLimited) => false,
@@ -646,7 +683,7 @@ where
             adaptive: None,
             attempt_timeout: None,
             fallback: None,
-            failure_if: StdArc::new(|r: Result<&T, &E>| r.is_err()),
+            failure_if: FailureIf(None),
             name: "pipeline".to_owned(),
         }
     }
@@ -668,12 +705,14 @@ impl<T, E> Pipeline<T, E> {
     /// counts as nothing (a half-open probe slot is given back), its
     /// bulkhead permit is returned, and no further attempt is made. A token
     /// already taken for an attempt that was then dropped is not refunded.
-    pub async fn call<F, Fut>(&self, mut op: F) -> Result<T, PipelineError<E>>
+    // Not an `async fn`: returning `call_inner`'s future directly spares
+    // every call one layer of state machine.
+    pub fn call<F, Fut>(&self, op: F) -> impl Future<Output = Result<T, PipelineError<E>>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.call_inner(None, &mut op).await
+        self.call_inner(None, op)
     }
 }
 
@@ -688,22 +727,26 @@ impl<T, E, K: Hash + Eq + Clone> Pipeline<T, E, K> {
     /// # Cancel safety
     ///
     /// As [`call`](Pipeline::call).
-    pub async fn call_keyed<F, Fut>(&self, key: &K, mut op: F) -> Result<T, PipelineError<E>>
+    pub fn call_keyed<F, Fut>(
+        &self,
+        key: &K,
+        op: F,
+    ) -> impl Future<Output = Result<T, PipelineError<E>>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.call_inner(Some(key), &mut op).await
+        self.call_inner(Some(key), op)
     }
 
-    async fn call_inner<F, Fut>(&self, key: Option<&K>, op: &mut F) -> Result<T, PipelineError<E>>
+    async fn call_inner<F, Fut>(&self, key: Option<&K>, mut op: F) -> Result<T, PipelineError<E>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
         let inner = &*self.inner;
         let deadline = inner.timeout.and_then(|t| Instant::now().checked_add(t));
-        let result = self.run(key, op, deadline).await;
+        let result = self.run(key, &mut op, deadline).await;
         let result = match (result, &inner.fallback) {
             (Err(e), Some(fallback)) => {
                 self.count_error(&e);
@@ -824,7 +867,9 @@ impl<T, E, K: Hash + Eq + Clone> Pipeline<T, E, K> {
                 Next::Done(result) => return result.map_err(from_retry),
                 Next::Sleep(delay) => {
                     if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
+                        // Boxed: a retry's sleep is rare next to the calls
+                        // that need none, and would grow every call's future.
+                        Box::pin(tokio::time::sleep(delay)).await;
                     }
                 }
             }
@@ -852,11 +897,13 @@ impl<T, E, K: Hash + Eq + Clone> Pipeline<T, E, K> {
             Some(policy) => {
                 // Hedge copies run at once: they share the operation, locked
                 // only while it builds a future.
+                // Boxed: hedging allocates anyway, and its state would grow
+                // every call's future, hedged or not.
                 let shared = Mutex::new(op);
-                hedge(
+                Box::pin(hedge(
                     || self.admitted(key, || (*shared.lock())(), deadline),
                     policy,
-                )
+                ))
                 .await
                 .map(|h| h.value)
                 .map_err(|e| e.error)
@@ -864,9 +911,9 @@ impl<T, E, K: Hash + Eq + Clone> Pipeline<T, E, K> {
         };
         if let Some(p) = permit {
             match &outcome {
-                Ok(v) if (inner.failure_if)(Ok(v)) => p.failure(),
+                Ok(v) if inner.failure_if.test(Ok(v)) => p.failure(),
                 Ok(_) => p.success(),
-                Err(Attempt::Inner(e)) if (inner.failure_if)(Err(e)) => p.failure(),
+                Err(Attempt::Inner(e)) if inner.failure_if.test(Err(e)) => p.failure(),
                 Err(Attempt::Inner(_)) => p.success(),
                 Err(Attempt::Timeout) => p.failure(),
                 // Refused below: the backend was not called.
@@ -891,7 +938,12 @@ impl<T, E, K: Hash + Eq + Clone> Pipeline<T, E, K> {
     {
         let inner = &*self.inner;
         if let Some((limiter, admission)) = &inner.limiter {
-            take_token(limiter, *admission, deadline).await?;
+            // A token that is there is taken without entering the waiting
+            // state machine (the limiter's `try_acquire` defers to queued
+            // waiters, so FIFO order is kept); only a refusal goes on.
+            if let Err(refused) = limiter.try_acquire(1) {
+                take_token(limiter, refused, *admission, deadline).await?;
+            }
         }
         if let (Some((keyed, admission)), Some(key)) = (&inner.keyed, key) {
             if let Err(refused) = take_keyed_token(keyed, key, *admission, deadline).await {
@@ -920,10 +972,12 @@ impl<T, E, K: Hash + Eq + Clone> Pipeline<T, E, K> {
         let permit = match &inner.adaptive {
             None => None,
             Some((limiter, admission)) => {
+                // The waits are boxed: they would otherwise grow every
+                // call's future, adaptive layer or not.
                 let permit = match (admission, deadline) {
                     (Admission::Shed, _) => limiter.try_acquire(),
-                    (Admission::Wait, None) => limiter.acquire().await,
-                    (Admission::Wait, Some(d)) => limiter.acquire_deadline(d).await,
+                    (Admission::Wait, None) => Box::pin(limiter.acquire()).await,
+                    (Admission::Wait, Some(d)) => Box::pin(limiter.acquire_deadline(d)).await,
                 };
                 match permit {
                     Ok(p) => Some(p),
@@ -951,8 +1005,8 @@ impl<T, E, K: Hash + Eq + Clone> Pipeline<T, E, K> {
         };
         if let Some(p) = permit {
             let failed = match &outcome {
-                Ok(v) => (inner.failure_if)(Ok(v)),
-                Err(Attempt::Inner(e)) => (inner.failure_if)(Err(e)),
+                Ok(v) => inner.failure_if.test(Ok(v)),
+                Err(Attempt::Inner(e)) => inner.failure_if.test(Err(e)),
                 Err(_) => true,
             };
             if failed { p.dropped() } else { p.success() }
@@ -961,27 +1015,28 @@ impl<T, E, K: Hash + Eq + Clone> Pipeline<T, E, K> {
     }
 }
 
-/// One token, by the admission rule.
+/// One token after `try_acquire` refused it (`first`), by the admission
+/// rule; only a real wait builds the (boxed) waiting future.
 async fn take_token<E>(
     limiter: &RateLimiter,
+    first: TryAcquireError,
     admission: Admission,
     deadline: Option<Instant>,
 ) -> Result<(), Attempt<E>> {
-    let refused = match (admission, deadline) {
-        (Admission::Shed, _) => match limiter.try_acquire(1) {
-            Ok(()) => return Ok(()),
-            Err(TryAcquireError::NotUntil { retry_after }) => Some(retry_after),
-            Err(_) => None,
+    let refused = match first {
+        TryAcquireError::NotUntil { retry_after } => match (admission, deadline) {
+            (Admission::Shed, _) => Some(retry_after),
+            (Admission::Wait, None) => match Box::pin(limiter.acquire(1)).await {
+                Ok(()) => return Ok(()),
+                Err(_) => None,
+            },
+            (Admission::Wait, Some(d)) => match Box::pin(limiter.acquire_deadline(1, d)).await {
+                Ok(()) => return Ok(()),
+                Err(RateAcquireError::Timeout { retry_after }) => Some(retry_after),
+                Err(_) => None,
+            },
         },
-        (Admission::Wait, None) => match limiter.acquire(1).await {
-            Ok(()) => return Ok(()),
-            Err(_) => None,
-        },
-        (Admission::Wait, Some(d)) => match limiter.acquire_deadline(1, d).await {
-            Ok(()) => return Ok(()),
-            Err(RateAcquireError::Timeout { retry_after }) => Some(retry_after),
-            Err(_) => None,
-        },
+        _ => None,
     };
     let after = refused.map(|at| at.saturating_duration_since(Instant::now()));
     Err(Attempt::RateLimited(after))
@@ -1027,7 +1082,7 @@ async fn take_keyed_token<K: Hash + Eq + Clone, E>(
                     let after = retry_after.saturating_duration_since(Instant::now());
                     return Err(Attempt::RateLimited(Some(after)));
                 }
-                tokio::time::sleep_until(retry_after).await;
+                Box::pin(tokio::time::sleep_until(retry_after)).await;
             }
             Err(_) => return Err(Attempt::RateLimited(None)),
         }

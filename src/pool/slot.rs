@@ -93,13 +93,16 @@ impl fmt::Display for SlotError {
 
 impl std::error::Error for SlotError {}
 
-/// A slot now, or why not.
-pub(crate) fn try_slot(d: &Arc<Dispatcher>) -> Result<PoolSlot, SlotError> {
+/// A slot now, or why not; `count` says whether a refusal is counted as
+/// `rejected`.
+pub(crate) fn try_slot(d: &Arc<Dispatcher>, count: bool) -> Result<PoolSlot, SlotError> {
     let admit = match d.admit.try_acquire_owned() {
         Ok(p) => p,
         Err(AcquireError::Closed) => return Err(SlotError::Closed),
         Err(_) => {
-            d.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            if count {
+                d.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            }
             return Err(SlotError::Full);
         }
     };
@@ -107,7 +110,9 @@ pub(crate) fn try_slot(d: &Arc<Dispatcher>) -> Result<PoolSlot, SlotError> {
         Ok(slot) => Ok(PoolSlot { slot: Some(slot) }),
         Err(Refused::Closed) => Err(SlotError::Closed),
         Err(Refused::Full) => {
-            d.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            if count {
+                d.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            }
             Err(SlotError::Full)
         }
     }

@@ -313,7 +313,13 @@ impl WorkerPool {
     ///
     /// Never.
     pub fn try_slot(&self) -> Result<super::PoolSlot, super::SlotError> {
-        super::slot::try_slot(&self.inner.dispatch)
+        super::slot::try_slot(&self.inner.dispatch, true)
+    }
+
+    /// [`try_slot`](Self::try_slot) without counting a refusal (the
+    /// caller goes on to wait for one).
+    pub(crate) fn try_slot_uncounted(&self) -> Result<super::PoolSlot, super::SlotError> {
+        super::slot::try_slot(&self.inner.dispatch, false)
     }
 
     /// Drops every queued task unrun and returns how many; their handles
