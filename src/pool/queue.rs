@@ -13,9 +13,20 @@
 //! pop. The guarantee this buys: a task of priority `p` is never overtaken
 //! by a task of priority `q > p` enqueued `(q − p) × n` or more starts
 //! after it, so with bounded priorities nothing waits forever.
+//!
+//! Most pools queue everything at one priority, so the ordered map has a
+//! fast lane in front of it: a FIFO of entries whose ranks only grow. An
+//! entry that ranks after the lane's last one (the common case: same
+//! priority, later sequence number; with aging, a key that only decreases
+//! as starts go by) is appended to the lane with no allocation beyond the
+//! ring buffer's amortised growth; only an entry that would jump ahead of
+//! the lane's tail goes to the map. `pop` takes the smaller of the two
+//! heads, so the order is exactly the map's. (Profiled: with a 1000-deep
+//! queue the map's node allocations and moves were a third of a task's
+//! cost.)
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// The priority of work submitted without one.
 pub(crate) const DEFAULT_PRIORITY: i32 = 0;
@@ -30,6 +41,9 @@ struct Rank {
 /// A priority queue with FIFO ties and optional aging (see the module docs).
 #[derive(Debug)]
 pub(crate) struct PriorityQueue<T> {
+    /// Entries in increasing rank order, appended at the back.
+    lane: VecDeque<(Rank, T)>,
+    /// Entries that ranked before the lane's tail when pushed.
     entries: BTreeMap<Rank, T>,
     /// Starts per priority level gained while waiting; `None`: no aging.
     aging: Option<u64>,
@@ -41,6 +55,7 @@ pub(crate) struct PriorityQueue<T> {
 impl<T> PriorityQueue<T> {
     pub(crate) fn new() -> Self {
         Self {
+            lane: VecDeque::new(),
             entries: BTreeMap::new(),
             aging: None,
             popped: 0,
@@ -67,34 +82,71 @@ impl<T> PriorityQueue<T> {
             seq: self.seq,
         };
         self.seq += 1;
-        self.entries.insert(rank, item);
+        match self.lane.back() {
+            Some((last, _)) if rank < *last => {
+                self.entries.insert(rank, item);
+            }
+            _ => self.lane.push_back((rank, item)),
+        }
     }
 
     /// The entry to start next.
     pub(crate) fn pop(&mut self) -> Option<T> {
-        let (_, item) = self.entries.pop_first()?;
+        let from_lane = match (self.lane.front(), self.entries.first_key_value()) {
+            (None, None) => return None,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some((lane, _)), Some((map, _))) => lane < map,
+        };
+        let item = if from_lane {
+            self.lane.pop_front().map(|(_, item)| item)
+        } else {
+            self.entries.pop_first().map(|(_, item)| item)
+        };
         self.popped += 1;
-        Some(item)
+        item
     }
 
     /// Removes the first entry (in start order) that `matches`; does not
     /// count as a start.
     pub(crate) fn remove_first(&mut self, mut matches: impl FnMut(&T) -> bool) -> Option<T> {
-        let rank = *self.entries.iter().find(|(_, item)| matches(item))?.0;
-        self.entries.remove(&rank)
+        let in_lane = self.lane.iter().position(|(_, item)| matches(item));
+        let in_map = self
+            .entries
+            .iter()
+            .find(|(_, item)| matches(item))
+            .map(|(rank, _)| *rank);
+        match (in_lane, in_map) {
+            (None, None) => None,
+            (Some(i), Some(rank)) if rank < self.lane[i].0 => self.entries.remove(&rank),
+            (Some(i), _) => self.lane.remove(i).map(|(_, item)| item),
+            (None, Some(rank)) => self.entries.remove(&rank),
+        }
     }
 
     /// Removes every entry, in start order; none counts as a start.
     pub(crate) fn drain(&mut self) -> Vec<T> {
-        std::mem::take(&mut self.entries).into_values().collect()
+        let mut lane = std::mem::take(&mut self.lane).into_iter().peekable();
+        let mut map = std::mem::take(&mut self.entries).into_iter().peekable();
+        let mut out = Vec::with_capacity(lane.len() + map.len());
+        loop {
+            let from_lane = match (lane.peek(), map.peek()) {
+                (None, None) => return out,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((a, _)), Some((b, _))) => a < b,
+            };
+            let next = if from_lane { lane.next() } else { map.next() };
+            out.extend(next.map(|(_, item)| item));
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.lane.len() + self.entries.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.lane.is_empty() && self.entries.is_empty()
     }
 }
 
@@ -197,5 +249,80 @@ mod tests {
         q.push(0, "old");
         q.push(1, "new");
         assert_eq!(order(&mut q), ["new", "old"]);
+    }
+
+    /// The fast lane and the map together hand entries out in exactly the
+    /// order of one ordered collection, whatever the mix of priorities,
+    /// aging, removals and drains.
+    mod lane_matches_one_ordered_queue {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Push(i32),
+            Pop,
+            Remove(u32),
+            Drain,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                6 => (-2i32..3).prop_map(Op::Push),
+                4 => Just(Op::Pop),
+                1 => (0u32..40).prop_map(Op::Remove),
+                1 => Just(Op::Drain),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn same_order(aging in prop_oneof![Just(None), (1u64..4).prop_map(Some)],
+                          ops in proptest::collection::vec(op(), 0..80)) {
+                let mut q = PriorityQueue::new();
+                q.set_aging(aging);
+                // The model: (key, seq, id), handed out smallest (−key, seq) first.
+                let mut model: Vec<(i128, u64, u32)> = Vec::new();
+                let (mut popped, mut seq, mut next_id) = (0u64, 0u64, 0u32);
+                let take_min = |model: &mut Vec<(i128, u64, u32)>| {
+                    let i = (0..model.len()).min_by_key(|&i| (Reverse(model[i].0), model[i].1))?;
+                    Some(model.remove(i).2)
+                };
+                for op in ops {
+                    match op {
+                        Op::Push(p) => {
+                            let key = match aging {
+                                None => i128::from(p),
+                                Some(n) => i128::from(p) * i128::from(n) - i128::from(popped),
+                            };
+                            model.push((key, seq, next_id));
+                            q.push(p, next_id);
+                            seq += 1;
+                            next_id += 1;
+                        }
+                        Op::Pop => {
+                            let want = take_min(&mut model);
+                            if want.is_some() {
+                                popped += 1;
+                            }
+                            prop_assert_eq!(q.pop(), want);
+                        }
+                        Op::Remove(id) => {
+                            let want = model.iter().position(|e| e.2 == id).map(|i| model.remove(i).2);
+                            prop_assert_eq!(q.remove_first(|&x| x == id), want);
+                        }
+                        Op::Drain => {
+                            let mut want = Vec::new();
+                            while let Some(id) = take_min(&mut model) {
+                                want.push(id);
+                            }
+                            prop_assert_eq!(q.drain(), want);
+                        }
+                    }
+                    prop_assert_eq!(q.len(), model.len());
+                    prop_assert_eq!(q.is_empty(), model.is_empty());
+                }
+            }
+        }
     }
 }
