@@ -1,6 +1,5 @@
 //! `BlockingPool`: blocking calls on Tokio's blocking threads, bounded.
 
-use std::any::Any;
 use std::fmt;
 use std::time::Duration;
 
@@ -426,9 +425,5 @@ where
 
     fn cancel(self: Box<Self>, why: TaskError) {
         self.shared.complete(Err(why));
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
     }
 }

@@ -1,6 +1,5 @@
 //! `CpuPool`: CPU-bound closures on dedicated OS threads.
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
@@ -604,9 +603,5 @@ where
 
     fn cancel(self: Box<Self>, why: TaskError) {
         self.shared.complete(Err(why));
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
     }
 }

@@ -21,7 +21,6 @@
 //! * the queue is non-empty only while `running >= max_concurrency`, so at
 //!   most `queue_capacity` jobs queue.
 
-use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -39,11 +38,17 @@ pub(crate) type TaskId = u64;
 pub(crate) trait Job: Send + 'static {
     /// Starts the work; the slot must be dropped when it ends.
     fn start(self: Box<Self>, slot: RunSlot);
+    /// [`start`](Self::start) for a job that was never boxed (it started
+    /// at once, without queueing).
+    fn start_now(self, slot: RunSlot)
+    where
+        Self: Sized,
+    {
+        Box::new(self).start(slot);
+    }
     /// The work will never start (aborted while queued, cleared, or dropped
     /// at a shutdown deadline): resolve its handle with `why`.
     fn cancel(self: Box<Self>, why: TaskError);
-    /// For handing the caller's work back when dispatch is refused.
-    fn into_any(self: Box<Self>) -> Box<dyn Any>;
 }
 
 /// The part of a running task the pool can reach to abort it.
@@ -195,6 +200,48 @@ impl Dispatcher {
         control: Option<Box<dyn Control>>,
         priority: i32,
     ) -> Result<TaskId, Box<dyn Job>> {
+        Self::dispatch_with(
+            this,
+            job,
+            admit,
+            control,
+            priority,
+            |b| b,
+            |b, slot| b.start(slot),
+        )
+    }
+
+    /// [`dispatch`](Self::dispatch) for a job not yet boxed: one that
+    /// starts at once is never boxed; only a queued one is.
+    pub(crate) fn dispatch_job<J: Job>(
+        this: &Arc<Self>,
+        job: J,
+        admit: OwnedPermit,
+        control: Option<Box<dyn Control>>,
+        priority: i32,
+    ) -> Result<TaskId, J> {
+        Self::dispatch_with(
+            this,
+            job,
+            admit,
+            control,
+            priority,
+            |j| Box::new(j),
+            J::start_now,
+        )
+    }
+
+    /// The one admission rule behind both: start at once on a free slot
+    /// with nobody queued ahead, else queue (`boxed` only then).
+    fn dispatch_with<J>(
+        this: &Arc<Self>,
+        job: J,
+        admit: OwnedPermit,
+        control: Option<Box<dyn Control>>,
+        priority: i32,
+        boxed: impl FnOnce(J) -> Box<dyn Job>,
+        start: impl FnOnce(J, RunSlot),
+    ) -> Result<TaskId, J> {
         let mut st = this.state.lock();
         if st.closed {
             return Err(job);
@@ -205,17 +252,20 @@ impl Dispatcher {
             st.running += 1;
             let key = st.register(control);
             drop(st);
-            job.start(RunSlot {
-                pool: this.clone(),
-                key,
-                admit: Some(admit),
-            });
+            start(
+                job,
+                RunSlot {
+                    pool: this.clone(),
+                    key,
+                    admit: Some(admit),
+                },
+            );
         } else {
             st.queue.push(
                 priority,
                 Queued {
                     id,
-                    job,
+                    job: boxed(job),
                     admit,
                     control,
                 },
@@ -472,9 +522,6 @@ mod loom_model {
             });
         }
         fn cancel(self: Box<Self>, _: TaskError) {}
-        fn into_any(self: Box<Self>) -> Box<dyn Any> {
-            self
-        }
     }
 
     fn submit(pool: &Arc<Dispatcher>, inside: &Arc<AtomicUsize>, ran: &Arc<AtomicUsize>) {
@@ -513,9 +560,6 @@ mod loom_model {
             *self.0.lock() = Some(slot);
         }
         fn cancel(self: Box<Self>, _: TaskError) {}
-        fn into_any(self: Box<Self>) -> Box<dyn Any> {
-            self
-        }
     }
 
     /// Records its priority when it starts and ends at once.
@@ -531,9 +575,6 @@ mod loom_model {
         }
         fn cancel(self: Box<Self>, _: TaskError) {
             self.order.lock().push(i32::MIN);
-        }
-        fn into_any(self: Box<Self>) -> Box<dyn Any> {
-            self
         }
     }
 

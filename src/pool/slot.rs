@@ -8,7 +8,6 @@
 //! pipeline's bulkhead layer uses this to put a `WorkerPool`'s limit around
 //! each attempt.
 
-use std::any::Any;
 use std::fmt;
 use std::future::poll_fn;
 use std::task::{Poll, Waker};
@@ -225,10 +224,6 @@ impl Job for SlotJob {
         if let Some(w) = waker {
             w.wake();
         }
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
     }
 }
 

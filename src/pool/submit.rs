@@ -99,14 +99,11 @@ where
     T: Send + 'static,
 {
     let shared = TaskShared::new();
-    let job = Box::new(pool.job(work, shared.clone()));
+    let job = pool.job(work, shared.clone());
     let d = pool.dispatcher();
-    match Dispatcher::dispatch(d, job, admit, P::control(&shared), priority) {
+    match Dispatcher::dispatch_job(d, job, admit, P::control(&shared), priority) {
         Ok(id) => Ok(TaskHandle::new(shared, d.clone(), id)),
-        Err(job) => match job.into_any().downcast::<P::Job>() {
-            Ok(job) => Err(SubmitError::Closed(P::into_work(*job))),
-            Err(_) => unreachable!("dispatch hands back the job it was given"),
-        },
+        Err(job) => Err(SubmitError::Closed(P::into_work(job))),
     }
 }
 

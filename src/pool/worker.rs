@@ -1,6 +1,5 @@
 //! `WorkerPool`: bounded concurrency for async work.
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
@@ -628,6 +627,10 @@ where
     F::Output: Send + 'static,
 {
     fn start(self: Box<Self>, slot: RunSlot) {
+        (*self).start_now(slot);
+    }
+
+    fn start_now(self, slot: RunSlot) {
         let shared = self.shared.clone();
         // The guard exists before the task does: a task aborted (or dropped
         // by a runtime shutting down) before its first poll still records
@@ -639,10 +642,6 @@ where
 
     fn cancel(self: Box<Self>, why: TaskError) {
         self.shared.complete(Err(why));
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
     }
 }
 
