@@ -14,13 +14,17 @@ fn config() -> impl Strategy<Value = Config> {
         proptest::option::of((0u8..5, 0u16..300)),
         proptest::option::of((1u8..5, 1u16..2000)),
         proptest::option::of(1u16..800),
+        any::<bool>(),
     )
-        .prop_map(|(timeout_ms, retry, breaker, attempt_timeout_ms)| Config {
-            timeout_ms,
-            retry,
-            breaker,
-            attempt_timeout_ms,
-        })
+        .prop_map(
+            |(timeout_ms, retry, breaker, attempt_timeout_ms, pool)| Config {
+                timeout_ms,
+                retry,
+                breaker,
+                attempt_timeout_ms,
+                pool,
+            },
+        )
 }
 
 fn answer() -> impl Strategy<Value = Answer> {

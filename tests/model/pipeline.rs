@@ -1,8 +1,8 @@
 //! Model checker for `flowguard::pipeline`, shared by
 //! `tests/prop_pipeline.rs` (proptest) and `fuzz/fuzz_targets/pipeline.rs`.
 //!
-//! A random configuration (each of total timeout, retry, breaker and
-//! attempt timeout present or not) and a scripted backend (each attempt
+//! A random configuration (each of total timeout, retry, breaker,
+//! attempt timeout and a `WorkerPool` bulkhead present or not) and a scripted backend (each attempt
 //! answers `Ok`, `Err`, or `Ok` after a delay) are run by one sequential
 //! caller on Tokio's paused clock, and by a sequential model written from
 //! the module docs' rules in whole milliseconds. After every call the two
@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use flowguard::breaker::CircuitBreaker;
 use flowguard::pipeline::{Pipeline, PipelineError};
+use flowguard::pool::WorkerPool;
 use flowguard::retry::{Backoff, RetryPolicy};
 use tokio::time::{Instant, sleep};
 
@@ -36,6 +37,9 @@ pub(crate) struct Config {
     /// (consecutive failures to open, open wait in ms)
     pub(crate) breaker: Option<(u8, u16)>,
     pub(crate) attempt_timeout_ms: Option<u16>,
+    /// A one-slot `WorkerPool` as the bulkhead: one sequential caller never
+    /// waits for it, and every backend call holds its slot once.
+    pub(crate) pool: bool,
 }
 
 /// One call: idle this long first, then call.
@@ -52,8 +56,9 @@ pub(crate) fn from_bytes(data: &[u8]) -> (Config, Vec<Answer>, Vec<Call>) {
         retry: (g(2) % 2 == 1).then_some((g(3) % 5, u16::from(g(4)) * 2)),
         breaker: (g(5) % 2 == 1).then_some((1 + g(6) % 4, 1 + u16::from(g(7)) * 4)),
         attempt_timeout_ms: opt(g(8), 1 + u16::from(g(9)) * 4),
+        pool: g(10) % 2 == 1,
     };
-    let rest = data.get(10..).unwrap_or(&[]);
+    let rest = data.get(11..).unwrap_or(&[]);
     let answers = rest
         .iter()
         .map(|b| match b % 4 {
@@ -219,6 +224,22 @@ pub(crate) fn check(config: Config, answers: &[Answer], calls: &[Call]) {
     if let Some(a) = config.attempt_timeout_ms {
         b = b.attempt_timeout(Duration::from_millis(a.into()));
     }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let pool = config.pool.then(|| {
+        let _guard = rt.enter();
+        WorkerPool::builder()
+            .max_concurrency(1)
+            .queue_capacity(1)
+            .build()
+            .unwrap()
+    });
+    if let Some(pool) = &pool {
+        b = b.worker_pool(pool.clone());
+    }
     let pipeline = match b.build() {
         Ok(p) => p,
         Err(e) => {
@@ -228,11 +249,6 @@ pub(crate) fn check(config: Config, answers: &[Answer], calls: &[Call]) {
             return;
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
     let mut model = Model {
         config,
         answers: answers.to_vec(),
@@ -272,6 +288,12 @@ pub(crate) fn check(config: Config, answers: &[Answer], calls: &[Call]) {
                 ctx()
             );
             assert_eq!(next.load(Ordering::SeqCst), model.next, "{}", ctx());
+            if let Some(pool) = &pool {
+                // Every backend call held the slot once, and gave it back.
+                let m = pool.metrics();
+                assert_eq!(m.completed as usize, model.next, "{}", ctx());
+                assert_eq!((m.running, m.queued), (0, 0), "{}", ctx());
+            }
         }
     });
 }
