@@ -1408,6 +1408,51 @@ mod tests {
         assert_eq!(guaranteed(1.0, MAX_LIMIT), MAX_LIMIT);
     }
 
+    /// Answers whatever it is told to, to drive the limit's bits.
+    #[derive(Debug)]
+    struct Told(std::sync::Arc<AtomicUsize>);
+
+    impl LimitAlgorithm for Told {
+        fn limit(&self) -> usize {
+            self.0.load(Ordering::Relaxed)
+        }
+        fn update(&mut self, _: &Sample) -> usize {
+            self.0.load(Ordering::Relaxed)
+        }
+        fn bounds(&self) -> (usize, usize) {
+            (1, usize::MAX)
+        }
+    }
+
+    /// The limit's bits and the held count share one word: answers above
+    /// `MAX_LIMIT` are clamped, a shrink below the held count leaves the
+    /// count alone, and growing back from there is exact.
+    #[test]
+    fn the_state_word_keeps_limit_and_count_apart() {
+        let told = std::sync::Arc::new(AtomicUsize::new(usize::MAX));
+        let l = AdaptiveLimiter::builder()
+            .algorithm(Told(told.clone()))
+            .build_with_clock(crate::clock::ManualClock::new())
+            .unwrap();
+        assert_eq!((l.limit(), l.inflight()), (MAX_LIMIT, 0));
+        let held: Vec<_> = (0..3).map(|_| l.try_acquire().unwrap()).collect();
+        assert_eq!(held[2].inflight_at_start(), 3);
+        told.store(1, Ordering::Relaxed);
+        l.try_acquire().unwrap().success(); // taken with 4 held; 4 → limit 1
+        assert_eq!((l.limit(), l.inflight()), (1, 3));
+        assert!(l.try_acquire().is_err());
+        told.store(5, Ordering::Relaxed);
+        let mut held = held.into_iter();
+        held.next().unwrap().success(); // the limit grows back to 5
+        assert_eq!((l.limit(), l.inflight()), (5, 2));
+        let more: Vec<_> = (0..3).map(|_| l.try_acquire().unwrap()).collect();
+        assert!(l.try_acquire().is_err(), "5 held of 5");
+        drop((held, more));
+        assert_eq!((l.limit(), l.inflight()), (5, 0));
+        let m = l.metrics();
+        assert_eq!((m.samples, m.ignored, m.history.len()), (2, 5, 2));
+    }
+
     #[test]
     fn backlog_serves_in_order_and_removes_from_the_middle() {
         let w = Waker::noop();
