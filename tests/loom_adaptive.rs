@@ -1,6 +1,8 @@
-//! Loom models of the adaptive limiter's shared state: acquire and release
-//! racing a change of the limit, a waiter racing the release that should
-//! wake it, and a cancelled waiter racing the grant. Run with
+//! Loom models of the adaptive limiter's shared state (one atomic word for
+//! the limit, the permits held and the queued flag): the lock-free acquire
+//! and the lock-free unreported release racing a change of the limit, a
+//! waiter racing the release that should wake it, and a cancelled waiter
+//! racing the grant. Run with
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --test loom_adaptive`.
 #![cfg(loom)]
 
@@ -132,6 +134,61 @@ fn a_cancelled_waiter_passes_its_grant_on() {
         p.success();
         canceller.join().unwrap();
         releaser.join().unwrap();
+        assert_all_home(&l);
+    });
+}
+
+/// The fast path's CAS racing a shrink (3 → 1) made by a report on another
+/// thread: a permit is taken with 3 held (itself included: before the
+/// shrink) or with 1 (after the last other permit came home), never with
+/// 2 (one other held under a limit of 1); once the shrink is done, with a
+/// permit still held, none is handed out; every permit comes home.
+#[test]
+fn the_fast_path_never_exceeds_the_limit_in_force() {
+    loom::model(|| {
+        let l = limiter(3, 3);
+        let a = l.try_acquire().unwrap();
+        let b = l.try_acquire().unwrap();
+        let l2 = l.clone();
+        let taker = thread::spawn(move || {
+            if let Ok(p) = l2.try_acquire() {
+                let n = p.inflight_at_start();
+                assert!(n == 3 || n == 1, "taken with {n} held");
+                p.ignore();
+            }
+        });
+        a.dropped(); // ⌊3 × 0.5⌋ = 1
+        assert_eq!(l.limit(), 1);
+        assert!(l.try_acquire().is_err(), "b alone fills a limit of 1");
+        b.ignore();
+        taker.join().unwrap();
+        assert_eq!(l.limit(), 1);
+        assert_all_home(&l);
+    });
+}
+
+/// An unreported release (lock-free: it takes the lock only when the word
+/// it decremented says callers wait) racing a waiter on its way into the
+/// backlog and a shrink (2 → 1) on a third thread: the waiter is served
+/// (`block_on` would deadlock, and loom report it, on a lost wake) and
+/// the permits match the new limit.
+#[test]
+fn an_unreported_release_racing_a_shrink_and_a_waiter() {
+    loom::model(|| {
+        let l = limiter(2, 2);
+        let a = l.try_acquire().unwrap();
+        let b = l.try_acquire().unwrap();
+        let l2 = l.clone();
+        let waiter = thread::spawn(move || {
+            let p = block_on(l2.acquire()).unwrap();
+            assert!(p.inflight_at_start() <= 2);
+            p.ignore();
+        });
+        let releaser = thread::spawn(move || a.ignore());
+        b.dropped(); // ⌊2 × 0.5⌋ = 1
+        releaser.join().unwrap();
+        waiter.join().unwrap();
+        assert_eq!(l.limit(), 1);
         assert_all_home(&l);
     });
 }

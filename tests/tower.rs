@@ -656,6 +656,19 @@ async fn deadline_comes_from_the_request() {
     assert_eq!(layer.layer(sleeper()).oneshot(0).await.unwrap(), 0);
 }
 
+/// A timeout past the clock's range arms no timer: the call answers
+/// whenever it does.
+#[tokio::test(start_paused = true)]
+async fn timeout_beyond_the_clock_range_never_fires() {
+    let mut svc = TimeoutLayer::new(Duration::MAX).unwrap().layer(sleeper());
+    let fut = svc.ready().await.unwrap().call(10_000);
+    assert!(format!("{fut:?}").contains("deadline: None"), "{fut:?}");
+    assert_eq!(fut.await.unwrap(), 10_000);
+    let mut svc = TimeoutLayer::new(100 * MS).unwrap().layer(sleeper());
+    let fut = svc.ready().await.unwrap().call(1);
+    assert!(format!("{fut:?}").contains("deadline: Some"), "{fut:?}");
+}
+
 // ---------------------------------------------------------------------------
 // Retry, hedge, pipeline.
 

@@ -6,11 +6,13 @@
 //!
 //! | the sample | new limit |
 //! |---|---|
-//! | `dropped`, or `rtt > timeout` | `⌊limit × backoff_ratio⌋` |
+//! | `dropped`, or `rtt > timeout` | `min(limit − 1, ⌊limit × backoff_ratio⌋)` |
 //! | otherwise, `inflight × 2 >= limit` | `limit + 1` |
 //! | otherwise (the caller uses under half the limit) | unchanged |
 //!
-//! and the result is clamped to `[min_limit, max_limit]`. Defaults as
+//! and the result is clamped to `[min_limit, max_limit]`. (The `limit −
+//! 1` bound is Netflix's too: a decrease always decreases, whatever the
+//! float rounding of the product.) Defaults as
 //! Netflix's: initial 20, min 20, max 200, backoff ratio 0.9, timeout 5 s.
 //! With the default min equal to the initial limit, AIMD never goes below
 //! 20; lower `min_limit` for a backend whose knee may be smaller.
@@ -189,7 +191,7 @@ impl LimitAlgorithm for Aimd {
         let next = if sample.dropped || sample.rtt > self.timeout {
             // `limit ≤ MAX_PERMITS < 2^61`: exact in an f64 up to 2^53, and
             // the floor of the product is what Netflix's `(int)` cast takes.
-            (self.limit as f64 * self.backoff_ratio) as usize
+            ((self.limit as f64 * self.backoff_ratio) as usize).min(self.limit.saturating_sub(1))
         } else if sample.inflight.saturating_mul(2) >= self.limit {
             self.limit.saturating_add(1)
         } else {
@@ -247,6 +249,40 @@ mod tests {
             a.update(&s(1, 100, false));
         }
         assert_eq!(a.limit(), 29);
+    }
+
+    /// Each rule with numbers worked by hand, from the defaults (20, min
+    /// 20, max 200, 0.9, 5 s) but a floor of 1.
+    #[test]
+    fn each_rule_by_hand() {
+        let mut a = Aimd::builder().min_limit(1).build().unwrap();
+        assert_eq!(a.update(&s(1, 10, false)), 21, "10 × 2 >= 20: + 1");
+        assert_eq!(a.update(&s(1, 10, false)), 21, "10 × 2 < 21: unchanged");
+        assert_eq!(a.update(&s(1, 11, false)), 22, "11 × 2 >= 21: + 1");
+        assert_eq!(a.update(&s(1, 0, true)), 19, "⌊22 × 0.9⌋ = ⌊19.8⌋");
+        assert_eq!(
+            a.update(&s(5001, 19, false)),
+            17,
+            "rtt > 5 s: ⌊19 × 0.9⌋ = ⌊17.1⌋"
+        );
+        assert_eq!(
+            a.update(&s(5000, 9, false)),
+            18,
+            "rtt = 5 s is no drop: + 1"
+        );
+        // A ratio near 1: ⌊2 × 0.99⌋ = 1 = limit − 1; at 1 the floor holds.
+        let mut b = Aimd::builder()
+            .initial_limit(2)
+            .min_limit(1)
+            .backoff_ratio(0.99)
+            .build()
+            .unwrap();
+        assert_eq!(b.update(&s(1, 2, true)), 1);
+        assert_eq!(b.update(&s(1, 1, true)), 1);
+        // Growth stops at the ceiling 200.
+        let mut c = Aimd::builder().initial_limit(199).build().unwrap();
+        assert_eq!(c.update(&s(1, 199, false)), 200);
+        assert_eq!(c.update(&s(1, 200, false)), 200);
     }
 
     #[test]

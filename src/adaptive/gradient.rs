@@ -20,15 +20,15 @@
 //! shed half the traffic at once).
 //!
 //! Defaults as Netflix's: initial 20, min 20, max 200, smoothing 0.2,
-//! tolerance 1.5, long window 600 samples.
+//! tolerance 1.5 (Netflix's `rttTolerance`; 1.0 gives the plain ratio
+//! `long / short`), long window 600 samples (warm-up 10), queue size a
+//! fixed 4 ([`QueueSize::Fixed(4)`](QueueSize::Fixed), Netflix's
+//! `concurrency -> 4`). [`QueueSize::SquareRoot`] is the option of
+//! Netflix's first `GradientLimit` (its `SquareRootFunction`,
+//! `max(min, ⌊√limit⌋)`): the growth step then scales with the limit.
 //!
 //! Where this differs, deliberately:
 //!
-//! * **Queue size.** The default is [`QueueSize::SquareRoot`] with a floor
-//!   of 4, `max(4, ⌊√limit⌋)`: the rule of Netflix's first `GradientLimit`
-//!   (its `SquareRootFunction`), which equals Gradient2's constant 4 up to
-//!   a limit of 24 and lets the growth step scale with the limit above it.
-//!   [`QueueSize::Fixed(4)`](QueueSize::Fixed) is Gradient2's own default.
 //! * **A zero RTT** (a clock too coarse to see the call) is ignored: the
 //!   ratio `long / short` would be infinite or NaN. Netflix divides by it.
 //! * **Drops are ignored**, as in Netflix's Gradient2: the algorithm reads
@@ -63,10 +63,11 @@ use crate::error::{ConfigError, ConfigErrorKind};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum QueueSize {
-    /// The same number whatever the limit (Netflix's Gradient2 default, 4).
+    /// The same number whatever the limit (the default is `Fixed(4)`, as
+    /// Netflix's Gradient2).
     Fixed(usize),
-    /// `max(min, ⌊√limit⌋)` (Netflix's `SquareRootFunction`; the default here
-    /// with `min: 4`).
+    /// `max(min, ⌊√limit⌋)` (Netflix's `SquareRootFunction`, from its first
+    /// `GradientLimit`): the growth step scales with the limit.
     SquareRoot {
         /// The floor.
         min: usize,
@@ -144,14 +145,14 @@ impl ExpAvg {
 /// let mut g = Gradient2::builder().initial_limit(50).min_limit(1).build().unwrap();
 /// let t = Instant::now();
 /// // Steady latency and the limit in use: it grows by smoothing × queue
-/// // (0.2 × ⌊√50⌋ = 1.4) per sample.
+/// // (0.2 × 4 = 0.8) per sample.
 /// for _ in 0..4 {
 ///     g.update(&Sample::new(t, Duration::from_millis(10), 50, false));
 /// }
-/// assert_eq!(g.limit(), 55); // 55.6
+/// assert_eq!(g.limit(), 53); // 53.2
 /// // Latency triples: the gradient (1.5 × long / short) pulls it down.
-/// let after = g.update(&Sample::new(t, Duration::from_millis(30), 55, false));
-/// assert!(after < 55);
+/// let after = g.update(&Sample::new(t, Duration::from_millis(30), 53, false));
+/// assert!(after < 53);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gradient2 {
@@ -164,9 +165,9 @@ pub struct Gradient2 {
     long_rtt: ExpAvg,
 }
 
-/// Configures a [`Gradient2`]. Defaults: initial 20, min 20, max 200,
-/// smoothing 0.2, tolerance 1.5, long window 600 samples, queue size
-/// `max(4, ⌊√limit⌋)`.
+/// Configures a [`Gradient2`]. Defaults (Netflix's): initial 20, min 20,
+/// max 200, smoothing 0.2, tolerance 1.5, long window 600 samples, queue
+/// size a fixed 4.
 ///
 /// # Examples
 ///
@@ -204,7 +205,7 @@ impl Default for Gradient2Builder {
             smoothing: 0.2,
             tolerance: 1.5,
             long_window: 600,
-            queue_size: QueueSize::SquareRoot { min: 4 },
+            queue_size: QueueSize::Fixed(4),
         }
     }
 }
@@ -247,7 +248,7 @@ impl Gradient2Builder {
         self
     }
 
-    /// The additive queue allowance (default `SquareRoot { min: 4 }`).
+    /// The additive queue allowance (default `Fixed(4)`).
     pub fn queue_size(mut self, queue_size: QueueSize) -> Self {
         self.queue_size = queue_size;
         self
@@ -379,12 +380,13 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_netflixs_but_the_queue() {
+    fn defaults_are_netflixs() {
         let g = Gradient2::new();
         assert_eq!((g.limit(), g.min, g.max), (20, 20, 200));
         assert_eq!((g.smoothing, g.tolerance), (0.2, 1.5));
         assert_eq!((g.long_rtt.window, g.long_rtt.warmup), (600, 10));
-        assert_eq!(g.queue_size, QueueSize::SquareRoot { min: 4 });
+        assert_eq!(g.queue_size, QueueSize::Fixed(4));
+        assert_eq!(g.queue_size.at(10_000), 4, "fixed, whatever the limit");
         assert_eq!(Gradient2::default(), g);
     }
 
@@ -418,7 +420,71 @@ mod tests {
         for _ in 0..50 {
             assert_eq!(g.update(&s(10, 49)), 100);
         }
-        assert_eq!(g.update(&s(10, 50)), 102, "100 + 0.2 × 10");
+        assert_eq!(g.update(&s(10, 50)), 100, "100 + 0.2 × 4 = 100.8");
+        assert!((g.estimate() - 100.8).abs() < 1e-9);
+    }
+
+    /// The brief's case: from 20 (the default floor) with the short RTT
+    /// twice the long one and the limit in use. Tolerance 1.0 (the plain
+    /// ratio): gradient 0.5, `20 × 0.5 + 4 = 14`, smoothed `20 × 0.8 + 14 ×
+    /// 0.2 = 18.8`, clamped to the floor 20. Tolerance 1.5: gradient 0.75,
+    /// `19`, `19.8`, clamped to 20.
+    #[test]
+    fn defaults_hold_the_floor_when_latency_doubles() {
+        for tolerance in [1.0, 1.5] {
+            let mut g = Gradient2::builder().tolerance(tolerance).build().unwrap();
+            // App-limited: only the long RTT moves.
+            g.update(&s(10, 0));
+            g.update(&s(10, 0));
+            // long = mean(10, 10, 40) = 20 ms, short = 40 ms: ratio 0.5.
+            assert_eq!(g.update(&s(40, 20)), 20);
+            assert_eq!(g.estimate(), 20.0);
+        }
+        // With the floor lowered the arithmetic shows: long = mean(10, 10,
+        // 40) = 20, short = 40 (ratio 0.5), tolerance 1.0: 0.5 → 14 → 18.8.
+        let mut g = Gradient2::builder()
+            .min_limit(1)
+            .tolerance(1.0)
+            .build()
+            .unwrap();
+        g.update(&s(10, 0));
+        g.update(&s(10, 0));
+        g.update(&s(40, 20));
+        assert!((g.estimate() - 18.8).abs() < 1e-9, "{}", g.estimate());
+        assert_eq!(g.limit(), 18);
+    }
+
+    /// Each step of the module table with numbers worked by hand: nine
+    /// app-limited samples of 10 ms (long = 10 ms, the estimate stays 100),
+    /// then one of 20 ms: long = (9 × 10 + 20) / 10 = 11 ms, gradient =
+    /// 1.5 × 11 / 20 = 0.825, new = 100 × 0.825 + 4 = 86.5, estimate =
+    /// 0.8 × 100 + 0.2 × 86.5 = 97.3.
+    #[test]
+    fn one_update_worked_by_hand() {
+        let mut g = Gradient2::builder()
+            .initial_limit(100)
+            .min_limit(1)
+            .build()
+            .unwrap();
+        for _ in 0..9 {
+            assert_eq!(g.update(&s(10, 49)), 100, "49 < 100 / 2: app-limited");
+        }
+        assert!((g.long_rtt.value - 0.010).abs() < 1e-12);
+        assert_eq!(g.update(&s(20, 50)), 97);
+        assert!((g.long_rtt.value - 0.011).abs() < 1e-12);
+        assert!((g.estimate() - 97.3).abs() < 1e-9, "{}", g.estimate());
+        // After the warm-up the long RTT is an EMA with factor 2 / 601; a
+        // sample at the long RTT × 1.5 exactly: gradient 1, + 0.2 × 4.
+        let long = g.long_rtt.value;
+        let f = 2.0 / 601.0;
+        let rtt = Duration::from_secs_f64(0.011);
+        let before = g.estimate();
+        g.update(&Sample::new(Instant::now(), rtt, 100, false));
+        assert!((g.long_rtt.value - (long * (1.0 - f) + 0.011 * f)).abs() < 1e-15);
+        assert!(
+            (g.estimate() - (before + 0.8)).abs() < 1e-9,
+            "gradient 1: + 0.2 × 4"
+        );
     }
 
     #[test]

@@ -1,22 +1,30 @@
 //! `AdaptiveLimiter`: the shared state (limit, backlog, partitions) and the
 //! async shell (`acquire`, `try_acquire`, the permit).
 //!
-//! The current limit is the capacity of a crate [`Semaphore`], resized with
-//! [`Semaphore::set_capacity`] whenever the algorithm moves it, so a
-//! shrink never revokes a held permit and no permit is handed out above the
-//! limit. The semaphore's own FIFO queue is not used: callers that must
-//! wait are queued here, in a backlog that knows about partitions and
-//! releases in FIFO or LIFO order, and take their permit from the
-//! semaphore with `try_acquire` when one is free.
+//! The current limit, the number of permits held and whether anyone
+//! waits live in one atomic word (`state`: the held count in bits 0–30,
+//! the *queued* flag in bit 31, the limit in bits 32–62). Taking a permit
+//! is one compare-and-swap of that word (refused while the flag is set or
+//! the count has reached the limit), returning one is one `fetch_sub`; a
+//! change of the limit rewrites its bits, so a shrink never revokes a held
+//! permit and no permit is handed out while as many as the limit are held.
+//! (The first version resized a crate `Semaphore`; its owned permit, the
+//! separate in-flight counter and a lock on every release cost four times
+//! a plain semaphore's acquire and release, the issue allows 1.5×.)
 //!
-//! Locking: one mutex (`state`) guards the algorithm, the history and the
-//! backlog. Every release takes it (it feeds the algorithm anyway), returns
-//! the semaphore permit and hands free permits to the backlog under it; a
-//! caller that must wait re-checks the semaphore under it before queueing.
-//! So a permit freed while a caller queues is never missed. The fast path
-//! of an acquire (nobody waiting, a permit free) takes no lock. Lock order:
-//! `state`, then the semaphore's queue lock (inside `set_capacity` and a
-//! permit's return); never the other way.
+//! Callers that must wait are queued here, in a backlog that knows about
+//! partitions and releases in FIFO or LIFO order.
+//!
+//! Locking: one mutex (`shared`) guards the algorithm, the history and the
+//! backlog, and is the only place the queued flag and the limit bits
+//! change. A reported release takes it (it feeds the algorithm); an
+//! unreported one (`ignore`) takes it only when the word it decremented
+//! had the queued flag. A caller that must wait sets the flag under the
+//! lock and then re-checks the word: the flag and the release's decrement
+//! are read-modify-writes of the same word, so one of them sees the other
+//! (a release before the flag leaves a permit the re-check takes; a
+//! release after it sees the flag and serves the backlog). The fast path
+//! of an acquire takes no lock.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -30,7 +38,6 @@ use tokio::time::Instant;
 use super::{AcquireError, LimitAlgorithm, Sample, Vegas, Windowed};
 use crate::clock::{Clock, TokioClock};
 use crate::error::{ConfigError, ConfigErrorKind};
-use crate::semaphore::{MAX_PERMITS, OwnedPermit, Semaphore};
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex};
 
@@ -175,9 +182,17 @@ pub struct AdaptiveMetrics {
 /// A caller that must wait joins the backlog and is served in the
 /// configured [`Order`], callers of partitions below their guaranteed share
 /// first. While anyone waits, `try_acquire` and new `acquire`s do not take
-/// a free permit ahead of them. A caller racing a release on another thread
-/// may, rarely, take the permit just returned before a queued caller is
-/// handed it (it then serves that caller when it returns).
+/// a free permit ahead of them: the "callers wait" flag lives in the same
+/// atomic word as the count of permits held, so the lock-free path sees it
+/// in the same step that would take the permit.
+///
+/// # Cost
+///
+/// `try_acquire` is one compare-and-swap and one clock read; `ignore` (or
+/// dropping the permit) one atomic decrement, with the lock only when
+/// callers wait; `success` and `dropped` one clock read and the
+/// algorithm's update under the lock. The two clock reads are most of the
+/// cost beyond a plain semaphore's (`benches/adaptive.rs`).
 ///
 /// # Memory ordering
 ///
@@ -215,21 +230,47 @@ impl<C: Clock> Clone for AdaptiveLimiter<C> {
     }
 }
 
+/// The largest limit an [`AdaptiveLimiter`] enforces, `2^31 − 1`: the
+/// limit and the permits held share one 64-bit atomic word. An
+/// algorithm's answer above it is clamped to it.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(flowguard::adaptive::MAX_LIMIT, 2_147_483_647);
+/// ```
+pub const MAX_LIMIT: usize = (1 << 31) - 1;
+
+/// The held count's bits in the state word.
+const HELD: u64 = (1 << 31) - 1;
+/// Set while callers are queued.
+const QUEUED: u64 = 1 << 31;
+/// Where the limit's bits start.
+const LIMIT_SHIFT: u32 = 32;
+
+fn limit_of(state: u64) -> usize {
+    (state >> LIMIT_SHIFT) as usize
+}
+
+fn held_of(state: u64) -> usize {
+    (state & HELD) as usize
+}
+
 struct Inner<C> {
-    sem: Semaphore,
+    /// The limit, the permits held and the queued flag (module docs).
+    state: AtomicU64,
     clock: C,
     order: Order,
     max_backlog: usize,
     /// Index 0 is the default partition.
     partitions: Box<[PartitionSlot]>,
+    /// Named partitions exist: only then are their `busy` counts kept (the
+    /// default partition alone holds what `state` counts).
+    partitioned: bool,
     bypass: Option<Bypass>,
     hook: Option<Hook>,
-    inflight: AtomicUsize,
-    /// Mirror of `state.backlog.waiting` for the lock-free fast path;
-    /// written under the lock.
-    waiting: AtomicUsize,
     counters: Counters,
-    state: Mutex<Shared>,
+    shared: Mutex<Shared>,
 }
 
 struct PartitionSlot {
@@ -238,10 +279,10 @@ struct PartitionSlot {
     busy: AtomicUsize,
 }
 
+/// Counts bumped outside the lock (`samples` and `drops` are counted in
+/// [`Shared`], under it).
 #[derive(Debug, Default)]
 struct Counters {
-    samples: AtomicU64,
-    drops: AtomicU64,
     ignored: AtomicU64,
     rejections: AtomicU64,
     bypassed: AtomicU64,
@@ -256,6 +297,8 @@ impl Counters {
 struct Shared {
     algorithm: Box<dyn LimitAlgorithm>,
     limit: usize,
+    samples: u64,
+    drops: u64,
     history: VecDeque<LimitChange>,
     history_len: usize,
     changes: u64,
@@ -305,7 +348,6 @@ enum SlotState {
 
 #[derive(Debug)]
 struct Grant {
-    permit: OwnedPermit,
     inflight: usize,
 }
 
@@ -398,23 +440,72 @@ impl Backlog {
 // ---- shared state ------------------------------------------------------------
 
 impl<C: Clock> Inner<C> {
-    /// The lock-free path: a free permit while nobody waits.
+    /// The lock-free path: a free permit while nobody waits. One CAS.
     #[inline]
     fn try_take(&self, partition: usize) -> Option<Grant> {
-        if self.waiting.load(Ordering::Acquire) != 0 {
-            return None;
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            if s & QUEUED != 0 || held_of(s) >= limit_of(s) {
+                return None;
+            }
+            match self
+                .state
+                .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(self.grant(s, partition)),
+                Err(now) => s = now,
+            }
         }
-        let permit = self.sem.try_acquire_owned().ok()?;
-        Some(self.grant(permit, partition))
+    }
+
+    /// Under the lock: a free permit for a queued caller (the queued flag
+    /// does not stop it). Returns the word before.
+    fn take_locked(&self) -> Option<u64> {
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            if held_of(s) >= limit_of(s) {
+                return None;
+            }
+            match self
+                .state
+                .compare_exchange_weak(s, s + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(s),
+                Err(now) => s = now,
+            }
+        }
     }
 
     #[inline]
-    fn grant(&self, permit: OwnedPermit, partition: usize) -> Grant {
-        let inflight = self.inflight.fetch_add(1, Ordering::AcqRel) + 1;
-        self.partitions[partition]
-            .busy
-            .fetch_add(1, Ordering::Relaxed);
-        Grant { permit, inflight }
+    fn grant(&self, before: u64, partition: usize) -> Grant {
+        if self.partitioned {
+            self.partitions[partition]
+                .busy
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Grant {
+            inflight: held_of(before) + 1,
+        }
+    }
+
+    /// Gives a permit back to the word; returns the word before.
+    #[inline]
+    fn give_back(&self, partition: usize) -> u64 {
+        if self.partitioned {
+            self.partitions[partition]
+                .busy
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        self.state.fetch_sub(1, Ordering::AcqRel)
+    }
+
+    /// Permits a partition holds (the default partition alone: all of them).
+    fn busy(&self, partition: usize) -> usize {
+        if self.partitioned {
+            self.partitions[partition].busy.load(Ordering::Relaxed)
+        } else {
+            held_of(self.state.load(Ordering::Acquire))
+        }
     }
 
     /// Under the lock: the partition whose caller is served next. Callers
@@ -426,7 +517,7 @@ impl<C: Clock> Inner<C> {
             let Some(seq) = st.backlog.next_seq_of(p, self.order) else {
                 continue;
             };
-            let under = slot.busy.load(Ordering::Relaxed) < guaranteed(slot.share, st.limit);
+            let under = self.busy(p) < guaranteed(slot.share, st.limit);
             let better = match best {
                 None => true,
                 Some((b_under, b_seq, _)) => {
@@ -445,17 +536,20 @@ impl<C: Clock> Inner<C> {
         best.map(|(_, _, p)| p)
     }
 
-    /// Under the lock: hands free permits to waiting callers.
+    /// Under the lock: hands free permits to waiting callers, then clears
+    /// the queued flag if nobody is left waiting.
     fn dispense(&self, st: &mut Shared, wakers: &mut Vec<Waker>) {
         while st.backlog.waiting > 0 {
             let Some(p) = self.pick(st) else { break };
-            let Ok(permit) = self.sem.try_acquire_owned() else {
+            let Some(before) = self.take_locked() else {
                 break;
             };
             let Some(index) = st.backlog.pop(p, self.order) else {
+                // `pick` only names a partition with a caller queued.
+                self.state.fetch_sub(1, Ordering::AcqRel);
                 break;
             };
-            let grant = self.grant(permit, p);
+            let grant = self.grant(before, p);
             let slot = &mut st.backlog.slots[index];
             if let SlotState::Waiting(w) =
                 std::mem::replace(&mut slot.state, SlotState::Granted(grant))
@@ -463,32 +557,32 @@ impl<C: Clock> Inner<C> {
                 wakers.push(w);
             }
         }
-        self.waiting.store(st.backlog.waiting, Ordering::Release);
+        self.sync_queued(st);
     }
 
-    /// Returns a held permit, feeding its outcome (`Some(dropped)`) to the
-    /// algorithm, and serves the backlog.
-    fn release(&self, held: Held, outcome: Option<bool>) {
-        let now = outcome.map(|_| self.clock.now());
+    /// Under the lock: clears the queued flag once nobody waits.
+    fn sync_queued(&self, st: &Shared) {
+        if st.backlog.waiting == 0 {
+            self.state.fetch_and(!QUEUED, Ordering::AcqRel);
+        }
+    }
+
+    /// Returns a permit with a report: feeds the sample to the algorithm,
+    /// then gives the permit back and serves the backlog, under the lock.
+    fn release_reported(&self, held: Held, dropped: bool) {
+        let now = self.clock.now();
+        let rtt = now.saturating_duration_since(held.start);
+        let sample = Sample::new(held.start, rtt, held.inflight, dropped);
         let mut wakers = Vec::new();
         let change = {
-            let mut st = self.state.lock();
-            let change = match (outcome, now) {
-                (Some(dropped), Some(now)) => {
-                    Counters::bump(&self.counters.samples);
-                    if dropped {
-                        Counters::bump(&self.counters.drops);
-                    }
-                    let rtt = now.saturating_duration_since(held.start);
-                    let sample = Sample::new(held.start, rtt, held.inflight, dropped);
-                    self.record_locked(&mut st, &sample, now)
-                }
-                _ => {
-                    Counters::bump(&self.counters.ignored);
-                    None
-                }
-            };
-            self.return_locked(&mut st, held.permit, held.partition, &mut wakers);
+            let mut st = self.shared.lock();
+            st.samples += 1;
+            st.drops += u64::from(dropped);
+            let change = self.record_locked(&mut st, &sample, now);
+            self.give_back(held.partition);
+            if st.backlog.waiting > 0 {
+                self.dispense(&mut st, &mut wakers);
+            }
             change
         };
         for w in wakers {
@@ -502,35 +596,46 @@ impl<C: Clock> Inner<C> {
         }
     }
 
-    /// Under the lock: gives back a permit and serves the backlog.
-    fn return_locked(
-        &self,
-        st: &mut Shared,
-        permit: OwnedPermit,
-        partition: usize,
-        wakers: &mut Vec<Waker>,
-    ) {
-        self.inflight.fetch_sub(1, Ordering::AcqRel);
-        self.partitions[partition]
-            .busy
-            .fetch_sub(1, Ordering::Relaxed);
-        drop(permit);
-        if st.backlog.waiting > 0 {
-            self.dispense(st, wakers);
+    /// Returns a permit without a report: no lock unless callers wait.
+    #[inline]
+    fn release_unreported(&self, partition: usize) {
+        Counters::bump(&self.counters.ignored);
+        if self.give_back(partition) & QUEUED != 0 {
+            self.serve_backlog();
+        }
+    }
+
+    #[cold]
+    fn serve_backlog(&self) {
+        let mut wakers = Vec::new();
+        {
+            let mut st = self.shared.lock();
+            self.dispense(&mut st, &mut wakers);
+        }
+        for w in wakers {
+            w.wake();
         }
     }
 
     /// Under the lock: feeds the algorithm; applies a new limit to the
-    /// semaphore and the history.
+    /// state word and the history.
     fn record_locked(&self, st: &mut Shared, sample: &Sample, now: Instant) -> Option<LimitChange> {
-        let to = st.algorithm.update(sample).clamp(1, MAX_PERMITS);
+        let to = st.algorithm.update(sample).clamp(1, MAX_LIMIT);
         let from = st.limit;
         if to == from {
             return None;
         }
         st.limit = to;
-        // `to <= MAX_PERMITS`, the one refusal `set_capacity` has.
-        let _ = self.sem.set_capacity(to);
+        // Only the lock holder writes the limit's bits, and the held count
+        // never carries into them (it stays below 2^31): adding the
+        // difference is exact.
+        if to > from {
+            self.state
+                .fetch_add(((to - from) as u64) << LIMIT_SHIFT, Ordering::AcqRel);
+        } else {
+            self.state
+                .fetch_sub(((from - to) as u64) << LIMIT_SHIFT, Ordering::AcqRel);
+        }
         st.changes += 1;
         let change = LimitChange {
             at: now,
@@ -555,12 +660,12 @@ impl<C: Clock> Inner<C> {
         partition: usize,
         cx: &mut Context<'_>,
     ) -> Result<Result<Grant, Key>, AcquireError> {
-        let mut st = self.state.lock();
+        let mut st = self.shared.lock();
         if st.backlog.waiting == 0 {
             // Re-checked under the lock: a release since the fast path
-            // returned its permit to the semaphore, and nobody is ahead.
-            if let Ok(permit) = self.sem.try_acquire_owned() {
-                return Ok(Ok(self.grant(permit, partition)));
+            // returned its permit, and nobody is ahead.
+            if let Some(before) = self.take_locked() {
+                return Ok(Ok(self.grant(before, partition)));
             }
         }
         if st.backlog.waiting >= self.max_backlog {
@@ -569,8 +674,10 @@ impl<C: Clock> Inner<C> {
             return Err(AcquireError::BacklogFull);
         }
         let key = st.backlog.push(partition, cx.waker().clone());
+        // Set the flag, then re-check the word (module docs): a permit
+        // returned before the flag was set is handed out now.
+        self.state.fetch_or(QUEUED, Ordering::AcqRel);
         let mut wakers = Vec::new();
-        // A permit a racing fast path left free is handed out now.
         self.dispense(&mut st, &mut wakers);
         let mine = match st.backlog.slot_mut(key).map(|s| &s.state) {
             Some(SlotState::Granted(_)) => st.backlog.remove(key),
@@ -587,7 +694,7 @@ impl<C: Clock> Inner<C> {
 
     /// A queued caller's future polled again.
     fn poll_queued(&self, key: Key, cx: &mut Context<'_>) -> Poll<Option<Grant>> {
-        let mut st = self.state.lock();
+        let mut st = self.shared.lock();
         let Some(slot) = st.backlog.slot_mut(key) else {
             return Poll::Ready(None);
         };
@@ -608,12 +715,12 @@ impl<C: Clock> Inner<C> {
     fn cancel(&self, key: Key) {
         let mut wakers = Vec::new();
         {
-            let mut st = self.state.lock();
+            let mut st = self.shared.lock();
             let partition = st.backlog.slot_mut(key).map(|s| s.partition);
-            if let (Some(grant), Some(p)) = (st.backlog.remove(key), partition) {
-                self.return_locked(&mut st, grant.permit, p, &mut wakers);
+            if let (Some(_grant), Some(p)) = (st.backlog.remove(key), partition) {
+                self.give_back(p);
             }
-            self.waiting.store(st.backlog.waiting, Ordering::Release);
+            self.dispense(&mut st, &mut wakers);
         }
         for w in wakers {
             w.wake();
@@ -800,23 +907,24 @@ impl AdaptiveLimiterBuilder {
                 busy: AtomicUsize::new(0),
             })
             .collect();
-        let limit = self.algorithm.limit().clamp(1, MAX_PERMITS);
+        let limit = self.algorithm.limit().clamp(1, MAX_LIMIT);
         let n = partitions.len();
         Ok(AdaptiveLimiter {
             inner: Arc::new(Inner {
-                sem: Semaphore::new(limit),
+                state: AtomicU64::new((limit as u64) << LIMIT_SHIFT),
                 clock,
                 order: self.order,
                 max_backlog: self.max_backlog,
                 partitions,
+                partitioned: n > 1,
                 bypass: self.bypass,
                 hook: self.hook,
-                inflight: AtomicUsize::new(0),
-                waiting: AtomicUsize::new(0),
                 counters: Counters::default(),
-                state: Mutex::new(Shared {
+                shared: Mutex::new(Shared {
                     algorithm: self.algorithm,
                     limit,
+                    samples: 0,
+                    drops: 0,
                     history: VecDeque::new(),
                     history_len: self.history,
                     changes: 0,
@@ -911,12 +1019,12 @@ impl<C: Clock> AdaptiveLimiter<C> {
 
     /// The current limit (one atomic load).
     pub fn limit(&self) -> usize {
-        self.inner.sem.capacity()
+        limit_of(self.inner.state.load(Ordering::Acquire))
     }
 
     /// Permits held now (one atomic load).
     pub fn inflight(&self) -> usize {
-        self.inner.inflight.load(Ordering::Acquire)
+        held_of(self.inner.state.load(Ordering::Acquire))
     }
 
     /// Takes a permit if one is free and nobody waits; sheds the call
@@ -1054,24 +1162,25 @@ impl<C: Clock> AdaptiveLimiter<C> {
         let inner = &*self.inner;
         let c = &inner.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let st = inner.state.lock();
+        let st = inner.shared.lock();
         let partitions = inner
             .partitions
             .iter()
+            .enumerate()
             .zip(&st.backlog.queues)
-            .map(|(p, q)| PartitionMetrics {
+            .map(|((i, p), q)| PartitionMetrics {
                 name: p.name.to_string(),
-                inflight: p.busy.load(Ordering::Relaxed),
+                inflight: inner.busy(i),
                 guaranteed: guaranteed(p.share, st.limit),
                 waiting: q.len(),
             })
             .collect();
         AdaptiveMetrics {
             limit: st.limit,
-            inflight: inner.inflight.load(Ordering::Acquire),
+            inflight: held_of(inner.state.load(Ordering::Acquire)),
             waiting: st.backlog.waiting,
-            samples: l(&c.samples),
-            drops: l(&c.drops),
+            samples: st.samples,
+            drops: st.drops,
             ignored: l(&c.ignored),
             rejections: l(&c.rejections),
             bypassed: l(&c.bypassed),
@@ -1084,7 +1193,6 @@ impl<C: Clock> AdaptiveLimiter<C> {
         Permit {
             inner: self.inner.clone(),
             held: Some(Held {
-                permit: g.permit,
                 partition: self.partition,
                 start: self.inner.clock.now(),
                 inflight: g.inflight,
@@ -1182,7 +1290,6 @@ impl<C: Clock> Drop for Acquire<'_, C> {
 // ---- the permit --------------------------------------------------------------
 
 struct Held {
-    permit: OwnedPermit,
     partition: usize,
     start: Instant,
     inflight: usize,
@@ -1261,9 +1368,13 @@ impl<C: Clock> Permit<C> {
         self.held.is_none()
     }
 
+    #[inline]
     fn finish(&mut self, outcome: Option<bool>) {
         if let Some(held) = self.held.take() {
-            self.inner.release(held, outcome);
+            match outcome {
+                Some(dropped) => self.inner.release_reported(held, dropped),
+                None => self.inner.release_unreported(held.partition),
+            }
         }
     }
 }
@@ -1294,7 +1405,52 @@ mod tests {
         assert_eq!(guaranteed(1.0 - 0.7, 20), 6, "0.30000000000000004 × 20");
         assert_eq!(guaranteed(0.25, 10), 3, "⌈2.5⌉");
         assert_eq!(guaranteed(0.01, 10), 1, "at least one");
-        assert_eq!(guaranteed(1.0, MAX_PERMITS), MAX_PERMITS);
+        assert_eq!(guaranteed(1.0, MAX_LIMIT), MAX_LIMIT);
+    }
+
+    /// Answers whatever it is told to, to drive the limit's bits.
+    #[derive(Debug)]
+    struct Told(std::sync::Arc<AtomicUsize>);
+
+    impl LimitAlgorithm for Told {
+        fn limit(&self) -> usize {
+            self.0.load(Ordering::Relaxed)
+        }
+        fn update(&mut self, _: &Sample) -> usize {
+            self.0.load(Ordering::Relaxed)
+        }
+        fn bounds(&self) -> (usize, usize) {
+            (1, usize::MAX)
+        }
+    }
+
+    /// The limit's bits and the held count share one word: answers above
+    /// `MAX_LIMIT` are clamped, a shrink below the held count leaves the
+    /// count alone, and growing back from there is exact.
+    #[test]
+    fn the_state_word_keeps_limit_and_count_apart() {
+        let told = std::sync::Arc::new(AtomicUsize::new(usize::MAX));
+        let l = AdaptiveLimiter::builder()
+            .algorithm(Told(told.clone()))
+            .build_with_clock(crate::clock::ManualClock::new())
+            .unwrap();
+        assert_eq!((l.limit(), l.inflight()), (MAX_LIMIT, 0));
+        let held: Vec<_> = (0..3).map(|_| l.try_acquire().unwrap()).collect();
+        assert_eq!(held[2].inflight_at_start(), 3);
+        told.store(1, Ordering::Relaxed);
+        l.try_acquire().unwrap().success(); // taken with 4 held; 4 → limit 1
+        assert_eq!((l.limit(), l.inflight()), (1, 3));
+        assert!(l.try_acquire().is_err());
+        told.store(5, Ordering::Relaxed);
+        let mut held = held.into_iter();
+        held.next().unwrap().success(); // the limit grows back to 5
+        assert_eq!((l.limit(), l.inflight()), (5, 2));
+        let more: Vec<_> = (0..3).map(|_| l.try_acquire().unwrap()).collect();
+        assert!(l.try_acquire().is_err(), "5 held of 5");
+        drop((held, more));
+        assert_eq!((l.limit(), l.inflight()), (5, 0));
+        let m = l.metrics();
+        assert_eq!((m.samples, m.ignored, m.history.len()), (2, 5, 2));
     }
 
     #[test]

@@ -25,10 +25,10 @@
 //!
 //! # The limiter
 //!
-//! [`AdaptiveLimiter`] enforces the current limit as the capacity of a
-//! crate [`Semaphore`](crate::semaphore::Semaphore), resized live: a shrink
-//! never revokes a held permit, and no permit is handed out while as many
-//! as the limit are held. A request takes a [`Permit`] with
+//! [`AdaptiveLimiter`] enforces the current limit, changed live, with one
+//! atomic word (the limit and the permits held; a permit is one
+//! compare-and-swap): a shrink never revokes a held permit, and no permit
+//! is handed out while as many as the limit are held. A request takes a [`Permit`] with
 //! [`try_acquire`](AdaptiveLimiter::try_acquire) (shed at once when the
 //! limit is reached) or [`acquire`](AdaptiveLimiter::acquire) (wait in a
 //! bounded backlog, [FIFO or LIFO](Order); also with a timeout), and
@@ -170,8 +170,8 @@ pub use self::aimd::{Aimd, AimdBuilder};
 pub use self::error::AcquireError;
 pub use self::gradient::{Gradient2, Gradient2Builder, QueueSize};
 pub use self::limiter::{
-    Acquire, AdaptiveLimiter, AdaptiveLimiterBuilder, AdaptiveMetrics, LimitChange, Order,
-    PartitionMetrics, Permit,
+    Acquire, AdaptiveLimiter, AdaptiveLimiterBuilder, AdaptiveMetrics, LimitChange, MAX_LIMIT,
+    Order, PartitionMetrics, Permit,
 };
 pub use self::vegas::{Vegas, VegasBuilder};
 pub use self::windowed::{Windowed, WindowedBuilder};
@@ -222,7 +222,7 @@ impl Sample {
 /// whatever the samples (zero RTTs, enormous ones, any `inflight`), and
 /// must not read a clock: time comes in the samples. The
 /// [`AdaptiveLimiter`] calls `update` under its lock, once per reported
-/// request, and clamps the answer to `1..=`[`MAX_PERMITS`].
+/// request, and clamps the answer to `1..=`[`MAX_LIMIT`].
 ///
 /// # Examples
 ///

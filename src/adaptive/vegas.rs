@@ -36,13 +36,13 @@
 //! between 100 and 999).
 //!
 //! Defaults as Netflix's: initial 20, max 1000, smoothing 1.0 (none), alpha
-//! 3·log, beta 6·log, probe multiplier 30; min 1 (Netflix has no floor but 1).
+//! 3·log, beta 6·log, threshold log, increase `+ log`, decrease `− log`,
+//! probe multiplier 30 with a jitter in `[0.5, 1)`; min 1 (Netflix has no
+//! floor but 1). `log` is Netflix's `Log10RootFunction`: `max(1, ⌊log10
+//! limit⌋)`, so the steps are never 0.
 //!
 //! Where this differs, deliberately:
 //!
-//! * **`log` is at least 1.** Netflix takes `⌊log10 limit⌋` with a floor of
-//!   0, so below a limit of 10 alpha, beta, threshold and every step are 0
-//!   and the limit can never move again. Here the steps are at least 1.
 //! * **A drop never sets `rtt_noload`.** Netflix checks for a new minimum
 //!   before it looks at the drop, so a request that failed fast (a 503 in
 //!   a millisecond) becomes the "no-load latency", the queue estimate
@@ -521,6 +521,56 @@ mod tests {
         );
     }
 
+    /// Netflix's `Log10RootFunction` table for 0..1000, `max(1, (int)
+    /// log10(i))`, and its formula above.
+    #[test]
+    fn log_step_matches_log10_root_table() {
+        for i in 0..=100_000usize {
+            let float = if i == 0 {
+                0
+            } else {
+                (i as f64).log10() as usize
+            };
+            assert_eq!(log10_step(i), float.max(1), "{i}");
+        }
+    }
+
+    /// A probe comes after `⌈jitter × 30 × estimate⌉` samples, drops
+    /// counted; one that shows no queue takes its RTT at once and draws a
+    /// new jitter.
+    #[test]
+    fn probe_interval_is_jitter_times_30_times_the_estimate() {
+        let mut v = vegas().build().unwrap();
+        let j = v.probe_jitter;
+        assert!((0.5..1.0).contains(&j));
+        let due = (j * 30.0 * 20.0).ceil() as u64;
+        v.update(&s(100, 1, false)); // sample 1: rtt_noload = 100 ms
+        for n in 2..due {
+            // App-limited samples (1 × 2 < 20) count too.
+            v.update(&s(100, 1, false));
+            assert_eq!(v.probe_count, n, "no probe before {due}");
+        }
+        // The probe's sample shows no queue: taken at once, count reset.
+        v.update(&s(100, 1, false));
+        assert_eq!((v.probe_count, v.limit()), (0, 20));
+        assert!(!v.is_probing());
+        assert_ne!(v.probe_jitter, j, "a new jitter (same seed, next draw)");
+        let mut v = vegas().build().unwrap();
+        let due = (v.probe_jitter * 30.0 * 20.0).ceil() as u64;
+        v.update(&s(100, 1, false));
+        for _ in 2..due {
+            v.update(&s(100, 1, false));
+        }
+        assert_eq!(v.probe_count, due - 1);
+        v.update(&s(120, 1, false)); // due: knee ⌊20 × 100/120⌋ = 16 < 20: drain
+        assert!(v.is_probing());
+        assert_eq!(v.limit(), 16);
+        v.update(&s(120, 16, false)); // started with 16 in flight: measured
+        assert!(!v.is_probing());
+        assert_eq!(v.rtt_noload(), Some(Duration::from_millis(120)));
+        assert_eq!((v.limit(), v.probe_count), (20, 0));
+    }
+
     /// Netflix's `VegasLimitTest` scenarios: increase with no queue, a
     /// small step with a little queue, decrease past beta, hold in the
     /// sweet spot, decrease on drop, no growth while app-limited.
@@ -563,7 +613,8 @@ mod tests {
 
     #[test]
     fn small_limits_still_move() {
-        // Netflix's floor-0 log would freeze these at 3.
+        // `log` is at least 1 (Netflix's `Log10RootFunction`), so a
+        // limit under 10 still moves.
         let mut v = vegas().initial_limit(3).without_probe().build().unwrap();
         v.update(&s(10, 3, false));
         assert_eq!(v.update(&s(10, 3, false)), 9);

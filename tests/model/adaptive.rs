@@ -289,7 +289,7 @@ impl Reference for AimdRef {
     fn update(&mut self, s: &Sample) -> usize {
         let mut l = self.limit;
         if s.dropped || s.rtt > self.timeout {
-            l = (l as f64 * self.ratio).floor() as usize;
+            l = ((l as f64 * self.ratio).floor() as usize).min(l - 1);
         } else if 2 * s.inflight >= l {
             l += 1;
         }
