@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use super::core::{Admission, BatchId, Cache, CacheEviction, Collector};
 use super::error::{LoadError, LoadErrorKind};
+use crate::histogram::{HistogramSnapshot, Recorder};
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex, StdArc};
 use crate::{ConfigError, ConfigErrorKind};
@@ -169,6 +170,10 @@ struct Shared<K, V, E> {
     config: Config,
     slots: Option<BatchSlots>,
     counters: Counters,
+    /// Keys per batch call.
+    batch_size: Recorder,
+    /// Time each batch call took, from dispatch to its answer.
+    batch_latency: Recorder,
     #[cfg(not(loom))]
     runtime: Option<tokio::runtime::Handle>,
 }
@@ -289,6 +294,14 @@ pub struct LoaderMetrics {
     pub cache_evictions: u64,
     /// Cache entries dropped because their [time to live](LoaderBuilder::cache_ttl) ran out.
     pub cache_expirations: u64,
+    /// Keys per batch call (after de-duplication), one value per batch
+    /// dispatched. Empty when built with
+    /// [`histograms(false)`](LoaderBuilder::histograms).
+    pub batch_size: HistogramSnapshot,
+    /// How long batch calls took, from dispatch to answer (nanoseconds),
+    /// of the batches that answered (not those that panicked or were cut
+    /// off by a runtime shutdown).
+    pub batch_latency: HistogramSnapshot,
 }
 
 impl LoaderMetrics {
@@ -335,6 +348,7 @@ pub struct LoaderBuilder<K, V, E> {
     cache_eviction: Option<CacheEviction>,
     cache_ttl: Option<Duration>,
     cache_key: Option<CacheKeyFn<K>>,
+    histograms: bool,
 }
 
 impl<K, V, E> fmt::Debug for LoaderBuilder<K, V, E> {
@@ -371,6 +385,7 @@ where
             cache_eviction: None,
             cache_ttl: None,
             cache_key: None,
+            histograms: true,
         }
     }
 
@@ -383,6 +398,14 @@ where
     /// See [`LoadError`].
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Whether to keep the [`batch_size`](LoaderMetrics::batch_size) and
+    /// [`batch_latency`](LoaderMetrics::batch_latency) histograms (default
+    /// on). Off, a batch reads no clock for them.
+    pub fn histograms(mut self, on: bool) -> Self {
+        self.histograms = on;
         self
     }
 
@@ -653,6 +676,8 @@ where
                 slots: config.max_concurrent_batches.map(BatchSlots::new),
                 config,
                 counters: Counters::default(),
+                batch_size: Recorder::new(self.histograms),
+                batch_latency: Recorder::new(self.histograms),
                 #[cfg(not(loom))]
                 runtime: tokio::runtime::Handle::try_current().ok(),
             }),
@@ -1048,6 +1073,8 @@ where
             cache_entries,
             cache_evictions,
             cache_expirations,
+            batch_size: self.shared.batch_size.snapshot(),
+            batch_latency: self.shared.batch_latency.snapshot(),
         }
     }
 }
@@ -1272,7 +1299,15 @@ where
     c.in_flight_batches.fetch_add(1, Ordering::Relaxed);
     guard.in_flight = true;
     tracing::debug!(loader = %shared.config.name, batch = id, keys = n, "batch dispatched");
+    shared.batch_size.record(n as u64);
+    let started = shared
+        .batch_latency
+        .enabled()
+        .then(tokio::time::Instant::now);
     let answer = (shared.batch_fn)(keys).await;
+    if let Some(started) = started {
+        shared.batch_latency.record_duration(started.elapsed());
+    }
     let keys = guard.keys.take().unwrap_or_default();
     guard.done = true;
     c.in_flight_batches.fetch_sub(1, Ordering::Relaxed);

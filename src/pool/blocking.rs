@@ -100,6 +100,14 @@ impl BlockingPoolBuilder {
         self
     }
 
+    /// Whether to keep the wait and run-time histograms of
+    /// [`PoolMetrics`](super::PoolMetrics) (default on). Off, starting and
+    /// ending a task reads no clock.
+    pub fn histograms(mut self, on: bool) -> Self {
+        self.config.histograms = on;
+        self
+    }
+
     /// Ages queued calls: each gains one priority level for every `n` calls
     /// started from the queue while it waits (at least 1). Default: strict
     /// priorities (see [the module docs](super#priorities)).
@@ -125,7 +133,7 @@ impl BlockingPoolBuilder {
         self.config.validate()?;
         let runtime = runtime_or_current("blocking_pool", self.runtime)?;
         let c = self.config;
-        let dispatch = Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name);
+        let dispatch = Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name, c.histograms);
         dispatch.set_priority_aging(c.priority_aging);
         Ok(BlockingPool {
             inner: Arc::new(BlockingInner {

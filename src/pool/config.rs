@@ -19,6 +19,8 @@ pub(crate) struct PoolConfig {
     pub(crate) name: String,
     /// Starts per priority level a queued task gains (`None`: strict).
     pub(crate) priority_aging: Option<usize>,
+    /// Whether the wait and run-time histograms are kept.
+    pub(crate) histograms: bool,
 }
 
 impl PoolConfig {
@@ -30,6 +32,7 @@ impl PoolConfig {
             timeout: None,
             name: component.to_owned(),
             priority_aging: None,
+            histograms: true,
         }
     }
 

@@ -150,6 +150,14 @@ impl CpuPoolBuilder {
         self
     }
 
+    /// Whether to keep the wait and run-time histograms of
+    /// [`PoolMetrics`](super::PoolMetrics) (default on). Off, starting and
+    /// ending a task reads no clock.
+    pub fn histograms(mut self, on: bool) -> Self {
+        self.config.histograms = on;
+        self
+    }
+
     /// How long a caller waits for a started closure before its handle
     /// resolves to [`TaskError::TimedOut`], counted from when the closure
     /// starts on a thread (not from submission).
@@ -269,7 +277,7 @@ impl CpuPoolBuilder {
                 }
             }
         }
-        let dispatch = Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name);
+        let dispatch = Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name, c.histograms);
         dispatch.set_priority_aging(c.priority_aging);
         Ok(CpuPool {
             inner: Arc::new(CpuInner {

@@ -102,11 +102,12 @@ pub const DEFAULT_PRIORITY: i32 = queue::DEFAULT_PRIORITY;
 pub use task::TaskHandle;
 pub use worker::{Iter, Map, WorkerPool, WorkerPoolBuilder};
 
+use crate::histogram::HistogramSnapshot;
 use crate::sync::atomic::Ordering::Relaxed;
 use dispatch::Dispatcher;
 
 /// A snapshot of a pool's load and lifetime counts.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct PoolMetrics {
     /// Tasks running now.
@@ -133,6 +134,16 @@ pub struct PoolMetrics {
     /// `running / max_concurrency`, from 0.0 to 1.0 (above 1.0 briefly after
     /// a shrink).
     pub utilisation: f64,
+    /// How long submitters waited for queue room (nanoseconds; only the
+    /// `submit` calls that had to wait: those admitted at once read no
+    /// clock). See [`SemaphoreMetrics::wait`](crate::semaphore::SemaphoreMetrics::wait).
+    pub submit_wait: HistogramSnapshot,
+    /// How long admitted tasks waited in the queue for a run slot
+    /// (nanoseconds; only tasks that queued).
+    pub queue_wait: HistogramSnapshot,
+    /// How long tasks ran, from start to end (nanoseconds): completed,
+    /// failed, timed out or aborted while running.
+    pub run_time: HistogramSnapshot,
 }
 
 impl PoolMetrics {
@@ -153,6 +164,9 @@ impl PoolMetrics {
             cancelled: c.cancelled.load(Relaxed),
             rejected: c.rejected.load(Relaxed),
             utilisation: load.running as f64 / load.max_concurrency as f64,
+            submit_wait: d.admit.metrics().wait,
+            queue_wait: d.queue_wait.snapshot(),
+            run_time: d.run_time.snapshot(),
         }
     }
 }

@@ -117,6 +117,14 @@ impl WorkerPoolBuilder {
         self
     }
 
+    /// Whether to keep the wait and run-time histograms of
+    /// [`PoolMetrics`](super::PoolMetrics) (default on). Off, starting and
+    /// ending a task reads no clock.
+    pub fn histograms(mut self, on: bool) -> Self {
+        self.config.histograms = on;
+        self
+    }
+
     /// Ages queued tasks: each gains one priority level for every `n` tasks
     /// started from the queue while it waits (at least 1), so low-priority
     /// work cannot starve. Default: strict priorities (see
@@ -143,7 +151,7 @@ impl WorkerPoolBuilder {
         self.config.validate()?;
         let runtime = runtime_or_current("worker_pool", self.runtime)?;
         let c = self.config;
-        let dispatch = Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name);
+        let dispatch = Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name, c.histograms);
         dispatch.set_priority_aging(c.priority_aging);
         Ok(WorkerPool {
             inner: Arc::new(WorkerInner {

@@ -16,6 +16,7 @@ use super::quota::Quota;
 #[cfg(not(loom))]
 use crate::clock::tokio_wake_at;
 use crate::clock::{Clock, Moved, TokioClock};
+use crate::histogram::{HistogramSnapshot, Recorder};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex};
 
@@ -110,6 +111,8 @@ struct Inner<C> {
     waiters: Mutex<Waiters>,
     origin: Instant,
     clock: C,
+    /// Time queued, of the `acquire`s that had to wait.
+    wait: Recorder,
 }
 
 #[derive(Debug, Default)]
@@ -141,7 +144,7 @@ struct Waiter {
 /// assert!(s.next_token_at.is_some());
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RateSnapshot {
     /// Whole tokens available now (ignoring queued waiters).
@@ -156,6 +159,10 @@ pub struct RateSnapshot {
     pub burst: u32,
     /// The quota's emission interval.
     pub emission_interval: Duration,
+    /// How long the `acquire` calls that had to queue waited for their
+    /// tokens (nanoseconds, on the limiter's clock); calls served at once
+    /// and calls that gave up are not in it.
+    pub wait: HistogramSnapshot,
 }
 
 enum Fast {
@@ -213,8 +220,31 @@ impl<C: Clock> RateLimiter<C> {
                 waiters: Mutex::new(Waiters::default()),
                 origin,
                 clock,
+                wait: Recorder::new(true),
             }),
         }
+    }
+
+    /// Keeps the [`wait`](RateSnapshot::wait) histogram (the default) or
+    /// not; off, a queued `acquire` reads the clock no more than it needs
+    /// to wait. Chain it on the constructor: a limiter that already has
+    /// clones keeps its setting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::rate::{Quota, RateLimiter};
+    ///
+    /// let limiter = RateLimiter::new(Quota::per_second(10).unwrap()).histograms(false);
+    /// assert_eq!(limiter.snapshot().wait.count(), 0);
+    /// ```
+    pub fn histograms(mut self, on: bool) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            if inner.wait.enabled() != on {
+                inner.wait = Recorder::new(on);
+            }
+        }
+        self
     }
 
     /// Takes `n` tokens now, or says when to come back. Never waits.
@@ -320,6 +350,7 @@ impl<C: Clock> RateLimiter<C> {
             deadline: None,
             sleep: None,
             moved: None,
+            since: None,
         }
     }
 
@@ -400,6 +431,7 @@ impl<C: Clock> RateLimiter<C> {
             deadline: by_hand.then_some(deadline),
             sleep: None,
             moved: None,
+            since: inner.wait.enabled().then(|| inner.clock.now()),
         };
         if by_hand {
             return fut.await;
@@ -598,6 +630,7 @@ impl<C: Clock> RateLimiter<C> {
             queued_tokens: w.queued_tokens,
             burst: g.burst,
             emission_interval: Duration::from_nanos(g.t),
+            wait: inner.wait.snapshot(),
         }
     }
 }
@@ -958,6 +991,8 @@ pub struct Acquire<'a, C: Clock = TokioClock> {
     /// On a clock moved by hand: made before each check, so that a move
     /// after the check wakes us.
     moved: Option<Moved<'a>>,
+    /// When it queued, if the wait histogram is on.
+    since: Option<Instant>,
 }
 
 impl<'a, C: Clock> Future for Acquire<'a, C> {
@@ -980,7 +1015,10 @@ impl<'a, C: Clock> Future for Acquire<'a, C> {
                         this.state = AcqState::Done;
                         return Poll::Ready(Ok(()));
                     }
-                    Ok(Some(id)) => this.state = AcqState::Queued(id),
+                    Ok(Some(id)) => {
+                        this.state = AcqState::Queued(id);
+                        this.since = inner.wait.enabled().then(|| inner.clock.now());
+                    }
                     Err(e) => {
                         this.state = AcqState::Done;
                         return Poll::Ready(Err(e));
@@ -993,6 +1031,12 @@ impl<'a, C: Clock> Future for Acquire<'a, C> {
                     }
                     let at = match inner.poll_queued(id, this.n, cx.waker()) {
                         Queued::Done(res) => {
+                            if let (Some(since), Ok(())) = (this.since.take(), &res) {
+                                let now = inner.clock.now();
+                                inner
+                                    .wait
+                                    .record_duration(now.saturating_duration_since(since));
+                            }
                             this.state = AcqState::Done;
                             this.sleep = None;
                             this.moved = None;

@@ -98,6 +98,7 @@ pub enum QueueOrder {
 }
 
 use self::core::{Failure, WaitQueue, WaiterKey, WakeList};
+use crate::histogram::{HistogramSnapshot, Recorder};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex};
 use crate::{ConfigError, ConfigErrorKind};
@@ -127,6 +128,8 @@ struct Inner {
     capacity: AtomicUsize,
     waiters: AtomicUsize,
     queue: Mutex<WaitQueue>,
+    /// Time queued, of the acquires that had to queue.
+    wait: Recorder,
 }
 
 /// A fair, weighted, resizable async semaphore. Clones share one semaphore.
@@ -179,7 +182,7 @@ pub struct Semaphore {
 }
 
 /// A point-in-time view of a [`Semaphore`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SemaphoreMetrics {
     /// The configured number of permits.
@@ -190,6 +193,12 @@ pub struct SemaphoreMetrics {
     pub waiters: usize,
     /// Whether [`Semaphore::close`] was called.
     pub closed: bool,
+    /// How long acquires that had to queue waited for their permits
+    /// (nanoseconds), from queueing to being granted. Acquires served at
+    /// once are not in it (they read no clock), nor are those that failed
+    /// or were dropped. Empty when built with
+    /// [`histograms(false)`](SemaphoreBuilder::histograms).
+    pub wait: HistogramSnapshot,
 }
 
 impl Semaphore {
@@ -200,16 +209,18 @@ impl Semaphore {
             capacity: None,
             queue_limit: None,
             order: QueueOrder::OldestFirst,
+            histograms: true,
         }
     }
 
-    fn with_queue(capacity: usize, queue: WaitQueue) -> Self {
+    fn with_queue(capacity: usize, queue: WaitQueue, histograms: bool) -> Self {
         Self {
             inner: Arc::new(Inner {
                 state: AtomicUsize::new(capacity << SHIFT),
                 capacity: AtomicUsize::new(capacity),
                 waiters: AtomicUsize::new(0),
                 queue: Mutex::new(queue),
+                wait: Recorder::new(histograms),
             }),
         }
     }
@@ -227,7 +238,13 @@ impl Semaphore {
     /// ```
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.min(MAX_PERMITS);
-        Self::with_queue(capacity, WaitQueue::new(capacity))
+        Self::with_queue(capacity, WaitQueue::new(capacity), true)
+    }
+
+    /// [`new`](Self::new) with the wait histogram on or off.
+    pub(crate) fn with_histograms(capacity: usize, histograms: bool) -> Self {
+        let capacity = capacity.min(MAX_PERMITS);
+        Self::with_queue(capacity, WaitQueue::new(capacity), histograms)
     }
 
     /// Creates a semaphore with `capacity` permits, refusing a capacity above
@@ -303,6 +320,7 @@ impl Semaphore {
             available: state >> SHIFT,
             waiters: self.waiters(),
             closed: state & CLOSED != 0,
+            wait: self.inner.wait.snapshot(),
         }
     }
 
@@ -637,6 +655,7 @@ pub struct SemaphoreBuilder {
     capacity: Option<usize>,
     queue_limit: Option<usize>,
     order: QueueOrder,
+    histograms: bool,
 }
 
 impl SemaphoreBuilder {
@@ -661,6 +680,14 @@ impl SemaphoreBuilder {
         self
     }
 
+    /// Whether to keep the [`wait`](SemaphoreMetrics::wait) histogram
+    /// (default on). Off, a queued acquire reads no clock and records
+    /// nothing, and the semaphore is 17.5 KiB smaller.
+    pub fn histograms(mut self, on: bool) -> Self {
+        self.histograms = on;
+        self
+    }
+
     /// Validates and creates the semaphore.
     ///
     /// # Errors
@@ -677,7 +704,7 @@ impl SemaphoreBuilder {
         };
         let capacity = check_capacity(capacity)?;
         let queue = WaitQueue::with_policy(capacity, self.order, self.queue_limit);
-        Ok(Semaphore::with_queue(capacity, queue))
+        Ok(Semaphore::with_queue(capacity, queue, self.histograms))
     }
 }
 
@@ -967,6 +994,8 @@ impl Inner {
 struct Waiter {
     permits: usize,
     queued: Option<WaiterKey>,
+    /// When it queued, if the wait histogram is on.
+    since: Option<Instant>,
 }
 
 impl Waiter {
@@ -974,6 +1003,7 @@ impl Waiter {
         Self {
             permits,
             queued: None,
+            since: None,
         }
     }
 
@@ -983,12 +1013,16 @@ impl Waiter {
             Some(key) => {
                 let res = std::task::ready!(inner.poll_queued(key, cx));
                 self.queued = None;
+                if let (Some(since), Ok(())) = (self.since.take(), &res) {
+                    inner.wait.record_duration(since.elapsed());
+                }
                 res
             }
             None => match inner.try_take(self.permits) {
                 Err(AcquireError::NoPermits) => match inner.enqueue(self.permits, cx) {
                     Ok(Some(key)) => {
                         self.queued = Some(key);
+                        self.since = inner.wait.enabled().then(Instant::now);
                         return Poll::Pending;
                     }
                     Ok(None) => Ok(()),
