@@ -89,6 +89,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use self::core::{Core, Empty, Refused, ReserveRefused, SendPoll, WakeList, Watermarks};
+use crate::histogram::{HistogramSnapshot, Recorder};
 use crate::sync::{Arc, Mutex};
 use crate::{ConfigError, ConfigErrorKind};
 
@@ -153,6 +154,7 @@ pub struct Builder<T> {
     max_weight: Option<usize>,
     high: Option<usize>,
     low: Option<usize>,
+    histograms: bool,
 }
 
 impl<T> fmt::Debug for Builder<T> {
@@ -176,7 +178,15 @@ impl<T> Builder<T> {
             max_weight: None,
             high: None,
             low: None,
+            histograms: true,
         }
+    }
+
+    /// Whether to keep the [`send_wait`](ChannelMetrics::send_wait)
+    /// histogram (default on). Off, a `send` that has to wait reads no clock.
+    pub fn histograms(mut self, on: bool) -> Self {
+        self.histograms = on;
+        self
     }
 
     /// Weighs each value (e.g. its length in bytes); requires
@@ -292,6 +302,7 @@ impl<T> Builder<T> {
         let chan = Arc::new(Chan {
             core: Mutex::new(Core::new(self.capacity, max_weight, marks)),
             weigh: self.weigh,
+            send_wait: Recorder::new(self.histograms),
         });
         Ok((
             Sender { chan: chan.clone() },
@@ -335,7 +346,7 @@ fn check_capacity(capacity: usize) -> Result<(), ConfigError> {
 /// let m = rx.metrics();
 /// assert_eq!((m.len, m.capacity, m.sent, m.received), (1, 4, 1, 0));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ChannelMetrics {
     /// Values queued now.
@@ -366,11 +377,18 @@ pub struct ChannelMetrics {
     pub congested: bool,
     /// Whether the channel is closed.
     pub closed: bool,
+    /// How long `send` calls that found the channel full waited until
+    /// their value was queued (nanoseconds). Sends that found room, sends
+    /// that failed or were dropped, and the other kinds of send are not in
+    /// it. Empty when built with [`histograms(false)`](Builder::histograms).
+    pub send_wait: HistogramSnapshot,
 }
 
 struct Chan<T> {
     core: Mutex<Core<T, Waker>>,
     weigh: Option<WeighFn<T>>,
+    /// Time a `send` that found the channel full waited for room.
+    send_wait: Recorder,
 }
 
 impl<T> Chan<T> {
@@ -395,6 +413,7 @@ impl<T> Chan<T> {
     }
 
     fn metrics(&self) -> ChannelMetrics {
+        let send_wait = self.send_wait.snapshot(); // outside the lock
         let c = self.core.lock();
         let n = c.counters();
         ChannelMetrics {
@@ -412,6 +431,7 @@ impl<T> Chan<T> {
             waiting_receivers: c.waiting_receivers(),
             congested: c.is_congested(),
             closed: c.is_closed(),
+            send_wait,
         }
     }
 
@@ -541,6 +561,7 @@ impl<T> Sender<T> {
             value: Some(value),
             weight,
             id: None,
+            since: None,
         }
     }
 
@@ -1186,6 +1207,8 @@ pub struct SendFuture<'a, T> {
     weight: usize,
     /// Our entry in the waiter queue.
     id: Option<u64>,
+    /// When it started waiting, if the send-wait histogram is on.
+    since: Option<Instant>,
 }
 
 // No pinned fields: the value is moved, never borrowed across polls.
@@ -1222,6 +1245,9 @@ impl<T> Future for SendFuture<'_, T> {
                 SendPoll::Pending => Poll::Pending,
                 SendPoll::Done => {
                     this.id = None;
+                    if let Some(since) = this.since.take() {
+                        this.chan.send_wait.record_duration(since.elapsed());
+                    }
                     Poll::Ready(Ok(()))
                 }
                 SendPoll::Closed(v) | SendPoll::TooMany(v) => {
@@ -1250,6 +1276,7 @@ impl<T> Future for SendFuture<'_, T> {
             Ok(()) => Poll::Ready(Ok(())),
             Err(Ok(id)) => {
                 this.id = Some(id);
+                this.since = this.chan.send_wait.enabled().then(Instant::now);
                 Poll::Pending
             }
             Err(Err(e)) => Poll::Ready(Err(e)),
