@@ -374,37 +374,65 @@ impl fmt::Debug for HistogramSnapshot {
 }
 
 /// A histogram a primitive records into when built with histograms on
-/// (the default), or nothing when built with them off.
+/// (the default), or nothing when built with them off. With the `metrics`
+/// feature, a named primitive also forwards each value to a
+/// [`metrics::Histogram`] handle registered once at build time (durations
+/// in seconds, the Prometheus convention).
 #[derive(Debug, Default)]
-pub(crate) struct Recorder(Option<Box<Histogram>>);
+pub(crate) struct Recorder {
+    hist: Option<Box<Histogram>>,
+    #[cfg(all(feature = "metrics", not(loom)))]
+    export: crate::sync::StdOnceLock<::metrics::Histogram>,
+}
 
 impl Recorder {
     pub(crate) fn new(enabled: bool) -> Self {
-        Self(enabled.then(|| Box::new(Histogram::new())))
+        Self {
+            hist: enabled.then(|| Box::new(Histogram::new())),
+            #[cfg(all(feature = "metrics", not(loom)))]
+            export: crate::sync::StdOnceLock::new(),
+        }
     }
 
     /// Whether values are kept: callers skip their clock reads when not.
     #[inline]
     pub(crate) fn enabled(&self) -> bool {
-        self.0.is_some()
+        self.hist.is_some()
+    }
+
+    /// Forwards every later value to `handle` too (once; a second call is
+    /// ignored). Nothing is forwarded while histograms are off.
+    #[cfg(all(feature = "metrics", not(loom)))]
+    pub(crate) fn export_to(&self, handle: ::metrics::Histogram) {
+        if self.enabled() {
+            let _ = self.export.set(handle);
+        }
     }
 
     #[inline]
     pub(crate) fn record(&self, value: u64) {
-        if let Some(h) = &self.0 {
+        if let Some(h) = &self.hist {
             h.record(value);
+            #[cfg(all(feature = "metrics", not(loom)))]
+            if let Some(e) = self.export.get() {
+                e.record(value as f64);
+            }
         }
     }
 
     #[inline]
     pub(crate) fn record_duration(&self, d: Duration) {
-        if let Some(h) = &self.0 {
+        if let Some(h) = &self.hist {
             h.record_duration(d);
+            #[cfg(all(feature = "metrics", not(loom)))]
+            if let Some(e) = self.export.get() {
+                e.record(d.as_secs_f64());
+            }
         }
     }
 
     pub(crate) fn snapshot(&self) -> HistogramSnapshot {
-        self.0.as_ref().map(|h| h.snapshot()).unwrap_or_default()
+        self.hist.as_ref().map(|h| h.snapshot()).unwrap_or_default()
     }
 }
 

@@ -378,6 +378,8 @@ mod error;
 /// Deadline fan-out: `gather_with_timeout`, the `Gather` builder (quorum, fail-fast, spawn) and hedged requests.
 pub mod fanout;
 pub mod histogram;
+#[cfg(all(feature = "metrics", not(loom)))]
+pub mod metrics;
 pub mod pipeline;
 pub mod pool;
 /// Token-bucket rate limiters (GCRA): plain, FIFO-fair and keyed.

@@ -349,6 +349,8 @@ pub struct LoaderBuilder<K, V, E> {
     cache_ttl: Option<Duration>,
     cache_key: Option<CacheKeyFn<K>>,
     histograms: bool,
+    /// Whether `name` was set (only named loaders are exported).
+    named: bool,
 }
 
 impl<K, V, E> fmt::Debug for LoaderBuilder<K, V, E> {
@@ -386,18 +388,22 @@ where
             cache_ttl: None,
             cache_key: None,
             histograms: true,
+            named: false,
         }
     }
 
     /// A name for this loader: every [`LoadError`] it answers carries it
     /// (and prints it first), as do [`LoaderMetrics::name`] and its
-    /// `tracing` events. Default `"loader"`.
+    /// `tracing` events. Default `"loader"`. With the `metrics` feature,
+    /// a named loader's metrics are published under it (see
+    /// [`flowguard::metrics`](crate::metrics)); unnamed loaders are not.
     ///
     /// # Examples
     ///
     /// See [`LoadError`].
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self.named = true;
         self
     }
 
@@ -645,7 +651,14 @@ where
                 "must be greater than zero (leave it unset for no expiry)",
             ));
         }
-        Ok(self.assemble())
+        #[cfg(all(feature = "metrics", not(loom)))]
+        let named = self.named;
+        let loader = self.assemble();
+        #[cfg(all(feature = "metrics", not(loom)))]
+        if named {
+            loader.export();
+        }
+        Ok(loader)
     }
 
     /// Builds without validating: only for settings known to be valid.
@@ -1037,6 +1050,43 @@ where
         }
         drop(inner);
         tracing::debug!(loader = %self.shared.config.name, "loader cache cleared");
+    }
+
+    /// Publishes a named loader's metrics (feature `metrics`).
+    #[cfg(all(feature = "metrics", not(loom)))]
+    fn export(&self) {
+        let h = crate::metrics::Handles::new("loader", &self.shared.config.name);
+        self.shared.batch_size.export_to(h.histogram("batch_size"));
+        self.shared
+            .batch_latency
+            .export_to(h.histogram("batch_seconds"));
+        let (batches, requested) = (
+            h.counter("batches_total"),
+            h.counter("keys_requested_total"),
+        );
+        let (loaded, hits) = (
+            h.counter("keys_loaded_total"),
+            h.counter("cache_hits_total"),
+        );
+        let (failed, in_flight) = (
+            h.counter("failed_batches_total"),
+            h.gauge("in_flight_batches"),
+        );
+        let weak = Arc::downgrade(&self.shared);
+        crate::metrics::register(move || {
+            let Some(shared) = weak.upgrade() else {
+                return false;
+            };
+            let c = &shared.counters;
+            batches.absolute(c.batches_dispatched.load(Ordering::Relaxed));
+            loaded.absolute(c.keys_loaded.load(Ordering::Relaxed));
+            failed.absolute(c.failed_batches.load(Ordering::Relaxed));
+            in_flight.set(c.in_flight_batches.load(Ordering::Relaxed) as f64);
+            let inner = shared.inner.lock();
+            requested.absolute(inner.keys_requested);
+            hits.absolute(inner.cache_hits);
+            true
+        });
     }
 
     /// A snapshot of the counters.

@@ -51,7 +51,7 @@ use tokio::time::Instant;
 use crate::clock::{Clock, TokioClock, tokio_wake_at};
 use crate::histogram::{HistogramSnapshot, Recorder};
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, StdArc};
 use crate::{ConfigError, ConfigErrorKind};
 
 pub use error::{BreakerError, Rejected};
@@ -253,6 +253,7 @@ pub struct Builder {
     max_half_open_wait: Option<Duration>,
     hook: Option<Hook>,
     histograms: Option<bool>,
+    name: Option<String>,
 }
 
 impl Default for Builder {
@@ -272,6 +273,7 @@ impl Default for Builder {
             max_half_open_wait: None,
             hook: None,
             histograms: None,
+            name: None,
         }
     }
 }
@@ -392,6 +394,15 @@ impl Builder {
     /// Turns the slow-call policy off (the default); calls are then not timed.
     pub fn without_slow_call_rate(mut self) -> Self {
         self.slow_rate = None;
+        self
+    }
+
+    /// Names the breaker: its state-change `tracing` events carry the
+    /// name, and with the `metrics` feature its metrics are published under
+    /// it (see [`flowguard::metrics`](crate::metrics)); unnamed breakers
+    /// are not.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 
@@ -518,10 +529,17 @@ impl Builder {
     /// As [`build`](Self::build).
     pub fn build_with_clock<C: Clock>(self, clock: C) -> Result<CircuitBreaker<C>, ConfigError> {
         let histograms = self.histograms.unwrap_or(self.slow_rate.is_some());
+        let name = self.name.clone();
         let (settings, hook) = self.validate()?;
-        Ok(CircuitBreaker::from_parts(
-            settings, clock, hook, histograms,
-        ))
+        let mut breaker = CircuitBreaker::from_parts(settings, clock, hook, histograms);
+        if let Some(name) = name {
+            if let Some(inner) = Arc::get_mut(&mut breaker.inner) {
+                inner.name = StdArc::from(name.as_str());
+            }
+            #[cfg(all(feature = "metrics", not(loom)))]
+            breaker.export(&name);
+        }
+        Ok(breaker)
     }
 
     fn validate(self) -> Result<(Settings, Option<Hook>), ConfigError> {
@@ -762,6 +780,8 @@ struct Inner<C> {
     hook: Option<Hook>,
     /// Admission to outcome, of the calls whose outcome was reported.
     call_duration: Recorder,
+    /// For `tracing` events: the builder's name, or "breaker".
+    name: StdArc<str>,
 }
 
 impl CircuitBreaker {
@@ -809,6 +829,7 @@ impl<C: Clock> CircuitBreaker<C> {
                 ready: Notify::new(),
                 hook,
                 call_duration: Recorder::new(histograms),
+                name: StdArc::from("breaker"),
             }),
         }
     }
@@ -1144,6 +1165,42 @@ impl<C: Clock> CircuitBreaker<C> {
 
     /// A snapshot of the breaker's numbers.
     pub fn metrics(&self) -> BreakerMetrics {
+        self.metrics_with(true)
+    }
+
+    /// Publishes a named breaker's metrics (feature `metrics`).
+    #[cfg(all(feature = "metrics", not(loom)))]
+    fn export(&self, name: &str) {
+        let h = crate::metrics::Handles::new("breaker", name);
+        self.inner
+            .call_duration
+            .export_to(h.histogram("call_seconds"));
+        let (state, rate, calls) = (h.gauge("state"), h.gauge("failure_rate"), h.gauge("calls"));
+        let (refused, transitions) = (h.counter("refused_total"), h.counter("transitions_total"));
+        let weak = Arc::downgrade(&self.inner);
+        crate::metrics::register(move || {
+            let Some(inner) = weak.upgrade() else {
+                return false;
+            };
+            let m = CircuitBreaker { inner }.metrics_with(false);
+            state.set(match m.state {
+                State::Closed => 0.0,
+                State::Open => 1.0,
+                State::HalfOpen => 2.0,
+                State::ForcedOpen => 3.0,
+                State::Disabled => 4.0,
+            });
+            if let Some(r) = m.failure_rate {
+                rate.set(r);
+            }
+            calls.set(m.calls as f64);
+            refused.absolute(m.refused);
+            transitions.absolute(m.transitions);
+            true
+        });
+    }
+
+    fn metrics_with(&self, histogram: bool) -> BreakerMetrics {
         let inner = &*self.inner;
         let now = inner.clock.now();
         let mut core = inner.core.lock();
@@ -1168,6 +1225,9 @@ impl<C: Clock> CircuitBreaker<C> {
             call_duration: HistogramSnapshot::default(),
         };
         drop(core);
+        if !histogram {
+            return m;
+        }
         BreakerMetrics {
             call_duration: inner.call_duration.snapshot(),
             ..m
@@ -1295,6 +1355,7 @@ impl<C: Clock> Inner<C> {
     /// Reports a transition; call after releasing the lock.
     fn emit(&self, t: Transition) {
         tracing::debug!(
+            breaker = %self.name,
             from = ?t.from,
             to = ?t.to,
             seq = t.seq,

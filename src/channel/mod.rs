@@ -155,7 +155,13 @@ pub struct Builder<T> {
     high: Option<usize>,
     low: Option<usize>,
     histograms: bool,
+    name: Option<String>,
+    #[cfg(all(feature = "metrics", not(loom)))]
+    export: Option<ExportFn<T>>,
 }
+
+#[cfg(all(feature = "metrics", not(loom)))]
+type ExportFn<T> = Box<dyn FnOnce(&Arc<Chan<T>>) + Send + Sync>;
 
 impl<T> fmt::Debug for Builder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -169,6 +175,54 @@ impl<T> fmt::Debug for Builder<T> {
     }
 }
 
+impl<T: Send + 'static> Builder<T> {
+    /// Names the channel: its congestion `tracing` events carry the name,
+    /// and with the `metrics` feature its metrics are published under it
+    /// (see [`flowguard::metrics`](crate::metrics)); unnamed channels are
+    /// not. (Values must be `Send`: the exporter reads the channel from
+    /// wherever `publish` runs.)
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        #[cfg(all(feature = "metrics", not(loom)))]
+        {
+            let exported = name.clone();
+            self.export = Some(Box::new(move |chan: &Arc<Chan<T>>| export(chan, &exported)));
+        }
+        self.name = Some(name);
+        self
+    }
+}
+
+/// Publishes a named channel's metrics (feature `metrics`).
+#[cfg(all(feature = "metrics", not(loom)))]
+fn export<T: Send + 'static>(chan: &Arc<Chan<T>>, name: &str) {
+    let h = crate::metrics::Handles::new("channel", name);
+    chan.send_wait.export_to(h.histogram("send_wait_seconds"));
+    let (len, capacity) = (h.gauge("len"), h.gauge("capacity"));
+    let (senders, congested) = (h.gauge("waiting_senders"), h.gauge("congested"));
+    let (sent, received, evicted) = (
+        h.counter("sent_total"),
+        h.counter("received_total"),
+        h.counter("evicted_total"),
+    );
+    let weak = Arc::downgrade(chan);
+    crate::metrics::register(move || {
+        let Some(chan) = weak.upgrade() else {
+            return false;
+        };
+        let c = chan.core.lock();
+        let n = c.counters();
+        len.set(c.len() as f64);
+        capacity.set(c.capacity() as f64);
+        senders.set(c.waiting_senders() as f64);
+        congested.set(if c.is_congested() { 1.0 } else { 0.0 });
+        sent.absolute(n.sent);
+        received.absolute(n.received);
+        evicted.absolute(n.evicted);
+        true
+    });
+}
+
 impl<T> Builder<T> {
     /// Starts a channel holding at most `capacity` values.
     pub fn new(capacity: usize) -> Self {
@@ -179,6 +233,9 @@ impl<T> Builder<T> {
             high: None,
             low: None,
             histograms: true,
+            name: None,
+            #[cfg(all(feature = "metrics", not(loom)))]
+            export: None,
         }
     }
 
@@ -300,10 +357,19 @@ impl<T> Builder<T> {
             }),
         };
         let chan = Arc::new(Chan {
-            core: Mutex::new(Core::new(self.capacity, max_weight, marks)),
+            core: Mutex::new(match &self.name {
+                Some(name) => {
+                    Core::new(self.capacity, max_weight, marks).named(name.as_str().into())
+                }
+                None => Core::new(self.capacity, max_weight, marks),
+            }),
             weigh: self.weigh,
             send_wait: Recorder::new(self.histograms),
         });
+        #[cfg(all(feature = "metrics", not(loom)))]
+        if let Some(export) = self.export {
+            export(&chan);
+        }
         Ok((
             Sender { chan: chan.clone() },
             Receiver {

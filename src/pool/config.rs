@@ -21,6 +21,8 @@ pub(crate) struct PoolConfig {
     pub(crate) priority_aging: Option<usize>,
     /// Whether the wait and run-time histograms are kept.
     pub(crate) histograms: bool,
+    /// Whether `name` was set (only named pools are exported).
+    pub(crate) named: bool,
 }
 
 impl PoolConfig {
@@ -33,6 +35,7 @@ impl PoolConfig {
             name: component.to_owned(),
             priority_aging: None,
             histograms: true,
+            named: false,
         }
     }
 

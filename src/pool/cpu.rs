@@ -145,8 +145,11 @@ impl CpuPoolBuilder {
     }
 
     /// A name for tracing events and thread names.
+    /// With the `metrics` feature, the pool's metrics are published under
+    /// it (see [`flowguard::metrics`](crate::metrics)); unnamed pools are not.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
+        self.config.named = true;
         self
     }
 
@@ -279,6 +282,10 @@ impl CpuPoolBuilder {
         }
         let dispatch = Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name, c.histograms);
         dispatch.set_priority_aging(c.priority_aging);
+        #[cfg(all(feature = "metrics", not(loom)))]
+        if c.named {
+            super::export(&dispatch);
+        }
         Ok(CpuPool {
             inner: Arc::new(CpuInner {
                 dispatch,

@@ -191,3 +191,35 @@ pub struct ShutdownReport {
     /// their result. Always 0 for a `WorkerPool`.
     pub still_running: usize,
 }
+
+/// Publishes a named pool's metrics (feature `metrics`).
+#[cfg(all(feature = "metrics", not(loom)))]
+fn export(d: &crate::sync::Arc<Dispatcher>) {
+    let h = crate::metrics::Handles::new("pool", &d.name);
+    d.admit.export_wait(h.histogram("submit_wait_seconds"));
+    d.queue_wait.export_to(h.histogram("queue_wait_seconds"));
+    d.run_time.export_to(h.histogram("run_seconds"));
+    let (running, queued, max) = (
+        h.gauge("running"),
+        h.gauge("queued"),
+        h.gauge("max_concurrency"),
+    );
+    let (completed, failed) = (h.counter("completed_total"), h.counter("failed_total"));
+    let (cancelled, rejected) = (h.counter("cancelled_total"), h.counter("rejected_total"));
+    let weak = crate::sync::Arc::downgrade(d);
+    crate::metrics::register(move || {
+        let Some(d) = weak.upgrade() else {
+            return false;
+        };
+        let load = d.load();
+        let c = &d.counters;
+        running.set(load.running as f64);
+        queued.set(load.queued as f64);
+        max.set(load.max_concurrency as f64);
+        completed.absolute(c.completed.load(Relaxed));
+        failed.absolute(c.panicked.load(Relaxed) + c.timed_out.load(Relaxed));
+        cancelled.absolute(c.cancelled.load(Relaxed));
+        rejected.absolute(c.rejected.load(Relaxed));
+        true
+    });
+}

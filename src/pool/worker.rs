@@ -112,8 +112,11 @@ impl WorkerPoolBuilder {
     }
 
     /// A name for tracing events.
+    /// With the `metrics` feature, the pool's metrics are published under
+    /// it (see [`flowguard::metrics`](crate::metrics)); unnamed pools are not.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
+        self.config.named = true;
         self
     }
 
@@ -153,6 +156,10 @@ impl WorkerPoolBuilder {
         let c = self.config;
         let dispatch = Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name, c.histograms);
         dispatch.set_priority_aging(c.priority_aging);
+        #[cfg(all(feature = "metrics", not(loom)))]
+        if c.named {
+            super::export(&dispatch);
+        }
         Ok(WorkerPool {
             inner: Arc::new(WorkerInner {
                 dispatch,

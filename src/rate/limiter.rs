@@ -18,7 +18,7 @@ use crate::clock::tokio_wake_at;
 use crate::clock::{Clock, Moved, TokioClock};
 use crate::histogram::{HistogramSnapshot, Recorder};
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, StdArc};
 
 /// The bucket's state word.
 ///
@@ -113,6 +113,8 @@ struct Inner<C> {
     clock: C,
     /// Time queued, of the `acquire`s that had to wait.
     wait: Recorder,
+    /// For `tracing` events: the limiter's name, or "rate_limiter".
+    name: StdArc<str>,
 }
 
 #[derive(Debug, Default)]
@@ -221,8 +223,53 @@ impl<C: Clock> RateLimiter<C> {
                 origin,
                 clock,
                 wait: Recorder::new(true),
+                name: StdArc::from("rate_limiter"),
             }),
         }
+    }
+
+    /// Names the limiter: its `tracing` events carry the name, and with the
+    /// `metrics` feature its metrics are published under it (see
+    /// [`flowguard::metrics`](crate::metrics)); unnamed limiters are not.
+    /// Chain it on the constructor (after
+    /// [`histograms`](Self::histograms), if any): a limiter that already
+    /// has clones keeps its name and is not exported.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::rate::{Quota, RateLimiter};
+    ///
+    /// let search = RateLimiter::new(Quota::per_second(100).unwrap()).name("search");
+    /// # drop(search);
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        let name: String = name.into();
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.name = StdArc::from(name.as_str());
+            #[cfg(all(feature = "metrics", not(loom)))]
+            self.export(&name);
+        }
+        self
+    }
+
+    /// Publishes a named limiter's metrics (feature `metrics`).
+    #[cfg(all(feature = "metrics", not(loom)))]
+    fn export(&self, name: &str) {
+        let h = crate::metrics::Handles::new("rate", name);
+        self.inner.wait.export_to(h.histogram("wait_seconds"));
+        let (available, waiters) = (h.gauge("available"), h.gauge("waiters"));
+        let weak = Arc::downgrade(&self.inner);
+        crate::metrics::register(move || {
+            let Some(inner) = weak.upgrade() else {
+                return false;
+            };
+            let g = inner.gcra();
+            let tat = inner.state.load(Ordering::Acquire) & TAT_MASK;
+            available.set(f64::from(g.available(tat, inner.now()).0));
+            waiters.set(inner.waiters.lock().queue.len() as f64);
+            true
+        });
     }
 
     /// Keeps the [`wait`](RateSnapshot::wait) histogram (the default) or
@@ -586,6 +633,7 @@ impl<C: Clock> RateLimiter<C> {
                 .collect()
         };
         tracing::debug!(
+            limiter = %inner.name,
             emission_interval = ?quota.emission_interval(),
             burst = quota.burst(),
             waiters = wakers.len(),
@@ -833,7 +881,7 @@ impl<C: Clock> Inner<C> {
         w.queue.insert(id, Waiter { n, waker: None });
         if w.queue.len() == 1 {
             self.state.fetch_or(QUEUED, Ordering::AcqRel);
-            tracing::debug!("rate limiter queue started");
+            tracing::debug!(limiter = %self.name, "rate limiter queue started");
         }
         Ok(Some(id))
     }
@@ -893,7 +941,7 @@ impl<C: Clock> Inner<C> {
         let next = w.queue.values_mut().next().and_then(|h| h.waker.take());
         drop(w);
         if last {
-            tracing::debug!("rate limiter queue drained");
+            tracing::debug!(limiter = %self.name, "rate limiter queue drained");
         }
         if let Some(next) = next {
             next.wake();
@@ -909,7 +957,7 @@ impl<C: Clock> Inner<C> {
         w.queued_tokens -= u64::from(me.n);
         if w.queue.is_empty() {
             self.state.fetch_and(!QUEUED, Ordering::AcqRel);
-            tracing::debug!("rate limiter queue drained");
+            tracing::debug!(limiter = %self.name, "rate limiter queue drained");
             return None;
         }
         if was_head {

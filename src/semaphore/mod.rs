@@ -100,7 +100,7 @@ pub enum QueueOrder {
 use self::core::{Failure, WaitQueue, WaiterKey, WakeList};
 use crate::histogram::{HistogramSnapshot, Recorder};
 use crate::sync::atomic::{AtomicUsize, Ordering};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, StdArc};
 use crate::{ConfigError, ConfigErrorKind};
 
 /// The largest capacity a [`Semaphore`] can have: `usize::MAX >> 3`.
@@ -130,6 +130,8 @@ struct Inner {
     queue: Mutex<WaitQueue>,
     /// Time queued, of the acquires that had to queue.
     wait: Recorder,
+    /// For `tracing` events: the builder's name, or "semaphore".
+    name: StdArc<str>,
 }
 
 /// A fair, weighted, resizable async semaphore. Clones share one semaphore.
@@ -210,6 +212,7 @@ impl Semaphore {
             queue_limit: None,
             order: QueueOrder::OldestFirst,
             histograms: true,
+            name: None,
         }
     }
 
@@ -221,6 +224,7 @@ impl Semaphore {
                 waiters: AtomicUsize::new(0),
                 queue: Mutex::new(queue),
                 wait: Recorder::new(histograms),
+                name: StdArc::from("semaphore"),
             }),
         }
     }
@@ -239,6 +243,34 @@ impl Semaphore {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.min(MAX_PERMITS);
         Self::with_queue(capacity, WaitQueue::new(capacity), true)
+    }
+
+    /// Publishes a named semaphore's metrics (feature `metrics`).
+    #[cfg(all(feature = "metrics", not(loom)))]
+    fn export(&self, name: &str) {
+        let h = crate::metrics::Handles::new("semaphore", name);
+        self.export_wait(h.histogram("wait_seconds"));
+        let (capacity, available, waiters) = (
+            h.gauge("capacity"),
+            h.gauge("available"),
+            h.gauge("waiters"),
+        );
+        let weak = Arc::downgrade(&self.inner);
+        crate::metrics::register(move || {
+            let Some(inner) = weak.upgrade() else {
+                return false;
+            };
+            capacity.set(inner.capacity.load(Ordering::Relaxed) as f64);
+            available.set((inner.state.load(Ordering::Relaxed) >> SHIFT) as f64);
+            waiters.set(inner.waiters.load(Ordering::Relaxed) as f64);
+            true
+        });
+    }
+
+    /// Forwards the wait histogram to an exported one.
+    #[cfg(all(feature = "metrics", not(loom)))]
+    pub(crate) fn export_wait(&self, handle: ::metrics::Histogram) {
+        self.inner.wait.export_to(handle);
     }
 
     /// [`new`](Self::new) with the wait histogram on or off.
@@ -593,7 +625,7 @@ impl Semaphore {
     /// ```
     pub fn close(&self) {
         if self.inner.close() {
-            tracing::debug!("semaphore closed");
+            tracing::debug!(semaphore = %self.inner.name, "semaphore closed");
         }
     }
 
@@ -656,6 +688,7 @@ pub struct SemaphoreBuilder {
     queue_limit: Option<usize>,
     order: QueueOrder,
     histograms: bool,
+    name: Option<String>,
 }
 
 impl SemaphoreBuilder {
@@ -688,6 +721,14 @@ impl SemaphoreBuilder {
         self
     }
 
+    /// Names the semaphore: its `tracing` events carry the name, and with
+    /// the `metrics` feature its metrics are published under it (see
+    /// [`flowguard::metrics`](crate::metrics)); unnamed semaphores are not.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// Validates and creates the semaphore.
     ///
     /// # Errors
@@ -704,7 +745,15 @@ impl SemaphoreBuilder {
         };
         let capacity = check_capacity(capacity)?;
         let queue = WaitQueue::with_policy(capacity, self.order, self.queue_limit);
-        Ok(Semaphore::with_queue(capacity, queue, self.histograms))
+        let mut sem = Semaphore::with_queue(capacity, queue, self.histograms);
+        if let Some(name) = self.name {
+            #[cfg(all(feature = "metrics", not(loom)))]
+            sem.export(&name);
+            if let Some(inner) = Arc::get_mut(&mut sem.inner) {
+                inner.name = StdArc::from(name);
+            }
+        }
+        Ok(sem)
     }
 }
 
@@ -930,7 +979,7 @@ impl Inner {
         }
         wakers.wake_all();
         if old != capacity {
-            tracing::debug!(old, new = capacity, "semaphore resized");
+            tracing::debug!(semaphore = %self.name, old, new = capacity, "semaphore resized");
         }
         Ok(())
     }
