@@ -32,7 +32,7 @@ use crate::clock::{Clock, TokioClock};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::semaphore::{MAX_PERMITS, OwnedPermit, Semaphore};
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, StdArc};
 
 type Bypass = Box<dyn Fn(&str) -> bool + Send + Sync>;
 type Hook = Box<dyn Fn(&LimitChange) + Send + Sync>;
@@ -230,6 +230,8 @@ struct Inner<C> {
     waiting: AtomicUsize,
     counters: Counters,
     state: Mutex<Shared>,
+    /// For `tracing` events: the builder's name, or "adaptive".
+    name: StdArc<str>,
 }
 
 struct PartitionSlot {
@@ -495,7 +497,7 @@ impl<C: Clock> Inner<C> {
             w.wake();
         }
         if let Some(c) = change {
-            tracing::debug!(from = c.from, to = c.to, "adaptive limit changed");
+            tracing::debug!(limiter = %self.name, from = c.from, to = c.to, "adaptive limit changed");
             if let Some(hook) = &self.hook {
                 hook(&c);
             }
@@ -668,6 +670,7 @@ pub struct AdaptiveLimiterBuilder {
     bypass: Option<Bypass>,
     history: usize,
     hook: Option<Hook>,
+    name: Option<String>,
 }
 
 impl fmt::Debug for AdaptiveLimiterBuilder {
@@ -689,6 +692,13 @@ impl AdaptiveLimiterBuilder {
     /// start with.
     pub fn algorithm(mut self, algorithm: impl LimitAlgorithm) -> Self {
         self.algorithm = Box::new(algorithm);
+        self
+    }
+
+    /// Names the limiter in its `tracing` events (field `limiter`;
+    /// default `"adaptive"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 
@@ -822,6 +832,7 @@ impl AdaptiveLimiterBuilder {
                     changes: 0,
                     backlog: Backlog::new(n),
                 }),
+                name: StdArc::from(self.name.as_deref().unwrap_or("adaptive")),
             }),
             partition: 0,
             bypass: false,
@@ -842,6 +853,7 @@ impl AdaptiveLimiter {
             bypass: None,
             history: 64,
             hook: None,
+            name: None,
         }
     }
 

@@ -164,6 +164,8 @@ struct Inner<T, E, K> {
     fallback: Option<Box<Fallback<T, E>>>,
     failure_if: StdArc<Classifier<T, E>>,
     counters: Counters,
+    /// The pipeline's name, if each call runs in a `pipeline_call` span.
+    trace_calls: Option<StdArc<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -248,6 +250,7 @@ pub struct PipelineBuilder<T, E, K = ()> {
     fallback: Option<Box<Fallback<T, E>>>,
     failure_if: StdArc<Classifier<T, E>>,
     name: String,
+    trace_calls: bool,
 }
 
 impl<T, E, K> PipelineBuilder<T, E, K>
@@ -372,9 +375,19 @@ where
         self
     }
 
-    /// A name for the retry layer's tracing events.
+    /// A name for the retry layer's tracing events (and the
+    /// [`trace_calls`](Self::trace_calls) span).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Runs each call inside a `pipeline_call` span at `debug` level, with
+    /// the pipeline's name as field `pipeline`, so the events of its
+    /// layers and of the operation carry it. Off by default: creating a
+    /// span costs time even when no subscriber wants it.
+    pub fn trace_calls(mut self, on: bool) -> Self {
+        self.trace_calls = on;
         self
     }
 
@@ -420,7 +433,7 @@ where
                     policy,
                     &self.failure_if,
                     self.retry_after,
-                    self.name,
+                    self.name.clone(),
                 ))
             }
         };
@@ -438,6 +451,7 @@ where
                 fallback: self.fallback,
                 failure_if: self.failure_if,
                 counters: Counters::default(),
+                trace_calls: self.trace_calls.then(|| StdArc::from(self.name)),
             }),
         })
     }
@@ -500,6 +514,7 @@ impl<T, E> PipelineBuilder<T, E, ()> {
             fallback: self.fallback,
             failure_if: self.failure_if,
             name: self.name,
+            trace_calls: self.trace_calls,
         }
     }
 }
@@ -557,6 +572,7 @@ where
             fallback: None,
             failure_if: StdArc::new(|r: Result<&T, &E>| r.is_err()),
             name: "pipeline".to_owned(),
+            trace_calls: false,
         }
     }
 }
@@ -606,6 +622,21 @@ impl<T, E, K: Hash + Eq + Clone> Pipeline<T, E, K> {
     }
 
     async fn call_inner<F, Fut>(&self, key: Option<&K>, op: &mut F) -> Result<T, PipelineError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        match &self.inner.trace_calls {
+            Some(name) => {
+                use tracing::Instrument;
+                let span = tracing::debug_span!("pipeline_call", pipeline = %name);
+                self.call_layers(key, op).instrument(span).await
+            }
+            None => self.call_layers(key, op).await,
+        }
+    }
+
+    async fn call_layers<F, Fut>(&self, key: Option<&K>, op: &mut F) -> Result<T, PipelineError<E>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,

@@ -111,6 +111,15 @@ impl BlockingPoolBuilder {
         self
     }
 
+    /// Runs each task inside a `pool_task` span at `debug` level, with the
+    /// pool's name as field `pool`, so the task's own events carry it.
+    /// Off by default: creating a span costs time even when no subscriber
+    /// wants it.
+    pub fn trace_tasks(mut self, on: bool) -> Self {
+        self.config.trace_tasks = on;
+        self
+    }
+
     /// Ages queued calls: each gains one priority level for every `n` calls
     /// started from the queue while it waits (at least 1). Default: strict
     /// priorities (see [the module docs](super#priorities)).
@@ -136,7 +145,13 @@ impl BlockingPoolBuilder {
         self.config.validate()?;
         let runtime = runtime_or_current("blocking_pool", self.runtime)?;
         let c = self.config;
-        let dispatch = Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name, c.histograms);
+        let dispatch = Dispatcher::new(
+            c.max_concurrency,
+            c.queue_capacity,
+            c.name,
+            c.histograms,
+            c.trace_tasks,
+        );
         dispatch.set_priority_aging(c.priority_aging);
         #[cfg(all(feature = "metrics", not(loom)))]
         if c.named {
@@ -429,9 +444,12 @@ where
         // The caller-side timer; aborted as soon as the call returns. The
         // first of the two to complete the handle is the one counted.
         let timer = timeout.map(|d| spawn_timeout(&runtime, d, shared.clone(), pool));
+        let span = slot.span();
         let guard = Finish::new(shared, slot);
         runtime.spawn_blocking(move || {
+            let entered = span.as_ref().map(tracing::Span::enter);
             let outcome = catch(f);
+            drop(entered);
             if let Some(t) = timer {
                 t.abort();
             }

@@ -23,6 +23,8 @@ pub(crate) struct PoolConfig {
     pub(crate) histograms: bool,
     /// Whether `name` was set (only named pools are exported).
     pub(crate) named: bool,
+    /// Whether each task runs in a `pool_task` span.
+    pub(crate) trace_tasks: bool,
 }
 
 impl PoolConfig {
@@ -36,6 +38,7 @@ impl PoolConfig {
             priority_aging: None,
             histograms: true,
             named: false,
+            trace_tasks: false,
         }
     }
 

@@ -161,6 +161,15 @@ impl CpuPoolBuilder {
         self
     }
 
+    /// Runs each task inside a `pool_task` span at `debug` level, with the
+    /// pool's name as field `pool`, so the task's own events carry it.
+    /// Off by default: creating a span costs time even when no subscriber
+    /// wants it.
+    pub fn trace_tasks(mut self, on: bool) -> Self {
+        self.config.trace_tasks = on;
+        self
+    }
+
     /// How long a caller waits for a started closure before its handle
     /// resolves to [`TaskError::TimedOut`], counted from when the closure
     /// starts on a thread (not from submission).
@@ -280,7 +289,13 @@ impl CpuPoolBuilder {
                 }
             }
         }
-        let dispatch = Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name, c.histograms);
+        let dispatch = Dispatcher::new(
+            c.max_concurrency,
+            c.queue_capacity,
+            c.name,
+            c.histograms,
+            c.trace_tasks,
+        );
         dispatch.set_priority_aging(c.priority_aging);
         #[cfg(all(feature = "metrics", not(loom)))]
         if c.named {
@@ -607,9 +622,12 @@ where
         } = *self;
         let timer =
             timeout.map(|(d, runtime, pool)| spawn_timeout(&runtime, d, shared.clone(), pool));
+        let span = slot.span();
         let guard = Finish::new(shared, slot);
         handoff.push(Box::new(move || {
+            let entered = span.as_ref().map(tracing::Span::enter);
             let outcome = catch(f);
+            drop(entered);
             if let Some(t) = timer {
                 t.abort();
             }

@@ -142,6 +142,8 @@ pub(crate) struct Dispatcher {
     pub(crate) queue_wait: Recorder,
     /// Time from a task's start to its end.
     pub(crate) run_time: Recorder,
+    /// Whether each task runs in a `pool_task` span.
+    pub(crate) trace_tasks: bool,
 }
 
 /// A running task's claim on one unit of concurrency; dropping it frees the
@@ -179,6 +181,7 @@ impl Dispatcher {
         queue_capacity: usize,
         name: String,
         histograms: bool,
+        trace_tasks: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
             admit: Semaphore::with_histograms(max_concurrency + queue_capacity, histograms),
@@ -197,6 +200,7 @@ impl Dispatcher {
             name,
             queue_wait: Recorder::new(histograms),
             run_time: Recorder::new(histograms),
+            trace_tasks,
         })
     }
 
@@ -401,6 +405,13 @@ impl RunSlot {
         }
     }
 
+    /// The task's `pool_task` span (debug level), if the pool traces tasks.
+    pub(crate) fn span(&self) -> Option<tracing::Span> {
+        self.pool
+            .trace_tasks
+            .then(|| tracing::debug_span!("pool_task", pool = %self.pool.name))
+    }
+
     pub(crate) fn counters(&self) -> &Counters {
         &self.pool.counters
     }
@@ -489,7 +500,7 @@ mod loom_model {
     #[test]
     fn loom_pool_never_runs_more_than_max_concurrency() {
         loom::model(|| {
-            let pool = Dispatcher::new(1, 1, "loom".into(), true);
+            let pool = Dispatcher::new(1, 1, "loom".into(), true, false);
             let inside = Arc::new(AtomicUsize::new(0));
             let ran = Arc::new(AtomicUsize::new(0));
             let (p2, i2, r2) = (pool.clone(), inside.clone(), ran.clone());
@@ -550,7 +561,7 @@ mod loom_model {
     #[test]
     fn loom_queued_work_starts_by_priority_whoever_queued_first() {
         loom::model(|| {
-            let pool = Dispatcher::new(1, 2, "loom".into(), true);
+            let pool = Dispatcher::new(1, 2, "loom".into(), true, false);
             let held = Arc::new(Mutex::new(None));
             let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
             let hold = Box::new(Hold(held.clone()));
@@ -576,7 +587,7 @@ mod loom_model {
     #[test]
     fn loom_clear_queue_races_the_hand_off() {
         loom::model(|| {
-            let pool = Dispatcher::new(1, 1, "loom".into(), true);
+            let pool = Dispatcher::new(1, 1, "loom".into(), true, false);
             let held = Arc::new(Mutex::new(None));
             let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
             assert!(

@@ -128,6 +128,15 @@ impl WorkerPoolBuilder {
         self
     }
 
+    /// Runs each task inside a `pool_task` span at `debug` level, with the
+    /// pool's name as field `pool`, so the task's own events carry it.
+    /// Off by default: creating a span costs time even when no subscriber
+    /// wants it.
+    pub fn trace_tasks(mut self, on: bool) -> Self {
+        self.config.trace_tasks = on;
+        self
+    }
+
     /// Ages queued tasks: each gains one priority level for every `n` tasks
     /// started from the queue while it waits (at least 1), so low-priority
     /// work cannot starve. Default: strict priorities (see
@@ -154,7 +163,13 @@ impl WorkerPoolBuilder {
         self.config.validate()?;
         let runtime = runtime_or_current("worker_pool", self.runtime)?;
         let c = self.config;
-        let dispatch = Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name, c.histograms);
+        let dispatch = Dispatcher::new(
+            c.max_concurrency,
+            c.queue_capacity,
+            c.name,
+            c.histograms,
+            c.trace_tasks,
+        );
         dispatch.set_priority_aging(c.priority_aging);
         #[cfg(all(feature = "metrics", not(loom)))]
         if c.named {
@@ -561,8 +576,16 @@ where
         // The guard exists before the task does: a task aborted (or dropped
         // by a runtime shutting down) before its first poll still records
         // why it stopped, frees its slot and wakes its handle.
+        let span = slot.span();
         let guard = Finish::new(self.shared, slot);
-        let task = self.runtime.spawn(run_task(self.fut, guard, self.timeout));
+        let task = match span {
+            Some(span) => {
+                use tracing::Instrument;
+                let run = run_task(self.fut, guard, self.timeout).instrument(span);
+                self.runtime.spawn(run)
+            }
+            None => self.runtime.spawn(run_task(self.fut, guard, self.timeout)),
+        };
         shared.set_abort_handle(task.abort_handle());
     }
 
