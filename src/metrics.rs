@@ -32,7 +32,7 @@
 //! | `flowguard_semaphore_capacity` | gauge | [`SemaphoreMetrics::capacity`](crate::semaphore::SemaphoreMetrics::capacity) |
 //! | `flowguard_semaphore_available` | gauge | `available` |
 //! | `flowguard_semaphore_waiters` | gauge | `waiters` |
-//! | `flowguard_semaphore_wait_seconds` | histogram | `wait`: acquires that queued |
+//! | `flowguard_semaphore_wait_seconds` | histogram | `wait`: acquires that queued (with `histograms(true)`) |
 //! | `flowguard_pool_running` | gauge | [`PoolMetrics::running`](crate::pool::PoolMetrics::running) |
 //! | `flowguard_pool_queued` | gauge | `queued` |
 //! | `flowguard_pool_max_concurrency` | gauge | `max_concurrency` |

@@ -453,10 +453,14 @@ async fn available_is_zero_while_permits_are_promised_to_a_waiter() {
 
 /// The wait histogram holds the acquires that queued, with the time they
 /// queued (paused clock: exact to the histogram's 1/128); acquires served
-/// at once read no clock and are not in it; `histograms(false)` keeps none.
+/// at once read no clock and are not in it; off by default.
 #[tokio::test(start_paused = true)]
 async fn wait_histogram_counts_only_queued_acquires() {
-    let sem = Semaphore::new(1);
+    let sem = Semaphore::builder()
+        .capacity(1)
+        .histograms(true)
+        .build()
+        .unwrap();
     for _ in 0..3 {
         drop(sem.acquire().await.unwrap()); // served at once
     }
@@ -474,11 +478,7 @@ async fn wait_histogram_counts_only_queued_acquires() {
     assert_eq!(wait.max_duration(), Duration::from_millis(100));
     assert_eq!(wait.p50(), 100_000_000);
 
-    let off = Semaphore::builder()
-        .capacity(1)
-        .histograms(false)
-        .build()
-        .unwrap();
+    let off = Semaphore::new(1); // the default: off
     let held = off.acquire().await.unwrap();
     let waiter = {
         let off = off.clone();
