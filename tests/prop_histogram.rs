@@ -1,22 +1,18 @@
-//! The histogram's error bound, proven against exact quantiles: for random
-//! samples (spread over every magnitude the buckets cover), every quantile
-//! the snapshot reports is within 1/128 of the exact sample quantile of a
-//! sorted copy, and count, sum, min and max are exact.
+//! The histogram's error bound, proven against exact quantiles (the
+//! reference in `tests/model/histogram.rs`, shared with the fuzz target):
+//! for random samples spread over every magnitude the buckets cover, every
+//! quantile the snapshot reports is within 1/128 of the exact sample
+//! quantile of a sorted copy; count, sum, min and max are exact; quantiles
+//! are monotone and exact at both ends, overflow bucket included.
 
-use flowguard::histogram::Histogram;
+#[path = "model/histogram.rs"]
+mod model;
+
 use proptest::prelude::*;
-
-/// The exact sample quantile with the snapshot's definition: the value of
-/// rank `ceil(q * n)` (at least 1) in sorted order.
-fn exact(sorted: &[u64], q: f64) -> u64 {
-    let n = sorted.len() as u64;
-    let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
-    sorted[rank as usize - 1]
-}
 
 /// A value of random magnitude below 2^40 (the precise range).
 fn value() -> impl Strategy<Value = u64> {
-    (0u32..40, any::<u64>()).prop_map(|(bits, r)| if bits == 0 { 0 } else { r >> (64 - bits) })
+    (0u32..=40, any::<u64>()).prop_map(|(bits, r)| if bits == 0 { 0 } else { r >> (64 - bits) })
 }
 
 proptest! {
@@ -27,42 +23,21 @@ proptest! {
         values in prop::collection::vec(value(), 1..400),
         qs in prop::collection::vec(0.0f64..=1.0, 1..8),
     ) {
-        let h = Histogram::new();
-        for &v in &values {
-            h.record(v);
-        }
-        let s = h.snapshot();
-        let mut sorted = values.clone();
-        sorted.sort_unstable();
-        prop_assert_eq!(s.count(), values.len() as u64);
-        prop_assert_eq!(s.sum(), values.iter().sum::<u64>());
-        prop_assert_eq!(s.min(), sorted[0]);
-        prop_assert_eq!(s.max(), *sorted.last().unwrap());
-        for q in qs.into_iter().chain([0.0, 0.5, 0.9, 0.99, 0.999, 1.0]) {
-            let want = exact(&sorted, q);
-            let got = s.quantile(q);
-            prop_assert!(
-                got.abs_diff(want) as f64 <= want as f64 / 128.0,
-                "q {} got {} exact {}", q, got, want
-            );
-        }
-        prop_assert_eq!(s.quantile(0.0), sorted[0]);
-        prop_assert_eq!(s.quantile(1.0), *sorted.last().unwrap());
+        model::check(&values, &qs);
     }
 
-    /// Quantiles never decrease with q and stay within [min, max].
+    /// Any u64 (the overflow bucket too): exact ends, monotone.
     #[test]
-    fn quantiles_are_monotone(values in prop::collection::vec(any::<u64>(), 1..200)) {
-        let h = Histogram::new();
-        for &v in &values {
-            h.record(v);
-        }
-        let s = h.snapshot();
-        let mut last = s.min();
-        for i in 0..=100 {
-            let got = s.quantile(i as f64 / 100.0);
-            prop_assert!(got >= last && got <= s.max());
-            last = got;
-        }
+    fn any_values_monotone_and_exact_at_the_ends(
+        values in prop::collection::vec(any::<u64>(), 0..200),
+        qs in prop::collection::vec(0.0f64..=1.0, 0..8),
+    ) {
+        model::check(&values, &qs);
     }
+}
+
+#[test]
+fn fuzz_bytes_decode() {
+    let (values, qs) = model::from_bytes(&[255, 1, 0, 0, 0, 0, 0, 0, 3]);
+    assert_eq!((values, qs), (vec![511 >> 3], vec![1.0]));
 }
