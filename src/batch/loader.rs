@@ -396,7 +396,7 @@ where
     /// (and prints it first), as do [`LoaderMetrics::name`] and its
     /// `tracing` events. Default `"loader"`. With the `metrics` feature,
     /// a named loader's metrics are published under it (see
-    /// [`flowguard::metrics`](crate::metrics)); unnamed loaders are not.
+    /// `flowguard::metrics`); unnamed loaders are not.
     ///
     /// # Examples
     ///

@@ -399,7 +399,7 @@ impl Builder {
 
     /// Names the breaker: its state-change `tracing` events carry the
     /// name, and with the `metrics` feature its metrics are published under
-    /// it (see [`flowguard::metrics`](crate::metrics)); unnamed breakers
+    /// it (see `flowguard::metrics`); unnamed breakers
     /// are not.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());

@@ -178,7 +178,7 @@ impl<T> fmt::Debug for Builder<T> {
 impl<T: Send + 'static> Builder<T> {
     /// Names the channel: its congestion `tracing` events carry the name,
     /// and with the `metrics` feature its metrics are published under it
-    /// (see [`flowguard::metrics`](crate::metrics)); unnamed channels are
+    /// (see `flowguard::metrics`); unnamed channels are
     /// not. (Values must be `Send`: the exporter reads the channel from
     /// wherever `publish` runs.)
     pub fn name(mut self, name: impl Into<String>) -> Self {

@@ -146,7 +146,7 @@ impl CpuPoolBuilder {
 
     /// A name for tracing events and thread names.
     /// With the `metrics` feature, the pool's metrics are published under
-    /// it (see [`flowguard::metrics`](crate::metrics)); unnamed pools are not.
+    /// it (see `flowguard::metrics`); unnamed pools are not.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
         self.config.named = true;

@@ -230,7 +230,7 @@ impl<C: Clock> RateLimiter<C> {
 
     /// Names the limiter: its `tracing` events carry the name, and with the
     /// `metrics` feature its metrics are published under it (see
-    /// [`flowguard::metrics`](crate::metrics)); unnamed limiters are not.
+    /// `flowguard::metrics`); unnamed limiters are not.
     /// Chain it on the constructor (after
     /// [`histograms`](Self::histograms), if any): a limiter that already
     /// has clones keeps its name and is not exported.

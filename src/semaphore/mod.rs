@@ -726,7 +726,7 @@ impl SemaphoreBuilder {
 
     /// Names the semaphore: its `tracing` events carry the name, and with
     /// the `metrics` feature its metrics are published under it (see
-    /// [`flowguard::metrics`](crate::metrics)); unnamed semaphores are not.
+    /// `flowguard::metrics`); unnamed semaphores are not.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
