@@ -750,11 +750,13 @@ impl SemaphoreBuilder {
         let queue = WaitQueue::with_policy(capacity, self.order, self.queue_limit);
         let mut sem = Semaphore::with_queue(capacity, queue, self.histograms);
         if let Some(name) = self.name {
+            // Before exporting: the exporter's weak reference would make
+            // `get_mut` fail.
+            if let Some(inner) = Arc::get_mut(&mut sem.inner) {
+                inner.name = StdArc::from(name.as_str());
+            }
             #[cfg(all(feature = "metrics", not(loom)))]
             sem.export(&name);
-            if let Some(inner) = Arc::get_mut(&mut sem.inner) {
-                inner.name = StdArc::from(name);
-            }
         }
         Ok(sem)
     }
