@@ -24,7 +24,17 @@
 //! every number printed is measured in this run, from the primitives'
 //! `metrics()`/`snapshot()` or from the tour's own counters.
 //!
+//! At the end it prints the latency percentiles the primitives' own
+//! histograms measured, and writes a chart of the run,
+//! `target/tour.svg`: in-flight calls per shard, breaker states, channel
+//! depth, rate-limit waits and query latency over time.
+//!
 //! Run: `cargo run --release --example tour`
+//!
+//! Watch it live: `cargo run --release --example tour --features metrics -- --serve`
+//! serves the primitives' metrics in Prometheus text on
+//! `http://127.0.0.1:9898/metrics` while it runs (and `--serve PORT` on
+//! another port).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,7 +44,8 @@ use std::time::Duration;
 use flowguard::batch::Loader;
 use flowguard::breaker::{CircuitBreaker, State, StateChange};
 use flowguard::channel::{self, Receiver, Sender};
-use flowguard::fanout::{Finish, Outcome, gather_with_timeout};
+use flowguard::fanout::{Finish, Gather, Outcome};
+use flowguard::histogram::{Histogram, HistogramSnapshot};
 use flowguard::pipeline::{Pipeline, PipelineError};
 use flowguard::pool::CpuPool;
 use flowguard::rate::{Quota, RateLimiter};
@@ -134,6 +145,10 @@ struct ShardStats {
 
 struct Shard {
     id: usize,
+    /// The shard's limiter (also inside the pipeline), for its wait histogram.
+    limiter: RateLimiter,
+    /// Calls in flight to this shard now, for the chart.
+    in_flight: AtomicU64,
     /// deadline ▶ retry (budget) ▶ breaker ▶ rate limiter, around the backend.
     pipeline: Pipeline<Vec<u64>, ShardError>,
     breaker: CircuitBreaker,
@@ -150,6 +165,7 @@ impl Shard {
         text: &str,
     ) -> (Result<Vec<u64>, PipelineError<ShardError>>, u64) {
         let attempts = AtomicU64::new(0);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
         let r = self
             .pipeline
             .call(|| {
@@ -157,6 +173,7 @@ impl Shard {
                 self.backend(qid, text, attempt)
             })
             .await;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         (r, attempts.load(Ordering::Relaxed))
     }
 
@@ -219,6 +236,10 @@ struct Service {
     next_qid: AtomicU64,
     stats: Mutex<QueryStats>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Each shard call's time, start to outcome (gather's child latency).
+    shard_latency: Arc<Histogram>,
+    /// End-to-end query latency.
+    query_latency: Histogram,
 }
 
 impl Service {
@@ -231,8 +252,12 @@ impl Service {
         let qid = self.next_qid.fetch_add(1, Ordering::Relaxed);
 
         // 1. Fan out to every shard; answer with what came back by the deadline.
-        let gathered =
-            gather_with_timeout(self.shards.iter().map(|s| s.search(qid, &text)), DEADLINE).await;
+        let gathered = Gather::new(self.shards.iter().map(|s| s.search(qid, &text)))
+            .timeout(DEADLINE)
+            .child_latency(&self.shard_latency)
+            .build()
+            .expect("valid gather")
+            .await;
         let hit_deadline = gathered.finish() == Finish::Deadline;
         let mut ids = Vec::new();
         let mut missing = Vec::new();
@@ -294,6 +319,7 @@ impl Service {
 
         // 4. Hand the answer to the slow sink; a full channel drops its oldest.
         let latency = issued.elapsed();
+        self.query_latency.record_duration(latency);
         let answer = Answer {
             qid,
             typist,
@@ -421,8 +447,12 @@ fn state_name(s: State) -> &'static str {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let serve_port = serve_arg();
     let start = Instant::now();
     println!("flowguard tour: a search service over {SHARDS} simulated shards (real clock)");
+    if let Some(port) = serve_port {
+        serve(port).await;
+    }
     println!(
         "  {TYPISTS} users type, debounced {} ms | deadline {} ms | per shard: pipeline of retry ({SHARD_RETRIES}, budget) + breaker + limiter ({}-{}/s, burst {SHARD_BURST})",
         DEBOUNCE.as_millis(),
@@ -460,6 +490,8 @@ async fn main() {
                 .open_wait(Duration::from_millis(300))
                 .open_backoff(2.0, Duration::from_millis(800))
                 .permitted_probes(2)
+                .name(format!("shard-{id}"))
+                .histograms(true)
                 .on_state_change(move |c: &StateChange| {
                     let at = c.at.saturating_duration_since(start);
                     println!(
@@ -475,6 +507,7 @@ async fn main() {
             let quota = Quota::per_second(shard_rate(id))
                 .and_then(|q| q.with_burst(SHARD_BURST))
                 .expect("valid quota");
+            let limiter = RateLimiter::new(quota).name(format!("shard-{id}"));
             let pipeline = Pipeline::builder()
                 .timeout(DEADLINE)
                 .retry(
@@ -486,11 +519,13 @@ async fn main() {
                         .budget(retry_budget.clone()),
                 )
                 .breaker(breaker.clone())
-                .rate_limiter(RateLimiter::new(quota))
+                .rate_limiter(limiter.clone())
                 .build()
                 .expect("valid pipeline");
             Shard {
                 id,
+                limiter,
+                in_flight: AtomicU64::new(0),
                 pipeline,
                 breaker,
                 failing: if id == FLAKY_SHARD {
@@ -521,14 +556,19 @@ async fn main() {
         .max_batch_size(BATCH_SIZE)
         .delay(BATCH_DELAY)
         .cache(RECORD_CACHE)
+        .name("records")
         .build()
         .expect("valid loader settings")
     };
     let cpu = CpuPool::builder()
         .threads(CPU_THREADS)
+        .name("scoring")
         .build()
         .expect("valid pool settings");
-    let (tx, rx) = channel::bounded(CHANNEL_CAPACITY).expect("valid capacity");
+    let (tx, rx) = channel::Builder::new(CHANNEL_CAPACITY)
+        .name("answers")
+        .build()
+        .expect("valid capacity");
 
     let svc = Arc::new(Service {
         start,
@@ -540,7 +580,11 @@ async fn main() {
         next_qid: AtomicU64::new(0),
         stats: Mutex::default(),
         tasks: Mutex::default(),
+        shard_latency: Arc::new(Histogram::new()),
+        query_latency: Histogram::new(),
     });
+    let stop_sampling = Arc::new(AtomicBool::new(false));
+    let sampler = tokio::spawn(sample(svc.clone(), stop_sampling.clone()));
 
     let sink = tokio::spawn(sink(rx, start));
     let chaos = {
@@ -589,6 +633,8 @@ async fn main() {
     svc.results.close();
     let shown = sink.await.expect("sink task");
     let elapsed = start.elapsed();
+    stop_sampling.store(true, Ordering::Relaxed);
+    let samples = sampler.await.expect("sampler task");
     let pool = svc.cpu.metrics();
     svc.cpu.shutdown_timeout(Duration::from_secs(1)).await;
 
@@ -600,6 +646,334 @@ async fn main() {
         pool,
         elapsed,
     );
+    let path = chart::write(&samples, &transitions.lock().unwrap(), &svc);
+    println!("\nchart        {} ({} samples)", path, samples.len());
+}
+
+/// `--serve [PORT]`: the port to serve `/metrics` on (default 9898).
+fn serve_arg() -> Option<u16> {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--serve" {
+            return Some(args.next().and_then(|p| p.parse().ok()).unwrap_or(9898));
+        }
+    }
+    None
+}
+
+/// Serves the named primitives' metrics in Prometheus text on
+/// 127.0.0.1:`port` while the tour runs. Installed before any primitive is
+/// built: their export handles come from this recorder.
+#[cfg(feature = "metrics")]
+async fn serve(port: u16) {
+    use axum::routing::get;
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("no other recorder installed");
+    flowguard::metrics::spawn_publisher(Duration::from_millis(250));
+    let router = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            async move { handle.render() }
+        }),
+    );
+    match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(listener) => {
+            println!("  serving metrics on http://127.0.0.1:{port}/metrics while the tour runs");
+            tokio::spawn(async move { axum::serve(listener, router).await });
+        }
+        Err(e) => println!("  --serve: cannot listen on 127.0.0.1:{port}: {e}"),
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+async fn serve(_port: u16) {
+    println!(
+        "  --serve needs the `metrics` feature: cargo run --release --example tour --features metrics -- --serve"
+    );
+}
+
+/// One moment of the run, for the chart.
+struct Sample {
+    t: f64,
+    in_flight: [u64; SHARDS],
+    breaker: [State; SHARDS],
+    channel_depth: usize,
+    rate_waiters: usize,
+    /// Acquires that had to wait for a token so far, all shards.
+    rate_waits: u64,
+    query_p50_ms: f64,
+    query_p99_ms: f64,
+}
+
+/// Samples the service every 25 ms until told to stop.
+async fn sample(svc: Arc<Service>, stop: Arc<AtomicBool>) -> Vec<Sample> {
+    let mut out = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(25));
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let q = svc.query_latency.snapshot();
+        let (mut rate_waiters, mut rate_waits) = (0, 0);
+        for s in &svc.shards {
+            let r = s.limiter.snapshot();
+            rate_waiters += r.waiters;
+            rate_waits += r.wait.count();
+        }
+        out.push(Sample {
+            t: svc.t(),
+            in_flight: std::array::from_fn(|i| svc.shards[i].in_flight.load(Ordering::Relaxed)),
+            breaker: std::array::from_fn(|i| svc.shards[i].breaker.state()),
+            channel_depth: svc.results.metrics().len,
+            rate_waiters,
+            rate_waits,
+            query_p50_ms: ms(q.quantile_duration(0.5)),
+            query_p99_ms: ms(q.quantile_duration(0.99)),
+        });
+    }
+    out
+}
+
+/// The run as an SVG line chart, written by hand (no plotting crate).
+mod chart {
+    use std::fmt::Write;
+
+    use super::{CHANNEL_CAPACITY, DEADLINE, SHARDS, Sample, Service, State, Transition, ms};
+
+    const W: f64 = 960.0;
+    const LEFT: f64 = 70.0;
+    const RIGHT: f64 = 20.0;
+    const PANEL: f64 = 110.0;
+    const GAP: f64 = 42.0;
+    const COLORS: [&str; SHARDS] = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    ];
+
+    /// Writes `target/tour.svg` (under `CARGO_TARGET_DIR` if set) and
+    /// returns its path; on an I/O error returns the error's text.
+    pub(super) fn write(samples: &[Sample], transitions: &[Transition], svc: &Service) -> String {
+        let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned());
+        let path = std::path::Path::new(&dir).join("tour.svg");
+        let svg = render(samples, transitions, svc);
+        match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, svg)) {
+            Ok(()) => path.display().to_string(),
+            Err(e) => format!("not written ({e})"),
+        }
+    }
+
+    struct Panel<'a> {
+        out: &'a mut String,
+        top: f64,
+        t_max: f64,
+        y_max: f64,
+    }
+
+    impl Panel<'_> {
+        fn x(&self, t: f64) -> f64 {
+            LEFT + t / self.t_max * (W - LEFT - RIGHT)
+        }
+        fn y(&self, v: f64) -> f64 {
+            self.top + PANEL - v.min(self.y_max) / self.y_max * PANEL
+        }
+        fn frame(&mut self, title: &str, unit: &str) {
+            let (top, x0, x1) = (self.top, LEFT, W - RIGHT);
+            let _ = write!(
+                self.out,
+                r##"<text x="{x0}" y="{}" font-weight="bold">{title}</text><rect x="{x0}" y="{top}" width="{}" height="{PANEL}" fill="none" stroke="#999"/><text x="{}" y="{}" text-anchor="end" font-size="11">{} {unit}</text><text x="{}" y="{}" text-anchor="end" font-size="11">0</text>"##,
+                top - 6.0,
+                x1 - x0,
+                x0 - 4.0,
+                top + 10.0,
+                fmt(self.y_max),
+                x0 - 4.0,
+                top + PANEL
+            );
+            let mut t = 0.0;
+            while t <= self.t_max {
+                let x = self.x(t);
+                let _ = write!(
+                    self.out,
+                    r##"<line x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="#eee"/><text x="{x}" y="{}" text-anchor="middle" font-size="10">{t:.0} s</text>"##,
+                    top,
+                    top + PANEL,
+                    top + PANEL + 12.0
+                );
+                t += 1.0;
+            }
+        }
+        fn line(&mut self, points: impl Iterator<Item = (f64, f64)>, color: &str, width: f64) {
+            let pts: Vec<String> = points
+                .map(|(t, v)| format!("{:.1},{:.1}", self.x(t), self.y(v)))
+                .collect();
+            let _ = write!(
+                self.out,
+                r##"<polyline fill="none" stroke="{color}" stroke-width="{width}" points="{}"/>"##,
+                pts.join(" ")
+            );
+        }
+        fn legend(&mut self, i: usize, label: &str, color: &str) {
+            let x = LEFT + 8.0 + i as f64 * 100.0;
+            let _ = write!(
+                self.out,
+                r##"<rect x="{x}" y="{}" width="10" height="10" fill="{color}"/><text x="{}" y="{}" font-size="11">{label}</text>"##,
+                self.top + 4.0,
+                x + 14.0,
+                self.top + 13.0
+            );
+        }
+    }
+
+    fn fmt(v: f64) -> String {
+        if v >= 10.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        }
+    }
+
+    fn state_color(s: State) -> &'static str {
+        match s {
+            State::Closed => "#2ca02c",
+            State::Open | State::ForcedOpen => "#d62728",
+            State::HalfOpen => "#ffbf00",
+            _ => "#999999",
+        }
+    }
+
+    fn render(samples: &[Sample], transitions: &[Transition], svc: &Service) -> String {
+        let t_max = samples.last().map_or(1.0, |s| s.t).max(1.0).ceil();
+        let height = 40.0 + 5.0 * (PANEL + GAP);
+        let mut out = format!(
+            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{LEFT}" y="20" font-size="15" font-weight="bold">flowguard tour: {} queries, {} breaker transitions</text>"##,
+            svc.query_latency.snapshot().count(),
+            transitions.len()
+        );
+        let top = |i: f64| 40.0 + GAP * 0.6 + i * (PANEL + GAP);
+
+        // 1. In-flight calls per shard.
+        let peak = samples
+            .iter()
+            .flat_map(|s| s.in_flight)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let mut p = Panel {
+            out: &mut out,
+            top: top(0.0),
+            t_max,
+            y_max: peak as f64,
+        };
+        p.frame("calls in flight per shard", "calls");
+        for (i, color) in COLORS.iter().enumerate() {
+            p.line(
+                samples.iter().map(|s| (s.t, s.in_flight[i] as f64)),
+                color,
+                1.2,
+            );
+        }
+
+        // 2. Breaker state per shard: one band each.
+        let mut p = Panel {
+            out: &mut out,
+            top: top(1.0),
+            t_max,
+            y_max: SHARDS as f64,
+        };
+        p.frame(
+            "breaker state per shard (green closed, red open, amber half-open)",
+            "shards",
+        );
+        let band = PANEL / SHARDS as f64;
+        for w in samples.windows(2) {
+            for i in 0..SHARDS {
+                let (x0, x1) = (p.x(w[0].t), p.x(w[1].t));
+                let y = p.top + i as f64 * band;
+                let _ = write!(
+                    p.out,
+                    r##"<rect x="{x0:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{}"/>"##,
+                    (x1 - x0).max(0.5),
+                    band - 1.0,
+                    state_color(w[0].breaker[i])
+                );
+            }
+        }
+        for i in 0..SHARDS {
+            let _ = write!(
+                p.out,
+                r##"<text x="{}" y="{:.1}" text-anchor="end" font-size="10">shard {i}</text>"##,
+                LEFT - 4.0,
+                p.top + (i as f64 + 0.75) * band
+            );
+        }
+
+        // 3. Channel depth.
+        let mut p = Panel {
+            out: &mut out,
+            top: top(2.0),
+            t_max,
+            y_max: CHANNEL_CAPACITY as f64,
+        };
+        p.frame("answers queued in the channel", "answers");
+        p.line(
+            samples.iter().map(|s| (s.t, s.channel_depth as f64)),
+            "#1f77b4",
+            1.5,
+        );
+
+        // 4. Rate-limit waits.
+        let peak = samples
+            .iter()
+            .map(|s| s.rate_waiters)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let mut p = Panel {
+            out: &mut out,
+            top: top(3.0),
+            t_max,
+            y_max: peak as f64,
+        };
+        let waits = samples.last().map_or(0, |s| s.rate_waits);
+        p.frame(
+            &format!("callers waiting for a rate-limit token, all shards ({waits} waited in all)"),
+            "callers",
+        );
+        p.line(
+            samples.iter().map(|s| (s.t, s.rate_waiters as f64)),
+            "#9467bd",
+            1.5,
+        );
+
+        // 5. Query latency percentiles (so far), with the deadline.
+        let y_max = ms(DEADLINE) * 1.5;
+        let mut p = Panel {
+            out: &mut out,
+            top: top(4.0),
+            t_max,
+            y_max,
+        };
+        p.frame("query latency so far (from the histogram)", "ms");
+        p.line(
+            samples.iter().map(|s| (s.t, s.query_p50_ms)),
+            "#2ca02c",
+            1.5,
+        );
+        p.line(
+            samples.iter().map(|s| (s.t, s.query_p99_ms)),
+            "#d62728",
+            1.5,
+        );
+        p.line(
+            [(0.0, ms(DEADLINE)), (t_max, ms(DEADLINE))].into_iter(),
+            "#999",
+            1.0,
+        );
+        p.legend(0, "p50", "#2ca02c");
+        p.legend(1, "p99", "#d62728");
+        p.legend(2, "deadline", "#999");
+        out.push_str("</svg>\n");
+        out
+    }
 }
 
 fn report(
@@ -732,4 +1106,52 @@ fn report(
         c.peak_len,
         st.depth_sum as f64 / st.depth_samples.max(1) as f64
     );
+
+    // The primitives' own latency histograms (within 1 %).
+    let pct = |h: &HistogramSnapshot| {
+        format!(
+            "p50 {:6.2} ms  p99 {:6.2} ms  max {:6.2} ms  ({} values)",
+            ms(h.quantile_duration(0.5)),
+            ms(h.quantile_duration(0.99)),
+            ms(h.max_duration()),
+            h.count()
+        )
+    };
+    println!("\nhistograms   (each primitive's own, from metrics(); within 1 %)");
+    println!(
+        "  query end to end        {}",
+        pct(&svc.query_latency.snapshot())
+    );
+    println!(
+        "  shard call (gather)     {}",
+        pct(&svc.shard_latency.snapshot())
+    );
+    let (mut call, mut wait) = (Vec::new(), Vec::new());
+    for shard in &svc.shards {
+        call.push(shard.breaker.metrics().call_duration);
+        wait.push(shard.limiter.snapshot().wait);
+    }
+    let worst = |v: &[HistogramSnapshot]| {
+        v.iter()
+            .max_by_key(|h| h.p99())
+            .cloned()
+            .unwrap_or_default()
+    };
+    println!(
+        "  backend call (breaker)  {}  worst shard",
+        pct(&worst(&call))
+    );
+    println!(
+        "  rate-limit wait         {}  worst shard",
+        pct(&worst(&wait))
+    );
+    println!("  record batch (loader)   {}", pct(&l.batch_latency));
+    println!(
+        "  record batch size       p50 {} keys  p99 {} keys  max {} keys",
+        l.batch_size.p50(),
+        l.batch_size.p99(),
+        l.batch_size.max()
+    );
+    println!("  scoring queue wait      {}", pct(&pool.queue_wait));
+    println!("  scoring run time        {}", pct(&pool.run_time));
 }

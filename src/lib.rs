@@ -22,6 +22,7 @@
 //! | [`retry`] | [`Retry`](retry::Retry), [`RetryBudget`](retry::RetryBudget) | "try again, later, but not forever and not all at once": backoff, jitter, deadline, budget |
 //! | [`pipeline`] | [`Pipeline`](pipeline::Pipeline) | "wrap this call in all of it": timeout, retry, breaker, hedge, rate limit, bulkhead, adaptive limit, attempt timeout, fallback in one documented order |
 //! | [`adaptive`] | [`AdaptiveLimiter`](adaptive::AdaptiveLimiter), [`Vegas`](adaptive::Vegas), [`Gradient2`](adaptive::Gradient2), [`Aimd`](adaptive::Aimd) | "find the backend's concurrency limit instead of guessing it" |
+//! | [`histogram`] | [`Histogram`](histogram::Histogram), [`HistogramSnapshot`](histogram::HistogramSnapshot) | "how long did they wait, p50 to p999?": the fixed-memory, lock-free latency histogram in every `metrics()` |
 //! | [`clock`] | [`Clock`](clock::Clock), [`ManualClock`](clock::ManualClock) | the time source cores read; Tokio's clock by default, a manual one for tests |
 //! | `tower` (feature `tower`, off by default) | a `Layer` per primitive, `Refusal` → 429/503/504 | "drop it into axum, tonic or hyper": concurrency limit, load shedding, plain and keyed rate limits, breaker, timeout, retry, hedge, the whole pipeline |
 //!
@@ -376,6 +377,9 @@ pub mod clock;
 mod error;
 /// Deadline fan-out: `gather_with_timeout`, the `Gather` builder (quorum, fail-fast, spawn) and hedged requests.
 pub mod fanout;
+pub mod histogram;
+#[cfg(all(feature = "metrics", not(loom)))]
+pub mod metrics;
 pub mod pipeline;
 pub mod pool;
 /// Token-bucket rate limiters (GCRA): plain, FIFO-fair and keyed.

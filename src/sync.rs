@@ -26,6 +26,12 @@
 /// `Arc` points to still uses the facade's atomics and locks.
 pub(crate) use std::sync::Arc as StdArc;
 
+/// `std::sync::OnceLock` for the `metrics` feature's export handles, set
+/// once at build time and only read after: not a synchronisation point of
+/// any loom model (the feature's code is not built under loom).
+#[cfg(all(feature = "metrics", not(loom)))]
+pub(crate) use std::sync::OnceLock as StdOnceLock;
+
 #[cfg(not(loom))]
 mod imp {
     pub(crate) use std::sync::Arc;
@@ -46,7 +52,7 @@ mod imp {
 
     impl<T> Mutex<T> {
         #[inline]
-        pub(crate) fn new(value: T) -> Self {
+        pub(crate) const fn new(value: T) -> Self {
             Self(parking_lot::Mutex::new(value))
         }
 

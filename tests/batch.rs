@@ -930,3 +930,40 @@ fn new_cache_settings_are_validated() {
         .unwrap_err();
     assert_eq!((e.field(), e.kind()), ("cache_ttl", ConfigErrorKind::Zero));
 }
+
+/// Batch size and latency histograms: one value per batch, latency exact
+/// on the paused clock; off with `histograms(false)`.
+#[tokio::test(start_paused = true)]
+async fn batch_size_and_latency_histograms() {
+    let (calls, starts) = (new_calls(), Arc::new(Mutex::new(Vec::new())));
+    let loader = slow(&calls, &starts, Duration::from_millis(20))
+        .max_batch_size(3)
+        .build()
+        .unwrap();
+    let r = join_all((0..5u64).map(|k| loader.load(k))).await;
+    assert!(r.iter().all(Result::is_ok));
+    let m = loader.metrics();
+    assert_eq!(m.batches_dispatched, 2);
+    assert_eq!(
+        (m.batch_size.count(), m.batch_size.min(), m.batch_size.max()),
+        (2, 2, 3)
+    );
+    assert_eq!(m.batch_latency.count(), 2);
+    assert_eq!(m.batch_latency.max_duration(), Duration::from_millis(20));
+    assert_eq!(m.batch_latency.min(), 20_000_000);
+
+    let off = slow(&calls, &starts, Duration::from_millis(20))
+        .histograms(false)
+        .build()
+        .unwrap();
+    off.load(1).await.unwrap();
+    let m = off.metrics();
+    assert_eq!(
+        (
+            m.batches_dispatched,
+            m.batch_size.count(),
+            m.batch_latency.count()
+        ),
+        (1, 0, 0)
+    );
+}

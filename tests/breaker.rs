@@ -1022,3 +1022,31 @@ fn wait_until_ready_on_a_manual_clock_needs_no_runtime() {
     });
     assert!(b.try_acquire().unwrap().is_probe());
 }
+
+/// The call-duration histogram: opt-in (two clock reads per call), on by
+/// default with the slow-call policy; exact on the paused clock.
+#[tokio::test(start_paused = true)]
+async fn call_duration_histogram() {
+    let timed = CircuitBreaker::builder().histograms(true).build().unwrap();
+    let plain = CircuitBreaker::builder().build().unwrap();
+    let slow_policy = CircuitBreaker::builder()
+        .slow_call_rate_threshold(100.0)
+        .build()
+        .unwrap();
+    for (b, ms) in [(&timed, 40), (&timed, 10), (&plain, 40), (&slow_policy, 25)] {
+        b.call(|| async move {
+            sleep(Duration::from_millis(ms)).await;
+            Ok::<_, &str>(())
+        })
+        .await
+        .unwrap();
+    }
+    let d = m(&timed).call_duration;
+    assert_eq!((d.count(), d.min(), d.max()), (2, 10_000_000, 40_000_000));
+    assert_eq!(m(&plain).call_duration.count(), 0);
+    assert_eq!(
+        m(&slow_policy).call_duration.max_duration(),
+        Duration::from_millis(25)
+    );
+    assert_eq!(m(&plain).calls, 1); // the outcome still counts
+}

@@ -828,3 +828,36 @@ fn blocking_timeouts_give_the_value_back_or_report_closed() {
         Err(RecvTimeoutError::Closed)
     );
 }
+
+/// The send-wait histogram holds the sends that found the channel full,
+/// with the exact time they waited (paused clock); off with
+/// `histograms(false)`.
+#[tokio::test(start_paused = true)]
+async fn send_wait_histogram_counts_blocked_sends() {
+    let (tx, rx) = channel::bounded::<u32>(1).unwrap();
+    tx.send(1).await.unwrap(); // room: not in it
+    let blocked = tokio::spawn({
+        let tx = tx.clone();
+        async move { tx.send(2).await }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(rx.recv().await, Some(1));
+    blocked.await.unwrap().unwrap();
+    let m = rx.metrics();
+    assert_eq!(m.send_wait.count(), 1);
+    assert_eq!(m.send_wait.max_duration(), Duration::from_millis(30));
+
+    let (tx, rx) = channel::Builder::<u32>::new(1)
+        .histograms(false)
+        .build()
+        .unwrap();
+    tx.send(1).await.unwrap();
+    let blocked = tokio::spawn({
+        let tx = tx.clone();
+        async move { tx.send(2).await }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(rx.recv().await, Some(1));
+    blocked.await.unwrap().unwrap();
+    assert_eq!(rx.metrics().send_wait.count(), 0);
+}

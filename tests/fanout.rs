@@ -1406,3 +1406,28 @@ fn hedge_policy_builder_checks_the_new_fields() {
             .is_ok()
     );
 }
+
+/// Child latencies go into the caller's histogram, in both modes: the
+/// completed ones with their exact time (paused clock), not those the
+/// deadline cut off.
+#[tokio::test(start_paused = true)]
+async fn child_latency_histogram_in_both_modes() {
+    let h = std::sync::Arc::new(flowguard::histogram::Histogram::new());
+    let nap = |ms: u64| async move { tokio::time::sleep(Duration::from_millis(ms)).await };
+    let g = Gather::new([nap(10), nap(20), nap(500)])
+        .timeout(Duration::from_millis(100))
+        .child_latency(&h)
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(g.completed_count(), 2);
+    let s = h.snapshot();
+    assert_eq!((s.count(), s.min(), s.max()), (2, 10_000_000, 20_000_000));
+    Gather::new([nap(40)])
+        .spawn()
+        .child_latency(&h)
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!((h.snapshot().count(), h.snapshot().max()), (3, 40_000_000));
+}

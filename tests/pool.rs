@@ -1181,3 +1181,52 @@ async fn shutdown_reports_held_slots_as_still_running() {
     drop(held);
     assert_eq!(pool.metrics().running, 0);
 }
+
+/// Wait and run-time histograms, exact on the paused clock: one slot, a
+/// queue of one; A runs 100 ms, B queues behind it, C waits for queue room
+/// until A ends, then queues behind B.
+#[tokio::test(start_paused = true)]
+async fn wait_and_run_time_histograms() {
+    let pool = WorkerPool::builder()
+        .max_concurrency(1)
+        .queue_capacity(1)
+        .build()
+        .unwrap();
+    let ms = Duration::from_millis;
+    let nap = |d| async move { sleep(d).await };
+    let a = pool.submit(nap(ms(100))).await.unwrap();
+    let b = pool.submit(nap(ms(50))).await.unwrap();
+    let c = pool.submit(nap(ms(10))).await.unwrap(); // waited 100 ms for room
+    let _ = tokio::join!(a, b, c);
+    let m = pool.metrics();
+    assert_eq!(m.submit_wait.count(), 1);
+    assert_eq!(m.submit_wait.max_duration(), ms(100));
+    assert_eq!(m.queue_wait.count(), 2); // B 100 ms, C 50 ms
+    assert_eq!(
+        (m.queue_wait.min(), m.queue_wait.max()),
+        (50_000_000, 100_000_000)
+    );
+    assert_eq!(m.run_time.count(), 3);
+    assert_eq!(m.run_time.min(), 10_000_000);
+    assert_eq!(m.run_time.max_duration(), ms(100));
+
+    let off = WorkerPool::builder()
+        .max_concurrency(1)
+        .queue_capacity(1)
+        .histograms(false)
+        .build()
+        .unwrap();
+    let a = off.submit(tokio::time::sleep(ms(10))).await.unwrap();
+    let b = off.submit(async {}).await.unwrap();
+    let _ = tokio::join!(a, b);
+    let m = off.metrics();
+    assert_eq!(m.completed, 2);
+    assert_eq!(
+        (
+            m.submit_wait.count(),
+            m.queue_wait.count(),
+            m.run_time.count()
+        ),
+        (0, 0, 0)
+    );
+}

@@ -727,3 +727,27 @@ fn manual_clock_waits_need_no_runtime() {
     });
     assert_eq!((a, b, c), (Ok(()), Ok(()), Ok(())));
 }
+
+/// The wait histogram: one entry per `acquire` that queued, with the exact
+/// time it waited (paused clock); immediate acquires and `try_acquire` are
+/// not in it; `histograms(false)` keeps none.
+#[tokio::test(start_paused = true)]
+async fn wait_histogram_counts_queued_acquires() {
+    let limiter = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(1).unwrap());
+    limiter.acquire(1).await.unwrap(); // the burst: at once
+    limiter.acquire(1).await.unwrap(); // 100 ms
+    limiter.try_acquire(1).unwrap_err();
+    let (a, b) = tokio::join!(limiter.acquire(1), limiter.acquire(1)); // 100 and 200 ms
+    a.unwrap();
+    b.unwrap();
+    let wait = limiter.snapshot().wait;
+    assert_eq!(wait.count(), 3);
+    assert_eq!((wait.min(), wait.max()), (100_000_000, 200_000_000));
+    assert!(wait.p50().abs_diff(100_000_000) <= 100_000_000 / 128); // a bucket's middle
+
+    let off =
+        RateLimiter::new(Quota::per_second(10).unwrap().with_burst(1).unwrap()).histograms(false);
+    off.acquire(1).await.unwrap();
+    off.acquire(1).await.unwrap();
+    assert_eq!(off.snapshot().wait.count(), 0);
+}

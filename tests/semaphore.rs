@@ -450,3 +450,42 @@ async fn available_is_zero_while_permits_are_promised_to_a_waiter() {
     drop(two);
     assert_eq!(all.await.unwrap().num_permits(), 3);
 }
+
+/// The wait histogram holds the acquires that queued, with the time they
+/// queued (paused clock: exact to the histogram's 1/128); acquires served
+/// at once read no clock and are not in it; off by default.
+#[tokio::test(start_paused = true)]
+async fn wait_histogram_counts_only_queued_acquires() {
+    let sem = Semaphore::builder()
+        .capacity(1)
+        .histograms(true)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        drop(sem.acquire().await.unwrap()); // served at once
+    }
+    assert_eq!(sem.metrics().wait.count(), 0);
+    let held = sem.acquire().await.unwrap();
+    let waiter = {
+        let sem = sem.clone();
+        tokio::spawn(async move { drop(sem.acquire().await.unwrap()) })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(held);
+    waiter.await.unwrap();
+    let wait = sem.metrics().wait;
+    assert_eq!(wait.count(), 1);
+    assert_eq!(wait.max_duration(), Duration::from_millis(100));
+    assert_eq!(wait.p50(), 100_000_000);
+
+    let off = Semaphore::new(1); // the default: off
+    let held = off.acquire().await.unwrap();
+    let waiter = {
+        let off = off.clone();
+        tokio::spawn(async move { drop(off.acquire().await.unwrap()) })
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    drop(held);
+    waiter.await.unwrap();
+    assert_eq!(off.metrics().wait.count(), 0);
+}

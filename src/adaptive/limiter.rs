@@ -39,7 +39,7 @@ use super::{AcquireError, LimitAlgorithm, Sample, Vegas, Windowed};
 use crate::clock::{Clock, TokioClock};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, StdArc};
 
 type Bypass = Box<dyn Fn(&str) -> bool + Send + Sync>;
 type Hook = Box<dyn Fn(&LimitChange) + Send + Sync>;
@@ -271,6 +271,8 @@ struct Inner<C> {
     hook: Option<Hook>,
     counters: Counters,
     shared: Mutex<Shared>,
+    /// For `tracing` events: the builder's name, or "adaptive".
+    name: StdArc<str>,
 }
 
 struct PartitionSlot {
@@ -589,7 +591,7 @@ impl<C: Clock> Inner<C> {
             w.wake();
         }
         if let Some(c) = change {
-            tracing::debug!(from = c.from, to = c.to, "adaptive limit changed");
+            tracing::debug!(limiter = %self.name, from = c.from, to = c.to, "adaptive limit changed");
             if let Some(hook) = &self.hook {
                 hook(&c);
             }
@@ -775,6 +777,7 @@ pub struct AdaptiveLimiterBuilder {
     bypass: Option<Bypass>,
     history: usize,
     hook: Option<Hook>,
+    name: Option<String>,
 }
 
 impl fmt::Debug for AdaptiveLimiterBuilder {
@@ -796,6 +799,13 @@ impl AdaptiveLimiterBuilder {
     /// start with.
     pub fn algorithm(mut self, algorithm: impl LimitAlgorithm) -> Self {
         self.algorithm = Box::new(algorithm);
+        self
+    }
+
+    /// Names the limiter in its `tracing` events (field `limiter`;
+    /// default `"adaptive"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 
@@ -930,6 +940,7 @@ impl AdaptiveLimiterBuilder {
                     changes: 0,
                     backlog: Backlog::new(n),
                 }),
+                name: StdArc::from(self.name.as_deref().unwrap_or("adaptive")),
             }),
             partition: 0,
             bypass: false,
@@ -950,6 +961,7 @@ impl AdaptiveLimiter {
             bypass: None,
             history: 64,
             hook: None,
+            name: None,
         }
     }
 

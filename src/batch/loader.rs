@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use super::core::{Admission, BatchId, Cache, CacheEviction, Collector};
 use super::error::{LoadError, LoadErrorKind};
+use crate::histogram::{HistogramSnapshot, Recorder};
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex, StdArc};
 use crate::{ConfigError, ConfigErrorKind};
@@ -169,6 +170,10 @@ struct Shared<K, V, E> {
     config: Config,
     slots: Option<BatchSlots>,
     counters: Counters,
+    /// Keys per batch call.
+    batch_size: Recorder,
+    /// Time each batch call took, from dispatch to its answer.
+    batch_latency: Recorder,
     #[cfg(not(loom))]
     runtime: Option<tokio::runtime::Handle>,
 }
@@ -289,6 +294,14 @@ pub struct LoaderMetrics {
     pub cache_evictions: u64,
     /// Cache entries dropped because their [time to live](LoaderBuilder::cache_ttl) ran out.
     pub cache_expirations: u64,
+    /// Keys per batch call (after de-duplication), one value per batch
+    /// dispatched. Empty when built with
+    /// [`histograms(false)`](LoaderBuilder::histograms).
+    pub batch_size: HistogramSnapshot,
+    /// How long batch calls took, from dispatch to answer (nanoseconds),
+    /// of the batches that answered (not those that panicked or were cut
+    /// off by a runtime shutdown).
+    pub batch_latency: HistogramSnapshot,
 }
 
 impl LoaderMetrics {
@@ -335,6 +348,9 @@ pub struct LoaderBuilder<K, V, E> {
     cache_eviction: Option<CacheEviction>,
     cache_ttl: Option<Duration>,
     cache_key: Option<CacheKeyFn<K>>,
+    histograms: bool,
+    /// Whether `name` was set (only named loaders are exported).
+    named: bool,
 }
 
 impl<K, V, E> fmt::Debug for LoaderBuilder<K, V, E> {
@@ -371,18 +387,31 @@ where
             cache_eviction: None,
             cache_ttl: None,
             cache_key: None,
+            histograms: true,
+            named: false,
         }
     }
 
     /// A name for this loader: every [`LoadError`] it answers carries it
     /// (and prints it first), as do [`LoaderMetrics::name`] and its
-    /// `tracing` events. Default `"loader"`.
+    /// `tracing` events. Default `"loader"`. With the `metrics` feature,
+    /// a named loader's metrics are published under it (see
+    /// `flowguard::metrics`); unnamed loaders are not.
     ///
     /// # Examples
     ///
     /// See [`LoadError`].
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self.named = true;
+        self
+    }
+
+    /// Whether to keep the [`batch_size`](LoaderMetrics::batch_size) and
+    /// [`batch_latency`](LoaderMetrics::batch_latency) histograms (default
+    /// on). Off, a batch reads no clock for them.
+    pub fn histograms(mut self, on: bool) -> Self {
+        self.histograms = on;
         self
     }
 
@@ -622,7 +651,14 @@ where
                 "must be greater than zero (leave it unset for no expiry)",
             ));
         }
-        Ok(self.assemble())
+        #[cfg(all(feature = "metrics", not(loom)))]
+        let named = self.named;
+        let loader = self.assemble();
+        #[cfg(all(feature = "metrics", not(loom)))]
+        if named {
+            loader.export();
+        }
+        Ok(loader)
     }
 
     /// Builds without validating: only for settings known to be valid.
@@ -653,6 +689,8 @@ where
                 slots: config.max_concurrent_batches.map(BatchSlots::new),
                 config,
                 counters: Counters::default(),
+                batch_size: Recorder::new(self.histograms),
+                batch_latency: Recorder::new(self.histograms),
                 #[cfg(not(loom))]
                 runtime: tokio::runtime::Handle::try_current().ok(),
             }),
@@ -1014,6 +1052,43 @@ where
         tracing::debug!(loader = %self.shared.config.name, "loader cache cleared");
     }
 
+    /// Publishes a named loader's metrics (feature `metrics`).
+    #[cfg(all(feature = "metrics", not(loom)))]
+    fn export(&self) {
+        let h = crate::metrics::Handles::new("loader", &self.shared.config.name);
+        self.shared.batch_size.export_to(h.histogram("batch_size"));
+        self.shared
+            .batch_latency
+            .export_to(h.histogram("batch_seconds"));
+        let (batches, requested) = (
+            h.counter("batches_total"),
+            h.counter("keys_requested_total"),
+        );
+        let (loaded, hits) = (
+            h.counter("keys_loaded_total"),
+            h.counter("cache_hits_total"),
+        );
+        let (failed, in_flight) = (
+            h.counter("failed_batches_total"),
+            h.gauge("in_flight_batches"),
+        );
+        let weak = Arc::downgrade(&self.shared);
+        crate::metrics::register(move || {
+            let Some(shared) = weak.upgrade() else {
+                return false;
+            };
+            let c = &shared.counters;
+            batches.absolute(c.batches_dispatched.load(Ordering::Relaxed));
+            loaded.absolute(c.keys_loaded.load(Ordering::Relaxed));
+            failed.absolute(c.failed_batches.load(Ordering::Relaxed));
+            in_flight.set(c.in_flight_batches.load(Ordering::Relaxed) as f64);
+            let inner = shared.inner.lock();
+            requested.absolute(inner.keys_requested);
+            hits.absolute(inner.cache_hits);
+            true
+        });
+    }
+
     /// A snapshot of the counters.
     ///
     /// # Examples
@@ -1048,6 +1123,8 @@ where
             cache_entries,
             cache_evictions,
             cache_expirations,
+            batch_size: self.shared.batch_size.snapshot(),
+            batch_latency: self.shared.batch_latency.snapshot(),
         }
     }
 }
@@ -1272,7 +1349,15 @@ where
     c.in_flight_batches.fetch_add(1, Ordering::Relaxed);
     guard.in_flight = true;
     tracing::debug!(loader = %shared.config.name, batch = id, keys = n, "batch dispatched");
+    shared.batch_size.record(n as u64);
+    let started = shared
+        .batch_latency
+        .enabled()
+        .then(tokio::time::Instant::now);
     let answer = (shared.batch_fn)(keys).await;
+    if let Some(started) = started {
+        shared.batch_latency.record_duration(started.elapsed());
+    }
     let keys = guard.keys.take().unwrap_or_default();
     guard.done = true;
     c.in_flight_batches.fetch_sub(1, Ordering::Relaxed);

@@ -49,8 +49,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::clock::{Clock, TokioClock, tokio_wake_at};
+use crate::histogram::{HistogramSnapshot, Recorder};
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, StdArc};
 use crate::{ConfigError, ConfigErrorKind};
 
 pub use error::{BreakerError, Rejected};
@@ -165,7 +166,7 @@ pub struct StateChange {
 /// assert_eq!(m.failure_rate, Some(50.0));
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct BreakerMetrics {
     /// The current state.
@@ -192,6 +193,11 @@ pub struct BreakerMetrics {
     /// State transitions since the breaker was built (a manual call to the
     /// state the breaker is in is none).
     pub transitions: u64,
+    /// How long calls took, from admission to their reported outcome
+    /// (nanoseconds); ignored and dropped calls are not in it. Kept only
+    /// with [`histograms`](Builder::histograms) on (by default: when the
+    /// slow-call policy is on).
+    pub call_duration: HistogramSnapshot,
 }
 
 type Hook = Box<dyn Fn(&StateChange) + Send + Sync>;
@@ -246,6 +252,8 @@ pub struct Builder {
     permitted_probes: u32,
     max_half_open_wait: Option<Duration>,
     hook: Option<Hook>,
+    histograms: Option<bool>,
+    name: Option<String>,
 }
 
 impl Default for Builder {
@@ -264,6 +272,8 @@ impl Default for Builder {
             permitted_probes: 10,
             max_half_open_wait: None,
             hook: None,
+            histograms: None,
+            name: None,
         }
     }
 }
@@ -387,6 +397,25 @@ impl Builder {
         self
     }
 
+    /// Names the breaker: its state-change `tracing` events carry the
+    /// name, and with the `metrics` feature its metrics are published under
+    /// it (see `flowguard::metrics`); unnamed breakers
+    /// are not.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Whether to keep the [`call_duration`](BreakerMetrics::call_duration)
+    /// histogram. Default: on exactly when the slow-call policy is on,
+    /// whose timing of every call already reads the clock; otherwise
+    /// timing costs two clock reads per call, several times the rest of
+    /// the closed-state path, so it is opt-in.
+    pub fn histograms(mut self, on: bool) -> Self {
+        self.histograms = Some(on);
+        self
+    }
+
     /// A call is slow when it takes strictly longer than `threshold`, from
     /// admission to its outcome. Must be above zero (at zero every call
     /// would be slow; resilience4j rejects it too), whether or not the
@@ -499,8 +528,18 @@ impl Builder {
     ///
     /// As [`build`](Self::build).
     pub fn build_with_clock<C: Clock>(self, clock: C) -> Result<CircuitBreaker<C>, ConfigError> {
+        let histograms = self.histograms.unwrap_or(self.slow_rate.is_some());
+        let name = self.name.clone();
         let (settings, hook) = self.validate()?;
-        Ok(CircuitBreaker::from_parts(settings, clock, hook))
+        let mut breaker = CircuitBreaker::from_parts(settings, clock, hook, histograms);
+        if let Some(name) = name {
+            if let Some(inner) = Arc::get_mut(&mut breaker.inner) {
+                inner.name = StdArc::from(name.as_str());
+            }
+            #[cfg(all(feature = "metrics", not(loom)))]
+            breaker.export(&name);
+        }
+        Ok(breaker)
     }
 
     fn validate(self) -> Result<(Settings, Option<Hook>), ConfigError> {
@@ -739,6 +778,10 @@ struct Inner<C> {
     /// Woken on every transition and freed probe slot.
     ready: Notify,
     hook: Option<Hook>,
+    /// Admission to outcome, of the calls whose outcome was reported.
+    call_duration: Recorder,
+    /// For `tracing` events: the builder's name, or "breaker".
+    name: StdArc<str>,
 }
 
 impl CircuitBreaker {
@@ -755,7 +798,7 @@ impl CircuitBreaker {
     /// ```
     pub fn new() -> Self {
         match Builder::default().validate() {
-            Ok((settings, hook)) => Self::from_parts(settings, TokioClock, hook),
+            Ok((settings, hook)) => Self::from_parts(settings, TokioClock, hook, false),
             // The defaults are valid (a unit test checks it).
             Err(_) => unreachable!("default breaker settings are valid"),
         }
@@ -768,7 +811,7 @@ impl CircuitBreaker {
 }
 
 impl<C: Clock> CircuitBreaker<C> {
-    fn from_parts(settings: Settings, clock: C, hook: Option<Hook>) -> Self {
+    fn from_parts(settings: Settings, clock: C, hook: Option<Hook>, histograms: bool) -> Self {
         let now = clock.now();
         let measures_duration = settings.measures_duration();
         let slow_duration = settings.slow_duration;
@@ -785,6 +828,8 @@ impl<C: Clock> CircuitBreaker<C> {
                 clock,
                 ready: Notify::new(),
                 hook,
+                call_duration: Recorder::new(histograms),
+                name: StdArc::from("breaker"),
             }),
         }
     }
@@ -1120,6 +1165,42 @@ impl<C: Clock> CircuitBreaker<C> {
 
     /// A snapshot of the breaker's numbers.
     pub fn metrics(&self) -> BreakerMetrics {
+        self.metrics_with(true)
+    }
+
+    /// Publishes a named breaker's metrics (feature `metrics`).
+    #[cfg(all(feature = "metrics", not(loom)))]
+    fn export(&self, name: &str) {
+        let h = crate::metrics::Handles::new("breaker", name);
+        self.inner
+            .call_duration
+            .export_to(h.histogram("call_seconds"));
+        let (state, rate, calls) = (h.gauge("state"), h.gauge("failure_rate"), h.gauge("calls"));
+        let (refused, transitions) = (h.counter("refused_total"), h.counter("transitions_total"));
+        let weak = Arc::downgrade(&self.inner);
+        crate::metrics::register(move || {
+            let Some(inner) = weak.upgrade() else {
+                return false;
+            };
+            let m = CircuitBreaker { inner }.metrics_with(false);
+            state.set(match m.state {
+                State::Closed => 0.0,
+                State::Open => 1.0,
+                State::HalfOpen => 2.0,
+                State::ForcedOpen => 3.0,
+                State::Disabled => 4.0,
+            });
+            if let Some(r) = m.failure_rate {
+                rate.set(r);
+            }
+            calls.set(m.calls as f64);
+            refused.absolute(m.refused);
+            transitions.absolute(m.transitions);
+            true
+        });
+    }
+
+    fn metrics_with(&self, histogram: bool) -> BreakerMetrics {
         let inner = &*self.inner;
         let now = inner.clock.now();
         let mut core = inner.core.lock();
@@ -1141,16 +1222,24 @@ impl<C: Clock> CircuitBreaker<C> {
             reopens: core.reopens(),
             refused: inner.refused.load(Ordering::Relaxed),
             transitions: core.transitions(),
+            call_duration: HistogramSnapshot::default(),
         };
         drop(core);
-        m
+        if !histogram {
+            return m;
+        }
+        BreakerMetrics {
+            call_duration: inner.call_duration.snapshot(),
+            ..m
+        }
     }
 }
 
 impl<C: Clock> Inner<C> {
     #[inline]
     fn permit(&self, ticket: Ticket, started: Option<Instant>) -> CallPermit<'_, C> {
-        let started = match (started, self.measures_duration, ticket.kind) {
+        let timed = self.measures_duration || self.call_duration.enabled();
+        let started = match (started, timed, ticket.kind) {
             (Some(t), _, _) => Some(t),
             (None, true, TicketKind::Closed | TicketKind::Probe) => Some(self.clock.now()),
             _ => None,
@@ -1178,8 +1267,10 @@ impl<C: Clock> Inner<C> {
                 let (slow, end) = match slot.started {
                     Some(start) => {
                         let end = self.clock.now();
+                        let took = end.saturating_duration_since(start);
+                        self.call_duration.record_duration(took);
                         (
-                            end.saturating_duration_since(start) > self.slow_duration,
+                            self.measures_duration && took > self.slow_duration,
                             Some(end),
                         )
                     }
@@ -1264,6 +1355,7 @@ impl<C: Clock> Inner<C> {
     /// Reports a transition; call after releasing the lock.
     fn emit(&self, t: Transition) {
         tracing::debug!(
+            breaker = %self.name,
             from = ?t.from,
             to = ?t.to,
             seq = t.seq,

@@ -18,6 +18,8 @@
 
 use std::collections::VecDeque;
 
+use crate::sync::StdArc;
+
 /// Largest accepted capacity: leaves headroom so `len + reserved + n` never
 /// overflows.
 pub(crate) const MAX_CAPACITY: usize = usize::MAX >> 2;
@@ -171,6 +173,8 @@ pub(crate) struct Counters {
 /// The channel's whole state.
 #[derive(Debug)]
 pub(crate) struct Core<T, W> {
+    /// For `tracing` events.
+    name: StdArc<str>,
     queue: VecDeque<Slot<T>>,
     capacity: usize,
     max_weight: usize,
@@ -217,7 +221,14 @@ impl<T, W> Core<T, W> {
             marks,
             congested: false,
             counters: Counters::default(),
+            name: StdArc::from("channel"),
         }
+    }
+
+    /// Names the channel in its `tracing` events.
+    pub(crate) fn named(mut self, name: StdArc<str>) -> Self {
+        self.name = name;
+        self
     }
 
     // ---- reads -------------------------------------------------------------
@@ -303,7 +314,7 @@ impl<T, W> Core<T, W> {
         if let Some(marks) = self.marks {
             if !self.congested && len >= marks.high {
                 self.congested = true;
-                tracing::debug!(len, high = marks.high, "channel congested");
+                tracing::debug!(channel = %self.name, len, high = marks.high, "channel congested");
             }
         }
         if let Some((_, w)) = self.recv_waiters.pop_front() {
@@ -326,7 +337,12 @@ impl<T, W> Core<T, W> {
         if let Some(marks) = self.marks {
             if self.congested && len <= marks.low {
                 self.congested = false;
-                tracing::debug!(len, low = marks.low, "channel drained below low watermark");
+                tracing::debug!(
+                    channel = %self.name,
+                    len,
+                    low = marks.low,
+                    "channel drained below low watermark"
+                );
                 for (_, w) in self.drain_waiters.drain(..) {
                     wake.push(w);
                 }

@@ -89,6 +89,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use self::core::{Core, Empty, Refused, ReserveRefused, SendPoll, WakeList, Watermarks};
+use crate::histogram::{HistogramSnapshot, Recorder};
 use crate::sync::{Arc, Mutex};
 use crate::{ConfigError, ConfigErrorKind};
 
@@ -153,7 +154,14 @@ pub struct Builder<T> {
     max_weight: Option<usize>,
     high: Option<usize>,
     low: Option<usize>,
+    histograms: bool,
+    name: Option<String>,
+    #[cfg(all(feature = "metrics", not(loom)))]
+    export: Option<ExportFn<T>>,
 }
+
+#[cfg(all(feature = "metrics", not(loom)))]
+type ExportFn<T> = Box<dyn FnOnce(&Arc<Chan<T>>) + Send + Sync>;
 
 impl<T> fmt::Debug for Builder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -167,6 +175,54 @@ impl<T> fmt::Debug for Builder<T> {
     }
 }
 
+impl<T: Send + 'static> Builder<T> {
+    /// Names the channel: its congestion `tracing` events carry the name,
+    /// and with the `metrics` feature its metrics are published under it
+    /// (see `flowguard::metrics`); unnamed channels are
+    /// not. (Values must be `Send`: the exporter reads the channel from
+    /// wherever `publish` runs.)
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        #[cfg(all(feature = "metrics", not(loom)))]
+        {
+            let exported = name.clone();
+            self.export = Some(Box::new(move |chan: &Arc<Chan<T>>| export(chan, &exported)));
+        }
+        self.name = Some(name);
+        self
+    }
+}
+
+/// Publishes a named channel's metrics (feature `metrics`).
+#[cfg(all(feature = "metrics", not(loom)))]
+fn export<T: Send + 'static>(chan: &Arc<Chan<T>>, name: &str) {
+    let h = crate::metrics::Handles::new("channel", name);
+    chan.send_wait.export_to(h.histogram("send_wait_seconds"));
+    let (len, capacity) = (h.gauge("len"), h.gauge("capacity"));
+    let (senders, congested) = (h.gauge("waiting_senders"), h.gauge("congested"));
+    let (sent, received, evicted) = (
+        h.counter("sent_total"),
+        h.counter("received_total"),
+        h.counter("evicted_total"),
+    );
+    let weak = Arc::downgrade(chan);
+    crate::metrics::register(move || {
+        let Some(chan) = weak.upgrade() else {
+            return false;
+        };
+        let c = chan.core.lock();
+        let n = c.counters();
+        len.set(c.len() as f64);
+        capacity.set(c.capacity() as f64);
+        senders.set(c.waiting_senders() as f64);
+        congested.set(if c.is_congested() { 1.0 } else { 0.0 });
+        sent.absolute(n.sent);
+        received.absolute(n.received);
+        evicted.absolute(n.evicted);
+        true
+    });
+}
+
 impl<T> Builder<T> {
     /// Starts a channel holding at most `capacity` values.
     pub fn new(capacity: usize) -> Self {
@@ -176,7 +232,18 @@ impl<T> Builder<T> {
             max_weight: None,
             high: None,
             low: None,
+            histograms: true,
+            name: None,
+            #[cfg(all(feature = "metrics", not(loom)))]
+            export: None,
         }
+    }
+
+    /// Whether to keep the [`send_wait`](ChannelMetrics::send_wait)
+    /// histogram (default on). Off, a `send` that has to wait reads no clock.
+    pub fn histograms(mut self, on: bool) -> Self {
+        self.histograms = on;
+        self
     }
 
     /// Weighs each value (e.g. its length in bytes); requires
@@ -290,9 +357,19 @@ impl<T> Builder<T> {
             }),
         };
         let chan = Arc::new(Chan {
-            core: Mutex::new(Core::new(self.capacity, max_weight, marks)),
+            core: Mutex::new(match &self.name {
+                Some(name) => {
+                    Core::new(self.capacity, max_weight, marks).named(name.as_str().into())
+                }
+                None => Core::new(self.capacity, max_weight, marks),
+            }),
             weigh: self.weigh,
+            send_wait: Recorder::new(self.histograms),
         });
+        #[cfg(all(feature = "metrics", not(loom)))]
+        if let Some(export) = self.export {
+            export(&chan);
+        }
         Ok((
             Sender { chan: chan.clone() },
             Receiver {
@@ -335,7 +412,7 @@ fn check_capacity(capacity: usize) -> Result<(), ConfigError> {
 /// let m = rx.metrics();
 /// assert_eq!((m.len, m.capacity, m.sent, m.received), (1, 4, 1, 0));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ChannelMetrics {
     /// Values queued now.
@@ -366,11 +443,18 @@ pub struct ChannelMetrics {
     pub congested: bool,
     /// Whether the channel is closed.
     pub closed: bool,
+    /// How long `send` calls that found the channel full waited until
+    /// their value was queued (nanoseconds). Sends that found room, sends
+    /// that failed or were dropped, and the other kinds of send are not in
+    /// it. Empty when built with [`histograms(false)`](Builder::histograms).
+    pub send_wait: HistogramSnapshot,
 }
 
 struct Chan<T> {
     core: Mutex<Core<T, Waker>>,
     weigh: Option<WeighFn<T>>,
+    /// Time a `send` that found the channel full waited for room.
+    send_wait: Recorder,
 }
 
 impl<T> Chan<T> {
@@ -395,6 +479,7 @@ impl<T> Chan<T> {
     }
 
     fn metrics(&self) -> ChannelMetrics {
+        let send_wait = self.send_wait.snapshot(); // outside the lock
         let c = self.core.lock();
         let n = c.counters();
         ChannelMetrics {
@@ -412,6 +497,7 @@ impl<T> Chan<T> {
             waiting_receivers: c.waiting_receivers(),
             congested: c.is_congested(),
             closed: c.is_closed(),
+            send_wait,
         }
     }
 
@@ -541,6 +627,7 @@ impl<T> Sender<T> {
             value: Some(value),
             weight,
             id: None,
+            since: None,
         }
     }
 
@@ -1186,6 +1273,8 @@ pub struct SendFuture<'a, T> {
     weight: usize,
     /// Our entry in the waiter queue.
     id: Option<u64>,
+    /// When it started waiting, if the send-wait histogram is on.
+    since: Option<Instant>,
 }
 
 // No pinned fields: the value is moved, never borrowed across polls.
@@ -1222,6 +1311,9 @@ impl<T> Future for SendFuture<'_, T> {
                 SendPoll::Pending => Poll::Pending,
                 SendPoll::Done => {
                     this.id = None;
+                    if let Some(since) = this.since.take() {
+                        this.chan.send_wait.record_duration(since.elapsed());
+                    }
                     Poll::Ready(Ok(()))
                 }
                 SendPoll::Closed(v) | SendPoll::TooMany(v) => {
@@ -1250,6 +1342,7 @@ impl<T> Future for SendFuture<'_, T> {
             Ok(()) => Poll::Ready(Ok(())),
             Err(Ok(id)) => {
                 this.id = Some(id);
+                this.since = this.chan.send_wait.enabled().then(Instant::now);
                 Poll::Pending
             }
             Err(Err(e)) => Poll::Ready(Err(e)),

@@ -186,6 +186,8 @@ struct Inner<T, E, K> {
     fallback: Option<Box<Fallback<T, E>>>,
     failure_if: FailureIf<T, E>,
     counters: Counters,
+    /// The pipeline's name, if each call runs in a `pipeline_call` span.
+    trace_calls: Option<StdArc<str>>,
 }
 
 /// Layer 7: a semaphore's permits or a worker pool's run slots.
@@ -321,6 +323,7 @@ pub struct PipelineBuilder<T, E, K = ()> {
     fallback: Option<Box<Fallback<T, E>>>,
     failure_if: FailureIf<T, E>,
     name: String,
+    trace_calls: bool,
 }
 
 impl<T, E, K> PipelineBuilder<T, E, K>
@@ -484,9 +487,19 @@ where
         self
     }
 
-    /// A name for the retry layer's tracing events.
+    /// A name for the retry layer's tracing events (and the
+    /// [`trace_calls`](Self::trace_calls) span).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Runs each call inside a `pipeline_call` span at `debug` level, with
+    /// the pipeline's name as field `pipeline`, so the events of its
+    /// layers and of the operation carry it. Off by default: creating a
+    /// span costs time even when no subscriber wants it.
+    pub fn trace_calls(mut self, on: bool) -> Self {
+        self.trace_calls = on;
         self
     }
 
@@ -546,7 +559,7 @@ where
                     policy,
                     &self.failure_if,
                     self.retry_after,
-                    self.name,
+                    self.name.clone(),
                 ))
             }
         };
@@ -564,6 +577,7 @@ where
                 fallback: self.fallback,
                 failure_if: self.failure_if,
                 counters: Counters::default(),
+                trace_calls: self.trace_calls.then(|| StdArc::from(self.name)),
             }),
         })
     }
@@ -627,6 +641,7 @@ impl<T, E> PipelineBuilder<T, E, ()> {
             fallback: self.fallback,
             failure_if: self.failure_if,
             name: self.name,
+            trace_calls: self.trace_calls,
         }
     }
 }
@@ -685,6 +700,7 @@ where
             fallback: None,
             failure_if: FailureIf(None),
             name: "pipeline".to_owned(),
+            trace_calls: false,
         }
     }
 }
@@ -746,7 +762,18 @@ impl<T, E, K: Hash + Eq + Clone> Pipeline<T, E, K> {
     {
         let inner = &*self.inner;
         let deadline = inner.timeout.and_then(|t| Instant::now().checked_add(t));
-        let result = self.run(key, &mut op, deadline).await;
+        let result = match &inner.trace_calls {
+            None => self.run(key, &mut op, deadline).await,
+            Some(name) => {
+                // Boxed: a traced call pays for its span; an untraced one
+                // keeps its future small.
+                use tracing::Instrument;
+                let span = tracing::debug_span!("pipeline_call", pipeline = %name);
+                Box::pin(self.run(key, &mut op, deadline))
+                    .instrument(span)
+                    .await
+            }
+        };
         let result = match (result, &inner.fallback) {
             (Err(e), Some(fallback)) => {
                 self.count_error(&e);

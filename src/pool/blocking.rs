@@ -94,8 +94,28 @@ impl BlockingPoolBuilder {
     }
 
     /// A name for tracing events.
+    /// With the `metrics` feature, the pool's metrics are published under
+    /// it (see `flowguard::metrics`); unnamed pools are not.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
+        self.config.named = true;
+        self
+    }
+
+    /// Whether to keep the wait and run-time histograms of
+    /// [`PoolMetrics`](super::PoolMetrics) (default on). Off, starting and
+    /// ending a task reads no clock.
+    pub fn histograms(mut self, on: bool) -> Self {
+        self.config.histograms = on;
+        self
+    }
+
+    /// Runs each task inside a `pool_task` span at `debug` level, with the
+    /// pool's name as field `pool`, so the task's own events carry it.
+    /// Off by default: creating a span costs time even when no subscriber
+    /// wants it.
+    pub fn trace_tasks(mut self, on: bool) -> Self {
+        self.config.trace_tasks = on;
         self
     }
 
@@ -124,8 +144,18 @@ impl BlockingPoolBuilder {
         self.config.validate()?;
         let runtime = runtime_or_current("blocking_pool", self.runtime)?;
         let c = self.config;
-        let dispatch = Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name);
+        let dispatch = Dispatcher::new(
+            c.max_concurrency,
+            c.queue_capacity,
+            c.name,
+            c.histograms,
+            c.trace_tasks,
+        );
         dispatch.set_priority_aging(c.priority_aging);
+        #[cfg(all(feature = "metrics", not(loom)))]
+        if c.named {
+            super::export(&dispatch);
+        }
         Ok(BlockingPool {
             inner: Arc::new(BlockingInner {
                 dispatch,
@@ -413,9 +443,12 @@ where
         // The caller-side timer; aborted as soon as the call returns. The
         // first of the two to complete the handle is the one counted.
         let timer = timeout.map(|d| spawn_timeout(&runtime, d, shared.clone(), pool));
+        let span = slot.span();
         let guard = Finish::new(shared, slot);
         runtime.spawn_blocking(move || {
+            let entered = span.as_ref().map(tracing::Span::enter);
             let outcome = catch(f);
+            drop(entered);
             if let Some(t) = timer {
                 t.abort();
             }

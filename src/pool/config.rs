@@ -19,6 +19,12 @@ pub(crate) struct PoolConfig {
     pub(crate) name: String,
     /// Starts per priority level a queued task gains (`None`: strict).
     pub(crate) priority_aging: Option<usize>,
+    /// Whether the wait and run-time histograms are kept.
+    pub(crate) histograms: bool,
+    /// Whether `name` was set (only named pools are exported).
+    pub(crate) named: bool,
+    /// Whether each task runs in a `pool_task` span.
+    pub(crate) trace_tasks: bool,
 }
 
 impl PoolConfig {
@@ -30,6 +36,9 @@ impl PoolConfig {
             timeout: None,
             name: component.to_owned(),
             priority_aging: None,
+            histograms: true,
+            named: false,
+            trace_tasks: false,
         }
     }
 

@@ -27,6 +27,9 @@ use std::task::{Context, Poll, Waker};
 
 use super::TaskError;
 use super::queue::PriorityQueue;
+use tokio::time::Instant;
+
+use crate::histogram::Recorder;
 use crate::semaphore::{OwnedPermit, Semaphore};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex};
@@ -62,6 +65,18 @@ struct Queued {
     job: Box<dyn Job>,
     admit: OwnedPermit,
     control: Option<Box<dyn Control>>,
+    /// When it was queued, if the queue-wait histogram is on.
+    since: Option<Instant>,
+}
+
+impl Queued {
+    /// Starts the job on a slot whose `running` count is already taken.
+    fn start(self, this: &Arc<Dispatcher>, key: usize) {
+        if let Some(since) = self.since {
+            this.queue_wait.record_duration(since.elapsed());
+        }
+        self.job.start(RunSlot::new(this, key, self.admit));
+    }
 }
 
 struct State {
@@ -128,6 +143,12 @@ pub(crate) struct Dispatcher {
     pub(crate) counters: Counters,
     pub(crate) queue_capacity: usize,
     pub(crate) name: String,
+    /// Time queued work waited for a run slot (work started at once: none).
+    pub(crate) queue_wait: Recorder,
+    /// Time from a task's start to its end.
+    pub(crate) run_time: Recorder,
+    /// Whether each task runs in a `pool_task` span.
+    pub(crate) trace_tasks: bool,
 }
 
 /// A running task's claim on one unit of concurrency; dropping it frees the
@@ -136,6 +157,8 @@ pub(crate) struct RunSlot {
     pool: Arc<Dispatcher>,
     key: usize,
     admit: Option<OwnedPermit>,
+    /// When the task started, if the run-time histogram is on.
+    started: Option<Instant>,
 }
 
 /// Why [`Dispatcher::try_claim`] gave no slot.
@@ -165,9 +188,15 @@ pub(crate) struct Load {
 }
 
 impl Dispatcher {
-    pub(crate) fn new(max_concurrency: usize, queue_capacity: usize, name: String) -> Arc<Self> {
+    pub(crate) fn new(
+        max_concurrency: usize,
+        queue_capacity: usize,
+        name: String,
+        histograms: bool,
+        trace_tasks: bool,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            admit: Semaphore::new(max_concurrency + queue_capacity),
+            admit: Semaphore::with_histograms(max_concurrency + queue_capacity, histograms),
             state: Mutex::new(State {
                 queue: PriorityQueue::new(),
                 running: 0,
@@ -181,6 +210,9 @@ impl Dispatcher {
             counters: Counters::default(),
             queue_capacity,
             name,
+            queue_wait: Recorder::new(histograms),
+            run_time: Recorder::new(histograms),
+            trace_tasks,
         })
     }
 
@@ -252,14 +284,7 @@ impl Dispatcher {
             st.running += 1;
             let key = st.register(control);
             drop(st);
-            start(
-                job,
-                RunSlot {
-                    pool: this.clone(),
-                    key,
-                    admit: Some(admit),
-                },
-            );
+            start(job, RunSlot::new(this, key, admit));
         } else {
             st.queue.push(
                 priority,
@@ -268,6 +293,7 @@ impl Dispatcher {
                     job: boxed(job),
                     admit,
                     control,
+                    since: this.queue_wait.enabled().then(Instant::now),
                 },
             );
         }
@@ -287,11 +313,7 @@ impl Dispatcher {
             st.running += 1;
             let key = st.register(None);
             drop(st);
-            Ok(RunSlot {
-                pool: this.clone(),
-                key,
-                admit: Some(admit),
-            })
+            Ok(RunSlot::new(this, key, admit))
         } else {
             Err(Refused::Full)
         }
@@ -325,14 +347,10 @@ impl Dispatcher {
             None
         };
         match next {
-            Some(q) => {
-                let key = st.register(q.control);
+            Some(mut q) => {
+                let key = st.register(q.control.take());
                 drop(st);
-                q.job.start(RunSlot {
-                    pool: this.clone(),
-                    key,
-                    admit: Some(q.admit),
-                });
+                q.start(this, key);
             }
             None => {
                 st.running -= 1;
@@ -356,18 +374,14 @@ impl Dispatcher {
             // Cannot fail: the caller validated n + queue_capacity.
             let _ = this.admit.set_capacity(n + this.queue_capacity);
             while st.running < st.max_concurrency {
-                let Some(q) = st.queue.pop() else { break };
+                let Some(mut q) = st.queue.pop() else { break };
                 st.running += 1;
-                let key = st.register(q.control);
-                start.push((q.job, key, q.admit));
+                let key = st.register(q.control.take());
+                start.push((q, key));
             }
         }
-        for (job, key, admit) in start {
-            job.start(RunSlot {
-                pool: this.clone(),
-                key,
-                admit: Some(admit),
-            });
+        for (q, key) in start {
+            q.start(this, key);
         }
     }
 
@@ -455,6 +469,22 @@ impl Dispatcher {
 }
 
 impl RunSlot {
+    fn new(pool: &Arc<Dispatcher>, key: usize, admit: OwnedPermit) -> Self {
+        Self {
+            pool: pool.clone(),
+            key,
+            admit: Some(admit),
+            started: pool.run_time.enabled().then(Instant::now),
+        }
+    }
+
+    /// The task's `pool_task` span (debug level), if the pool traces tasks.
+    pub(crate) fn span(&self) -> Option<tracing::Span> {
+        self.pool
+            .trace_tasks
+            .then(|| tracing::debug_span!("pool_task", pool = %self.pool.name))
+    }
+
     pub(crate) fn counters(&self) -> &Counters {
         &self.pool.counters
     }
@@ -462,6 +492,9 @@ impl RunSlot {
 
 impl Drop for RunSlot {
     fn drop(&mut self) {
+        if let Some(started) = self.started {
+            self.pool.run_time.record_duration(started.elapsed());
+        }
         // Hand-off first, then return the queue room.
         Dispatcher::finish(&self.pool, self.key);
         drop(self.admit.take());
@@ -537,7 +570,7 @@ mod loom_model {
     #[test]
     fn loom_pool_never_runs_more_than_max_concurrency() {
         loom::model(|| {
-            let pool = Dispatcher::new(1, 1, "loom".into());
+            let pool = Dispatcher::new(1, 1, "loom".into(), true, false);
             let inside = Arc::new(AtomicUsize::new(0));
             let ran = Arc::new(AtomicUsize::new(0));
             let (p2, i2, r2) = (pool.clone(), inside.clone(), ran.clone());
@@ -592,7 +625,7 @@ mod loom_model {
     #[test]
     fn loom_queued_work_starts_by_priority_whoever_queued_first() {
         loom::model(|| {
-            let pool = Dispatcher::new(1, 2, "loom".into());
+            let pool = Dispatcher::new(1, 2, "loom".into(), true, false);
             let held = Arc::new(Mutex::new(None));
             let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
             let hold = Box::new(Hold(held.clone()));
@@ -618,7 +651,7 @@ mod loom_model {
     #[test]
     fn loom_clear_queue_races_the_hand_off() {
         loom::model(|| {
-            let pool = Dispatcher::new(1, 1, "loom".into());
+            let pool = Dispatcher::new(1, 1, "loom".into(), true, false);
             let held = Arc::new(Mutex::new(None));
             let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
             assert!(

@@ -104,11 +104,12 @@ pub const DEFAULT_PRIORITY: i32 = queue::DEFAULT_PRIORITY;
 pub use task::TaskHandle;
 pub use worker::{Iter, Map, WorkerPool, WorkerPoolBuilder};
 
+use crate::histogram::HistogramSnapshot;
 use crate::sync::atomic::Ordering::Relaxed;
 use dispatch::Dispatcher;
 
 /// A snapshot of a pool's load and lifetime counts.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct PoolMetrics {
     /// Tasks running now.
@@ -135,6 +136,16 @@ pub struct PoolMetrics {
     /// `running / max_concurrency`, from 0.0 to 1.0 (above 1.0 briefly after
     /// a shrink).
     pub utilisation: f64,
+    /// How long submitters waited for queue room (nanoseconds; only the
+    /// `submit` calls that had to wait: those admitted at once read no
+    /// clock). See [`SemaphoreMetrics::wait`](crate::semaphore::SemaphoreMetrics::wait).
+    pub submit_wait: HistogramSnapshot,
+    /// How long admitted tasks waited in the queue for a run slot
+    /// (nanoseconds; only tasks that queued).
+    pub queue_wait: HistogramSnapshot,
+    /// How long tasks ran, from start to end (nanoseconds): completed,
+    /// failed, timed out or aborted while running.
+    pub run_time: HistogramSnapshot,
 }
 
 impl PoolMetrics {
@@ -155,6 +166,9 @@ impl PoolMetrics {
             cancelled: c.cancelled.load(Relaxed),
             rejected: c.rejected.load(Relaxed),
             utilisation: load.running as f64 / load.max_concurrency as f64,
+            submit_wait: d.admit.metrics().wait,
+            queue_wait: d.queue_wait.snapshot(),
+            run_time: d.run_time.snapshot(),
         }
     }
 }
@@ -178,4 +192,36 @@ pub struct ShutdownReport {
     /// keep their slot until they return, and their handles resolve with
     /// their result. Always 0 for a `WorkerPool`.
     pub still_running: usize,
+}
+
+/// Publishes a named pool's metrics (feature `metrics`).
+#[cfg(all(feature = "metrics", not(loom)))]
+fn export(d: &crate::sync::Arc<Dispatcher>) {
+    let h = crate::metrics::Handles::new("pool", &d.name);
+    d.admit.export_wait(h.histogram("submit_wait_seconds"));
+    d.queue_wait.export_to(h.histogram("queue_wait_seconds"));
+    d.run_time.export_to(h.histogram("run_seconds"));
+    let (running, queued, max) = (
+        h.gauge("running"),
+        h.gauge("queued"),
+        h.gauge("max_concurrency"),
+    );
+    let (completed, failed) = (h.counter("completed_total"), h.counter("failed_total"));
+    let (cancelled, rejected) = (h.counter("cancelled_total"), h.counter("rejected_total"));
+    let weak = crate::sync::Arc::downgrade(d);
+    crate::metrics::register(move || {
+        let Some(d) = weak.upgrade() else {
+            return false;
+        };
+        let load = d.load();
+        let c = &d.counters;
+        running.set(load.running as f64);
+        queued.set(load.queued as f64);
+        max.set(load.max_concurrency as f64);
+        completed.absolute(c.completed.load(Relaxed));
+        failed.absolute(c.panicked.load(Relaxed) + c.timed_out.load(Relaxed));
+        cancelled.absolute(c.cancelled.load(Relaxed));
+        rejected.absolute(c.rejected.load(Relaxed));
+        true
+    });
 }

@@ -111,8 +111,28 @@ impl WorkerPoolBuilder {
     }
 
     /// A name for tracing events.
+    /// With the `metrics` feature, the pool's metrics are published under
+    /// it (see `flowguard::metrics`); unnamed pools are not.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
+        self.config.named = true;
+        self
+    }
+
+    /// Whether to keep the wait and run-time histograms of
+    /// [`PoolMetrics`](super::PoolMetrics) (default on). Off, starting and
+    /// ending a task reads no clock.
+    pub fn histograms(mut self, on: bool) -> Self {
+        self.config.histograms = on;
+        self
+    }
+
+    /// Runs each task inside a `pool_task` span at `debug` level, with the
+    /// pool's name as field `pool`, so the task's own events carry it.
+    /// Off by default: creating a span costs time even when no subscriber
+    /// wants it.
+    pub fn trace_tasks(mut self, on: bool) -> Self {
+        self.config.trace_tasks = on;
         self
     }
 
@@ -142,8 +162,18 @@ impl WorkerPoolBuilder {
         self.config.validate()?;
         let runtime = runtime_or_current("worker_pool", self.runtime)?;
         let c = self.config;
-        let dispatch = Dispatcher::new(c.max_concurrency, c.queue_capacity, c.name);
+        let dispatch = Dispatcher::new(
+            c.max_concurrency,
+            c.queue_capacity,
+            c.name,
+            c.histograms,
+            c.trace_tasks,
+        );
         dispatch.set_priority_aging(c.priority_aging);
+        #[cfg(all(feature = "metrics", not(loom)))]
+        if c.named {
+            super::export(&dispatch);
+        }
         Ok(WorkerPool {
             inner: Arc::new(WorkerInner {
                 dispatch,
@@ -635,8 +665,16 @@ where
         // The guard exists before the task does: a task aborted (or dropped
         // by a runtime shutting down) before its first poll still records
         // why it stopped, frees its slot and wakes its handle.
+        let span = slot.span();
         let guard = Finish::new(self.shared, slot);
-        let task = self.runtime.spawn(run_task(self.fut, guard, self.timeout));
+        let task = match span {
+            Some(span) => {
+                use tracing::Instrument;
+                let run = run_task(self.fut, guard, self.timeout).instrument(span);
+                self.runtime.spawn(run)
+            }
+            None => self.runtime.spawn(run_task(self.fut, guard, self.timeout)),
+        };
         shared.set_abort_handle(task.abort_handle());
     }
 

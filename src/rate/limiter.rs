@@ -16,8 +16,9 @@ use super::quota::Quota;
 #[cfg(not(loom))]
 use crate::clock::tokio_wake_at;
 use crate::clock::{Clock, Moved, TokioClock};
+use crate::histogram::{HistogramSnapshot, Recorder};
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, StdArc};
 
 /// The bucket's state word.
 ///
@@ -110,6 +111,10 @@ struct Inner<C> {
     waiters: Mutex<Waiters>,
     origin: Instant,
     clock: C,
+    /// Time queued, of the `acquire`s that had to wait.
+    wait: Recorder,
+    /// For `tracing` events: the limiter's name, or "rate_limiter".
+    name: StdArc<str>,
 }
 
 #[derive(Debug, Default)]
@@ -141,7 +146,7 @@ struct Waiter {
 /// assert!(s.next_token_at.is_some());
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RateSnapshot {
     /// Whole tokens available now (ignoring queued waiters).
@@ -156,6 +161,10 @@ pub struct RateSnapshot {
     pub burst: u32,
     /// The quota's emission interval.
     pub emission_interval: Duration,
+    /// How long the `acquire` calls that had to queue waited for their
+    /// tokens (nanoseconds, on the limiter's clock); calls served at once
+    /// and calls that gave up are not in it.
+    pub wait: HistogramSnapshot,
 }
 
 enum Fast {
@@ -213,8 +222,76 @@ impl<C: Clock> RateLimiter<C> {
                 waiters: Mutex::new(Waiters::default()),
                 origin,
                 clock,
+                wait: Recorder::new(true),
+                name: StdArc::from("rate_limiter"),
             }),
         }
+    }
+
+    /// Names the limiter: its `tracing` events carry the name, and with the
+    /// `metrics` feature its metrics are published under it (see
+    /// `flowguard::metrics`); unnamed limiters are not.
+    /// Chain it on the constructor (after
+    /// [`histograms`](Self::histograms), if any): a limiter that already
+    /// has clones keeps its name and is not exported.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::rate::{Quota, RateLimiter};
+    ///
+    /// let search = RateLimiter::new(Quota::per_second(100).unwrap()).name("search");
+    /// # drop(search);
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        let name: String = name.into();
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.name = StdArc::from(name.as_str());
+            #[cfg(all(feature = "metrics", not(loom)))]
+            self.export(&name);
+        }
+        self
+    }
+
+    /// Publishes a named limiter's metrics (feature `metrics`).
+    #[cfg(all(feature = "metrics", not(loom)))]
+    fn export(&self, name: &str) {
+        let h = crate::metrics::Handles::new("rate", name);
+        self.inner.wait.export_to(h.histogram("wait_seconds"));
+        let (available, waiters) = (h.gauge("available"), h.gauge("waiters"));
+        let weak = Arc::downgrade(&self.inner);
+        crate::metrics::register(move || {
+            let Some(inner) = weak.upgrade() else {
+                return false;
+            };
+            let g = inner.gcra();
+            let tat = inner.state.load(Ordering::Acquire) & TAT_MASK;
+            available.set(f64::from(g.available(tat, inner.now()).0));
+            waiters.set(inner.waiters.lock().queue.len() as f64);
+            true
+        });
+    }
+
+    /// Keeps the [`wait`](RateSnapshot::wait) histogram (the default) or
+    /// not; off, a queued `acquire` reads the clock no more than it needs
+    /// to wait. Chain it on the constructor: a limiter that already has
+    /// clones keeps its setting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::rate::{Quota, RateLimiter};
+    ///
+    /// let limiter = RateLimiter::new(Quota::per_second(10).unwrap()).histograms(false);
+    /// assert_eq!(limiter.snapshot().wait.count(), 0);
+    /// ```
+    pub fn histograms(mut self, on: bool) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            if inner.wait.enabled() != on {
+                inner.wait = Recorder::new(on);
+            }
+        }
+        self
     }
 
     /// Takes `n` tokens now, or says when to come back. Never waits.
@@ -320,6 +397,7 @@ impl<C: Clock> RateLimiter<C> {
             deadline: None,
             sleep: None,
             moved: None,
+            since: None,
         }
     }
 
@@ -400,6 +478,7 @@ impl<C: Clock> RateLimiter<C> {
             deadline: by_hand.then_some(deadline),
             sleep: None,
             moved: None,
+            since: inner.wait.enabled().then(|| inner.clock.now()),
         };
         if by_hand {
             return fut.await;
@@ -554,6 +633,7 @@ impl<C: Clock> RateLimiter<C> {
                 .collect()
         };
         tracing::debug!(
+            limiter = %inner.name,
             emission_interval = ?quota.emission_interval(),
             burst = quota.burst(),
             waiters = wakers.len(),
@@ -598,6 +678,7 @@ impl<C: Clock> RateLimiter<C> {
             queued_tokens: w.queued_tokens,
             burst: g.burst,
             emission_interval: Duration::from_nanos(g.t),
+            wait: inner.wait.snapshot(),
         }
     }
 }
@@ -800,7 +881,7 @@ impl<C: Clock> Inner<C> {
         w.queue.insert(id, Waiter { n, waker: None });
         if w.queue.len() == 1 {
             self.state.fetch_or(QUEUED, Ordering::AcqRel);
-            tracing::debug!("rate limiter queue started");
+            tracing::debug!(limiter = %self.name, "rate limiter queue started");
         }
         Ok(Some(id))
     }
@@ -860,7 +941,7 @@ impl<C: Clock> Inner<C> {
         let next = w.queue.values_mut().next().and_then(|h| h.waker.take());
         drop(w);
         if last {
-            tracing::debug!("rate limiter queue drained");
+            tracing::debug!(limiter = %self.name, "rate limiter queue drained");
         }
         if let Some(next) = next {
             next.wake();
@@ -876,7 +957,7 @@ impl<C: Clock> Inner<C> {
         w.queued_tokens -= u64::from(me.n);
         if w.queue.is_empty() {
             self.state.fetch_and(!QUEUED, Ordering::AcqRel);
-            tracing::debug!("rate limiter queue drained");
+            tracing::debug!(limiter = %self.name, "rate limiter queue drained");
             return None;
         }
         if was_head {
@@ -958,6 +1039,8 @@ pub struct Acquire<'a, C: Clock = TokioClock> {
     /// On a clock moved by hand: made before each check, so that a move
     /// after the check wakes us.
     moved: Option<Moved<'a>>,
+    /// When it queued, if the wait histogram is on.
+    since: Option<Instant>,
 }
 
 impl<'a, C: Clock> Future for Acquire<'a, C> {
@@ -980,7 +1063,10 @@ impl<'a, C: Clock> Future for Acquire<'a, C> {
                         this.state = AcqState::Done;
                         return Poll::Ready(Ok(()));
                     }
-                    Ok(Some(id)) => this.state = AcqState::Queued(id),
+                    Ok(Some(id)) => {
+                        this.state = AcqState::Queued(id);
+                        this.since = inner.wait.enabled().then(|| inner.clock.now());
+                    }
                     Err(e) => {
                         this.state = AcqState::Done;
                         return Poll::Ready(Err(e));
@@ -993,6 +1079,12 @@ impl<'a, C: Clock> Future for Acquire<'a, C> {
                     }
                     let at = match inner.poll_queued(id, this.n, cx.waker()) {
                         Queued::Done(res) => {
+                            if let (Some(since), Ok(())) = (this.since.take(), &res) {
+                                let now = inner.clock.now();
+                                inner
+                                    .wait
+                                    .record_duration(now.saturating_duration_since(since));
+                            }
                             this.state = AcqState::Done;
                             this.sleep = None;
                             this.moved = None;

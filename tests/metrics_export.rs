@@ -1,0 +1,154 @@
+//! The `metrics` feature against a real exporter: a Prometheus recorder is
+//! installed, a named pool, rate limiter and breaker are driven on the
+//! paused clock, the exposition text is served on 127.0.0.1 and scraped
+//! over HTTP, and the series and their values are asserted.
+//!
+//! One test in this file: the recorder is process-global.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::routing::get;
+use flowguard::breaker::{BreakerError, CircuitBreaker};
+use flowguard::pool::WorkerPool;
+use flowguard::rate::{Quota, RateLimiter};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio::time::sleep;
+
+/// Serves the exporter's text on `/metrics`, on a port the OS picks.
+async fn serve(handle: metrics_exporter_prometheus::PrometheusHandle) -> String {
+    let router = Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            async move {
+                flowguard::metrics::publish(); // counters and gauges, as of now
+                handle.render()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{addr}/metrics")
+}
+
+/// GETs `url` and parses the exposition text into `series -> value`.
+async fn scrape(url: &str) -> HashMap<String, f64> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let req = http::Request::get(url).body(Empty::new()).unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn pool_limiter_and_breaker_are_scraped_over_http() {
+    // Before building the named primitives: their handles come from it.
+    let handle = PrometheusBuilder::new().install_recorder().unwrap();
+    let url = serve(handle).await;
+
+    // A pool of one slot: three tasks of 100 ms, two queue (100 and 200 ms).
+    let pool = WorkerPool::builder()
+        .max_concurrency(1)
+        .name("io")
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        tasks.push(
+            pool.submit(async { sleep(Duration::from_millis(100)).await })
+                .await
+                .unwrap(),
+        );
+    }
+    let unnamed = WorkerPool::builder().max_concurrency(1).build().unwrap();
+    unnamed.submit(async {}).await.unwrap().await.unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    // A limiter of 10/s, burst 1: the second and third acquire wait.
+    let limiter =
+        RateLimiter::new(Quota::per_second(10).unwrap().with_burst(1).unwrap()).name("api");
+    for _ in 0..3 {
+        limiter.acquire(1).await.unwrap();
+    }
+
+    // A breaker that trips after two failures in a row, then refuses.
+    let breaker = CircuitBreaker::builder()
+        .consecutive_failures(2)
+        .name("backend")
+        .histograms(true)
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let r: Result<(), _> = breaker
+            .call(|| async {
+                sleep(Duration::from_millis(30)).await;
+                Err("503")
+            })
+            .await;
+        assert!(matches!(r, Err(BreakerError::Inner("503"))));
+    }
+    let r: Result<(), BreakerError<&str>> = breaker.call(|| async { Ok(()) }).await;
+    assert!(r.unwrap_err().rejected().is_some());
+
+    let m = scrape(&url).await;
+    let v = |series: &str| -> f64 {
+        *m.get(series)
+            .unwrap_or_else(|| panic!("no series {series} in {m:#?}"))
+    };
+    // Pool: counters, gauges, and the histograms (rendered as summaries).
+    assert_eq!(v(r#"flowguard_pool_completed_total{name="io"}"#), 3.0);
+    assert_eq!(v(r#"flowguard_pool_rejected_total{name="io"}"#), 0.0);
+    assert_eq!(v(r#"flowguard_pool_running{name="io"}"#), 0.0);
+    assert_eq!(v(r#"flowguard_pool_max_concurrency{name="io"}"#), 1.0);
+    assert_eq!(v(r#"flowguard_pool_run_seconds_count{name="io"}"#), 3.0);
+    assert!((v(r#"flowguard_pool_run_seconds_sum{name="io"}"#) - 0.3).abs() < 1e-9);
+    assert_eq!(
+        v(r#"flowguard_pool_queue_wait_seconds_count{name="io"}"#),
+        2.0
+    );
+    assert!((v(r#"flowguard_pool_queue_wait_seconds_sum{name="io"}"#) - 0.3).abs() < 1e-9);
+    // Only named primitives are published.
+    assert!(!m.keys().any(|k| k.contains(r#"name="worker_pool""#)));
+    // Limiter: two waits of 100 ms.
+    assert_eq!(v(r#"flowguard_rate_wait_seconds_count{name="api"}"#), 2.0);
+    assert!((v(r#"flowguard_rate_wait_seconds_sum{name="api"}"#) - 0.2).abs() < 1e-9);
+    assert_eq!(v(r#"flowguard_rate_waiters{name="api"}"#), 0.0);
+    assert_eq!(v(r#"flowguard_rate_available{name="api"}"#), 0.0);
+    // Breaker: open (1), one refusal, one transition, two timed calls.
+    assert_eq!(v(r#"flowguard_breaker_state{name="backend"}"#), 1.0);
+    assert_eq!(v(r#"flowguard_breaker_refused_total{name="backend"}"#), 1.0);
+    assert_eq!(
+        v(r#"flowguard_breaker_transitions_total{name="backend"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"flowguard_breaker_call_seconds_count{name="backend"}"#),
+        2.0
+    );
+    assert!((v(r#"flowguard_breaker_call_seconds_sum{name="backend"}"#) - 0.06).abs() < 1e-9);
+    let p50 = v(r#"flowguard_breaker_call_seconds{name="backend",quantile="0.5"}"#);
+    assert!((p50 - 0.03).abs() < 0.03 * 0.02, "p50 {p50}");
+
+    // Dropped primitives stop being published; their last values stay.
+    drop(breaker);
+    flowguard::metrics::publish();
+    let m = scrape(&url).await;
+    assert_eq!(m[r#"flowguard_breaker_state{name="backend"}"#], 1.0);
+}
