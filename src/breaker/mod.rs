@@ -48,7 +48,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::clock::{Clock, TokioClock, tokio_wake_at};
+use crate::clock::{Clock, FastClock, tokio_wake_at};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex};
 use crate::{ConfigError, ConfigErrorKind};
@@ -482,7 +482,7 @@ impl Builder {
         self
     }
 
-    /// Builds a breaker on the Tokio clock.
+    /// Builds a breaker on the default [`FastClock`].
     ///
     /// # Errors
     ///
@@ -490,7 +490,7 @@ impl Builder {
     /// each setter; `failure_rate_threshold` with kind `Missing` when no trip
     /// policy is enabled.
     pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
-        self.build_with_clock(TokioClock)
+        self.build_with_clock(FastClock::new())
     }
 
     /// Builds a breaker that reads time from `clock`.
@@ -697,7 +697,7 @@ impl Builder {
 /// assert_eq!(breaker.state(), State::Closed);
 /// # }
 /// ```
-pub struct CircuitBreaker<C: Clock = TokioClock> {
+pub struct CircuitBreaker<C: Clock = FastClock> {
     inner: Arc<Inner<C>>,
 }
 
@@ -742,7 +742,7 @@ struct Inner<C> {
 }
 
 impl CircuitBreaker {
-    /// A breaker with the [default settings](Builder) on the Tokio clock.
+    /// A breaker with the [default settings](Builder) on the default [`FastClock`].
     ///
     /// # Examples
     ///
@@ -755,7 +755,7 @@ impl CircuitBreaker {
     /// ```
     pub fn new() -> Self {
         match Builder::default().validate() {
-            Ok((settings, hook)) => Self::from_parts(settings, TokioClock, hook),
+            Ok((settings, hook)) => Self::from_parts(settings, FastClock::new(), hook),
             // The defaults are valid (a unit test checks it).
             Err(_) => unreachable!("default breaker settings are valid"),
         }
@@ -1358,7 +1358,7 @@ impl<C: Clock> Inner<C> {
 /// # }
 /// ```
 #[must_use = "dropping the permit at once counts the call as ignored"]
-pub struct CallPermit<'a, C: Clock = TokioClock> {
+pub struct CallPermit<'a, C: Clock = FastClock> {
     inner: &'a Inner<C>,
     slot: Slot,
 }
@@ -1439,7 +1439,7 @@ impl<C: Clock> Drop for CallPermit<'_, C> {
 /// # }
 /// ```
 #[must_use = "dropping the permit at once counts the call as ignored"]
-pub struct OwnedCallPermit<C: Clock = TokioClock> {
+pub struct OwnedCallPermit<C: Clock = FastClock> {
     inner: Arc<Inner<C>>,
     slot: Slot,
 }

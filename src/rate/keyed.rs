@@ -12,9 +12,8 @@ use tokio::time::Instant;
 
 use super::error::{AcquireError, TryAcquireError};
 use super::gcra::{Gcra, Refusal};
-use super::limiter::nanos_since;
 use super::quota::Quota;
-use crate::clock::{Clock, TokioClock, tokio_wake_at};
+use crate::clock::{Clock, FastClock, tokio_wake_at};
 use crate::sync::{Arc, Mutex};
 use crate::{ConfigError, ConfigErrorKind};
 
@@ -63,7 +62,7 @@ const MIN_SWEEP_INTERVAL: usize = 64;
 /// assert_eq!(per_tenant.len(), 2);
 /// # }
 /// ```
-pub struct KeyedRateLimiter<K, C: Clock = TokioClock> {
+pub struct KeyedRateLimiter<K, C: Clock = FastClock> {
     inner: Arc<KeyedInner<K, C>>,
 }
 
@@ -161,7 +160,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
         self
     }
 
-    /// Builds the limiter on the Tokio clock.
+    /// Builds the limiter on the default [`FastClock`](crate::clock::FastClock).
     ///
     /// # Errors
     ///
@@ -169,7 +168,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
     /// is [`ConfigErrorKind::TooLarge`] above 4096 and
     /// [`ConfigErrorKind::Conflict`] above `max_keys`.
     pub fn build(self) -> Result<KeyedRateLimiter<K>, ConfigError> {
-        self.build_with_clock(TokioClock)
+        self.build_with_clock(FastClock::new())
     }
 
     /// Builds the limiter reading time from `clock`.
@@ -229,7 +228,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
                 })
             })
             .collect();
-        let origin = clock.now();
+        let origin = clock.epoch();
         Ok(KeyedRateLimiter {
             inner: Arc::new(KeyedInner {
                 gcra: self.quota.gcra(),
@@ -243,14 +242,14 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
     }
 }
 
-impl<K: Hash + Eq + Clone> KeyedRateLimiter<K, TokioClock> {
+impl<K: Hash + Eq + Clone> KeyedRateLimiter<K, FastClock> {
     /// A keyed limiter on the Tokio clock with the default cap and shards.
     ///
     /// # Panics
     ///
     /// Never.
     pub fn new(quota: Quota) -> Self {
-        Self::with_clock(quota, TokioClock)
+        Self::with_clock(quota, FastClock::new())
     }
 
     /// A builder to set `max_keys` and `shards`.
@@ -316,7 +315,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
                 burst: g.burst,
             });
         }
-        let now = nanos_since(inner.origin, inner.clock.now());
+        let now = inner.clock.nanos_since(inner.origin);
         let hash = inner.hasher.hash_one(key);
         let mut shard = inner.shard(hash).lock();
         shard.tick(now);
@@ -411,7 +410,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// Never.
     pub fn refund(&self, key: &K, n: u32) {
         let inner = &*self.inner;
-        let now = nanos_since(inner.origin, inner.clock.now());
+        let now = inner.clock.nanos_since(inner.origin);
         let hash = inner.hasher.hash_one(key);
         let mut shard = inner.shard(hash).lock();
         if let Some(tat) = shard.map.get_mut(hash, key) {
@@ -448,7 +447,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
 
     /// Drops every idle key now (a full sweep; normally not needed).
     pub fn evict_idle(&self) {
-        let now = nanos_since(self.inner.origin, self.inner.clock.now());
+        let now = self.inner.clock.nanos_since(self.inner.origin);
         for s in self.inner.shards.iter() {
             s.lock().sweep(now);
         }

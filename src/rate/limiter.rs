@@ -15,7 +15,7 @@ use super::gcra::{Gcra, Refusal};
 use super::quota::Quota;
 #[cfg(not(loom))]
 use crate::clock::tokio_wake_at;
-use crate::clock::{Clock, Moved, TokioClock};
+use crate::clock::{Clock, FastClock, Moved};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex};
 
@@ -41,18 +41,12 @@ const RECONFIG: u64 = 1 << 62;
 const FLAGS: u64 = QUEUED | RECONFIG;
 const TAT_MASK: u64 = !FLAGS;
 
-pub(crate) fn nanos_since(origin: Instant, now: Instant) -> u64 {
-    let d = now.saturating_duration_since(origin);
-    d.as_secs()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::from(d.subsec_nanos()))
-}
-
 /// A token-bucket rate limiter (GCRA): "at most R per period, bursts up to B",
 /// with a fair FIFO queue for callers that wait.
 ///
 /// Clones share one bucket. The clock is a type parameter (default
-/// [`TokioClock`], so `tokio::time::pause()` drives both checks and waits);
+/// [`FastClock`]: inside a current-thread runtime it reads Tokio's clock, so
+/// `tokio::time::pause()` drives both checks and waits; elsewhere a cheaper counter);
 /// build with [`new`](RateLimiter::new) or [`with_clock`](RateLimiter::with_clock).
 ///
 /// # Examples
@@ -97,7 +91,7 @@ pub(crate) fn nanos_since(origin: Instant, now: Instant) -> u64 {
 /// `set_quota` calls that undo each other, could let it through, judged
 /// under the quota of a moment before.) Re-applying the quota in force
 /// changes nothing at all.
-pub struct RateLimiter<C: Clock = TokioClock> {
+pub struct RateLimiter<C: Clock = FastClock> {
     inner: Arc<Inner<C>>,
 }
 
@@ -163,14 +157,14 @@ enum Fast {
     Flagged,
 }
 
-impl RateLimiter<TokioClock> {
-    /// A limiter on the Tokio clock, starting with a full bucket.
+impl RateLimiter<FastClock> {
+    /// A limiter on the default [`FastClock`](crate::clock::FastClock), starting with a full bucket.
     ///
     /// # Panics
     ///
     /// Never.
     pub fn new(quota: Quota) -> Self {
-        Self::with_clock(quota, TokioClock)
+        Self::with_clock(quota, FastClock::new())
     }
 }
 
@@ -204,7 +198,7 @@ impl<C: Clock> RateLimiter<C> {
     /// ```
     pub fn with_clock(quota: Quota, clock: C) -> Self {
         let g = quota.gcra();
-        let origin = clock.now();
+        let origin = clock.epoch();
         Self {
             inner: Arc::new(Inner {
                 state: AtomicU64::new(0),
@@ -625,7 +619,7 @@ impl<C: Clock> fmt::Debug for RateLimiter<C> {
 impl<C: Clock> Inner<C> {
     #[inline]
     fn now(&self) -> u64 {
-        nanos_since(self.origin, self.clock.now())
+        self.clock.nanos_since(self.origin)
     }
 
     #[inline]
@@ -945,7 +939,7 @@ enum AcqState {
 /// # }
 /// ```
 #[must_use = "futures do nothing unless polled"]
-pub struct Acquire<'a, C: Clock = TokioClock> {
+pub struct Acquire<'a, C: Clock = FastClock> {
     inner: &'a Arc<Inner<C>>,
     n: u32,
     state: AcqState,

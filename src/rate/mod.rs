@@ -12,8 +12,9 @@
 //!   evicted as it goes and a hard `max_keys` cap.
 //!
 //! Both read time through a [`Clock`](crate::clock::Clock) (default
-//! [`TokioClock`](crate::clock::TokioClock)), so `tokio::time::pause()`
-//! drives checks and waits alike.
+//! [`FastClock`](crate::clock::FastClock): Tokio's own clock when made inside a
+//! current-thread runtime, so `tokio::time::pause()` drives checks and waits
+//! alike; a calibrated CPU counter elsewhere).
 //!
 //! # Spacing
 //!
