@@ -553,6 +553,20 @@ impl Clock for ManualClock {
     fn moves(&self) -> Option<&Moves> {
         Some(&self.shared.moves)
     }
+
+    #[inline]
+    fn epoch(&self) -> Instant {
+        self.origin
+    }
+
+    #[inline]
+    fn nanos_since(&self, origin: Instant) -> u64 {
+        if origin == self.origin {
+            self.shared.elapsed_nanos.load(Ordering::Acquire)
+        } else {
+            nanos_between(origin, self.now())
+        }
+    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -568,6 +582,10 @@ mod tests {
         c.advance(Duration::from_millis(4));
         assert_eq!(c.now() - t0, Duration::from_millis(7));
         assert_eq!(d.elapsed(), Duration::from_millis(7));
+        assert_eq!(c.epoch(), t0);
+        assert_eq!(d.nanos_since(c.epoch()), 7_000_000);
+        assert_eq!(d.nanos_since(t0 + Duration::from_millis(2)), 5_000_000);
+        assert_eq!(d.nanos_since(t0 + Duration::from_millis(9)), 0);
     }
 
     #[test]

@@ -37,6 +37,7 @@
 
 mod error;
 mod state;
+mod striped;
 mod window;
 
 use std::fmt;
@@ -59,6 +60,7 @@ pub use state::State;
 use state::{
     Backoff, Core, Readiness, Settings, StateWord, Ticket, TicketKind, Transition, WindowKind,
 };
+use striped::StripedCounter;
 use window::Record;
 
 const COMPONENT: &str = "circuit breaker";
@@ -668,8 +670,10 @@ impl Builder {
 /// In `Closed` (and `Disabled`) admission is a single `Acquire` load of the
 /// state word; with the slow-call policy on, the permit also reads the clock
 /// to time the call. Recording an outcome takes a short uncontended-in-practice
-/// mutex. Refusal in `Open` is two atomic loads and a clock read, without the
-/// lock. Everything else (half-open probes, transitions) happens under the
+/// mutex. Refusal in `Open` is two atomic loads, a clock read (a counter
+/// read with the default [`FastClock`], no instant is built) and an add to
+/// the calling thread's stripe of the refusal count, without the lock.
+/// Everything else (half-open probes, transitions) happens under the
 /// mutex, and the state word is republished before the lock is released.
 ///
 /// # Examples
@@ -730,7 +734,9 @@ struct Inner<C> {
     /// Nanoseconds from `origin` to the end of the open wait; stored before
     /// `word` under the lock.
     open_until: AtomicU64,
-    refused: AtomicU64,
+    /// Written by every refusal: striped, so that refusing threads do not
+    /// share a cache line.
+    refused: StripedCounter,
     origin: Instant,
     measures_duration: bool,
     slow_duration: Duration,
@@ -769,6 +775,7 @@ impl CircuitBreaker {
 
 impl<C: Clock> CircuitBreaker<C> {
     fn from_parts(settings: Settings, clock: C, hook: Option<Hook>) -> Self {
+        let origin = clock.epoch();
         let now = clock.now();
         let measures_duration = settings.measures_duration();
         let slow_duration = settings.slow_duration;
@@ -777,8 +784,8 @@ impl<C: Clock> CircuitBreaker<C> {
             inner: Arc::new(Inner {
                 word: AtomicU64::new(core.word().0),
                 open_until: AtomicU64::new(0),
-                refused: AtomicU64::new(0),
-                origin: now,
+                refused: StripedCounter::new(),
+                origin,
                 measures_duration,
                 slow_duration,
                 core: Mutex::new(core),
@@ -1139,7 +1146,7 @@ impl<C: Clock> CircuitBreaker<C> {
             consecutive_failures: core.consecutive_failures(),
             probes_in_flight: core.probes_in_flight(),
             reopens: core.reopens(),
-            refused: inner.refused.load(Ordering::Relaxed),
+            refused: inner.refused.sum(),
             transitions: core.transitions(),
         };
         drop(core);
@@ -1206,22 +1213,23 @@ impl<C: Clock> Inner<C> {
                 None,
             )),
             State::ForcedOpen => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
+                self.refused.add(1);
                 Err(Rejected::ForcedOpen)
             }
             State::Open => {
                 let until = self.open_until.load(Ordering::Acquire);
-                let now = self.clock.now();
-                let now_nanos = self.nanos_since_origin(now);
+                // Nanoseconds since the clock's own epoch: with the default
+                // clock a counter read, no instant is built.
+                let now_nanos = self.clock.nanos_since(self.origin);
                 // Re-check the word: `until` must belong to this open period
                 // (or a later one), not to one that has since ended.
                 if now_nanos < until && self.word.load(Ordering::Acquire) == w.0 {
-                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    self.refused.add(1);
                     return Err(Rejected::Open {
                         retry_after: Duration::from_nanos(until - now_nanos),
                     });
                 }
-                self.admit_locked(now)
+                self.admit_locked(self.clock.now())
             }
             State::Closed | State::HalfOpen => self.admit_locked(self.clock.now()),
         }
@@ -1240,7 +1248,7 @@ impl<C: Clock> Inner<C> {
         match result {
             Ok(ticket) => Ok(self.permit(ticket, self.measures_duration.then_some(now))),
             Err(refusal) => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
+                self.refused.add(1);
                 Err(match refusal {
                     state::Refusal::Open { until } => Rejected::Open {
                         retry_after: until.saturating_duration_since(now),
