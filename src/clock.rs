@@ -274,25 +274,30 @@ impl Clock for TokioClock {
 /// like [`TokioClock`]'s. Which way it reads them is chosen once, when it is
 /// made ([`FastClock::new`], which every default constructor calls):
 ///
-/// * **Made inside a current-thread Tokio runtime** — the only kind whose
-///   clock `tokio::time::pause()` can stop, so every `#[tokio::test]` — it
-///   reads `tokio::time::Instant::now()` on every call, exactly like
-///   [`TokioClock`]: `pause()`, `advance()` and auto-advance drive it, and
-///   paused-clock tests stay exact.
-/// * **Made anywhere else** (a multi-thread runtime, or no runtime) — it
-///   reads the CPU's time-stamp counter through [`quanta`] and adds the
-///   elapsed nanoseconds to a Tokio instant read once at creation. On
+/// * **Made inside a multi-thread Tokio runtime** (`#[tokio::main]`'s
+///   default), whose clock cannot be paused, it reads the CPU's time-stamp
+///   counter through [`quanta`] and adds the elapsed nanoseconds to a Tokio
+///   instant read once at creation. On
 ///   x86-64 with an invariant TSC that is an `rdtsc` and a multiply instead
 ///   of a `clock_gettime` call (see the numbers below); where the CPU has no
 ///   usable counter quanta reads the OS clock itself and nothing is gained.
+/// * **Made anywhere else** — inside a current-thread runtime (every
+///   `#[tokio::test]`; the only kind whose clock `tokio::time::pause()` can
+///   stop) or outside any runtime (a test that builds its primitives before
+///   the paused runtime it drives them in) — it reads
+///   `tokio::time::Instant::now()` on every call, exactly like
+///   [`TokioClock`]: `pause()`, `advance()` and auto-advance drive it, and
+///   paused-clock tests stay exact.
 ///
 /// # The trade-off
 ///
-/// * A clock made outside a current-thread runtime ignores a later
-///   `tokio::time::pause()` (which that runtime cannot do anyway: pausing
-///   needs a current-thread runtime). Build a limiter or breaker that a
-///   paused-clock test drives inside that test's runtime, or give it a
-///   [`TokioClock`] explicitly.
+/// * A clock made inside a multi-thread runtime ignores a
+///   `tokio::time::pause()` of some other, current-thread runtime it is
+///   later used in (the multi-thread runtime itself cannot pause). Give
+///   such a primitive a [`TokioClock`] explicitly.
+/// * Primitives built outside any runtime (in `main` before the runtime
+///   starts) pay for the exact Tokio read; build them inside the runtime to
+///   get the counter.
 /// * The counter is scaled with quanta's calibration against the OS's
 ///   monotonic clock, taken once per process (the first `FastClock` made
 ///   outside a current-thread runtime pays for it). Over hours it may drift
@@ -303,6 +308,9 @@ impl Clock for TokioClock {
 /// * Across cores it relies on the counters being synchronised, as governor's
 ///   default clock (also quanta) does. Readers never see time before the
 ///   clock's creation.
+/// * The first counter-reading `FastClock` in a process calibrates the
+///   counter (quanta; 0.2 to 213 ms measured on the development machine,
+///   the longer under valgrind).
 ///
 /// # What it costs
 ///
@@ -319,11 +327,14 @@ impl Clock for TokioClock {
 /// ```
 /// use flowguard::clock::{Clock, FastClock};
 ///
-/// // No runtime here: the counter is read.
-/// let clock = FastClock::new();
+/// // In a multi-thread runtime: the counter is read.
+/// let rt = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+/// let clock = rt.block_on(async { FastClock::new() });
 /// assert!(!clock.reads_tokio());
 /// let t = clock.now();
 /// assert!(clock.now() >= t);
+/// // Outside any runtime: Tokio's clock, which a paused runtime can stop.
+/// assert!(FastClock::new().reads_tokio());
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// // Inside a (paused) current-thread runtime: Tokio's clock.
@@ -355,14 +366,14 @@ enum Mode {
 }
 
 impl FastClock {
-    /// Chooses how to read time, once: Tokio's clock inside a
-    /// current-thread runtime (pausable), the CPU's counter elsewhere.
+    /// Chooses how to read time, once: the CPU's counter inside a
+    /// multi-thread runtime, Tokio's clock (pausable) anywhere else.
     ///
     /// # Panics
     ///
     /// Never.
     pub fn new() -> Self {
-        if in_current_thread_runtime() {
+        if !in_multi_thread_runtime() {
             return Self::tokio();
         }
         #[cfg(not(loom))]
@@ -394,12 +405,12 @@ impl FastClock {
     }
 }
 
-/// Whether the calling thread is inside a current-thread Tokio runtime, the
-/// only kind whose clock can be paused.
-fn in_current_thread_runtime() -> bool {
+/// Whether the calling thread is inside a multi-thread Tokio runtime, whose
+/// clock cannot be paused.
+fn in_multi_thread_runtime() -> bool {
     matches!(
         tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()),
-        Ok(tokio::runtime::RuntimeFlavor::CurrentThread)
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread)
     )
 }
 
@@ -625,8 +636,12 @@ mod tests {
     }
 
     #[test]
-    fn fast_clock_outside_a_runtime_counts_from_its_epoch() {
-        let c = FastClock::new();
+    fn fast_clock_in_a_multi_thread_runtime_counts_from_its_epoch() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let c = rt.block_on(async { FastClock::new() });
         assert!(!c.reads_tokio());
         let epoch = c.epoch();
         let a = c.nanos_since(epoch);
@@ -645,12 +660,24 @@ mod tests {
     }
 
     #[test]
-    fn fast_clock_in_a_multi_thread_runtime_reads_the_counter() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
+    fn fast_clock_outside_a_runtime_reads_tokio_so_a_paused_runtime_drives_it() {
+        let c = FastClock::new();
+        assert!(c.reads_tokio());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let epoch = c.epoch();
+            tokio::time::advance(Duration::from_secs(2)).await;
+            assert_eq!(c.nanos_since(epoch), 2_000_000_000);
+        });
+        let mt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .build()
             .unwrap();
-        let _in = rt.enter();
+        let _in = mt.enter();
         assert!(!FastClock::new().reads_tokio());
         assert!(FastClock::tokio().reads_tokio());
     }

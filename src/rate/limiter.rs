@@ -45,8 +45,9 @@ const TAT_MASK: u64 = !FLAGS;
 /// with a fair FIFO queue for callers that wait.
 ///
 /// Clones share one bucket. The clock is a type parameter (default
-/// [`FastClock`]: inside a current-thread runtime it reads Tokio's clock, so
-/// `tokio::time::pause()` drives both checks and waits; elsewhere a cheaper counter);
+/// [`FastClock`]: made inside a multi-thread runtime it reads a cheaper CPU
+/// counter; made anywhere else it reads Tokio's clock, so
+/// `tokio::time::pause()` drives both checks and waits);
 /// build with [`new`](RateLimiter::new) or [`with_clock`](RateLimiter::with_clock).
 ///
 /// # Examples

@@ -12,9 +12,9 @@
 //!   evicted as it goes and a hard `max_keys` cap.
 //!
 //! Both read time through a [`Clock`](crate::clock::Clock) (default
-//! [`FastClock`](crate::clock::FastClock): Tokio's own clock when made inside a
-//! current-thread runtime, so `tokio::time::pause()` drives checks and waits
-//! alike; a calibrated CPU counter elsewhere).
+//! [`FastClock`](crate::clock::FastClock): a calibrated CPU counter when made
+//! inside a multi-thread runtime; Tokio's own clock anywhere else, so
+//! `tokio::time::pause()` drives checks and waits alike).
 //!
 //! # Spacing
 //!
