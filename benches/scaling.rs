@@ -84,6 +84,16 @@ fn on_threads(threads: usize, iters: u64, op: impl Fn(usize, u64) + Sync) -> Dur
     })
 }
 
+/// Builds a primitive as a service does, inside its (multi-thread) runtime:
+/// its default clock then reads the CPU counter (see `clock::FastClock`).
+/// Built outside any runtime it reads Tokio's clock; the `_tokio_clock`
+/// rows measure that.
+fn built_in_runtime<T>(make: impl FnOnce() -> T) -> T {
+    let rt = runtime(1);
+    let _in = rt.enter();
+    make()
+}
+
 /// A `workers`-worker multi-thread Tokio runtime.
 fn runtime(workers: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -180,11 +190,15 @@ fn gov_quota() -> governor::Quota {
 /// Each crate with its default clock.
 fn rate_check(c: &mut Criterion) {
     let mut g = group(c, "scaling/rate_check");
-    let fg = RateLimiter::new(fg_quota());
+    let fg = built_in_runtime(|| RateLimiter::new(fg_quota()));
+    let fg_tokio = RateLimiter::new(fg_quota());
     let gov = governor::RateLimiter::direct(gov_quota());
     for t in thread_counts() {
         g.bench_function(BenchmarkId::new("flowguard", t), |b| {
             b.iter_custom(|n| on_threads(t, n, |_, _| sink(fg.try_acquire(1))))
+        });
+        g.bench_function(BenchmarkId::new("flowguard_tokio_clock", t), |b| {
+            b.iter_custom(|n| on_threads(t, n, |_, _| sink(fg_tokio.try_acquire(1))))
         });
         g.bench_function(BenchmarkId::new("governor", t), |b| {
             b.iter_custom(|n| on_threads(t, n, |_, _| sink(gov.check())))
@@ -192,6 +206,14 @@ fn rate_check(c: &mut Criterion) {
     }
     g.finish();
 }
+
+/// The keyed rows' quota: one token a second, a burst of 10^9. Every check
+/// is admitted and leaves its key busy (its bucket refills only after a
+/// second), so flowguard's idle-key sweep keeps every key: with one token
+/// per ns, as in `rate_check`, every key would be idle again a nanosecond
+/// later and each check would measure an eviction and an insert, which
+/// governor (it never evicts) does not do.
+const KEYED_BURST: u32 = 1_000_000_000;
 
 /// Thread `t` of `threads` walks the keys from its own offset.
 #[inline]
@@ -202,11 +224,21 @@ fn key(keys: u64, threads: usize, t: usize, i: u64) -> u64 {
 fn keyed(c: &mut Criterion, keys: u64) {
     let mut g = group(c, &format!("scaling/keyed_check_{keys}_keys"));
     // Room for every key: the cap is not what is measured here.
-    let fg = KeyedRateLimiter::<u64>::builder(fg_quota())
+    let fg = built_in_runtime(|| {
+        KeyedRateLimiter::<u64>::builder(
+            Quota::per_second(1)
+                .unwrap()
+                .with_burst(KEYED_BURST)
+                .unwrap(),
+        )
         .max_keys(2 * keys as usize)
         .build()
-        .unwrap();
-    let gov = governor::RateLimiter::keyed(gov_quota());
+        .unwrap()
+    });
+    let gov = governor::RateLimiter::keyed(
+        governor::Quota::per_second(NonZeroU32::new(1).unwrap())
+            .allow_burst(NonZeroU32::new(KEYED_BURST).unwrap()),
+    );
     for k in 0..keys {
         let _ = fg.try_acquire(&k, 1);
         let _ = gov.check_key(&k);
@@ -287,8 +319,8 @@ fn fs_consecutive() -> impl failsafe::CircuitBreaker + Sync {
 
 fn breaker_closed(c: &mut Criterion) {
     let mut g = group(c, "scaling/breaker_closed_call");
-    let fc = fg_consecutive();
-    let fd = fg_default();
+    let fc = built_in_runtime(fg_consecutive);
+    let fd = built_in_runtime(fg_default);
     let fs = fs_consecutive();
     let rc = recloser::Recloser::custom().open_wait(LONG).build();
     for t in thread_counts() {
@@ -310,7 +342,7 @@ fn breaker_closed(c: &mut Criterion) {
 
 fn breaker_open(c: &mut Criterion) {
     let mut g = group(c, "scaling/breaker_open_refusal");
-    let fc = fg_consecutive();
+    let fc = built_in_runtime(fg_consecutive);
     for _ in 0..5 {
         let _ = through(&fc, false);
     }
