@@ -309,8 +309,8 @@ impl Clock for TokioClock {
 ///   default clock (also quanta) does. Readers never see time before the
 ///   clock's creation.
 /// * The first counter-reading `FastClock` in a process calibrates the
-///   counter (quanta; 0.2 to 213 ms measured on the development machine,
-///   the longer under valgrind).
+///   counter (quanta; about 0.65 ms measured on the development machine,
+///   213 ms under valgrind).
 ///
 /// # What it costs
 ///
