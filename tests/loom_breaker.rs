@@ -173,3 +173,41 @@ fn a_move_of_the_manual_clock_reaches_a_waiter() {
         assert!(b.try_acquire().unwrap().is_probe());
     });
 }
+
+/// The lock-free refusal path while Open, racing a thread whose move of the
+/// clock ends the open wait: every refusal is counted once (the refusal
+/// count is striped outside loom, one stripe here), a refused caller is told
+/// a wait inside the open period, and whoever is admitted after the wait is
+/// the one probe.
+#[test]
+fn refusals_while_open_are_counted_and_race_the_end_of_the_wait() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let (b, _changes) = breaker(1, 1, &clock);
+        let b = Arc::new(b);
+        b.try_acquire().unwrap().failure();
+        assert_eq!(b.state(), State::Open);
+        let refuse = |b: &CircuitBreaker<ManualClock>| match b.try_acquire() {
+            Err(flowguard::breaker::Rejected::Open { retry_after }) => {
+                assert!(retry_after > Duration::ZERO && retry_after <= WAIT);
+                0usize
+            }
+            // The other caller holds the one probe slot.
+            Err(flowguard::breaker::Rejected::HalfOpenFull) => 0,
+            Ok(p) => {
+                assert!(p.is_probe());
+                p.ignore();
+                1
+            }
+            Err(e) => panic!("unexpected refusal {e:?}"),
+        };
+        let b2 = b.clone();
+        let t = thread::spawn(move || refuse(&b2));
+        let c2 = clock.clone();
+        let mover = thread::spawn(move || c2.advance(WAIT));
+        let admitted_here = refuse(&b);
+        let admitted = t.join().unwrap() + admitted_here;
+        mover.join().unwrap();
+        assert_eq!(b.metrics().refused, 2 - admitted as u64);
+    });
+}

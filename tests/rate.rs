@@ -420,6 +420,41 @@ async fn keyed_million_distinct_keys_stay_at_the_cap() {
 }
 
 #[test]
+fn keyed_flood_from_threads_stays_at_the_cap_with_default_shards() {
+    // Default shards (four per core, at least 16): memory stays at
+    // `max_keys` however many threads flood it with new keys.
+    let l = KeyedRateLimiter::<u64>::builder(Quota::per_hour(1).unwrap())
+        .max_keys(3000)
+        .build_with_clock(ManualClock::new())
+        .unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let l = &l;
+            s.spawn(move || {
+                for k in 0..50_000u64 {
+                    l.try_acquire(&(t << 32 | k), 1).unwrap();
+                    if k % 5000 == 0 {
+                        assert!(l.len() <= 3000);
+                    }
+                }
+            });
+        }
+    });
+    let s = l.snapshot();
+    assert_eq!((s.keys, s.max_keys), (3000, 3000));
+    assert_eq!(s.evicted_while_full, 200_000 - 3000);
+    // Below the default shard floor, the default shard count follows max_keys.
+    let small = KeyedRateLimiter::<u64>::builder(Quota::per_hour(1).unwrap())
+        .max_keys(5)
+        .build_with_clock(ManualClock::new())
+        .unwrap();
+    for k in 0..100 {
+        small.try_acquire(&k, 1).unwrap();
+    }
+    assert_eq!(small.len(), 5);
+}
+
+#[test]
 fn keyed_builder_validates_each_field() {
     let q = Quota::per_second(1).unwrap();
     let e = KeyedRateLimiter::<u8>::builder(q)

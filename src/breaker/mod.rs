@@ -37,6 +37,7 @@
 
 mod error;
 mod state;
+mod striped;
 mod window;
 
 use std::fmt;
@@ -48,7 +49,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::clock::{Clock, TokioClock, tokio_wake_at};
+use crate::clock::{Clock, FastClock, tokio_wake_at};
 use crate::histogram::{HistogramSnapshot, Recorder};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex, StdArc};
@@ -60,6 +61,7 @@ pub use state::State;
 use state::{
     Backoff, Core, Readiness, Settings, StateWord, Ticket, TicketKind, Transition, WindowKind,
 };
+use striped::StripedCounter;
 use window::Record;
 
 const COMPONENT: &str = "circuit breaker";
@@ -511,7 +513,7 @@ impl Builder {
         self
     }
 
-    /// Builds a breaker on the Tokio clock.
+    /// Builds a breaker on the default [`FastClock`].
     ///
     /// # Errors
     ///
@@ -519,7 +521,7 @@ impl Builder {
     /// each setter; `failure_rate_threshold` with kind `Missing` when no trip
     /// policy is enabled.
     pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
-        self.build_with_clock(TokioClock)
+        self.build_with_clock(FastClock::new())
     }
 
     /// Builds a breaker that reads time from `clock`.
@@ -707,8 +709,10 @@ impl Builder {
 /// In `Closed` (and `Disabled`) admission is a single `Acquire` load of the
 /// state word; with the slow-call policy on, the permit also reads the clock
 /// to time the call. Recording an outcome takes a short uncontended-in-practice
-/// mutex. Refusal in `Open` is two atomic loads and a clock read, without the
-/// lock. Everything else (half-open probes, transitions) happens under the
+/// mutex. Refusal in `Open` is two atomic loads, a clock read (a counter
+/// read with the default [`FastClock`], no instant is built) and an add to
+/// the calling thread's stripe of the refusal count, without the lock.
+/// Everything else (half-open probes, transitions) happens under the
 /// mutex, and the state word is republished before the lock is released.
 ///
 /// # Examples
@@ -736,7 +740,7 @@ impl Builder {
 /// assert_eq!(breaker.state(), State::Closed);
 /// # }
 /// ```
-pub struct CircuitBreaker<C: Clock = TokioClock> {
+pub struct CircuitBreaker<C: Clock = FastClock> {
     inner: Arc<Inner<C>>,
 }
 
@@ -769,7 +773,9 @@ struct Inner<C> {
     /// Nanoseconds from `origin` to the end of the open wait; stored before
     /// `word` under the lock.
     open_until: AtomicU64,
-    refused: AtomicU64,
+    /// Written by every refusal: striped, so that refusing threads do not
+    /// share a cache line.
+    refused: StripedCounter,
     origin: Instant,
     measures_duration: bool,
     slow_duration: Duration,
@@ -785,7 +791,7 @@ struct Inner<C> {
 }
 
 impl CircuitBreaker {
-    /// A breaker with the [default settings](Builder) on the Tokio clock.
+    /// A breaker with the [default settings](Builder) on the default [`FastClock`].
     ///
     /// # Examples
     ///
@@ -798,7 +804,7 @@ impl CircuitBreaker {
     /// ```
     pub fn new() -> Self {
         match Builder::default().validate() {
-            Ok((settings, hook)) => Self::from_parts(settings, TokioClock, hook, false),
+            Ok((settings, hook)) => Self::from_parts(settings, FastClock::new(), hook, false),
             // The defaults are valid (a unit test checks it).
             Err(_) => unreachable!("default breaker settings are valid"),
         }
@@ -812,6 +818,7 @@ impl CircuitBreaker {
 
 impl<C: Clock> CircuitBreaker<C> {
     fn from_parts(settings: Settings, clock: C, hook: Option<Hook>, histograms: bool) -> Self {
+        let origin = clock.epoch();
         let now = clock.now();
         let measures_duration = settings.measures_duration();
         let slow_duration = settings.slow_duration;
@@ -820,8 +827,8 @@ impl<C: Clock> CircuitBreaker<C> {
             inner: Arc::new(Inner {
                 word: AtomicU64::new(core.word().0),
                 open_until: AtomicU64::new(0),
-                refused: AtomicU64::new(0),
-                origin: now,
+                refused: StripedCounter::new(),
+                origin,
                 measures_duration,
                 slow_duration,
                 core: Mutex::new(core),
@@ -1220,7 +1227,7 @@ impl<C: Clock> CircuitBreaker<C> {
             consecutive_failures: core.consecutive_failures(),
             probes_in_flight: core.probes_in_flight(),
             reopens: core.reopens(),
-            refused: inner.refused.load(Ordering::Relaxed),
+            refused: inner.refused.sum(),
             transitions: core.transitions(),
             call_duration: HistogramSnapshot::default(),
         };
@@ -1297,22 +1304,23 @@ impl<C: Clock> Inner<C> {
                 None,
             )),
             State::ForcedOpen => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
+                self.refused.add(1);
                 Err(Rejected::ForcedOpen)
             }
             State::Open => {
                 let until = self.open_until.load(Ordering::Acquire);
-                let now = self.clock.now();
-                let now_nanos = self.nanos_since_origin(now);
+                // Nanoseconds since the clock's own epoch: with the default
+                // clock a counter read, no instant is built.
+                let now_nanos = self.clock.nanos_since(self.origin);
                 // Re-check the word: `until` must belong to this open period
                 // (or a later one), not to one that has since ended.
                 if now_nanos < until && self.word.load(Ordering::Acquire) == w.0 {
-                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    self.refused.add(1);
                     return Err(Rejected::Open {
                         retry_after: Duration::from_nanos(until - now_nanos),
                     });
                 }
-                self.admit_locked(now)
+                self.admit_locked(self.clock.now())
             }
             State::Closed | State::HalfOpen => self.admit_locked(self.clock.now()),
         }
@@ -1331,7 +1339,7 @@ impl<C: Clock> Inner<C> {
         match result {
             Ok(ticket) => Ok(self.permit(ticket, self.measures_duration.then_some(now))),
             Err(refusal) => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
+                self.refused.add(1);
                 Err(match refusal {
                     state::Refusal::Open { until } => Rejected::Open {
                         retry_after: until.saturating_duration_since(now),
@@ -1450,7 +1458,7 @@ impl<C: Clock> Inner<C> {
 /// # }
 /// ```
 #[must_use = "dropping the permit at once counts the call as ignored"]
-pub struct CallPermit<'a, C: Clock = TokioClock> {
+pub struct CallPermit<'a, C: Clock = FastClock> {
     inner: &'a Inner<C>,
     slot: Slot,
 }
@@ -1531,7 +1539,7 @@ impl<C: Clock> Drop for CallPermit<'_, C> {
 /// # }
 /// ```
 #[must_use = "dropping the permit at once counts the call as ignored"]
-pub struct OwnedCallPermit<C: Clock = TokioClock> {
+pub struct OwnedCallPermit<C: Clock = FastClock> {
     inner: Arc<Inner<C>>,
     slot: Slot,
 }

@@ -1,26 +1,26 @@
 //! [`KeyedRateLimiter`]: one GCRA bucket per key, sharded, bounded.
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use hashbrown::HashTable;
 use tokio::time::Instant;
 
 use super::error::{AcquireError, TryAcquireError};
 use super::gcra::{Gcra, Refusal};
-use super::limiter::nanos_since;
 use super::quota::Quota;
-use crate::clock::{Clock, TokioClock, tokio_wake_at};
+use crate::clock::{Clock, FastClock, tokio_wake_at};
 use crate::sync::{Arc, Mutex};
 use crate::{ConfigError, ConfigErrorKind};
 
 /// Default [`KeyedRateLimiterBuilder::max_keys`].
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
-/// Default [`KeyedRateLimiterBuilder::shards`].
+/// The fewest shards by default: [`KeyedRateLimiterBuilder::shards`]
+/// defaults to four per core rounded up to a power of two, at least this
+/// many (and never more than `max_keys`).
 pub const DEFAULT_SHARDS: usize = 16;
 const MAX_SHARDS: usize = 4096;
 /// How many entries a full shard samples to choose whom to evict.
@@ -63,18 +63,23 @@ const MIN_SWEEP_INTERVAL: usize = 64;
 /// assert_eq!(per_tenant.len(), 2);
 /// # }
 /// ```
-pub struct KeyedRateLimiter<K, C: Clock = TokioClock> {
+pub struct KeyedRateLimiter<K, C: Clock = FastClock> {
     inner: Arc<KeyedInner<K, C>>,
 }
 
 struct KeyedInner<K, C> {
     gcra: Gcra,
-    shards: Box<[Mutex<Shard<K>>]>,
+    shards: Box<[Padded<Mutex<Shard<K>>>]>,
     hasher: RandomState,
     origin: Instant,
     clock: C,
     max_keys: usize,
 }
+
+/// A shard on cache lines of its own, so that threads working on
+/// neighbouring shards do not contend for one line.
+#[repr(align(128))] // two lines: adjacent-line prefetch pairs them on x86
+struct Padded<T>(T);
 
 struct Shard<K> {
     /// key -> TAT (ns since origin).
@@ -103,7 +108,8 @@ struct Shard<K> {
 pub struct KeyedRateLimiterBuilder<K> {
     quota: Quota,
     max_keys: usize,
-    shards: usize,
+    /// `None`: four per core, see [`DEFAULT_SHARDS`].
+    shards: Option<usize>,
     _key: PhantomData<fn() -> K>,
 }
 
@@ -155,13 +161,15 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
         self
     }
 
-    /// How many independently locked shards (default [`DEFAULT_SHARDS`]).
+    /// How many independently locked shards (default: four per core,
+    /// rounded up to a power of two, at least [`DEFAULT_SHARDS`], at most
+    /// 4096 and at most `max_keys`).
     pub fn shards(mut self, shards: usize) -> Self {
-        self.shards = shards;
+        self.shards = Some(shards);
         self
     }
 
-    /// Builds the limiter on the Tokio clock.
+    /// Builds the limiter on the default [`FastClock`](crate::clock::FastClock).
     ///
     /// # Errors
     ///
@@ -169,7 +177,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
     /// is [`ConfigErrorKind::TooLarge`] above 4096 and
     /// [`ConfigErrorKind::Conflict`] above `max_keys`.
     pub fn build(self) -> Result<KeyedRateLimiter<K>, ConfigError> {
-        self.build_with_clock(TokioClock)
+        self.build_with_clock(FastClock::new())
     }
 
     /// Builds the limiter reading time from `clock`.
@@ -190,7 +198,10 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
                 "must be at least 1",
             ));
         }
-        if self.shards == 0 {
+        let shards = self
+            .shards
+            .unwrap_or_else(|| default_shards().min(self.max_keys));
+        if shards == 0 {
             return Err(ConfigError::new(
                 C_NAME,
                 "shards",
@@ -198,38 +209,38 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
                 "must be at least 1",
             ));
         }
-        if self.shards > MAX_SHARDS {
+        if shards > MAX_SHARDS {
             return Err(ConfigError::new(
                 C_NAME,
                 "shards",
                 ConfigErrorKind::TooLarge,
-                format!("must be at most {MAX_SHARDS}, got {}", self.shards),
+                format!("must be at most {MAX_SHARDS}, got {shards}"),
             ));
         }
-        if self.shards > self.max_keys {
+        if shards > self.max_keys {
             return Err(ConfigError::new(
                 C_NAME,
                 "shards",
                 ConfigErrorKind::Conflict,
                 format!(
                     "must not exceed max_keys ({}), got {}: every shard needs room for a key",
-                    self.max_keys, self.shards
+                    self.max_keys, shards
                 ),
             ));
         }
-        let base = self.max_keys / self.shards;
-        let extra = self.max_keys % self.shards;
-        let shards = (0..self.shards)
+        let base = self.max_keys / shards;
+        let extra = self.max_keys % shards;
+        let shards = (0..shards)
             .map(|i| {
-                Mutex::new(Shard {
+                Padded(Mutex::new(Shard {
                     map: Table::default(),
                     cap: base + usize::from(i < extra),
                     ops_since_sweep: 0,
                     evicted_while_full: 0,
-                })
+                }))
             })
             .collect();
-        let origin = clock.now();
+        let origin = clock.epoch();
         Ok(KeyedRateLimiter {
             inner: Arc::new(KeyedInner {
                 gcra: self.quota.gcra(),
@@ -243,14 +254,14 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
     }
 }
 
-impl<K: Hash + Eq + Clone> KeyedRateLimiter<K, TokioClock> {
+impl<K: Hash + Eq + Clone> KeyedRateLimiter<K, FastClock> {
     /// A keyed limiter on the Tokio clock with the default cap and shards.
     ///
     /// # Panics
     ///
     /// Never.
     pub fn new(quota: Quota) -> Self {
-        Self::with_clock(quota, TokioClock)
+        Self::with_clock(quota, FastClock::new())
     }
 
     /// A builder to set `max_keys` and `shards`.
@@ -258,7 +269,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K, TokioClock> {
         KeyedRateLimiterBuilder {
             quota,
             max_keys: DEFAULT_MAX_KEYS,
-            shards: DEFAULT_SHARDS,
+            shards: None,
             _key: PhantomData,
         }
     }
@@ -316,7 +327,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
                 burst: g.burst,
             });
         }
-        let now = nanos_since(inner.origin, inner.clock.now());
+        let now = inner.clock.nanos_since(inner.origin);
         let hash = inner.hasher.hash_one(key);
         let mut shard = inner.shard(hash).lock();
         shard.tick(now);
@@ -337,7 +348,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         }
         // An unseen key has a full bucket, and n <= burst.
         let new = g.take(0, now, n).unwrap_or(now);
-        shard.insert(hash, key.clone(), new, now);
+        shard.insert(hash, key.clone(), new, now, &inner.hasher);
         Ok(())
     }
 
@@ -411,7 +422,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// Never.
     pub fn refund(&self, key: &K, n: u32) {
         let inner = &*self.inner;
-        let now = nanos_since(inner.origin, inner.clock.now());
+        let now = inner.clock.nanos_since(inner.origin);
         let hash = inner.hasher.hash_one(key);
         let mut shard = inner.shard(hash).lock();
         if let Some(tat) = shard.map.get_mut(hash, key) {
@@ -421,7 +432,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
 
     /// How many keys are held (idle keys not yet swept included).
     pub fn len(&self) -> usize {
-        self.inner.shards.iter().map(|s| s.lock().map.len()).sum()
+        self.inner.shards.iter().map(|s| s.0.lock().map.len()).sum()
     }
 
     /// Whether no key is held.
@@ -448,9 +459,9 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
 
     /// Drops every idle key now (a full sweep; normally not needed).
     pub fn evict_idle(&self) {
-        let now = nanos_since(self.inner.origin, self.inner.clock.now());
+        let now = self.inner.clock.nanos_since(self.inner.origin);
         for s in self.inner.shards.iter() {
-            s.lock().sweep(now);
+            s.0.lock().sweep(now);
         }
     }
 
@@ -460,7 +471,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         let mut keys = 0;
         let mut evicted = 0;
         for s in self.inner.shards.iter() {
-            let s = s.lock();
+            let s = s.0.lock();
             keys += s.map.len();
             evicted += s.evicted_while_full;
         }
@@ -475,11 +486,23 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
 impl<K: Hash + Eq, C> KeyedInner<K, C> {
     #[inline]
     fn shard(&self, hash: u64) -> &Mutex<Shard<K>> {
-        // Middle bits: the table uses the low ones for the slot and the top
-        // seven as its tag.
-        let i = ((hash >> 32) as usize) % self.shards.len();
-        &self.shards[i]
+        // Bits 24..56 scaled onto the shard count (a multiply, not a
+        // division): the table uses the low bits for the slot and the top
+        // seven as its tag, so the shard index must not come from either.
+        let x = (hash >> 24) & 0xFFFF_FFFF;
+        let i = ((x * self.shards.len() as u64) >> 32) as usize;
+        &self.shards[i].0
     }
+}
+
+/// Four shards per core, a power of two, at least [`DEFAULT_SHARDS`] and at
+/// most [`MAX_SHARDS`] (what dashmap picks, with a floor).
+fn default_shards() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores.saturating_mul(4))
+        .checked_next_power_of_two()
+        .unwrap_or(MAX_SHARDS)
+        .clamp(DEFAULT_SHARDS, MAX_SHARDS)
 }
 
 impl<K: Hash + Eq> Shard<K> {
@@ -496,7 +519,7 @@ impl<K: Hash + Eq> Shard<K> {
         self.map.retain(|tat| !Gcra::is_full(tat, now));
     }
 
-    fn insert(&mut self, hash: u64, key: K, tat: u64, now: u64)
+    fn insert(&mut self, hash: u64, key: K, tat: u64, now: u64, hasher: &RandomState)
     where
         K: Clone,
     {
@@ -507,15 +530,18 @@ impl<K: Hash + Eq> Shard<K> {
                 self.sweep(now);
             }
             if self.map.len() >= self.cap {
-                self.evict_one();
+                self.evict_one(hasher);
             }
         }
-        self.map.insert(hash, key, tat);
+        self.map.insert(hash, key, tat, |k| hasher.hash_one(k));
     }
 
     #[cold]
-    fn evict_one(&mut self) {
-        if self.map.evict_most_refilled(EVICTION_SAMPLE) {
+    fn evict_one(&mut self, hasher: &RandomState) {
+        if self
+            .map
+            .evict_most_refilled(EVICTION_SAMPLE, |k| hasher.hash_one(k))
+        {
             self.evicted_while_full += 1;
             if self.evicted_while_full == 1 {
                 tracing::debug!(
@@ -527,126 +553,67 @@ impl<K: Hash + Eq> Shard<K> {
     }
 }
 
-/// A hash table keyed by the key's SipHash, computed once per call and
-/// shared with shard selection (a second hashing pass cost about a third of
-/// a keyed check). Distinct keys with equal 64-bit hashes share a slot.
+/// The keys of a shard and their TATs, in a hash table that takes the
+/// key's SipHash from the caller: it is computed once per call and shared
+/// with shard selection (a second hashing pass cost about a third of a keyed
+/// check), and entries are just `(key, TAT)` (16 bytes for a `u64` key, the
+/// fewer cache lines the better with a million keys). Growing the table
+/// rehashes the keys with the limiter's hasher.
 struct Table<K> {
-    map: HashMap<u64, Slot<K>, BuildHasherDefault<PreHashed>>,
-    len: usize,
-}
-
-enum Slot<K> {
-    One(K, u64),
-    Many(Vec<(K, u64)>),
+    table: HashTable<(K, u64)>,
 }
 
 impl<K> Default for Table<K> {
     fn default() -> Self {
         Self {
-            map: HashMap::default(),
-            len: 0,
+            table: HashTable::new(),
         }
     }
 }
 
-impl<K: Eq> Table<K> {
+impl<K: Hash + Eq> Table<K> {
     #[inline]
     fn len(&self) -> usize {
-        self.len
+        self.table.len()
     }
 
     #[inline]
     fn get_mut(&mut self, hash: u64, key: &K) -> Option<&mut u64> {
-        match self.map.get_mut(&hash)? {
-            Slot::One(k, tat) => (k == key).then_some(tat),
-            Slot::Many(v) => v.iter_mut().find(|(k, _)| k == key).map(|(_, tat)| tat),
-        }
+        self.table
+            .find_mut(hash, |(k, _)| k == key)
+            .map(|(_, tat)| tat)
     }
 
-    /// Inserts a key known to be absent.
-    fn insert(&mut self, hash: u64, key: K, tat: u64) {
-        self.len += 1;
-        match self.map.remove(&hash) {
-            None => {
-                self.map.insert(hash, Slot::One(key, tat));
-            }
-            Some(Slot::One(k, t)) => {
-                self.map.insert(hash, Slot::Many(vec![(k, t), (key, tat)]));
-            }
-            Some(Slot::Many(mut v)) => {
-                v.push((key, tat));
-                self.map.insert(hash, Slot::Many(v));
-            }
-        }
+    /// Inserts a key known to be absent. `hash_of` must give every key the
+    /// hash it is looked up by (it rehashes the keys when the table grows).
+    fn insert(&mut self, hash: u64, key: K, tat: u64, hash_of: impl Fn(&K) -> u64) {
+        self.table
+            .insert_unique(hash, (key, tat), |(k, _)| hash_of(k));
     }
 
     fn retain(&mut self, keep: impl Fn(u64) -> bool) {
-        let mut len = 0;
-        self.map.retain(|_, slot| match slot {
-            Slot::One(_, tat) => {
-                let k = keep(*tat);
-                len += usize::from(k);
-                k
-            }
-            Slot::Many(v) => {
-                v.retain(|(_, tat)| keep(*tat));
-                len += v.len();
-                !v.is_empty()
-            }
-        });
-        self.len = len;
+        self.table.retain(|(_, tat)| keep(*tat));
     }
 
-    /// Removes the entry with the smallest TAT among the first `sample` slots.
-    fn evict_most_refilled(&mut self, sample: usize) -> bool {
-        let min_tat = |slot: &Slot<K>| match slot {
-            Slot::One(_, tat) => *tat,
-            Slot::Many(v) => v.iter().map(|(_, t)| *t).min().unwrap_or(u64::MAX),
-        };
-        let Some(hash) = self
-            .map
+    /// Removes the entry with the smallest TAT among the first `sample`.
+    fn evict_most_refilled(&mut self, sample: usize, hash_of: impl Fn(&K) -> u64) -> bool {
+        let Some((hash, at)) = self
+            .table
             .iter()
             .take(sample)
-            .min_by_key(|(_, slot)| min_tat(slot))
-            .map(|(h, _)| *h)
+            .min_by_key(|(_, tat)| *tat)
+            .map(|e| (hash_of(&e.0), std::ptr::from_ref(e)))
         else {
             return false;
         };
-        self.len -= 1;
-        if let Some(Slot::Many(v)) = self.map.get_mut(&hash) {
-            if let Some(i) = (0..v.len()).min_by_key(|&i| v[i].1) {
-                v.swap_remove(i);
+        // The very entry found above: nothing moved in between.
+        match self.table.find_entry(hash, |e| std::ptr::eq(e, at)) {
+            Ok(entry) => {
+                entry.remove();
+                true
             }
-            if !v.is_empty() {
-                return true;
-            }
+            Err(_) => false,
         }
-        self.map.remove(&hash);
-        true
-    }
-}
-
-/// The table's hasher: the key was already hashed, pass the hash through.
-#[derive(Default)]
-struct PreHashed(u64);
-
-impl Hasher for PreHashed {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are hashed here; fold anything else rather than panic.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 
@@ -675,25 +642,66 @@ mod tests {
 
     #[test]
     fn colliding_hashes_keep_keys_apart() {
-        let mut t = Table::<&str>::default();
-        t.insert(7, "a", 10);
-        t.insert(7, "b", 20);
-        t.insert(8, "c", 5);
+        // Keys 1 and 2 collide on all 64 bits; the rest do not.
+        let h = |k: &u64| if *k <= 2 { 7 } else { k << 20 };
+        let mut t = Table::<u64>::default();
+        t.insert(7, 1, 10, h);
+        t.insert(7, 2, 20, h);
+        t.insert(h(&3), 3, 5, h);
+        for k in 100..300 {
+            t.insert(h(&k), k, 99, h); // grows the table: rehashed with `h`
+        }
+        t.retain(|tat| tat != 99);
         assert_eq!(t.len(), 3);
-        assert_eq!(t.get_mut(7, &"a").copied(), Some(10));
-        assert_eq!(t.get_mut(7, &"b").copied(), Some(20));
-        assert_eq!(t.get_mut(7, &"c"), None);
-        *t.get_mut(7, &"b").unwrap() = 21;
-        assert!(t.evict_most_refilled(8)); // "c", tat 5
-        assert_eq!((t.len(), t.get_mut(8, &"c")), (2, None));
-        assert!(t.evict_most_refilled(8)); // "a", tat 10
-        assert_eq!(t.get_mut(7, &"a"), None);
-        assert_eq!(t.get_mut(7, &"b").copied(), Some(21));
-        t.insert(7, "a", 1);
-        t.retain(|tat| tat > 1);
-        assert_eq!(t.len(), 1);
-        assert!(t.evict_most_refilled(8));
-        assert!(!t.evict_most_refilled(8));
+        assert_eq!(t.get_mut(7, &1).copied(), Some(10));
+        assert_eq!(t.get_mut(7, &2).copied(), Some(20));
+        assert_eq!(t.get_mut(h(&3), &3).copied(), Some(5));
+        *t.get_mut(7, &2).unwrap() = 21;
+        t.retain(|tat| tat > 5);
+        assert_eq!((t.len(), t.get_mut(h(&3), &3)), (2, None));
+        assert_eq!(t.get_mut(7, &2).copied(), Some(21));
+        assert_eq!(t.get_mut(7, &1).copied(), Some(10));
+    }
+
+    #[test]
+    fn eviction_takes_the_most_refilled_of_the_sample() {
+        let h = RandomState::new();
+        let mut t = Table::<u32>::default();
+        let hash_of = |k: &u32| h.hash_one(k);
+        for (k, tat) in [(1u32, 30u64), (2, 10), (3, 20)] {
+            t.insert(h.hash_one(k), k, tat, hash_of);
+        }
+        assert!(t.evict_most_refilled(8, hash_of));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.get_mut(h.hash_one(2u32), &2), None, "smallest TAT goes");
+        assert!(t.evict_most_refilled(8, hash_of));
+        assert_eq!(t.get_mut(h.hash_one(3u32), &3), None);
+        assert_eq!(t.get_mut(h.hash_one(1u32), &1).copied(), Some(30));
+        assert!(t.evict_most_refilled(8, hash_of));
+        assert!(!t.evict_most_refilled(8, hash_of));
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn shard_index_is_in_range_and_spread() {
+        let l = KeyedRateLimiter::<u64>::builder(Quota::per_second(1).unwrap())
+            .shards(7)
+            .build_with_clock(crate::clock::ManualClock::new())
+            .unwrap();
+        let mut seen = [0usize; 7];
+        for k in 0..7000u64 {
+            let hash = l.inner.hasher.hash_one(k);
+            let s = l.inner.shard(hash);
+            let i = l
+                .inner
+                .shards
+                .iter()
+                .position(|p| std::ptr::eq(&p.0, s))
+                .unwrap();
+            seen[i] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 700), "{seen:?}");
+        assert!(default_shards().is_power_of_two());
+        assert!((DEFAULT_SHARDS..=MAX_SHARDS).contains(&default_shards()));
     }
 }

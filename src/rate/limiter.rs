@@ -15,7 +15,7 @@ use super::gcra::{Gcra, Refusal};
 use super::quota::Quota;
 #[cfg(not(loom))]
 use crate::clock::tokio_wake_at;
-use crate::clock::{Clock, Moved, TokioClock};
+use crate::clock::{Clock, FastClock, Moved};
 use crate::histogram::{HistogramSnapshot, Recorder};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex, StdArc};
@@ -42,18 +42,13 @@ const RECONFIG: u64 = 1 << 62;
 const FLAGS: u64 = QUEUED | RECONFIG;
 const TAT_MASK: u64 = !FLAGS;
 
-pub(crate) fn nanos_since(origin: Instant, now: Instant) -> u64 {
-    let d = now.saturating_duration_since(origin);
-    d.as_secs()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::from(d.subsec_nanos()))
-}
-
 /// A token-bucket rate limiter (GCRA): "at most R per period, bursts up to B",
 /// with a fair FIFO queue for callers that wait.
 ///
 /// Clones share one bucket. The clock is a type parameter (default
-/// [`TokioClock`], so `tokio::time::pause()` drives both checks and waits);
+/// [`FastClock`]: made inside a multi-thread runtime it reads a cheaper CPU
+/// counter; made anywhere else it reads Tokio's clock, so
+/// `tokio::time::pause()` drives both checks and waits);
 /// build with [`new`](RateLimiter::new) or [`with_clock`](RateLimiter::with_clock).
 ///
 /// # Examples
@@ -98,7 +93,7 @@ pub(crate) fn nanos_since(origin: Instant, now: Instant) -> u64 {
 /// `set_quota` calls that undo each other, could let it through, judged
 /// under the quota of a moment before.) Re-applying the quota in force
 /// changes nothing at all.
-pub struct RateLimiter<C: Clock = TokioClock> {
+pub struct RateLimiter<C: Clock = FastClock> {
     inner: Arc<Inner<C>>,
 }
 
@@ -172,14 +167,14 @@ enum Fast {
     Flagged,
 }
 
-impl RateLimiter<TokioClock> {
-    /// A limiter on the Tokio clock, starting with a full bucket.
+impl RateLimiter<FastClock> {
+    /// A limiter on the default [`FastClock`](crate::clock::FastClock), starting with a full bucket.
     ///
     /// # Panics
     ///
     /// Never.
     pub fn new(quota: Quota) -> Self {
-        Self::with_clock(quota, TokioClock)
+        Self::with_clock(quota, FastClock::new())
     }
 }
 
@@ -213,7 +208,7 @@ impl<C: Clock> RateLimiter<C> {
     /// ```
     pub fn with_clock(quota: Quota, clock: C) -> Self {
         let g = quota.gcra();
-        let origin = clock.now();
+        let origin = clock.epoch();
         Self {
             inner: Arc::new(Inner {
                 state: AtomicU64::new(0),
@@ -706,7 +701,7 @@ impl<C: Clock> fmt::Debug for RateLimiter<C> {
 impl<C: Clock> Inner<C> {
     #[inline]
     fn now(&self) -> u64 {
-        nanos_since(self.origin, self.clock.now())
+        self.clock.nanos_since(self.origin)
     }
 
     #[inline]
@@ -1026,7 +1021,7 @@ enum AcqState {
 /// # }
 /// ```
 #[must_use = "futures do nothing unless polled"]
-pub struct Acquire<'a, C: Clock = TokioClock> {
+pub struct Acquire<'a, C: Clock = FastClock> {
     inner: &'a Arc<Inner<C>>,
     n: u32,
     state: AcqState,

@@ -12,8 +12,9 @@
 //!   evicted as it goes and a hard `max_keys` cap.
 //!
 //! Both read time through a [`Clock`](crate::clock::Clock) (default
-//! [`TokioClock`](crate::clock::TokioClock)), so `tokio::time::pause()`
-//! drives checks and waits alike.
+//! [`FastClock`](crate::clock::FastClock): a calibrated CPU counter when made
+//! inside a multi-thread runtime; Tokio's own clock anywhere else, so
+//! `tokio::time::pause()` drives checks and waits alike).
 //!
 //! # Spacing
 //!

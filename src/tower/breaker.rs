@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use super::{AnyError, BoxError, Classify, Refusal};
 use crate::breaker::{CircuitBreaker, Outcome, OwnedCallPermit};
-use crate::clock::{Clock, TokioClock};
+use crate::clock::{Clock, FastClock};
 
 /// Applies [`BreakerService`]: every call asks `breaker` first, and its
 /// outcome, as the classifier judges it, is recorded on the breaker. The
@@ -52,7 +52,7 @@ use crate::clock::{Clock, TokioClock};
 /// );
 /// # }
 /// ```
-pub struct BreakerLayer<K = AnyError, C: Clock = TokioClock> {
+pub struct BreakerLayer<K = AnyError, C: Clock = FastClock> {
     breaker: CircuitBreaker<C>,
     classify: K,
 }
@@ -149,7 +149,7 @@ impl<S, K: Clone, C: Clock> Layer<S> for BreakerLayer<K, C> {
 /// assert_eq!(breaker.metrics().failed_calls, 1);
 /// # }
 /// ```
-pub struct BreakerService<S, K = AnyError, C: Clock = TokioClock> {
+pub struct BreakerService<S, K = AnyError, C: Clock = FastClock> {
     inner: S,
     breaker: CircuitBreaker<C>,
     classify: K,

@@ -10,7 +10,7 @@ use tower_service::Service;
 use super::BoxError;
 use super::future::ResponseFuture;
 use super::rate::rate_refusal;
-use crate::clock::{Clock, TokioClock};
+use crate::clock::{Clock, FastClock};
 use crate::rate::KeyedRateLimiter;
 
 /// Applies [`KeyedRateLimit`]: one token per request from the bucket of
@@ -39,7 +39,7 @@ use crate::rate::KeyedRateLimiter;
 /// assert_eq!(svc.oneshot(("bob", 3)).await.unwrap(), 3); // bob is not
 /// # }
 /// ```
-pub struct KeyedRateLimitLayer<K, F, C: Clock = TokioClock> {
+pub struct KeyedRateLimitLayer<K, F, C: Clock = FastClock> {
     limiter: KeyedRateLimiter<K, C>,
     key_of: F,
 }
@@ -133,7 +133,7 @@ impl<S, K, F: Clone, C: Clock> Layer<S> for KeyedRateLimitLayer<K, F, C> {
 /// assert_eq!(refusal.retry_after(), Some(Duration::from_millis(100)));
 /// # }
 /// ```
-pub struct KeyedRateLimit<S, K, F, C: Clock = TokioClock> {
+pub struct KeyedRateLimit<S, K, F, C: Clock = FastClock> {
     inner: S,
     limiter: KeyedRateLimiter<K, C>,
     key_of: F,

@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::{BoxError, NotReady, Refusal};
-use crate::clock::{Clock, TokioClock};
+use crate::clock::{Clock, FastClock};
 use crate::pipeline::Admission;
 use crate::rate::{AcquireError, RateLimiter, TryAcquireError};
 
@@ -49,7 +49,7 @@ type Waiting = Pin<Box<dyn Future<Output = Result<(), AcquireError>> + Send + Sy
 /// # }
 /// ```
 #[derive(Debug)]
-pub struct RateLimitLayer<C: Clock = TokioClock> {
+pub struct RateLimitLayer<C: Clock = FastClock> {
     limiter: RateLimiter<C>,
     admission: Admission,
 }
@@ -140,7 +140,7 @@ impl<S, C: Clock> Layer<S> for RateLimitLayer<C> {
 /// assert!(b.poll_ready(&mut cx).is_ready());
 /// # }
 /// ```
-pub struct RateLimit<S, C: Clock = TokioClock> {
+pub struct RateLimit<S, C: Clock = FastClock> {
     inner: S,
     limiter: RateLimiter<C>,
     admission: Admission,

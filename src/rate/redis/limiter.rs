@@ -11,8 +11,8 @@ use super::core::{Ask, MAX_REDIS_TOLERANCE, Reply, Reservation, Spend, decode, s
 use super::error::{RedisError, RedisErrorKind};
 use super::health::Health;
 use super::store::{MemoryStore, RedisStore, Store};
+use crate::clock::nanos_between as nanos_since;
 use crate::clock::{Clock, TokioClock};
-use crate::rate::limiter::nanos_since;
 use crate::rate::{AcquireError, KeyedRateLimiter, Quota, RateLimiter, TryAcquireError};
 use crate::rng::{SplitMix64, entropy_seed};
 use crate::sync::atomic::{AtomicU64, Ordering};
