@@ -563,6 +563,7 @@ async fn main() {
     let cpu = CpuPool::builder()
         .threads(CPU_THREADS)
         .name("scoring")
+        .histograms(true)
         .build()
         .expect("valid pool settings");
     let (tx, rx) = channel::Builder::new(CHANNEL_CAPACITY)

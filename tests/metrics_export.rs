@@ -65,6 +65,7 @@ async fn pool_limiter_and_breaker_are_scraped_over_http() {
     let pool = WorkerPool::builder()
         .max_concurrency(1)
         .name("io")
+        .histograms(true)
         .build()
         .unwrap();
     let mut tasks = Vec::new();

@@ -1190,6 +1190,7 @@ async fn wait_and_run_time_histograms() {
     let pool = WorkerPool::builder()
         .max_concurrency(1)
         .queue_capacity(1)
+        .histograms(true)
         .build()
         .unwrap();
     let ms = Duration::from_millis;
@@ -1210,10 +1211,10 @@ async fn wait_and_run_time_histograms() {
     assert_eq!(m.run_time.min(), 10_000_000);
     assert_eq!(m.run_time.max_duration(), ms(100));
 
+    // Off by default.
     let off = WorkerPool::builder()
         .max_concurrency(1)
         .queue_capacity(1)
-        .histograms(false)
         .build()
         .unwrap();
     let a = off.submit(tokio::time::sleep(ms(10))).await.unwrap();

@@ -718,7 +718,7 @@ impl SemaphoreBuilder {
     /// costs two clock reads, about half again the cost of the queued path
     /// itself in `benches/histogram.rs`). On, the semaphore is 17.5 KiB
     /// larger. A pool's admission semaphore follows the pool's own
-    /// `histograms` setting (on by default).
+    /// `histograms` setting (off by default).
     pub fn histograms(mut self, on: bool) -> Self {
         self.histograms = on;
         self
