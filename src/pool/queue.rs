@@ -251,6 +251,29 @@ mod tests {
         assert_eq!(order(&mut q), ["new", "old"]);
     }
 
+    /// The fast path is taken: work queued at one priority (or, with aging,
+    /// at a constant priority) never touches the ordered map; only an entry
+    /// that jumps ahead of the lane's tail does.
+    #[test]
+    fn one_priority_stays_in_the_lane() {
+        for aging in [None, Some(3)] {
+            let mut q = PriorityQueue::new();
+            q.set_aging(aging);
+            for i in 0..100 {
+                q.push(0, i);
+                if i % 3 == 0 {
+                    q.pop();
+                }
+            }
+            assert!(q.entries.is_empty(), "{aging:?}");
+            q.push(5, 1000);
+            assert_eq!(q.entries.len(), 1, "a higher priority goes to the map");
+            if aging.is_none() {
+                assert_eq!(q.pop(), Some(1000));
+            }
+        }
+    }
+
     /// The fast lane and the map together hand entries out in exactly the
     /// order of one ordered collection, whatever the mix of priorities,
     /// aging, removals and drains.
