@@ -776,19 +776,27 @@ mod chart {
         fn y(&self, v: f64) -> f64 {
             self.top + PANEL - v.min(self.y_max) / self.y_max * PANEL
         }
-        fn frame(&mut self, title: &str, unit: &str) {
+        /// Title, border, time axis and, when `unit` is given, the value
+        /// axis's top and bottom labels.
+        fn frame(&mut self, title: &str, unit: Option<&str>) {
             let (top, x0, x1) = (self.top, LEFT, W - RIGHT);
             let _ = write!(
                 self.out,
-                r##"<text x="{x0}" y="{}" font-weight="bold">{title}</text><rect x="{x0}" y="{top}" width="{}" height="{PANEL}" fill="none" stroke="#999"/><text x="{}" y="{}" text-anchor="end" font-size="11">{} {unit}</text><text x="{}" y="{}" text-anchor="end" font-size="11">0</text>"##,
+                r##"<text x="{x0}" y="{}" font-weight="bold">{title}</text><rect x="{x0}" y="{top}" width="{}" height="{PANEL}" fill="none" stroke="#999"/>"##,
                 top - 6.0,
                 x1 - x0,
-                x0 - 4.0,
-                top + 10.0,
-                fmt(self.y_max),
-                x0 - 4.0,
-                top + PANEL
             );
+            if let Some(unit) = unit {
+                let _ = write!(
+                    self.out,
+                    r##"<text x="{}" y="{}" text-anchor="end" font-size="11">{} {unit}</text><text x="{}" y="{}" text-anchor="end" font-size="11">0</text>"##,
+                    x0 - 4.0,
+                    top + 10.0,
+                    fmt(self.y_max),
+                    x0 - 4.0,
+                    top + PANEL
+                );
+            }
             let mut t = 0.0;
             while t <= self.t_max {
                 let x = self.x(t);
@@ -813,7 +821,7 @@ mod chart {
             );
         }
         fn legend(&mut self, i: usize, label: &str, color: &str) {
-            let x = LEFT + 8.0 + i as f64 * 100.0;
+            let x = LEFT + 8.0 + i as f64 * 110.0;
             let _ = write!(
                 self.out,
                 r##"<rect x="{x}" y="{}" width="10" height="10" fill="{color}"/><text x="{}" y="{}" font-size="11">{label}</text>"##,
@@ -825,7 +833,7 @@ mod chart {
     }
 
     fn fmt(v: f64) -> String {
-        if v >= 10.0 {
+        if v >= 10.0 || v.fract() == 0.0 {
             format!("{v:.0}")
         } else {
             format!("{v:.1}")
@@ -864,12 +872,23 @@ mod chart {
             t_max,
             y_max: peak as f64,
         };
-        p.frame("calls in flight per shard", "calls");
+        p.frame("calls in flight per shard", Some("calls"));
         for (i, color) in COLORS.iter().enumerate() {
             p.line(
                 samples.iter().map(|s| (s.t, s.in_flight[i] as f64)),
                 color,
                 1.2,
+            );
+        }
+        for (i, color) in COLORS.iter().enumerate() {
+            // A legend on the title's line, right-aligned.
+            let x = W - RIGHT - (SHARDS - i) as f64 * 64.0;
+            let _ = write!(
+                p.out,
+                r##"<rect x="{x}" y="{}" width="10" height="10" fill="{color}"/><text x="{}" y="{}" font-size="11">shard {i}</text>"##,
+                p.top - 15.0,
+                x + 14.0,
+                p.top - 6.0
             );
         }
 
@@ -882,20 +901,30 @@ mod chart {
         };
         p.frame(
             "breaker state per shard (green closed, red open, amber half-open)",
-            "shards",
+            None,
         );
         let band = PANEL / SHARDS as f64;
-        for w in samples.windows(2) {
-            for i in 0..SHARDS {
-                let (x0, x1) = (p.x(w[0].t), p.x(w[1].t));
-                let y = p.top + i as f64 * band;
-                let _ = write!(
-                    p.out,
-                    r##"<rect x="{x0:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{}"/>"##,
-                    (x1 - x0).max(0.5),
-                    band - 1.0,
-                    state_color(w[0].breaker[i])
-                );
+        for i in 0..SHARDS {
+            // One rectangle per run of samples in the same state.
+            let mut run = 0;
+            for j in 1..=samples.len() {
+                let end = j == samples.len() || samples[j].breaker[i] != samples[run].breaker[i];
+                if !end {
+                    continue;
+                }
+                let last = j.min(samples.len() - 1);
+                let (x0, x1) = (p.x(samples[run].t), p.x(samples[last].t));
+                if x1 > x0 {
+                    let _ = write!(
+                        p.out,
+                        r##"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"/>"##,
+                        p.top + i as f64 * band,
+                        (x1 - x0).max(0.5),
+                        band - 1.0,
+                        state_color(samples[run].breaker[i])
+                    );
+                }
+                run = j;
             }
         }
         for i in 0..SHARDS {
@@ -914,7 +943,7 @@ mod chart {
             t_max,
             y_max: CHANNEL_CAPACITY as f64,
         };
-        p.frame("answers queued in the channel", "answers");
+        p.frame("answers queued in the channel", Some("answers"));
         p.line(
             samples.iter().map(|s| (s.t, s.channel_depth as f64)),
             "#1f77b4",
@@ -937,7 +966,7 @@ mod chart {
         let waits = samples.last().map_or(0, |s| s.rate_waits);
         p.frame(
             &format!("callers waiting for a rate-limit token, all shards ({waits} waited in all)"),
-            "callers",
+            Some("callers"),
         );
         p.line(
             samples.iter().map(|s| (s.t, s.rate_waiters as f64)),
@@ -953,7 +982,10 @@ mod chart {
             t_max,
             y_max,
         };
-        p.frame("query latency so far (from the histogram)", "ms");
+        p.frame(
+            "query latency so far, end to end (from the histogram)",
+            Some("ms"),
+        );
         p.line(
             samples.iter().map(|s| (s.t, s.query_p50_ms)),
             "#2ca02c",
@@ -971,7 +1003,11 @@ mod chart {
         );
         p.legend(0, "p50", "#2ca02c");
         p.legend(1, "p99", "#d62728");
-        p.legend(2, "deadline", "#999");
+        p.legend(
+            2,
+            &format!("shard deadline {} ms", DEADLINE.as_millis()),
+            "#999",
+        );
         out.push_str("</svg>\n");
         out
     }
@@ -1110,6 +1146,9 @@ fn report(
 
     // The primitives' own latency histograms (within 1 %).
     let pct = |h: &HistogramSnapshot| {
+        if h.count() == 0 {
+            return "none recorded".to_owned();
+        }
         format!(
             "p50 {:6.2} ms  p99 {:6.2} ms  max {:6.2} ms  ({} values)",
             ms(h.quantile_duration(0.5)),
