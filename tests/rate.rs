@@ -378,7 +378,7 @@ async fn keyed_buckets_are_independent_and_exact() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn keyed_idle_keys_are_evicted_on_access() {
+async fn keyed_idle_keys_make_room_for_new_ones() {
     let l = KeyedRateLimiter::<u64>::builder(Quota::per_second(10).unwrap())
         .shards(1)
         .build()
@@ -388,11 +388,39 @@ async fn keyed_idle_keys_are_evicted_on_access() {
     }
     assert_eq!(l.len(), 100);
     tokio::time::advance(ms(100)).await; // every bucket has refilled
-    // Accesses to one hot key sweep the idle ones without any background task.
-    for _ in 0..100 {
-        let _ = l.try_acquire(&1000, 1);
+    // Calls for a key already held do no sweeping work...
+    for _ in 0..1000 {
+        let _ = l.try_acquire(&0, 1);
     }
-    assert_eq!(l.len(), 1);
+    assert_eq!(l.len(), 100);
+    // ...new keys do, once the table would have to grow: the 100 idle keys
+    // go, without any background task and without a forced eviction.
+    for k in 1000..1100 {
+        l.try_acquire(&k, 1).unwrap();
+    }
+    assert!(l.len() < 150, "idle keys swept to make room: {}", l.len());
+    assert_eq!(l.snapshot().evicted_while_full, 0);
+    tokio::time::advance(ms(1000)).await; // key 0's debt too
+    l.evict_idle();
+    assert_eq!(l.len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_churn_below_the_cap_stays_flat() {
+    // 100 new keys every 100 ms, each idle again 100 ms later, far below
+    // max_keys: the table must not keep every key it ever saw.
+    let l = KeyedRateLimiter::<u64>::builder(Quota::per_second(10).unwrap())
+        .shards(1)
+        .max_keys(1_000_000)
+        .build()
+        .unwrap();
+    for round in 0..200u64 {
+        for k in 0..100 {
+            l.try_acquire(&(round * 1000 + k), 1).unwrap();
+        }
+        assert!(l.len() <= 256, "round {round}: {} keys held", l.len());
+        tokio::time::advance(ms(100)).await;
+    }
     assert_eq!(l.snapshot().evicted_while_full, 0);
 }
 

@@ -25,9 +25,6 @@ pub const DEFAULT_SHARDS: usize = 16;
 const MAX_SHARDS: usize = 4096;
 /// How many entries a full shard samples to choose whom to evict.
 const EVICTION_SAMPLE: usize = 8;
-/// A shard sweeps idle keys after at least this many operations (and at
-/// least as many operations as it holds keys, so sweeping is O(1) amortised).
-const MIN_SWEEP_INTERVAL: usize = 64;
 
 /// A rate limiter with one bucket per key: per user, per IP, per tenant.
 ///
@@ -38,9 +35,12 @@ const MIN_SWEEP_INTERVAL: usize = 64;
 ///
 /// * **Idle keys are evicted automatically.** A key whose bucket has refilled
 ///   completely is indistinguishable from an unseen key, so dropping it
-///   changes no decision. Each shard sweeps its idle keys after as many
-///   operations as it holds keys (at least 64): O(1) amortised per call, no
-///   background task.
+///   changes no decision. A shard drops its idle keys when a new key needs
+///   room: before its table would grow, and when it holds its share of
+///   `max_keys`; at most once per a quarter of its keys in new keys, so
+///   O(1) amortised per new key, no background task, and no work at all on
+///   calls for keys already held. Until then [`len`](Self::len) counts
+///   idle keys too; [`evict_idle`](Self::evict_idle) drops them at once.
 /// * **`max_keys` caps the map** (default [`DEFAULT_MAX_KEYS`]), split evenly
 ///   over the shards. **Policy when a shard is full:** the new key is
 ///   admitted and evicts the most-refilled of 8 sampled keys of that shard
@@ -85,7 +85,8 @@ struct Shard<K> {
     /// key -> TAT (ns since origin).
     map: Table<K>,
     cap: usize,
-    ops_since_sweep: usize,
+    /// New keys inserted since the last sweep.
+    inserts_since_sweep: usize,
     evicted_while_full: u64,
 }
 
@@ -235,7 +236,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
                 Padded(Mutex::new(Shard {
                     map: Table::default(),
                     cap: base + usize::from(i < extra),
-                    ops_since_sweep: 0,
+                    inserts_since_sweep: 0,
                     evicted_while_full: 0,
                 }))
             })
@@ -330,7 +331,6 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         let now = inner.clock.nanos_since(inner.origin);
         let hash = inner.hasher.hash_one(key);
         let mut shard = inner.shard(hash).lock();
-        shard.tick(now);
         if let Some(tat) = shard.map.get_mut(hash, key) {
             return match g.take(*tat, now, n) {
                 Ok(new) => {
@@ -506,16 +506,8 @@ fn default_shards() -> usize {
 }
 
 impl<K: Hash + Eq> Shard<K> {
-    #[inline]
-    fn tick(&mut self, now: u64) {
-        self.ops_since_sweep += 1;
-        if self.ops_since_sweep >= self.map.len().max(MIN_SWEEP_INTERVAL) {
-            self.sweep(now);
-        }
-    }
-
     fn sweep(&mut self, now: u64) {
-        self.ops_since_sweep = 0;
+        self.inserts_since_sweep = 0;
         self.map.retain(|tat| !Gcra::is_full(tat, now));
     }
 
@@ -523,10 +515,13 @@ impl<K: Hash + Eq> Shard<K> {
     where
         K: Clone,
     {
-        if self.map.len() >= self.cap {
-            // Sweeping a full shard early is still O(1) amortised: it
-            // happens at most once per cap / 4 operations.
-            if self.ops_since_sweep >= (self.map.len() / 4).max(MIN_SWEEP_INTERVAL) {
+        self.inserts_since_sweep += 1;
+        let len = self.map.len();
+        if len >= self.cap || len >= self.map.capacity() {
+            // Full, or about to grow: drop the idle keys first. O(1)
+            // amortised: a sweep of `len` keys happens at most once per
+            // `len / 4` new keys.
+            if self.inserts_since_sweep > len / 4 {
                 self.sweep(now);
             }
             if self.map.len() >= self.cap {
@@ -575,6 +570,12 @@ impl<K: Hash + Eq> Table<K> {
     #[inline]
     fn len(&self) -> usize {
         self.table.len()
+    }
+
+    /// How many keys fit before the table grows.
+    #[inline]
+    fn capacity(&self) -> usize {
+        self.table.capacity()
     }
 
     #[inline]
