@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::attempts::Attempts;
+use super::attempts::{self, Attempts, Runner};
 use super::{BoxError, BoxResponseFuture, Refusal};
 use crate::ConfigError;
 use crate::retry::{Retry, RetryError, RetryPolicy};
@@ -172,23 +172,25 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let mut attempts = Attempts::new(&mut self.inner, req);
-        let retry = self.retry.clone();
-        Box::pin(async move {
-            retry
-                .call(|| attempts.next())
-                .await
-                .map_err(from_retry_error)
-        })
+        attempts::call(&self.retry, &mut self.inner, req)
     }
 }
 
-fn from_retry_error(e: RetryError<BoxError>) -> BoxError {
-    match e {
-        RetryError::Exhausted { error, .. }
-        | RetryError::NotRetryable { error, .. }
-        | RetryError::BudgetExhausted { error, .. } => error,
-        RetryError::Deadline { .. } => Refusal::TimedOut.into(),
+impl<T: Send + 'static> Runner<T> for Retry<T, BoxError> {
+    async fn run<S, Req>(self, mut attempts: Attempts<S, Req>) -> Result<T, BoxError>
+    where
+        S: Service<Req, Response = T> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        Req: Clone + Send + 'static,
+        T: Send + 'static,
+    {
+        self.call(|| attempts.next()).await.map_err(|e| match e {
+            RetryError::Exhausted { error, .. }
+            | RetryError::NotRetryable { error, .. }
+            | RetryError::BudgetExhausted { error, .. } => error,
+            RetryError::Deadline { .. } => Refusal::TimedOut.into(),
+        })
     }
 }
 
