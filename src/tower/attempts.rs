@@ -12,21 +12,17 @@ use tower_service::Service;
 use super::{BoxError, BoxResponseFuture};
 
 /// Runs one request as attempts and maps its errors to this module's: a
-/// [`Retry`](crate::retry::Retry) or a [`Pipeline`](crate::pipeline::Pipeline),
-/// shared by a layer, its services and their clones.
+/// [`Retry`](crate::retry::Retry), a [`Pipeline`](crate::pipeline::Pipeline)
+/// or a [`HedgePolicy`](crate::fanout::HedgePolicy), shared by a layer, its
+/// services and their clones.
 pub(super) trait Runner<T>: Clone + Send + 'static {
-    /// Runs `attempts` to the response, or to the error as a `BoxError`
-    /// (a refusal as a [`Refusal`](super::Refusal)).
-    fn run<S, Req>(
-        self,
-        attempts: Attempts<S, Req>,
-    ) -> impl Future<Output = Result<T, BoxError>> + Send
+    /// Runs the attempts `next` makes to the response, or to the error as
+    /// a `BoxError` (a refusal as a [`Refusal`](super::Refusal)).
+    fn run<F, Fut>(self, next: F) -> impl Future<Output = Result<T, BoxError>> + Send
     where
-        S: Service<Req, Response = T> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        Req: Clone + Send + 'static,
-        T: Send + 'static;
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, BoxError>> + Send,
+        T: Send;
 }
 
 /// `Service::call` of a service that sends each request through `runner`:
@@ -40,7 +36,8 @@ where
     Req: Clone + Send + 'static,
     T: Send + 'static,
 {
-    Box::pin(runner.clone().run(Attempts::new(svc, req)))
+    let mut attempts = Attempts::new(svc, req);
+    Box::pin(runner.clone().run(move || attempts.next()))
 }
 
 pub(super) struct Attempts<S, Req> {

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::attempts::{self, Attempts, Runner};
+use super::attempts::{self, Runner};
 use super::{BoxError, BoxResponseFuture, Refusal};
 use crate::ConfigError;
 use crate::retry::{Retry, RetryError, RetryPolicy};
@@ -177,15 +177,13 @@ where
 }
 
 impl<T: Send + 'static> Runner<T> for Retry<T, BoxError> {
-    async fn run<S, Req>(self, mut attempts: Attempts<S, Req>) -> Result<T, BoxError>
+    async fn run<F, Fut>(self, next: F) -> Result<T, BoxError>
     where
-        S: Service<Req, Response = T> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        Req: Clone + Send + 'static,
-        T: Send + 'static,
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, BoxError>> + Send,
+        T: Send,
     {
-        self.call(|| attempts.next()).await.map_err(|e| match e {
+        self.call(next).await.map_err(|e| match e {
             RetryError::Exhausted { error, .. }
             | RetryError::NotRetryable { error, .. }
             | RetryError::BudgetExhausted { error, .. } => error,
