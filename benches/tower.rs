@@ -1,6 +1,8 @@
 //! The tower layers' own cost, each group with tower's layer for the same
 //! policy side by side, through `ServiceExt::oneshot` on a service that
-//! answers at once (on a current-thread runtime):
+//! answers at once (on a current-thread runtime; `tower/rate_limit` on a
+//! multi-thread runtime too, as `<side>/multi_thread`, since flowguard's
+//! default clock reads differently there):
 //!
 //! * `tower/concurrency_limit`: 64 in flight; flowguard's
 //!   `ConcurrencyLimitLayer` (and `LoadShedLayer`, which never waits)
@@ -78,22 +80,39 @@ fn concurrency_limit(c: &mut Criterion) {
     g.finish();
 }
 
+fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn rate_limit(c: &mut Criterion) {
-    let rt = runtime();
     let mut g = c.benchmark_group("tower/rate_limit");
-    let mut svc = fg::RateLimitLayer::wait(limiter()).layer(echo());
-    g.bench_function("flowguard_wait", |b| {
-        b.iter_custom(|n| run(&rt, &mut svc, n))
-    });
-    let mut svc = fg::RateLimitLayer::shed(limiter()).layer(echo());
-    g.bench_function("flowguard_shed", |b| {
-        b.iter_custom(|n| run(&rt, &mut svc, n))
-    });
-    // tower's limiter arms a timer when built: inside the runtime.
-    let mut svc = rt.block_on(async {
-        tower::limit::RateLimitLayer::new(1_000_000_000, Duration::from_secs(1)).layer(echo())
-    });
-    g.bench_function("tower", |b| b.iter_custom(|n| run(&rt, &mut svc, n)));
+    // Both flavours, each side's services made inside the runtime that
+    // drives them (tower's limiter arms a timer when built; flowguard's
+    // default clock reads the CPU counter when made inside a multi-thread
+    // runtime, Tokio's clock inside a current-thread one).
+    for (flavour, rt) in [
+        ("current_thread", runtime()),
+        ("multi_thread", multi_thread_runtime()),
+    ] {
+        let mut svc = rt.block_on(async { fg::RateLimitLayer::wait(limiter()).layer(echo()) });
+        g.bench_function(format!("flowguard_wait/{flavour}"), |b| {
+            b.iter_custom(|n| run(&rt, &mut svc, n))
+        });
+        let mut svc = rt.block_on(async { fg::RateLimitLayer::shed(limiter()).layer(echo()) });
+        g.bench_function(format!("flowguard_shed/{flavour}"), |b| {
+            b.iter_custom(|n| run(&rt, &mut svc, n))
+        });
+        let mut svc = rt.block_on(async {
+            tower::limit::RateLimitLayer::new(1_000_000_000, Duration::from_secs(1)).layer(echo())
+        });
+        g.bench_function(format!("tower/{flavour}"), |b| {
+            b.iter_custom(|n| run(&rt, &mut svc, n))
+        });
+    }
     g.finish();
 }
 

@@ -669,6 +669,30 @@ async fn timeout_beyond_the_clock_range_never_fires() {
     assert!(format!("{fut:?}").contains("deadline: Some"), "{fut:?}");
 }
 
+/// The timer is made only when the response is not ready at its first
+/// poll, but the time still counts from `call`: a response future first
+/// polled after its deadline times out at once.
+#[tokio::test(start_paused = true)]
+async fn timeout_counts_from_call_though_the_timer_is_made_at_the_first_pending_poll() {
+    let mut svc = TimeoutLayer::new(100 * MS).unwrap().layer(sleeper());
+    let fut = svc.ready().await.unwrap().call(50);
+    advance(150 * MS).await;
+    let start = Instant::now();
+    let err = fut.await.unwrap_err();
+    assert_eq!(refusal(&err), Refusal::TimedOut);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+/// A response ready at once never touches the timer: it needs no runtime.
+#[test]
+fn timeout_of_a_ready_response_needs_no_runtime() {
+    let mut svc = TimeoutLayer::new(100 * MS)
+        .unwrap()
+        .layer(service_fn(|n: u32| ready(Ok::<_, BoxError>(n + 1))));
+    let out = futures::executor::block_on(async { svc.ready().await.unwrap().call(1).await });
+    assert_eq!(out.unwrap(), 2);
+}
+
 // ---------------------------------------------------------------------------
 // Retry, hedge, pipeline.
 

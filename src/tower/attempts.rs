@@ -1,12 +1,44 @@
 //! One request sent as several attempts (retry, hedge, pipeline): the
 //! service made ready by `poll_ready` serves the first; each later one is
-//! a clone, made ready before it is called.
+//! a clone, made ready before it is called. [`Runner`] and [`call`] are
+//! the plumbing `RetryService` and `PipelineService` share: only what
+//! runs the attempts (a `Retry`, a `Pipeline`) and how its errors map
+//! differ.
 
 use std::future::{Future, poll_fn};
 
 use tower_service::Service;
 
-use super::BoxError;
+use super::{BoxError, BoxResponseFuture};
+
+/// Runs one request as attempts and maps its errors to this module's: a
+/// [`Retry`](crate::retry::Retry), a [`Pipeline`](crate::pipeline::Pipeline)
+/// or a [`HedgePolicy`](crate::fanout::HedgePolicy), shared by a layer, its
+/// services and their clones.
+pub(super) trait Runner<T>: Clone + Send + 'static {
+    /// Runs the attempts `next` makes to the response, or to the error as
+    /// a `BoxError` (a refusal as a [`Refusal`](super::Refusal)).
+    fn run<F, Fut>(self, next: F) -> impl Future<Output = Result<T, BoxError>> + Send
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, BoxError>> + Send,
+        T: Send;
+}
+
+/// `Service::call` of a service that sends each request through `runner`:
+/// the ready `svc` serves the first attempt, clones the others; boxed.
+pub(super) fn call<R, S, Req, T>(runner: &R, svc: &mut S, req: Req) -> BoxResponseFuture<T>
+where
+    R: Runner<T>,
+    S: Service<Req, Response = T> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    Req: Clone + Send + 'static,
+    T: Send + 'static,
+{
+    let mut attempts = Attempts::new(svc, req);
+    Box::pin(runner.clone().run(move || attempts.next()))
+}
 
 pub(super) struct Attempts<S, Req> {
     /// The service made ready by `poll_ready`, until the first attempt.

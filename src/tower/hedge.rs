@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::attempts::Attempts;
+use super::attempts::{self, Runner};
 use super::{BoxError, BoxResponseFuture};
 use crate::fanout::{HedgePolicy, hedge};
 
@@ -138,14 +138,21 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let mut attempts = Attempts::new(&mut self.inner, req);
-        let policy = self.policy.clone();
-        Box::pin(async move {
-            hedge(|| attempts.next(), &policy)
-                .await
-                .map(|won| won.value)
-                .map_err(|e| e.into_inner())
-        })
+        attempts::call(&self.policy, &mut self.inner, req)
+    }
+}
+
+impl<T: Send + 'static> Runner<T> for HedgePolicy {
+    async fn run<F, Fut>(self, next: F) -> Result<T, BoxError>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, BoxError>> + Send,
+        T: Send,
+    {
+        hedge(next, &self)
+            .await
+            .map(|won| won.value)
+            .map_err(|e| e.into_inner())
     }
 }
 

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::attempts::Attempts;
+use super::attempts::{self, Runner};
 use super::{BoxError, BoxResponseFuture, Refusal};
 use crate::pipeline::{Pipeline, PipelineError};
 
@@ -168,14 +168,18 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let mut attempts = Attempts::new(&mut self.inner, req);
-        let pipeline = self.pipeline.clone();
-        Box::pin(async move {
-            pipeline
-                .call(|| attempts.next())
-                .await
-                .map_err(from_pipeline_error)
-        })
+        attempts::call(&self.pipeline, &mut self.inner, req)
+    }
+}
+
+impl<T: Send + 'static> Runner<T> for Pipeline<T, BoxError> {
+    async fn run<F, Fut>(self, next: F) -> Result<T, BoxError>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, BoxError>> + Send,
+        T: Send,
+    {
+        self.call(next).await.map_err(from_pipeline_error)
     }
 }
 

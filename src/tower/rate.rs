@@ -184,41 +184,81 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, ()>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        loop {
-            match &mut self.state {
-                State::Idle | State::Refused(_) => match self.limiter.try_acquire(1) {
-                    Ok(()) => self.state = State::Reserved,
-                    Err(TryAcquireError::NotUntil { .. }) if self.admission == Admission::Wait => {
-                        let limiter = self.limiter.clone();
-                        self.state =
-                            State::Waiting(Box::pin(async move { limiter.acquire(1).await }));
-                    }
-                    Err(e) => {
-                        let now = self.limiter.clock().now();
-                        self.state = State::Refused(rate_refusal(e, now));
+        // The common case inline: no token held, one there to take.
+        match &self.state {
+            State::Reserved => {}
+            State::Idle | State::Refused(_) => match self.limiter.try_acquire(1) {
+                Ok(()) => self.state = State::Reserved,
+                Err(e) => {
+                    if self.no_token(e) {
                         return Poll::Ready(Ok(()));
                     }
-                },
-                State::Waiting(wait) => match wait.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(())) => self.state = State::Reserved,
-                    Poll::Ready(Err(_)) => {
-                        // The quota shrank below one token while waiting.
-                        self.state = State::Refused(Refusal::RateLimited { retry_after: None });
-                        return Poll::Ready(Ok(()));
-                    }
-                },
-                State::Reserved => return self.inner.poll_ready(cx).map_err(Into::into),
-            }
+                    return self.poll_wait(cx);
+                }
+            },
+            State::Waiting(_) => return self.poll_wait(cx),
         }
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
+        if let State::Reserved = self.state {
+            self.state = State::Idle;
+            return ResponseFuture::running(self.inner.call(req), ());
+        }
+        ResponseFuture::failed(self.take_refusal())
+    }
+}
+
+impl<S, C: Clock> RateLimit<S, C> {
+    /// `try_acquire` found no token: start waiting (and say so by
+    /// returning `false`), or mark the next `call` refused (`true`).
+    #[cold]
+    #[inline(never)]
+    fn no_token(&mut self, e: TryAcquireError) -> bool {
+        if matches!(e, TryAcquireError::NotUntil { .. }) && self.admission == Admission::Wait {
+            let limiter = self.limiter.clone();
+            self.state = State::Waiting(Box::pin(async move { limiter.acquire(1).await }));
+            return false;
+        }
+        let now = self.limiter.clock().now();
+        self.state = State::Refused(rate_refusal(e, now));
+        true
+    }
+
+    /// Polls the wait for a token, then the inner service.
+    #[cold]
+    #[inline(never)]
+    fn poll_wait<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        if let State::Waiting(wait) = &mut self.state {
+            match wait.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => self.state = State::Reserved,
+                Poll::Ready(Err(_)) => {
+                    // The quota shrank below one token while waiting.
+                    self.state = State::Refused(Refusal::RateLimited { retry_after: None });
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    /// What `call` answers without a token: the refusal `poll_ready`
+    /// decided, or [`NotReady`].
+    #[cold]
+    #[inline(never)]
+    fn take_refusal(&mut self) -> BoxError {
         match std::mem::replace(&mut self.state, State::Idle) {
-            State::Reserved => ResponseFuture::running(self.inner.call(req), ()),
-            State::Refused(r) => ResponseFuture::failed(r),
-            State::Idle | State::Waiting(_) => ResponseFuture::failed(NotReady),
+            State::Refused(r) => r.into(),
+            State::Idle | State::Waiting(_) | State::Reserved => NotReady.into(),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::attempts::Attempts;
+use super::attempts::{self, Runner};
 use super::{BoxError, BoxResponseFuture, Refusal};
 use crate::ConfigError;
 use crate::retry::{Retry, RetryError, RetryPolicy};
@@ -172,23 +172,23 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let mut attempts = Attempts::new(&mut self.inner, req);
-        let retry = self.retry.clone();
-        Box::pin(async move {
-            retry
-                .call(|| attempts.next())
-                .await
-                .map_err(from_retry_error)
-        })
+        attempts::call(&self.retry, &mut self.inner, req)
     }
 }
 
-fn from_retry_error(e: RetryError<BoxError>) -> BoxError {
-    match e {
-        RetryError::Exhausted { error, .. }
-        | RetryError::NotRetryable { error, .. }
-        | RetryError::BudgetExhausted { error, .. } => error,
-        RetryError::Deadline { .. } => Refusal::TimedOut.into(),
+impl<T: Send + 'static> Runner<T> for Retry<T, BoxError> {
+    async fn run<F, Fut>(self, next: F) -> Result<T, BoxError>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, BoxError>> + Send,
+        T: Send,
+    {
+        self.call(next).await.map_err(|e| match e {
+            RetryError::Exhausted { error, .. }
+            | RetryError::NotRetryable { error, .. }
+            | RetryError::BudgetExhausted { error, .. } => error,
+            RetryError::Deadline { .. } => Refusal::TimedOut.into(),
+        })
     }
 }
 
