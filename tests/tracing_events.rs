@@ -141,6 +141,9 @@ async fn state_changes_carry_names_spans_wrap_tasks_and_calls_nothing_at_info() 
     tx.try_send(2).unwrap();
     rx.try_recv().unwrap();
     rx.try_recv().unwrap();
+    // Channel resize and close.
+    tx.set_capacity(8).unwrap();
+    assert!(tx.close());
 
     // Semaphore resize.
     Semaphore::builder()
@@ -181,6 +184,9 @@ async fn state_changes_carry_names_spans_wrap_tasks_and_calls_nothing_at_info() 
     assert!(e.has("max_concurrency=4"), "{e:?}");
     find("channel=jobs", "channel congested");
     find("channel=jobs", "channel drained below low watermark");
+    let e = find("channel=jobs", "channel capacity changed");
+    assert!(e.has("to=8"), "{e:?}");
+    find("channel=jobs", "channel closed");
     find("semaphore=conns", "semaphore resized");
 
     let inside = |msg: &str| {
