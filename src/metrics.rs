@@ -106,6 +106,12 @@
 //! | `flowguard_hedge_budget_available` | gauge | `budget_available` (absent without a budget) |
 //! | `flowguard_hedge_samples` | gauge | `samples` |
 //! | `flowguard_hedge_delay_seconds` | gauge | `current_delay` (0 while a call would not hedge) |
+//! | `flowguard_gather_calls_total` | counter | gathers named with [`Gather::name`](crate::fanout::Gather::name) that finished (added to as each finishes; no snapshot to copy: a gather lives for one call) |
+//! | `flowguard_gather_children_total` | counter | their futures ([`GatherMetrics::total`](crate::fanout::GatherMetrics::total)) |
+//! | `flowguard_gather_succeeded_total` | counter | `succeeded` |
+//! | `flowguard_gather_failed_total` | counter | `failed` |
+//! | `flowguard_gather_unfinished_total` | counter | futures cut off, detached or never started when it finished |
+//! | `flowguard_gather_child_seconds` | histogram | each future's latency (with [`child_latency`](crate::fanout::Gather::child_latency) on) |
 //!
 //! # Example
 //!

@@ -13,7 +13,8 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::routing::get;
 use flowguard::breaker::{BreakerError, CircuitBreaker};
-use flowguard::fanout::{HedgePolicy, hedge};
+use flowguard::fanout::{Gather, HedgePolicy, hedge};
+use flowguard::histogram::Histogram;
 use flowguard::pipeline::Pipeline;
 use flowguard::pool::WorkerPool;
 use flowguard::rate::{KeyedRateLimiter, Quota, RateLimiter};
@@ -188,6 +189,19 @@ async fn pool_limiter_and_breaker_are_scraped_over_http() {
     .unwrap();
     assert_eq!((won.value, won.winner), (5, 1));
 
+    // A named gather with child latencies: two of three children finish
+    // (10 and 20 ms), the third is cut off by the 100 ms timeout.
+    let latency = std::sync::Arc::new(Histogram::new());
+    let children = [10u64, 20, 2000].map(|ms| sleep(Duration::from_millis(ms)));
+    let gathered = Gather::new(children)
+        .timeout(Duration::from_millis(100))
+        .child_latency(&latency)
+        .name("shards")
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(gathered.completed_count(), 2);
+
     let m = scrape(&url).await;
     let v = |series: &str| -> f64 {
         *m.get(series)
@@ -288,6 +302,20 @@ async fn pool_limiter_and_breaker_are_scraped_over_http() {
     assert_eq!(v(r#"flowguard_hedge_hedge_wins_total{name="search"}"#), 1.0);
     assert_eq!(v(r#"flowguard_hedge_delay_seconds{name="search"}"#), 0.01);
     assert!(!m.contains_key(r#"flowguard_hedge_budget_available{name="search"}"#));
+
+    // Gather: counted when it finished, child latencies as a histogram.
+    assert_eq!(v(r#"flowguard_gather_calls_total{name="shards"}"#), 1.0);
+    assert_eq!(v(r#"flowguard_gather_children_total{name="shards"}"#), 3.0);
+    assert_eq!(v(r#"flowguard_gather_succeeded_total{name="shards"}"#), 2.0);
+    assert_eq!(
+        v(r#"flowguard_gather_unfinished_total{name="shards"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"flowguard_gather_child_seconds_count{name="shards"}"#),
+        2.0
+    );
+    assert!((v(r#"flowguard_gather_child_seconds_sum{name="shards"}"#) - 0.03).abs() < 1e-9);
 
     // Dropped primitives stop being published; their last values stay.
     drop(breaker);

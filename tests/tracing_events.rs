@@ -145,6 +145,13 @@ async fn state_changes_carry_names_spans_wrap_tasks_and_calls_nothing_at_info() 
     tx.set_capacity(8).unwrap();
     assert!(tx.close());
 
+    // A named gather finishing.
+    flowguard::fanout::Gather::new([async { 1 }])
+        .name("shards")
+        .build()
+        .unwrap()
+        .await;
+
     // Semaphore resize.
     Semaphore::builder()
         .capacity(1)
@@ -188,6 +195,7 @@ async fn state_changes_carry_names_spans_wrap_tasks_and_calls_nothing_at_info() 
     assert!(e.has("to=8"), "{e:?}");
     find("channel=jobs", "channel closed");
     find("semaphore=conns", "semaphore resized");
+    find("gather=shards", "gather finished");
 
     let inside = |msg: &str| {
         events
