@@ -336,14 +336,19 @@ impl Clock for TokioClock {
 /// // Outside any runtime: Tokio's clock, which a paused runtime can stop.
 /// assert!(FastClock::new().reads_tokio());
 ///
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// // Inside a (paused) current-thread runtime: Tokio's clock.
-/// let clock = FastClock::new();
-/// assert!(clock.reads_tokio());
-/// let t = clock.now();
-/// tokio::time::advance(std::time::Duration::from_secs(5)).await;
-/// assert_eq!(clock.now() - t, std::time::Duration::from_secs(5));
-/// # }
+/// let paused = tokio::runtime::Builder::new_current_thread()
+///     .enable_time()
+///     .start_paused(true)
+///     .build()
+///     .unwrap();
+/// paused.block_on(async {
+///     let clock = FastClock::new();
+///     assert!(clock.reads_tokio());
+///     let t = clock.now();
+///     tokio::time::advance(std::time::Duration::from_secs(5)).await;
+///     assert_eq!(clock.now() - t, std::time::Duration::from_secs(5));
+/// });
 /// ```
 ///
 /// [`quanta`]: https://docs.rs/quanta
