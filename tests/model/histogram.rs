@@ -42,6 +42,16 @@ pub(crate) fn check(values: &[u64], qs: &[f64]) {
     if normal.iter().all(|&v| v < 128) {
         assert_eq!(got, normal_sum);
     }
+    // The mean: the sum over the count, kept between min and max.
+    let mean = s.mean();
+    assert!(sorted[0] as f64 <= mean && mean <= *sorted.last().unwrap() as f64);
+    if overflow.is_empty() {
+        let exact = normal_sum as f64 / values.len() as f64;
+        assert!(
+            (mean - exact).abs() <= exact / 128.0 + 1e-9,
+            "mean {mean} exact {exact}"
+        );
+    }
     assert_eq!(s.min(), sorted[0]);
     assert_eq!(s.max(), *sorted.last().unwrap());
     assert_eq!(s.quantile(0.0), sorted[0]);
