@@ -336,14 +336,19 @@ impl Clock for TokioClock {
 /// // Outside any runtime: Tokio's clock, which a paused runtime can stop.
 /// assert!(FastClock::new().reads_tokio());
 ///
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// // Inside a (paused) current-thread runtime: Tokio's clock.
-/// let clock = FastClock::new();
-/// assert!(clock.reads_tokio());
-/// let t = clock.now();
-/// tokio::time::advance(std::time::Duration::from_secs(5)).await;
-/// assert_eq!(clock.now() - t, std::time::Duration::from_secs(5));
-/// # }
+/// let paused = tokio::runtime::Builder::new_current_thread()
+///     .enable_time()
+///     .start_paused(true)
+///     .build()
+///     .unwrap();
+/// paused.block_on(async {
+///     let clock = FastClock::new();
+///     assert!(clock.reads_tokio());
+///     let t = clock.now();
+///     tokio::time::advance(std::time::Duration::from_secs(5)).await;
+///     assert_eq!(clock.now() - t, std::time::Duration::from_secs(5));
+/// });
 /// ```
 ///
 /// [`quanta`]: https://docs.rs/quanta
@@ -402,6 +407,45 @@ impl FastClock {
     /// follows a paused clock) rather than the CPU's counter.
     pub fn reads_tokio(&self) -> bool {
         matches!(self.mode, Mode::Tokio)
+    }
+}
+
+/// A point in time read by [`FastClock::stamp`], for timing an interval
+/// with the fewest instructions: the counter's raw value, or Tokio's
+/// instant. No arithmetic happens until [`FastClock::elapsed_nanos`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stamp {
+    Tokio(Instant),
+    #[cfg(not(loom))]
+    Raw(u64),
+}
+
+impl FastClock {
+    /// The current time, as cheaply as this clock reads it.
+    #[inline]
+    pub(crate) fn stamp(&self) -> Stamp {
+        match &self.mode {
+            Mode::Tokio => Stamp::Tokio(Instant::now()),
+            #[cfg(not(loom))]
+            Mode::Counter { counter, .. } => Stamp::Raw(counter.raw()),
+        }
+    }
+
+    /// Whole nanoseconds from `since` (a [`stamp`](Self::stamp) of this
+    /// clock) to now; 0 if `since` is later.
+    #[inline]
+    pub(crate) fn elapsed_nanos(&self, since: Stamp) -> u64 {
+        match (&self.mode, since) {
+            #[cfg(not(loom))]
+            (Mode::Counter { counter, .. }, Stamp::Raw(raw)) => {
+                counter.delta_as_nanos(raw, counter.raw())
+            }
+            (_, Stamp::Tokio(at)) => nanos_between(at, Instant::now()),
+            // A raw stamp read by a Tokio-reading clock: not made by this
+            // clock (a semaphore keeps one clock for life).
+            #[cfg(not(loom))]
+            (Mode::Tokio, Stamp::Raw(_)) => 0,
+        }
     }
 }
 
@@ -659,6 +703,41 @@ mod tests {
         assert_eq!(c.nanos_since(later), 0);
         assert!(c.nanos_since(epoch - Duration::from_secs(1)) >= 1_000_000_000);
         assert_eq!(format!("{c:?}"), "FastClock { reads: \"counter\" }");
+    }
+
+    #[test]
+    fn stamps_time_an_interval_on_either_reading() {
+        // Tokio's reading: a paused runtime moves it exactly.
+        let c = FastClock::tokio();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let s = c.stamp();
+            assert!(matches!(s, Stamp::Tokio(_)));
+            tokio::time::advance(Duration::from_millis(7)).await;
+            assert_eq!(c.elapsed_nanos(s), 7_000_000);
+            // A stamp from the future reads 0.
+            let later = Stamp::Tokio(Instant::now() + Duration::from_secs(1));
+            assert_eq!(c.elapsed_nanos(later), 0);
+        });
+        // The counter's reading: raw stamps, monotone, and they agree with
+        // the clock's own instants.
+        let mt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let c = mt.block_on(async { FastClock::new() });
+        let t0 = c.now();
+        let s = c.stamp();
+        assert!(matches!(s, Stamp::Raw(_)));
+        let waited = c.elapsed_nanos(s);
+        let t1 = c.now();
+        assert!(waited <= nanos_between(t0, t1), "{waited}");
+        // A raw stamp read by a Tokio-reading clock is not its own: 0.
+        assert_eq!(FastClock::tokio().elapsed_nanos(s), 0);
     }
 
     #[test]

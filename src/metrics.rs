@@ -1,10 +1,11 @@
 //! Export through the [`metrics`](https://docs.rs/metrics) facade (feature
 //! `metrics`, off by default).
 //!
-//! Give a primitive a name on its builder (`.name("search")`) and, with
-//! this feature on, it publishes its counters, gauges and histograms under
-//! one naming scheme, `flowguard_<primitive>_<what>`, with the single label
-//! `name`. The application installs the exporter it wants (Prometheus,
+//! Give a primitive a name on its builder (`.name("search")`; for a rate
+//! limiter, a keyed one, a debouncer and a throttler, on the built value)
+//! and, with this feature on, it publishes its counters, gauges and
+//! histograms under one naming scheme, `flowguard_<primitive>_<what>`, with
+//! the single label `name`. The application installs the exporter it wants (Prometheus,
 //! StatsD, OpenTelemetry, ...) as for any crate using the facade. A keyed
 //! limiter's keys are never labels: cardinality stays bounded by the number
 //! of primitives you name.
@@ -68,6 +69,49 @@
 //! | `flowguard_loader_in_flight_batches` | gauge | `in_flight_batches` |
 //! | `flowguard_loader_batch_size` | histogram | `batch_size` (keys) |
 //! | `flowguard_loader_batch_seconds` | histogram | `batch_latency` |
+//! | `flowguard_keyed_rate_keys` | gauge | [`KeyedSnapshot::keys`](crate::rate::KeyedSnapshot::keys) (named with [`KeyedRateLimiter::name`](crate::rate::KeyedRateLimiter::name)) |
+//! | `flowguard_keyed_rate_max_keys` | gauge | `max_keys` |
+//! | `flowguard_keyed_rate_admitted_total` | counter | `admitted`, over all keys |
+//! | `flowguard_keyed_rate_refused_total` | counter | `refused`, over all keys |
+//! | `flowguard_keyed_rate_evicted_total` | counter | `evicted_while_full` |
+//! | `flowguard_pipeline_succeeded_total` | counter | [`PipelineMetrics::succeeded`](crate::pipeline::PipelineMetrics::succeeded) (the pipeline's own counters; each layer publishes under its own name) |
+//! | `flowguard_pipeline_failed_total` | counter | `failed` |
+//! | `flowguard_pipeline_fallbacks_total` | counter | `fallbacks` |
+//! | `flowguard_pipeline_timeouts_total` | counter | `timeouts` |
+//! | `flowguard_pipeline_breaker_refusals_total` | counter | `breaker_refusals` |
+//! | `flowguard_pipeline_rate_limited_total` | counter | `rate_limited` |
+//! | `flowguard_pipeline_bulkhead_full_total` | counter | `bulkhead_full` |
+//! | `flowguard_pipeline_adaptive_limited_total` | counter | `adaptive_limited` |
+//! | `flowguard_retry_calls_total` | counter | [`RetryMetrics::calls`](crate::retry::RetryMetrics::calls) |
+//! | `flowguard_retry_attempts_total` | counter | `attempts` |
+//! | `flowguard_retry_retries_total` | counter | `retries` |
+//! | `flowguard_retry_succeeded_first_total` | counter | `succeeded_first` |
+//! | `flowguard_retry_succeeded_after_retry_total` | counter | `succeeded_after_retry` |
+//! | `flowguard_retry_exhausted_total` | counter | `exhausted` |
+//! | `flowguard_retry_not_retryable_total` | counter | `not_retryable` |
+//! | `flowguard_retry_budget_refusals_total` | counter | `budget_refusals` |
+//! | `flowguard_retry_deadline_total` | counter | `deadline` |
+//! | `flowguard_debounce_calls_total` | counter | [`TimingMetrics::calls`](crate::timing::TimingMetrics::calls) (a [`Debouncer`](crate::timing::Debouncer); a [`Throttler`](crate::timing::Throttler) publishes the same under `flowguard_throttle_*`) |
+//! | `flowguard_debounce_invocations_total` | counter | `invocations` |
+//! | `flowguard_debounce_discarded_total` | counter | `discarded` |
+//! | `flowguard_debounce_cancelled_total` | counter | `cancelled` |
+//! | `flowguard_debounce_folded_total` | counter | `folded` |
+//! | `flowguard_debounce_pending` | gauge | `pending` (0 or 1) |
+//! | `flowguard_debounce_running` | gauge | `running` (0 or 1) |
+//! | `flowguard_hedge_calls_total` | counter | [`HedgeMetrics::calls`](crate::fanout::HedgeMetrics::calls) |
+//! | `flowguard_hedge_hedges_sent_total` | counter | `hedges_sent` |
+//! | `flowguard_hedge_hedge_wins_total` | counter | `hedge_wins` |
+//! | `flowguard_hedge_failures_total` | counter | `failures` |
+//! | `flowguard_hedge_hedges_denied_total` | counter | `hedges_denied` |
+//! | `flowguard_hedge_budget_available` | gauge | `budget_available` (absent without a budget) |
+//! | `flowguard_hedge_samples` | gauge | `samples` |
+//! | `flowguard_hedge_delay_seconds` | gauge | `current_delay` (0 while a call would not hedge) |
+//! | `flowguard_gather_calls_total` | counter | gathers named with [`Gather::name`](crate::fanout::Gather::name) that finished (added to as each finishes; no snapshot to copy: a gather lives for one call) |
+//! | `flowguard_gather_children_total` | counter | their futures ([`GatherMetrics::total`](crate::fanout::GatherMetrics::total)) |
+//! | `flowguard_gather_succeeded_total` | counter | `succeeded` |
+//! | `flowguard_gather_failed_total` | counter | `failed` |
+//! | `flowguard_gather_unfinished_total` | counter | futures cut off, detached or never started when it finished |
+//! | `flowguard_gather_child_seconds` | histogram | each future's latency (with [`child_latency`](crate::fanout::Gather::child_latency) on) |
 //!
 //! # Example
 //!
@@ -177,4 +221,44 @@ impl Handles {
     pub(crate) fn histogram(&self, what: &str) -> Histogram {
         ::metrics::histogram!(key(self.primitive, what), labels(&self.name).iter())
     }
+    /// Registers a publisher for this primitive's counters and gauges, in
+    /// the order of `whats`: names ending in `_total` are counters (set to
+    /// the value read), the others gauges. `read` returns `None` once the
+    /// primitive is gone, which unregisters it; a value of `None` leaves
+    /// that series as it was.
+    pub(crate) fn publish_each<const N: usize>(
+        &self,
+        whats: [&str; N],
+        read: impl Fn() -> Option<[Option<f64>; N]> + Send + Sync + 'static,
+    ) {
+        let series: Vec<Series> = whats
+            .iter()
+            .map(|what| {
+                if what.ends_with("_total") {
+                    Series::Counter(self.counter(what))
+                } else {
+                    Series::Gauge(self.gauge(what))
+                }
+            })
+            .collect();
+        register(move || {
+            let Some(values) = read() else {
+                return false;
+            };
+            for (s, v) in series.iter().zip(values) {
+                match (s, v) {
+                    (Series::Counter(c), Some(v)) => c.absolute(v as u64),
+                    (Series::Gauge(g), Some(v)) => g.set(v),
+                    (_, None) => {}
+                }
+            }
+            true
+        });
+    }
+}
+
+/// One published counter or gauge.
+enum Series {
+    Counter(Counter),
+    Gauge(Gauge),
 }

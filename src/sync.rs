@@ -31,6 +31,8 @@ pub(crate) use std::sync::Arc as StdArc;
 /// any loom model (the feature's code is not built under loom).
 #[cfg(all(feature = "metrics", not(loom)))]
 pub(crate) use std::sync::OnceLock as StdOnceLock;
+#[cfg(all(feature = "metrics", not(loom)))]
+pub(crate) use std::sync::Weak as StdWeak;
 
 #[cfg(not(loom))]
 mod imp {

@@ -1,6 +1,7 @@
 //! The `metrics` feature against a real exporter: a Prometheus recorder is
-//! installed, a named pool, rate limiter and breaker are driven on the
-//! paused clock, the exposition text is served on 127.0.0.1 and scraped
+//! installed, a named pool, rate limiter and breaker (and a keyed limiter,
+//! a pipeline, a retry, a debouncer, a throttler and a hedge policy) are
+//! driven on the paused clock, the exposition text is served on 127.0.0.1 and scraped
 //! over HTTP, and the series and their values are asserted.
 //!
 //! One test in this file: the recorder is process-global.
@@ -12,8 +13,13 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::routing::get;
 use flowguard::breaker::{BreakerError, CircuitBreaker};
+use flowguard::fanout::{Gather, HedgePolicy, hedge};
+use flowguard::histogram::Histogram;
+use flowguard::pipeline::Pipeline;
 use flowguard::pool::WorkerPool;
-use flowguard::rate::{Quota, RateLimiter};
+use flowguard::rate::{KeyedRateLimiter, Quota, RateLimiter};
+use flowguard::retry::{Backoff, Retry};
+use flowguard::timing::{Debouncer, Throttler};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -108,6 +114,94 @@ async fn pool_limiter_and_breaker_are_scraped_over_http() {
     let r: Result<(), BreakerError<&str>> = breaker.call(|| async { Ok(()) }).await;
     assert!(r.unwrap_err().rejected().is_some());
 
+    // A keyed limiter of 1/s per key: "a" admitted then refused, "b" admitted.
+    let keyed = KeyedRateLimiter::<&str>::new(Quota::per_second(1).unwrap()).name("per_user");
+    keyed.try_acquire(&"a", 1).unwrap();
+    assert!(keyed.try_acquire(&"a", 1).is_err());
+    keyed.try_acquire(&"b", 1).unwrap();
+
+    // A pipeline: two calls succeed, one fails.
+    let pipeline = Pipeline::<u32, &str>::builder()
+        .timeout(Duration::from_secs(1))
+        .name("checkout")
+        .build()
+        .unwrap();
+    for r in [Ok(1), Ok(2), Err("no stock")] {
+        let _ = pipeline.call(move || async move { r }).await;
+    }
+
+    // A retry: the first call fails twice, then succeeds (two retries).
+    let retry = Retry::<u32, &str>::builder()
+        .max_retries(3)
+        .backoff(Backoff::constant(Duration::from_millis(10)))
+        .name("fetch")
+        .build()
+        .unwrap();
+    let mut left = 2;
+    let got = retry
+        .call(|| {
+            let fail = left > 0;
+            left -= 1;
+            async move { if fail { Err("flaky") } else { Ok(7) } }
+        })
+        .await;
+    assert_eq!(got.unwrap(), 7);
+
+    // A debouncer: three calls in a burst, one invocation.
+    let debouncer = Debouncer::builder(Duration::from_millis(50))
+        .build_sync(|v: u8| v)
+        .unwrap()
+        .name("typing");
+    for v in 1..=3 {
+        debouncer.call(v).unwrap();
+        sleep(Duration::from_millis(10)).await;
+    }
+    sleep(Duration::from_millis(100)).await;
+    assert_eq!(debouncer.metrics().invocations, 1);
+
+    // A throttler: one call, invoked on the leading edge.
+    let throttler = Throttler::builder(Duration::from_millis(100))
+        .build_sync(|v: u8| v)
+        .unwrap()
+        .name("scroll");
+    throttler.call(1).unwrap();
+    sleep(Duration::from_millis(200)).await;
+
+    // A hedge policy of 10 ms: the primary takes 50 ms, the hedge 5 ms.
+    let policy = HedgePolicy::builder()
+        .fixed_delay(Duration::from_millis(10))
+        .name("search")
+        .build()
+        .unwrap();
+    let mut attempt = 0;
+    let won = hedge(
+        || {
+            attempt += 1;
+            let took = if attempt == 1 { 50 } else { 5 };
+            async move {
+                sleep(Duration::from_millis(took)).await;
+                Ok::<_, ()>(took)
+            }
+        },
+        &policy,
+    )
+    .await
+    .unwrap();
+    assert_eq!((won.value, won.winner), (5, 1));
+
+    // A named gather with child latencies: two of three children finish
+    // (10 and 20 ms), the third is cut off by the 100 ms timeout.
+    let latency = std::sync::Arc::new(Histogram::new());
+    let children = [10u64, 20, 2000].map(|ms| sleep(Duration::from_millis(ms)));
+    let gathered = Gather::new(children)
+        .timeout(Duration::from_millis(100))
+        .child_latency(&latency)
+        .name("shards")
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(gathered.completed_count(), 2);
+
     let m = scrape(&url).await;
     let v = |series: &str| -> f64 {
         *m.get(series)
@@ -131,7 +225,8 @@ async fn pool_limiter_and_breaker_are_scraped_over_http() {
     assert_eq!(v(r#"flowguard_rate_wait_seconds_count{name="api"}"#), 2.0);
     assert!((v(r#"flowguard_rate_wait_seconds_sum{name="api"}"#) - 0.2).abs() < 1e-9);
     assert_eq!(v(r#"flowguard_rate_waiters{name="api"}"#), 0.0);
-    assert_eq!(v(r#"flowguard_rate_available{name="api"}"#), 0.0);
+    // Refilled (burst 1) during the later sections' sleeps.
+    assert_eq!(v(r#"flowguard_rate_available{name="api"}"#), 1.0);
     // Breaker: open (1), one refusal, one transition, two timed calls.
     assert_eq!(v(r#"flowguard_breaker_state{name="backend"}"#), 1.0);
     assert_eq!(v(r#"flowguard_breaker_refused_total{name="backend"}"#), 1.0);
@@ -146,6 +241,81 @@ async fn pool_limiter_and_breaker_are_scraped_over_http() {
     assert!((v(r#"flowguard_breaker_call_seconds_sum{name="backend"}"#) - 0.06).abs() < 1e-9);
     let p50 = v(r#"flowguard_breaker_call_seconds{name="backend",quantile="0.5"}"#);
     assert!((p50 - 0.03).abs() < 0.03 * 0.02, "p50 {p50}");
+
+    // Keyed limiter: totals over all keys and the key count, no key label.
+    assert_eq!(v(r#"flowguard_keyed_rate_keys{name="per_user"}"#), 2.0);
+    assert_eq!(
+        v(r#"flowguard_keyed_rate_admitted_total{name="per_user"}"#),
+        2.0
+    );
+    assert_eq!(
+        v(r#"flowguard_keyed_rate_refused_total{name="per_user"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"flowguard_keyed_rate_evicted_total{name="per_user"}"#),
+        0.0
+    );
+    assert!(
+        !m.keys()
+            .any(|k| k.contains(r#""a""#) || k.contains(r#""b""#))
+    );
+    // Pipeline: its own counters.
+    assert_eq!(
+        v(r#"flowguard_pipeline_succeeded_total{name="checkout"}"#),
+        2.0
+    );
+    assert_eq!(
+        v(r#"flowguard_pipeline_failed_total{name="checkout"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"flowguard_pipeline_timeouts_total{name="checkout"}"#),
+        0.0
+    );
+    // Retry: one call, three attempts, two retries.
+    assert_eq!(v(r#"flowguard_retry_calls_total{name="fetch"}"#), 1.0);
+    assert_eq!(v(r#"flowguard_retry_attempts_total{name="fetch"}"#), 3.0);
+    assert_eq!(v(r#"flowguard_retry_retries_total{name="fetch"}"#), 2.0);
+    assert_eq!(
+        v(r#"flowguard_retry_succeeded_after_retry_total{name="fetch"}"#),
+        1.0
+    );
+    // Debouncer and throttler.
+    assert_eq!(v(r#"flowguard_debounce_calls_total{name="typing"}"#), 3.0);
+    assert_eq!(
+        v(r#"flowguard_debounce_invocations_total{name="typing"}"#),
+        1.0
+    );
+    assert_eq!(v(r#"flowguard_debounce_pending{name="typing"}"#), 0.0);
+    assert_eq!(v(r#"flowguard_throttle_calls_total{name="scroll"}"#), 1.0);
+    assert_eq!(
+        v(r#"flowguard_throttle_invocations_total{name="scroll"}"#),
+        1.0
+    );
+    // Hedge: one call, one hedge sent, which won; the fixed delay.
+    assert_eq!(v(r#"flowguard_hedge_calls_total{name="search"}"#), 1.0);
+    assert_eq!(
+        v(r#"flowguard_hedge_hedges_sent_total{name="search"}"#),
+        1.0
+    );
+    assert_eq!(v(r#"flowguard_hedge_hedge_wins_total{name="search"}"#), 1.0);
+    assert_eq!(v(r#"flowguard_hedge_delay_seconds{name="search"}"#), 0.01);
+    assert!(!m.contains_key(r#"flowguard_hedge_budget_available{name="search"}"#));
+
+    // Gather: counted when it finished, child latencies as a histogram.
+    assert_eq!(v(r#"flowguard_gather_calls_total{name="shards"}"#), 1.0);
+    assert_eq!(v(r#"flowguard_gather_children_total{name="shards"}"#), 3.0);
+    assert_eq!(v(r#"flowguard_gather_succeeded_total{name="shards"}"#), 2.0);
+    assert_eq!(
+        v(r#"flowguard_gather_unfinished_total{name="shards"}"#),
+        1.0
+    );
+    assert_eq!(
+        v(r#"flowguard_gather_child_seconds_count{name="shards"}"#),
+        2.0
+    );
+    assert!((v(r#"flowguard_gather_child_seconds_sum{name="shards"}"#) - 0.03).abs() < 1e-9);
 
     // Dropped primitives stop being published; their last values stay.
     drop(breaker);

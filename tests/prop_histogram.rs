@@ -2,7 +2,8 @@
 //! reference in `tests/model/histogram.rs`, shared with the fuzz target):
 //! for random samples spread over every magnitude the buckets cover, every
 //! quantile the snapshot reports is within 1/128 of the exact sample
-//! quantile of a sorted copy; count, sum, min and max are exact; quantiles
+//! quantile of a sorted copy; count, min and max are exact, the sum within
+//! 1/128 (exact for values below 128 and in the overflow bucket); quantiles
 //! are monotone and exact at both ends, overflow bucket included.
 
 #[path = "model/histogram.rs"]

@@ -424,6 +424,30 @@ async fn keyed_churn_below_the_cap_stays_flat() {
     assert_eq!(l.snapshot().evicted_while_full, 0);
 }
 
+/// Admitted and refused checks are counted over all keys (in the shards,
+/// under the lock each check takes); `n == 0` and requests above the burst
+/// touch no shard and are not counted; an `acquire` that waits counts one
+/// refusal per try.
+#[tokio::test(start_paused = true)]
+async fn keyed_snapshot_counts_admitted_and_refused_over_all_keys() {
+    let l = KeyedRateLimiter::<u32>::builder(Quota::per_second(10).unwrap().with_burst(2).unwrap())
+        .shards(4)
+        .build()
+        .unwrap()
+        .name("per_user");
+    for key in 0..3 {
+        l.try_acquire(&key, 2).unwrap(); // new keys: admitted
+        assert!(l.try_acquire(&key, 1).is_err()); // empty bucket: refused
+    }
+    assert!(l.try_acquire(&0, 0).is_ok()); // not counted
+    assert!(l.try_acquire(&0, 3).is_err()); // above the burst: not counted
+    let s = l.snapshot();
+    assert_eq!((s.admitted, s.refused, s.keys), (3, 3, 3));
+    l.acquire(&0, 1).await.unwrap(); // one refused try, then admitted
+    let s = l.snapshot();
+    assert_eq!((s.admitted, s.refused), (4, 4));
+}
+
 #[tokio::test(start_paused = true)]
 async fn keyed_million_distinct_keys_stay_at_the_cap() {
     let clock = ManualClock::new();

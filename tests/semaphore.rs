@@ -489,3 +489,41 @@ async fn wait_histogram_counts_only_queued_acquires() {
     waiter.await.unwrap();
     assert_eq!(off.metrics().wait.count(), 0);
 }
+
+/// Built inside a multi-thread runtime, the semaphore times waits with the
+/// CPU's counter (a `FastClock`): the queued acquire is counted once, with
+/// a wait no longer than the real time around it.
+#[test]
+fn wait_histogram_in_a_multi_thread_runtime() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sem = Semaphore::builder()
+            .capacity(1)
+            .histograms(true)
+            .build()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let held = sem.acquire().await.unwrap();
+        let (queued_tx, queued_rx) = tokio::sync::oneshot::channel();
+        let waiter = {
+            let sem = sem.clone();
+            tokio::spawn(async move {
+                let mut acquire = Box::pin(sem.acquire());
+                assert!(futures::poll!(acquire.as_mut()).is_pending());
+                queued_tx.send(()).unwrap();
+                drop(acquire.await.unwrap());
+            })
+        };
+        queued_rx.await.unwrap();
+        drop(held);
+        waiter.await.unwrap();
+        let bound = start.elapsed();
+        let wait = sem.metrics().wait;
+        assert_eq!(wait.count(), 1);
+        assert!(wait.max_duration() <= bound, "{wait:?} > {bound:?}");
+    });
+}

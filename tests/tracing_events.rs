@@ -141,6 +141,16 @@ async fn state_changes_carry_names_spans_wrap_tasks_and_calls_nothing_at_info() 
     tx.try_send(2).unwrap();
     rx.try_recv().unwrap();
     rx.try_recv().unwrap();
+    // Channel resize and close.
+    tx.set_capacity(8).unwrap();
+    assert!(tx.close());
+
+    // A named gather finishing.
+    flowguard::fanout::Gather::new([async { 1 }])
+        .name("shards")
+        .build()
+        .unwrap()
+        .await;
 
     // Semaphore resize.
     Semaphore::builder()
@@ -181,7 +191,11 @@ async fn state_changes_carry_names_spans_wrap_tasks_and_calls_nothing_at_info() 
     assert!(e.has("max_concurrency=4"), "{e:?}");
     find("channel=jobs", "channel congested");
     find("channel=jobs", "channel drained below low watermark");
+    let e = find("channel=jobs", "channel capacity changed");
+    assert!(e.has("to=8"), "{e:?}");
+    find("channel=jobs", "channel closed");
     find("semaphore=conns", "semaphore resized");
+    find("gather=shards", "gather finished");
 
     let inside = |msg: &str| {
         events

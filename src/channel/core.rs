@@ -717,7 +717,7 @@ impl<T, W> Core<T, W> {
             return false;
         }
         self.closed = true;
-        tracing::debug!(len = self.queue.len(), "channel closed");
+        tracing::debug!(channel = %self.name, len = self.queue.len(), "channel closed");
         self.wake_end(wake);
         for w in &mut self.send_waiters {
             if let Some(waker) = w.waker.take() {
@@ -769,6 +769,7 @@ impl<T, W> Core<T, W> {
     /// no longer fit.
     pub(crate) fn set_capacity(&mut self, capacity: usize, wake: &mut WakeList<W>) {
         tracing::debug!(
+            channel = %self.name,
             from = self.capacity,
             to = capacity,
             "channel capacity changed"

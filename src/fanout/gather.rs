@@ -760,6 +760,7 @@ where
     detach: bool,
     is_success: Option<fn(&M::Output) -> bool>,
     child_latency: Option<StdArc<Histogram>>,
+    name: Option<StdArc<str>>,
     _mode: PhantomData<M>,
 }
 
@@ -795,6 +796,7 @@ impl<F: Future> Gather<F, InTask> {
             detach: false,
             is_success: None,
             child_latency: None,
+            name: None,
             _mode: PhantomData,
         }
     }
@@ -821,6 +823,7 @@ impl<F: Future> Gather<F, InTask> {
             // Same output type in both modes, so the classifier carries over.
             is_success: self.is_success,
             child_latency: self.child_latency,
+            name: self.name,
             _mode: PhantomData,
         }
     }
@@ -917,6 +920,29 @@ impl<F, M: GatherMode<F>> Gather<F, M> {
     /// ```
     pub fn child_latency(mut self, histogram: &StdArc<Histogram>) -> Self {
         self.child_latency = Some(StdArc::clone(histogram));
+        self
+    }
+
+    /// Names the gather: its "gather finished" `tracing` event carries the
+    /// name, and with the `metrics` feature a gather that finishes adds to
+    /// the `flowguard_gather_*{name}` counters (every gather of a kind
+    /// shares one name, so the series stay few; see `flowguard::metrics`)
+    /// and, with [`child_latency`](Self::child_latency) on, records each
+    /// child's latency in `flowguard_gather_child_seconds` too. A gather
+    /// dropped before it finishes adds nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::fanout::Gather;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let gathered = Gather::new([1, 2].map(|i| async move { i })).name("shards").build().unwrap().await;
+    /// assert_eq!(gathered.completed_count(), 2);
+    /// # }
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(StdArc::from(name.into()));
         self
     }
 
@@ -1033,6 +1059,11 @@ impl<F, M: GatherMode<F>> Gather<F, M> {
         driver.tally.set_first_completed(self.first_completed);
         driver.detach = self.detach;
         driver.child_latency = self.child_latency;
+        #[cfg(all(feature = "metrics", not(loom)))]
+        {
+            driver.export = self.name.as_deref().map(GatherExport::new).map(Box::new);
+        }
+        driver.name = self.name;
         Ok(GatherFuture {
             driver,
             outcomes: Vec::new(),
@@ -1352,6 +1383,36 @@ struct Driver<F, M: GatherMode<F>> {
     stragglers: Vec<Straggler<M::Output>>,
     /// Where each child's start-to-outcome time goes, if anywhere.
     child_latency: Option<StdArc<Histogram>>,
+    /// For the "gather finished" event.
+    name: Option<StdArc<str>>,
+    #[cfg(all(feature = "metrics", not(loom)))]
+    export: Option<Box<GatherExport>>,
+}
+
+/// A named gather's handles (feature `metrics`): added to when it finishes.
+#[cfg(all(feature = "metrics", not(loom)))]
+struct GatherExport {
+    calls: ::metrics::Counter,
+    children: ::metrics::Counter,
+    succeeded: ::metrics::Counter,
+    failed: ::metrics::Counter,
+    unfinished: ::metrics::Counter,
+    child_seconds: ::metrics::Histogram,
+}
+
+#[cfg(all(feature = "metrics", not(loom)))]
+impl GatherExport {
+    fn new(name: &str) -> Self {
+        let h = crate::metrics::Handles::new("gather", name);
+        Self {
+            calls: h.counter("calls_total"),
+            children: h.counter("children_total"),
+            succeeded: h.counter("succeeded_total"),
+            failed: h.counter("failed_total"),
+            unfinished: h.counter("unfinished_total"),
+            child_seconds: h.histogram("child_seconds"),
+        }
+    }
 }
 
 struct Slot<S> {
@@ -1396,6 +1457,9 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             detach: false,
             stragglers: Vec::new(),
             child_latency: None,
+            name: None,
+            #[cfg(all(feature = "metrics", not(loom)))]
+            export: None,
         }
     }
 
@@ -1644,7 +1708,12 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
         let started = self.slots.get(index).and_then(|slot| slot.started);
         if let (Some(h), Some(started)) = (&self.child_latency, started) {
             if matches!(outcome, Outcome::Completed(_) | Outcome::Panicked(_)) {
-                h.record_duration(started.elapsed());
+                let took = started.elapsed();
+                h.record_duration(took);
+                #[cfg(all(feature = "metrics", not(loom)))]
+                if let Some(e) = &self.export {
+                    e.child_seconds.record(took.as_secs_f64());
+                }
             }
         }
         let success = match (&outcome, self.is_success) {
@@ -1700,6 +1769,7 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
         self.free_wakers = Vec::new();
         self.slots = Vec::new();
         tracing::debug!(
+            gather = self.name.as_deref().unwrap_or("gather"),
             ?finish,
             total = self.tally.total(),
             succeeded = self.tally.succeeded(),
@@ -1707,6 +1777,14 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             cut_off,
             "gather finished"
         );
+        #[cfg(all(feature = "metrics", not(loom)))]
+        if let Some(e) = &self.export {
+            e.calls.increment(1);
+            e.children.increment(self.tally.total() as u64);
+            e.succeeded.increment(self.tally.succeeded() as u64);
+            e.failed.increment(self.tally.failed() as u64);
+            e.unfinished.increment(cut_off as u64);
+        }
         finish
     }
 }

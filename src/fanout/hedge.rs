@@ -12,7 +12,7 @@ use tokio::time::{Instant, Sleep};
 use super::core::{LatencyWindow, LoadBudget, hedge_due};
 use super::error::HedgeError;
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, StdArc};
 use crate::{ConfigError, ConfigErrorKind};
 
 const COMPONENT: &str = "hedge";
@@ -78,6 +78,8 @@ pub struct HedgePolicy {
 }
 
 struct HedgeShared {
+    /// For `tracing` events: the builder's name, or "hedge".
+    name: StdArc<str>,
     rule: DelayRule,
     max_hedges: usize,
     hedge_on_error: bool,
@@ -104,7 +106,7 @@ impl HedgeShared {
         let admitted = self.budget.as_ref().is_none_or(|b| b.lock().withdraw());
         if !admitted {
             self.hedges_denied.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("hedge refused by the extra-load budget");
+            tracing::debug!(hedge = %self.name, "hedge refused by the extra-load budget");
         }
         admitted
     }
@@ -231,12 +233,35 @@ pub struct HedgePolicyBuilder {
     hedge_on_error: bool,
     max_extra_load: Option<f64>,
     extra_load_burst: Option<u32>,
+    name: Option<String>,
 }
 
 impl HedgePolicyBuilder {
     /// Hedge after this fixed delay.
     pub fn fixed_delay(mut self, delay: Duration) -> Self {
         self.fixed = Some(delay);
+        self
+    }
+
+    /// Names the policy: its `tracing` events carry the name, and with the
+    /// `metrics` feature its counters and learned delay are published under it (`flowguard_hedge_*`, see
+    /// `flowguard::metrics`); unnamed policies are not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::fanout::HedgePolicy;
+    /// use std::time::Duration;
+    ///
+    /// let p = HedgePolicy::builder()
+    ///     .fixed_delay(Duration::from_millis(20))
+    ///     .name("search")
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(p.metrics().calls, 0);
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 
@@ -518,8 +543,9 @@ impl HedgePolicyBuilder {
                 (rule, window)
             }
         };
-        Ok(HedgePolicy {
+        let policy = HedgePolicy {
             shared: Arc::new(HedgeShared {
+                name: StdArc::from(self.name.as_deref().unwrap_or("hedge")),
                 rule,
                 max_hedges,
                 hedge_on_error: self.hedge_on_error,
@@ -531,7 +557,56 @@ impl HedgePolicyBuilder {
                 failures: AtomicU64::new(0),
                 hedges_denied: AtomicU64::new(0),
             }),
-        })
+        };
+        #[cfg(all(feature = "metrics", not(loom)))]
+        if let Some(name) = &self.name {
+            policy.export(name);
+        }
+        Ok(policy)
+    }
+}
+
+#[cfg(all(feature = "metrics", not(loom)))]
+impl HedgePolicy {
+    /// Publishes a named policy's metrics (feature `metrics`).
+    fn export(&self, name: &str) {
+        let weak = Arc::downgrade(&self.shared);
+        let h = crate::metrics::Handles::new("hedge", name);
+        if self.shared.budget.is_some() {
+            let weak = weak.clone();
+            h.publish_each(["budget_available"], move || {
+                let shared = weak.upgrade()?;
+                let available = shared.budget.as_ref().map(|b| b.lock().available());
+                Some([available.map(|b| b as f64)])
+            });
+        }
+        h.publish_each(
+            [
+                "calls_total",
+                "hedges_sent_total",
+                "hedge_wins_total",
+                "failures_total",
+                "hedges_denied_total",
+                "samples",
+                "delay_seconds",
+            ],
+            move || {
+                let m = HedgePolicy {
+                    shared: weak.upgrade()?,
+                }
+                .metrics();
+                Some([
+                    Some(m.calls as f64),
+                    Some(m.hedges_sent as f64),
+                    Some(m.hedge_wins as f64),
+                    Some(m.failures as f64),
+                    Some(m.hedges_denied as f64),
+                    Some(m.samples as f64),
+                    // 0 while a call would not hedge.
+                    Some(m.current_delay.map_or(0.0, |d| d.as_secs_f64())),
+                ])
+            },
+        );
     }
 }
 

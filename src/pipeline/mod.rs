@@ -185,7 +185,9 @@ struct Inner<T, E, K> {
     attempt_timeout: Option<Duration>,
     fallback: Option<Box<Fallback<T, E>>>,
     failure_if: FailureIf<T, E>,
-    counters: Counters,
+    /// Its own allocation: the `metrics` feature's publisher holds it
+    /// weakly without needing the operation's types to be `Send`.
+    counters: StdArc<Counters>,
     /// The pipeline's name, if each call runs in a `pipeline_call` span.
     trace_calls: Option<StdArc<str>>,
 }
@@ -323,6 +325,8 @@ pub struct PipelineBuilder<T, E, K = ()> {
     fallback: Option<Box<Fallback<T, E>>>,
     failure_if: FailureIf<T, E>,
     name: String,
+    /// Whether `name` was called (only named pipelines are published).
+    named: bool,
     trace_calls: bool,
 }
 
@@ -488,9 +492,13 @@ where
     }
 
     /// A name for the retry layer's tracing events (and the
-    /// [`trace_calls`](Self::trace_calls) span).
+    /// [`trace_calls`](Self::trace_calls) span). With the `metrics`
+    /// feature, a named pipeline publishes its own counters under it
+    /// (`flowguard_pipeline_*`, see `flowguard::metrics`); its layers
+    /// publish theirs under their own names, if they have one.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self.named = true;
         self
     }
 
@@ -563,6 +571,11 @@ where
                 ))
             }
         };
+        let counters = StdArc::new(Counters::default());
+        #[cfg(all(feature = "metrics", not(loom)))]
+        if self.named {
+            export(&self.name, StdArc::downgrade(&counters));
+        }
         Ok(Pipeline {
             inner: Arc::new(Inner {
                 timeout: self.timeout,
@@ -576,7 +589,7 @@ where
                 attempt_timeout: self.attempt_timeout,
                 fallback: self.fallback,
                 failure_if: self.failure_if,
-                counters: Counters::default(),
+                counters,
                 trace_calls: self.trace_calls.then(|| StdArc::from(self.name)),
             }),
         })
@@ -641,6 +654,7 @@ impl<T, E> PipelineBuilder<T, E, ()> {
             fallback: self.fallback,
             failure_if: self.failure_if,
             name: self.name,
+            named: self.named,
             trace_calls: self.trace_calls,
         }
     }
@@ -700,6 +714,7 @@ where
             fallback: None,
             failure_if: FailureIf(None),
             name: "pipeline".to_owned(),
+            named: false,
             trace_calls: false,
         }
     }
@@ -1128,6 +1143,37 @@ fn refusal_or_inner<E>(a: Attempt<E>, attempts: u32) -> PipelineError<E> {
         Attempt::BulkheadFull => PipelineError::BulkheadFull,
         Attempt::AdaptiveLimited => PipelineError::ConcurrencyLimited,
     }
+}
+
+/// Publishes a named pipeline's own counters (feature `metrics`).
+#[cfg(all(feature = "metrics", not(loom)))]
+fn export(name: &str, counters: crate::sync::StdWeak<Counters>) {
+    crate::metrics::Handles::new("pipeline", name).publish_each(
+        [
+            "succeeded_total",
+            "failed_total",
+            "fallbacks_total",
+            "timeouts_total",
+            "breaker_refusals_total",
+            "rate_limited_total",
+            "bulkhead_full_total",
+            "adaptive_limited_total",
+        ],
+        move || {
+            let c = counters.upgrade()?;
+            let l = |a: &AtomicU64| Some(a.load(Ordering::Relaxed) as f64);
+            Some([
+                l(&c.succeeded),
+                l(&c.failed),
+                l(&c.fallbacks),
+                l(&c.timeouts),
+                l(&c.breaker_refusals),
+                l(&c.rate_limited),
+                l(&c.bulkhead_full),
+                l(&c.adaptive_limited),
+            ])
+        },
+    );
 }
 
 impl Counters {

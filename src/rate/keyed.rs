@@ -88,6 +88,10 @@ struct Shard<K> {
     /// New keys inserted since the last sweep.
     inserts_since_sweep: usize,
     evicted_while_full: u64,
+    /// Checks this shard admitted and refused: plain counts kept under the
+    /// shard's lock, which every check holds anyway (no shared atomic).
+    admitted: u64,
+    refused: u64,
 }
 
 /// Builds a [`KeyedRateLimiter`] with a key cap and a shard count.
@@ -153,6 +157,13 @@ pub struct KeyedSnapshot {
     pub max_keys: usize,
     /// Keys evicted early because their shard was full (not counting idle sweeps).
     pub evicted_while_full: u64,
+    /// Checks that took tokens, over all keys (`try_acquire` successes and
+    /// each `acquire` that completed; `n == 0` is not counted).
+    pub admitted: u64,
+    /// Checks refused because the key's bucket was short (an `acquire`
+    /// that waits counts one per try). Requests above the burst are refused
+    /// before any key is looked at and are not counted.
+    pub refused: u64,
 }
 
 impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
@@ -238,6 +249,8 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
                     cap: base + usize::from(i < extra),
                     inserts_since_sweep: 0,
                     evicted_while_full: 0,
+                    admitted: 0,
+                    refused: 0,
                 }))
             })
             .collect();
@@ -332,15 +345,18 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         let hash = inner.hasher.hash_one(key);
         let mut shard = inner.shard(hash).lock();
         if let Some(tat) = shard.map.get_mut(hash, key) {
-            return match g.take(*tat, now, n) {
-                Ok(new) => {
-                    *tat = new;
-                    Ok(())
-                }
+            let taken = g.take(*tat, now, n);
+            if let Ok(new) = taken {
+                *tat = new;
+                shard.admitted += 1;
+                return Ok(());
+            }
+            shard.refused += 1;
+            return match taken {
                 Err(Refusal::NotUntil(at)) => Err(TryAcquireError::NotUntil {
                     retry_after: inner.origin + Duration::from_nanos(at),
                 }),
-                Err(Refusal::Insufficient) => Err(TryAcquireError::InsufficientCapacity {
+                _ => Err(TryAcquireError::InsufficientCapacity {
                     requested: n,
                     burst: g.burst,
                 }),
@@ -349,6 +365,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         // An unseen key has a full bucket, and n <= burst.
         let new = g.take(0, now, n).unwrap_or(now);
         shard.insert(hash, key.clone(), new, now, &inner.hasher);
+        shard.admitted += 1;
         Ok(())
     }
 
@@ -468,18 +485,76 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// Keys held, the cap, and evictions forced by the cap.
     #[doc(alias = "metrics")]
     pub fn snapshot(&self) -> KeyedSnapshot {
-        let mut keys = 0;
-        let mut evicted = 0;
+        let mut snap = KeyedSnapshot {
+            keys: 0,
+            max_keys: self.inner.max_keys,
+            evicted_while_full: 0,
+            admitted: 0,
+            refused: 0,
+        };
         for s in self.inner.shards.iter() {
             let s = s.0.lock();
-            keys += s.map.len();
-            evicted += s.evicted_while_full;
+            snap.keys += s.map.len();
+            snap.evicted_while_full += s.evicted_while_full;
+            snap.admitted += s.admitted;
+            snap.refused += s.refused;
         }
-        KeyedSnapshot {
-            keys,
-            max_keys: self.inner.max_keys,
-            evicted_while_full: evicted,
+        snap
+    }
+}
+
+impl<K, C> KeyedRateLimiter<K, C>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    C: Clock,
+{
+    /// Names the limiter: with the `metrics` feature its totals and key
+    /// count are published under `name` (see `flowguard::metrics`; never
+    /// a label per key, so the number of series stays bounded); without
+    /// the feature, the name is not used. Chain it on the constructor or
+    /// the builder's `build`; naming a limiter twice publishes it twice.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::rate::{KeyedRateLimiter, Quota};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let per_user = KeyedRateLimiter::<u64>::new(Quota::per_second(5).unwrap()).name("per_user");
+    /// assert!(per_user.try_acquire(&1, 1).is_ok());
+    /// assert_eq!(per_user.snapshot().admitted, 1);
+    /// # }
+    /// ```
+    pub fn name(self, name: impl Into<String>) -> Self {
+        let name: String = name.into();
+        #[cfg(all(feature = "metrics", not(loom)))]
+        {
+            let weak = Arc::downgrade(&self.inner);
+            crate::metrics::Handles::new("keyed_rate", &name).publish_each(
+                [
+                    "keys",
+                    "max_keys",
+                    "admitted_total",
+                    "refused_total",
+                    "evicted_total",
+                ],
+                move || {
+                    let s = KeyedRateLimiter {
+                        inner: weak.upgrade()?,
+                    }
+                    .snapshot();
+                    Some([
+                        Some(s.keys as f64),
+                        Some(s.max_keys as f64),
+                        Some(s.admitted as f64),
+                        Some(s.refused as f64),
+                        Some(s.evicted_while_full as f64),
+                    ])
+                },
+            );
         }
+        let _ = name;
+        self
     }
 }
 

@@ -70,8 +70,8 @@ pub use self::backoff::{Backoff, Jitter};
 pub use self::budget::{RetryBudget, RetryBudgetBuilder};
 pub use self::error::RetryError;
 use crate::error::{ConfigError, ConfigErrorKind};
-use crate::sync::Arc;
 use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{Arc, StdArc};
 
 type Classifier<T, E> = dyn Fn(&Result<T, E>) -> bool + Send + Sync;
 type RetryAfter<T, E> = dyn Fn(&Result<T, E>) -> Option<Duration> + Send + Sync;
@@ -124,7 +124,9 @@ struct Inner<T, E> {
     retry_if: Box<Classifier<T, E>>,
     retry_after: Option<Box<RetryAfter<T, E>>>,
     name: String,
-    counters: Counters,
+    /// Its own allocation: the `metrics` feature's publisher holds it
+    /// weakly without needing the operation's types to be `Send`.
+    counters: StdArc<Counters>,
 }
 
 /// The part of a retry's configuration that does not depend on the
@@ -297,6 +299,40 @@ struct Counters {
     deadline: AtomicU64,
 }
 
+/// Publishes a named retry's counters (feature `metrics`).
+#[cfg(all(feature = "metrics", not(loom)))]
+fn export(name: &str, counters: crate::sync::StdWeak<Counters>) {
+    crate::metrics::Handles::new("retry", name).publish_each(
+        [
+            "calls_total",
+            "attempts_total",
+            "retries_total",
+            "succeeded_first_total",
+            "succeeded_after_retry_total",
+            "exhausted_total",
+            "not_retryable_total",
+            "budget_refusals_total",
+            "deadline_total",
+        ],
+        move || {
+            let c = counters.upgrade()?;
+            let m = c.snapshot();
+            let l = |a: &AtomicU64| Some(a.load(Ordering::Relaxed) as f64);
+            Some([
+                Some(m.calls as f64),
+                Some(m.attempts as f64),
+                l(&c.retries),
+                l(&c.succeeded_first),
+                l(&c.succeeded_after_retry),
+                l(&c.exhausted),
+                l(&c.not_retryable),
+                l(&c.budget_refusals),
+                l(&c.deadline),
+            ])
+        },
+    );
+}
+
 impl Counters {
     fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
@@ -352,6 +388,8 @@ pub struct RetryBuilder<T, E> {
     retry_if: Box<Classifier<T, E>>,
     retry_after: Option<Box<RetryAfter<T, E>>>,
     name: String,
+    /// Whether `name` was called (only named retries are published).
+    named: bool,
 }
 
 impl<T, E> RetryBuilder<T, E> {
@@ -433,9 +471,12 @@ impl<T, E> RetryBuilder<T, E> {
         self
     }
 
-    /// A name for tracing events.
+    /// A name for tracing events. With the `metrics` feature, a named
+    /// retry also publishes its counters under it (`flowguard_retry_*`,
+    /// see `flowguard::metrics`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self.named = true;
         self
     }
 
@@ -449,13 +490,18 @@ impl<T, E> RetryBuilder<T, E> {
     /// (not shorter than `timeout`: no attempt could start).
     pub fn build(self) -> Result<Retry<T, E>, ConfigError> {
         self.policy.validate("retry", self.timeout)?;
-        Ok(Retry::from_parts(
+        let retry = Retry::from_parts(
             self.policy,
             self.timeout,
             self.retry_if,
             self.retry_after,
             self.name,
-        ))
+        );
+        #[cfg(all(feature = "metrics", not(loom)))]
+        if self.named {
+            export(&retry.inner.name, StdArc::downgrade(&retry.inner.counters));
+        }
+        Ok(retry)
     }
 }
 
@@ -486,6 +532,7 @@ impl<T, E> Retry<T, E> {
             retry_if: Box::new(|r| r.is_err()),
             retry_after: None,
             name: "retry".to_owned(),
+            named: false,
         }
     }
 
@@ -504,7 +551,7 @@ impl<T, E> Retry<T, E> {
                 retry_if,
                 retry_after,
                 name,
-                counters: Counters::default(),
+                counters: StdArc::default(),
             }),
         }
     }
@@ -601,7 +648,13 @@ impl<T, E> Retry<T, E> {
 
     /// The counters, shared by clones.
     pub fn metrics(&self) -> RetryMetrics {
-        let c = &self.inner.counters;
+        self.inner.counters.snapshot()
+    }
+}
+
+impl Counters {
+    fn snapshot(&self) -> RetryMetrics {
+        let c = self;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (first, after, exhausted, not_retryable, budget, deadline) = (
             l(&c.succeeded_first),
@@ -625,7 +678,9 @@ impl<T, E> Retry<T, E> {
             deadline,
         }
     }
+}
 
+impl<T, E> Retry<T, E> {
     /// The budget this retry draws from, if any.
     pub fn budget(&self) -> Option<&RetryBudget> {
         self.inner.policy.budget.as_ref()

@@ -98,6 +98,7 @@ pub enum QueueOrder {
 }
 
 use self::core::{Failure, WaitQueue, WaiterKey, WakeList};
+use crate::clock::{FastClock, Stamp};
 use crate::histogram::{HistogramSnapshot, Recorder};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex, StdArc};
@@ -130,6 +131,11 @@ struct Inner {
     queue: Mutex<WaitQueue>,
     /// Time queued, of the acquires that had to queue.
     wait: Recorder,
+    /// What the wait is timed with, while the wait histogram is on: a
+    /// [`FastClock`] made with the semaphore (the CPU's counter inside a
+    /// multi-thread runtime, Tokio's pausable clock elsewhere), read as
+    /// [`Stamp`]s.
+    clock: FastClock,
     /// For `tracing` events: the builder's name, or "semaphore".
     name: StdArc<str>,
 }
@@ -217,6 +223,12 @@ impl Semaphore {
     }
 
     fn with_queue(capacity: usize, queue: WaitQueue, histograms: bool) -> Self {
+        // Without histograms nothing is timed: no counter to calibrate.
+        let clock = if histograms {
+            FastClock::new()
+        } else {
+            FastClock::tokio()
+        };
         Self {
             inner: Arc::new(Inner {
                 state: AtomicUsize::new(capacity << SHIFT),
@@ -224,6 +236,7 @@ impl Semaphore {
                 waiters: AtomicUsize::new(0),
                 queue: Mutex::new(queue),
                 wait: Recorder::new(histograms),
+                clock,
                 name: StdArc::from("semaphore"),
             }),
         }
@@ -715,9 +728,11 @@ impl SemaphoreBuilder {
 
     /// Whether to keep the [`wait`](SemaphoreMetrics::wait) histogram
     /// (default **off**, as for [`Semaphore::new`]: timing a queued acquire
-    /// costs two clock reads, about half again the cost of the queued path
-    /// itself in `benches/histogram.rs`). On, the semaphore is 17.5 KiB
-    /// larger. A pool's admission semaphore follows the pool's own
+    /// costs two clock reads and a record, see `benches/histogram.rs`). On,
+    /// the semaphore is 17.5 KiB larger, and it times waits with a
+    /// [`FastClock`] made by `build`: the CPU's
+    /// counter when built inside a multi-thread runtime, Tokio's clock
+    /// (which a paused test clock stops) anywhere else. A pool's admission semaphore follows the pool's own
     /// `histograms` setting (off by default).
     pub fn histograms(mut self, on: bool) -> Self {
         self.histograms = on;
@@ -1049,7 +1064,7 @@ struct Waiter {
     permits: usize,
     queued: Option<WaiterKey>,
     /// When it queued, if the wait histogram is on.
-    since: Option<Instant>,
+    since: Option<Stamp>,
 }
 
 impl Waiter {
@@ -1068,7 +1083,7 @@ impl Waiter {
                 let res = std::task::ready!(inner.poll_queued(key, cx));
                 self.queued = None;
                 if let (Some(since), Ok(())) = (self.since.take(), &res) {
-                    inner.wait.record_duration(since.elapsed());
+                    inner.wait.record_nanos(inner.clock.elapsed_nanos(since));
                 }
                 res
             }
@@ -1076,7 +1091,7 @@ impl Waiter {
                 Err(AcquireError::NoPermits) => match inner.enqueue(self.permits, cx) {
                     Ok(Some(key)) => {
                         self.queued = Some(key);
-                        self.since = inner.wait.enabled().then(Instant::now);
+                        self.since = inner.wait.enabled().then(|| inner.clock.stamp());
                         return Poll::Pending;
                     }
                     Ok(None) => Ok(()),

@@ -545,16 +545,83 @@ impl<T, R> Debouncer<T, R> {
 
     /// A snapshot of the counters.
     pub fn metrics(&self) -> TimingMetrics {
-        let st = self.shared.state.lock();
-        TimingMetrics {
-            calls: st.calls,
-            invocations: st.invocations,
-            discarded: st.discarded,
-            cancelled: st.cancelled,
-            folded: st.folded,
-            pending: st.core.is_pending(),
-            running: st.running,
+        metrics_of(&self.shared)
+    }
+}
+
+fn metrics_of<T, R>(shared: &Shared<T, R>) -> TimingMetrics {
+    let st = shared.state.lock();
+    TimingMetrics {
+        calls: st.calls,
+        invocations: st.invocations,
+        discarded: st.discarded,
+        cancelled: st.cancelled,
+        folded: st.folded,
+        pending: st.core.is_pending(),
+        running: st.running,
+    }
+}
+
+impl<T, R> Debouncer<T, R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    /// Names the debouncer: with the `metrics` feature its counters are
+    /// published under it (`flowguard_debounce_*`, see
+    /// `flowguard::metrics`); without the feature the name is not used.
+    /// Chain it on `build`; naming one twice publishes it twice.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::timing::Debouncer;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let d = Debouncer::builder(Duration::from_millis(50))
+    ///     .build_sync(|v: u8| v)
+    ///     .unwrap()
+    ///     .name("search_box");
+    /// d.call(1).unwrap();
+    /// assert_eq!(d.metrics().calls, 1);
+    /// # }
+    /// ```
+    pub fn name(self, name: impl Into<String>) -> Self {
+        self.export("debounce", name.into());
+        self
+    }
+
+    /// Publishes the counters under `primitive` (feature `metrics`).
+    pub(crate) fn export(&self, primitive: &'static str, name: String) {
+        #[cfg(all(feature = "metrics", not(loom)))]
+        {
+            let weak = Arc::downgrade(&self.shared);
+            crate::metrics::Handles::new(primitive, &name).publish_each(
+                [
+                    "calls_total",
+                    "invocations_total",
+                    "discarded_total",
+                    "cancelled_total",
+                    "folded_total",
+                    "pending",
+                    "running",
+                ],
+                move || {
+                    let m = metrics_of(&*weak.upgrade()?);
+                    Some([
+                        Some(m.calls as f64),
+                        Some(m.invocations as f64),
+                        Some(m.discarded as f64),
+                        Some(m.cancelled as f64),
+                        Some(m.folded as f64),
+                        Some(f64::from(u8::from(m.pending))),
+                        Some(f64::from(u8::from(m.running))),
+                    ])
+                },
+            );
         }
+        let _ = (primitive, name);
     }
 }
 

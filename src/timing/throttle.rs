@@ -134,6 +134,37 @@ impl Throttler<(), ()> {
     }
 }
 
+impl<T, R> Throttler<T, R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    /// Names the throttler: with the `metrics` feature its counters are
+    /// published under it (`flowguard_throttle_*`, see
+    /// `flowguard::metrics`); without the feature the name is not used.
+    /// Chain it on `build`; naming one twice publishes it twice.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::timing::Throttler;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let t = Throttler::builder(Duration::from_millis(100))
+    ///     .build_sync(|v: u8| v)
+    ///     .unwrap()
+    ///     .name("scroll");
+    /// t.call(1).unwrap();
+    /// assert_eq!(t.metrics().calls, 1);
+    /// # }
+    /// ```
+    pub fn name(self, name: impl Into<String>) -> Self {
+        self.inner.export("throttle", name.into());
+        self
+    }
+}
+
 impl<T, R> Deref for Throttler<T, R> {
     type Target = Debouncer<T, R>;
 
