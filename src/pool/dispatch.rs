@@ -32,27 +32,24 @@ use tokio::time::Instant;
 use crate::histogram::Recorder;
 use crate::semaphore::{OwnedPermit, Semaphore};
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, StdArc};
 
 /// Identifies a submission for `abort`.
 pub(crate) type TaskId = u64;
 
-/// Work that can be started on a run slot.
-pub(crate) trait Job: Send + 'static {
+/// Work that can be started on a run slot. Shared (`StdArc`), so that a
+/// submission's one allocation can be its handle's completion slot, its
+/// queue entry and its abort control at once (see `TaskCell`).
+pub(crate) trait Job: Send + Sync + 'static {
     /// Starts the work; the slot must be dropped when it ends.
-    fn start(self: Box<Self>, slot: RunSlot);
-    /// [`start`](Self::start) for a job that was never boxed (it started
-    /// at once, without queueing).
-    fn start_now(self, slot: RunSlot)
-    where
-        Self: Sized,
-    {
-        Box::new(self).start(slot);
-    }
+    fn start(self: StdArc<Self>, slot: RunSlot);
     /// The work will never start (aborted while queued, cleared, or dropped
     /// at a shutdown deadline): resolve its handle with `why`.
-    fn cancel(self: Box<Self>, why: TaskError);
+    fn cancel(self: StdArc<Self>, why: TaskError);
 }
+
+/// A job as the queue holds it.
+pub(crate) type JobRef = StdArc<dyn Job>;
 
 /// The part of a running task the pool can reach to abort it.
 pub(crate) trait Control: Send + Sync {
@@ -60,11 +57,15 @@ pub(crate) trait Control: Send + Sync {
     fn abort_running(&self, why: TaskError);
 }
 
+/// A running task's [`Control`]: the task's own completion slot, shared
+/// (one reference count, no allocation of its own).
+pub(crate) type ControlRef = StdArc<dyn Control>;
+
 struct Queued {
     id: TaskId,
-    job: Box<dyn Job>,
+    job: JobRef,
     admit: OwnedPermit,
-    control: Option<Box<dyn Control>>,
+    control: Option<ControlRef>,
     /// When it was queued, if the queue-wait histogram is on.
     since: Option<Instant>,
 }
@@ -87,13 +88,13 @@ struct State {
     next_id: TaskId,
     /// Controls of running abortable tasks, for a shutdown deadline; every
     /// running task has an entry (`None` inside when it cannot be aborted).
-    live: Vec<Option<Option<Box<dyn Control>>>>,
+    live: Vec<Option<Option<ControlRef>>>,
     free_live: Vec<usize>,
     idle_waiters: Vec<Waker>,
 }
 
 impl State {
-    fn register(&mut self, control: Option<Box<dyn Control>>) -> usize {
+    fn register(&mut self, control: Option<ControlRef>) -> usize {
         match self.free_live.pop() {
             Some(i) => {
                 self.live[i] = Some(control);
@@ -227,53 +228,11 @@ impl Dispatcher {
     /// it at `priority`. Fails (handing the job back) once the pool is closed.
     pub(crate) fn dispatch(
         this: &Arc<Self>,
-        job: Box<dyn Job>,
+        job: JobRef,
         admit: OwnedPermit,
-        control: Option<Box<dyn Control>>,
+        control: Option<ControlRef>,
         priority: i32,
-    ) -> Result<TaskId, Box<dyn Job>> {
-        Self::dispatch_with(
-            this,
-            job,
-            admit,
-            control,
-            priority,
-            |b| b,
-            |b, slot| b.start(slot),
-        )
-    }
-
-    /// [`dispatch`](Self::dispatch) for a job not yet boxed: one that
-    /// starts at once is never boxed; only a queued one is.
-    pub(crate) fn dispatch_job<J: Job>(
-        this: &Arc<Self>,
-        job: J,
-        admit: OwnedPermit,
-        control: Option<Box<dyn Control>>,
-        priority: i32,
-    ) -> Result<TaskId, J> {
-        Self::dispatch_with(
-            this,
-            job,
-            admit,
-            control,
-            priority,
-            |j| Box::new(j),
-            J::start_now,
-        )
-    }
-
-    /// The one admission rule behind both: start at once on a free slot
-    /// with nobody queued ahead, else queue (`boxed` only then).
-    fn dispatch_with<J>(
-        this: &Arc<Self>,
-        job: J,
-        admit: OwnedPermit,
-        control: Option<Box<dyn Control>>,
-        priority: i32,
-        boxed: impl FnOnce(J) -> Box<dyn Job>,
-        start: impl FnOnce(J, RunSlot),
-    ) -> Result<TaskId, J> {
+    ) -> Result<TaskId, JobRef> {
         let mut st = this.state.lock();
         if st.closed {
             return Err(job);
@@ -284,13 +243,13 @@ impl Dispatcher {
             st.running += 1;
             let key = st.register(control);
             drop(st);
-            start(job, RunSlot::new(this, key, admit));
+            job.start(RunSlot::new(this, key, admit));
         } else {
             st.queue.push(
                 priority,
                 Queued {
                     id,
-                    job: boxed(job),
+                    job,
                     admit,
                     control,
                     since: this.queue_wait.enabled().then(Instant::now),
@@ -541,7 +500,7 @@ mod loom_model {
     }
 
     impl Job for Probe {
-        fn start(self: Box<Self>, slot: RunSlot) {
+        fn start(self: StdArc<Self>, slot: RunSlot) {
             thread::spawn(move || {
                 let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
                 assert!(
@@ -554,17 +513,17 @@ mod loom_model {
                 drop(slot);
             });
         }
-        fn cancel(self: Box<Self>, _: TaskError) {}
+        fn cancel(self: StdArc<Self>, _: TaskError) {}
     }
 
     fn submit(pool: &Arc<Dispatcher>, inside: &Arc<AtomicUsize>, ran: &Arc<AtomicUsize>) {
         let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
-        let job = Box::new(Probe {
+        let job = StdArc::new(Probe {
             inside: inside.clone(),
             ran: ran.clone(),
             limit: 1,
         });
-        assert!(Dispatcher::dispatch(pool, job, admit, Some(Box::new(NoControl)), 0).is_ok());
+        assert!(Dispatcher::dispatch(pool, job, admit, Some(StdArc::new(NoControl)), 0).is_ok());
     }
 
     #[test]
@@ -589,10 +548,10 @@ mod loom_model {
     struct Hold(Arc<Mutex<Option<RunSlot>>>);
 
     impl Job for Hold {
-        fn start(self: Box<Self>, slot: RunSlot) {
+        fn start(self: StdArc<Self>, slot: RunSlot) {
             *self.0.lock() = Some(slot);
         }
-        fn cancel(self: Box<Self>, _: TaskError) {}
+        fn cancel(self: StdArc<Self>, _: TaskError) {}
     }
 
     /// Records its priority when it starts and ends at once.
@@ -602,18 +561,18 @@ mod loom_model {
     }
 
     impl Job for Mark {
-        fn start(self: Box<Self>, slot: RunSlot) {
+        fn start(self: StdArc<Self>, slot: RunSlot) {
             self.order.lock().push(self.priority);
             drop(slot);
         }
-        fn cancel(self: Box<Self>, _: TaskError) {
+        fn cancel(self: StdArc<Self>, _: TaskError) {
             self.order.lock().push(i32::MIN);
         }
     }
 
     fn mark(pool: &Arc<Dispatcher>, order: &Arc<Mutex<Vec<i32>>>, priority: i32) {
         let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
-        let job = Box::new(Mark {
+        let job = StdArc::new(Mark {
             priority,
             order: order.clone(),
         });
@@ -628,7 +587,7 @@ mod loom_model {
             let pool = Dispatcher::new(1, 2, "loom".into(), true, false);
             let held = Arc::new(Mutex::new(None));
             let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
-            let hold = Box::new(Hold(held.clone()));
+            let hold = StdArc::new(Hold(held.clone()));
             assert!(Dispatcher::dispatch(&pool, hold, admit, None, 0).is_ok());
             let order = Arc::new(Mutex::new(Vec::new()));
             let (p2, o2) = (pool.clone(), order.clone());
@@ -655,7 +614,8 @@ mod loom_model {
             let held = Arc::new(Mutex::new(None));
             let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
             assert!(
-                Dispatcher::dispatch(&pool, Box::new(Hold(held.clone())), admit, None, 0).is_ok()
+                Dispatcher::dispatch(&pool, StdArc::new(Hold(held.clone())), admit, None, 0)
+                    .is_ok()
             );
             let order = Arc::new(Mutex::new(Vec::new()));
             mark(&pool, &order, 7);
