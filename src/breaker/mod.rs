@@ -770,6 +770,8 @@ impl Default for CircuitBreaker {
 struct Inner<C> {
     /// The [`StateWord`]; stored only under `core`'s lock.
     word: AtomicU64,
+    /// Successes counted without the lock (see [`FastWord`]).
+    fast: AtomicU64,
     /// Nanoseconds from `origin` to the end of the open wait; stored before
     /// `word` under the lock.
     open_until: AtomicU64,
@@ -826,6 +828,7 @@ impl<C: Clock> CircuitBreaker<C> {
         Self {
             inner: Arc::new(Inner {
                 word: AtomicU64::new(core.word().0),
+                fast: AtomicU64::new(FastWord::for_core(&core)),
                 open_until: AtomicU64::new(0),
                 refused: StripedCounter::new(),
                 origin,
@@ -1210,7 +1213,7 @@ impl<C: Clock> CircuitBreaker<C> {
     fn metrics_with(&self, histogram: bool) -> BreakerMetrics {
         let inner = &*self.inner;
         let now = inner.clock.now();
-        let mut core = inner.core.lock();
+        let mut core = inner.lock_core();
         let (counts, enough) = core.counts(now);
         let word = core.word();
         let m = BreakerMetrics {
@@ -1261,6 +1264,23 @@ impl<C: Clock> Inner<C> {
         }
     }
 
+    /// Reports a success. The common case inline: a closed-state call
+    /// that nobody times (so no slow-call check and no histogram) is
+    /// counted with one compare-and-swap when the breaker is in a state
+    /// where a success only adds to the window.
+    #[inline]
+    fn succeed(&self, slot: &mut Slot) {
+        if !slot.finished
+            && slot.ticket.kind == TicketKind::Closed
+            && slot.started.is_none()
+            && self.count_success(slot.ticket.epoch)
+        {
+            slot.finished = true;
+            return;
+        }
+        self.finish(slot, Some(false));
+    }
+
     /// Reports a permit's outcome (`None`: ignored or dropped) once.
     fn finish(&self, slot: &mut Slot, failure: Option<bool>) {
         if slot.finished {
@@ -1271,6 +1291,26 @@ impl<C: Clock> Inner<C> {
             (TicketKind::Untracked, _) | (TicketKind::Closed, None) => {}
             (TicketKind::Probe, None) => self.release(slot.ticket),
             (TicketKind::Closed | TicketKind::Probe, Some(failure)) => {
+                if !failure && slot.ticket.kind == TicketKind::Closed && !self.measures_duration {
+                    // Only the histogram wants the duration here.
+                    let end = slot.started.map(|start| {
+                        let end = self.clock.now();
+                        self.call_duration
+                            .record_duration(end.saturating_duration_since(start));
+                        end
+                    });
+                    if !self.count_success(slot.ticket.epoch) {
+                        self.record(
+                            slot.ticket,
+                            Record {
+                                failure,
+                                slow: false,
+                            },
+                            end,
+                        );
+                    }
+                    return;
+                }
                 let (slow, end) = match slot.started {
                     Some(start) => {
                         let end = self.clock.now();
@@ -1285,6 +1325,45 @@ impl<C: Clock> Inner<C> {
                 };
                 self.record(slot.ticket, Record { failure, slow }, end);
             }
+        }
+    }
+
+    /// Counts a closed-state success of `epoch` with one compare-and-swap
+    /// on the [`FastWord`], if the breaker is in a state where a success
+    /// only adds to the window; false: record it under the lock.
+    #[inline]
+    fn count_success(&self, epoch: u64) -> bool {
+        let open_for = FastWord::enabled(epoch);
+        let mut v = self.fast.load(Ordering::Relaxed);
+        loop {
+            if v & !FastWord::COUNT_MASK != open_for
+                || v & FastWord::COUNT_MASK == FastWord::COUNT_MASK
+            {
+                return false;
+            }
+            match self
+                .fast
+                .compare_exchange(v, v + 1, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => v = now,
+            }
+        }
+    }
+
+    /// The core, with the successes counted without the lock folded in;
+    /// until the guard drops, successes take the lock.
+    fn lock_core(&self) -> CoreGuard<'_> {
+        let mut core = self.core.lock();
+        let v = self.fast.swap(FastWord::CLOSED, Ordering::Acquire);
+        if v & FastWord::ENABLED != 0
+            && v & !FastWord::COUNT_MASK == FastWord::enabled(core.word().epoch())
+        {
+            core.record_successes(v & FastWord::COUNT_MASK);
+        }
+        CoreGuard {
+            core,
+            fast: &self.fast,
         }
     }
 
@@ -1327,7 +1406,7 @@ impl<C: Clock> Inner<C> {
     }
 
     fn admit_locked(&self, now: Instant) -> Result<CallPermit<'_, C>, Rejected> {
-        let mut core = self.core.lock();
+        let mut core = self.lock_core();
         let (result, transition) = core.try_admit(now);
         if transition.is_some() {
             self.publish(&core);
@@ -1381,7 +1460,7 @@ impl<C: Clock> Inner<C> {
     }
 
     fn readiness(&self, now: Instant) -> Readiness {
-        let mut core = self.core.lock();
+        let mut core = self.lock_core();
         let transition = core.tick(now);
         if transition.is_some() {
             self.publish(&core);
@@ -1396,7 +1475,7 @@ impl<C: Clock> Inner<C> {
 
     fn manual(&self, op: fn(&mut Core, Instant) -> Option<Transition>) {
         let now = self.clock.now();
-        let mut core = self.core.lock();
+        let mut core = self.lock_core();
         let transition = op(&mut core, now);
         self.publish(&core);
         drop(core);
@@ -1406,7 +1485,7 @@ impl<C: Clock> Inner<C> {
     }
 
     fn record(&self, ticket: Ticket, r: Record, end: Option<Instant>) {
-        let mut core = self.core.lock();
+        let mut core = self.lock_core();
         let transition = core.record(ticket, r, || end.unwrap_or_else(|| self.clock.now()));
         if transition.is_some() {
             self.publish(&core);
@@ -1418,10 +1497,73 @@ impl<C: Clock> Inner<C> {
     }
 
     fn release(&self, ticket: Ticket) {
-        let freed = self.core.lock().release(ticket);
+        let freed = self.lock_core().release(ticket);
         if freed {
             self.ready.notify_waiters();
         }
+    }
+}
+
+/// The lock-free success path: `epoch (40 bits) | ENABLED | count (23
+/// bits)`, in its own atomic. While the core says a success would only add
+/// to the window ([`Core::success_needs_no_lock`]), the word is ENABLED for
+/// the current epoch and a success of that epoch adds one to `count` with a
+/// compare-and-swap, without the lock. Whoever takes the lock swaps the word
+/// to closed (0) first and folds the count into the window, and stores it
+/// again, enabled or not, when it lets go (`CoreGuard`): so a transition, a
+/// failure or a metrics read always sees every success counted before it,
+/// and a success of an older epoch (the breaker moved since its admission)
+/// never matches and goes to the lock, which drops it. Epochs compare in
+/// 40 bits: a permit would have to outlive 2^40 transitions to be mistaken.
+struct FastWord;
+
+impl FastWord {
+    const COUNT_BITS: u32 = 23;
+    const COUNT_MASK: u64 = (1 << Self::COUNT_BITS) - 1;
+    const ENABLED: u64 = 1 << Self::COUNT_BITS;
+    const EPOCH_SHIFT: u32 = Self::COUNT_BITS + 1;
+    const CLOSED: u64 = 0;
+
+    /// The word of `epoch`, enabled, with no success counted.
+    #[inline]
+    const fn enabled(epoch: u64) -> u64 {
+        (epoch << Self::EPOCH_SHIFT) | Self::ENABLED
+    }
+
+    fn for_core(core: &Core) -> u64 {
+        if core.success_needs_no_lock() {
+            Self::enabled(core.word().epoch())
+        } else {
+            Self::CLOSED
+        }
+    }
+}
+
+/// The core's lock, from [`Inner::lock_core`]; dropping it re-opens (or
+/// not) the lock-free success path for the state it leaves.
+struct CoreGuard<'a> {
+    core: crate::sync::MutexGuard<'a, Core>,
+    fast: &'a AtomicU64,
+}
+
+impl std::ops::Deref for CoreGuard<'_> {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for CoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+}
+
+impl Drop for CoreGuard<'_> {
+    fn drop(&mut self) {
+        self.fast
+            .store(FastWord::for_core(&self.core), Ordering::Release);
     }
 }
 
@@ -1489,7 +1631,7 @@ impl<C: Clock> CallPermit<'_, C> {
 
     /// The call succeeded (it still counts as slow if it took too long).
     pub fn success(mut self) {
-        self.inner.finish(&mut self.slot, Some(false));
+        self.inner.succeed(&mut self.slot);
     }
 
     /// The call failed.
@@ -1512,7 +1654,9 @@ impl<C: Clock> CallPermit<'_, C> {
 
 impl<C: Clock> Drop for CallPermit<'_, C> {
     fn drop(&mut self) {
-        self.inner.finish(&mut self.slot, None);
+        if !self.slot.finished {
+            self.inner.finish(&mut self.slot, None);
+        }
     }
 }
 
@@ -1561,7 +1705,7 @@ impl<C: Clock> OwnedCallPermit<C> {
 
     /// The call succeeded (it still counts as slow if it took too long).
     pub fn success(mut self) {
-        self.inner.finish(&mut self.slot, Some(false));
+        self.inner.succeed(&mut self.slot);
     }
 
     /// The call failed.
@@ -1577,7 +1721,9 @@ impl<C: Clock> OwnedCallPermit<C> {
 
 impl<C: Clock> Drop for OwnedCallPermit<C> {
     fn drop(&mut self) {
-        self.inner.finish(&mut self.slot, None);
+        if !self.slot.finished {
+            self.inner.finish(&mut self.slot, None);
+        }
     }
 }
 
