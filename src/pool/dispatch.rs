@@ -71,13 +71,47 @@ struct Queued {
 }
 
 impl Queued {
-    /// Starts the job on a slot whose `running` count is already taken.
-    fn start(self, this: &Arc<Dispatcher>, key: usize) {
+    /// Registers the job as running (its `running` count is already
+    /// taken); returns what starts it once the lock is let go.
+    fn register(self, this: &Dispatcher, st: &mut State) -> Starting {
+        let key = st.register(Live {
+            control: self.control,
+            _admit: self.admit,
+            started: this.started_now(),
+        });
+        Starting {
+            job: self.job,
+            since: self.since,
+            key,
+        }
+    }
+}
+
+/// A queued job taken off the queue and registered, to start outside the lock.
+struct Starting {
+    job: JobRef,
+    since: Option<Instant>,
+    key: usize,
+}
+
+impl Starting {
+    fn start(self, this: &Arc<Dispatcher>) {
         if let Some(since) = self.since {
             this.queue_wait.record_duration(since.elapsed());
         }
-        self.job.start(RunSlot::new(this, key, self.admit));
+        self.job.start(RunSlot::new(this, self.key));
     }
+}
+
+/// What the pool keeps of a running task (the task itself only carries its
+/// key, so its `RunSlot` stays two words): how a shutdown aborts it, its
+/// queue room (given back after the hand-off), and when it started (for
+/// the run-time histogram).
+struct Live {
+    control: Option<ControlRef>,
+    /// Held for its drop: the task's queue room.
+    _admit: OwnedPermit,
+    started: Option<Instant>,
 }
 
 struct State {
@@ -86,22 +120,22 @@ struct State {
     max_concurrency: usize,
     closed: bool,
     next_id: TaskId,
-    /// Controls of running abortable tasks, for a shutdown deadline; every
-    /// running task has an entry (`None` inside when it cannot be aborted).
-    live: Vec<Option<Option<ControlRef>>>,
+    /// Every running task's entry (its control is `None` when it cannot
+    /// be aborted), by the key its `RunSlot` carries.
+    live: Vec<Option<Live>>,
     free_live: Vec<usize>,
     idle_waiters: Vec<Waker>,
 }
 
 impl State {
-    fn register(&mut self, control: Option<ControlRef>) -> usize {
+    fn register(&mut self, live: Live) -> usize {
         match self.free_live.pop() {
             Some(i) => {
-                self.live[i] = Some(control);
+                self.live[i] = Some(live);
                 i
             }
             None => {
-                self.live.push(Some(control));
+                self.live.push(Some(live));
                 self.live.len() - 1
             }
         }
@@ -153,13 +187,12 @@ pub(crate) struct Dispatcher {
 }
 
 /// A running task's claim on one unit of concurrency; dropping it frees the
-/// slot or hands it to the next queued job.
+/// slot or hands it to the next queued job. Two words: the rest of what the
+/// pool keeps of a running task is in its `Live` entry, so the task Tokio
+/// allocates and moves stays small.
 pub(crate) struct RunSlot {
     pool: Arc<Dispatcher>,
     key: usize,
-    admit: Option<OwnedPermit>,
-    /// When the task started, if the run-time histogram is on.
-    started: Option<Instant>,
 }
 
 /// Why [`Dispatcher::try_claim`] gave no slot.
@@ -241,9 +274,13 @@ impl Dispatcher {
         st.next_id += 1;
         if st.running < st.max_concurrency && st.queue.is_empty() {
             st.running += 1;
-            let key = st.register(control);
+            let key = st.register(Live {
+                control,
+                _admit: admit,
+                started: this.started_now(),
+            });
             drop(st);
-            job.start(RunSlot::new(this, key, admit));
+            job.start(RunSlot::new(this, key));
         } else {
             st.queue.push(
                 priority,
@@ -270,9 +307,13 @@ impl Dispatcher {
         }
         if st.running < st.max_concurrency && st.queue.is_empty() {
             st.running += 1;
-            let key = st.register(None);
+            let key = st.register(Live {
+                control: None,
+                _admit: admit,
+                started: this.started_now(),
+            });
             drop(st);
-            Ok(RunSlot::new(this, key, admit))
+            Ok(RunSlot::new(this, key))
         } else {
             Err(Refused::Full)
         }
@@ -297,7 +338,7 @@ impl Dispatcher {
 
     fn finish(this: &Arc<Self>, key: usize) {
         let mut st = this.state.lock();
-        st.live[key] = None;
+        let ended = st.live[key].take();
         st.free_live.push(key);
         // This task ends: running - 1 < max  <=>  running <= max.
         let next = if st.running <= st.max_concurrency {
@@ -306,10 +347,10 @@ impl Dispatcher {
             None
         };
         match next {
-            Some(mut q) => {
-                let key = st.register(q.control.take());
+            Some(q) => {
+                let next = q.register(this, &mut st);
                 drop(st);
-                q.start(this, key);
+                next.start(this);
             }
             None => {
                 st.running -= 1;
@@ -322,6 +363,18 @@ impl Dispatcher {
                 idle.into_iter().for_each(Waker::wake);
             }
         }
+        // Hand-off first, then the queue room goes back.
+        if let Some(ended) = ended {
+            if let Some(started) = ended.started {
+                this.run_time.record_duration(started.elapsed());
+            }
+            drop(ended);
+        }
+    }
+
+    /// The start time for the run-time histogram, if it is on.
+    fn started_now(&self) -> Option<Instant> {
+        self.run_time.enabled().then(Instant::now)
     }
 
     /// Sets the concurrency limit; starts queued work if it grew.
@@ -333,14 +386,13 @@ impl Dispatcher {
             // Cannot fail: the caller validated n + queue_capacity.
             let _ = this.admit.set_capacity(n + this.queue_capacity);
             while st.running < st.max_concurrency {
-                let Some(mut q) = st.queue.pop() else { break };
+                let Some(q) = st.queue.pop() else { break };
                 st.running += 1;
-                let key = st.register(q.control.take());
-                start.push((q, key));
+                start.push(q.register(this, &mut st));
             }
         }
-        for (q, key) in start {
-            q.start(this, key);
+        for next in start {
+            next.start(this);
         }
     }
 
@@ -401,8 +453,8 @@ impl Dispatcher {
             let mut st = self.state.lock();
             let queued = st.queue.drain();
             let (mut aborted, mut still) = (0, 0);
-            for control in st.live.iter().flatten() {
-                match control {
+            for live in st.live.iter().flatten() {
+                match &live.control {
                     Some(c) => {
                         c.abort_running(TaskError::Shutdown);
                         aborted += 1;
@@ -428,12 +480,10 @@ impl Dispatcher {
 }
 
 impl RunSlot {
-    fn new(pool: &Arc<Dispatcher>, key: usize, admit: OwnedPermit) -> Self {
+    fn new(pool: &Arc<Dispatcher>, key: usize) -> Self {
         Self {
             pool: pool.clone(),
             key,
-            admit: Some(admit),
-            started: pool.run_time.enabled().then(Instant::now),
         }
     }
 
@@ -451,12 +501,7 @@ impl RunSlot {
 
 impl Drop for RunSlot {
     fn drop(&mut self) {
-        if let Some(started) = self.started {
-            self.pool.run_time.record_duration(started.elapsed());
-        }
-        // Hand-off first, then return the queue room.
         Dispatcher::finish(&self.pool, self.key);
-        drop(self.admit.take());
     }
 }
 

@@ -9,6 +9,7 @@ use std::task::{Context, Poll, Waker};
 
 use super::TaskError;
 use super::dispatch::{Control, Dispatcher, Job, RunSlot, TaskId};
+use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{Arc, Mutex, StdArc};
 
 /// A task's completion slot as its handle and its running task see it
@@ -83,17 +84,19 @@ impl<T: Send + 'static, J: Work<T>> Job for TaskCell<T, J> {
 }
 
 pub(crate) struct TaskShared<T> {
+    /// An outcome is being recorded (see `claim`): one atomic, not the lock.
+    claimed: AtomicBool,
     state: Mutex<TaskState<T>>,
 }
 
 struct TaskState<T> {
     result: Option<Result<T, TaskError>>,
-    /// An outcome is being recorded (see `claim`).
-    claimed: bool,
     /// The outcome is published.
     done: bool,
     waker: Option<Waker>,
-    abort: Option<tokio::task::AbortHandle>,
+    /// The running Tokio task's handle (kept, not turned into an
+    /// `AbortHandle`: one reference count less per task), to abort it.
+    abort: Option<tokio::task::JoinHandle<()>>,
     /// Why the running task was told to stop, once it was.
     abort_requested: Option<TaskError>,
     /// The handle returned the result.
@@ -103,9 +106,9 @@ struct TaskState<T> {
 impl<T> TaskShared<T> {
     fn new() -> Self {
         Self {
+            claimed: AtomicBool::new(false),
             state: Mutex::new(TaskState {
                 result: None,
-                claimed: false,
                 done: false,
                 waker: None,
                 abort: None,
@@ -140,32 +143,42 @@ impl<T> TaskShared<T> {
     /// bookkeeping done in between (counters, freeing the slot) is visible
     /// to whoever awaits the handle.
     pub(crate) fn claim(&self) -> bool {
-        let mut st = self.state.lock();
-        !std::mem::replace(&mut st.claimed, true)
+        // AcqRel: the winner's bookkeeping is ordered after any loser's
+        // look; publishing (under the lock) orders it before the handle.
+        !self.claimed.swap(true, Ordering::AcqRel)
     }
 
     /// Second phase: stores the outcome and wakes the handle.
     pub(crate) fn publish(&self, result: Result<T, TaskError>) {
-        let waker = {
+        let (waker, join) = {
             let mut st = self.state.lock();
             st.done = true;
             st.result = Some(result);
-            st.abort = None;
-            st.waker.take()
+            (st.waker.take(), st.abort.take())
         };
+        // Detached outside the lock.
+        drop(join);
         if let Some(w) = waker {
             w.wake();
         }
     }
 
     /// Lets a later abort reach the running Tokio task.
-    pub(crate) fn set_abort_handle(&self, handle: tokio::task::AbortHandle) {
-        let mut st = self.state.lock();
-        if st.abort_requested.is_some() {
-            handle.abort();
-        } else if !st.done {
-            st.abort = Some(handle);
-        }
+    pub(crate) fn set_join_handle(&self, handle: tokio::task::JoinHandle<()>) {
+        let unused = {
+            let mut st = self.state.lock();
+            if st.abort_requested.is_some() {
+                handle.abort();
+                Some(handle)
+            } else if st.done {
+                Some(handle)
+            } else {
+                st.abort = Some(handle);
+                None
+            }
+        };
+        // Detached outside the lock.
+        drop(unused);
     }
 
     fn is_done(&self) -> bool {

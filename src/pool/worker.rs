@@ -682,7 +682,7 @@ where
                 self.runtime.spawn(run.instrument(span))
             }
         };
-        shared.task().set_abort_handle(task.abort_handle());
+        shared.task().set_join_handle(task);
     }
 }
 
