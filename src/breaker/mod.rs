@@ -780,7 +780,8 @@ struct Inner<C> {
     refused: StripedCounter,
     origin: Instant,
     measures_duration: bool,
-    slow_duration: Duration,
+    /// The slow-call threshold in nanoseconds (saturated).
+    slow_nanos: u64,
     core: Mutex<Core>,
     clock: C,
     /// Woken on every transition and freed probe slot.
@@ -833,7 +834,7 @@ impl<C: Clock> CircuitBreaker<C> {
                 refused: StripedCounter::new(),
                 origin,
                 measures_duration,
-                slow_duration,
+                slow_nanos: u64::try_from(slow_duration.as_nanos()).unwrap_or(u64::MAX),
                 core: Mutex::new(core),
                 clock,
                 ready: Notify::new(),
@@ -1247,11 +1248,11 @@ impl<C: Clock> CircuitBreaker<C> {
 
 impl<C: Clock> Inner<C> {
     #[inline]
-    fn permit(&self, ticket: Ticket, started: Option<Instant>) -> CallPermit<'_, C> {
+    fn permit(&self, ticket: Ticket, started: Option<u64>) -> CallPermit<'_, C> {
         let timed = self.measures_duration || self.call_duration.enabled();
         let started = match (started, timed, ticket.kind) {
             (Some(t), _, _) => Some(t),
-            (None, true, TicketKind::Closed | TicketKind::Probe) => Some(self.clock.now()),
+            (None, true, TicketKind::Closed | TicketKind::Probe) => Some(self.start_timing()),
             _ => None,
         };
         CallPermit {
@@ -1262,6 +1263,13 @@ impl<C: Clock> Inner<C> {
                 finished: false,
             },
         }
+    }
+
+    /// When a timed call starts, in nanoseconds from the origin. Out of
+    /// line: the untimed admission stays small enough to inline.
+    #[inline(never)]
+    fn start_timing(&self) -> u64 {
+        self.clock.nanos_since(self.origin)
     }
 
     /// Reports a success. The common case inline: a closed-state call
@@ -1294,9 +1302,9 @@ impl<C: Clock> Inner<C> {
                 if !failure && slot.ticket.kind == TicketKind::Closed && !self.measures_duration {
                     // Only the histogram wants the duration here.
                     let end = slot.started.map(|start| {
-                        let end = self.clock.now();
+                        let end = self.clock.nanos_since(self.origin);
                         self.call_duration
-                            .record_duration(end.saturating_duration_since(start));
+                            .record_duration(Duration::from_nanos(end.saturating_sub(start)));
                         end
                     });
                     if !self.count_success(slot.ticket.epoch) {
@@ -1311,15 +1319,16 @@ impl<C: Clock> Inner<C> {
                     }
                     return;
                 }
+                // Durations in nanoseconds from the clock's origin: with the
+                // default clock a counter read and a subtraction, no
+                // `Instant` built unless the core needs the end time.
                 let (slow, end) = match slot.started {
                     Some(start) => {
-                        let end = self.clock.now();
-                        let took = end.saturating_duration_since(start);
-                        self.call_duration.record_duration(took);
-                        (
-                            self.measures_duration && took > self.slow_duration,
-                            Some(end),
-                        )
+                        let end = self.clock.nanos_since(self.origin);
+                        let took = end.saturating_sub(start);
+                        self.call_duration
+                            .record_duration(Duration::from_nanos(took));
+                        (self.measures_duration && took > self.slow_nanos, Some(end))
                     }
                     None => (false, None),
                 };
@@ -1416,7 +1425,10 @@ impl<C: Clock> Inner<C> {
             self.emit(t);
         }
         match result {
-            Ok(ticket) => Ok(self.permit(ticket, self.measures_duration.then_some(now))),
+            Ok(ticket) => Ok(self.permit(
+                ticket,
+                self.measures_duration.then(|| self.nanos_since_origin(now)),
+            )),
             Err(refusal) => {
                 self.refused.add(1);
                 Err(match refusal {
@@ -1484,9 +1496,14 @@ impl<C: Clock> Inner<C> {
         }
     }
 
-    fn record(&self, ticket: Ticket, r: Record, end: Option<Instant>) {
+    /// Records an outcome; `end` (nanoseconds from the origin) is the end
+    /// of the call, if it was timed.
+    fn record(&self, ticket: Ticket, r: Record, end: Option<u64>) {
         let mut core = self.lock_core();
-        let transition = core.record(ticket, r, || end.unwrap_or_else(|| self.clock.now()));
+        let transition = core.record(ticket, r, || match end {
+            Some(nanos) => self.origin + Duration::from_nanos(nanos),
+            None => self.clock.now(),
+        });
         if transition.is_some() {
             self.publish(&core);
         }
@@ -1610,7 +1627,8 @@ pub struct CallPermit<'a, C: Clock = FastClock> {
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     ticket: Ticket,
-    started: Option<Instant>,
+    /// Nanoseconds from the breaker's origin, when timed.
+    started: Option<u64>,
     finished: bool,
 }
 
@@ -1618,7 +1636,7 @@ impl<C: Clock> fmt::Debug for CallPermit<'_, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallPermit")
             .field("probe", &self.is_probe())
-            .field("started", &self.slot.started)
+            .field("started_nanos", &self.slot.started)
             .finish_non_exhaustive()
     }
 }
@@ -1692,7 +1710,7 @@ impl<C: Clock> fmt::Debug for OwnedCallPermit<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OwnedCallPermit")
             .field("probe", &self.is_probe())
-            .field("started", &self.slot.started)
+            .field("started_nanos", &self.slot.started)
             .finish_non_exhaustive()
     }
 }
