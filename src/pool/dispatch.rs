@@ -73,15 +73,20 @@ struct Queued {
 impl Queued {
     /// Registers the job as running (its `running` count is already
     /// taken); returns what starts it once the lock is let go.
-    fn register(self, this: &Dispatcher, st: &mut State) -> Starting {
+    /// `now` is the caller's one clock read (histograms on), which is
+    /// this job's start and the end of its wait.
+    fn register(self, st: &mut State, now: Option<Instant>) -> Starting {
         let key = st.register(Live {
             control: self.control,
             _admit: self.admit,
-            started: this.started_now(),
+            started: now,
         });
         Starting {
             job: self.job,
-            since: self.since,
+            waited: self
+                .since
+                .zip(now)
+                .map(|(since, now)| now.saturating_duration_since(since)),
             key,
         }
     }
@@ -90,14 +95,15 @@ impl Queued {
 /// A queued job taken off the queue and registered, to start outside the lock.
 struct Starting {
     job: JobRef,
-    since: Option<Instant>,
+    /// Its time in the queue, if the histograms are on.
+    waited: Option<std::time::Duration>,
     key: usize,
 }
 
 impl Starting {
     fn start(self, this: &Arc<Dispatcher>) {
-        if let Some(since) = self.since {
-            this.queue_wait.record_duration(since.elapsed());
+        if let Some(waited) = self.waited {
+            this.queue_wait.record_duration(waited);
         }
         self.job.start(RunSlot::new(this, self.key));
     }
@@ -266,6 +272,8 @@ impl Dispatcher {
         control: Option<ControlRef>,
         priority: i32,
     ) -> Result<TaskId, JobRef> {
+        // One read, outside the lock: the start, or the start of the wait.
+        let now = this.clock_now();
         let mut st = this.state.lock();
         if st.closed {
             return Err(job);
@@ -277,7 +285,7 @@ impl Dispatcher {
             let key = st.register(Live {
                 control,
                 _admit: admit,
-                started: this.started_now(),
+                started: now,
             });
             drop(st);
             job.start(RunSlot::new(this, key));
@@ -289,7 +297,7 @@ impl Dispatcher {
                     job,
                     admit,
                     control,
-                    since: this.queue_wait.enabled().then(Instant::now),
+                    since: now,
                 },
             );
         }
@@ -301,6 +309,7 @@ impl Dispatcher {
     /// `Err(Closed)` once the pool is closed. The admission permit travels
     /// with the slot, or is dropped on refusal.
     pub(crate) fn try_claim(this: &Arc<Self>, admit: OwnedPermit) -> Result<RunSlot, Refused> {
+        let now = this.clock_now();
         let mut st = this.state.lock();
         if st.closed {
             return Err(Refused::Closed);
@@ -310,7 +319,7 @@ impl Dispatcher {
             let key = st.register(Live {
                 control: None,
                 _admit: admit,
-                started: this.started_now(),
+                started: now,
             });
             drop(st);
             Ok(RunSlot::new(this, key))
@@ -337,6 +346,9 @@ impl Dispatcher {
     }
 
     fn finish(this: &Arc<Self>, key: usize) {
+        // One read (histograms on), outside the lock: this task's end, and
+        // the start and end of the wait of the job it hands its slot to.
+        let now = this.clock_now();
         let mut st = this.state.lock();
         let ended = st.live[key].take();
         st.free_live.push(key);
@@ -348,7 +360,7 @@ impl Dispatcher {
         };
         match next {
             Some(q) => {
-                let next = q.register(this, &mut st);
+                let next = q.register(&mut st, now);
                 drop(st);
                 next.start(this);
             }
@@ -365,22 +377,25 @@ impl Dispatcher {
         }
         // Hand-off first, then the queue room goes back.
         if let Some(ended) = ended {
-            if let Some(started) = ended.started {
-                this.run_time.record_duration(started.elapsed());
+            if let Some((started, now)) = ended.started.zip(now) {
+                this.run_time
+                    .record_duration(now.saturating_duration_since(started));
             }
             drop(ended);
         }
     }
 
-    /// The start time for the run-time histogram, if it is on.
-    fn started_now(&self) -> Option<Instant> {
-        self.run_time.enabled().then(Instant::now)
+    /// Now, if the histograms are on (they are on or off together), for
+    /// the run-time and queue-wait histograms; else no clock is read.
+    fn clock_now(&self) -> Option<Instant> {
+        (self.run_time.enabled() || self.queue_wait.enabled()).then(Instant::now)
     }
 
     /// Sets the concurrency limit; starts queued work if it grew.
     pub(crate) fn set_max_concurrency(this: &Arc<Self>, n: usize) {
         let mut start = Vec::new();
         {
+            let now = this.clock_now();
             let mut st = this.state.lock();
             st.max_concurrency = n;
             // Cannot fail: the caller validated n + queue_capacity.
@@ -388,7 +403,7 @@ impl Dispatcher {
             while st.running < st.max_concurrency {
                 let Some(q) = st.queue.pop() else { break };
                 st.running += 1;
-                start.push(q.register(this, &mut st));
+                start.push(q.register(&mut st, now));
             }
         }
         for next in start {
