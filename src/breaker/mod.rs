@@ -926,7 +926,7 @@ impl<C: Clock> CircuitBreaker<C> {
                 None,
             ));
         }
-        self.inner.try_acquire_slow(w)
+        self.inner.not_closed(w)
     }
 
     /// Like [`try_acquire`](Self::try_acquire), returning a `'static`
@@ -1381,7 +1381,30 @@ impl<C: Clock> Inner<C> {
         u64::try_from(t.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// Admission when the word is not `Closed`. The refusal while `Open`
+    /// is the one path here that can be hot (every call during an outage):
+    /// kept in this small function, the rest in the cold one.
+    #[inline(never)]
+    fn not_closed(&self, w: StateWord) -> Result<CallPermit<'_, C>, Rejected> {
+        if w.state() == State::Open {
+            let until = self.open_until.load(Ordering::Acquire);
+            // Nanoseconds since the clock's own epoch: with the default
+            // clock a counter read, no instant is built.
+            let now_nanos = self.clock.nanos_since(self.origin);
+            // Re-check the word: `until` must belong to this open period
+            // (or a later one), not to one that has since ended.
+            if now_nanos < until && self.word.load(Ordering::Acquire) == w.0 {
+                self.refused.add(1);
+                return Err(Rejected::Open {
+                    retry_after: Duration::from_nanos(until - now_nanos),
+                });
+            }
+        }
+        self.try_acquire_slow(w)
+    }
+
     #[cold]
+    #[inline(never)]
     fn try_acquire_slow(&self, w: StateWord) -> Result<CallPermit<'_, C>, Rejected> {
         match w.state() {
             State::Disabled => Ok(self.permit(
@@ -1395,22 +1418,8 @@ impl<C: Clock> Inner<C> {
                 self.refused.add(1);
                 Err(Rejected::ForcedOpen)
             }
-            State::Open => {
-                let until = self.open_until.load(Ordering::Acquire);
-                // Nanoseconds since the clock's own epoch: with the default
-                // clock a counter read, no instant is built.
-                let now_nanos = self.clock.nanos_since(self.origin);
-                // Re-check the word: `until` must belong to this open period
-                // (or a later one), not to one that has since ended.
-                if now_nanos < until && self.word.load(Ordering::Acquire) == w.0 {
-                    self.refused.add(1);
-                    return Err(Rejected::Open {
-                        retry_after: Duration::from_nanos(until - now_nanos),
-                    });
-                }
-                self.admit_locked(self.clock.now())
-            }
-            State::Closed | State::HalfOpen => self.admit_locked(self.clock.now()),
+            // Open past its wait (`not_closed` refused the rest), or moved on.
+            State::Open | State::Closed | State::HalfOpen => self.admit_locked(self.clock.now()),
         }
     }
 
