@@ -89,6 +89,12 @@ where
     }
 }
 
+/// Work larger than this (bytes, with what the pool adds to it) lives in
+/// its own box inside the task's cell: the cell keeps the work's room,
+/// empty, while the task runs, and a large future would then take its
+/// size twice (cell and Tokio task) for the whole run.
+const INLINE_WORK_MAX: usize = 256;
+
 pub(crate) fn dispatch<P, W, T>(
     pool: &P,
     work: W,
@@ -99,10 +105,30 @@ where
     P: Submit<W, T>,
     T: Send + 'static,
 {
-    // One allocation per submission: the handle's completion slot, which
-    // also holds the work until it starts and is the running task's abort
-    // control.
-    let cell = StdArc::new(TaskCell::new(pool.work(work)));
+    let work = pool.work(work);
+    if std::mem::size_of::<P::Work>() <= INLINE_WORK_MAX {
+        dispatch_cell(pool, work, admit, priority, |w| w)
+    } else {
+        dispatch_cell(pool, Box::new(work), admit, priority, |b| *b)
+    }
+}
+
+fn dispatch_cell<P, W, T, J>(
+    pool: &P,
+    work: J,
+    admit: OwnedPermit,
+    priority: i32,
+    unwrap: impl FnOnce(J) -> P::Work,
+) -> Result<TaskHandle<T>, SubmitError<W>>
+where
+    P: Submit<W, T>,
+    T: Send + 'static,
+    J: Work<T>,
+{
+    // One allocation per submission (small work): the handle's completion
+    // slot, which also holds the work until it starts and is the running
+    // task's abort control.
+    let cell = StdArc::new(TaskCell::new(work));
     let control = P::ABORTABLE.then(|| cell.clone() as ControlRef);
     let d = pool.dispatcher();
     match Dispatcher::dispatch(d, cell.clone() as JobRef, admit, control, priority) {
@@ -112,7 +138,7 @@ where
             // the cell (only a start or a cancel takes it out).
             drop(job);
             match cell.take_work() {
-                Some(w) => Err(SubmitError::Closed(P::into_work(w))),
+                Some(w) => Err(SubmitError::Closed(P::into_work(unwrap(w)))),
                 None => unreachable!("a refused job is neither started nor cancelled"),
             }
         }

@@ -30,11 +30,19 @@ pub(crate) trait Work<T>: Send + 'static {
     fn run(self, shared: Shared<T>, slot: RunSlot);
 }
 
+/// Large work, boxed inside its cell (see `submit::INLINE_WORK_MAX`).
+impl<T, J: Work<T>> Work<T> for Box<J> {
+    fn run(self, shared: Shared<T>, slot: RunSlot) {
+        (*self).run(shared, slot);
+    }
+}
+
 /// One submission in one allocation: its completion slot (shared with
 /// the handle) and its work until it starts. Queued, it is the queue's
 /// job; running, its abort control (work that can be aborted). The work's
 /// room stays allocated, empty, while the task runs: the price of not
-/// allocating a second time for a job that queues.
+/// allocating a second time for a job that queues; work above
+/// `submit::INLINE_WORK_MAX` bytes is boxed, so that room is a pointer.
 pub(crate) struct TaskCell<T, J> {
     task: TaskShared<T>,
     work: Mutex<Option<J>>,
