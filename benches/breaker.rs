@@ -53,6 +53,19 @@ fn fg_consecutive() -> CircuitBreaker {
 }
 
 /// flowguard with its defaults: failure rate over the last 100 calls.
+/// `fg_consecutive` made inside a multi-thread runtime, as a server's
+/// breakers are: its default clock then reads the CPU's counter (made
+/// outside one, as the others here, it reads Tokio's clock, which a paused
+/// test clock can move).
+fn fg_consecutive_counter_clock() -> CircuitBreaker {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let _in_runtime = rt.enter();
+    fg_consecutive()
+}
+
 fn fg_default() -> CircuitBreaker {
     CircuitBreaker::builder().open_wait(LONG).build().unwrap()
 }
@@ -203,9 +216,17 @@ fn open(c: &mut Criterion) {
 
     let forced = fg_consecutive();
     forced.force_open();
+    let counter = fg_consecutive_counter_clock();
+    for _ in 0..5 {
+        let _ = through(&counter, false);
+    }
+    assert!(counter.try_acquire().is_err());
 
     let mut g = c.benchmark_group("breaker_open_refusal_1t");
     g.bench_function("flowguard", |b| b.iter(|| through(&fc, true)));
+    g.bench_function("flowguard_counter_clock", |b| {
+        b.iter(|| through(&counter, true))
+    });
     // Forced open refuses without reading the clock: the rest of the path.
     g.bench_function("flowguard_forced_open", |b| {
         b.iter(|| through(&forced, true))
@@ -220,6 +241,9 @@ fn open(c: &mut Criterion) {
     let mut g = c.benchmark_group("breaker_open_refusal_2t");
     g.bench_function("flowguard", |b| {
         b.iter_custom(|n| two_threads(n, || sink(through(&fc, true))))
+    });
+    g.bench_function("flowguard_counter_clock", |b| {
+        b.iter_custom(|n| two_threads(n, || sink(through(&counter, true))))
     });
     g.bench_function("failsafe_consecutive", |b| {
         b.iter_custom(|n| two_threads(n, || sink(sc.call(|| backend(true)))))

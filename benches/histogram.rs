@@ -123,21 +123,34 @@ fn breaker(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
+    // The breaker's default clock is Tokio's when the breaker is made in a
+    // current-thread runtime (a paused test clock can move it) and the
+    // CPU's counter when made in a multi-thread one, as a server's are:
+    // timing a call costs two reads of it, so both are measured.
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
     let mut g = c.benchmark_group("histogram/breaker call");
-    for on in [true, false] {
-        let b = rt.block_on(async { CircuitBreaker::builder().histograms(on).build().unwrap() });
-        g.bench_function(
-            if on {
-                "histograms on"
-            } else {
-                "histograms off"
-            },
-            |bench| {
-                bench.to_async(&rt).iter(|| async {
-                    black_box(b.call(|| async { Ok::<_, ()>(1u32) }).await.unwrap())
-                })
-            },
-        );
+    for (on, counter_clock) in [(true, false), (false, false), (true, true), (false, true)] {
+        let make = || CircuitBreaker::builder().histograms(on).build().unwrap();
+        let b = if counter_clock {
+            let _in_multi = multi.enter();
+            make()
+        } else {
+            rt.block_on(async { make() })
+        };
+        let name = match (on, counter_clock) {
+            (true, false) => "histograms on",
+            (false, false) => "histograms off",
+            (true, true) => "histograms on, counter clock",
+            (false, true) => "histograms off, counter clock",
+        };
+        g.bench_function(name, |bench| {
+            bench
+                .to_async(&rt)
+                .iter(|| async { black_box(b.call(|| async { Ok::<_, ()>(1u32) }).await.unwrap()) })
+        });
     }
     g.finish();
 }

@@ -211,3 +211,58 @@ fn refusals_while_open_are_counted_and_race_the_end_of_the_wait() {
         assert_eq!(b.metrics().refused, 2 - admitted as u64);
     });
 }
+
+/// The lock-free success path racing a failure: a success counted without
+/// the lock and a failure under it are both in the window, exactly once
+/// each, whichever goes first.
+#[test]
+fn loom_lock_free_success_races_a_failure_and_both_count_once() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let (b, _) = breaker(1, 2, &clock);
+        let b = Arc::new(b);
+        let ok = b.try_acquire().unwrap();
+        let b2 = b.clone();
+        let t = thread::spawn(move || b2.try_acquire().unwrap().failure());
+        ok.success();
+        t.join().unwrap();
+        let m = b.metrics();
+        assert_eq!(b.state(), State::Closed);
+        assert_eq!(
+            (m.calls, m.failed_calls),
+            (2, 1),
+            "an outcome lost or doubled"
+        );
+        // The success reset the run only if it came after the failure.
+        assert!(m.consecutive_failures <= 1);
+    });
+}
+
+/// The lock-free success path racing the trip it cannot see: a success
+/// admitted before the breaker opened is counted in that closed period or
+/// dropped as stale, never carried into the next one.
+#[test]
+fn loom_lock_free_success_racing_a_trip_never_leaks_into_the_next_epoch() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let (b, changes) = breaker(1, 1, &clock);
+        let b = Arc::new(b);
+        let ok = b.try_acquire().unwrap();
+        let b2 = b.clone();
+        let t = thread::spawn(move || b2.try_acquire().unwrap().failure());
+        ok.success();
+        t.join().unwrap();
+        assert_eq!(b.state(), State::Open);
+        assert_eq!(changes[1].load(Ordering::SeqCst), 1);
+        b.reset();
+        let m = b.metrics();
+        assert_eq!(
+            (m.calls, m.failed_calls, m.consecutive_failures),
+            (0, 0, 0),
+            "a stale success reached the new closed period"
+        );
+        // And the path is open again for the new epoch.
+        b.try_acquire().unwrap().success();
+        assert_eq!(b.metrics().calls, 1);
+    });
+}

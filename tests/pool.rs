@@ -1231,3 +1231,30 @@ async fn wait_and_run_time_histograms() {
         (0, 0, 0)
     );
 }
+
+/// Work too large to keep inline in its task's cell is boxed there: it
+/// runs, queues, is cleared and comes back on refusal like small work.
+#[tokio::test(start_paused = true)]
+async fn large_futures_run_queue_clear_and_come_back() {
+    let pool = pool(1, 4);
+    let big = [7u8; 4096];
+    let running = pool
+        .submit(async move {
+            sleep(Duration::from_millis(10)).await;
+            big.iter().map(|&b| u64::from(b)).sum::<u64>()
+        })
+        .await
+        .unwrap();
+    let cleared = pool.submit(async move { big[1] }).await.unwrap();
+    assert_eq!(pool.clear_queue(), 1);
+    assert_eq!(cleared.await, Err(TaskError::Cleared));
+    let queued = pool.submit(async move { big[2] }).await.unwrap();
+    assert_eq!(pool.metrics().queued, 1);
+    assert_eq!(running.await, Ok(7 * 4096));
+    assert_eq!(queued.await, Ok(7));
+    pool.close();
+    let Err(SubmitError::Closed(back)) = pool.try_submit(async move { big.len() }) else {
+        panic!("a closed pool admitted work");
+    };
+    assert_eq!(back.await, 4096);
+}

@@ -770,6 +770,8 @@ impl Default for CircuitBreaker {
 struct Inner<C> {
     /// The [`StateWord`]; stored only under `core`'s lock.
     word: AtomicU64,
+    /// Successes counted without the lock (see [`FastWord`]).
+    fast: AtomicU64,
     /// Nanoseconds from `origin` to the end of the open wait; stored before
     /// `word` under the lock.
     open_until: AtomicU64,
@@ -778,7 +780,8 @@ struct Inner<C> {
     refused: StripedCounter,
     origin: Instant,
     measures_duration: bool,
-    slow_duration: Duration,
+    /// The slow-call threshold in nanoseconds (saturated).
+    slow_nanos: u64,
     core: Mutex<Core>,
     clock: C,
     /// Woken on every transition and freed probe slot.
@@ -826,11 +829,12 @@ impl<C: Clock> CircuitBreaker<C> {
         Self {
             inner: Arc::new(Inner {
                 word: AtomicU64::new(core.word().0),
+                fast: AtomicU64::new(FastWord::for_core(&core)),
                 open_until: AtomicU64::new(0),
                 refused: StripedCounter::new(),
                 origin,
                 measures_duration,
-                slow_duration,
+                slow_nanos: u64::try_from(slow_duration.as_nanos()).unwrap_or(u64::MAX),
                 core: Mutex::new(core),
                 clock,
                 ready: Notify::new(),
@@ -922,7 +926,7 @@ impl<C: Clock> CircuitBreaker<C> {
                 None,
             ));
         }
-        self.inner.try_acquire_slow(w)
+        self.inner.not_closed(w)
     }
 
     /// Like [`try_acquire`](Self::try_acquire), returning a `'static`
@@ -1210,7 +1214,7 @@ impl<C: Clock> CircuitBreaker<C> {
     fn metrics_with(&self, histogram: bool) -> BreakerMetrics {
         let inner = &*self.inner;
         let now = inner.clock.now();
-        let mut core = inner.core.lock();
+        let mut core = inner.lock_core();
         let (counts, enough) = core.counts(now);
         let word = core.word();
         let m = BreakerMetrics {
@@ -1244,11 +1248,11 @@ impl<C: Clock> CircuitBreaker<C> {
 
 impl<C: Clock> Inner<C> {
     #[inline]
-    fn permit(&self, ticket: Ticket, started: Option<Instant>) -> CallPermit<'_, C> {
+    fn permit(&self, ticket: Ticket, started: Option<u64>) -> CallPermit<'_, C> {
         let timed = self.measures_duration || self.call_duration.enabled();
         let started = match (started, timed, ticket.kind) {
             (Some(t), _, _) => Some(t),
-            (None, true, TicketKind::Closed | TicketKind::Probe) => Some(self.clock.now()),
+            (None, true, TicketKind::Closed | TicketKind::Probe) => Some(self.start_timing()),
             _ => None,
         };
         CallPermit {
@@ -1261,6 +1265,30 @@ impl<C: Clock> Inner<C> {
         }
     }
 
+    /// When a timed call starts, in nanoseconds from the origin. Out of
+    /// line: the untimed admission stays small enough to inline.
+    #[inline(never)]
+    fn start_timing(&self) -> u64 {
+        self.clock.nanos_since(self.origin)
+    }
+
+    /// Reports a success. The common case inline: a closed-state call
+    /// that nobody times (so no slow-call check and no histogram) is
+    /// counted with one compare-and-swap when the breaker is in a state
+    /// where a success only adds to the window.
+    #[inline]
+    fn succeed(&self, slot: &mut Slot) {
+        if !slot.finished
+            && slot.ticket.kind == TicketKind::Closed
+            && slot.started.is_none()
+            && self.count_success(slot.ticket.epoch)
+        {
+            slot.finished = true;
+            return;
+        }
+        self.finish(slot, Some(false));
+    }
+
     /// Reports a permit's outcome (`None`: ignored or dropped) once.
     fn finish(&self, slot: &mut Slot, failure: Option<bool>) {
         if slot.finished {
@@ -1271,15 +1299,36 @@ impl<C: Clock> Inner<C> {
             (TicketKind::Untracked, _) | (TicketKind::Closed, None) => {}
             (TicketKind::Probe, None) => self.release(slot.ticket),
             (TicketKind::Closed | TicketKind::Probe, Some(failure)) => {
+                if !failure && slot.ticket.kind == TicketKind::Closed && !self.measures_duration {
+                    // Only the histogram wants the duration here.
+                    let end = slot.started.map(|start| {
+                        let end = self.clock.nanos_since(self.origin);
+                        self.call_duration
+                            .record_duration(Duration::from_nanos(end.saturating_sub(start)));
+                        end
+                    });
+                    if !self.count_success(slot.ticket.epoch) {
+                        self.record(
+                            slot.ticket,
+                            Record {
+                                failure,
+                                slow: false,
+                            },
+                            end,
+                        );
+                    }
+                    return;
+                }
+                // Durations in nanoseconds from the clock's origin: with the
+                // default clock a counter read and a subtraction, no
+                // `Instant` built unless the core needs the end time.
                 let (slow, end) = match slot.started {
                     Some(start) => {
-                        let end = self.clock.now();
-                        let took = end.saturating_duration_since(start);
-                        self.call_duration.record_duration(took);
-                        (
-                            self.measures_duration && took > self.slow_duration,
-                            Some(end),
-                        )
+                        let end = self.clock.nanos_since(self.origin);
+                        let took = end.saturating_sub(start);
+                        self.call_duration
+                            .record_duration(Duration::from_nanos(took));
+                        (self.measures_duration && took > self.slow_nanos, Some(end))
                     }
                     None => (false, None),
                 };
@@ -1288,12 +1337,74 @@ impl<C: Clock> Inner<C> {
         }
     }
 
+    /// Counts a closed-state success of `epoch` with one compare-and-swap
+    /// on the [`FastWord`], if the breaker is in a state where a success
+    /// only adds to the window; false: record it under the lock.
+    #[inline]
+    fn count_success(&self, epoch: u64) -> bool {
+        let open_for = FastWord::enabled(epoch);
+        let mut v = self.fast.load(Ordering::Relaxed);
+        loop {
+            if v & !FastWord::COUNT_MASK != open_for
+                || v & FastWord::COUNT_MASK == FastWord::COUNT_MASK
+            {
+                return false;
+            }
+            match self
+                .fast
+                .compare_exchange(v, v + 1, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => v = now,
+            }
+        }
+    }
+
+    /// The core, with the successes counted without the lock folded in;
+    /// until the guard drops, successes take the lock.
+    fn lock_core(&self) -> CoreGuard<'_> {
+        let mut core = self.core.lock();
+        let v = self.fast.swap(FastWord::CLOSED, Ordering::Acquire);
+        if v & FastWord::ENABLED != 0
+            && v & !FastWord::COUNT_MASK == FastWord::enabled(core.word().epoch())
+        {
+            core.record_successes(v & FastWord::COUNT_MASK);
+        }
+        CoreGuard {
+            core,
+            fast: &self.fast,
+        }
+    }
+
     #[inline]
     fn nanos_since_origin(&self, t: Instant) -> u64 {
         u64::try_from(t.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// Admission when the word is not `Closed`. The refusal while `Open`
+    /// is the one path here that can be hot (every call during an outage):
+    /// kept in this small function, the rest in the cold one.
+    #[inline(never)]
+    fn not_closed(&self, w: StateWord) -> Result<CallPermit<'_, C>, Rejected> {
+        if w.state() == State::Open {
+            let until = self.open_until.load(Ordering::Acquire);
+            // Nanoseconds since the clock's own epoch: with the default
+            // clock a counter read, no instant is built.
+            let now_nanos = self.clock.nanos_since(self.origin);
+            // Re-check the word: `until` must belong to this open period
+            // (or a later one), not to one that has since ended.
+            if now_nanos < until && self.word.load(Ordering::Acquire) == w.0 {
+                self.refused.add(1);
+                return Err(Rejected::Open {
+                    retry_after: Duration::from_nanos(until - now_nanos),
+                });
+            }
+        }
+        self.try_acquire_slow(w)
+    }
+
     #[cold]
+    #[inline(never)]
     fn try_acquire_slow(&self, w: StateWord) -> Result<CallPermit<'_, C>, Rejected> {
         match w.state() {
             State::Disabled => Ok(self.permit(
@@ -1307,27 +1418,13 @@ impl<C: Clock> Inner<C> {
                 self.refused.add(1);
                 Err(Rejected::ForcedOpen)
             }
-            State::Open => {
-                let until = self.open_until.load(Ordering::Acquire);
-                // Nanoseconds since the clock's own epoch: with the default
-                // clock a counter read, no instant is built.
-                let now_nanos = self.clock.nanos_since(self.origin);
-                // Re-check the word: `until` must belong to this open period
-                // (or a later one), not to one that has since ended.
-                if now_nanos < until && self.word.load(Ordering::Acquire) == w.0 {
-                    self.refused.add(1);
-                    return Err(Rejected::Open {
-                        retry_after: Duration::from_nanos(until - now_nanos),
-                    });
-                }
-                self.admit_locked(self.clock.now())
-            }
-            State::Closed | State::HalfOpen => self.admit_locked(self.clock.now()),
+            // Open past its wait (`not_closed` refused the rest), or moved on.
+            State::Open | State::Closed | State::HalfOpen => self.admit_locked(self.clock.now()),
         }
     }
 
     fn admit_locked(&self, now: Instant) -> Result<CallPermit<'_, C>, Rejected> {
-        let mut core = self.core.lock();
+        let mut core = self.lock_core();
         let (result, transition) = core.try_admit(now);
         if transition.is_some() {
             self.publish(&core);
@@ -1337,7 +1434,10 @@ impl<C: Clock> Inner<C> {
             self.emit(t);
         }
         match result {
-            Ok(ticket) => Ok(self.permit(ticket, self.measures_duration.then_some(now))),
+            Ok(ticket) => Ok(self.permit(
+                ticket,
+                self.measures_duration.then(|| self.nanos_since_origin(now)),
+            )),
             Err(refusal) => {
                 self.refused.add(1);
                 Err(match refusal {
@@ -1381,7 +1481,7 @@ impl<C: Clock> Inner<C> {
     }
 
     fn readiness(&self, now: Instant) -> Readiness {
-        let mut core = self.core.lock();
+        let mut core = self.lock_core();
         let transition = core.tick(now);
         if transition.is_some() {
             self.publish(&core);
@@ -1396,7 +1496,7 @@ impl<C: Clock> Inner<C> {
 
     fn manual(&self, op: fn(&mut Core, Instant) -> Option<Transition>) {
         let now = self.clock.now();
-        let mut core = self.core.lock();
+        let mut core = self.lock_core();
         let transition = op(&mut core, now);
         self.publish(&core);
         drop(core);
@@ -1405,9 +1505,14 @@ impl<C: Clock> Inner<C> {
         }
     }
 
-    fn record(&self, ticket: Ticket, r: Record, end: Option<Instant>) {
-        let mut core = self.core.lock();
-        let transition = core.record(ticket, r, || end.unwrap_or_else(|| self.clock.now()));
+    /// Records an outcome; `end` (nanoseconds from the origin) is the end
+    /// of the call, if it was timed.
+    fn record(&self, ticket: Ticket, r: Record, end: Option<u64>) {
+        let mut core = self.lock_core();
+        let transition = core.record(ticket, r, || match end {
+            Some(nanos) => self.origin + Duration::from_nanos(nanos),
+            None => self.clock.now(),
+        });
         if transition.is_some() {
             self.publish(&core);
         }
@@ -1418,10 +1523,73 @@ impl<C: Clock> Inner<C> {
     }
 
     fn release(&self, ticket: Ticket) {
-        let freed = self.core.lock().release(ticket);
+        let freed = self.lock_core().release(ticket);
         if freed {
             self.ready.notify_waiters();
         }
+    }
+}
+
+/// The lock-free success path: `epoch (40 bits) | ENABLED | count (23
+/// bits)`, in its own atomic. While the core says a success would only add
+/// to the window ([`Core::success_needs_no_lock`]), the word is ENABLED for
+/// the current epoch and a success of that epoch adds one to `count` with a
+/// compare-and-swap, without the lock. Whoever takes the lock swaps the word
+/// to closed (0) first and folds the count into the window, and stores it
+/// again, enabled or not, when it lets go (`CoreGuard`): so a transition, a
+/// failure or a metrics read always sees every success counted before it,
+/// and a success of an older epoch (the breaker moved since its admission)
+/// never matches and goes to the lock, which drops it. Epochs compare in
+/// 40 bits: a permit would have to outlive 2^40 transitions to be mistaken.
+struct FastWord;
+
+impl FastWord {
+    const COUNT_BITS: u32 = 23;
+    const COUNT_MASK: u64 = (1 << Self::COUNT_BITS) - 1;
+    const ENABLED: u64 = 1 << Self::COUNT_BITS;
+    const EPOCH_SHIFT: u32 = Self::COUNT_BITS + 1;
+    const CLOSED: u64 = 0;
+
+    /// The word of `epoch`, enabled, with no success counted.
+    #[inline]
+    const fn enabled(epoch: u64) -> u64 {
+        (epoch << Self::EPOCH_SHIFT) | Self::ENABLED
+    }
+
+    fn for_core(core: &Core) -> u64 {
+        if core.success_needs_no_lock() {
+            Self::enabled(core.word().epoch())
+        } else {
+            Self::CLOSED
+        }
+    }
+}
+
+/// The core's lock, from [`Inner::lock_core`]; dropping it re-opens (or
+/// not) the lock-free success path for the state it leaves.
+struct CoreGuard<'a> {
+    core: crate::sync::MutexGuard<'a, Core>,
+    fast: &'a AtomicU64,
+}
+
+impl std::ops::Deref for CoreGuard<'_> {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for CoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+}
+
+impl Drop for CoreGuard<'_> {
+    fn drop(&mut self) {
+        self.fast
+            .store(FastWord::for_core(&self.core), Ordering::Release);
     }
 }
 
@@ -1468,7 +1636,8 @@ pub struct CallPermit<'a, C: Clock = FastClock> {
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     ticket: Ticket,
-    started: Option<Instant>,
+    /// Nanoseconds from the breaker's origin, when timed.
+    started: Option<u64>,
     finished: bool,
 }
 
@@ -1476,7 +1645,7 @@ impl<C: Clock> fmt::Debug for CallPermit<'_, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallPermit")
             .field("probe", &self.is_probe())
-            .field("started", &self.slot.started)
+            .field("started_nanos", &self.slot.started)
             .finish_non_exhaustive()
     }
 }
@@ -1489,7 +1658,7 @@ impl<C: Clock> CallPermit<'_, C> {
 
     /// The call succeeded (it still counts as slow if it took too long).
     pub fn success(mut self) {
-        self.inner.finish(&mut self.slot, Some(false));
+        self.inner.succeed(&mut self.slot);
     }
 
     /// The call failed.
@@ -1512,7 +1681,9 @@ impl<C: Clock> CallPermit<'_, C> {
 
 impl<C: Clock> Drop for CallPermit<'_, C> {
     fn drop(&mut self) {
-        self.inner.finish(&mut self.slot, None);
+        if !self.slot.finished {
+            self.inner.finish(&mut self.slot, None);
+        }
     }
 }
 
@@ -1548,7 +1719,7 @@ impl<C: Clock> fmt::Debug for OwnedCallPermit<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OwnedCallPermit")
             .field("probe", &self.is_probe())
-            .field("started", &self.slot.started)
+            .field("started_nanos", &self.slot.started)
             .finish_non_exhaustive()
     }
 }
@@ -1561,7 +1732,7 @@ impl<C: Clock> OwnedCallPermit<C> {
 
     /// The call succeeded (it still counts as slow if it took too long).
     pub fn success(mut self) {
-        self.inner.finish(&mut self.slot, Some(false));
+        self.inner.succeed(&mut self.slot);
     }
 
     /// The call failed.
@@ -1577,7 +1748,9 @@ impl<C: Clock> OwnedCallPermit<C> {
 
 impl<C: Clock> Drop for OwnedCallPermit<C> {
     fn drop(&mut self) {
-        self.inner.finish(&mut self.slot, None);
+        if !self.slot.finished {
+            self.inner.finish(&mut self.slot, None);
+        }
     }
 }
 

@@ -324,6 +324,44 @@ impl Core {
         StateWord::new(self.state, self.epoch)
     }
 
+    /// Whether a success of the current epoch could be counted without the
+    /// lock (and folded in later with [`record_successes`](Self::record_successes)):
+    /// closed, no failure run to reset, no call timing, a count window (its
+    /// outcomes need no time), and no rate a success could raise: either no
+    /// failure-rate policy or a full window (a success into a full window
+    /// cannot raise a rate, see `record`). Such a success changes nothing
+    /// but the window's counts and can never trip the breaker.
+    pub(crate) fn success_needs_no_lock(&self) -> bool {
+        self.state == State::Closed
+            && self.consecutive == 0
+            && !self.s.measures_duration()
+            && !self.window.is_time_based()
+            && (self.s.failure_rate.is_none() || self.window.is_full_count())
+    }
+
+    /// Records `n` successes of the current epoch counted while
+    /// [`success_needs_no_lock`](Self::success_needs_no_lock) held: the
+    /// same as `n` calls of [`record`](Self::record), which then never
+    /// trip.
+    pub(crate) fn record_successes(&mut self, n: u64) {
+        let ok = Record {
+            failure: false,
+            slow: false,
+        };
+        let size = match self.s.window {
+            WindowKind::Count { size } => u64::from(size),
+            // Not counted without the lock; nothing to do.
+            WindowKind::Time { .. } => return,
+        };
+        // Only the last `size` can still be in the window.
+        for _ in 0..n.min(size) {
+            self.window.record(self.half_open_since, ok);
+        }
+        if n > 0 {
+            self.consecutive = 0;
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn state(&self) -> State {
         self.state
@@ -710,6 +748,80 @@ mod tests {
             assert_eq!(w.state(), s);
             assert_eq!(w.epoch(), 12345);
             assert_eq!(w.is_closed(), s == State::Closed);
+        }
+    }
+
+    #[test]
+    fn a_success_needs_no_lock_only_where_it_cannot_change_a_decision() {
+        let t0 = Instant::now();
+        // Failure-rate policy: only once the count window is full.
+        let mut c = Core::new(settings(), t0);
+        for _ in 0..4 {
+            call(&mut c, t0, OK);
+            assert!(!c.success_needs_no_lock(), "a success could still trip");
+        }
+        call(&mut c, t0, OK);
+        assert!(c.success_needs_no_lock());
+        // A failure run pending: a success must reset it under the lock.
+        call(&mut c, t0, ERR);
+        assert!(!c.success_needs_no_lock());
+        call(&mut c, t0, OK);
+        assert!(c.success_needs_no_lock());
+        // No rate policy: from the first call.
+        let c = Core::new(
+            Settings {
+                failure_rate: None,
+                consecutive_failures: Some(3),
+                ..settings()
+            },
+            t0,
+        );
+        assert!(c.success_needs_no_lock());
+        // Timed calls, time windows and other states: never.
+        let slow = Settings {
+            slow_rate: Some(50.0),
+            failure_rate: None,
+            ..settings()
+        };
+        assert!(!Core::new(slow, t0).success_needs_no_lock());
+        let timed = Settings {
+            failure_rate: None,
+            window: WindowKind::Time {
+                length: Duration::from_secs(1),
+                buckets: 2,
+            },
+            ..settings()
+        };
+        assert!(!Core::new(timed, t0).success_needs_no_lock());
+        let mut c = Core::new(
+            Settings {
+                failure_rate: None,
+                consecutive_failures: Some(1),
+                ..settings()
+            },
+            t0,
+        );
+        call(&mut c, t0, ERR).expect("trips");
+        assert!(!c.success_needs_no_lock());
+    }
+
+    #[test]
+    fn folded_successes_are_the_same_as_recorded_ones() {
+        let t0 = Instant::now();
+        for n in [0, 1, 3, 5, 7, 12] {
+            let mut folded = Core::new(settings(), t0);
+            let mut recorded = Core::new(settings(), t0);
+            for c in [&mut folded, &mut recorded] {
+                for r in [ERR, OK, OK, OK, OK] {
+                    call(c, t0, r);
+                }
+            }
+            folded.record_successes(n);
+            for _ in 0..n {
+                assert_eq!(call(&mut recorded, t0, OK), None);
+            }
+            assert_eq!(folded.counts(t0), recorded.counts(t0), "n = {n}");
+            assert_eq!(folded.consecutive_failures(), 0);
         }
     }
 

@@ -7,9 +7,9 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::config::{PoolConfig, check_concurrency, runtime_or_current};
-use super::dispatch::{Control, Dispatcher, Job, RunSlot};
+use super::dispatch::{Dispatcher, RunSlot};
 use super::submit::{self, Submit, far_future};
-use super::task::{Finish, TaskShared, catch, spawn_timeout};
+use super::task::{Finish, Shared, Work, catch, spawn_timeout};
 use super::worker::shutdown;
 use super::{DEFAULT_PRIORITY, PoolMetrics, ShutdownReport, SubmitError, TaskError, TaskHandle};
 use crate::ConfigError;
@@ -391,9 +391,8 @@ impl fmt::Debug for BlockingPool {
     }
 }
 
-pub(crate) struct BlockingJob<F, T> {
+pub(crate) struct BlockingJob<F> {
     f: F,
-    shared: Arc<TaskShared<T>>,
     runtime: Handle,
     timeout: Option<Duration>,
     pool: Arc<Dispatcher>,
@@ -404,44 +403,39 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    type Job = BlockingJob<F, T>;
+    type Work = BlockingJob<F>;
+    const ABORTABLE: bool = false; // a blocking call cannot be interrupted
 
     fn dispatcher(&self) -> &Arc<Dispatcher> {
         &self.dispatch
     }
 
-    fn job(&self, f: F, shared: Arc<TaskShared<T>>) -> Self::Job {
+    fn work(&self, f: F) -> Self::Work {
         BlockingJob {
             f,
-            shared,
             runtime: self.runtime.clone(),
             timeout: self.timeout,
             pool: self.dispatch.clone(),
         }
     }
 
-    fn into_work(job: Self::Job) -> F {
+    fn into_work(job: Self::Work) -> F {
         job.f
-    }
-
-    fn control(_: &Arc<TaskShared<T>>) -> Option<Box<dyn Control>> {
-        None // a blocking call cannot be interrupted
     }
 }
 
-impl<F, T> Job for BlockingJob<F, T>
+impl<F, T> Work<T> for BlockingJob<F>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    fn start(self: Box<Self>, slot: RunSlot) {
+    fn run(self, shared: Shared<T>, slot: RunSlot) {
         let BlockingJob {
             f,
-            shared,
             runtime,
             timeout,
             pool,
-        } = *self;
+        } = self;
         // The caller-side timer; aborted as soon as the call returns. The
         // first of the two to complete the handle is the one counted.
         let timer = timeout.map(|d| spawn_timeout(&runtime, d, shared.clone(), pool));
@@ -456,9 +450,5 @@ where
             }
             guard.finish(outcome);
         });
-    }
-
-    fn cancel(self: Box<Self>, why: TaskError) {
-        self.shared.complete(Err(why));
     }
 }

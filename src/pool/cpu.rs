@@ -8,9 +8,9 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::config::PoolConfig;
-use super::dispatch::{Control, Dispatcher, Job, RunSlot};
+use super::dispatch::{Dispatcher, RunSlot};
 use super::submit::{self, Submit, far_future};
-use super::task::{Finish, TaskShared, catch, spawn_timeout};
+use super::task::{self, Finish, Shared, catch, spawn_timeout};
 use super::worker::shutdown;
 use super::{DEFAULT_PRIORITY, PoolMetrics, ShutdownReport, SubmitError, TaskError, TaskHandle};
 use crate::sync::atomic::{AtomicUsize, Ordering};
@@ -569,9 +569,8 @@ impl fmt::Debug for CpuPool {
     }
 }
 
-pub(crate) struct CpuJob<F, T> {
+pub(crate) struct CpuJob<F> {
     f: F,
-    shared: Arc<TaskShared<T>>,
     handoff: Arc<Handoff>,
     /// The per-task timeout, its runtime, and the pool for its counter.
     timeout: Option<(Duration, Handle, Arc<Dispatcher>)>,
@@ -582,16 +581,16 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    type Job = CpuJob<F, T>;
+    type Work = CpuJob<F>;
+    const ABORTABLE: bool = false; // a running closure cannot be interrupted
 
     fn dispatcher(&self) -> &Arc<Dispatcher> {
         &self.dispatch
     }
 
-    fn job(&self, f: F, shared: Arc<TaskShared<T>>) -> Self::Job {
+    fn work(&self, f: F) -> Self::Work {
         CpuJob {
             f,
-            shared,
             handoff: self.handoff.clone(),
             timeout: self
                 .timeout
@@ -600,27 +599,22 @@ where
         }
     }
 
-    fn into_work(job: Self::Job) -> F {
+    fn into_work(job: Self::Work) -> F {
         job.f
-    }
-
-    fn control(_: &Arc<TaskShared<T>>) -> Option<Box<dyn Control>> {
-        None // a running closure cannot be interrupted
     }
 }
 
-impl<F, T> Job for CpuJob<F, T>
+impl<F, T> task::Work<T> for CpuJob<F>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    fn start(self: Box<Self>, slot: RunSlot) {
+    fn run(self, shared: Shared<T>, slot: RunSlot) {
         let CpuJob {
             f,
-            shared,
             handoff,
             timeout,
-        } = *self;
+        } = self;
         let timer =
             timeout.map(|(d, runtime, pool)| spawn_timeout(&runtime, d, shared.clone(), pool));
         let span = slot.span();
@@ -634,9 +628,5 @@ where
             }
             guard.finish(outcome);
         }));
-    }
-
-    fn cancel(self: Box<Self>, why: TaskError) {
-        self.shared.complete(Err(why));
     }
 }

@@ -32,27 +32,24 @@ use tokio::time::Instant;
 use crate::histogram::Recorder;
 use crate::semaphore::{OwnedPermit, Semaphore};
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, StdArc};
 
 /// Identifies a submission for `abort`.
 pub(crate) type TaskId = u64;
 
-/// Work that can be started on a run slot.
-pub(crate) trait Job: Send + 'static {
+/// Work that can be started on a run slot. Shared (`StdArc`), so that a
+/// submission's one allocation can be its handle's completion slot, its
+/// queue entry and its abort control at once (see `TaskCell`).
+pub(crate) trait Job: Send + Sync + 'static {
     /// Starts the work; the slot must be dropped when it ends.
-    fn start(self: Box<Self>, slot: RunSlot);
-    /// [`start`](Self::start) for a job that was never boxed (it started
-    /// at once, without queueing).
-    fn start_now(self, slot: RunSlot)
-    where
-        Self: Sized,
-    {
-        Box::new(self).start(slot);
-    }
+    fn start(self: StdArc<Self>, slot: RunSlot);
     /// The work will never start (aborted while queued, cleared, or dropped
     /// at a shutdown deadline): resolve its handle with `why`.
-    fn cancel(self: Box<Self>, why: TaskError);
+    fn cancel(self: StdArc<Self>, why: TaskError);
 }
+
+/// A job as the queue holds it.
+pub(crate) type JobRef = StdArc<dyn Job>;
 
 /// The part of a running task the pool can reach to abort it.
 pub(crate) trait Control: Send + Sync {
@@ -60,23 +57,67 @@ pub(crate) trait Control: Send + Sync {
     fn abort_running(&self, why: TaskError);
 }
 
+/// A running task's [`Control`]: the task's own completion slot, shared
+/// (one reference count, no allocation of its own).
+pub(crate) type ControlRef = StdArc<dyn Control>;
+
 struct Queued {
     id: TaskId,
-    job: Box<dyn Job>,
+    job: JobRef,
     admit: OwnedPermit,
-    control: Option<Box<dyn Control>>,
+    control: Option<ControlRef>,
     /// When it was queued, if the queue-wait histogram is on.
     since: Option<Instant>,
 }
 
 impl Queued {
-    /// Starts the job on a slot whose `running` count is already taken.
-    fn start(self, this: &Arc<Dispatcher>, key: usize) {
-        if let Some(since) = self.since {
-            this.queue_wait.record_duration(since.elapsed());
+    /// Registers the job as running (its `running` count is already
+    /// taken); returns what starts it once the lock is let go.
+    /// `now` is the caller's one clock read (histograms on), which is
+    /// this job's start and the end of its wait.
+    fn register(self, st: &mut State, now: Option<Instant>) -> Starting {
+        let key = st.register(Live {
+            control: self.control,
+            _admit: self.admit,
+            started: now,
+        });
+        Starting {
+            job: self.job,
+            waited: self
+                .since
+                .zip(now)
+                .map(|(since, now)| now.saturating_duration_since(since)),
+            key,
         }
-        self.job.start(RunSlot::new(this, key, self.admit));
     }
+}
+
+/// A queued job taken off the queue and registered, to start outside the lock.
+struct Starting {
+    job: JobRef,
+    /// Its time in the queue, if the histograms are on.
+    waited: Option<std::time::Duration>,
+    key: usize,
+}
+
+impl Starting {
+    fn start(self, this: &Arc<Dispatcher>) {
+        if let Some(waited) = self.waited {
+            this.queue_wait.record_duration(waited);
+        }
+        self.job.start(RunSlot::new(this, self.key));
+    }
+}
+
+/// What the pool keeps of a running task (the task itself only carries its
+/// key, so its `RunSlot` stays two words): how a shutdown aborts it, its
+/// queue room (given back after the hand-off), and when it started (for
+/// the run-time histogram).
+struct Live {
+    control: Option<ControlRef>,
+    /// Held for its drop: the task's queue room.
+    _admit: OwnedPermit,
+    started: Option<Instant>,
 }
 
 struct State {
@@ -85,22 +126,22 @@ struct State {
     max_concurrency: usize,
     closed: bool,
     next_id: TaskId,
-    /// Controls of running abortable tasks, for a shutdown deadline; every
-    /// running task has an entry (`None` inside when it cannot be aborted).
-    live: Vec<Option<Option<Box<dyn Control>>>>,
+    /// Every running task's entry (its control is `None` when it cannot
+    /// be aborted), by the key its `RunSlot` carries.
+    live: Vec<Option<Live>>,
     free_live: Vec<usize>,
     idle_waiters: Vec<Waker>,
 }
 
 impl State {
-    fn register(&mut self, control: Option<Box<dyn Control>>) -> usize {
+    fn register(&mut self, live: Live) -> usize {
         match self.free_live.pop() {
             Some(i) => {
-                self.live[i] = Some(control);
+                self.live[i] = Some(live);
                 i
             }
             None => {
-                self.live.push(Some(control));
+                self.live.push(Some(live));
                 self.live.len() - 1
             }
         }
@@ -152,13 +193,12 @@ pub(crate) struct Dispatcher {
 }
 
 /// A running task's claim on one unit of concurrency; dropping it frees the
-/// slot or hands it to the next queued job.
+/// slot or hands it to the next queued job. Two words: the rest of what the
+/// pool keeps of a running task is in its `Live` entry, so the task Tokio
+/// allocates and moves stays small.
 pub(crate) struct RunSlot {
     pool: Arc<Dispatcher>,
     key: usize,
-    admit: Option<OwnedPermit>,
-    /// When the task started, if the run-time histogram is on.
-    started: Option<Instant>,
 }
 
 /// Why [`Dispatcher::try_claim`] gave no slot.
@@ -227,53 +267,13 @@ impl Dispatcher {
     /// it at `priority`. Fails (handing the job back) once the pool is closed.
     pub(crate) fn dispatch(
         this: &Arc<Self>,
-        job: Box<dyn Job>,
+        job: JobRef,
         admit: OwnedPermit,
-        control: Option<Box<dyn Control>>,
+        control: Option<ControlRef>,
         priority: i32,
-    ) -> Result<TaskId, Box<dyn Job>> {
-        Self::dispatch_with(
-            this,
-            job,
-            admit,
-            control,
-            priority,
-            |b| b,
-            |b, slot| b.start(slot),
-        )
-    }
-
-    /// [`dispatch`](Self::dispatch) for a job not yet boxed: one that
-    /// starts at once is never boxed; only a queued one is.
-    pub(crate) fn dispatch_job<J: Job>(
-        this: &Arc<Self>,
-        job: J,
-        admit: OwnedPermit,
-        control: Option<Box<dyn Control>>,
-        priority: i32,
-    ) -> Result<TaskId, J> {
-        Self::dispatch_with(
-            this,
-            job,
-            admit,
-            control,
-            priority,
-            |j| Box::new(j),
-            J::start_now,
-        )
-    }
-
-    /// The one admission rule behind both: start at once on a free slot
-    /// with nobody queued ahead, else queue (`boxed` only then).
-    fn dispatch_with<J>(
-        this: &Arc<Self>,
-        job: J,
-        admit: OwnedPermit,
-        control: Option<Box<dyn Control>>,
-        priority: i32,
-        boxed: impl FnOnce(J) -> Box<dyn Job>,
-        start: impl FnOnce(J, RunSlot),
-    ) -> Result<TaskId, J> {
+    ) -> Result<TaskId, JobRef> {
+        // One read, outside the lock: the start, or the start of the wait.
+        let now = this.clock_now();
         let mut st = this.state.lock();
         if st.closed {
             return Err(job);
@@ -282,18 +282,22 @@ impl Dispatcher {
         st.next_id += 1;
         if st.running < st.max_concurrency && st.queue.is_empty() {
             st.running += 1;
-            let key = st.register(control);
+            let key = st.register(Live {
+                control,
+                _admit: admit,
+                started: now,
+            });
             drop(st);
-            start(job, RunSlot::new(this, key, admit));
+            job.start(RunSlot::new(this, key));
         } else {
             st.queue.push(
                 priority,
                 Queued {
                     id,
-                    job: boxed(job),
+                    job,
                     admit,
                     control,
-                    since: this.queue_wait.enabled().then(Instant::now),
+                    since: now,
                 },
             );
         }
@@ -305,15 +309,20 @@ impl Dispatcher {
     /// `Err(Closed)` once the pool is closed. The admission permit travels
     /// with the slot, or is dropped on refusal.
     pub(crate) fn try_claim(this: &Arc<Self>, admit: OwnedPermit) -> Result<RunSlot, Refused> {
+        let now = this.clock_now();
         let mut st = this.state.lock();
         if st.closed {
             return Err(Refused::Closed);
         }
         if st.running < st.max_concurrency && st.queue.is_empty() {
             st.running += 1;
-            let key = st.register(None);
+            let key = st.register(Live {
+                control: None,
+                _admit: admit,
+                started: now,
+            });
             drop(st);
-            Ok(RunSlot::new(this, key, admit))
+            Ok(RunSlot::new(this, key))
         } else {
             Err(Refused::Full)
         }
@@ -337,8 +346,11 @@ impl Dispatcher {
     }
 
     fn finish(this: &Arc<Self>, key: usize) {
+        // One read (histograms on), outside the lock: this task's end, and
+        // the start and end of the wait of the job it hands its slot to.
+        let now = this.clock_now();
         let mut st = this.state.lock();
-        st.live[key] = None;
+        let ended = st.live[key].take();
         st.free_live.push(key);
         // This task ends: running - 1 < max  <=>  running <= max.
         let next = if st.running <= st.max_concurrency {
@@ -347,10 +359,10 @@ impl Dispatcher {
             None
         };
         match next {
-            Some(mut q) => {
-                let key = st.register(q.control.take());
+            Some(q) => {
+                let next = q.register(&mut st, now);
                 drop(st);
-                q.start(this, key);
+                next.start(this);
             }
             None => {
                 st.running -= 1;
@@ -363,25 +375,39 @@ impl Dispatcher {
                 idle.into_iter().for_each(Waker::wake);
             }
         }
+        // Hand-off first, then the queue room goes back.
+        if let Some(ended) = ended {
+            if let Some((started, now)) = ended.started.zip(now) {
+                this.run_time
+                    .record_duration(now.saturating_duration_since(started));
+            }
+            drop(ended);
+        }
+    }
+
+    /// Now, if the histograms are on (they are on or off together), for
+    /// the run-time and queue-wait histograms; else no clock is read.
+    fn clock_now(&self) -> Option<Instant> {
+        (self.run_time.enabled() || self.queue_wait.enabled()).then(Instant::now)
     }
 
     /// Sets the concurrency limit; starts queued work if it grew.
     pub(crate) fn set_max_concurrency(this: &Arc<Self>, n: usize) {
         let mut start = Vec::new();
         {
+            let now = this.clock_now();
             let mut st = this.state.lock();
             st.max_concurrency = n;
             // Cannot fail: the caller validated n + queue_capacity.
             let _ = this.admit.set_capacity(n + this.queue_capacity);
             while st.running < st.max_concurrency {
-                let Some(mut q) = st.queue.pop() else { break };
+                let Some(q) = st.queue.pop() else { break };
                 st.running += 1;
-                let key = st.register(q.control.take());
-                start.push((q, key));
+                start.push(q.register(&mut st, now));
             }
         }
-        for (q, key) in start {
-            q.start(this, key);
+        for next in start {
+            next.start(this);
         }
     }
 
@@ -442,8 +468,8 @@ impl Dispatcher {
             let mut st = self.state.lock();
             let queued = st.queue.drain();
             let (mut aborted, mut still) = (0, 0);
-            for control in st.live.iter().flatten() {
-                match control {
+            for live in st.live.iter().flatten() {
+                match &live.control {
                     Some(c) => {
                         c.abort_running(TaskError::Shutdown);
                         aborted += 1;
@@ -469,12 +495,10 @@ impl Dispatcher {
 }
 
 impl RunSlot {
-    fn new(pool: &Arc<Dispatcher>, key: usize, admit: OwnedPermit) -> Self {
+    fn new(pool: &Arc<Dispatcher>, key: usize) -> Self {
         Self {
             pool: pool.clone(),
             key,
-            admit: Some(admit),
-            started: pool.run_time.enabled().then(Instant::now),
         }
     }
 
@@ -492,12 +516,7 @@ impl RunSlot {
 
 impl Drop for RunSlot {
     fn drop(&mut self) {
-        if let Some(started) = self.started {
-            self.pool.run_time.record_duration(started.elapsed());
-        }
-        // Hand-off first, then return the queue room.
         Dispatcher::finish(&self.pool, self.key);
-        drop(self.admit.take());
     }
 }
 
@@ -541,7 +560,7 @@ mod loom_model {
     }
 
     impl Job for Probe {
-        fn start(self: Box<Self>, slot: RunSlot) {
+        fn start(self: StdArc<Self>, slot: RunSlot) {
             thread::spawn(move || {
                 let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
                 assert!(
@@ -554,17 +573,17 @@ mod loom_model {
                 drop(slot);
             });
         }
-        fn cancel(self: Box<Self>, _: TaskError) {}
+        fn cancel(self: StdArc<Self>, _: TaskError) {}
     }
 
     fn submit(pool: &Arc<Dispatcher>, inside: &Arc<AtomicUsize>, ran: &Arc<AtomicUsize>) {
         let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
-        let job = Box::new(Probe {
+        let job = StdArc::new(Probe {
             inside: inside.clone(),
             ran: ran.clone(),
             limit: 1,
         });
-        assert!(Dispatcher::dispatch(pool, job, admit, Some(Box::new(NoControl)), 0).is_ok());
+        assert!(Dispatcher::dispatch(pool, job, admit, Some(StdArc::new(NoControl)), 0).is_ok());
     }
 
     #[test]
@@ -589,10 +608,10 @@ mod loom_model {
     struct Hold(Arc<Mutex<Option<RunSlot>>>);
 
     impl Job for Hold {
-        fn start(self: Box<Self>, slot: RunSlot) {
+        fn start(self: StdArc<Self>, slot: RunSlot) {
             *self.0.lock() = Some(slot);
         }
-        fn cancel(self: Box<Self>, _: TaskError) {}
+        fn cancel(self: StdArc<Self>, _: TaskError) {}
     }
 
     /// Records its priority when it starts and ends at once.
@@ -602,18 +621,18 @@ mod loom_model {
     }
 
     impl Job for Mark {
-        fn start(self: Box<Self>, slot: RunSlot) {
+        fn start(self: StdArc<Self>, slot: RunSlot) {
             self.order.lock().push(self.priority);
             drop(slot);
         }
-        fn cancel(self: Box<Self>, _: TaskError) {
+        fn cancel(self: StdArc<Self>, _: TaskError) {
             self.order.lock().push(i32::MIN);
         }
     }
 
     fn mark(pool: &Arc<Dispatcher>, order: &Arc<Mutex<Vec<i32>>>, priority: i32) {
         let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
-        let job = Box::new(Mark {
+        let job = StdArc::new(Mark {
             priority,
             order: order.clone(),
         });
@@ -628,7 +647,7 @@ mod loom_model {
             let pool = Dispatcher::new(1, 2, "loom".into(), true, false);
             let held = Arc::new(Mutex::new(None));
             let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
-            let hold = Box::new(Hold(held.clone()));
+            let hold = StdArc::new(Hold(held.clone()));
             assert!(Dispatcher::dispatch(&pool, hold, admit, None, 0).is_ok());
             let order = Arc::new(Mutex::new(Vec::new()));
             let (p2, o2) = (pool.clone(), order.clone());
@@ -655,7 +674,8 @@ mod loom_model {
             let held = Arc::new(Mutex::new(None));
             let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
             assert!(
-                Dispatcher::dispatch(&pool, Box::new(Hold(held.clone())), admit, None, 0).is_ok()
+                Dispatcher::dispatch(&pool, StdArc::new(Hold(held.clone())), admit, None, 0)
+                    .is_ok()
             );
             let order = Arc::new(Mutex::new(Vec::new()));
             mark(&pool, &order, 7);

@@ -18,7 +18,7 @@ use super::dispatch::{Dispatcher, Job, Refused, RunSlot, TaskId};
 use super::{DEFAULT_PRIORITY, TaskError};
 use crate::semaphore::AcquireError;
 use crate::sync::atomic::Ordering;
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, StdArc};
 
 /// One of a [`WorkerPool`](super::WorkerPool)'s run slots, held by work that
 /// runs in the caller's own task; see
@@ -152,7 +152,7 @@ async fn queued_slot(d: &Arc<Dispatcher>) -> Result<PoolSlot, SlotError> {
         .await
         .map_err(|_| SlotError::Closed)?;
     let cell = Arc::new(Mutex::new(Cell::default()));
-    let job = Box::new(SlotJob { cell: cell.clone() });
+    let job = StdArc::new(SlotJob { cell: cell.clone() });
     let id = Dispatcher::dispatch(d, job, admit, None, DEFAULT_PRIORITY)
         .map_err(|_| SlotError::Closed)?;
     let mut waiting = Waiting {
@@ -198,7 +198,7 @@ struct SlotJob {
 }
 
 impl Job for SlotJob {
-    fn start(self: Box<Self>, slot: RunSlot) {
+    fn start(self: StdArc<Self>, slot: RunSlot) {
         let (waker, unused) = {
             let mut c = self.cell.lock();
             if c.abandoned {
@@ -215,7 +215,7 @@ impl Job for SlotJob {
         }
     }
 
-    fn cancel(self: Box<Self>, why: TaskError) {
+    fn cancel(self: StdArc<Self>, why: TaskError) {
         let waker = {
             let mut c = self.cell.lock();
             c.failed = Some(why);
@@ -270,7 +270,7 @@ mod loom_model {
             let held = Dispatcher::try_claim(&d, admit).ok().unwrap();
             let admit = d.admit.try_acquire_owned().unwrap();
             let cell = Arc::new(Mutex::new(Cell::default()));
-            let job = Box::new(SlotJob { cell: cell.clone() });
+            let job = StdArc::new(SlotJob { cell: cell.clone() });
             let id = Dispatcher::dispatch(&d, job, admit, None, 0).ok().unwrap();
             let finisher = thread::spawn(move || drop(held));
             drop(Waiting {

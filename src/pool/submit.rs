@@ -6,28 +6,29 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::dispatch::{Control, Dispatcher, Job};
-use super::task::TaskShared;
+use super::dispatch::{ControlRef, Dispatcher, JobRef};
+use super::task::{Shared, TaskCell, Work};
 use super::{SubmitError, TaskHandle};
 use crate::semaphore::{AcquireError, OwnedPermit};
-use crate::sync::Arc;
 use crate::sync::atomic::Ordering;
+use crate::sync::{Arc, StdArc};
 
 /// What a pool contributes to submission: how its work becomes a job.
 pub(crate) trait Submit<W, T: Send + 'static>: Sync {
-    /// The pool's job type for work `W`.
-    type Job: Job;
+    /// The pool's wrapping of work `W` (with what it needs to start it).
+    type Work: Work<T>;
+
+    /// Whether a running task can be aborted (false: it cannot be
+    /// interrupted, as a blocking or CPU call).
+    const ABORTABLE: bool;
 
     fn dispatcher(&self) -> &Arc<Dispatcher>;
 
-    /// Wraps `work`; the job completes `shared` when it ends.
-    fn job(&self, work: W, shared: Arc<TaskShared<T>>) -> Self::Job;
+    /// Wraps `work`; it completes the task's handle when it ends.
+    fn work(&self, work: W) -> Self::Work;
 
     /// Takes the work back out of a job that was never dispatched.
-    fn into_work(job: Self::Job) -> W;
-
-    /// How a running task can be aborted (None: it cannot be interrupted).
-    fn control(shared: &Arc<TaskShared<T>>) -> Option<Box<dyn Control>>;
+    fn into_work(job: Self::Work) -> W;
 }
 
 /// Waits for queue room, then dispatches.
@@ -88,6 +89,12 @@ where
     }
 }
 
+/// Work larger than this (bytes, with what the pool adds to it) lives in
+/// its own box inside the task's cell: the cell keeps the work's room,
+/// empty, while the task runs, and a large future would then take its
+/// size twice (cell and Tokio task) for the whole run.
+const INLINE_WORK_MAX: usize = 256;
+
 pub(crate) fn dispatch<P, W, T>(
     pool: &P,
     work: W,
@@ -98,12 +105,43 @@ where
     P: Submit<W, T>,
     T: Send + 'static,
 {
-    let shared = TaskShared::new();
-    let job = pool.job(work, shared.clone());
+    let work = pool.work(work);
+    if std::mem::size_of::<P::Work>() <= INLINE_WORK_MAX {
+        dispatch_cell(pool, work, admit, priority, |w| w)
+    } else {
+        dispatch_cell(pool, Box::new(work), admit, priority, |b| *b)
+    }
+}
+
+fn dispatch_cell<P, W, T, J>(
+    pool: &P,
+    work: J,
+    admit: OwnedPermit,
+    priority: i32,
+    unwrap: impl FnOnce(J) -> P::Work,
+) -> Result<TaskHandle<T>, SubmitError<W>>
+where
+    P: Submit<W, T>,
+    T: Send + 'static,
+    J: Work<T>,
+{
+    // One allocation per submission (small work): the handle's completion
+    // slot, which also holds the work until it starts and is the running
+    // task's abort control.
+    let cell = StdArc::new(TaskCell::new(work));
+    let control = P::ABORTABLE.then(|| cell.clone() as ControlRef);
     let d = pool.dispatcher();
-    match Dispatcher::dispatch_job(d, job, admit, P::control(&shared), priority) {
-        Ok(id) => Ok(TaskHandle::new(shared, d.clone(), id)),
-        Err(job) => Err(SubmitError::Closed(P::into_work(job))),
+    match Dispatcher::dispatch(d, cell.clone() as JobRef, admit, control, priority) {
+        Ok(id) => Ok(TaskHandle::new(cell as Shared<T>, d.clone(), id)),
+        Err(job) => {
+            // Refused before it was queued or started: the work is still in
+            // the cell (only a start or a cancel takes it out).
+            drop(job);
+            match cell.take_work() {
+                Some(w) => Err(SubmitError::Closed(P::into_work(unwrap(w)))),
+                None => unreachable!("a refused job is neither started nor cancelled"),
+            }
+        }
     }
 }
 

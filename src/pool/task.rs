@@ -8,21 +8,103 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use super::TaskError;
-use super::dispatch::{Control, Dispatcher, RunSlot, TaskId};
-use crate::sync::{Arc, Mutex};
+use super::dispatch::{Control, Dispatcher, Job, RunSlot, TaskId};
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::{Arc, Mutex, StdArc};
+
+/// A task's completion slot as its handle and its running task see it
+/// (the [`TaskCell`] it lives in). A std `Arc` even under loom, so one
+/// cell coerces to this, to the queue's job and to the registry's
+/// [`Control`] without a second allocation (its locks are still the
+/// facade's).
+pub(crate) type Shared<T> = StdArc<dyn HasTask<T>>;
+
+/// Whatever holds a task's completion slot (a [`TaskCell`]).
+pub(crate) trait HasTask<T>: Send + Sync {
+    fn task(&self) -> &TaskShared<T>;
+}
+
+/// A pool's work, ready to start on a run slot; it completes `shared`
+/// (through a [`Finish`]) when it ends.
+pub(crate) trait Work<T>: Send + 'static {
+    fn run(self, shared: Shared<T>, slot: RunSlot);
+}
+
+/// Large work, boxed inside its cell (see `submit::INLINE_WORK_MAX`).
+impl<T, J: Work<T>> Work<T> for Box<J> {
+    fn run(self, shared: Shared<T>, slot: RunSlot) {
+        (*self).run(shared, slot);
+    }
+}
+
+/// One submission in one allocation: its completion slot (shared with
+/// the handle) and its work until it starts. Queued, it is the queue's
+/// job; running, its abort control (work that can be aborted). The work's
+/// room stays allocated, empty, while the task runs: the price of not
+/// allocating a second time for a job that queues; work above
+/// `submit::INLINE_WORK_MAX` bytes is boxed, so that room is a pointer.
+pub(crate) struct TaskCell<T, J> {
+    task: TaskShared<T>,
+    work: Mutex<Option<J>>,
+}
+
+impl<T, J> TaskCell<T, J> {
+    pub(crate) fn new(work: J) -> Self {
+        Self {
+            task: TaskShared::new(),
+            work: Mutex::new(Some(work)),
+        }
+    }
+
+    /// The work, if neither started nor cancelled yet.
+    pub(crate) fn take_work(&self) -> Option<J> {
+        self.work.lock().take()
+    }
+}
+
+impl<T: Send, J: Send> HasTask<T> for TaskCell<T, J> {
+    fn task(&self) -> &TaskShared<T> {
+        &self.task
+    }
+}
+
+impl<T: Send, J: Send> Control for TaskCell<T, J> {
+    fn abort_running(&self, why: TaskError) {
+        self.task.abort_running(why);
+    }
+}
+
+impl<T: Send + 'static, J: Work<T>> Job for TaskCell<T, J> {
+    fn start(self: StdArc<Self>, slot: RunSlot) {
+        match self.take_work() {
+            Some(work) => work.run(self, slot),
+            // Cannot happen: a job starts or is cancelled once. Dropping
+            // the slot frees it.
+            None => drop(slot),
+        }
+    }
+
+    fn cancel(self: StdArc<Self>, why: TaskError) {
+        // The work is dropped unrun, outside the lock.
+        drop(self.take_work());
+        self.task.complete(Err(why));
+    }
+}
 
 pub(crate) struct TaskShared<T> {
+    /// An outcome is being recorded (see `claim`): one atomic, not the lock.
+    claimed: AtomicBool,
     state: Mutex<TaskState<T>>,
 }
 
 struct TaskState<T> {
     result: Option<Result<T, TaskError>>,
-    /// An outcome is being recorded (see `claim`).
-    claimed: bool,
     /// The outcome is published.
     done: bool,
     waker: Option<Waker>,
-    abort: Option<tokio::task::AbortHandle>,
+    /// The running Tokio task's handle (kept, not turned into an
+    /// `AbortHandle`: one reference count less per task), to abort it.
+    abort: Option<tokio::task::JoinHandle<()>>,
     /// Why the running task was told to stop, once it was.
     abort_requested: Option<TaskError>,
     /// The handle returned the result.
@@ -30,18 +112,18 @@ struct TaskState<T> {
 }
 
 impl<T> TaskShared<T> {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self {
+    fn new() -> Self {
+        Self {
+            claimed: AtomicBool::new(false),
             state: Mutex::new(TaskState {
                 result: None,
-                claimed: false,
                 done: false,
                 waker: None,
                 abort: None,
                 abort_requested: None,
                 taken: false,
             }),
-        })
+        }
     }
 
     /// Stores the outcome; the first completion wins. Wakes the handle.
@@ -69,32 +151,42 @@ impl<T> TaskShared<T> {
     /// bookkeeping done in between (counters, freeing the slot) is visible
     /// to whoever awaits the handle.
     pub(crate) fn claim(&self) -> bool {
-        let mut st = self.state.lock();
-        !std::mem::replace(&mut st.claimed, true)
+        // AcqRel: the winner's bookkeeping is ordered after any loser's
+        // look; publishing (under the lock) orders it before the handle.
+        !self.claimed.swap(true, Ordering::AcqRel)
     }
 
     /// Second phase: stores the outcome and wakes the handle.
     pub(crate) fn publish(&self, result: Result<T, TaskError>) {
-        let waker = {
+        let (waker, join) = {
             let mut st = self.state.lock();
             st.done = true;
             st.result = Some(result);
-            st.abort = None;
-            st.waker.take()
+            (st.waker.take(), st.abort.take())
         };
+        // Detached outside the lock.
+        drop(join);
         if let Some(w) = waker {
             w.wake();
         }
     }
 
     /// Lets a later abort reach the running Tokio task.
-    pub(crate) fn set_abort_handle(&self, handle: tokio::task::AbortHandle) {
-        let mut st = self.state.lock();
-        if st.abort_requested.is_some() {
-            handle.abort();
-        } else if !st.done {
-            st.abort = Some(handle);
-        }
+    pub(crate) fn set_join_handle(&self, handle: tokio::task::JoinHandle<()>) {
+        let unused = {
+            let mut st = self.state.lock();
+            if st.abort_requested.is_some() {
+                handle.abort();
+                Some(handle)
+            } else if st.done {
+                Some(handle)
+            } else {
+                st.abort = Some(handle);
+                None
+            }
+        };
+        // Detached outside the lock.
+        drop(unused);
     }
 
     fn is_done(&self) -> bool {
@@ -112,8 +204,9 @@ impl<T> TaskShared<T> {
     }
 }
 
-impl<T: Send> Control for Arc<TaskShared<T>> {
-    fn abort_running(&self, why: TaskError) {
+impl<T> TaskShared<T> {
+    /// Stops the running task; its handle resolves with `why`.
+    pub(crate) fn abort_running(&self, why: TaskError) {
         let handle = {
             let mut st = self.state.lock();
             // The first reason sticks: an abort then a shutdown is an abort.
@@ -160,13 +253,13 @@ impl<T: Send> Control for Arc<TaskShared<T>> {
 /// the result; the task itself carries on.
 #[must_use = "dropping a TaskHandle detaches the task; await it to get the result"]
 pub struct TaskHandle<T> {
-    shared: Arc<TaskShared<T>>,
+    shared: Shared<T>,
     pool: Arc<Dispatcher>,
     id: TaskId,
 }
 
 impl<T: Send + 'static> TaskHandle<T> {
-    pub(crate) fn new(shared: Arc<TaskShared<T>>, pool: Arc<Dispatcher>, id: TaskId) -> Self {
+    pub(crate) fn new(shared: Shared<T>, pool: Arc<Dispatcher>, id: TaskId) -> Self {
         Self { shared, pool, id }
     }
 
@@ -177,13 +270,13 @@ impl<T: Send + 'static> TaskHandle<T> {
     /// run to the end and their handle resolves with their result.
     pub fn abort(&self) {
         if !self.pool.abort_queued(self.id) {
-            Control::abort_running(&self.shared, TaskError::Cancelled);
+            self.shared.task().abort_running(TaskError::Cancelled);
         }
     }
 
     /// Whether the task has finished (with a value or an error).
     pub fn is_finished(&self) -> bool {
-        self.shared.is_done()
+        self.shared.task().is_done()
     }
 }
 
@@ -191,7 +284,7 @@ impl<T> Future for TaskHandle<T> {
     type Output = Result<T, TaskError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut st = self.shared.state.lock();
+        let mut st = self.shared.task().state.lock();
         if let Some(r) = st.result.take() {
             st.taken = true;
             return Poll::Ready(r);
@@ -211,7 +304,7 @@ impl<T> fmt::Debug for TaskHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskHandle")
             .field("id", &self.id)
-            .field("finished", &self.shared.state.lock().done)
+            .field("finished", &self.shared.task().state.lock().done)
             .finish()
     }
 }
@@ -226,12 +319,12 @@ impl<T> fmt::Debug for TaskHandle<T> {
 pub(crate) fn spawn_timeout<T: Send + 'static>(
     runtime: &tokio::runtime::Handle,
     timeout: std::time::Duration,
-    shared: Arc<TaskShared<T>>,
+    shared: Shared<T>,
     pool: Arc<Dispatcher>,
 ) -> tokio::task::JoinHandle<()> {
     runtime.spawn(async move {
         tokio::time::sleep(timeout).await;
-        shared.complete_then(Err(TaskError::TimedOut), || {
+        shared.task().complete_then(Err(TaskError::TimedOut), || {
             pool.counters
                 .timed_out
                 .fetch_add(1, crate::sync::atomic::Ordering::Relaxed);
@@ -289,12 +382,12 @@ fn panicked(payload: Box<dyn Any + Send>) -> TaskError {
 /// freed before the handle wakes, so whoever awaited it sees the pool's
 /// metrics already updated.
 pub(crate) struct Finish<T> {
-    shared: Arc<TaskShared<T>>,
+    shared: Shared<T>,
     slot: Option<RunSlot>,
 }
 
 impl<T> Finish<T> {
-    pub(crate) fn new(shared: Arc<TaskShared<T>>, slot: RunSlot) -> Self {
+    pub(crate) fn new(shared: Shared<T>, slot: RunSlot) -> Self {
         Self {
             shared,
             slot: Some(slot),
@@ -307,11 +400,11 @@ impl<T> Finish<T> {
 
     fn record(&mut self, outcome: Result<T, TaskError>) {
         let Some(slot) = self.slot.take() else { return };
-        if self.shared.claim() {
+        if self.shared.task().claim() {
             let kind = outcome.as_ref().map(|_| ()).map_err(Clone::clone);
             slot.counters().record(&kind);
             drop(slot);
-            self.shared.publish(outcome);
+            self.shared.task().publish(outcome);
         }
     }
 }
@@ -319,7 +412,7 @@ impl<T> Finish<T> {
 impl<T> Drop for Finish<T> {
     fn drop(&mut self) {
         if self.slot.is_some() {
-            let why = self.shared.stopped_because();
+            let why = self.shared.task().stopped_because();
             self.record(Err(why));
         }
     }

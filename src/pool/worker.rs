@@ -12,9 +12,9 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::config::{PoolConfig, check_concurrency, runtime_or_current};
-use super::dispatch::{Aborted, Control, Dispatcher, Job, RunSlot};
+use super::dispatch::{Aborted, Dispatcher, RunSlot};
 use super::submit::{self, Submit, far_future};
-use super::task::{CatchUnwind, Finish, TaskShared};
+use super::task::{CatchUnwind, Finish, Shared, Work};
 use super::{DEFAULT_PRIORITY, PoolMetrics, ShutdownReport, SubmitError, TaskError, TaskHandle};
 use crate::ConfigError;
 use crate::semaphore::AcquireOwned;
@@ -617,9 +617,8 @@ impl fmt::Debug for WorkerPool {
     }
 }
 
-pub(crate) struct WorkerJob<F: Future> {
+pub(crate) struct WorkerJob<F> {
     fut: F,
-    shared: Arc<TaskShared<F::Output>>,
     runtime: Handle,
     timeout: Option<Duration>,
 }
@@ -629,71 +628,94 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    type Job = WorkerJob<F>;
+    type Work = WorkerJob<F>;
+    const ABORTABLE: bool = true;
 
     fn dispatcher(&self) -> &Arc<Dispatcher> {
         &self.dispatch
     }
 
-    fn job(&self, fut: F, shared: Arc<TaskShared<F::Output>>) -> Self::Job {
+    fn work(&self, fut: F) -> Self::Work {
         WorkerJob {
             fut,
-            shared,
             runtime: self.runtime.clone(),
             timeout: self.timeout,
         }
     }
 
-    fn into_work(job: Self::Job) -> F {
+    fn into_work(job: Self::Work) -> F {
         job.fut
-    }
-
-    fn control(shared: &Arc<TaskShared<F::Output>>) -> Option<Box<dyn Control>> {
-        Some(Box::new(shared.clone()))
     }
 }
 
-impl<F> Job for WorkerJob<F>
+impl<F> Work<F::Output> for WorkerJob<F>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    fn start(self: Box<Self>, slot: RunSlot) {
-        (*self).start_now(slot);
-    }
-
-    fn start_now(self, slot: RunSlot) {
-        let shared = self.shared.clone();
+    fn run(self, shared: Shared<F::Output>, slot: RunSlot) {
         // The guard exists before the task does: a task aborted (or dropped
         // by a runtime shutting down) before its first poll still records
         // why it stopped, frees its slot and wakes its handle.
         let span = slot.span();
-        let guard = Finish::new(self.shared, slot);
-        let task = match span {
-            Some(span) => {
+        let guard = Finish::new(shared.clone(), slot);
+        // Each shape is its own future type, so the common one (no span,
+        // no timeout) carries no timer: a smaller task for Tokio to
+        // allocate and move.
+        let task = match (span, self.timeout) {
+            (None, None) => self.runtime.spawn(RunTask {
+                fut: CatchUnwind::new(self.fut),
+                guard: Some(guard),
+            }),
+            (None, Some(limit)) => self.runtime.spawn(run_timed(self.fut, guard, limit)),
+            (Some(span), None) => {
                 use tracing::Instrument;
-                let run = run_task(self.fut, guard, self.timeout).instrument(span);
-                self.runtime.spawn(run)
+                let run = RunTask {
+                    fut: CatchUnwind::new(self.fut),
+                    guard: Some(guard),
+                };
+                self.runtime.spawn(run.instrument(span))
             }
-            None => self.runtime.spawn(run_task(self.fut, guard, self.timeout)),
+            (Some(span), Some(limit)) => {
+                use tracing::Instrument;
+                let run = run_timed(self.fut, guard, limit);
+                self.runtime.spawn(run.instrument(span))
+            }
         };
-        shared.set_abort_handle(task.abort_handle());
-    }
-
-    fn cancel(self: Box<Self>, why: TaskError) {
-        self.shared.complete(Err(why));
+        shared.task().set_join_handle(task);
     }
 }
 
-async fn run_task<F: Future>(fut: F, guard: Finish<F::Output>, timeout: Option<Duration>) {
-    let outcome = match timeout {
-        None => CatchUnwind::new(fut).await,
-        Some(d) => match tokio::time::timeout(d, CatchUnwind::new(fut)).await {
-            Ok(r) => r,
-            Err(_) => Err(TaskError::TimedOut),
-        },
+async fn run_timed<F: Future>(fut: F, guard: Finish<F::Output>, limit: Duration) {
+    let outcome = match tokio::time::timeout(limit, CatchUnwind::new(fut)).await {
+        Ok(r) => r,
+        Err(_) => Err(TaskError::TimedOut),
     };
     guard.finish(outcome);
+}
+
+pin_project_lite::pin_project! {
+    /// A pool task without a timeout: the work, then its outcome recorded.
+    /// Written by hand rather than as an `async fn`, which would keep the
+    /// work twice in its layout (as argument and as awaited future).
+    struct RunTask<F: Future> {
+        #[pin]
+        fut: CatchUnwind<F>,
+        guard: Option<Finish<F::Output>>,
+    }
+}
+
+impl<F: Future> Future for RunTask<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let outcome = std::task::ready!(this.fut.poll(cx));
+        if let Some(guard) = this.guard.take() {
+            guard.finish(outcome);
+        }
+        Poll::Ready(())
+    }
 }
 
 pin_project_lite::pin_project! {
