@@ -533,10 +533,10 @@ impl Reference for WindowRef {
     }
     fn update(&mut self, s: &Sample) -> usize {
         let timed = s.rtt >= self.min_rtt;
-        if !timed && !s.dropped {
-            return self.limit();
+        // A too-fast success adds nothing, but may close the window.
+        if timed || s.dropped {
+            self.window.push((s.rtt, s.inflight, s.dropped, timed));
         }
-        self.window.push((s.rtt, s.inflight, s.dropped, timed));
         let end = s.start + s.rtt;
         if let Some(t) = self.ends_at {
             if end <= t {
