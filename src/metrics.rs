@@ -68,6 +68,12 @@
 //! | `flowguard_loader_in_flight_batches` | gauge | `in_flight_batches` |
 //! | `flowguard_loader_batch_size` | histogram | `batch_size` (keys) |
 //! | `flowguard_loader_batch_seconds` | histogram | `batch_latency` |
+//! | `flowguard_adaptive_limit` | gauge | [`AdaptiveMetrics::limit`](crate::adaptive::AdaptiveMetrics::limit) |
+//! | `flowguard_adaptive_inflight` | gauge | `inflight` |
+//! | `flowguard_adaptive_waiting` | gauge | `waiting` |
+//! | `flowguard_adaptive_samples_total` | counter | `samples` |
+//! | `flowguard_adaptive_drops_total` | counter | `drops` |
+//! | `flowguard_adaptive_rejections_total` | counter | `rejections` |
 //!
 //! # Example
 //!

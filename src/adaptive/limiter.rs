@@ -930,8 +930,21 @@ impl AdaptiveLimiterBuilder {
         self
     }
 
-    /// Names the limiter in its `tracing` events (field `limiter`;
-    /// default `"adaptive"`).
+    /// Names the limiter: the field `limiter` of its `tracing` events
+    /// (default `"adaptive"`), and, with the `metrics` feature, the label
+    /// `name` of its exported metrics (`flowguard_adaptive_limit`,
+    /// `_inflight`, `_waiting`, `_samples_total`, `_drops_total`,
+    /// `_rejections_total`; see `flowguard::metrics`). Unnamed limiters are
+    /// not exported.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::adaptive::AdaptiveLimiter;
+    ///
+    /// let limiter = AdaptiveLimiter::builder().name("search").build().unwrap();
+    /// # drop(limiter);
+    /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
@@ -1050,7 +1063,7 @@ impl AdaptiveLimiterBuilder {
         let limit = self.algorithm.limit().clamp(1, MAX_LIMIT);
         let stride = self.algorithm.timing_stride().max(1);
         let n = partitions.len();
-        Ok(AdaptiveLimiter {
+        let limiter = AdaptiveLimiter {
             inner: Arc::new(Inner {
                 state: AtomicU64::new((limit as u64) << LIMIT_SHIFT),
                 clock,
@@ -1078,7 +1091,12 @@ impl AdaptiveLimiterBuilder {
             }),
             partition: 0,
             bypass: false,
-        })
+        };
+        #[cfg(all(feature = "metrics", not(loom)))]
+        if let Some(name) = &self.name {
+            limiter.export(name);
+        }
+        Ok(limiter)
     }
 }
 
@@ -1334,6 +1352,38 @@ impl<C: Clock> AdaptiveLimiter<C> {
             history: st.history.iter().copied().collect(),
             partitions,
         }
+    }
+
+    /// Publishes a named limiter's metrics (feature `metrics`).
+    #[cfg(all(feature = "metrics", not(loom)))]
+    fn export(&self, name: &str) {
+        let h = crate::metrics::Handles::new("adaptive", name);
+        let (limit, inflight, waiting) =
+            (h.gauge("limit"), h.gauge("inflight"), h.gauge("waiting"));
+        let (samples, drops, rejections) = (
+            h.counter("samples_total"),
+            h.counter("drops_total"),
+            h.counter("rejections_total"),
+        );
+        let weak = Arc::downgrade(&self.inner);
+        crate::metrics::register(move || {
+            let Some(inner) = weak.upgrade() else {
+                return false;
+            };
+            let m = AdaptiveLimiter {
+                inner,
+                partition: 0,
+                bypass: false,
+            }
+            .metrics();
+            limit.set(m.limit as f64);
+            inflight.set(m.inflight as f64);
+            waiting.set(m.waiting as f64);
+            samples.absolute(m.samples);
+            drops.absolute(m.drops);
+            rejections.absolute(m.rejections);
+            true
+        });
     }
 
     #[inline]
