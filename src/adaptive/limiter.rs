@@ -487,9 +487,16 @@ impl Backlog {
 /// permit in `stride`, not one always and the others never.
 #[inline]
 fn timed_here(stride: usize) -> bool {
+    #[cfg(not(loom))]
     std::thread_local! {
         /// The countdown, and a xorshift state for the gaps.
         static TIMING: std::cell::Cell<(usize, u32)> = const { std::cell::Cell::new((0, 0x9E37_79B9)) };
+    }
+    // Loom runs its threads on one OS thread: its own thread-locals start
+    // afresh for each thread of each execution.
+    #[cfg(loom)]
+    loom::thread_local! {
+        static TIMING: std::cell::Cell<(usize, u32)> = std::cell::Cell::new((0, 0x9E37_79B9));
     }
     TIMING.with(|c| match c.get() {
         (0, mut x) => {

@@ -379,6 +379,7 @@ mod tests {
         assert_eq!((w.min_window, w.max_window), (MS * 1000, MS * 1000));
         assert_eq!(w.min_samples, 10);
         assert_eq!(w.min_rtt, Duration::from_micros(100));
+        assert_eq!((w.timed_per_window, w.max_stride), (160, 16));
         assert_eq!(w.bounds(), (1, usize::MAX));
     }
 
@@ -481,6 +482,93 @@ mod tests {
         assert_eq!(
             b().min_samples(0).build().unwrap_err().field(),
             "min_samples"
+        );
+        assert_eq!(
+            b().timed_per_window(0).build().unwrap_err().field(),
+            "timed_per_window"
+        );
+        assert_eq!(
+            b().max_time_one_in(0).build().unwrap_err().field(),
+            "max_time_one_in"
+        );
+    }
+
+    #[test]
+    fn the_stride_is_the_last_windows_reports_over_the_target_capped() {
+        let t0 = Instant::now();
+        let mut w = Windowed::builder(Spy::default())
+            .min_window(MS * 100)
+            .max_window(MS * 100)
+            .timed_per_window(10)
+            .max_time_one_in(4)
+            .build()
+            .unwrap();
+        assert_eq!(w.timing_stride(), 1, "nothing known yet");
+        w.update(&Sample::new(t0, MS, 1, false)); // closes the first window
+        assert_eq!(w.timing_stride(), 1);
+        // 29 reports, 5 of them too fast, then the closing one: 31 with
+        // the untimed 1 handed over.
+        for i in 0..29u32 {
+            let rtt = if i < 5 { Duration::ZERO } else { MS };
+            w.update(&Sample::new(t0 + MS * (2 + i), rtt, 1, false));
+        }
+        w.add_untimed(&Untimed::new(1, 1, false));
+        assert_eq!(w.timing_stride(), 1, "the window is open");
+        w.update(&Sample::new(t0 + MS * 150, MS, 1, false));
+        assert_eq!(w.timing_stride(), 3, "⌊31 / 10⌋");
+        w.add_untimed(&Untimed::new(1_000, 1, false));
+        w.update(&Sample::new(t0 + MS * 300, MS, 1, false));
+        assert_eq!(w.timing_stride(), 4, "capped");
+    }
+
+    #[test]
+    fn untimed_reports_count_but_cannot_decide_alone() {
+        let t0 = Instant::now();
+        let mut w = Windowed::builder(Spy::default())
+            .min_window(MS * 100)
+            .max_window(MS * 100)
+            .min_samples(5)
+            .build()
+            .unwrap();
+        w.update(&Sample::new(t0, MS * 10, 1, false)); // ends at 110
+        // Untimed reports only, then a too-fast sample that closes the
+        // window by time: no RTT to decide on, nothing fed.
+        w.add_untimed(&Untimed::new(20, 7, false));
+        w.update(&Sample::new(t0 + MS * 200, Duration::ZERO, 1, false));
+        assert!(w.inner().0.is_empty());
+        assert_eq!(w.ends_at, Some(t0 + MS * 300), "closed by the fast one");
+        // Four untimed (one a drop) and one timed sample: five samples,
+        // the RTT of the timed one, their largest inflight, the drop.
+        w.add_untimed(&Untimed::new(3, 9, false));
+        w.add_untimed(&Untimed::new(1, 2, true));
+        w.update(&Sample::new(t0 + MS * 310, MS * 30, 4, false));
+        let fed = w.inner().0[0];
+        assert_eq!((fed.rtt, fed.inflight, fed.dropped), (MS * 30, 9, true));
+    }
+
+    #[test]
+    fn a_too_fast_sample_closes_the_window_but_adds_nothing() {
+        let t0 = Instant::now();
+        let mut w = Windowed::builder(Spy::default())
+            .min_window(MS * 100)
+            .max_window(MS * 100)
+            .min_samples(2)
+            .build()
+            .unwrap();
+        w.update(&Sample::new(t0, MS * 10, 1, false)); // ends at 110
+        w.update(&Sample::new(t0 + MS * 20, MS * 10, 3, false));
+        w.update(&Sample::new(t0 + MS * 30, MS * 20, 4, false));
+        w.update(&Sample::new(
+            t0 + MS * 200,
+            Duration::from_micros(50),
+            8,
+            false,
+        ));
+        let fed = w.inner().0[0];
+        assert_eq!(
+            (fed.rtt, fed.inflight),
+            (MS * 15, 4),
+            "the fast one's 8 is not counted"
         );
     }
 }
