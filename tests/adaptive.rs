@@ -490,20 +490,45 @@ async fn a_shrink_retires_permits_as_they_come_back() {
 /// Netflix's test with 100 threads: 100 tasks on 4 worker threads, each
 /// acquiring and releasing 50 times; the number holding a permit never
 /// exceeds the limit (fixed here), nor, with a moving limit, its maximum.
+/// The third run has AIMD ask for one permit in 8 to be timed: the
+/// untimed successes, counted on four threads, all reach the count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inflight_never_above_the_limit_under_100_tasks() {
-    for moving in [false, true] {
-        let algorithm: Box<dyn LimitAlgorithm> = if moving {
-            Box::new(
-                Aimd::builder()
-                    .initial_limit(10)
-                    .min_limit(1)
-                    .max_limit(16)
-                    .build()
-                    .unwrap(),
-            )
-        } else {
-            Box::new(fixed(10))
+    /// AIMD, timing one permit in 8; counts the untimed reports.
+    #[derive(Debug)]
+    struct TimedOneIn8(Aimd, Arc<AtomicUsize>);
+    impl LimitAlgorithm for TimedOneIn8 {
+        fn limit(&self) -> usize {
+            self.0.limit()
+        }
+        fn update(&mut self, s: &Sample) -> usize {
+            self.0.update(s)
+        }
+        fn bounds(&self) -> (usize, usize) {
+            self.0.bounds()
+        }
+        fn timing_stride(&self) -> usize {
+            8
+        }
+        fn add_untimed(&mut self, u: &Untimed) {
+            self.1.fetch_add(u.count as usize, Ordering::SeqCst);
+        }
+    }
+    let untimed = Arc::new(AtomicUsize::new(0));
+    let aimd = || {
+        Aimd::builder()
+            .initial_limit(10)
+            .min_limit(1)
+            .max_limit(16)
+            .build()
+            .unwrap()
+    };
+    for run in 0..3 {
+        let moving = run > 0;
+        let algorithm: Box<dyn LimitAlgorithm> = match run {
+            0 => Box::new(fixed(10)),
+            1 => Box::new(aimd()),
+            _ => Box::new(TimedOneIn8(aimd(), untimed.clone())),
         };
         let limiter = AdaptiveLimiter::builder()
             .algorithm(algorithm)
@@ -539,6 +564,11 @@ async fn inflight_never_above_the_limit_under_100_tasks() {
         assert!(peak >= 2, "tasks did overlap");
         let m = limiter.metrics();
         assert_eq!((m.inflight, m.waiting, m.samples), (0, 0, 5_000));
+        if run == 2 {
+            // About 7 in 8 of the samples; each thread's first is timed.
+            let n = untimed.load(Ordering::SeqCst);
+            assert!((2_500..5_000).contains(&n), "{n} untimed");
+        }
         // Every permit is back: exactly `limit` can be taken.
         let all: Vec<_> = (0..m.limit)
             .map(|_| limiter.try_acquire().unwrap())
