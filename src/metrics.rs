@@ -112,6 +112,12 @@
 //! | `flowguard_gather_failed_total` | counter | `failed` |
 //! | `flowguard_gather_unfinished_total` | counter | futures cut off, detached or never started when it finished |
 //! | `flowguard_gather_child_seconds` | histogram | each future's latency (with [`child_latency`](crate::fanout::Gather::child_latency) on) |
+//! | `flowguard_adaptive_limit` | gauge | [`AdaptiveMetrics::limit`](crate::adaptive::AdaptiveMetrics::limit) |
+//! | `flowguard_adaptive_inflight` | gauge | `inflight` |
+//! | `flowguard_adaptive_waiting` | gauge | `waiting` |
+//! | `flowguard_adaptive_samples_total` | counter | `samples` |
+//! | `flowguard_adaptive_drops_total` | counter | `drops` |
+//! | `flowguard_adaptive_rejections_total` | counter | `rejections` |
 //!
 //! # Example
 //!

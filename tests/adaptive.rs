@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flowguard::adaptive::{
-    AcquireError, AdaptiveLimiter, Aimd, LimitAlgorithm, Order, Permit, Sample, Vegas, Windowed,
+    AcquireError, AdaptiveLimiter, Aimd, Gradient2, LimitAlgorithm, Order, Permit, Sample, Untimed,
+    Vegas, Windowed,
 };
 use flowguard::pipeline::{Admission, Pipeline, PipelineError};
 use flowguard::pool::WorkerPool;
@@ -489,20 +490,45 @@ async fn a_shrink_retires_permits_as_they_come_back() {
 /// Netflix's test with 100 threads: 100 tasks on 4 worker threads, each
 /// acquiring and releasing 50 times; the number holding a permit never
 /// exceeds the limit (fixed here), nor, with a moving limit, its maximum.
+/// The third run has AIMD ask for one permit in 8 to be timed: the
+/// untimed successes, counted on four threads, all reach the count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inflight_never_above_the_limit_under_100_tasks() {
-    for moving in [false, true] {
-        let algorithm: Box<dyn LimitAlgorithm> = if moving {
-            Box::new(
-                Aimd::builder()
-                    .initial_limit(10)
-                    .min_limit(1)
-                    .max_limit(16)
-                    .build()
-                    .unwrap(),
-            )
-        } else {
-            Box::new(fixed(10))
+    /// AIMD, timing one permit in 8; counts the untimed reports.
+    #[derive(Debug)]
+    struct TimedOneIn8(Aimd, Arc<AtomicUsize>);
+    impl LimitAlgorithm for TimedOneIn8 {
+        fn limit(&self) -> usize {
+            self.0.limit()
+        }
+        fn update(&mut self, s: &Sample) -> usize {
+            self.0.update(s)
+        }
+        fn bounds(&self) -> (usize, usize) {
+            self.0.bounds()
+        }
+        fn timing_stride(&self) -> usize {
+            8
+        }
+        fn add_untimed(&mut self, u: &Untimed) {
+            self.1.fetch_add(u.count as usize, Ordering::SeqCst);
+        }
+    }
+    let untimed = Arc::new(AtomicUsize::new(0));
+    let aimd = || {
+        Aimd::builder()
+            .initial_limit(10)
+            .min_limit(1)
+            .max_limit(16)
+            .build()
+            .unwrap()
+    };
+    for run in 0..3 {
+        let moving = run > 0;
+        let algorithm: Box<dyn LimitAlgorithm> = match run {
+            0 => Box::new(fixed(10)),
+            1 => Box::new(aimd()),
+            _ => Box::new(TimedOneIn8(aimd(), untimed.clone())),
         };
         let limiter = AdaptiveLimiter::builder()
             .algorithm(algorithm)
@@ -538,6 +564,11 @@ async fn inflight_never_above_the_limit_under_100_tasks() {
         assert!(peak >= 2, "tasks did overlap");
         let m = limiter.metrics();
         assert_eq!((m.inflight, m.waiting, m.samples), (0, 0, 5_000));
+        if run == 2 {
+            // About 7 in 8 of the samples; each thread's first is timed.
+            let n = untimed.load(Ordering::SeqCst);
+            assert!((2_500..5_000).contains(&n), "{n} untimed");
+        }
         // Every permit is back: exactly `limit` can be taken.
         let all: Vec<_> = (0..m.limit)
             .map(|_| limiter.try_acquire().unwrap())
@@ -707,4 +738,95 @@ fn public_types_are_send_and_sync() {
     let limiter = AdaptiveLimiter::new(fixed(1));
     send(&limiter.acquire());
     send(&limiter.acquire_timeout(MS));
+}
+
+/// Asks for one permit in 4 to be timed; records what it is fed.
+#[derive(Debug, Default, Clone)]
+struct Strided {
+    timed: Arc<Mutex<Vec<Sample>>>,
+    untimed: Arc<Mutex<Vec<Untimed>>>,
+}
+
+impl LimitAlgorithm for Strided {
+    fn limit(&self) -> usize {
+        10
+    }
+    fn update(&mut self, s: &Sample) -> usize {
+        self.timed.lock().unwrap().push(*s);
+        10
+    }
+    fn bounds(&self) -> (usize, usize) {
+        (10, 10)
+    }
+    fn timing_stride(&self) -> usize {
+        4
+    }
+    fn add_untimed(&mut self, u: &Untimed) {
+        self.untimed.lock().unwrap().push(*u);
+    }
+}
+
+/// With a timing stride of 4, about one permit in 4 is timed; the others'
+/// successes are counted and handed over in one go before the next timed
+/// sample, an untimed drop at once; nothing is lost, partitions' counts
+/// come home. The plain algorithms time every permit.
+#[tokio::test(start_paused = true)]
+async fn untimed_reports_are_counted_and_handed_over() {
+    for stride in [
+        Aimd::new().timing_stride(),
+        Vegas::new().timing_stride(),
+        Gradient2::new().timing_stride(),
+    ] {
+        assert_eq!(stride, 1);
+    }
+    let algo = Strided::default();
+    let limiter = AdaptiveLimiter::builder()
+        .algorithm(algo.clone())
+        .partition("live", 0.5)
+        .build()
+        .unwrap();
+    let live = limiter.labelled("live");
+    for i in 0..400 {
+        let p = if i % 2 == 0 { &limiter } else { &live }
+            .try_acquire()
+            .unwrap();
+        tokio::time::advance(MS).await;
+        p.success();
+    }
+    let m = limiter.metrics();
+    assert_eq!((m.samples, m.inflight), (400, 0));
+    assert!(m.partitions.iter().all(|p| p.inflight == 0), "{m:?}");
+    let timed = algo.timed.lock().unwrap().clone();
+    let untimed: u64 = algo.untimed.lock().unwrap().iter().map(|u| u.count).sum();
+    assert_eq!(timed.len() as u64 + untimed, 400);
+    assert!(
+        (50..=200).contains(&timed.len()),
+        "about 100: {}",
+        timed.len()
+    );
+    assert!(timed.iter().all(|s| s.rtt == MS && s.inflight == 1));
+    assert!(
+        algo.untimed
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|u| u.max_inflight == 1 && !u.dropped)
+    );
+
+    // Drops until one is untimed: handed over at once, flagged, counted.
+    let mut untimed_drop = None;
+    for _ in 0..50 {
+        let before = algo.untimed.lock().unwrap().len();
+        limiter.try_acquire().unwrap().dropped();
+        let after = algo.untimed.lock().unwrap().clone();
+        if after.len() > before && after.last().unwrap().dropped {
+            untimed_drop = after.last().copied();
+            break;
+        }
+    }
+    let u = untimed_drop.expect("an untimed drop within 50");
+    assert_eq!((u.count, u.max_inflight, u.dropped), (1, 1, true));
+    let m = limiter.metrics();
+    assert_eq!(m.samples, 400 + m.drops);
+    assert_eq!(m.inflight, 0);
 }

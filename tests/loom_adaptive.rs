@@ -2,7 +2,8 @@
 //! the limit, the permits held and the queued flag): the lock-free acquire
 //! and the lock-free unreported release racing a change of the limit, a
 //! waiter racing the release that should wake it, and a cancelled waiter
-//! racing the grant. Run with
+//! racing the grant, and an untimed success (counted in the word's add)
+//! racing a waiter. Run with
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --test loom_adaptive`.
 #![cfg(loom)]
 
@@ -10,7 +11,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use flowguard::adaptive::{AdaptiveLimiter, Aimd};
+use flowguard::adaptive::{AdaptiveLimiter, Aimd, LimitAlgorithm, Sample, Untimed};
 use loom::future::block_on;
 use loom::thread;
 
@@ -189,6 +190,61 @@ fn an_unreported_release_racing_a_shrink_and_a_waiter() {
         releaser.join().unwrap();
         waiter.join().unwrap();
         assert_eq!(l.limit(), 1);
+        assert_all_home(&l);
+    });
+}
+
+/// A fixed limit of 1 that asks for one permit in 1000 to be timed and
+/// counts the untimed successes handed to it.
+#[derive(Debug)]
+struct Strided(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl LimitAlgorithm for Strided {
+    fn limit(&self) -> usize {
+        1
+    }
+    fn update(&mut self, _: &Sample) -> usize {
+        1
+    }
+    fn bounds(&self) -> (usize, usize) {
+        (1, 1)
+    }
+    fn timing_stride(&self) -> usize {
+        1000
+    }
+    fn add_untimed(&mut self, u: &Untimed) {
+        self.0
+            .fetch_add(u.count, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// An untimed success (one `fetch_add` that returns the permit and counts
+/// the report, the lock only if the word says callers wait) racing a
+/// caller on its way into the backlog: the waiter is served (`block_on`
+/// would deadlock, and loom report it, on a lost wake), and the count
+/// reaches the algorithm exactly once.
+#[test]
+fn an_untimed_success_racing_an_enqueue_wakes_the_waiter() {
+    loom::model(|| {
+        let untimed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let l = AdaptiveLimiter::builder()
+            .algorithm(Strided(untimed.clone()))
+            .build()
+            .unwrap();
+        // A thread times its first permit; the next (the gap drawn from
+        // the fixed seed is 1 092 for a stride of 1000) are untimed.
+        l.try_acquire().unwrap().ignore();
+        let held = l.try_acquire().unwrap();
+        let l2 = l.clone();
+        let waiter = thread::spawn(move || {
+            let p = block_on(l2.acquire()).unwrap();
+            p.success(); // the waiter thread's first permit: timed
+        });
+        held.success();
+        waiter.join().unwrap();
+        let m = l.metrics(); // hands the count over
+        assert_eq!(m.samples, 2);
+        assert_eq!(untimed.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert_all_home(&l);
     });
 }

@@ -1,7 +1,8 @@
 //! The `metrics` feature against a real exporter: a Prometheus recorder is
 //! installed, a named pool, rate limiter and breaker (and a keyed limiter,
-//! a pipeline, a retry, a debouncer, a throttler and a hedge policy) are
-//! driven on the paused clock, the exposition text is served on 127.0.0.1 and scraped
+//! a pipeline, a retry, a debouncer, a throttler, a hedge policy, a gather
+//! and an adaptive limiter) are driven on the paused clock, the exposition
+//! text is served on 127.0.0.1 and scraped
 //! over HTTP, and the series and their values are asserted.
 //!
 //! One test in this file: the recorder is process-global.
@@ -12,6 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::routing::get;
+use flowguard::adaptive::{AdaptiveLimiter, Aimd};
 use flowguard::breaker::{BreakerError, CircuitBreaker};
 use flowguard::fanout::{Gather, HedgePolicy, hedge};
 use flowguard::histogram::Histogram;
@@ -201,6 +203,28 @@ async fn pool_limiter_and_breaker_are_scraped_over_http() {
         .unwrap()
         .await;
     assert_eq!(gathered.completed_count(), 2);
+    // An adaptive limiter (AIMD from 4): two successes at the full limit
+    // (+1 each), one drop (⌊6 × 0.9⌋ = 5), one refusal, one permit held.
+    let aimd = Aimd::builder()
+        .initial_limit(4)
+        .min_limit(1)
+        .build()
+        .unwrap();
+    let adaptive = AdaptiveLimiter::builder()
+        .algorithm(aimd)
+        .name("db")
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let held: Vec<_> = (0..adaptive.limit() - 1)
+            .map(|_| adaptive.try_acquire().unwrap())
+            .collect();
+        adaptive.try_acquire().unwrap().success();
+        held.into_iter().for_each(|p| p.ignore());
+    }
+    adaptive.try_acquire().unwrap().dropped();
+    let held: Vec<_> = (0..5).map(|_| adaptive.try_acquire().unwrap()).collect();
+    assert!(adaptive.try_acquire().is_err());
 
     let m = scrape(&url).await;
     let v = |series: &str| -> f64 {
@@ -316,6 +340,14 @@ async fn pool_limiter_and_breaker_are_scraped_over_http() {
         2.0
     );
     assert!((v(r#"flowguard_gather_child_seconds_sum{name="shards"}"#) - 0.03).abs() < 1e-9);
+    // Adaptive limiter: its limit, load and counts.
+    assert_eq!(v(r#"flowguard_adaptive_limit{name="db"}"#), 5.0);
+    assert_eq!(v(r#"flowguard_adaptive_inflight{name="db"}"#), 5.0);
+    assert_eq!(v(r#"flowguard_adaptive_waiting{name="db"}"#), 0.0);
+    assert_eq!(v(r#"flowguard_adaptive_samples_total{name="db"}"#), 3.0);
+    assert_eq!(v(r#"flowguard_adaptive_drops_total{name="db"}"#), 1.0);
+    assert_eq!(v(r#"flowguard_adaptive_rejections_total{name="db"}"#), 1.0);
+    drop(held);
 
     // Dropped primitives stop being published; their last values stay.
     drop(breaker);

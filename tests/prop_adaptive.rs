@@ -92,10 +92,21 @@ proptest! {
     }
 
     #[test]
+    fn a_strided_limiter_feeds_each_report_once(
+        stride in any::<u8>(),
+        initial in any::<u8>(),
+        ops in proptest::collection::vec(limiter_op(), 0..300),
+    ) {
+        model::check_limiter_strided(stride, initial, &ops);
+    }
+
+    #[test]
     fn decoded_bytes_match_references(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let (c, ops) = AlgoCase::from_bytes(&bytes);
         model::check_algorithm(c, &ops);
         model::check_limiter(bytes.first().copied().unwrap_or(0), &model::limiter_ops_from_bytes(&bytes));
+        let first = |i: usize| bytes.get(i).copied().unwrap_or(0);
+        model::check_limiter_strided(first(1), first(0), &model::limiter_ops_from_bytes(&bytes));
     }
 }
 

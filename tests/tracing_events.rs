@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use flowguard::adaptive::{AdaptiveLimiter, Aimd};
 use flowguard::breaker::CircuitBreaker;
 use flowguard::channel;
 use flowguard::pipeline::Pipeline;
@@ -161,6 +162,20 @@ async fn state_changes_carry_names_spans_wrap_tasks_and_calls_nothing_at_info() 
         .set_capacity(3)
         .unwrap();
 
+    // Adaptive limit change: a drop backs AIMD off from 10 to 9.
+    let aimd = Aimd::builder()
+        .initial_limit(10)
+        .min_limit(1)
+        .build()
+        .unwrap();
+    let adaptive = AdaptiveLimiter::builder()
+        .algorithm(aimd)
+        .name("backend")
+        .build()
+        .unwrap();
+    adaptive.try_acquire().unwrap().dropped();
+    adaptive.try_acquire().unwrap().ignore(); // no change, no event
+
     // Pipeline call span.
     let pipeline = Pipeline::<u32, &str>::builder()
         .timeout(Duration::from_secs(1))
@@ -196,6 +211,18 @@ async fn state_changes_carry_names_spans_wrap_tasks_and_calls_nothing_at_info() 
     find("channel=jobs", "channel closed");
     find("semaphore=conns", "semaphore resized");
     find("gather=shards", "gather finished");
+    let e = find("limiter=backend", "adaptive limit changed");
+    assert_eq!(e.level, Level::DEBUG);
+    assert!(e.has("from=10") && e.has("to=9"), "{e:?}");
+    let changes = events
+        .iter()
+        .filter(|e| {
+            e.fields
+                .iter()
+                .any(|f| f.contains("adaptive limit changed"))
+        })
+        .count();
+    assert_eq!(changes, 1, "one event per change, none per call");
 
     let inside = |msg: &str| {
         events

@@ -1,16 +1,28 @@
 //! `AdaptiveLimiter`: the shared state (limit, backlog, partitions) and the
 //! async shell (`acquire`, `try_acquire`, the permit).
 //!
-//! The current limit, the number of permits held and whether anyone
-//! waits live in one atomic word (`state`: the held count in bits 0–30,
-//! the *queued* flag in bit 31, the limit in bits 32–62). Taking a permit
+//! The current limit, the number of permits held, whether anyone waits
+//! and a count of untimed successes live in one atomic word (`state`: the
+//! held count in bits 0–23, the *queued* flag in bit 24, the limit in bits
+//! 25–48, the untimed successes, wrapping, in bits 49–63). Taking a permit
 //! is one compare-and-swap of that word (refused while the flag is set or
-//! the count has reached the limit), returning one is one `fetch_sub`; a
-//! change of the limit rewrites its bits, so a shrink never revokes a held
-//! permit and no permit is handed out while as many as the limit are held.
-//! (The first version resized a crate `Semaphore`; its owned permit, the
-//! separate in-flight counter and a lock on every release cost four times
-//! a plain semaphore's acquire and release, the issue allows 1.5×.)
+//! the count has reached the limit), returning one is one `fetch_sub`, or
+//! for an untimed success one `fetch_add` that also counts it; a change of
+//! the limit rewrites its bits, so a shrink never revokes a held permit and
+//! no permit is handed out while as many as the limit are held. (The first
+//! version resized a crate `Semaphore`; its owned permit, the separate
+//! in-flight counter and a lock on every release cost four times a plain
+//! semaphore's acquire and release, the issue allows 1.5×.)
+//!
+//! Timing: while the algorithm's [`timing_stride`](LimitAlgorithm::timing_stride)
+//! is `n > 1` (the default windowed Vegas asks for up to 16 under load),
+//! about one permit in `n` reads the clock; the stride is read again after
+//! each timed sample, under the lock, into `stride`. An untimed success only bumps the word's count (its
+//! `inflight` goes to `pending_max` when it is the largest yet); the lock's
+//! next holder hands the count since the last hand-over to the algorithm
+//! ([`LimitAlgorithm::add_untimed`]). The count wraps at 2^15; a release
+//! that brings its low 14 bits to zero hands over itself, so no more than
+//! 2^15 ever pile up between hand-overs.
 //!
 //! Callers that must wait are queued here, in a backlog that knows about
 //! partitions and releases in FIFO or LIFO order.
@@ -35,8 +47,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{AcquireError, LimitAlgorithm, Sample, Vegas, Windowed};
-use crate::clock::{Clock, TokioClock};
+use super::{AcquireError, LimitAlgorithm, Sample, Untimed, Vegas, Windowed};
+use crate::clock::{Clock, FastClock};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex, StdArc};
@@ -188,11 +200,17 @@ pub struct AdaptiveMetrics {
 ///
 /// # Cost
 ///
-/// `try_acquire` is one compare-and-swap and one clock read; `ignore` (or
-/// dropping the permit) one atomic decrement, with the lock only when
-/// callers wait; `success` and `dropped` one clock read and the
-/// algorithm's update under the lock. The two clock reads are most of the
-/// cost beyond a plain semaphore's (`benches/adaptive.rs`).
+/// `try_acquire` is one compare-and-swap, plus one clock read for a
+/// *timed* permit; `ignore` (or dropping the permit) one atomic
+/// decrement, with the lock only when callers wait; `success` of an
+/// untimed permit one atomic add (the lock only when callers wait), of a
+/// timed one, and `dropped`, the lock and the algorithm's update (a timed
+/// one also reads the clock). Which permits are timed is the algorithm's
+/// choice ([`LimitAlgorithm::timing_stride`]): every one for the plain
+/// algorithms, about one in 16 for the default windowed Vegas under load
+/// (see [`Windowed`]). The clock is a [`FastClock`]: the CPU's counter
+/// when the limiter is built inside a multi-thread runtime, Tokio's clock
+/// elsewhere (`benches/adaptive.rs` measures both flavours).
 ///
 /// # Memory ordering
 ///
@@ -214,7 +232,7 @@ pub struct AdaptiveMetrics {
 /// assert_eq!(limiter.metrics().samples, 1);
 /// # }
 /// ```
-pub struct AdaptiveLimiter<C: Clock = TokioClock> {
+pub struct AdaptiveLimiter<C: Clock = FastClock> {
     inner: Arc<Inner<C>>,
     partition: usize,
     bypass: bool,
@@ -230,26 +248,38 @@ impl<C: Clock> Clone for AdaptiveLimiter<C> {
     }
 }
 
-/// The largest limit an [`AdaptiveLimiter`] enforces, `2^31 − 1`: the
-/// limit and the permits held share one 64-bit atomic word. An
-/// algorithm's answer above it is clamped to it.
+/// The largest limit an [`AdaptiveLimiter`] enforces, `2^24 − 1`: the
+/// limit, the permits held and a count of reports share one 64-bit atomic
+/// word. An algorithm's answer above it is clamped to it.
 ///
 /// # Examples
 ///
 /// ```
-/// assert_eq!(flowguard::adaptive::MAX_LIMIT, 2_147_483_647);
+/// assert_eq!(flowguard::adaptive::MAX_LIMIT, 16_777_215);
 /// ```
-pub const MAX_LIMIT: usize = (1 << 31) - 1;
+pub const MAX_LIMIT: usize = (1 << 24) - 1;
 
 /// The held count's bits in the state word.
-const HELD: u64 = (1 << 31) - 1;
+const HELD: u64 = (1 << 24) - 1;
 /// Set while callers are queued.
-const QUEUED: u64 = 1 << 31;
+const QUEUED: u64 = 1 << 24;
 /// Where the limit's bits start.
-const LIMIT_SHIFT: u32 = 32;
+const LIMIT_SHIFT: u32 = 25;
+/// Where the count of untimed successes starts (to bit 63; it wraps).
+const UNTIMED_SHIFT: u32 = 49;
+/// The untimed count's values (15 bits).
+const UNTIMED_MASK: u64 = (1 << 15) - 1;
+/// An untimed success: one more counted, one permit fewer held.
+const UNTIMED_RELEASE: u64 = (1 << UNTIMED_SHIFT) - 1;
+/// A release whose count (before it) has these low bits set hands over.
+const HAND_OVER: u64 = (1 << 14) - 1;
 
 fn limit_of(state: u64) -> usize {
-    (state >> LIMIT_SHIFT) as usize
+    ((state >> LIMIT_SHIFT) & HELD) as usize
+}
+
+fn untimed_of(state: u64) -> u64 {
+    state >> UNTIMED_SHIFT
 }
 
 fn held_of(state: u64) -> usize {
@@ -270,6 +300,13 @@ struct Inner<C> {
     bypass: Option<Bypass>,
     hook: Option<Hook>,
     counters: Counters,
+    /// The algorithm's [`timing_stride`](LimitAlgorithm::timing_stride)
+    /// as of its last update: one permit in `stride` per thread reads the
+    /// clock. Written under the lock, only when it changes.
+    stride: AtomicUsize,
+    /// The largest `inflight` among the untimed successes not yet handed
+    /// to the algorithm (their count is in `state`).
+    pending_max: AtomicUsize,
     shared: Mutex<Shared>,
     /// For `tracing` events: the builder's name, or "adaptive".
     name: StdArc<str>,
@@ -301,6 +338,8 @@ struct Shared {
     limit: usize,
     samples: u64,
     drops: u64,
+    /// The untimed count in `state` at the last hand-over.
+    untimed_seen: u64,
     history: VecDeque<LimitChange>,
     history_len: usize,
     changes: u64,
@@ -439,6 +478,42 @@ impl Backlog {
     }
 }
 
+/// Whether this thread times the permit it is handing out: its first, and
+/// then one after a gap drawn uniformly from `0..=2 × (stride − 1)`
+/// untimed ones (so one in `stride` on average). The countdown is per
+/// thread, shared by all limiters: no shared write. The gap is random so
+/// that limiters used in a fixed rotation on one thread (a handler that
+/// calls the same backends in the same order) are each timed about one
+/// permit in `stride`, not one always and the others never.
+#[inline]
+fn timed_here(stride: usize) -> bool {
+    #[cfg(not(loom))]
+    std::thread_local! {
+        /// The countdown, and a xorshift state for the gaps.
+        static TIMING: std::cell::Cell<(usize, u32)> = const { std::cell::Cell::new((0, 0x9E37_79B9)) };
+    }
+    // Loom runs its threads on one OS thread: its own thread-locals start
+    // afresh for each thread of each execution.
+    #[cfg(loom)]
+    loom::thread_local! {
+        static TIMING: std::cell::Cell<(usize, u32)> = std::cell::Cell::new((0, 0x9E37_79B9));
+    }
+    TIMING.with(|c| match c.get() {
+        (0, mut x) => {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let span = stride.saturating_sub(1).saturating_mul(2).saturating_add(1);
+            c.set((x as usize % span, x));
+            true
+        }
+        (n, x) => {
+            c.set((n - 1, x));
+            false
+        }
+    })
+}
+
 // ---- shared state ------------------------------------------------------------
 
 impl<C: Clock> Inner<C> {
@@ -571,16 +646,70 @@ impl<C: Clock> Inner<C> {
 
     /// Returns a permit with a report: feeds the sample to the algorithm,
     /// then gives the permit back and serves the backlog, under the lock.
+    /// An untimed success is only counted, without the lock.
+    #[inline]
     fn release_reported(&self, held: Held, dropped: bool) {
-        let now = self.clock.now();
-        let rtt = now.saturating_duration_since(held.start);
-        let sample = Sample::new(held.start, rtt, held.inflight, dropped);
+        match held.start {
+            None if !dropped => self.release_untimed(held),
+            _ => self.release_locked(held, dropped),
+        }
+    }
+
+    /// An untimed success: the permit is returned and the success counted
+    /// in one add to the state word, for the lock's next holder.
+    #[inline]
+    fn release_untimed(&self, held: Held) {
+        if held.inflight > self.pending_max.load(Ordering::Relaxed) {
+            self.pending_max.fetch_max(held.inflight, Ordering::Relaxed);
+        }
+        if self.partitioned {
+            self.partitions[held.partition]
+                .busy
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        let before = self.state.fetch_add(UNTIMED_RELEASE, Ordering::AcqRel);
+        if before & QUEUED != 0 || untimed_of(before) & HAND_OVER == HAND_OVER {
+            self.serve_backlog();
+        }
+    }
+
+    /// Under the lock: hands the untimed successes counted since the last
+    /// hand-over to the algorithm.
+    fn flush_locked(&self, st: &mut Shared) {
+        let seen = untimed_of(self.state.load(Ordering::Acquire));
+        let count = seen.wrapping_sub(st.untimed_seen) & UNTIMED_MASK;
+        if count == 0 {
+            return;
+        }
+        st.untimed_seen = seen;
+        let max_inflight = self.pending_max.swap(0, Ordering::Relaxed);
+        st.samples += count;
+        st.algorithm
+            .add_untimed(&Untimed::new(count, max_inflight, false));
+    }
+
+    fn release_locked(&self, held: Held, dropped: bool) {
         let mut wakers = Vec::new();
         let change = {
             let mut st = self.shared.lock();
+            self.flush_locked(&mut st);
             st.samples += 1;
             st.drops += u64::from(dropped);
-            let change = self.record_locked(&mut st, &sample, now);
+            let change = match held.start {
+                Some(start) => {
+                    let now = self.clock.now();
+                    let rtt = now.saturating_duration_since(start);
+                    let sample = Sample::new(start, rtt, held.inflight, dropped);
+                    self.record_locked(&mut st, &sample, now)
+                }
+                None => {
+                    // An untimed drop: counted now; the limit is read at
+                    // the next timed sample.
+                    st.algorithm
+                        .add_untimed(&Untimed::new(1, held.inflight, true));
+                    None
+                }
+            };
             self.give_back(held.partition);
             if st.backlog.waiting > 0 {
                 self.dispense(&mut st, &mut wakers);
@@ -612,6 +741,7 @@ impl<C: Clock> Inner<C> {
         let mut wakers = Vec::new();
         {
             let mut st = self.shared.lock();
+            self.flush_locked(&mut st);
             self.dispense(&mut st, &mut wakers);
         }
         for w in wakers {
@@ -623,14 +753,19 @@ impl<C: Clock> Inner<C> {
     /// state word and the history.
     fn record_locked(&self, st: &mut Shared, sample: &Sample, now: Instant) -> Option<LimitChange> {
         let to = st.algorithm.update(sample).clamp(1, MAX_LIMIT);
+        let stride = st.algorithm.timing_stride().max(1);
+        if self.stride.load(Ordering::Relaxed) != stride {
+            self.stride.store(stride, Ordering::Relaxed);
+        }
         let from = st.limit;
         if to == from {
             return None;
         }
         st.limit = to;
-        // Only the lock holder writes the limit's bits, and the held count
-        // never carries into them (it stays below 2^31): adding the
-        // difference is exact.
+        // Only the lock holder writes the limit's bits, the held count
+        // never carries into them (it stays at most the limit, below
+        // 2^24), nor they into the untimed count (the limit stays below
+        // 2^24): adding the difference is exact.
         if to > from {
             self.state
                 .fetch_add(((to - from) as u64) << LIMIT_SHIFT, Ordering::AcqRel);
@@ -802,8 +937,21 @@ impl AdaptiveLimiterBuilder {
         self
     }
 
-    /// Names the limiter in its `tracing` events (field `limiter`;
-    /// default `"adaptive"`).
+    /// Names the limiter: the field `limiter` of its `tracing` events
+    /// (default `"adaptive"`), and, with the `metrics` feature, the label
+    /// `name` of its exported metrics (`flowguard_adaptive_limit`,
+    /// `_inflight`, `_waiting`, `_samples_total`, `_drops_total`,
+    /// `_rejections_total`; see `flowguard::metrics`). Unnamed limiters are
+    /// not exported.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::adaptive::AdaptiveLimiter;
+    ///
+    /// let limiter = AdaptiveLimiter::builder().name("search").build().unwrap();
+    /// # drop(limiter);
+    /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
@@ -858,14 +1006,16 @@ impl AdaptiveLimiterBuilder {
         self
     }
 
-    /// Checks the settings and makes the limiter, on the Tokio clock.
+    /// Checks the settings and makes the limiter, on a [`FastClock`]:
+    /// built inside a multi-thread runtime it reads the CPU's counter,
+    /// anywhere else Tokio's clock (so paused-clock tests stay exact).
     ///
     /// # Errors
     ///
     /// [`ConfigError`] naming `partition`: an empty or repeated name, a
     /// share outside `(0, 1]`, or shares adding up to more than 1.
     pub fn build(self) -> Result<AdaptiveLimiter, ConfigError> {
-        self.build_with_clock(TokioClock)
+        self.build_with_clock(FastClock::new())
     }
 
     /// As [`build`](Self::build), reading RTTs from `clock` (a
@@ -918,8 +1068,9 @@ impl AdaptiveLimiterBuilder {
             })
             .collect();
         let limit = self.algorithm.limit().clamp(1, MAX_LIMIT);
+        let stride = self.algorithm.timing_stride().max(1);
         let n = partitions.len();
-        Ok(AdaptiveLimiter {
+        let limiter = AdaptiveLimiter {
             inner: Arc::new(Inner {
                 state: AtomicU64::new((limit as u64) << LIMIT_SHIFT),
                 clock,
@@ -930,11 +1081,14 @@ impl AdaptiveLimiterBuilder {
                 bypass: self.bypass,
                 hook: self.hook,
                 counters: Counters::default(),
+                stride: AtomicUsize::new(stride),
+                pending_max: AtomicUsize::new(0),
                 shared: Mutex::new(Shared {
                     algorithm: self.algorithm,
                     limit,
                     samples: 0,
                     drops: 0,
+                    untimed_seen: 0,
                     history: VecDeque::new(),
                     history_len: self.history,
                     changes: 0,
@@ -944,7 +1098,12 @@ impl AdaptiveLimiterBuilder {
             }),
             partition: 0,
             bypass: false,
-        })
+        };
+        #[cfg(all(feature = "metrics", not(loom)))]
+        if let Some(name) = &self.name {
+            limiter.export(name);
+        }
+        Ok(limiter)
     }
 }
 
@@ -1174,7 +1333,8 @@ impl<C: Clock> AdaptiveLimiter<C> {
         let inner = &*self.inner;
         let c = &inner.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let st = inner.shared.lock();
+        let mut st = inner.shared.lock();
+        inner.flush_locked(&mut st);
         let partitions = inner
             .partitions
             .iter()
@@ -1201,12 +1361,48 @@ impl<C: Clock> AdaptiveLimiter<C> {
         }
     }
 
+    /// Publishes a named limiter's metrics (feature `metrics`).
+    #[cfg(all(feature = "metrics", not(loom)))]
+    fn export(&self, name: &str) {
+        let h = crate::metrics::Handles::new("adaptive", name);
+        let (limit, inflight, waiting) =
+            (h.gauge("limit"), h.gauge("inflight"), h.gauge("waiting"));
+        let (samples, drops, rejections) = (
+            h.counter("samples_total"),
+            h.counter("drops_total"),
+            h.counter("rejections_total"),
+        );
+        let weak = Arc::downgrade(&self.inner);
+        crate::metrics::register(move || {
+            let Some(inner) = weak.upgrade() else {
+                return false;
+            };
+            let m = AdaptiveLimiter {
+                inner,
+                partition: 0,
+                bypass: false,
+            }
+            .metrics();
+            limit.set(m.limit as f64);
+            inflight.set(m.inflight as f64);
+            waiting.set(m.waiting as f64);
+            samples.absolute(m.samples);
+            drops.absolute(m.drops);
+            rejections.absolute(m.rejections);
+            true
+        });
+    }
+
+    #[inline]
     fn permit(&self, g: Grant) -> Permit<C> {
+        let inner = &*self.inner;
+        let stride = inner.stride.load(Ordering::Relaxed);
+        let start = (stride <= 1 || timed_here(stride)).then(|| inner.clock.now());
         Permit {
             inner: self.inner.clone(),
             held: Some(Held {
                 partition: self.partition,
-                start: self.inner.clock.now(),
+                start,
                 inflight: g.inflight,
             }),
         }
@@ -1244,7 +1440,7 @@ impl<C: Clock> fmt::Debug for AdaptiveLimiter<C> {
 /// Dropping it leaves the backlog; a permit already granted to it is
 /// returned (unreported) and handed to the next caller.
 #[must_use = "futures do nothing unless polled"]
-pub struct Acquire<'a, C: Clock = TokioClock> {
+pub struct Acquire<'a, C: Clock = FastClock> {
     limiter: &'a AdaptiveLimiter<C>,
     key: Option<Key>,
 }
@@ -1303,7 +1499,8 @@ impl<C: Clock> Drop for Acquire<'_, C> {
 
 struct Held {
     partition: usize,
-    start: Instant,
+    /// `None` for a permit not timed (see [`LimitAlgorithm::timing_stride`]).
+    start: Option<Instant>,
     inflight: usize,
 }
 
@@ -1345,7 +1542,7 @@ struct Held {
 /// # }
 /// ```
 #[must_use = "dropping the permit at once counts the request as ignored"]
-pub struct Permit<C: Clock = TokioClock> {
+pub struct Permit<C: Clock = FastClock> {
     inner: Arc<Inner<C>>,
     held: Option<Held>,
 }

@@ -252,6 +252,64 @@ pub trait LimitAlgorithm: fmt::Debug + Send + 'static {
 
     /// The smallest and largest limit it can answer.
     fn bounds(&self) -> (usize, usize);
+
+    /// How many permits share one timed sample: 1 (the default) times
+    /// every permit and feeds every report to [`update`](Self::update).
+    /// An algorithm that only aggregates RTTs (the [`Windowed`] wrapper
+    /// under load) may answer `n > 1`: the limiter then reads the clock
+    /// for about one permit in `n` (each thread times its first permit,
+    /// then one after a random gap of `n − 1` on average), and the
+    /// successes of the others are counted without the lock and handed
+    /// over through [`add_untimed`](Self::add_untimed) just before the
+    /// next timed sample (or a [`metrics`](AdaptiveLimiter::metrics)
+    /// snapshot). An untimed *drop* is handed over at once. Read when the
+    /// limiter is built and after each `update`; 0 counts as 1.
+    fn timing_stride(&self) -> usize {
+        1
+    }
+
+    /// Reports of permits that were not timed (see
+    /// [`timing_stride`](Self::timing_stride)); never called when the
+    /// stride is 1. They cannot move the limit by themselves: the limit an
+    /// algorithm answers is read after its next `update`. The default
+    /// ignores them.
+    fn add_untimed(&mut self, reports: &Untimed) {
+        let _ = reports;
+    }
+}
+
+/// Reports of permits that were not timed, handed to
+/// [`LimitAlgorithm::add_untimed`] in one go.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::adaptive::Untimed;
+///
+/// let u = Untimed::new(12, 9, false);
+/// assert_eq!((u.count, u.max_inflight, u.dropped), (12, 9, false));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Untimed {
+    /// How many reports.
+    pub count: u64,
+    /// The largest `inflight` at the start of any of them.
+    pub max_inflight: usize,
+    /// Whether any was dropped.
+    pub dropped: bool,
+}
+
+impl Untimed {
+    /// `count` untimed reports, the largest started with `max_inflight` in
+    /// flight, any dropped or not.
+    pub fn new(count: u64, max_inflight: usize, dropped: bool) -> Self {
+        Self {
+            count,
+            max_inflight,
+            dropped,
+        }
+    }
 }
 
 impl<A: LimitAlgorithm + ?Sized> LimitAlgorithm for Box<A> {
@@ -265,6 +323,14 @@ impl<A: LimitAlgorithm + ?Sized> LimitAlgorithm for Box<A> {
 
     fn bounds(&self) -> (usize, usize) {
         (**self).bounds()
+    }
+
+    fn timing_stride(&self) -> usize {
+        (**self).timing_stride()
+    }
+
+    fn add_untimed(&mut self, reports: &Untimed) {
+        (**self).add_untimed(reports)
     }
 }
 

@@ -19,8 +19,30 @@
 //! `max_window` = 1 s), at least 10 samples, samples faster than 100 µs
 //! ignored.
 //!
-//! Where this differs, deliberately: **drops always count.** Netflix drops
-//! every sample faster than the 100 µs threshold, drops included, so a
+//! **Timing only as many permits as a window needs** (not in Netflix's,
+//! which reads the clock twice for every request): the window's decision
+//! needs the mean RTT, not every RTT. So when a window closes, the
+//! wrapper asks an [`AdaptiveLimiter`](super::AdaptiveLimiter) to time
+//! about one permit in `n` ([`LimitAlgorithm::timing_stride`]), with `n`
+//! = the closed window's reports (too-fast ones included) divided by
+//! [`timed_per_window`](WindowedBuilder::timed_per_window) (default 160),
+//! between 1 and [`max_time_one_in`](WindowedBuilder::max_time_one_in)
+//! (default 16). A backend served a few hundred times a window is timed
+//! on every permit, as Netflix's; one served a million times a second is
+//! timed on one permit in 16. The untimed reports still count toward the
+//! window (its sample count, its largest `inflight`, its drop flag;
+//! [`LimitAlgorithm::add_untimed`]) but add no RTT and cannot close it:
+//! the window closes at the first *timed* report that ends past its end,
+//! about `n` reports late at most; a window with untimed reports but no
+//! timed sample (and no drop) is discarded, having no RTT to decide on.
+//! `max_time_one_in(1)` times every permit.
+//!
+//! Where this differs, deliberately: **a too-fast sample still tells the
+//! time**: it adds nothing to the window, as in Netflix's, but one that
+//! ends past the window's end closes it (Netflix's waits for the next
+//! sample above the threshold), so windows keep their length and the
+//! timing stride above is kept up to date. **Drops always count.**
+//! Netflix drops every sample faster than the 100 µs threshold, drops included, so a
 //! backend that fails fast is never seen to fail. Here a dropped sample
 //! always counts toward the window (its sample count and its drop flag)
 //! and adds its RTT to the mean only when that RTT is above the
@@ -32,7 +54,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{LimitAlgorithm, Sample};
+use super::{LimitAlgorithm, Sample, Untimed};
 use crate::error::{ConfigError, ConfigErrorKind};
 
 /// Feeds `A` one aggregate sample per window. See the [module docs](self).
@@ -64,12 +86,18 @@ pub struct Windowed<A> {
     max_window: Duration,
     min_samples: usize,
     min_rtt: Duration,
+    timed_per_window: usize,
+    max_stride: usize,
+    /// The stride asked for now (1 until the first window closes).
+    stride: usize,
     window: Window,
     ends_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Window {
+    /// Every report, too fast ones included (for the timing stride).
+    reports: usize,
     count: usize,
     timed: u64,
     rtt_sum_nanos: u128,
@@ -79,6 +107,14 @@ struct Window {
 }
 
 impl Window {
+    fn add_untimed(&mut self, u: &Untimed) {
+        let n = usize::try_from(u.count).unwrap_or(usize::MAX);
+        self.reports = self.reports.saturating_add(n);
+        self.count = self.count.saturating_add(n);
+        self.max_inflight = self.max_inflight.max(u.max_inflight);
+        self.dropped |= u.dropped;
+    }
+
     fn add(&mut self, s: &Sample, timed: bool) {
         self.count += 1;
         self.max_inflight = self.max_inflight.max(s.inflight);
@@ -99,7 +135,8 @@ impl Window {
 }
 
 /// Configures a [`Windowed`]. Defaults: 1 s windows, at least 10 samples,
-/// samples under 100 µs ignored (Netflix's).
+/// samples under 100 µs ignored (Netflix's), enough permits timed for
+/// about 160 timed samples a window, at least one in 16.
 ///
 /// # Examples
 ///
@@ -127,6 +164,8 @@ pub struct WindowedBuilder<A> {
     max_window: Duration,
     min_samples: usize,
     min_rtt: Duration,
+    timed_per_window: usize,
+    max_stride: usize,
 }
 
 impl<A: LimitAlgorithm> WindowedBuilder<A> {
@@ -154,12 +193,29 @@ impl<A: LimitAlgorithm> WindowedBuilder<A> {
         self
     }
 
+    /// How many timed samples a window should get (default 160; at least
+    /// 1): the [timing stride](LimitAlgorithm::timing_stride) asked of an
+    /// [`AdaptiveLimiter`](super::AdaptiveLimiter) is the last window's
+    /// sample count over this. See the [module docs](self).
+    pub fn timed_per_window(mut self, n: usize) -> Self {
+        self.timed_per_window = n;
+        self
+    }
+
+    /// The largest timing stride asked for (default 16; at least 1, which
+    /// times every permit). See the [module docs](self).
+    pub fn max_time_one_in(mut self, n: usize) -> Self {
+        self.max_stride = n;
+        self
+    }
+
     /// Checks the settings and makes the wrapper.
     ///
     /// # Errors
     ///
     /// [`ConfigError`] naming `min_window` (zero), `max_window` (below
-    /// `min_window`) or `min_samples` (0).
+    /// `min_window`), `min_samples`, `timed_per_window` or
+    /// `max_time_one_in` (0).
     pub fn build(self) -> Result<Windowed<A>, ConfigError> {
         const C: &str = "windowed";
         if self.min_window.is_zero() {
@@ -189,8 +245,24 @@ impl<A: LimitAlgorithm> WindowedBuilder<A> {
                 "must be at least 1",
             ));
         }
+        for (field, n) in [
+            ("timed_per_window", self.timed_per_window),
+            ("max_time_one_in", self.max_stride),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::new(
+                    C,
+                    field,
+                    ConfigErrorKind::Zero,
+                    "must be at least 1",
+                ));
+            }
+        }
         Ok(Windowed {
             inner: self.inner,
+            timed_per_window: self.timed_per_window,
+            max_stride: self.max_stride,
+            stride: 1,
             min_window: self.min_window,
             max_window: self.max_window,
             min_samples: self.min_samples,
@@ -219,6 +291,8 @@ impl<A: LimitAlgorithm> Windowed<A> {
             max_window: Duration::from_secs(1),
             min_samples: 10,
             min_rtt: Duration::from_micros(100),
+            timed_per_window: 160,
+            max_stride: 16,
         }
     }
 
@@ -235,21 +309,23 @@ impl<A: LimitAlgorithm> LimitAlgorithm for Windowed<A> {
 
     fn update(&mut self, s: &Sample) -> usize {
         let timed = s.rtt >= self.min_rtt;
-        if !timed && !s.dropped {
-            return self.limit();
+        self.window.reports = self.window.reports.saturating_add(1);
+        if timed || s.dropped {
+            self.window.add(s, timed);
         }
-        self.window.add(s, timed);
         let end = s.start.checked_add(s.rtt).unwrap_or(s.start);
         if self.ends_at.is_some_and(|t| end <= t) {
             return self.limit();
         }
         let w = std::mem::take(&mut self.window);
+        self.stride = (w.reports / self.timed_per_window).clamp(1, self.max_stride);
         let length = w
             .rtt_min
             .map_or(self.min_window, |m| m.saturating_mul(2))
             .clamp(self.min_window, self.max_window);
         self.ends_at = Some(end.checked_add(length).unwrap_or(end));
-        if w.count >= self.min_samples {
+        // Untimed reports alone (no RTT, no drop) say nothing to decide on.
+        if w.count >= self.min_samples && (w.timed > 0 || w.dropped) {
             self.inner.update(&Sample::new(
                 s.start,
                 w.mean_rtt(),
@@ -262,6 +338,14 @@ impl<A: LimitAlgorithm> LimitAlgorithm for Windowed<A> {
 
     fn bounds(&self) -> (usize, usize) {
         self.inner.bounds()
+    }
+
+    fn timing_stride(&self) -> usize {
+        self.stride
+    }
+
+    fn add_untimed(&mut self, reports: &Untimed) {
+        self.window.add_untimed(reports);
     }
 }
 
@@ -295,6 +379,7 @@ mod tests {
         assert_eq!((w.min_window, w.max_window), (MS * 1000, MS * 1000));
         assert_eq!(w.min_samples, 10);
         assert_eq!(w.min_rtt, Duration::from_micros(100));
+        assert_eq!((w.timed_per_window, w.max_stride), (160, 16));
         assert_eq!(w.bounds(), (1, usize::MAX));
     }
 
@@ -397,6 +482,93 @@ mod tests {
         assert_eq!(
             b().min_samples(0).build().unwrap_err().field(),
             "min_samples"
+        );
+        assert_eq!(
+            b().timed_per_window(0).build().unwrap_err().field(),
+            "timed_per_window"
+        );
+        assert_eq!(
+            b().max_time_one_in(0).build().unwrap_err().field(),
+            "max_time_one_in"
+        );
+    }
+
+    #[test]
+    fn the_stride_is_the_last_windows_reports_over_the_target_capped() {
+        let t0 = Instant::now();
+        let mut w = Windowed::builder(Spy::default())
+            .min_window(MS * 100)
+            .max_window(MS * 100)
+            .timed_per_window(10)
+            .max_time_one_in(4)
+            .build()
+            .unwrap();
+        assert_eq!(w.timing_stride(), 1, "nothing known yet");
+        w.update(&Sample::new(t0, MS, 1, false)); // closes the first window
+        assert_eq!(w.timing_stride(), 1);
+        // 29 reports, 5 of them too fast, then the closing one: 31 with
+        // the untimed 1 handed over.
+        for i in 0..29u32 {
+            let rtt = if i < 5 { Duration::ZERO } else { MS };
+            w.update(&Sample::new(t0 + MS * (2 + i), rtt, 1, false));
+        }
+        w.add_untimed(&Untimed::new(1, 1, false));
+        assert_eq!(w.timing_stride(), 1, "the window is open");
+        w.update(&Sample::new(t0 + MS * 150, MS, 1, false));
+        assert_eq!(w.timing_stride(), 3, "⌊31 / 10⌋");
+        w.add_untimed(&Untimed::new(1_000, 1, false));
+        w.update(&Sample::new(t0 + MS * 300, MS, 1, false));
+        assert_eq!(w.timing_stride(), 4, "capped");
+    }
+
+    #[test]
+    fn untimed_reports_count_but_cannot_decide_alone() {
+        let t0 = Instant::now();
+        let mut w = Windowed::builder(Spy::default())
+            .min_window(MS * 100)
+            .max_window(MS * 100)
+            .min_samples(5)
+            .build()
+            .unwrap();
+        w.update(&Sample::new(t0, MS * 10, 1, false)); // ends at 110
+        // Untimed reports only, then a too-fast sample that closes the
+        // window by time: no RTT to decide on, nothing fed.
+        w.add_untimed(&Untimed::new(20, 7, false));
+        w.update(&Sample::new(t0 + MS * 200, Duration::ZERO, 1, false));
+        assert!(w.inner().0.is_empty());
+        assert_eq!(w.ends_at, Some(t0 + MS * 300), "closed by the fast one");
+        // Four untimed (one a drop) and one timed sample: five samples,
+        // the RTT of the timed one, their largest inflight, the drop.
+        w.add_untimed(&Untimed::new(3, 9, false));
+        w.add_untimed(&Untimed::new(1, 2, true));
+        w.update(&Sample::new(t0 + MS * 310, MS * 30, 4, false));
+        let fed = w.inner().0[0];
+        assert_eq!((fed.rtt, fed.inflight, fed.dropped), (MS * 30, 9, true));
+    }
+
+    #[test]
+    fn a_too_fast_sample_closes_the_window_but_adds_nothing() {
+        let t0 = Instant::now();
+        let mut w = Windowed::builder(Spy::default())
+            .min_window(MS * 100)
+            .max_window(MS * 100)
+            .min_samples(2)
+            .build()
+            .unwrap();
+        w.update(&Sample::new(t0, MS * 10, 1, false)); // ends at 110
+        w.update(&Sample::new(t0 + MS * 20, MS * 10, 3, false));
+        w.update(&Sample::new(t0 + MS * 30, MS * 20, 4, false));
+        w.update(&Sample::new(
+            t0 + MS * 200,
+            Duration::from_micros(50),
+            8,
+            false,
+        ));
+        let fed = w.inner().0[0];
+        assert_eq!(
+            (fed.rtt, fed.inflight),
+            (MS * 15, 4),
+            "the fast one's 8 is not counted"
         );
     }
 }

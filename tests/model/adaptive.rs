@@ -14,6 +14,9 @@
 //!   the inflight each permit was taken at, the RTT each report feeds, the
 //!   limit and the counts must match, and no permit is granted with the
 //!   limit's worth already held.
+//! * `check_limiter_strided`: the same steps with an algorithm that asks
+//!   for one permit in `n` to be timed: each report reaches it exactly
+//!   once, timed (with its RTT) or untimed (with its inflight and drop).
 #![allow(dead_code)]
 // The references clamp with `max`/`min`, not `clamp`: a NaN reaching them
 // gives a different answer from the crate's, and the check fails.
@@ -22,7 +25,7 @@
 use std::time::Duration;
 
 use flowguard::adaptive::{
-    AdaptiveLimiter, Aimd, Gradient2, LimitAlgorithm, QueueSize, Sample, Vegas, Windowed,
+    AdaptiveLimiter, Aimd, Gradient2, LimitAlgorithm, QueueSize, Sample, Untimed, Vegas, Windowed,
 };
 use flowguard::clock::ManualClock;
 use tokio::time::Instant;
@@ -533,10 +536,10 @@ impl Reference for WindowRef {
     }
     fn update(&mut self, s: &Sample) -> usize {
         let timed = s.rtt >= self.min_rtt;
-        if !timed && !s.dropped {
-            return self.limit();
+        // A too-fast success adds nothing, but may close the window.
+        if timed || s.dropped {
+            self.window.push((s.rtt, s.inflight, s.dropped, timed));
         }
-        self.window.push((s.rtt, s.inflight, s.dropped, timed));
         let end = s.start + s.rtt;
         if let Some(t) = self.ends_at {
             if end <= t {
@@ -686,6 +689,137 @@ pub(crate) fn check_limiter(initial: u8, ops: &[LimiterOp]) {
             (samples, drops, ignored, rejections),
             "step {i}"
         );
+    }
+    drop(held);
+    assert_eq!(limiter.metrics().inflight, 0);
+}
+
+// ---- the limiter, timing one permit in n ---------------------------------------
+
+/// A fixed limit that asks for one permit in `stride` to be timed and
+/// logs what it is fed.
+#[derive(Debug, Clone, Default)]
+struct Logged {
+    limit: usize,
+    stride: usize,
+    timed: std::sync::Arc<std::sync::Mutex<Vec<Sample>>>,
+    untimed: std::sync::Arc<std::sync::Mutex<Vec<Untimed>>>,
+}
+
+impl LimitAlgorithm for Logged {
+    fn limit(&self) -> usize {
+        self.limit
+    }
+    fn update(&mut self, s: &Sample) -> usize {
+        self.timed.lock().unwrap().push(*s);
+        self.limit
+    }
+    fn bounds(&self) -> (usize, usize) {
+        (self.limit, self.limit)
+    }
+    fn timing_stride(&self) -> usize {
+        self.stride
+    }
+    fn add_untimed(&mut self, u: &Untimed) {
+        self.untimed.lock().unwrap().push(*u);
+    }
+}
+
+/// Runs a limiter case with a timing stride of `1 + stride % 8`: which
+/// permits are timed is the limiter's choice, so each report must reach
+/// the algorithm exactly once, either as a timed sample with the RTT and
+/// inflight of its permit, or (after the `metrics()` that follows every
+/// step hands them over) as one untimed report with its inflight and drop
+/// flag; the counts and the permits held must match a naive list.
+pub(crate) fn check_limiter_strided(stride: u8, initial: u8, ops: &[LimiterOp]) {
+    let limit = 1 + usize::from(initial % 40);
+    let algo = Logged {
+        limit,
+        stride: 1 + usize::from(stride % 8),
+        ..Logged::default()
+    };
+    let clock = ManualClock::new();
+    let limiter = AdaptiveLimiter::builder()
+        .algorithm(algo.clone())
+        .build_with_clock(clock.clone())
+        .unwrap();
+    let mut held = Vec::new();
+    let (mut samples, mut drops, mut ignored, mut rejections) = (0u64, 0u64, 0u64, 0u64);
+    for (i, op) in ops.iter().enumerate() {
+        let (timed_before, untimed_before) = (
+            algo.timed.lock().unwrap().len(),
+            algo.untimed.lock().unwrap().len(),
+        );
+        let mut expect = None;
+        match *op {
+            LimiterOp::AdvanceMs(ms) => clock.advance(Duration::from_millis(ms.into())),
+            LimiterOp::TryAcquire => match limiter.try_acquire() {
+                Ok(p) => {
+                    assert!(held.len() < limit, "step {i}: granted over the limit");
+                    assert_eq!(p.inflight_at_start(), held.len() + 1);
+                    held.push((p, clock.elapsed(), held.len() + 1));
+                }
+                Err(_) => {
+                    assert_eq!(held.len(), limit, "step {i}: refused under the limit");
+                    rejections += 1;
+                }
+            },
+            LimiterOp::Report(at, how) => {
+                if held.is_empty() {
+                    continue;
+                }
+                let (p, taken, inflight) = held.remove(usize::from(at) % held.len());
+                let rtt = clock.elapsed() - taken;
+                match how {
+                    0 | 1 => {
+                        let dropped = how == 1;
+                        samples += 1;
+                        drops += u64::from(dropped);
+                        expect = Some((rtt, inflight, dropped));
+                        if dropped {
+                            p.dropped();
+                        } else {
+                            p.success();
+                        }
+                    }
+                    2 => {
+                        ignored += 1;
+                        p.ignore();
+                    }
+                    _ => {
+                        ignored += 1;
+                        drop(p);
+                    }
+                }
+            }
+        }
+        let m = limiter.metrics();
+        assert_eq!((m.limit, m.inflight), (limit, held.len()), "step {i}");
+        assert_eq!(
+            (m.samples, m.drops, m.ignored, m.rejections),
+            (samples, drops, ignored, rejections),
+            "step {i}"
+        );
+        let timed = algo.timed.lock().unwrap();
+        let untimed = algo.untimed.lock().unwrap();
+        match expect {
+            None => assert_eq!(
+                (timed.len(), untimed.len()),
+                (timed_before, untimed_before),
+                "step {i}"
+            ),
+            Some((rtt, inflight, dropped)) => {
+                if timed.len() > timed_before {
+                    assert_eq!(untimed.len(), untimed_before, "step {i}: fed twice");
+                    let s = timed[timed_before];
+                    assert_eq!((s.rtt, s.inflight, s.dropped), (rtt, inflight, dropped));
+                } else {
+                    assert_eq!(untimed.len(), untimed_before + 1, "step {i}: lost");
+                    let u = untimed[untimed_before];
+                    assert_eq!((u.count, u.max_inflight, u.dropped), (1, inflight, dropped));
+                }
+            }
+        }
     }
     drop(held);
     assert_eq!(limiter.metrics().inflight, 0);
