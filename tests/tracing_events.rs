@@ -16,7 +16,7 @@ use flowguard::adaptive::{AdaptiveLimiter, Aimd};
 use flowguard::breaker::CircuitBreaker;
 use flowguard::channel;
 use flowguard::pipeline::Pipeline;
-use flowguard::pool::WorkerPool;
+use flowguard::pool::{BlockingPool, WorkerPool};
 use flowguard::semaphore::Semaphore;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -123,6 +123,12 @@ async fn state_changes_carry_names_spans_wrap_tasks_and_calls_nothing_at_info() 
         .await
         .unwrap();
     pool.set_max_concurrency(4).unwrap();
+    let blocking = BlockingPool::builder()
+        .max_concurrency(2)
+        .name("files")
+        .build()
+        .unwrap();
+    blocking.set_max_concurrency(3).unwrap();
     let untraced = WorkerPool::builder().max_concurrency(1).build().unwrap();
     untraced
         .submit(async { tracing::info!(target: "app", "untraced task") })
@@ -204,6 +210,8 @@ async fn state_changes_carry_names_spans_wrap_tasks_and_calls_nothing_at_info() 
     assert!(e.has("to=Open"), "{e:?}");
     let e = find("pool=io", "pool resized");
     assert!(e.has("max_concurrency=4"), "{e:?}");
+    let e = find("pool=files", "pool resized");
+    assert!(e.has("max_concurrency=3"), "{e:?}");
     find("channel=jobs", "channel congested");
     find("channel=jobs", "channel drained below low watermark");
     let e = find("channel=jobs", "channel capacity changed");

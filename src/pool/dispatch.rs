@@ -409,6 +409,7 @@ impl Dispatcher {
         for next in start {
             next.start(this);
         }
+        tracing::debug!(pool = %this.name, max_concurrency = n, "pool resized");
     }
 
     /// Stops intake: waiting and later submissions fail; queued and running

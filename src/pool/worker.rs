@@ -500,7 +500,6 @@ impl WorkerPool {
         let d = &self.inner.dispatch;
         check_concurrency("worker_pool", n, d.queue_capacity)?;
         Dispatcher::set_max_concurrency(d, n);
-        tracing::debug!(pool = %d.name, max_concurrency = n, "pool resized");
         Ok(())
     }
 
