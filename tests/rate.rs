@@ -418,7 +418,11 @@ async fn keyed_churn_below_the_cap_stays_flat() {
         for k in 0..100 {
             l.try_acquire(&(round * 1000 + k), 1).unwrap();
         }
-        assert!(l.len() <= 256, "round {round}: {} keys held", l.len());
+        // At most two rounds (200 keys) are live at once; idle ones are
+        // swept when the table would grow, so it never grows past the
+        // step above them (448 keys; where it stops depends on the hash
+        // layout, as removals leave tombstones). Without the sweep: 20 000.
+        assert!(l.len() <= 512, "round {round}: {} keys held", l.len());
         tokio::time::advance(ms(100)).await;
     }
     assert_eq!(l.snapshot().evicted_while_full, 0);
