@@ -41,9 +41,9 @@
 //! | `flowguard_pool_failed_total` | counter | `failed` (panicked or timed out) |
 //! | `flowguard_pool_cancelled_total` | counter | `cancelled` |
 //! | `flowguard_pool_rejected_total` | counter | `rejected` |
-//! | `flowguard_pool_submit_wait_seconds` | histogram | `submit_wait` (with `histograms(true)`) |
-//! | `flowguard_pool_queue_wait_seconds` | histogram | `queue_wait` (with `histograms(true)`) |
-//! | `flowguard_pool_run_seconds` | histogram | `run_time` (with `histograms(true)`) |
+//! | `flowguard_pool_submit_wait_seconds` | histogram | `submit_wait` (unless `histograms(false)`) |
+//! | `flowguard_pool_queue_wait_seconds` | histogram | `queue_wait` (unless `histograms(false)`) |
+//! | `flowguard_pool_run_seconds` | histogram | `run_time` (unless `histograms(false)`) |
 //! | `flowguard_channel_len` | gauge | [`ChannelMetrics::len`](crate::channel::ChannelMetrics::len) |
 //! | `flowguard_channel_capacity` | gauge | `capacity` |
 //! | `flowguard_channel_waiting_senders` | gauge | `waiting_senders` |

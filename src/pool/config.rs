@@ -36,7 +36,7 @@ impl PoolConfig {
             timeout: None,
             name: component.to_owned(),
             priority_aging: None,
-            histograms: false,
+            histograms: true,
             named: false,
             trace_tasks: false,
         }
