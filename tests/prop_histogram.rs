@@ -42,3 +42,16 @@ fn fuzz_bytes_decode() {
     let (values, qs) = model::from_bytes(&[255, 1, 0, 0, 0, 0, 0, 0, 3]);
     assert_eq!((values, qs), (vec![511 >> 3], vec![1.0]));
 }
+
+/// A fuzz find (CI, 2026-11-30): values whose buckets put the sum exactly
+/// 1/128 above the exact one; the mean's check divided in f64 and read the
+/// bound as exceeded by a rounding.
+#[test]
+fn mean_exactly_at_the_error_bound() {
+    let bytes = [
+        0u8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10,
+    ];
+    let (values, qs) = model::from_bytes(&bytes);
+    model::check(&values, &qs);
+}

@@ -47,8 +47,10 @@ pub(crate) fn check(values: &[u64], qs: &[f64]) {
     assert!(sorted[0] as f64 <= mean && mean <= *sorted.last().unwrap() as f64);
     if overflow.is_empty() {
         let exact = normal_sum as f64 / values.len() as f64;
+        // The bound is reached exactly when every value sits at the far
+        // end of its bucket; the divisions round in f64, so allow for that.
         assert!(
-            (mean - exact).abs() <= exact / 128.0 + 1e-9,
+            (mean - exact).abs() <= exact / 128.0 * (1.0 + 1e-12) + 1e-9,
             "mean {mean} exact {exact}"
         );
     }
