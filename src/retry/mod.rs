@@ -315,20 +315,23 @@ fn export(name: &str, counters: crate::sync::StdWeak<Counters>) {
             "deadline_total",
         ],
         move || {
-            let c = counters.upgrade()?;
-            let m = c.snapshot();
-            let l = |a: &AtomicU64| Some(a.load(Ordering::Relaxed) as f64);
-            Some([
-                Some(m.calls as f64),
-                Some(m.attempts as f64),
-                l(&c.retries),
-                l(&c.succeeded_first),
-                l(&c.succeeded_after_retry),
-                l(&c.exhausted),
-                l(&c.not_retryable),
-                l(&c.budget_refusals),
-                l(&c.deadline),
-            ])
+            // One snapshot: every series from the same reads, so
+            // `calls` is the sum of the outcomes published beside it.
+            let m = counters.upgrade()?.snapshot();
+            Some(
+                [
+                    m.calls,
+                    m.attempts,
+                    m.retries,
+                    m.succeeded_first,
+                    m.succeeded_after_retry,
+                    m.exhausted,
+                    m.not_retryable,
+                    m.budget_refusals,
+                    m.deadline,
+                ]
+                .map(|v| Some(v as f64)),
+            )
         },
     );
 }
