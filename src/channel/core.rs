@@ -44,8 +44,8 @@ fn shrink_waiters<X>(d: &mut VecDeque<X>) {
 /// in a `Vec` that allocates only when a single call wakes several (close,
 /// a capacity change, a heavy value freeing room for several light ones).
 /// Kept this small on purpose: every channel operation makes one and drops
-/// one, and an array of four `Option<Waker>` cost 60 instructions a call
-/// to initialise, drain and drop (callgrind), about a fifth of a
+/// one, and with an array of four `Option<Waker>` dropping the list alone
+/// cost 55 instructions a call (callgrind), over a fifth of a
 /// send-and-receive round.
 #[derive(Debug)]
 pub(crate) struct WakeList<W> {
