@@ -861,3 +861,24 @@ async fn send_wait_histogram_counts_blocked_sends() {
     blocked.await.unwrap().unwrap();
     assert_eq!(rx.metrics().send_wait.count(), 0);
 }
+
+/// A parked `send` learns it was served from a published mark, without the
+/// lock; polled again before a receive served it, it must stay parked (and
+/// keep its place), and once served it completes with its value queued.
+#[test]
+fn parked_send_repolled_before_it_is_served_stays_pending() {
+    let (tx, rx) = channel::bounded::<u32>(1).unwrap();
+    tx.try_send(0).unwrap();
+    let mut first = tx.send(1);
+    assert!(poll_once(&mut first).is_pending());
+    assert_eq!(rx.try_recv(), Ok(0)); // serves `first`
+    assert!(matches!(poll_once(&mut first), Poll::Ready(Ok(()))));
+    let mut second = tx.send(2);
+    assert!(poll_once(&mut second).is_pending());
+    assert!(poll_once(&mut second).is_pending());
+    assert_eq!(tx.try_send(3), Err(channel::TrySendError::Full(3)));
+    assert_eq!(rx.try_recv(), Ok(1)); // serves `second`
+    assert!(matches!(poll_once(&mut second), Poll::Ready(Ok(()))));
+    assert_eq!(rx.try_recv(), Ok(2));
+    assert_eq!(rx.try_recv(), Err(channel::TryRecvError::Empty));
+}

@@ -30,6 +30,28 @@ fn sender_parked_on_full_is_woken_by_recv() {
     });
 }
 
+/// A woken `send` learns without the lock that a receive queued its value
+/// (the published `served_below`): nothing lost or doubled, one sender's
+/// values in order, and the second send parks again after the first was
+/// served.
+#[test]
+fn woken_sends_complete_without_the_lock_in_order() {
+    loom::model(|| {
+        let (tx, rx) = channel::bounded::<u32>(1).unwrap();
+        tx.try_send(0).unwrap();
+        let t = thread::spawn(move || {
+            block_on(tx.send(1)).unwrap();
+            block_on(tx.send(2)).unwrap();
+        });
+        let mut got = Vec::new();
+        while let Some(v) = block_on(rx.recv()) {
+            got.push(v);
+        }
+        t.join().unwrap();
+        assert_eq!(got, [0, 1, 2]);
+    });
+}
+
 /// No lost wake-up: a receiver parked on an empty channel is woken by a send.
 #[test]
 fn receiver_parked_on_empty_is_woken_by_send() {

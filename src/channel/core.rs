@@ -51,6 +51,9 @@ fn shrink_waiters<X>(d: &mut VecDeque<X>) {
 pub(crate) struct WakeList<W> {
     first: Option<W>,
     more: Vec<W>,
+    /// Set when the call served at least one waiting sender, so the shell
+    /// republishes [`Core::served_below`] before it unlocks.
+    pub(crate) served: bool,
 }
 
 impl<W> Default for WakeList<W> {
@@ -66,6 +69,7 @@ impl<W> WakeList<W> {
         Self {
             first: None,
             more: Vec::new(),
+            served: false,
         }
     }
 
@@ -187,6 +191,10 @@ pub(crate) struct Core<T, W> {
     /// How many of `send_waiters` are refused (waiting to be collected by
     /// their futures); they hold no place in the line.
     refused_waiters: usize,
+    /// One past the id of the last waiting sender served. Senders are served
+    /// strictly in id order, skipping only refused ones, so a registered
+    /// sender whose id is below this was served, unless it was refused.
+    served_below: u64,
     recv_waiters: VecDeque<(u64, W)>,
     drain_waiters: VecDeque<(u64, W)>,
     /// `Sender::closed()` futures, woken when the channel closes.
@@ -213,6 +221,7 @@ impl<T, W> Core<T, W> {
             reserved_weight: 0,
             send_waiters: VecDeque::new(),
             refused_waiters: 0,
+            served_below: 0,
             recv_waiters: VecDeque::new(),
             drain_waiters: VecDeque::new(),
             close_waiters: VecDeque::new(),
@@ -264,6 +273,11 @@ impl<T, W> Core<T, W> {
     }
     pub(crate) fn waiting_senders(&self) -> usize {
         self.send_waiters.len() - self.refused_waiters
+    }
+    /// See the field: a waiting `send` (one slot, never refused) whose id
+    /// is below this has been served.
+    pub(crate) fn served_below(&self) -> u64 {
+        self.served_below
     }
     pub(crate) fn waiting_receivers(&self) -> usize {
         self.recv_waiters.len()
@@ -378,6 +392,8 @@ impl<T, W> Core<T, W> {
             let Some(mut w) = self.send_waiters.remove(i) else {
                 break;
             };
+            self.served_below = w.id + 1;
+            wake.served = true;
             match w.value.take() {
                 Some(v) => self.push(v, w.weight, wake),
                 None => {
@@ -817,6 +833,45 @@ mod tests {
         wl.push(7);
         wl.push(8);
         assert_eq!(woken(&mut wl), [7, 8]);
+    }
+
+    #[test]
+    fn served_below_passes_each_sender_as_it_is_served() {
+        let mut c = C::new(1, usize::MAX, None);
+        let mut wl = WakeList::new();
+        c.try_send(0, 0, &mut wl).unwrap();
+        let a = c.register_send(Some(1), 1, 0, 10);
+        let b = c.register_send(Some(2), 1, 0, 11);
+        assert!(c.served_below() <= a);
+        assert_eq!(c.try_recv(&mut wl), Ok(0));
+        assert!(wl.served);
+        assert!(a < c.served_below() && c.served_below() <= b);
+        assert_eq!(c.poll_send(a, |_| {}, &mut wl), SendPoll::Done);
+        let mut wl = WakeList::new();
+        assert_eq!(c.poll_send(b, |_| {}, &mut wl), SendPoll::Pending);
+        assert!(!wl.served);
+        assert_eq!(c.try_recv(&mut wl), Ok(1));
+        assert!(wl.served && b < c.served_below());
+    }
+
+    #[test]
+    fn served_below_skips_only_refused_reservations() {
+        let mut c = C::new(2, usize::MAX, None);
+        let mut wl = WakeList::new();
+        c.try_send(0, 0, &mut wl).unwrap();
+        c.try_send(1, 0, &mut wl).unwrap();
+        let many = c.register_send(None, 2, 0, 10);
+        let one = c.register_send(Some(2), 1, 0, 11);
+        c.set_capacity(1, &mut wl);
+        assert_eq!(c.try_recv(&mut wl), Ok(0));
+        assert_eq!(c.try_recv(&mut wl), Ok(1));
+        // The refused reservation was passed over, the send behind it served.
+        assert!(one < c.served_below());
+        assert!(matches!(
+            c.poll_send(many, |_| {}, &mut wl),
+            SendPoll::TooMany(None)
+        ));
+        assert_eq!(c.poll_send(one, |_| {}, &mut wl), SendPoll::Done);
     }
 
     #[test]
