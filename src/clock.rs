@@ -215,12 +215,34 @@ impl Hasher for Fields {
 
 /// [`nanos_between`] from the instants' [`Fields`]: the same value, with
 /// none of `std`'s instant subtraction (a call, a `Duration` built and
-/// checked, two saturating operations), only integer arithmetic that
-/// cannot overflow (`i128` holds any difference of two `i64` seconds times
-/// 10⁹). Exact wherever [`fields_are_exact`] holds.
+/// checked, two saturating operations). Exact wherever
+/// [`fields_are_exact`] holds.
+///
+/// The common case, `now` at most about 584 years after `origin`'s whole
+/// second, is `u64` arithmetic that provably cannot overflow: the seconds'
+/// difference `ds` is checked to be in `0..BOUND`, so `ds * 10⁹ + nanos`
+/// stays below `u64::MAX`, and taking `origin`'s nanoseconds off saturates
+/// only when `ds` is 0 and `now` is earlier within the second (0, as it
+/// should be). Anything else (earlier seconds, past the clamp) goes the
+/// `i128` way, which holds any difference exactly.
 #[inline]
 fn nanos_between_fields(origin: Instant, now: Instant) -> u64 {
+    /// `BOUND * 10⁹ + 999_999_999 <= u64::MAX`.
+    const BOUND: u64 = u64::MAX / 1_000_000_000 - 1;
     let (o, n) = (Fields::of(origin), Fields::of(now));
+    match n.secs.overflowing_sub(o.secs) {
+        (ds, false) if (ds as u64) < BOUND => {
+            ((ds as u64) * 1_000_000_000 + u64::from(n.nanos)).saturating_sub(u64::from(o.nanos))
+        }
+        _ => nanos_between_fields_wide(o, n),
+    }
+}
+
+/// [`nanos_between_fields`] for any two instants, in `i128` (which holds
+/// any difference of two `i64` seconds times 10⁹): 0 when `n` is earlier,
+/// `u64::MAX` past it.
+#[cold]
+fn nanos_between_fields_wide(o: Fields, n: Fields) -> u64 {
     let total = (i128::from(n.secs) - i128::from(o.secs)) * 1_000_000_000
         + (i128::from(n.nanos) - i128::from(o.nanos));
     if total <= 0 {
@@ -510,9 +532,13 @@ pub struct FastClock {
 
 #[derive(Clone)]
 enum Mode {
-    /// `tokio::time::Instant::now()` on every read; `fields`: whether
-    /// [`nanos_between_fields`] is exact here ([`fields_are_exact`]).
-    Tokio { fields: bool },
+    /// `tokio::time::Instant::now()` on every read, differences by `std`'s
+    /// instant subtraction.
+    Tokio,
+    /// `tokio::time::Instant::now()` on every read, differences from the
+    /// instants' fields ([`nanos_between_fields`]; chosen where
+    /// [`fields_are_exact`]).
+    TokioFields,
     /// `base` plus the counter's nanoseconds since `base_raw`.
     #[cfg(not(loom))]
     Counter {
@@ -552,17 +578,18 @@ impl FastClock {
 
     /// A `FastClock` that reads Tokio's clock on every call, wherever it is made.
     pub fn tokio() -> Self {
-        Self {
-            mode: Mode::Tokio {
-                fields: fields_are_exact(),
-            },
-        }
+        let mode = if fields_are_exact() {
+            Mode::TokioFields
+        } else {
+            Mode::Tokio
+        };
+        Self { mode }
     }
 
     /// Whether it reads `tokio::time::Instant::now()` on every call (and so
     /// follows a paused clock) rather than the CPU's counter.
     pub fn reads_tokio(&self) -> bool {
-        matches!(self.mode, Mode::Tokio { .. })
+        matches!(self.mode, Mode::Tokio | Mode::TokioFields)
     }
 }
 
@@ -581,7 +608,7 @@ impl FastClock {
     #[inline]
     pub(crate) fn stamp(&self) -> Stamp {
         match &self.mode {
-            Mode::Tokio { .. } => Stamp::Tokio(Instant::now()),
+            Mode::Tokio | Mode::TokioFields => Stamp::Tokio(Instant::now()),
             #[cfg(not(loom))]
             Mode::Counter { counter, .. } => Stamp::Raw(counter.raw()),
         }
@@ -600,7 +627,7 @@ impl FastClock {
             // A raw stamp read by a Tokio-reading clock: not made by this
             // clock (a semaphore keeps one clock for life).
             #[cfg(not(loom))]
-            (Mode::Tokio { .. }, Stamp::Raw(_)) => 0,
+            (Mode::Tokio | Mode::TokioFields, Stamp::Raw(_)) => 0,
         }
     }
 }
@@ -635,7 +662,7 @@ impl Clock for FastClock {
     #[inline]
     fn now(&self) -> Instant {
         match &self.mode {
-            Mode::Tokio { .. } => Instant::now(),
+            Mode::Tokio | Mode::TokioFields => Instant::now(),
             #[cfg(not(loom))]
             Mode::Counter {
                 counter,
@@ -648,7 +675,7 @@ impl Clock for FastClock {
     #[inline]
     fn epoch(&self) -> Instant {
         match &self.mode {
-            Mode::Tokio { .. } => Instant::now(),
+            Mode::Tokio | Mode::TokioFields => Instant::now(),
             #[cfg(not(loom))]
             Mode::Counter { base, .. } => *base,
         }
@@ -657,8 +684,8 @@ impl Clock for FastClock {
     #[inline]
     fn nanos_since(&self, origin: Instant) -> u64 {
         match &self.mode {
-            Mode::Tokio { fields: true } => nanos_between_fields(origin, Instant::now()),
-            Mode::Tokio { fields: false } => nanos_between(origin, Instant::now()),
+            Mode::TokioFields => nanos_between_fields(origin, Instant::now()),
+            Mode::Tokio => nanos_between(origin, Instant::now()),
             #[cfg(not(loom))]
             Mode::Counter {
                 counter,
@@ -947,11 +974,8 @@ mod tests {
             .build()
             .unwrap();
         let c = rt.block_on(async { FastClock::new() });
-        assert!(matches!(c.mode, Mode::Tokio { fields: true }));
-        assert!(matches!(
-            FastClock::tokio().mode,
-            Mode::Tokio { fields: true }
-        ));
+        assert!(matches!(c.mode, Mode::TokioFields));
+        assert!(matches!(FastClock::tokio().mode, Mode::TokioFields));
     }
 
     #[test]
@@ -998,6 +1022,27 @@ mod tests {
         assert_eq!(nanos_between_fields(a, past), u64::MAX);
         let far = a + Duration::from_secs(1_000 * 366 * 86_400);
         assert_eq!(nanos_between_fields(a, far), u64::MAX);
+        // Either side of the narrow path's bound on whole seconds, from an
+        // origin late in its second and one early in it.
+        let bound = u64::MAX / 1_000_000_000 - 1;
+        for o in [a, a + ns(999_999_999 - u64::from(Fields::of(a).nanos))] {
+            for secs in [bound - 1, bound, bound + 1] {
+                for nanos in [0, 1, 999_999_999] {
+                    let n = o + Duration::new(secs, nanos);
+                    assert_eq!(
+                        nanos_between_fields(o, n),
+                        reference(o, n),
+                        "{secs}.{nanos}"
+                    );
+                    assert_eq!(nanos_between_fields(n, o), 0);
+                }
+            }
+        }
+        // The wide path on its own: earlier seconds, and the same second.
+        let (fa, fb) = (Fields::of(a), Fields::of(a + ns(1_500_000_000)));
+        assert_eq!(nanos_between_fields_wide(fb, fa), 0);
+        assert_eq!(nanos_between_fields_wide(fa, fb), 1_500_000_000);
+        assert_eq!(nanos_between_fields_wide(fa, fa), 0);
         for (o, n) in [(a, a + ns(1)), (a, past), (a, far), (a + ns(5), a)] {
             assert_eq!(nanos_between_fields(o, n), reference(o, n));
             assert_eq!(nanos_between(o, n), reference(o, n));
