@@ -495,6 +495,12 @@ impl Clock for TokioClock {
 /// process has paused its clock, every Tokio read also looks up the
 /// current runtime), quanta's scaled counter 16 ns.
 ///
+/// Reading Tokio's clock, the nanoseconds since a primitive's origin are
+/// worked out from the two instants' seconds and nanoseconds directly
+/// (about 12 instructions) rather than by `std`'s instant subtraction
+/// (about 75): the same value to the nanosecond, on every platform whose
+/// instants pass a check made once per clock; elsewhere `std`'s way.
+///
 /// # Examples
 ///
 /// ```
