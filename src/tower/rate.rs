@@ -186,7 +186,44 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // The common case inline: no token held, one there to take.
+        // The common case inline: idle (every call leaves it so), a token
+        // there to take. Tested first on its own, and the state written
+        // only over `Idle`, so the path has no dispatch and nothing to drop.
+        if let State::Idle = self.state {
+            match self.limiter.try_acquire(1) {
+                Ok(()) => self.state = State::Reserved,
+                Err(e) => {
+                    if self.no_token(e) {
+                        return Poll::Ready(Ok(()));
+                    }
+                    return self.poll_wait(cx);
+                }
+            }
+            return self.inner.poll_ready(cx).map_err(Into::into);
+        }
+        self.poll_ready_other(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        if let State::Reserved = self.state {
+            self.state = State::Idle;
+            return ResponseFuture::running(self.inner.call(req), ());
+        }
+        ResponseFuture::failed(self.take_refusal())
+    }
+}
+
+impl<S, C: Clock> RateLimit<S, C> {
+    /// `poll_ready` in any state but `Idle`: holding a token, refused by
+    /// the last `poll_ready` (re-decided now), or waiting.
+    #[cold]
+    #[inline(never)]
+    fn poll_ready_other<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
         match &self.state {
             State::Reserved => {}
             State::Idle | State::Refused(_) => match self.limiter.try_acquire(1) {
@@ -203,17 +240,6 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    #[inline]
-    fn call(&mut self, req: Req) -> Self::Future {
-        if let State::Reserved = self.state {
-            self.state = State::Idle;
-            return ResponseFuture::running(self.inner.call(req), ());
-        }
-        ResponseFuture::failed(self.take_refusal())
-    }
-}
-
-impl<S, C: Clock> RateLimit<S, C> {
     /// `try_acquire` found no token: start waiting (and say so by
     /// returning `false`), or mark the next `call` refused (`true`).
     #[cold]
