@@ -37,6 +37,36 @@ impl SplitMix64 {
     }
 }
 
+/// 64 random bits from the calling thread's own SplitMix64 stream: no
+/// shared state, so any number of threads draw without contention (the
+/// histograms' sampling decision, `crate::histogram`). Each thread's stream
+/// is seeded from [`entropy_seed`] on its first draw. Under loom it is
+/// always 0 (every sampled event is taken), so models stay deterministic.
+#[inline]
+pub(crate) fn thread_u64() -> u64 {
+    #[cfg(not(loom))]
+    {
+        use std::cell::Cell;
+        std::thread_local! {
+            static STATE: Cell<u64> = const { Cell::new(0) };
+        }
+        STATE.with(|state| {
+            let mut s = state.get();
+            if s == 0 {
+                // First draw on this thread (a stream reaches 0 again only
+                // after 2^64 draws; reseeding then is harmless).
+                s = entropy_seed();
+            }
+            let mut r = SplitMix64::new(s);
+            let v = r.next_u64();
+            state.set(r.state);
+            v
+        })
+    }
+    #[cfg(loom)]
+    0
+}
+
 /// A seed that differs between processes and calls, for unseeded users.
 pub(crate) fn entropy_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
