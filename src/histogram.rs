@@ -378,7 +378,9 @@ pub struct HistogramSnapshot {
 }
 
 impl HistogramSnapshot {
-    /// Number of values recorded.
+    /// Number of values recorded ([`record_n`](Histogram::record_n)
+    /// counts its `count`): for a sampled histogram, the estimated number
+    /// of events (see [Sampled timing](self#sampled-timing)).
     pub fn count(&self) -> u64 {
         self.count
     }
@@ -775,6 +777,15 @@ pub mod loom_model {
             }
             self.0.sampler.observe(t.weight(), now);
             t.weight()
+        }
+
+        /// Counts `events` in the open window, as timed events of that
+        /// total weight would (without modelling each one).
+        pub fn preload(&self, events: u64) {
+            self.0
+                .sampler
+                .window_events
+                .fetch_add(events, crate::sync::atomic::Ordering::Relaxed);
         }
 
         /// The stride events are now drawn with.

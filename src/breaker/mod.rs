@@ -198,7 +198,14 @@ pub struct BreakerMetrics {
     /// How long calls took, from admission to their reported outcome
     /// (nanoseconds); ignored and dropped calls are not in it. Kept only
     /// with [`histograms`](Builder::histograms) on (by default: when the
-    /// slow-call policy is on).
+    /// slow-call policy is on). With the slow-call policy on, every call is
+    /// in it. Without, calls are **sampled** once more than about 128
+    /// complete per millisecond: a timed call drawn at 1 in 2^k counts as
+    /// 2^k calls, so `count`, `sum` and quantiles estimate all calls and
+    /// `min`/`max` are those of the timed ones (see
+    /// [sampled timing](crate::histogram#sampled-timing);
+    /// [`histogram_max_one_in(1)`](Builder::histogram_max_one_in) times
+    /// every call). The counts above are exact either way.
     pub call_duration: HistogramSnapshot,
 }
 

@@ -208,7 +208,13 @@ pub struct SemaphoreMetrics {
     /// (nanoseconds), from queueing to being granted. Acquires served at
     /// once are not in it (they read no clock), nor are those that failed
     /// or were dropped. Kept only when built with
-    /// [`histograms(true)`](SemaphoreBuilder::histograms).
+    /// [`histograms(true)`](SemaphoreBuilder::histograms). Waits are
+    /// **sampled** once more than about 128 queue per millisecond: a timed
+    /// wait drawn at 1 in 2^k counts as 2^k waits, so `count`, `sum` and
+    /// quantiles estimate all queued acquires and `min`/`max` are those of
+    /// the timed ones (see [sampled timing](crate::histogram#sampled-timing);
+    /// [`histogram_max_one_in(1)`](SemaphoreBuilder::histogram_max_one_in)
+    /// times every one).
     pub wait: HistogramSnapshot,
 }
 

@@ -96,3 +96,21 @@ pub(crate) fn from_bytes(data: &[u8]) -> (Vec<u64>, Vec<f64>) {
         .collect();
     (values, vec![q])
 }
+
+/// `record_n(v, c)` against `c` calls of `record(v)`: the two snapshots
+/// are equal (so every check above holds for weighted records too), and
+/// the expanded values pass [`check`].
+pub(crate) fn check_weighted(pairs: &[(u64, u8)], qs: &[f64]) {
+    let weighted = Histogram::new();
+    let repeated = Histogram::new();
+    let mut expanded = Vec::new();
+    for &(v, c) in pairs {
+        weighted.record_n(v, u64::from(c));
+        for _ in 0..c {
+            repeated.record(v);
+            expanded.push(v);
+        }
+    }
+    assert_eq!(weighted.snapshot(), repeated.snapshot());
+    check(&expanded, qs);
+}
