@@ -55,6 +55,13 @@ fn fuzz_bytes_decode() {
     assert_eq!((values, qs), (vec![511 >> 3], vec![1.0]));
 }
 
+#[test]
+fn fuzz_weighted_bytes_decode() {
+    let (pairs, qs) = model::pairs_from_bytes(&[255, 1, 0, 0, 0, 0, 0, 0, 3, 7]);
+    assert_eq!((pairs, qs), (vec![(511 >> 3, 7)], vec![1.0]));
+    model::check_weighted(&[(511 >> 3, 7), (3, 0)], &[0.5]);
+}
+
 /// A fuzz find (CI, 2026-11-30): values whose buckets put the sum exactly
 /// 1/128 above the exact one; the mean's check divided in f64 and read the
 /// bound as exceeded by a rounding.

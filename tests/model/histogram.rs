@@ -114,3 +114,18 @@ pub(crate) fn check_weighted(pairs: &[(u64, u8)], qs: &[f64]) {
     assert_eq!(weighted.snapshot(), repeated.snapshot());
     check(&expanded, qs);
 }
+
+/// Weighted values from fuzz bytes: as [`from_bytes`], with a tenth byte
+/// per value for its count (0 ..= 255).
+pub(crate) fn pairs_from_bytes(data: &[u8]) -> (Vec<(u64, u8)>, Vec<f64>) {
+    let q = data.first().map_or(0.5, |&b| f64::from(b) / 255.0);
+    let pairs = data
+        .chunks_exact(10)
+        .map(|c| {
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(&c[..8]);
+            (u64::from_le_bytes(raw) >> (c[8] % 64), c[9])
+        })
+        .collect();
+    (pairs, vec![q])
+}
