@@ -81,9 +81,10 @@
 //! * **Every event timed**, when wanted: `histogram_max_one_in(1)` on the
 //!   builder (at two clock reads an event).
 //!
-//! Other primitives' histograms (pools, channels, loaders, rate limiters,
-//! gathers) time every event: their events cost far more than two clock
-//! reads.
+//! A pool's `submit_wait` is its admission semaphore's `wait` and is
+//! sampled the same way. The other histograms (a pool's queue wait and
+//! run time, a channel's send wait, a rate limiter's wait, a loader's
+//! batches, a gather's children) time every event they record.
 //!
 //! # Why not a crate
 //!
