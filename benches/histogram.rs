@@ -2,7 +2,12 @@
 //! plain counter costs; then each instrumented hot path with its
 //! histograms on and off, in the same group: a queued semaphore acquire
 //! (the only acquire that records), a pool submit-and-await, a breaker
-//! call. Target: on within +10 % of off. Run:
+//! call, a channel send that waits for room (the only send that records).
+//! Target: on within +10 % of off. The semaphore's and breaker's
+//! histograms sample when events are frequent (see `flowguard::histogram`,
+//! "Sampled timing"): a run times every event for its first millisecond,
+//! then about one in 64; the row "every event timed"
+//! (`histogram_max_one_in(1)`) shows what timing each one costs. Run:
 //! `cargo bench --bench histogram -- --warm-up-time 1 --measurement-time 3`.
 
 use std::future::Future;
@@ -75,13 +80,17 @@ fn semaphore(c: &mut Criterion) {
     ];
     for (flavour, rt) in &flavours {
         let _in_runtime = rt.enter();
-        for on in [true, false] {
+        for (on, max_one_in, state) in [
+            (true, 64, "on"),
+            (false, 64, "off"),
+            (true, 1, "on, every event timed"),
+        ] {
             let sem = Semaphore::builder()
                 .capacity(1)
                 .histograms(on)
+                .histogram_max_one_in(max_one_in)
                 .build()
                 .unwrap();
-            let state = if on { "on" } else { "off" };
             g.bench_function(format!("histograms {state}, {flavour} runtime"), |b| {
                 b.iter(|| queued_acquire(&sem))
             });
@@ -132,19 +141,34 @@ fn breaker(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut g = c.benchmark_group("histogram/breaker call");
-    for (on, counter_clock) in [(true, false), (false, false), (true, true), (false, true)] {
-        let make = || CircuitBreaker::builder().histograms(on).build().unwrap();
+    for (on, counter_clock, max_one_in) in [
+        (true, false, 64),
+        (false, false, 64),
+        (true, true, 64),
+        (false, true, 64),
+        (true, false, 1),
+        (true, true, 1),
+    ] {
+        let make = || {
+            CircuitBreaker::builder()
+                .histograms(on)
+                .histogram_max_one_in(max_one_in)
+                .build()
+                .unwrap()
+        };
         let b = if counter_clock {
             let _in_multi = multi.enter();
             make()
         } else {
             rt.block_on(async { make() })
         };
-        let name = match (on, counter_clock) {
-            (true, false) => "histograms on",
-            (false, false) => "histograms off",
-            (true, true) => "histograms on, counter clock",
-            (false, true) => "histograms off, counter clock",
+        let name = match (on, counter_clock, max_one_in) {
+            (true, false, 1) => "histograms on, every call timed",
+            (true, true, 1) => "histograms on, every call timed, counter clock",
+            (true, false, _) => "histograms on",
+            (false, false, _) => "histograms off",
+            (true, true, _) => "histograms on, counter clock",
+            (false, true, _) => "histograms off, counter clock",
         };
         g.bench_function(name, |bench| {
             bench
@@ -155,5 +179,36 @@ fn breaker(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, record, semaphore, pool, breaker);
+/// One send that waits for room: poll (queued, the channel is full),
+/// receive (room), poll (sent), receive again. Histograms are on by
+/// default; the waiting send reads `std::time::Instant` twice.
+fn channel(c: &mut Criterion) {
+    let mut g = c.benchmark_group("histogram/channel queued send");
+    for on in [true, false] {
+        let (tx, rx) = flowguard::channel::Builder::<u32>::new(1)
+            .histograms(on)
+            .build()
+            .unwrap();
+        tx.try_send(0).unwrap();
+        let cx = &mut Context::from_waker(Waker::noop());
+        g.bench_function(
+            if on {
+                "histograms on"
+            } else {
+                "histograms off"
+            },
+            |b| {
+                b.iter(|| {
+                    let mut send = pin!(tx.send(1));
+                    assert!(send.as_mut().poll(cx).is_pending());
+                    black_box(rx.try_recv().unwrap());
+                    assert!(send.as_mut().poll(cx).is_ready());
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, record, semaphore, pool, breaker, channel);
 criterion_main!(benches);

@@ -616,7 +616,7 @@ impl FastClock {
 
 /// A point in time read by [`FastClock::stamp`], for timing an interval
 /// with the fewest instructions: the counter's raw value, or Tokio's
-/// instant. No arithmetic happens until [`FastClock::elapsed_nanos`].
+/// instant. No arithmetic happens until [`FastClock::elapsed_and_now_nanos`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Stamp {
     Tokio(Instant),
@@ -636,19 +636,44 @@ impl FastClock {
     }
 
     /// Whole nanoseconds from `since` (a [`stamp`](Self::stamp) of this
-    /// clock) to now; 0 if `since` is later.
+    /// clock) to now, 0 if `since` is later; and the time now in
+    /// nanoseconds from `origin`; from one read of the clock.
+    /// `origin` is this clock's [`epoch`](Clock::epoch) read once when the
+    /// caller was made: the counter measures from its own base, which is
+    /// that epoch; Tokio's clock from `origin` itself.
     #[inline]
-    pub(crate) fn elapsed_nanos(&self, since: Stamp) -> u64 {
+    pub(crate) fn elapsed_and_now_nanos(&self, since: Stamp, origin: Instant) -> (u64, u64) {
         match (&self.mode, since) {
             #[cfg(not(loom))]
-            (Mode::Counter { counter, .. }, Stamp::Raw(raw)) => {
-                counter.delta_as_nanos(raw, counter.raw())
+            (
+                Mode::Counter {
+                    counter, base_raw, ..
+                },
+                Stamp::Raw(raw),
+            ) => {
+                let now = counter.raw();
+                (
+                    counter.delta_as_nanos(raw, now),
+                    counter.delta_as_nanos(*base_raw, now),
+                )
             }
-            (_, Stamp::Tokio(at)) => nanos_between(at, Instant::now()),
+            (Mode::TokioFields, Stamp::Tokio(at)) => {
+                let now = Instant::now();
+                (
+                    nanos_between_fields(at, now),
+                    nanos_between_fields(origin, now),
+                )
+            }
+            (_, Stamp::Tokio(at)) => {
+                let now = Instant::now();
+                (nanos_between(at, now), nanos_between(origin, now))
+            }
             // A raw stamp read by a Tokio-reading clock: not made by this
             // clock (a semaphore keeps one clock for life).
             #[cfg(not(loom))]
-            (Mode::Tokio | Mode::TokioFields, Stamp::Raw(_)) => 0,
+            (Mode::Tokio | Mode::TokioFields, Stamp::Raw(_)) => {
+                (0, nanos_between(origin, Instant::now()))
+            }
         }
     }
 }
@@ -920,13 +945,15 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
+            let origin = c.epoch();
+            tokio::time::advance(Duration::from_millis(2)).await;
             let s = c.stamp();
             assert!(matches!(s, Stamp::Tokio(_)));
             tokio::time::advance(Duration::from_millis(7)).await;
-            assert_eq!(c.elapsed_nanos(s), 7_000_000);
+            assert_eq!(c.elapsed_and_now_nanos(s, origin), (7_000_000, 9_000_000));
             // A stamp from the future reads 0.
             let later = Stamp::Tokio(Instant::now() + Duration::from_secs(1));
-            assert_eq!(c.elapsed_nanos(later), 0);
+            assert_eq!(c.elapsed_and_now_nanos(later, origin).0, 0);
         });
         // The counter's reading: raw stamps, monotone, and they agree with
         // the clock's own instants.
@@ -935,14 +962,18 @@ mod tests {
             .build()
             .unwrap();
         let c = mt.block_on(async { FastClock::new() });
+        let origin = c.epoch();
         let t0 = c.now();
         let s = c.stamp();
         assert!(matches!(s, Stamp::Raw(_)));
-        let waited = c.elapsed_nanos(s);
+        let (waited, now) = c.elapsed_and_now_nanos(s, origin);
         let t1 = c.now();
         assert!(waited <= nanos_between(t0, t1), "{waited}");
+        // The time now, from the clock's own epoch: between the instants
+        // read around it.
+        assert!(nanos_between(origin, t0) <= now && now <= nanos_between(origin, t1));
         // A raw stamp read by a Tokio-reading clock is not its own: 0.
-        assert_eq!(FastClock::tokio().elapsed_nanos(s), 0);
+        assert_eq!(FastClock::tokio().elapsed_and_now_nanos(s, origin).0, 0);
     }
 
     #[test]

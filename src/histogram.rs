@@ -33,6 +33,59 @@
 //! second atomic read-modify-write; an exporter's own histogram (feature
 //! `metrics`) keeps its exact sum.
 //!
+//! # Sampled timing
+//!
+//! Recording costs a few nanoseconds; *timing* an event costs two clock
+//! reads (15–28 ns each with Tokio's clock, less with the CPU's counter
+//! that a [`FastClock`](crate::clock::FastClock) reads in a multi-thread
+//! runtime), several times a closed circuit breaker's call. So the two
+//! opt-in histograms whose events are that cheap, the semaphore's `wait`
+//! and the breaker's `call_duration`, do not time every event when events
+//! are frequent:
+//!
+//! * **Low rates: every event.** Time runs in windows of about 1 ms
+//!   (2^20 ns). While fewer than 128 events land in a window (about
+//!   122,000 a second for one primitive) every event is timed, so a
+//!   test, a quiet service or a paused clock sees each one, as before.
+//! * **High rates: one in 2^k.** When a window closes (at the first timed
+//!   event past its end) the next window times each event with
+//!   probability 1/2^k, 2^k the largest power of two not above the
+//!   closed window's events over 64, at most the builder's
+//!   `histogram_max_one_in` (default [`DEFAULT_MAX_ONE_IN`], 64): from 64
+//!   to 128 events a window are timed, fewer only past the cap. The
+//!   window's event count is estimated from its timed events and their
+//!   weights, so no event writes shared state to be counted.
+//! * **Chosen independently of the duration.** Whether an event is timed
+//!   is drawn before it starts, from the calling thread's own SplitMix64
+//!   generator (no shared write, no contention between threads).
+//! * **Weighted, so the histogram estimates every event.** A timed event
+//!   drawn at 1 in 2^k is recorded with a count of 2^k
+//!   ([`Histogram::record_n`]; the adjusted count of OpenTelemetry's
+//!   probability sampling). So [`HistogramSnapshot::count`] and
+//!   [`sum`](HistogramSnapshot::sum) are unbiased estimates of the number
+//!   and total duration of all events (exact while every event is timed),
+//!   and each quantile is the quantile of that estimate: the sampling
+//!   error of a quantile from `n` timed events is about
+//!   `sqrt(q (1 - q) / n)` in rank, on top of the buckets' 0.79 %.
+//!   [`min`](HistogramSnapshot::min) and [`max`](HistogramSnapshot::max)
+//!   are exact over the timed events only: an outlier among the untimed
+//!   ones is not seen.
+//! * **The primitives' counters stay exact**: a breaker's calls, failures
+//!   and slow calls, a semaphore's waiters, are counted for every event,
+//!   timed or not. With the breaker's slow-call policy on, every call is
+//!   timed for the policy and the histogram records each from the same
+//!   two reads: no sampling.
+//! * **After a burst**, a primitive that falls quiet keeps the burst's
+//!   rate until its next timed event (expected within 2^k events, each
+//!   standing for 2^k), then times every event again.
+//! * **Every event timed**, when wanted: `histogram_max_one_in(1)` on the
+//!   builder (at two clock reads an event).
+//!
+//! A pool's `submit_wait` is its admission semaphore's `wait` and is
+//! sampled the same way. The other histograms (a pool's queue wait and
+//! run time, a channel's send wait, a rate limiter's wait, a loader's
+//! batches, a gather's children) time every event they record.
+//!
 //! # Why not a crate
 //!
 //! `hdrhistogram` (the maintained Rust port of HdrHistogram) records through
@@ -72,7 +125,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// Sub-bucket bits: 2^SUB_BITS buckets per power of two.
 #[cfg(not(loom))]
@@ -187,6 +240,43 @@ impl Histogram {
         }
     }
 
+    /// Records `value` as `count` values at once (one atomic add, as
+    /// [`record`](Self::record)); `count` 0 records nothing. This is how a
+    /// sampled event stands for the events it was drawn from (see
+    /// [Sampled timing](self#sampled-timing)): one value timed out of 64
+    /// is recorded with a count of 64.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::histogram::Histogram;
+    ///
+    /// let h = Histogram::new();
+    /// h.record_n(10, 3);
+    /// h.record(1_000);
+    /// let s = h.snapshot();
+    /// assert_eq!((s.count(), s.min(), s.max(), s.p50()), (4, 10, 1_000, 10));
+    /// assert_eq!(s.sum(), 3 * 10 + 1_004); // 1000 counts as the middle of its bucket, [1000, 1008)
+    /// ```
+    #[inline]
+    pub fn record_n(&self, value: u64, count: u64) {
+        if count == 0 {
+            return;
+        }
+        let index = bucket_of(value);
+        self.buckets[index].fetch_add(count, Relaxed);
+        if index == OVERFLOW {
+            self.overflow_sum
+                .fetch_add(value.wrapping_mul(count), Relaxed);
+        }
+        if value < self.min.load(Relaxed) {
+            self.min.fetch_min(value, Relaxed);
+        }
+        if value > self.max.load(Relaxed) {
+            self.max.fetch_max(value, Relaxed);
+        }
+    }
+
     /// Records a duration in nanoseconds (saturating at `u64::MAX` ns).
     #[inline]
     pub fn record_duration(&self, d: Duration) {
@@ -289,7 +379,9 @@ pub struct HistogramSnapshot {
 }
 
 impl HistogramSnapshot {
-    /// Number of values recorded.
+    /// Number of values recorded ([`record_n`](Histogram::record_n)
+    /// counts its `count`): for a sampled histogram, the estimated number
+    /// of events (see [Sampled timing](self#sampled-timing)).
     pub fn count(&self) -> u64 {
         self.count
     }
@@ -408,20 +500,203 @@ impl fmt::Debug for HistogramSnapshot {
 /// feature, a named primitive also forwards each value to a
 /// [`metrics::Histogram`] handle registered once at build time (durations
 /// in seconds, the Prometheus convention).
+///
+/// A recorder made [`with_sampling`](Recorder::with_sampling) also decides
+/// which events to time (see [Sampled timing](self#sampled-timing)):
+/// [`sample`](Recorder::sample) before reading the clock, then
+/// [`record_sampled`](Recorder::record_sampled).
 #[derive(Debug, Default)]
 pub(crate) struct Recorder {
     hist: Option<Box<Histogram>>,
+    sampler: Sampler,
     #[cfg(all(feature = "metrics", not(loom)))]
     export: crate::sync::StdOnceLock<::metrics::Histogram>,
 }
 
+/// The length of a sampling window: 2^20 ns, about 1.05 ms.
+pub(crate) const WINDOW_NANOS: u64 = 1 << 20;
+/// The timed events a sampling window aims for: an event rate of fewer
+/// than twice this per window is timed on every event.
+pub(crate) const TIMED_PER_WINDOW: u64 = 64;
+/// The default cap on the sampling stride (one event in this many).
+pub const DEFAULT_MAX_ONE_IN: u32 = 64;
+/// The largest cap a builder accepts.
+pub const MAX_ONE_IN_LIMIT: u32 = 1 << 16;
+
+/// Which events are timed, shared by every thread that records: the
+/// stride's log2 (read by every event, written once a window), and the
+/// window's start and weighted event count (written by timed events only).
+#[derive(Debug)]
+struct Sampler {
+    /// log2 of the stride: an event is timed with probability 2^-shift.
+    shift: AtomicUsize,
+    /// log2 of the largest stride allowed (0: every event is timed).
+    max_shift: u32,
+    /// When the window opened, in the caller's nanoseconds.
+    window_start: AtomicU64,
+    /// The events the window's timed events stand for (each its weight).
+    window_events: AtomicU64,
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Self::new(1)
+    }
+}
+
+impl Sampler {
+    fn new(max_one_in: u32) -> Self {
+        Self {
+            shift: AtomicUsize::new(0),
+            max_shift: max_one_in.max(1).ilog2(),
+            window_start: AtomicU64::new(0),
+            window_events: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a timed event of `weight` ending at `now`; the first one
+    /// past the window's end closes it and sets the stride for the next.
+    fn observe(&self, weight: u64, now: u64) {
+        if self.max_shift == 0 {
+            return;
+        }
+        self.window_events.fetch_add(weight, Relaxed);
+        let start = self.window_start.load(Relaxed);
+        let elapsed = now.saturating_sub(start);
+        if elapsed < WINDOW_NANOS {
+            return;
+        }
+        // One closer per window; the others' events land in either window.
+        if self
+            .window_start
+            .compare_exchange(start, now, Relaxed, Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let events = self.window_events.swap(0, Relaxed);
+        self.shift
+            .store(shift_for(events, elapsed, self.max_shift) as usize, Relaxed);
+    }
+}
+
+/// The stride's log2 for a window of `events` events over `elapsed` ns
+/// (at least a window): the largest power of two not above the events per
+/// window over [`TIMED_PER_WINDOW`], at most `max_shift`.
+fn shift_for(events: u64, elapsed: u64, max_shift: u32) -> u32 {
+    let elapsed = elapsed.max(WINDOW_NANOS);
+    let per_window = u128::from(events) * u128::from(WINDOW_NANOS) / u128::from(elapsed);
+    let stride = (per_window / u128::from(TIMED_PER_WINDOW)) as u64; // < 2^64: elapsed >= window
+    if stride <= 1 {
+        0
+    } else {
+        stride.ilog2().min(max_shift)
+    }
+}
+
+/// Validates a builder's `histogram_max_one_in`: 1 ..= [`MAX_ONE_IN_LIMIT`],
+/// rounded down to a power of two.
+pub(crate) fn check_max_one_in(component: &'static str, n: u32) -> Result<u32, crate::ConfigError> {
+    use crate::ConfigErrorKind;
+    if n == 0 {
+        return Err(crate::ConfigError::new(
+            component,
+            "histogram_max_one_in",
+            ConfigErrorKind::Zero,
+            "must be at least 1 (1 times every event)",
+        ));
+    }
+    if n > MAX_ONE_IN_LIMIT {
+        return Err(crate::ConfigError::new(
+            component,
+            "histogram_max_one_in",
+            ConfigErrorKind::TooLarge,
+            format!("must be at most {MAX_ONE_IN_LIMIT}, got {n}"),
+        ));
+    }
+    Ok(1 << n.ilog2())
+}
+
+/// A sampling decision: the event is timed and stands for `2^shift` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timed(u8);
+
+impl Timed {
+    /// Timed because every event is (weight 1).
+    pub(crate) const EVERY: Timed = Timed(0);
+
+    /// How many events this timed one stands for.
+    #[inline]
+    pub(crate) fn weight(self) -> u64 {
+        1 << self.0
+    }
+}
+
 impl Recorder {
     pub(crate) fn new(enabled: bool) -> Self {
+        Self::with_sampling(enabled, 1)
+    }
+
+    /// A recorder whose [`sample`](Self::sample) times every event at low
+    /// rates and about one in up to `max_one_in` (rounded down to a power
+    /// of two; 1: every event) at high ones.
+    pub(crate) fn with_sampling(enabled: bool, max_one_in: u32) -> Self {
         Self {
             hist: enabled.then(|| Box::new(Histogram::new())),
+            sampler: Sampler::new(max_one_in),
             #[cfg(all(feature = "metrics", not(loom)))]
             export: crate::sync::StdOnceLock::new(),
         }
+    }
+
+    /// Whether to time this event: `None` when off or when the event is
+    /// not drawn. A relaxed load and, while sampling, a draw from the
+    /// thread's own generator: no shared write.
+    #[inline]
+    pub(crate) fn sample(&self) -> Option<Timed> {
+        self.hist.as_ref()?;
+        let shift = self.sampler.shift.load(Relaxed) as u32;
+        // shift <= 16: the draw's top `shift` bits are all zero with
+        // probability 2^-shift, whatever the event's duration.
+        if shift == 0 || crate::rng::thread_u64() >> (64 - shift) == 0 {
+            Some(Timed(shift as u8))
+        } else {
+            None
+        }
+    }
+
+    /// Records the duration of an event [`sample`](Self::sample) drew,
+    /// `nanos` long and ending at `now` (nanoseconds from any origin fixed
+    /// for this recorder), with the weight it was drawn with.
+    #[inline]
+    pub(crate) fn record_sampled(&self, timed: Timed, nanos: u64, now: u64) {
+        #[cfg(loom)]
+        let nanos = {
+            let _ = nanos;
+            0
+        };
+        // As for `record_duration`: under loom the shells' real times
+        // must not decide which atomics are touched (no window closes).
+        #[cfg(loom)]
+        let now = {
+            let _ = now;
+            0
+        };
+        if let Some(h) = &self.hist {
+            let weight = timed.weight();
+            h.record_n(nanos, weight);
+            #[cfg(all(feature = "metrics", not(loom)))]
+            if let Some(e) = self.export.get() {
+                e.record_many(nanos as f64 / 1e9, weight as usize);
+            }
+            self.sampler.observe(weight, now);
+        }
+    }
+
+    /// The current stride: one event in this many is timed.
+    #[cfg(test)]
+    pub(crate) fn stride(&self) -> u64 {
+        1 << self.sampler.shift.load(Relaxed)
     }
 
     /// Whether values are kept: callers skip their clock reads when not.
@@ -470,25 +745,63 @@ impl Recorder {
         }
     }
 
-    /// A duration already in nanoseconds (exported in seconds).
-    #[inline]
-    pub(crate) fn record_nanos(&self, nanos: u64) {
-        #[cfg(loom)]
-        let nanos = {
-            let _ = nanos;
-            0
-        };
-        if let Some(h) = &self.hist {
-            h.record(nanos);
-            #[cfg(all(feature = "metrics", not(loom)))]
-            if let Some(e) = self.export.get() {
-                e.record(nanos as f64 / 1e9);
-            }
-        }
-    }
-
     pub(crate) fn snapshot(&self) -> HistogramSnapshot {
         self.hist.as_ref().map(|h| h.snapshot()).unwrap_or_default()
+    }
+}
+
+/// The sampler's shared state under the model checker, for
+/// `tests/loom_histogram.rs` (not part of the API).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_model {
+    use super::{HistogramSnapshot, Recorder};
+
+    /// A sampling recorder whose windows the model closes with chosen times.
+    #[derive(Debug)]
+    pub struct Sampled(Recorder);
+
+    impl Sampled {
+        /// A sampling recorder, histogram on.
+        pub fn new(max_one_in: u32) -> Self {
+            Self(Recorder::with_sampling(true, max_one_in))
+        }
+
+        /// Draws (always taken under loom) and records `value` ending at
+        /// `now`; returns the weight recorded.
+        pub fn record(&self, value: u64, now: u64) -> u64 {
+            let Some(t) = self.0.sample() else {
+                return 0;
+            };
+            if let Some(h) = &self.0.hist {
+                h.record_n(value, t.weight());
+            }
+            self.0.sampler.observe(t.weight(), now);
+            t.weight()
+        }
+
+        /// Counts `events` in the open window, as timed events of that
+        /// total weight would (without modelling each one).
+        pub fn preload(&self, events: u64) {
+            self.0
+                .sampler
+                .window_events
+                .fetch_add(events, crate::sync::atomic::Ordering::Relaxed);
+        }
+
+        /// The stride events are now drawn with.
+        pub fn stride(&self) -> u64 {
+            1 << self
+                .0
+                .sampler
+                .shift
+                .load(crate::sync::atomic::Ordering::Relaxed)
+        }
+
+        /// The histogram.
+        pub fn snapshot(&self) -> HistogramSnapshot {
+            self.0.snapshot()
+        }
     }
 }
 
@@ -607,6 +920,163 @@ mod tests {
         assert_eq!(s.quantile(7.0), 10);
         assert_eq!(s.quantile(0.3), 3);
         assert_eq!(s.quantile(0.31), 4);
+    }
+
+    #[test]
+    fn record_n_counts_the_value_n_times() {
+        let h = Histogram::new();
+        h.record_n(5, 0); // nothing, not even the extremes
+        assert_eq!(h.snapshot(), HistogramSnapshot::default());
+        h.record_n(3, 4);
+        h.record_n(LIMIT, 2);
+        let s = h.snapshot();
+        assert_eq!((s.count(), s.min(), s.max()), (6, 3, LIMIT));
+        assert_eq!(s.sum(), 12 + 2 * LIMIT);
+        assert_eq!((s.quantile(0.66), s.quantile(0.67)), (3, LIMIT));
+    }
+
+    #[test]
+    fn the_stride_is_the_windows_events_over_the_target_as_a_power_of_two() {
+        let w = WINDOW_NANOS;
+        assert_eq!(shift_for(0, w, 16), 0);
+        assert_eq!(
+            shift_for(127, w, 16),
+            0,
+            "under twice the target: every event"
+        );
+        assert_eq!(shift_for(128, w, 16), 1);
+        assert_eq!(shift_for(255, w, 16), 1);
+        assert_eq!(shift_for(256, w, 16), 2);
+        assert_eq!(shift_for(64 << 10, w, 16), 10);
+        assert_eq!(shift_for(64 << 10, w, 6), 6, "capped");
+        assert_eq!(shift_for(u64::MAX, w, 16), 16);
+        // A longer window: the rate per window counts.
+        assert_eq!(shift_for(256, 2 * w, 16), 1);
+        assert_eq!(shift_for(256, 4 * w, 16), 0);
+        assert_eq!(shift_for(256, w / 2, 16), 2, "read as a whole window");
+    }
+
+    #[test]
+    fn max_one_in_is_checked_and_rounded_down() {
+        assert_eq!(check_max_one_in("x", 1), Ok(1));
+        assert_eq!(check_max_one_in("x", 100), Ok(64));
+        assert_eq!(
+            check_max_one_in("x", MAX_ONE_IN_LIMIT),
+            Ok(MAX_ONE_IN_LIMIT)
+        );
+        let zero = check_max_one_in("x", 0).unwrap_err();
+        assert_eq!(
+            (zero.field(), zero.kind()),
+            ("histogram_max_one_in", crate::ConfigErrorKind::Zero)
+        );
+        let big = check_max_one_in("x", MAX_ONE_IN_LIMIT + 1).unwrap_err();
+        assert_eq!(big.kind(), crate::ConfigErrorKind::TooLarge);
+    }
+
+    /// Times `n` events (all drawn) ending at `now`; returns those timed.
+    fn drive(r: &Recorder, n: u64, now: u64) -> u64 {
+        let mut timed = 0;
+        for _ in 0..n {
+            if let Some(t) = r.sample() {
+                r.record_sampled(t, 1_000, now);
+                timed += 1;
+            }
+        }
+        timed
+    }
+
+    #[test]
+    fn low_rates_time_every_event() {
+        let r = Recorder::with_sampling(true, 64);
+        // 127 events a window, window after window: every one timed.
+        for window in 1..=20 {
+            assert_eq!(drive(&r, 127, window * WINDOW_NANOS), 127);
+            assert_eq!(r.stride(), 1);
+        }
+        assert_eq!(r.snapshot().count(), 20 * 127);
+        // Off: nothing is drawn; a cap of 1: never sampled.
+        assert_eq!(Recorder::with_sampling(false, 64).sample(), None);
+        let every = Recorder::with_sampling(true, 1);
+        assert_eq!(drive(&every, 100_000, WINDOW_NANOS), 100_000);
+        assert_eq!(drive(&every, 10, 10 * WINDOW_NANOS), 10);
+        assert_eq!(every.stride(), 1);
+    }
+
+    #[test]
+    fn high_rates_are_sampled_at_the_documented_rate_with_weights() {
+        let r = Recorder::with_sampling(true, 64);
+        // 10,000 events in the first window, all timed (weight 1); the
+        // first event past its end closes it: 10,001 / 64 -> 1 in 64 (cap).
+        assert_eq!(drive(&r, 10_000, 0), 10_000);
+        assert_eq!(drive(&r, 1, WINDOW_NANOS), 1);
+        assert_eq!(r.stride(), 64);
+        let before = r.snapshot().count();
+        assert_eq!(before, 10_001);
+        // 64,000 events drawn at 1 in 64: about 1,000 timed (binomial,
+        // standard deviation 31; six of them allowed), each weighing 64.
+        let n = 64_000;
+        let timed = drive(&r, n, WINDOW_NANOS + 1);
+        assert!(timed.abs_diff(1_000) <= 186, "{timed} timed");
+        let added = r.snapshot().count() - before;
+        assert_eq!(added, timed * 64);
+        // A quiet window after: back to every event at its first timed one.
+        assert_eq!(r.stride(), 64);
+        let mut quiet = 0;
+        while r.stride() == 64 {
+            quiet += 1;
+            drive(&r, 1, 1_000 * WINDOW_NANOS);
+            assert!(quiet < 10_000, "never drawn");
+        }
+        assert_eq!(r.stride(), 1);
+        assert_eq!(drive(&r, 50, 1_001 * WINDOW_NANOS), 50);
+        // A cap of 1024: the rate above picks 1 in 128.
+        let r = Recorder::with_sampling(true, 1024);
+        drive(&r, 10_000, 0);
+        drive(&r, 1, WINDOW_NANOS);
+        assert_eq!(r.stride(), 128);
+    }
+
+    /// A sampled histogram's quantiles against the exact ones of every
+    /// event, for a known distribution (uniform over [10^3, 10^6) ns) and a
+    /// seeded draw: within the buckets' 1/128 plus five standard errors
+    /// of the sampled rank (`sqrt(q (1 - q) / timed)`); the count within
+    /// five standard errors of the events.
+    #[test]
+    fn sampled_quantiles_are_within_the_documented_error() {
+        use crate::rng::SplitMix64;
+        let (n, stride) = (640_000u64, 64u64);
+        let mut values = SplitMix64::new(1);
+        let mut draw = SplitMix64::new(2);
+        let h = Histogram::new();
+        let mut all = Vec::with_capacity(n as usize);
+        let mut timed = 0u64;
+        for _ in 0..n {
+            let v = values.between(1_000, 999_999);
+            all.push(v);
+            if draw.next_u64() >> (64 - stride.ilog2()) == 0 {
+                h.record_n(v, stride);
+                timed += 1;
+            }
+        }
+        all.sort_unstable();
+        let s = h.snapshot();
+        let count_sd = stride as f64 * (timed as f64 * (1.0 - 1.0 / stride as f64)).sqrt();
+        assert!(
+            (s.count() as f64 - n as f64).abs() <= 5.0 * count_sd,
+            "{}",
+            s.count()
+        );
+        for q in [0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999] {
+            let exact = all[((q * n as f64).ceil() as usize).clamp(1, n as usize) - 1];
+            let rank_err = 5.0 * (q * (1.0 - q) / timed as f64).sqrt();
+            // Uniform: a rank error r is a value error of r * the range.
+            let bound = exact as f64 / 128.0 + rank_err * 999_000.0;
+            let got = s.quantile(q);
+            assert!(
+                (got as f64 - exact as f64).abs() <= bound,
+                "q {q}: got {got}, exact {exact}, bound {bound}"
+            );
+        }
     }
 
     #[test]

@@ -1050,3 +1050,91 @@ async fn call_duration_histogram() {
     );
     assert_eq!(m(&plain).calls, 1); // the outcome still counts
 }
+
+/// Sampled timing (see `flowguard::histogram`): a breaker calling at a low
+/// rate times every call; one calling thousands of times a millisecond
+/// times about one call in 64, each standing for 64, while its counts stay
+/// exact; with the slow-call policy on, every call is timed anyway.
+#[tokio::test(start_paused = true)]
+async fn call_duration_histogram_samples_only_frequent_calls() {
+    async fn calls(b: &CircuitBreaker, n: u64) {
+        for _ in 0..n {
+            b.call(|| async { Ok::<_, &str>(()) }).await.unwrap();
+        }
+    }
+    // Low rate: 300 calls of 1 ms each, one after another: every one.
+    let quiet = CircuitBreaker::builder().histograms(true).build().unwrap();
+    for _ in 0..300 {
+        quiet
+            .call(|| async {
+                sleep(Duration::from_millis(1)).await;
+                Ok::<_, &str>(())
+            })
+            .await
+            .unwrap();
+    }
+    let d = m(&quiet).call_duration;
+    assert_eq!((d.count(), d.min(), d.max()), (300, 1_000_000, 1_000_000));
+
+    // High rate: 20,000 calls at one instant (all timed: the first window
+    // is still open), then 2 ms later one more closes the window.
+    let window = 1_000_000u32;
+    let busy = CircuitBreaker::builder()
+        .histograms(true)
+        .count_window(window)
+        .minimum_calls(window)
+        .build()
+        .unwrap();
+    let policy = CircuitBreaker::builder()
+        .slow_call_rate_threshold(100.0)
+        .count_window(window)
+        .minimum_calls(window)
+        .build()
+        .unwrap();
+    for b in [&busy, &policy] {
+        calls(b, 20_000).await;
+        advance(Duration::from_millis(2)).await;
+        calls(b, 1).await;
+        assert_eq!(m(b).call_duration.count(), 20_001);
+        calls(b, 64_000).await;
+        assert_eq!(m(b).calls, 84_001, "every call counted");
+    }
+    // 64,000 calls at 1 in 64: about 1,000 timed (binomial, standard
+    // deviation 31; six allowed), each recorded with a count of 64.
+    let added = m(&busy).call_duration.count() - 20_001;
+    assert_eq!(added % 64, 0, "{added}");
+    assert!((added / 64).abs_diff(1_000) <= 186, "{added}");
+    // The slow-call policy times every call: the histogram has each.
+    assert_eq!(m(&policy).call_duration.count(), 84_001);
+
+    // Every call timed when asked.
+    let every = CircuitBreaker::builder()
+        .histograms(true)
+        .histogram_max_one_in(1)
+        .build()
+        .unwrap();
+    calls(&every, 20_000).await;
+    advance(Duration::from_millis(2)).await;
+    calls(&every, 10_000).await;
+    assert_eq!(m(&every).call_duration.count(), 30_000);
+}
+
+#[test]
+fn histogram_max_one_in_is_validated() {
+    for (n, kind) in [
+        (0, ConfigErrorKind::Zero),
+        (65_537, ConfigErrorKind::TooLarge),
+    ] {
+        let e = CircuitBreaker::builder()
+            .histogram_max_one_in(n)
+            .build()
+            .unwrap_err();
+        assert_eq!((e.field(), e.kind()), ("histogram_max_one_in", kind));
+    }
+    assert!(
+        CircuitBreaker::builder()
+            .histogram_max_one_in(65_536)
+            .build()
+            .is_ok()
+    );
+}

@@ -53,3 +53,43 @@ fn same_bucket_counts_both() {
         assert_eq!((s.count(), s.min(), s.max(), s.p50()), (2, 2, 2, 2));
     });
 }
+
+/// Sampling's shared state (the stride, the window's start and weighted
+/// event count): two threads whose timed events both end past the first
+/// window race to close it. Exactly one closes it, with the stride the
+/// window's events ask for, whichever order; every weighted record is
+/// counted once.
+#[test]
+fn two_threads_close_one_sampling_window() {
+    use flowguard::histogram::loom_model::Sampled;
+    loom::model(|| {
+        // Loom's draw always takes the event: the stride is the weight.
+        let s = Arc::new(Sampled::new(64));
+        // 1,100 events already in the first window.
+        s.preload(1_100);
+        let t = {
+            let s = s.clone();
+            thread::spawn(move || s.record(2, 1 << 21))
+        };
+        let mine = s.record(1, 1 << 21);
+        let theirs = t.join().unwrap();
+        // One of them drew at stride 1 and closed the window; the other
+        // drew before (1) or after the close (1 in 8, weight 8).
+        assert!(
+            matches!((mine, theirs), (1, 1) | (1, 8) | (8, 1)),
+            "{mine} {theirs}"
+        );
+        let snap = s.snapshot();
+        assert_eq!(
+            (snap.count(), snap.min(), snap.max()),
+            (mine + theirs, 1, 2)
+        );
+        // 1,102 events over two windows, 551 a window: 551 / 64 -> 1 in 8.
+        // The closer's swap may miss the other's event (it then counts in
+        // the next window): 1,101 events give the same stride.
+        assert_eq!(s.stride(), 8);
+        // The next event is drawn at 1 in 8 and weighs 8.
+        assert_eq!(s.record(3, (1 << 21) + 1), 8);
+        assert_eq!(s.snapshot().count(), mine + theirs + 8);
+    });
+}

@@ -4,7 +4,9 @@
 //! quantile the snapshot reports is within 1/128 of the exact sample
 //! quantile of a sorted copy; count, min and max are exact, the sum within
 //! 1/128 (exact for values below 128 and in the overflow bucket); quantiles
-//! are monotone and exact at both ends, overflow bucket included.
+//! are monotone and exact at both ends, overflow bucket included; a
+//! weighted record (`record_n`, how sampled timing records) is exactly that
+//! many plain records.
 
 #[path = "model/histogram.rs"]
 mod model;
@@ -35,12 +37,29 @@ proptest! {
     ) {
         model::check(&values, &qs);
     }
+
+    /// Weighted records (a sampled event standing for `c` events) are
+    /// exactly `c` plain records; a count of 0 records nothing.
+    #[test]
+    fn record_n_is_n_records(
+        pairs in prop::collection::vec((value(), 0u8..=70), 0..60),
+        qs in prop::collection::vec(0.0f64..=1.0, 0..4),
+    ) {
+        model::check_weighted(&pairs, &qs);
+    }
 }
 
 #[test]
 fn fuzz_bytes_decode() {
     let (values, qs) = model::from_bytes(&[255, 1, 0, 0, 0, 0, 0, 0, 3]);
     assert_eq!((values, qs), (vec![511 >> 3], vec![1.0]));
+}
+
+#[test]
+fn fuzz_weighted_bytes_decode() {
+    let (pairs, qs) = model::pairs_from_bytes(&[255, 1, 0, 0, 0, 0, 0, 0, 3, 7]);
+    assert_eq!((pairs, qs), (vec![(511 >> 3, 7)], vec![1.0]));
+    model::check_weighted(&[(511 >> 3, 7), (3, 0)], &[0.5]);
 }
 
 /// A fuzz find (CI, 2026-11-30): values whose buckets put the sum exactly

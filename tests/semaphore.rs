@@ -527,3 +527,88 @@ fn wait_histogram_in_a_multi_thread_runtime() {
         assert!(wait.max_duration() <= bound, "{wait:?} > {bound:?}");
     });
 }
+
+/// One acquire that queues, at once: poll (queued), release, poll (granted).
+fn queued_acquire(sem: &Semaphore) {
+    let cx = &mut Context::from_waker(Waker::noop());
+    let held = sem.try_acquire().unwrap();
+    let mut waiting = std::pin::pin!(sem.acquire());
+    assert!(waiting.as_mut().poll(cx).is_pending());
+    drop(held);
+    assert!(matches!(waiting.as_mut().poll(cx), Poll::Ready(Ok(_))));
+}
+
+/// Sampled timing (see `flowguard::histogram`): waits at a low rate are
+/// each timed; thousands a millisecond are timed about one in 64, each
+/// standing for 64; `histogram_max_one_in(1)` times every one.
+#[tokio::test(start_paused = true)]
+async fn wait_histogram_samples_only_frequent_waits() {
+    let sem = Semaphore::builder()
+        .capacity(1)
+        .histograms(true)
+        .build()
+        .unwrap();
+    // Low rate: 300 waits of 1 ms, one after another: every one.
+    for _ in 0..300 {
+        let held = sem.acquire().await.unwrap();
+        let waiter = {
+            let sem = sem.clone();
+            tokio::spawn(async move { drop(sem.acquire().await.unwrap()) })
+        };
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        drop(held);
+        waiter.await.unwrap();
+    }
+    let wait = sem.metrics().wait;
+    assert_eq!(
+        (wait.count(), wait.min(), wait.max()),
+        (300, 1_000_000, 1_000_000)
+    );
+
+    // High rate: 20,000 at one instant (timed: the window is open), then
+    // 2 ms later one more closes it; 64,000 more are drawn at 1 in 64.
+    for max_one_in in [64, 1] {
+        let sem = Semaphore::builder()
+            .capacity(1)
+            .histograms(true)
+            .histogram_max_one_in(max_one_in)
+            .build()
+            .unwrap();
+        for _ in 0..20_000 {
+            queued_acquire(&sem);
+        }
+        tokio::time::advance(Duration::from_millis(2)).await;
+        queued_acquire(&sem);
+        assert_eq!(sem.metrics().wait.count(), 20_001);
+        for _ in 0..64_000 {
+            queued_acquire(&sem);
+        }
+        let added = sem.metrics().wait.count() - 20_001;
+        if max_one_in == 1 {
+            assert_eq!(added, 64_000);
+        } else {
+            // About 1,000 timed (standard deviation 31; six allowed).
+            assert_eq!(added % 64, 0, "{added}");
+            assert!((added / 64).abs_diff(1_000) <= 186, "{added}");
+        }
+        assert_eq!(sem.available(), 1);
+    }
+}
+
+#[test]
+fn histogram_max_one_in_is_validated() {
+    let build = |n| {
+        Semaphore::builder()
+            .capacity(1)
+            .histogram_max_one_in(n)
+            .build()
+    };
+    for (n, kind) in [
+        (0, ConfigErrorKind::Zero),
+        (65_537, ConfigErrorKind::TooLarge),
+    ] {
+        let e = build(n).unwrap_err();
+        assert_eq!((e.field(), e.kind()), ("histogram_max_one_in", kind));
+    }
+    assert!(build(65_536).is_ok());
+}

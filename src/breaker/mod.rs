@@ -50,7 +50,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::clock::{Clock, FastClock, tokio_wake_at};
-use crate::histogram::{HistogramSnapshot, Recorder};
+use crate::histogram::{HistogramSnapshot, Recorder, Timed};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex, StdArc};
 use crate::{ConfigError, ConfigErrorKind};
@@ -198,7 +198,14 @@ pub struct BreakerMetrics {
     /// How long calls took, from admission to their reported outcome
     /// (nanoseconds); ignored and dropped calls are not in it. Kept only
     /// with [`histograms`](Builder::histograms) on (by default: when the
-    /// slow-call policy is on).
+    /// slow-call policy is on). With the slow-call policy on, every call is
+    /// in it. Without, calls are **sampled** once more than about 128
+    /// complete per millisecond: a timed call drawn at 1 in 2^k counts as
+    /// 2^k calls, so `count`, `sum` and quantiles estimate all calls and
+    /// `min`/`max` are those of the timed ones (see
+    /// [sampled timing](crate::histogram#sampled-timing);
+    /// [`histogram_max_one_in(1)`](Builder::histogram_max_one_in) times
+    /// every call). The counts above are exact either way.
     pub call_duration: HistogramSnapshot,
 }
 
@@ -255,6 +262,7 @@ pub struct Builder {
     max_half_open_wait: Option<Duration>,
     hook: Option<Hook>,
     histograms: Option<bool>,
+    histogram_max_one_in: u32,
     name: Option<String>,
 }
 
@@ -275,6 +283,7 @@ impl Default for Builder {
             max_half_open_wait: None,
             hook: None,
             histograms: None,
+            histogram_max_one_in: crate::histogram::DEFAULT_MAX_ONE_IN,
             name: None,
         }
     }
@@ -410,11 +419,40 @@ impl Builder {
 
     /// Whether to keep the [`call_duration`](BreakerMetrics::call_duration)
     /// histogram. Default: on exactly when the slow-call policy is on,
-    /// whose timing of every call already reads the clock; otherwise
-    /// timing costs two clock reads per call, several times the rest of
-    /// the closed-state path, so it is opt-in.
+    /// whose timing of every call already reads the clock (the histogram
+    /// then records every call from those reads). Otherwise timing a call
+    /// costs two clock reads, several times the rest of the closed-state
+    /// path, so it is opt-in and sampled: every call is timed while fewer
+    /// than about 128 complete per millisecond, a random one in up to
+    /// [`histogram_max_one_in`](Self::histogram_max_one_in) above that
+    /// (see [sampled timing](crate::histogram#sampled-timing)); the call
+    /// counts stay exact either way.
     pub fn histograms(mut self, on: bool) -> Self {
         self.histograms = Some(on);
+        self
+    }
+
+    /// The most calls one timed call may stand for in the
+    /// [`call_duration`](BreakerMetrics::call_duration) histogram when
+    /// calls are frequent (default
+    /// [`DEFAULT_MAX_ONE_IN`](crate::histogram::DEFAULT_MAX_ONE_IN), 64;
+    /// rounded down to a power of two, at most
+    /// [`MAX_ONE_IN_LIMIT`](crate::histogram::MAX_ONE_IN_LIMIT)); 1 times
+    /// every call, at two clock reads each. With the slow-call policy on,
+    /// every call is timed anyway and this has no effect.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::breaker::CircuitBreaker;
+    ///
+    /// let every = CircuitBreaker::builder().histograms(true).histogram_max_one_in(1);
+    /// assert!(every.build().is_ok());
+    /// let err = CircuitBreaker::builder().histogram_max_one_in(0).build().unwrap_err();
+    /// assert_eq!(err.field(), "histogram_max_one_in");
+    /// ```
+    pub fn histogram_max_one_in(mut self, n: u32) -> Self {
+        self.histogram_max_one_in = n;
         self
     }
 
@@ -532,8 +570,11 @@ impl Builder {
     pub fn build_with_clock<C: Clock>(self, clock: C) -> Result<CircuitBreaker<C>, ConfigError> {
         let histograms = self.histograms.unwrap_or(self.slow_rate.is_some());
         let name = self.name.clone();
+        let max_one_in = self.histogram_max_one_in;
         let (settings, hook) = self.validate()?;
-        let mut breaker = CircuitBreaker::from_parts(settings, clock, hook, histograms);
+        let max_one_in = crate::histogram::check_max_one_in("breaker", max_one_in)?;
+        let mut breaker =
+            CircuitBreaker::from_parts(settings, clock, hook, (histograms, max_one_in));
         if let Some(name) = name {
             if let Some(inner) = Arc::get_mut(&mut breaker.inner) {
                 inner.name = StdArc::from(name.as_str());
@@ -807,7 +848,7 @@ impl CircuitBreaker {
     /// ```
     pub fn new() -> Self {
         match Builder::default().validate() {
-            Ok((settings, hook)) => Self::from_parts(settings, FastClock::new(), hook, false),
+            Ok((settings, hook)) => Self::from_parts(settings, FastClock::new(), hook, (false, 1)),
             // The defaults are valid (a unit test checks it).
             Err(_) => unreachable!("default breaker settings are valid"),
         }
@@ -820,7 +861,14 @@ impl CircuitBreaker {
 }
 
 impl<C: Clock> CircuitBreaker<C> {
-    fn from_parts(settings: Settings, clock: C, hook: Option<Hook>, histograms: bool) -> Self {
+    /// `histograms`: whether to keep the call-duration histogram, and its
+    /// sampling cap (unused when the slow-call policy times every call).
+    fn from_parts(
+        settings: Settings,
+        clock: C,
+        hook: Option<Hook>,
+        (histograms, max_one_in): (bool, u32),
+    ) -> Self {
         let origin = clock.epoch();
         let now = clock.now();
         let measures_duration = settings.measures_duration();
@@ -839,7 +887,10 @@ impl<C: Clock> CircuitBreaker<C> {
                 clock,
                 ready: Notify::new(),
                 hook,
-                call_duration: Recorder::new(histograms),
+                call_duration: Recorder::with_sampling(
+                    histograms,
+                    if measures_duration { 1 } else { max_one_in },
+                ),
                 name: StdArc::from("breaker"),
             }),
         }
@@ -1249,17 +1300,26 @@ impl<C: Clock> CircuitBreaker<C> {
 impl<C: Clock> Inner<C> {
     #[inline]
     fn permit(&self, ticket: Ticket, started: Option<u64>) -> CallPermit<'_, C> {
-        let timed = self.measures_duration || self.call_duration.enabled();
-        let started = match (started, timed, ticket.kind) {
-            (Some(t), _, _) => Some(t),
-            (None, true, TicketKind::Closed | TicketKind::Probe) => Some(self.start_timing()),
-            _ => None,
+        // The slow-call policy times every call: the histogram takes each
+        // from the same reads. Otherwise the histogram draws which to time.
+        let timed = if self.measures_duration {
+            Some(Timed::EVERY)
+        } else {
+            self.call_duration.sample()
+        };
+        let (started, timed) = match (started, timed, ticket.kind) {
+            (Some(t), _, _) => (Some(t), Timed::EVERY),
+            (None, Some(timed), TicketKind::Closed | TicketKind::Probe) => {
+                (Some(self.start_timing()), timed)
+            }
+            _ => (None, Timed::EVERY),
         };
         CallPermit {
             inner: self,
             slot: Slot {
                 ticket,
                 started,
+                timed,
                 finished: false,
             },
         }
@@ -1303,8 +1363,11 @@ impl<C: Clock> Inner<C> {
                     // Only the histogram wants the duration here.
                     let end = slot.started.map(|start| {
                         let end = self.clock.nanos_since(self.origin);
-                        self.call_duration
-                            .record_duration(Duration::from_nanos(end.saturating_sub(start)));
+                        self.call_duration.record_sampled(
+                            slot.timed,
+                            end.saturating_sub(start),
+                            end,
+                        );
                         end
                     });
                     if !self.count_success(slot.ticket.epoch) {
@@ -1326,8 +1389,7 @@ impl<C: Clock> Inner<C> {
                     Some(start) => {
                         let end = self.clock.nanos_since(self.origin);
                         let took = end.saturating_sub(start);
-                        self.call_duration
-                            .record_duration(Duration::from_nanos(took));
+                        self.call_duration.record_sampled(slot.timed, took, end);
                         (self.measures_duration && took > self.slow_nanos, Some(end))
                     }
                     None => (false, None),
@@ -1638,6 +1700,8 @@ struct Slot {
     ticket: Ticket,
     /// Nanoseconds from the breaker's origin, when timed.
     started: Option<u64>,
+    /// How many calls the call stands for in the histogram, when timed.
+    timed: Timed,
     finished: bool,
 }
 

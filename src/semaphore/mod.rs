@@ -99,7 +99,7 @@ pub enum QueueOrder {
 
 use self::core::{Failure, WaitQueue, WaiterKey, WakeList};
 use crate::clock::{FastClock, Stamp};
-use crate::histogram::{HistogramSnapshot, Recorder};
+use crate::histogram::{HistogramSnapshot, Recorder, Timed};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex, StdArc};
 use crate::{ConfigError, ConfigErrorKind};
@@ -136,6 +136,9 @@ struct Inner {
     /// multi-thread runtime, Tokio's pausable clock elsewhere), read as
     /// [`Stamp`]s.
     clock: FastClock,
+    /// The clock's epoch when the semaphore was made: the sampling
+    /// windows' time origin (see `Recorder::record_sampled`).
+    origin: Instant,
     /// For `tracing` events: the builder's name, or "semaphore".
     name: StdArc<str>,
 }
@@ -205,7 +208,13 @@ pub struct SemaphoreMetrics {
     /// (nanoseconds), from queueing to being granted. Acquires served at
     /// once are not in it (they read no clock), nor are those that failed
     /// or were dropped. Kept only when built with
-    /// [`histograms(true)`](SemaphoreBuilder::histograms).
+    /// [`histograms(true)`](SemaphoreBuilder::histograms). Waits are
+    /// **sampled** once more than about 128 queue per millisecond: a timed
+    /// wait drawn at 1 in 2^k counts as 2^k waits, so `count`, `sum` and
+    /// quantiles estimate all queued acquires and `min`/`max` are those of
+    /// the timed ones (see [sampled timing](crate::histogram#sampled-timing);
+    /// [`histogram_max_one_in(1)`](SemaphoreBuilder::histogram_max_one_in)
+    /// times every one).
     pub wait: HistogramSnapshot,
 }
 
@@ -218,25 +227,28 @@ impl Semaphore {
             queue_limit: None,
             order: QueueOrder::OldestFirst,
             histograms: false,
+            histogram_max_one_in: crate::histogram::DEFAULT_MAX_ONE_IN,
             name: None,
         }
     }
 
-    fn with_queue(capacity: usize, queue: WaitQueue, histograms: bool) -> Self {
+    fn with_queue(capacity: usize, queue: WaitQueue, histograms: bool, max_one_in: u32) -> Self {
         // Without histograms nothing is timed: no counter to calibrate.
         let clock = if histograms {
             FastClock::new()
         } else {
             FastClock::tokio()
         };
+        let origin = crate::clock::Clock::epoch(&clock);
         Self {
             inner: Arc::new(Inner {
                 state: AtomicUsize::new(capacity << SHIFT),
                 capacity: AtomicUsize::new(capacity),
                 waiters: AtomicUsize::new(0),
                 queue: Mutex::new(queue),
-                wait: Recorder::new(histograms),
+                wait: Recorder::with_sampling(histograms, max_one_in),
                 clock,
+                origin,
                 name: StdArc::from("semaphore"),
             }),
         }
@@ -255,7 +267,7 @@ impl Semaphore {
     /// ```
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.min(MAX_PERMITS);
-        Self::with_queue(capacity, WaitQueue::new(capacity), false)
+        Self::with_queue(capacity, WaitQueue::new(capacity), false, 1)
     }
 
     /// Publishes a named semaphore's metrics (feature `metrics`).
@@ -289,7 +301,12 @@ impl Semaphore {
     /// [`new`](Self::new) with the wait histogram on or off.
     pub(crate) fn with_histograms(capacity: usize, histograms: bool) -> Self {
         let capacity = capacity.min(MAX_PERMITS);
-        Self::with_queue(capacity, WaitQueue::new(capacity), histograms)
+        Self::with_queue(
+            capacity,
+            WaitQueue::new(capacity),
+            histograms,
+            crate::histogram::DEFAULT_MAX_ONE_IN,
+        )
     }
 
     /// Creates a semaphore with `capacity` permits, refusing a capacity above
@@ -701,6 +718,7 @@ pub struct SemaphoreBuilder {
     queue_limit: Option<usize>,
     order: QueueOrder,
     histograms: bool,
+    histogram_max_one_in: u32,
     name: Option<String>,
 }
 
@@ -727,15 +745,40 @@ impl SemaphoreBuilder {
     }
 
     /// Whether to keep the [`wait`](SemaphoreMetrics::wait) histogram
-    /// (default **off**, as for [`Semaphore::new`]: timing a queued acquire
-    /// costs two clock reads and a record, see `benches/histogram.rs`). On,
-    /// the semaphore is 17.5 KiB larger, and it times waits with a
+    /// (default **off**, as for [`Semaphore::new`]). On, the semaphore is
+    /// 17.5 KiB larger; it times every queued acquire while fewer than
+    /// about 128 queue per millisecond, and a random one in up to
+    /// [`histogram_max_one_in`](Self::histogram_max_one_in) above that
+    /// (see [sampled timing](crate::histogram#sampled-timing)), so that
+    /// the two clock reads a timed wait costs stay within a few percent of
+    /// a queued acquire (`benches/histogram.rs`). It times waits with a
     /// [`FastClock`] made by `build`: the CPU's
     /// counter when built inside a multi-thread runtime, Tokio's clock
     /// (which a paused test clock stops) anywhere else. A pool's admission semaphore follows the pool's own
     /// `histograms` setting (off by default).
     pub fn histograms(mut self, on: bool) -> Self {
         self.histograms = on;
+        self
+    }
+
+    /// The most events one timed wait may stand for when queued acquires
+    /// are frequent (default [`DEFAULT_MAX_ONE_IN`](crate::histogram::DEFAULT_MAX_ONE_IN),
+    /// 64; rounded down to a power of two); 1 times every queued acquire,
+    /// at two clock reads each. See [sampled timing](crate::histogram#sampled-timing).
+    /// Has no effect while [`histograms`](Self::histograms) is off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::semaphore::Semaphore;
+    ///
+    /// let every = Semaphore::builder().capacity(4).histograms(true).histogram_max_one_in(1);
+    /// assert!(every.build().is_ok());
+    /// let err = Semaphore::builder().capacity(4).histogram_max_one_in(0).build().unwrap_err();
+    /// assert_eq!(err.field(), "histogram_max_one_in");
+    /// ```
+    pub fn histogram_max_one_in(mut self, n: u32) -> Self {
+        self.histogram_max_one_in = n;
         self
     }
 
@@ -751,7 +794,9 @@ impl SemaphoreBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] naming `capacity` (missing, or above [`MAX_PERMITS`]).
+    /// [`ConfigError`] naming `capacity` (missing, or above [`MAX_PERMITS`])
+    /// or `histogram_max_one_in` (0, or above
+    /// [`MAX_ONE_IN_LIMIT`](crate::histogram::MAX_ONE_IN_LIMIT)).
     pub fn build(self) -> Result<Semaphore, ConfigError> {
         let Some(capacity) = self.capacity else {
             return Err(ConfigError::new(
@@ -762,8 +807,10 @@ impl SemaphoreBuilder {
             ));
         };
         let capacity = check_capacity(capacity)?;
+        let max_one_in =
+            crate::histogram::check_max_one_in("semaphore", self.histogram_max_one_in)?;
         let queue = WaitQueue::with_policy(capacity, self.order, self.queue_limit);
-        let mut sem = Semaphore::with_queue(capacity, queue, self.histograms);
+        let mut sem = Semaphore::with_queue(capacity, queue, self.histograms, max_one_in);
         if let Some(name) = self.name {
             // Before exporting: the exporter's weak reference would make
             // `get_mut` fail.
@@ -1063,8 +1110,8 @@ impl Inner {
 struct Waiter {
     permits: usize,
     queued: Option<WaiterKey>,
-    /// When it queued, if the wait histogram is on.
-    since: Option<Stamp>,
+    /// When it queued, if its wait is timed (histogram on, and drawn).
+    since: Option<(Stamp, Timed)>,
 }
 
 impl Waiter {
@@ -1082,8 +1129,9 @@ impl Waiter {
             Some(key) => {
                 let res = std::task::ready!(inner.poll_queued(key, cx));
                 self.queued = None;
-                if let (Some(since), Ok(())) = (self.since.take(), &res) {
-                    inner.wait.record_nanos(inner.clock.elapsed_nanos(since));
+                if let (Some((since, timed)), Ok(())) = (self.since.take(), &res) {
+                    let (waited, now) = inner.clock.elapsed_and_now_nanos(since, inner.origin);
+                    inner.wait.record_sampled(timed, waited, now);
                 }
                 res
             }
@@ -1091,7 +1139,7 @@ impl Waiter {
                 Err(AcquireError::NoPermits) => match inner.enqueue(self.permits, cx) {
                     Ok(Some(key)) => {
                         self.queued = Some(key);
-                        self.since = inner.wait.enabled().then(|| inner.clock.stamp());
+                        self.since = inner.wait.sample().map(|t| (inner.clock.stamp(), t));
                         return Poll::Pending;
                     }
                     Ok(None) => Ok(()),

@@ -96,3 +96,36 @@ pub(crate) fn from_bytes(data: &[u8]) -> (Vec<u64>, Vec<f64>) {
         .collect();
     (values, vec![q])
 }
+
+/// `record_n(v, c)` against `c` calls of `record(v)`: the two snapshots
+/// are equal (so every check above holds for weighted records too), and
+/// the expanded values pass [`check`].
+pub(crate) fn check_weighted(pairs: &[(u64, u8)], qs: &[f64]) {
+    let weighted = Histogram::new();
+    let repeated = Histogram::new();
+    let mut expanded = Vec::new();
+    for &(v, c) in pairs {
+        weighted.record_n(v, u64::from(c));
+        for _ in 0..c {
+            repeated.record(v);
+            expanded.push(v);
+        }
+    }
+    assert_eq!(weighted.snapshot(), repeated.snapshot());
+    check(&expanded, qs);
+}
+
+/// Weighted values from fuzz bytes: as [`from_bytes`], with a tenth byte
+/// per value for its count (0 ..= 255).
+pub(crate) fn pairs_from_bytes(data: &[u8]) -> (Vec<(u64, u8)>, Vec<f64>) {
+    let q = data.first().map_or(0.5, |&b| f64::from(b) / 255.0);
+    let pairs = data
+        .chunks_exact(10)
+        .map(|c| {
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(&c[..8]);
+            (u64::from_le_bytes(raw) >> (c[8] % 64), c[9])
+        })
+        .collect();
+    (pairs, vec![q])
+}
