@@ -862,6 +862,72 @@ async fn send_wait_histogram_counts_blocked_sends() {
     assert_eq!(rx.metrics().send_wait.count(), 0);
 }
 
+/// One `send` that finds the channel (full, one value) full, waits, and is
+/// served by a `try_recv`; the channel is full again afterwards.
+fn queued_send(tx: &channel::Sender<u32>, rx: &channel::Receiver<u32>) {
+    let mut send = pin!(tx.send(2));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(send.as_mut().poll(&mut cx).is_pending());
+    assert!(rx.try_recv().is_ok());
+    assert!(matches!(send.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+}
+
+/// Sampled timing (see `flowguard::histogram`): sends that wait at a low
+/// rate are each timed; thousands a millisecond are timed about one in 64,
+/// each standing for 64; `histogram_max_one_in(1)` times every one; the
+/// option is validated.
+#[tokio::test(start_paused = true)]
+async fn send_wait_histogram_samples_only_frequent_waits() {
+    for max_one_in in [64, 1] {
+        let (tx, rx) = Builder::<u32>::new(1)
+            .histogram_max_one_in(max_one_in)
+            .build()
+            .unwrap();
+        tx.try_send(1).unwrap();
+        // Low rate: 200 waits of 1 ms each: every one, exactly.
+        for _ in 0..200 {
+            let mut send = pin!(tx.send(2));
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(send.as_mut().poll(&mut cx).is_pending());
+            tokio::time::advance(Duration::from_millis(1)).await;
+            assert!(rx.try_recv().is_ok());
+            assert!(send.as_mut().poll(&mut cx).is_ready());
+        }
+        let w = rx.metrics().send_wait;
+        assert_eq!((w.count(), w.min(), w.max()), (200, 1_000_000, 1_000_000));
+        // High rate: 20,000 at one instant (the window is open: all timed),
+        // one more 2 ms later closes it; 64,000 more are drawn at 1 in 64.
+        for _ in 0..20_000 {
+            queued_send(&tx, &rx);
+        }
+        tokio::time::advance(Duration::from_millis(2)).await;
+        queued_send(&tx, &rx);
+        assert_eq!(rx.metrics().send_wait.count(), 20_201);
+        for _ in 0..64_000 {
+            queued_send(&tx, &rx);
+        }
+        let added = rx.metrics().send_wait.count() - 20_201;
+        if max_one_in == 1 {
+            assert_eq!(added, 64_000);
+        } else {
+            // About 1,000 timed (standard deviation 31; six allowed).
+            assert_eq!(added % 64, 0, "{added}");
+            assert!((added / 64).abs_diff(1_000) <= 186, "{added}");
+        }
+        assert_eq!(rx.len(), 1);
+    }
+    for (n, kind) in [
+        (0, ConfigErrorKind::Zero),
+        (65_537, ConfigErrorKind::TooLarge),
+    ] {
+        let e = Builder::<u32>::new(1)
+            .histogram_max_one_in(n)
+            .build()
+            .unwrap_err();
+        assert_eq!((e.field(), e.kind()), ("histogram_max_one_in", kind));
+    }
+}
+
 /// A parked `send` learns it was served from a published mark, without the
 /// lock; polled again before a receive served it, it must stay parked (and
 /// keep its place), and once served it completes with its value queued.

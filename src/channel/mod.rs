@@ -119,7 +119,8 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use self::core::{Core, Empty, Refused, ReserveRefused, SendPoll, WakeList, Watermarks};
-use crate::histogram::{HistogramSnapshot, Recorder};
+use crate::clock::{FastClock, Stamp};
+use crate::histogram::{HistogramSnapshot, Recorder, Timed};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex};
 use crate::{ConfigError, ConfigErrorKind};
@@ -186,6 +187,7 @@ pub struct Builder<T> {
     high: Option<usize>,
     low: Option<usize>,
     histograms: bool,
+    histogram_max_one_in: u32,
     name: Option<String>,
     #[cfg(all(feature = "metrics", not(loom)))]
     export: Option<ExportFn<T>>,
@@ -264,6 +266,7 @@ impl<T> Builder<T> {
             high: None,
             low: None,
             histograms: true,
+            histogram_max_one_in: crate::histogram::DEFAULT_MAX_ONE_IN,
             name: None,
             #[cfg(all(feature = "metrics", not(loom)))]
             export: None,
@@ -272,8 +275,34 @@ impl<T> Builder<T> {
 
     /// Whether to keep the [`send_wait`](ChannelMetrics::send_wait)
     /// histogram (default on). Off, a `send` that has to wait reads no clock.
+    /// The waits are read from a [`FastClock`]
+    /// made by `build`: the CPU's counter when built inside a multi-thread
+    /// runtime, Tokio's clock (which a paused test clock stops) anywhere
+    /// else.
     pub fn histograms(mut self, on: bool) -> Self {
         self.histograms = on;
+        self
+    }
+
+    /// The most events one timed wait may stand for when sends wait often
+    /// (default [`DEFAULT_MAX_ONE_IN`](crate::histogram::DEFAULT_MAX_ONE_IN),
+    /// 64; rounded down to a power of two); 1 times every waiting `send`,
+    /// at two clock reads each. Below about 128 waiting sends a
+    /// millisecond every one is timed. See
+    /// [sampled timing](crate::histogram#sampled-timing). Has no effect
+    /// while [`histograms`](Self::histograms) is off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::channel::Builder;
+    ///
+    /// assert!(Builder::<u8>::new(8).histogram_max_one_in(1).build().is_ok());
+    /// let err = Builder::<u8>::new(8).histogram_max_one_in(0).build().unwrap_err();
+    /// assert_eq!(err.field(), "histogram_max_one_in");
+    /// ```
+    pub fn histogram_max_one_in(mut self, n: u32) -> Self {
+        self.histogram_max_one_in = n;
         self
     }
 
@@ -320,6 +349,7 @@ impl<T> Builder<T> {
     /// Never.
     pub fn build(self) -> Result<(Sender<T>, Receiver<T>), ConfigError> {
         check_capacity(self.capacity)?;
+        let max_one_in = crate::histogram::check_max_one_in(COMPONENT, self.histogram_max_one_in)?;
         let max_weight = match (&self.weigh, self.max_weight) {
             (None, None) => usize::MAX,
             (Some(_), Some(0)) | (None, Some(0)) => {
@@ -387,6 +417,13 @@ impl<T> Builder<T> {
                 low: l.unwrap_or(h / 2),
             }),
         };
+        // Without histograms nothing is timed: no counter to calibrate.
+        let clock = if self.histograms {
+            FastClock::new()
+        } else {
+            FastClock::tokio()
+        };
+        let origin = crate::clock::Clock::epoch(&clock);
         let chan = Arc::new(Chan {
             core: Mutex::new(match &self.name {
                 Some(name) => {
@@ -396,7 +433,9 @@ impl<T> Builder<T> {
             }),
             weigh: self.weigh,
             served_below: AtomicU64::new(0),
-            send_wait: Recorder::new(self.histograms),
+            send_wait: Recorder::with_sampling(self.histograms, max_one_in),
+            clock,
+            origin,
         });
         #[cfg(all(feature = "metrics", not(loom)))]
         if let Some(export) = self.export {
@@ -479,14 +518,21 @@ pub struct ChannelMetrics {
     /// their value was queued (nanoseconds). Sends that found room, sends
     /// that failed or were dropped, and the other kinds of send are not in
     /// it. Empty when built with [`histograms(false)`](Builder::histograms).
+    /// Sampled when sends wait often, each timed wait weighted by the
+    /// waits it stands for (see
+    /// [`histogram_max_one_in`](Builder::histogram_max_one_in)).
     pub send_wait: HistogramSnapshot,
 }
 
 struct Chan<T> {
     core: Mutex<Core<T, Waker>>,
     weigh: Option<WeighFn<T>>,
-    /// Time a `send` that found the channel full waited for room.
+    /// Time a `send` that found the channel full waited for room (sampled:
+    /// see `Recorder::sample`).
     send_wait: Recorder,
+    /// Reads the waits; `origin` is its epoch, the sampling windows' origin.
+    clock: FastClock,
+    origin: Instant,
     /// `Core::served_below`, published under the lock whenever a call
     /// served a waiting sender, so that a woken `send` learns it was served
     /// without taking the lock again (see [`Chan::send_served`]).
@@ -1328,8 +1374,9 @@ pub struct SendFuture<'a, T> {
     weight: usize,
     /// Our entry in the waiter queue.
     id: Option<u64>,
-    /// When it started waiting, if the send-wait histogram is on.
-    since: Option<Instant>,
+    /// When it started waiting, if this wait is timed (the histogram is on
+    /// and the wait was drawn).
+    since: Option<(Stamp, Timed)>,
 }
 
 // No pinned fields: the value is moved, never borrowed across polls.
@@ -1371,8 +1418,10 @@ impl<T> Future for SendFuture<'_, T> {
                 SendPoll::Pending => Poll::Pending,
                 SendPoll::Done => {
                     this.id = None;
-                    if let Some(since) = this.since.take() {
-                        this.chan.send_wait.record_duration(since.elapsed());
+                    if let Some((since, timed)) = this.since.take() {
+                        let chan = this.chan;
+                        let (waited, now) = chan.clock.elapsed_and_now_nanos(since, chan.origin);
+                        chan.send_wait.record_sampled(timed, waited, now);
                     }
                     Poll::Ready(Ok(()))
                 }
@@ -1402,7 +1451,11 @@ impl<T> Future for SendFuture<'_, T> {
             Ok(()) => Poll::Ready(Ok(())),
             Err(Ok(id)) => {
                 this.id = Some(id);
-                this.since = this.chan.send_wait.enabled().then(Instant::now);
+                this.since = this
+                    .chan
+                    .send_wait
+                    .sample()
+                    .map(|t| (this.chan.clock.stamp(), t));
                 Poll::Pending
             }
             Err(Err(e)) => Poll::Ready(Err(e)),
