@@ -451,6 +451,18 @@ impl Clock for TokioClock {
     fn now(&self) -> Instant {
         Instant::now()
     }
+
+    /// From the instants' fields where this thread's check passed (see
+    /// [`FastClock`]'s cost notes): the same value as `std`'s subtraction.
+    #[inline]
+    fn nanos_since(&self, origin: Instant) -> u64 {
+        let now = Instant::now();
+        if fields_are_exact() {
+            nanos_between_fields(origin, now)
+        } else {
+            nanos_between(origin, now)
+        }
+    }
 }
 
 /// Tokio's clock, read cheaply: the default clock of the primitives that
@@ -1008,6 +1020,21 @@ mod tests {
         tokio::time::advance(Duration::from_nanos(1_500)).await;
         assert_eq!(c.nanos_since(epoch), 1_500);
         assert_eq!(c.now(), epoch + Duration::from_nanos(1_500));
+    }
+
+    /// `TokioClock::nanos_since` (the fields' difference here) follows the
+    /// paused clock to the nanosecond, across a second's boundary, and is 0
+    /// for an origin in the future.
+    #[tokio::test(start_paused = true)]
+    async fn tokio_clock_nanos_since_follows_the_paused_clock() {
+        let c = TokioClock;
+        let origin = c.now();
+        tokio::time::advance(Duration::from_nanos(1_500)).await;
+        assert_eq!(c.nanos_since(origin), 1_500);
+        tokio::time::advance(Duration::new(1, 999_999_000)).await;
+        assert_eq!(c.nanos_since(origin), 2_000_000_500);
+        assert_eq!(c.nanos_since(c.now() + Duration::from_nanos(1)), 0);
+        assert_eq!(c.nanos_since(origin), reference(origin, c.now()));
     }
 
     /// The reference: `Duration::as_nanos` of the saturating difference,
