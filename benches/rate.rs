@@ -26,6 +26,28 @@ fn gov_quota() -> governor::Quota {
         .allow_burst(NonZeroU32::new(BURST).unwrap())
 }
 
+// The keyed rows: one token a second per key, a burst no run exhausts. A
+// key used every thousand checks stays busy, so every check is of a held
+// key. With `RATE` a key's bucket refills within nanoseconds of a check:
+// on a clock that moves, every key is idle (its bucket full) at once, and
+// flowguard reclaims idle keys whenever a new key needs room (governor
+// keeps them until `retain_recent`), so those rows measured a key's
+// re-insertion about every other check, not a check.
+const KEYED_RATE: u32 = 1;
+const KEYED_BURST: u32 = 1_000_000_000;
+
+fn fg_keyed_quota() -> Quota {
+    Quota::per_second(KEYED_RATE)
+        .unwrap()
+        .with_burst(KEYED_BURST)
+        .unwrap()
+}
+
+fn gov_keyed_quota() -> governor::Quota {
+    governor::Quota::per_second(NonZeroU32::new(KEYED_RATE).unwrap())
+        .allow_burst(NonZeroU32::new(KEYED_BURST).unwrap())
+}
+
 fn direct_1_thread(c: &mut Criterion) {
     let mut g = c.benchmark_group("rate/direct_check_1_thread");
     let fg_tokio = RateLimiter::with_clock(fg_quota(), TokioClock);
@@ -110,7 +132,7 @@ fn direct_2_threads(c: &mut Criterion) {
 
 fn keyed_1000(c: &mut Criterion) {
     let mut g = c.benchmark_group("rate/keyed_check_1000_keys");
-    let fg_tokio = KeyedRateLimiter::<u64>::builder(fg_quota())
+    let fg_tokio = KeyedRateLimiter::<u64>::builder(fg_keyed_quota())
         .build_with_clock(TokioClock)
         .unwrap();
     let mut k = 0u64;
@@ -120,7 +142,7 @@ fn keyed_1000(c: &mut Criterion) {
             black_box(fg_tokio.try_acquire(&k, 1))
         })
     });
-    let fg_manual = KeyedRateLimiter::<u64>::builder(fg_quota())
+    let fg_manual = KeyedRateLimiter::<u64>::builder(fg_keyed_quota())
         .build_with_clock(ManualClock::new())
         .unwrap();
     g.bench_function("flowguard/manual_clock", |b| {
@@ -129,14 +151,15 @@ fn keyed_1000(c: &mut Criterion) {
             black_box(fg_manual.try_acquire(&k, 1))
         })
     });
-    let gov_std = governor::RateLimiter::dashmap_with_clock(gov_quota(), MonotonicClock);
+    let gov_std = governor::RateLimiter::dashmap_with_clock(gov_keyed_quota(), MonotonicClock);
     g.bench_function("governor/std_clock", |b| {
         b.iter(|| {
             k = (k + 1) % 1000;
             black_box(gov_std.check_key(&k))
         })
     });
-    let gov_quanta = governor::RateLimiter::dashmap_with_clock(gov_quota(), QuantaClock::default());
+    let gov_quanta =
+        governor::RateLimiter::dashmap_with_clock(gov_keyed_quota(), QuantaClock::default());
     g.bench_function("governor/quanta_clock", |b| {
         b.iter(|| {
             k = (k + 1) % 1000;
