@@ -609,6 +609,13 @@ impl FastClock {
         Self::tokio()
     }
 
+    /// The clock for a primitive's timing histograms: [`new`](Self::new)
+    /// when they are `on`, else Tokio's clock (nothing is timed, so there
+    /// is no counter to calibrate).
+    pub(crate) fn for_histograms(on: bool) -> Self {
+        if on { Self::new() } else { Self::tokio() }
+    }
+
     /// A `FastClock` that reads Tokio's clock on every call, wherever it is made.
     pub fn tokio() -> Self {
         let mode = if fields_are_exact() {

@@ -417,12 +417,7 @@ impl<T> Builder<T> {
                 low: l.unwrap_or(h / 2),
             }),
         };
-        // Without histograms nothing is timed: no counter to calibrate.
-        let clock = if self.histograms {
-            FastClock::new()
-        } else {
-            FastClock::tokio()
-        };
+        let clock = FastClock::for_histograms(self.histograms);
         let origin = crate::clock::Clock::epoch(&clock);
         let chan = Arc::new(Chan {
             core: Mutex::new(match &self.name {

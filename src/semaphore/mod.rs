@@ -233,12 +233,7 @@ impl Semaphore {
     }
 
     fn with_queue(capacity: usize, queue: WaitQueue, histograms: bool, max_one_in: u32) -> Self {
-        // Without histograms nothing is timed: no counter to calibrate.
-        let clock = if histograms {
-            FastClock::new()
-        } else {
-            FastClock::tokio()
-        };
+        let clock = FastClock::for_histograms(histograms);
         let origin = crate::clock::Clock::epoch(&clock);
         Self {
             inner: Arc::new(Inner {
