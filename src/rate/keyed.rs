@@ -51,17 +51,6 @@ const EVICTION_SAMPLE: usize = 8;
 ///   the limiter never refuses a key because of the cap, and memory never
 ///   exceeds `max_keys` entries.
 ///
-/// # Concurrency
-///
-/// Keys are spread over shards (four per core by default). A check of a
-/// key its shard already holds takes the shard's reader-writer lock
-/// *shared* and updates the key's bucket with a compare-and-swap on the
-/// key's own atomic cell, so checks of held keys never wait for each other
-/// (the design of governor's dashmap-backed keyed state). Only a new key
-/// takes its shard's lock exclusively, to insert it and, when it needs
-/// room, to sweep idle keys or evict one; a key is never removed while a
-/// check is using its bucket.
-///
 /// # Examples
 ///
 /// ```
@@ -199,7 +188,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
         self
     }
 
-    /// How many shards, each with its own lock (default: four per core,
+    /// How many independently locked shards (default: four per core,
     /// rounded up to a power of two, at least [`DEFAULT_SHARDS`], at most
     /// 4096 and at most `max_keys`).
     pub fn shards(mut self, shards: usize) -> Self {
