@@ -1,5 +1,6 @@
 //! [`KeyedRateLimiter`]: one GCRA bucket per key, sharded, bounded.
 
+#[cfg(not(loom))]
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
@@ -70,10 +71,38 @@ pub struct KeyedRateLimiter<K, C: Clock = FastClock> {
 struct KeyedInner<K, C> {
     gcra: Gcra,
     shards: Box<[Padded<Mutex<Shard<K>>>]>,
-    hasher: RandomState,
+    hasher: KeyHasher,
     origin: Instant,
     clock: C,
     max_keys: usize,
+}
+
+/// The keys' hasher: std's randomly keyed SipHash.
+#[cfg(not(loom))]
+type KeyHasher = RandomState;
+
+/// Under loom, SipHash with fixed keys and a seed set by the model
+/// ([`KeyedRateLimiterBuilder::hasher_seed`]). Loom replays a model's
+/// recorded choices from the start on every iteration, so the model must
+/// do the same steps in the same order each time. A random hasher gives
+/// each iteration its own table layout, so a sweep visits the keys in
+/// another order and a replayed choice of "which store this load reads"
+/// lands on another key's cell: loom then reports values no execution can
+/// produce (a cell read as 0, a TAT read stale under an exclusive lock).
+#[cfg(loom)]
+#[derive(Debug, Clone, Copy)]
+struct KeyHasher(u64);
+
+#[cfg(loom)]
+impl BuildHasher for KeyHasher {
+    type Hasher = std::hash::DefaultHasher;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        use std::hash::Hasher;
+        let mut h = std::hash::DefaultHasher::new();
+        h.write_u64(self.0);
+        h
+    }
 }
 
 /// A shard on cache lines of its own, so that threads working on
@@ -115,6 +144,9 @@ pub struct KeyedRateLimiterBuilder<K> {
     max_keys: usize,
     /// `None`: four per core, see [`DEFAULT_SHARDS`].
     shards: Option<usize>,
+    /// The fixed hasher's seed under loom.
+    #[cfg(loom)]
+    hasher_seed: u64,
     _key: PhantomData<fn() -> K>,
 }
 
@@ -178,6 +210,18 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
     /// 4096 and at most `max_keys`).
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
+        self
+    }
+
+    /// Under `--cfg loom` only: the seed of the keys' hasher (default 0),
+    /// fixed so that every iteration of a loom model lays out the shard's
+    /// table alike (loom replays its recorded choices and needs the model to
+    /// be deterministic); a model loops over seeds to cover several
+    /// layouts. Outside loom the hasher is std's randomly keyed one.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn hasher_seed(mut self, seed: u64) -> Self {
+        self.hasher_seed = seed;
         self
     }
 
@@ -259,7 +303,10 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
             inner: Arc::new(KeyedInner {
                 gcra: self.quota.gcra(),
                 shards,
+                #[cfg(not(loom))]
                 hasher: RandomState::new(),
+                #[cfg(loom)]
+                hasher: KeyHasher(self.hasher_seed),
                 origin,
                 clock,
                 max_keys: self.max_keys,
@@ -284,6 +331,8 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K, FastClock> {
             quota,
             max_keys: DEFAULT_MAX_KEYS,
             shards: None,
+            #[cfg(loom)]
+            hasher_seed: 0,
             _key: PhantomData,
         }
     }
@@ -586,7 +635,7 @@ impl<K: Hash + Eq> Shard<K> {
         self.map.retain(|tat| !Gcra::is_full(tat, now));
     }
 
-    fn insert(&mut self, hash: u64, key: K, tat: u64, now: u64, hasher: &RandomState)
+    fn insert(&mut self, hash: u64, key: K, tat: u64, now: u64, hasher: &KeyHasher)
     where
         K: Clone,
     {
@@ -607,7 +656,7 @@ impl<K: Hash + Eq> Shard<K> {
     }
 
     #[cold]
-    fn evict_one(&mut self, hasher: &RandomState) {
+    fn evict_one(&mut self, hasher: &KeyHasher) {
         if self
             .map
             .evict_most_refilled(EVICTION_SAMPLE, |k| hasher.hash_one(k))
