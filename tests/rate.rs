@@ -428,8 +428,8 @@ async fn keyed_churn_below_the_cap_stays_flat() {
     assert_eq!(l.snapshot().evicted_while_full, 0);
 }
 
-/// Admitted and refused checks are counted over all keys (in the shards,
-/// under the lock each check takes); `n == 0` and requests above the burst
+/// Admitted and refused checks are counted over all keys (per shard,
+/// summed by the snapshot); `n == 0` and requests above the burst
 /// touch no shard and are not counted; an `acquire` that waits counts one
 /// refusal per try.
 #[tokio::test(start_paused = true)]

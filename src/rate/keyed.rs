@@ -14,7 +14,8 @@ use super::error::{AcquireError, TryAcquireError};
 use super::gcra::{Gcra, Refusal};
 use super::quota::Quota;
 use crate::clock::{Clock, FastClock, tokio_wake_at};
-use crate::sync::{Arc, Mutex};
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{Arc, RwLock, RwLockWriteGuard};
 use crate::{ConfigError, ConfigErrorKind};
 
 /// Default [`KeyedRateLimiterBuilder::max_keys`].
@@ -51,6 +52,17 @@ const EVICTION_SAMPLE: usize = 8;
 ///   the limiter never refuses a key because of the cap, and memory never
 ///   exceeds `max_keys` entries.
 ///
+/// # Concurrency
+///
+/// Keys are spread over shards (four per core by default). A check of a
+/// key its shard already holds takes the shard's reader-writer lock
+/// *shared* and updates the key's bucket with a compare-and-swap on the
+/// key's own atomic cell, so checks of held keys never wait for each other
+/// (the design of governor's dashmap-backed keyed state). Only a new key
+/// takes its shard's lock exclusively, to insert it and, when it needs
+/// room, to sweep idle keys or evict one; a key is never removed while a
+/// check is using its bucket.
+///
 /// # Examples
 ///
 /// ```
@@ -70,7 +82,7 @@ pub struct KeyedRateLimiter<K, C: Clock = FastClock> {
 
 struct KeyedInner<K, C> {
     gcra: Gcra,
-    shards: Box<[Padded<Mutex<Shard<K>>>]>,
+    shards: Box<[Shard<K>]>,
     hasher: KeyHasher,
     origin: Instant,
     clock: C,
@@ -105,22 +117,36 @@ impl BuildHasher for KeyHasher {
     }
 }
 
-/// A shard on cache lines of its own, so that threads working on
+/// One shard: its keys behind a reader-writer lock, and its counts.
+///
+/// A check of a key the shard holds takes the lock *shared* and moves the
+/// key's TAT with a compare-and-swap on the key's own atomic cell, so
+/// checks of held keys on one shard run side by side (as a dashmap read
+/// guard plus governor's CAS cell do). The lock is taken exclusively only
+/// to insert a new key, and with it to sweep or evict: no check holds a
+/// cell while its key is removed, so a reclaimed key's next check starts
+/// from a fresh cell and no token is lost or counted twice.
+///
+/// On cache lines of its own (the counts share the lock word's line,
+/// which every check writes anyway), so that threads working on
 /// neighbouring shards do not contend for one line.
 #[repr(align(128))] // two lines: adjacent-line prefetch pairs them on x86
-struct Padded<T>(T);
-
 struct Shard<K> {
-    /// key -> TAT (ns since origin).
+    keys: RwLock<Keys<K>>,
+    /// Checks this shard admitted and refused (relaxed counts: read only
+    /// by [`KeyedRateLimiter::snapshot`]).
+    admitted: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// What the exclusive lock guards: the table's shape and the sweep's books.
+struct Keys<K> {
+    /// key -> TAT (ns since origin) in an atomic cell.
     map: Table<K>,
     cap: usize,
     /// New keys inserted since the last sweep.
     inserts_since_sweep: usize,
     evicted_while_full: u64,
-    /// Checks this shard admitted and refused: plain counts kept under the
-    /// shard's lock, which every check holds anyway (no shared atomic).
-    admitted: u64,
-    refused: u64,
 }
 
 /// Builds a [`KeyedRateLimiter`] with a key cap and a shard count.
@@ -205,7 +231,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
         self
     }
 
-    /// How many independently locked shards (default: four per core,
+    /// How many shards, each with its own lock (default: four per core,
     /// rounded up to a power of two, at least [`DEFAULT_SHARDS`], at most
     /// 4096 and at most `max_keys`).
     pub fn shards(mut self, shards: usize) -> Self {
@@ -287,15 +313,15 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
         let base = self.max_keys / shards;
         let extra = self.max_keys % shards;
         let shards = (0..shards)
-            .map(|i| {
-                Padded(Mutex::new(Shard {
+            .map(|i| Shard {
+                keys: RwLock::new(Keys {
                     map: Table::default(),
                     cap: base + usize::from(i < extra),
                     inserts_since_sweep: 0,
                     evicted_while_full: 0,
-                    admitted: 0,
-                    refused: 0,
-                }))
+                }),
+                admitted: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
             })
             .collect();
         let origin = clock.epoch();
@@ -368,7 +394,9 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// Takes `n` tokens from `key`'s bucket now, or says when to come back.
     ///
     /// Exact `retry_after` as [`RateLimiter::try_acquire`](super::RateLimiter::try_acquire).
-    /// Costs a hash, a shard lock, a map lookup (and an insert for a new key).
+    /// Costs a hash, a shard's lock taken shared, a map lookup and a
+    /// compare-and-swap on the key's cell; a new key takes the shard's lock
+    /// exclusively to insert it.
     ///
     /// # Errors
     ///
@@ -392,29 +420,23 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         }
         let now = inner.clock.nanos_since(inner.origin);
         let hash = inner.hasher.hash_one(key);
-        let mut shard = inner.shard(hash).lock();
-        if let Some(tat) = shard.map.get_mut(hash, key) {
-            let taken = g.take(*tat, now, n);
-            if let Ok(new) = taken {
-                *tat = new;
-                shard.admitted += 1;
-                return Ok(());
+        let shard = inner.shard(hash);
+        {
+            let keys = shard.keys.read();
+            if let Some(cell) = keys.map.get(hash, key) {
+                return inner.take(shard, cell, now, n);
             }
-            shard.refused += 1;
-            return match taken {
-                Err(Refusal::NotUntil(at)) => Err(TryAcquireError::NotUntil {
-                    retry_after: inner.origin + Duration::from_nanos(at),
-                }),
-                _ => Err(TryAcquireError::InsufficientCapacity {
-                    requested: n,
-                    burst: g.burst,
-                }),
-            };
+        }
+        let mut keys = shard.write();
+        // Another check may have inserted the key since the shared look.
+        if let Some(cell) = keys.map.get(hash, key) {
+            return inner.take(shard, cell, now, n);
         }
         // An unseen key has a full bucket, and n <= burst.
         let new = g.take(0, now, n).unwrap_or(now);
-        shard.insert(hash, key.clone(), new, now, &inner.hasher);
-        shard.admitted += 1;
+        keys.insert(hash, key.clone(), new, now, &inner.hasher);
+        drop(keys);
+        shard.admitted.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -490,15 +512,23 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         let inner = &*self.inner;
         let now = inner.clock.nanos_since(inner.origin);
         let hash = inner.hasher.hash_one(key);
-        let mut shard = inner.shard(hash).lock();
-        if let Some(tat) = shard.map.get_mut(hash, key) {
-            *tat = inner.gcra.refund(*tat, now, n);
+        let keys = inner.shard(hash).keys.read();
+        if let Some(cell) = keys.map.get(hash, key) {
+            // Never fails: relaxed, as every access to a cell (the lock
+            // orders a cell's insertion and removal against its uses).
+            let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
+                Some(inner.gcra.refund(tat, now, n))
+            });
         }
     }
 
     /// How many keys are held (idle keys not yet swept included).
     pub fn len(&self) -> usize {
-        self.inner.shards.iter().map(|s| s.0.lock().map.len()).sum()
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.keys.read().map.len())
+            .sum()
     }
 
     /// Whether no key is held.
@@ -527,7 +557,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     pub fn evict_idle(&self) {
         let now = self.inner.clock.nanos_since(self.inner.origin);
         for s in self.inner.shards.iter() {
-            s.0.lock().sweep(now);
+            s.write().sweep(now);
         }
     }
 
@@ -542,11 +572,11 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
             refused: 0,
         };
         for s in self.inner.shards.iter() {
-            let s = s.0.lock();
-            snap.keys += s.map.len();
-            snap.evicted_while_full += s.evicted_while_full;
-            snap.admitted += s.admitted;
-            snap.refused += s.refused;
+            let keys = s.keys.read();
+            snap.keys += keys.map.len();
+            snap.evicted_while_full += keys.evicted_while_full;
+            snap.admitted += s.admitted.load(Ordering::Relaxed);
+            snap.refused += s.refused.load(Ordering::Relaxed);
         }
         snap
     }
@@ -609,13 +639,73 @@ where
 
 impl<K: Hash + Eq, C> KeyedInner<K, C> {
     #[inline]
-    fn shard(&self, hash: u64) -> &Mutex<Shard<K>> {
+    fn shard(&self, hash: u64) -> &Shard<K> {
         // Bits 24..56 scaled onto the shard count (a multiply, not a
         // division): the table uses the low bits for the slot and the top
         // seven as its tag, so the shard index must not come from either.
         let x = (hash >> 24) & 0xFFFF_FFFF;
         let i = ((x * self.shards.len() as u64) >> 32) as usize;
-        &self.shards[i].0
+        &self.shards[i]
+    }
+
+    /// Takes `n <= burst` tokens from a held key's cell at `now`: a
+    /// compare-and-swap loop, under the shard's lock (shared or exclusive)
+    /// that keeps the cell in the table meanwhile.
+    #[inline]
+    fn take(
+        &self,
+        shard: &Shard<K>,
+        cell: &AtomicU64,
+        now: u64,
+        n: u32,
+    ) -> Result<(), TryAcquireError> {
+        let g = self.gcra;
+        // Relaxed: the cell is the only data a check reads or writes
+        // through it, and one location's read-modify-writes are totally
+        // ordered whatever the ordering.
+        let mut tat = cell.load(Ordering::Relaxed);
+        loop {
+            match g.take(tat, now, n) {
+                Ok(new) => {
+                    match cell.compare_exchange_weak(tat, new, Ordering::Relaxed, Ordering::Relaxed)
+                    {
+                        Ok(_) => {
+                            shard.admitted.fetch_add(1, Ordering::Relaxed);
+                            return Ok(());
+                        }
+                        Err(current) => tat = current,
+                    }
+                }
+                Err(refusal) => {
+                    shard.refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(match refusal {
+                        Refusal::NotUntil(at) => TryAcquireError::NotUntil {
+                            retry_after: self.origin + Duration::from_nanos(at),
+                        },
+                        Refusal::Insufficient => TryAcquireError::InsufficientCapacity {
+                            requested: n,
+                            burst: g.burst,
+                        },
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+thread_local! {
+    /// Exclusive acquisitions of a shard's lock by this thread (tests only).
+    static EXCLUSIVE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl<K> Shard<K> {
+    /// The shard's lock taken exclusively: to insert, sweep or evict.
+    #[inline]
+    fn write(&self) -> RwLockWriteGuard<'_, Keys<K>> {
+        #[cfg(all(test, not(loom)))]
+        EXCLUSIVE.with(|c| c.set(c.get() + 1));
+        self.keys.write()
     }
 }
 
@@ -629,7 +719,7 @@ fn default_shards() -> usize {
         .clamp(DEFAULT_SHARDS, MAX_SHARDS)
 }
 
-impl<K: Hash + Eq> Shard<K> {
+impl<K: Hash + Eq> Keys<K> {
     fn sweep(&mut self, now: u64) {
         self.inserts_since_sweep = 0;
         self.map.retain(|tat| !Gcra::is_full(tat, now));
@@ -679,7 +769,7 @@ impl<K: Hash + Eq> Shard<K> {
 /// fewer cache lines the better with a million keys). Growing the table
 /// rehashes the keys with the limiter's hasher.
 struct Table<K> {
-    table: HashTable<(K, u64)>,
+    table: HashTable<(K, AtomicU64)>,
 }
 
 impl<K> Default for Table<K> {
@@ -702,22 +792,23 @@ impl<K: Hash + Eq> Table<K> {
         self.table.capacity()
     }
 
+    /// The key's TAT cell.
     #[inline]
-    fn get_mut(&mut self, hash: u64, key: &K) -> Option<&mut u64> {
-        self.table
-            .find_mut(hash, |(k, _)| k == key)
-            .map(|(_, tat)| tat)
+    fn get(&self, hash: u64, key: &K) -> Option<&AtomicU64> {
+        self.table.find(hash, |(k, _)| k == key).map(|(_, tat)| tat)
     }
 
     /// Inserts a key known to be absent. `hash_of` must give every key the
     /// hash it is looked up by (it rehashes the keys when the table grows).
     fn insert(&mut self, hash: u64, key: K, tat: u64, hash_of: impl Fn(&K) -> u64) {
         self.table
-            .insert_unique(hash, (key, tat), |(k, _)| hash_of(k));
+            .insert_unique(hash, (key, AtomicU64::new(tat)), |(k, _)| hash_of(k));
     }
 
     fn retain(&mut self, keep: impl Fn(u64) -> bool) {
-        self.table.retain(|(_, tat)| keep(*tat));
+        // Relaxed: the caller holds the shard's lock exclusively.
+        self.table
+            .retain(|(_, tat)| keep(tat.load(Ordering::Relaxed)));
     }
 
     /// Removes the entry with the smallest TAT among the first `sample`.
@@ -726,7 +817,7 @@ impl<K: Hash + Eq> Table<K> {
             .table
             .iter()
             .take(sample)
-            .min_by_key(|(_, tat)| *tat)
+            .min_by_key(|(_, tat)| tat.load(Ordering::Relaxed))
             .map(|e| (hash_of(&e.0), std::ptr::from_ref(e)))
         else {
             return false;
@@ -765,6 +856,12 @@ impl<K, C: Clock> fmt::Debug for KeyedRateLimiter<K, C> {
 mod tests {
     use super::*;
 
+    impl<K: Hash + Eq> Table<K> {
+        fn tat(&self, hash: u64, key: &K) -> Option<u64> {
+            self.get(hash, key).map(|c| c.load(Ordering::Relaxed))
+        }
+    }
+
     #[test]
     fn colliding_hashes_keep_keys_apart() {
         // Keys 1 and 2 collide on all 64 bits; the rest do not.
@@ -778,14 +875,14 @@ mod tests {
         }
         t.retain(|tat| tat != 99);
         assert_eq!(t.len(), 3);
-        assert_eq!(t.get_mut(7, &1).copied(), Some(10));
-        assert_eq!(t.get_mut(7, &2).copied(), Some(20));
-        assert_eq!(t.get_mut(h(&3), &3).copied(), Some(5));
-        *t.get_mut(7, &2).unwrap() = 21;
+        assert_eq!(t.tat(7, &1), Some(10));
+        assert_eq!(t.tat(7, &2), Some(20));
+        assert_eq!(t.tat(h(&3), &3), Some(5));
+        t.get(7, &2).unwrap().store(21, Ordering::Relaxed);
         t.retain(|tat| tat > 5);
-        assert_eq!((t.len(), t.get_mut(h(&3), &3)), (2, None));
-        assert_eq!(t.get_mut(7, &2).copied(), Some(21));
-        assert_eq!(t.get_mut(7, &1).copied(), Some(10));
+        assert_eq!((t.len(), t.tat(h(&3), &3)), (2, None));
+        assert_eq!(t.tat(7, &2), Some(21));
+        assert_eq!(t.tat(7, &1), Some(10));
     }
 
     #[test]
@@ -798,13 +895,46 @@ mod tests {
         }
         assert!(t.evict_most_refilled(8, hash_of));
         assert_eq!(t.len(), 2);
-        assert_eq!(t.get_mut(h.hash_one(2u32), &2), None, "smallest TAT goes");
+        assert_eq!(t.tat(h.hash_one(2u32), &2), None, "smallest TAT goes");
         assert!(t.evict_most_refilled(8, hash_of));
-        assert_eq!(t.get_mut(h.hash_one(3u32), &3), None);
-        assert_eq!(t.get_mut(h.hash_one(1u32), &1).copied(), Some(30));
+        assert_eq!(t.tat(h.hash_one(3u32), &3), None);
+        assert_eq!(t.tat(h.hash_one(1u32), &1), Some(30));
         assert!(t.evict_most_refilled(8, hash_of));
         assert!(!t.evict_most_refilled(8, hash_of));
         assert_eq!(t.len(), 0);
+    }
+
+    /// The exclusive lock is taken once per new key (insert, with its
+    /// sweep or eviction), and never by a check, refusal or refund of a
+    /// held key.
+    #[test]
+    fn only_new_keys_take_a_shard_exclusively() {
+        let exclusive = || EXCLUSIVE.with(std::cell::Cell::get);
+        let clock = crate::clock::ManualClock::new();
+        let l = KeyedRateLimiter::<u64>::builder(Quota::per_hour(2).unwrap())
+            .max_keys(1000)
+            .shards(1)
+            .build_with_clock(clock.clone())
+            .unwrap();
+        let start = exclusive();
+        for k in 0..1000 {
+            l.try_acquire(&k, 1).unwrap();
+        }
+        assert_eq!(exclusive() - start, 1000);
+        for k in 0..1000 {
+            l.try_acquire(&k, 1).unwrap(); // admitted: the last token
+            assert!(l.try_acquire(&k, 1).is_err()); // refused
+            l.refund(&k, 1);
+        }
+        let s = l.snapshot();
+        assert_eq!((s.admitted, s.refused, s.keys), (2000, 1000, 1000));
+        assert_eq!(exclusive() - start, 1000, "no held key took it");
+        // The cap: a new key evicts one, still one exclusive lock each.
+        for k in 1000..1100 {
+            l.try_acquire(&k, 1).unwrap();
+        }
+        assert_eq!(exclusive() - start, 1100);
+        assert_eq!(l.snapshot().evicted_while_full, 100);
     }
 
     #[test]
@@ -821,7 +951,7 @@ mod tests {
                 .inner
                 .shards
                 .iter()
-                .position(|p| std::ptr::eq(&p.0, s))
+                .position(|p| std::ptr::eq(p, s))
                 .unwrap();
             seen[i] += 1;
         }
