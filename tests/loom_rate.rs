@@ -251,3 +251,39 @@ fn reclaimed_during_a_check(seed: u64) {
     assert_eq!((s.keys, s.evicted_while_full), (2, 0));
     assert_eq!((s.admitted, s.refused), (4, 1));
 }
+
+/// Keyed: a new key that finds its shard full evicts one of two busy keys
+/// while another thread checks one of them. The check is judged on the
+/// key's bucket either before the eviction (refused: its debt is there)
+/// or after it (the key evicted, a fresh bucket: admitted, and its
+/// re-insertion evicts in turn); never on a cell being removed. Over the
+/// seeds the sample's first key, the one evicted on a tie, is either key.
+#[test]
+fn keyed_eviction_racing_a_check_of_a_busy_key_is_linearizable() {
+    for seed in seeds() {
+        loom::model(move || {
+            let l = KeyedRateLimiter::<u8, _>::builder(Quota::per_hour(1).unwrap())
+                .shards(1)
+                .max_keys(2)
+                .hasher_seed(seed)
+                .build_with_clock(ManualClock::new())
+                .unwrap();
+            l.try_acquire(&1, 1).unwrap(); // both busy for an hour,
+            l.try_acquire(&2, 1).unwrap(); // equal TATs
+            let l2 = l.clone();
+            let h = thread::spawn(move || l2.try_acquire(&3, 1).is_ok());
+            let admitted = l.try_acquire(&1, 1).is_ok();
+            assert!(h.join().unwrap(), "a new key is never refused");
+            let s = l.snapshot();
+            assert_eq!(s.keys, 2);
+            // Admitted only if key 1 was evicted first; its fresh bucket
+            // then needed room too.
+            let evictions = if admitted { 2 } else { 1 };
+            assert_eq!(s.evicted_while_full, evictions, "seed {seed}");
+            assert_eq!(
+                (s.admitted, s.refused),
+                (3 + u64::from(admitted), u64::from(!admitted))
+            );
+        });
+    }
+}

@@ -937,6 +937,44 @@ mod tests {
         assert_eq!(l.snapshot().evicted_while_full, 100);
     }
 
+    /// The two orders a check of an idle key and a new key's sweep can
+    /// take the shard's lock in, made by hand, on 64 limiters (each with its
+    /// own random hasher, so the sweep visits the two idle keys in either
+    /// order): the check first makes its key busy and the sweep keeps it
+    /// with its debt; the sweep first drops it and the check starts a fresh
+    /// bucket, which is what the dropped one held. Either way the key's
+    /// next check is refused, idle key 2 is swept and nothing is evicted.
+    #[test]
+    fn a_sweep_racing_a_check_loses_no_debt_in_either_order() {
+        for check_first in [true, false] {
+            for _ in 0..64 {
+                let clock = crate::clock::ManualClock::new();
+                let l = KeyedRateLimiter::<u8>::builder(Quota::per_hour(1).unwrap())
+                    .shards(1)
+                    .max_keys(2)
+                    .build_with_clock(clock.clone())
+                    .unwrap();
+                l.try_acquire(&1, 1).unwrap();
+                l.try_acquire(&2, 1).unwrap();
+                clock.advance(Duration::from_secs(3600)); // both idle
+                let before = EXCLUSIVE.with(std::cell::Cell::get);
+                if check_first {
+                    l.try_acquire(&1, 1).unwrap(); // busy again, shared lock
+                    l.try_acquire(&3, 1).unwrap(); // sweeps key 2 only
+                } else {
+                    l.try_acquire(&3, 1).unwrap(); // sweeps keys 1 and 2
+                    l.try_acquire(&1, 1).unwrap(); // re-inserted, full bucket
+                }
+                let exclusive = EXCLUSIVE.with(std::cell::Cell::get) - before;
+                assert_eq!(exclusive, if check_first { 1 } else { 2 });
+                assert!(l.try_acquire(&1, 1).is_err(), "key 1's debt kept");
+                let s = l.snapshot();
+                assert_eq!((s.keys, s.evicted_while_full), (2, 0), "swept, not evicted");
+                assert!(l.try_acquire(&2, 1).is_ok(), "key 2 was idle: swept");
+            }
+        }
+    }
+
     #[test]
     fn shard_index_is_in_range_and_spread() {
         let l = KeyedRateLimiter::<u64>::builder(Quota::per_second(1).unwrap())
