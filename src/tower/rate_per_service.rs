@@ -237,6 +237,15 @@ impl<S, C: Clock> Layer<S> for PerServiceRateLimitLayer<C> {
 /// * **Drop**: the bucket goes with the service; nothing is shared, so
 ///   nothing is given back.
 ///
+/// # Panics
+///
+/// Only as [`tokio::time::sleep`] does: a service that waits
+/// ([`Admission::Wait`]) for a token on a clock that moves by itself
+/// sleeps on Tokio's timer, so it must then be polled inside a Tokio
+/// runtime with time enabled. Shedding never needs a runtime, and neither
+/// does waiting on a clock moved by hand
+/// ([`ManualClock`](crate::clock::ManualClock)).
+///
 /// # Cancel safety
 ///
 /// A wait lives in the service and is dropped with it, consuming nothing.
