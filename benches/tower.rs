@@ -8,8 +8,10 @@
 //!   `ConcurrencyLimitLayer` (and `LoadShedLayer`, which never waits)
 //!   against tower's `ConcurrencyLimitLayer`.
 //! * `tower/rate_limit`: a quota that never runs out (10⁹ per second);
-//!   flowguard's `RateLimitLayer::wait` (tower's policy: wait for a token)
-//!   and `::shed` against tower's `RateLimitLayer`.
+//!   flowguard's `RateLimitLayer::wait` (wait for a token, one budget
+//!   shared by every clone) and `::shed`, and `PerServiceRateLimitLayer::wait`
+//!   (tower's policy: a budget per service value, held inline), against
+//!   tower's `RateLimitLayer`.
 //! * `tower/timeout`: one hour; flowguard's `TimeoutLayer` against tower's.
 //!
 //! Each iteration makes one service call on one long-lived service value
@@ -58,12 +60,15 @@ where
     })
 }
 
-fn limiter() -> RateLimiter {
-    let q = Quota::per_second(1_000_000_000)
+fn quota() -> Quota {
+    Quota::per_second(1_000_000_000)
         .unwrap()
         .with_burst(1_000_000_000)
-        .unwrap();
-    RateLimiter::new(q)
+        .unwrap()
+}
+
+fn limiter() -> RateLimiter {
+    RateLimiter::new(quota())
 }
 
 fn concurrency_limit(c: &mut Criterion) {
@@ -104,6 +109,12 @@ fn rate_limit(c: &mut Criterion) {
         });
         let mut svc = rt.block_on(async { fg::RateLimitLayer::shed(limiter()).layer(echo()) });
         g.bench_function(format!("flowguard_shed/{flavour}"), |b| {
+            b.iter_custom(|n| run(&rt, &mut svc, n))
+        });
+        // tower's policy exactly: a budget per service value, waiting.
+        let mut svc =
+            rt.block_on(async { fg::PerServiceRateLimitLayer::wait(quota()).layer(echo()) });
+        g.bench_function(format!("flowguard_per_service/{flavour}"), |b| {
             b.iter_custom(|n| run(&rt, &mut svc, n))
         });
         let mut svc = rt.block_on(async {

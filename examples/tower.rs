@@ -14,6 +14,10 @@
 //! Every clone of the service shares the same limiter and the same two
 //! slots: the limits hold for the server, not per connection.
 //!
+//! Part 4 shows the other policy, tower's own `RateLimit`'s:
+//! `PerServiceRateLimitLayer` gives each service value (say, one per
+//! connection) a bucket of its own.
+//!
 //! Each refusal is a `Refusal` inside the `BoxError`; `to_response` turns
 //! it into the HTTP answer a server would send (429, 503, 504).
 //!
@@ -22,7 +26,9 @@
 use std::time::Duration;
 
 use flowguard::rate::{Quota, RateLimiter};
-use flowguard::tower::{BoxError, LoadShedLayer, RateLimitLayer, Refusal, TimeoutLayer};
+use flowguard::tower::{
+    BoxError, LoadShedLayer, PerServiceRateLimitLayer, RateLimitLayer, Refusal, TimeoutLayer,
+};
 use tokio::time::{Instant, sleep};
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -87,6 +93,21 @@ async fn main() -> Result<(), BoxError> {
     println!("3. a quick call and a slow one (the timeout is 1 s):");
     show("10 ms", svc.clone().oneshot(10).await);
     show("5 s", svc.clone().oneshot(5_000).await);
+
+    println!("4. a budget per connection: two per second each, three calls on each:");
+    let per_connection = PerServiceRateLimitLayer::shed(Quota::per_second(2)?);
+    for conn in ["a", "b"] {
+        // One service value per connection, as a server makes per accept.
+        let mut svc = ServiceBuilder::new()
+            .layer(per_connection.clone())
+            .service(service_fn(handler));
+        for i in 1..=3 {
+            show(
+                &format!("conn {conn}, call {i}"),
+                (&mut svc).oneshot(1).await,
+            );
+        }
+    }
 
     println!("all of it took {:?} of (paused) time", start.elapsed());
     Ok(())

@@ -3,7 +3,7 @@
 #[path = "model/rate.rs"]
 mod model;
 
-use model::Op;
+use model::{Op, SvcOp};
 use proptest::prelude::*;
 
 fn op() -> impl Strategy<Value = Op> {
@@ -22,6 +22,19 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+fn svc_op() -> impl Strategy<Value = SvcOp> {
+    prop_oneof![
+        1 => (1u32..=8, 1u64..=2000, 1u32..=8)
+            .prop_map(|(rate, period_ns, burst)| SvcOp::Start { rate, period_ns, burst }),
+        6 => prop_oneof![0u64..=5, 0u64..=1000].prop_map(SvcOp::Advance),
+        8 => any::<u8>().prop_map(SvcOp::Request),
+        1 => any::<u8>().prop_map(SvcOp::Reserve),
+        1 => any::<u8>().prop_map(SvcOp::Clone),
+        1 => Just(SvcOp::New),
+        2 => any::<u8>().prop_map(SvcOp::Available),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -33,6 +46,21 @@ proptest! {
         let mut all = vec![Op::Start { rate: start.0, period_ns: start.1, burst: start.2 }];
         all.extend(ops);
         model::check(&all);
+    }
+
+    #[test]
+    fn per_service_layer_matches_rational_token_bucket(
+        start in (1u32..=8, 1u64..=2000, 1u32..=8),
+        ops in proptest::collection::vec(svc_op(), 0..200),
+    ) {
+        let mut all = vec![SvcOp::Start { rate: start.0, period_ns: start.1, burst: start.2 }];
+        all.extend(ops);
+        model::check_per_service(&all);
+    }
+
+    #[test]
+    fn per_service_arbitrary_bytes_decode_and_check(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        model::check_per_service(&model::svc_ops_from_bytes(&bytes));
     }
 
     #[test]

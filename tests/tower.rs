@@ -25,8 +25,8 @@ use flowguard::retry::{Backoff, Retry, RetryBudget, RetryPolicy};
 use flowguard::semaphore::Semaphore;
 use flowguard::tower::{
     BoxError, BreakerLayer, ConcurrencyLimitLayer, DeadlineLayer, HedgeLayer, KeyedRateLimitLayer,
-    LoadShedLayer, NotReady, PipelineLayer, RateLimitLayer, Refusal, RetryLayer, ServerErrors,
-    TimeoutLayer, error_response, parse_retry_after,
+    LoadShedLayer, NotReady, PerServiceRateLimitLayer, PipelineLayer, RateLimitLayer, Refusal,
+    RetryLayer, ServerErrors, TimeoutLayer, error_response, parse_retry_after,
 };
 use tokio::sync::oneshot;
 use tokio::time::{Instant, advance};
@@ -156,6 +156,9 @@ fn services_are_send_sync_clone_and_futures_send() {
         RateLimitLayer::wait(RateLimiter::new(Quota::per_second(1).unwrap())).layer(m.clone());
     send_sync_clone(&r);
     send(&r.call(1));
+    let mut ps = PerServiceRateLimitLayer::wait(Quota::per_second(1).unwrap()).layer(m.clone());
+    send_sync_clone(&ps);
+    send(&ps.call(1));
     let mut k = KeyedRateLimitLayer::new(
         KeyedRateLimiter::new(Quota::per_second(1).unwrap()),
         |n: &u32| *n,
@@ -461,6 +464,150 @@ async fn rate_limit_holds_its_token_while_the_inner_service_is_not_ready() {
     assert!(t.is_woken());
     assert!(poll_ready(&mut t, &mut a).is_ready());
     assert_eq!(a.call(5).await.unwrap(), 5);
+}
+
+// ---------------------------------------------------------------------------
+// Rate limit, per service.
+
+#[tokio::test(start_paused = true)]
+async fn per_service_rate_limit_gives_each_service_and_clone_its_own_exact_budget() {
+    let layer =
+        PerServiceRateLimitLayer::shed(Quota::per_second(4).unwrap().with_burst(2).unwrap());
+    let m = Mock::ready();
+    let mut a = layer.layer(m.clone());
+    for n in 0..2 {
+        assert_eq!((&mut a).oneshot(n).await.unwrap(), n);
+    }
+    let err = (&mut a).oneshot(9).await.unwrap_err();
+    assert_eq!(
+        refusal(&err),
+        Refusal::RateLimited {
+            retry_after: Some(250 * MS)
+        }
+    );
+    let resp = error_response::<String>(&*err);
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    // A refused request did not make the inner service ready.
+    assert_eq!(m.ready_polls(), 2);
+    // Another service of the same layer: a full bucket of its own.
+    let mut b = layer.layer(m.clone());
+    for n in 10..12 {
+        assert_eq!((&mut b).oneshot(n).await.unwrap(), n);
+    }
+    assert!((&mut b).oneshot(19).await.is_err());
+    // A clone copies the bucket as it stands (empty) and then goes its own way.
+    let mut c = a.clone();
+    assert_eq!(c.available(), 0);
+    advance(249 * MS).await;
+    let err = (&mut c).oneshot(29).await.unwrap_err();
+    assert_eq!(refusal(&err).retry_after(), Some(MS));
+    advance(MS).await;
+    // One token each, at the same instant: the budgets are independent.
+    assert_eq!((&mut a).oneshot(3).await.unwrap(), 3);
+    assert_eq!((&mut c).oneshot(20).await.unwrap(), 20);
+    assert_eq!((&mut b).oneshot(12).await.unwrap(), 12);
+    for svc in [&mut a, &mut b, &mut c] {
+        let err = svc.oneshot(99).await.unwrap_err();
+        assert_eq!(refusal(&err).retry_after(), Some(250 * MS));
+    }
+    assert_eq!(m.calls(), [0, 1, 10, 11, 3, 20, 12]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_service_rate_limit_bursts_exactly_the_burst_after_idling() {
+    let layer =
+        PerServiceRateLimitLayer::shed(Quota::per_second(10).unwrap().with_burst(3).unwrap());
+    let mut a = layer.layer(Mock::ready());
+    advance(Duration::from_secs(3600)).await;
+    assert_eq!(a.available(), 3);
+    for n in 0..3 {
+        (&mut a).oneshot(n).await.unwrap();
+    }
+    let err = (&mut a).oneshot(3).await.unwrap_err();
+    assert_eq!(refusal(&err).retry_after(), Some(100 * MS));
+    // Half a token later: still refused, with the other half to wait.
+    advance(50 * MS).await;
+    let err = (&mut a).oneshot(3).await.unwrap_err();
+    assert_eq!(refusal(&err).retry_after(), Some(50 * MS));
+    advance(250 * MS).await;
+    assert_eq!(a.available(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_service_rate_limit_wait_is_not_ready_until_its_token_is_due() {
+    let layer =
+        PerServiceRateLimitLayer::wait(Quota::per_second(10).unwrap().with_burst(1).unwrap());
+    let m = Mock::ready();
+    let start = Instant::now();
+    let mut a = layer.layer(m.clone());
+    (&mut a).oneshot(1).await.unwrap();
+    let mut t = task::spawn(());
+    assert!(poll_ready(&mut t, &mut a).is_pending());
+    // Another service is not held back by a's wait.
+    let mut b = layer.layer(m.clone());
+    assert!(poll_ready(&mut t, &mut b).is_ready());
+    assert_eq!(b.call(7).await.unwrap(), 7);
+    advance(99 * MS).await;
+    assert!(!t.is_woken());
+    assert!(poll_ready(&mut t, &mut a).is_pending());
+    // `call` while waiting is NotReady and keeps the wait.
+    let err = a.call(8).await.unwrap_err();
+    assert!(err.is::<NotReady>());
+    advance(MS).await;
+    assert!(t.is_woken());
+    assert!(poll_ready(&mut t, &mut a).is_ready());
+    assert_eq!(a.call(2).await.unwrap(), 2);
+    assert_eq!(start.elapsed(), 100 * MS);
+    // Through oneshot: the next waits its 100 ms too.
+    (&mut a).oneshot(3).await.unwrap();
+    assert_eq!(start.elapsed(), 200 * MS);
+    assert_eq!(m.calls(), [1, 7, 2, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_service_rate_limit_holds_one_token_while_the_inner_service_is_not_ready() {
+    let m = Mock::default();
+    let mut a = PerServiceRateLimitLayer::shed(Quota::per_minute(2).unwrap()).layer(m.clone());
+    let mut t = task::spawn(());
+    assert!(poll_ready(&mut t, &mut a).is_pending());
+    assert!(poll_ready(&mut t, &mut a).is_pending());
+    // One token, not one per poll.
+    assert_eq!(a.available(), 1);
+    // A clone does not get the held token.
+    let c = a.clone();
+    assert_eq!(c.available(), 1);
+    m.set_ready(true);
+    assert!(t.is_woken());
+    assert!(poll_ready(&mut t, &mut a).is_ready());
+    assert_eq!(a.call(5).await.unwrap(), 5);
+    assert_eq!(a.available(), 1);
+    // `call` without `poll_ready` is NotReady, and calls nothing.
+    let err = a.call(6).await.unwrap_err();
+    assert!(err.is::<NotReady>());
+    assert_eq!(m.calls(), [5]);
+}
+
+#[test]
+fn per_service_rate_limit_waits_on_a_manual_clock_without_a_runtime() {
+    let clock = ManualClock::new();
+    let layer =
+        PerServiceRateLimitLayer::wait(Quota::per_second(2).unwrap().with_burst(1).unwrap())
+            .with_clock(clock.clone());
+    let m = Mock::ready();
+    let mut a = layer.layer(m.clone());
+    let mut t = task::spawn(());
+    assert!(poll_ready(&mut t, &mut a).is_ready());
+    drop(a.call(1));
+    assert!(poll_ready(&mut t, &mut a).is_pending());
+    clock.advance(Duration::from_millis(499));
+    assert!(t.is_woken()); // every move wakes it to re-check
+    assert!(poll_ready(&mut t, &mut a).is_pending());
+    clock.advance(Duration::from_millis(1));
+    assert!(t.is_woken());
+    assert!(poll_ready(&mut t, &mut a).is_ready());
+    drop(a.call(2));
+    assert_eq!(m.calls(), [1, 2]);
 }
 
 // ---------------------------------------------------------------------------

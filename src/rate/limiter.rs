@@ -98,7 +98,15 @@ pub struct RateLimiter<C: Clock = FastClock> {
 }
 
 struct Inner<C> {
-    state: AtomicU64,
+    /// The bucket word, the only field a check writes, alone on its cache
+    /// lines. Everything a check reads before it (the clock, the origin)
+    /// and after it (`t`, `burst`) is never written on the fast path; on
+    /// the word's line, every admission on another core would take them
+    /// away too, so that a check would miss on its clock read, before it
+    /// even loads the word, and widen the window between its load and its
+    /// compare-and-swap in which another core takes the line (issue 17: 2
+    /// threads at 1.33x governor's check).
+    state: Padded<AtomicU64>,
     /// Emission interval `T`, ns. Written only under `waiters` with `RECONFIG` set.
     t: AtomicU64,
     /// Burst `B`. Written only under `waiters` with `RECONFIG` set.
@@ -110,6 +118,19 @@ struct Inner<C> {
     wait: Recorder,
     /// For `tracing` events: the limiter's name, or "rate_limiter".
     name: StdArc<str>,
+}
+
+/// A value on cache lines of its own: 128 bytes, as adjacent-line
+/// prefetch on x86 pairs 64-byte lines.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 #[derive(Debug, Default)]
@@ -211,7 +232,7 @@ impl<C: Clock> RateLimiter<C> {
         let origin = clock.epoch();
         Self {
             inner: Arc::new(Inner {
-                state: AtomicU64::new(0),
+                state: Padded(AtomicU64::new(0)),
                 t: AtomicU64::new(g.t),
                 burst: AtomicU64::new(u64::from(g.burst)),
                 waiters: Mutex::new(Waiters::default()),

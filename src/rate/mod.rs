@@ -39,7 +39,7 @@
 #![cfg_attr(feature = "redis", doc = include_str!("redis/GUIDE.md"))]
 
 mod error;
-mod gcra;
+pub(crate) mod gcra;
 mod keyed;
 mod limiter;
 mod quota;

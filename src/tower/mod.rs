@@ -7,6 +7,7 @@
 //! | [`ConcurrencyLimitLayer`] | [`Semaphore`](crate::semaphore::Semaphore) | `poll_ready` (waits, FIFO) | — (backpressure) | — |
 //! | [`LoadShedLayer`] | [`Semaphore`](crate::semaphore::Semaphore) | `poll_ready` (never waits) | [`Refusal::Overloaded`] | 503 + `Retry-After: 1` |
 //! | [`RateLimitLayer`] | [`RateLimiter`](crate::rate::RateLimiter) | `poll_ready` (shed, or wait FIFO) | [`Refusal::RateLimited`] | 429 + `Retry-After` |
+//! | [`PerServiceRateLimitLayer`] | a GCRA bucket per service value (tower's `RateLimit` policy) | `poll_ready` (shed, or wait) | [`Refusal::RateLimited`] | 429 + `Retry-After` |
 //! | [`KeyedRateLimitLayer`] | [`KeyedRateLimiter`](crate::rate::KeyedRateLimiter) | `call` (needs the key) | [`Refusal::RateLimited`] | 429 + `Retry-After` |
 //! | [`BreakerLayer`] | [`CircuitBreaker`](crate::breaker::CircuitBreaker) | `call` (times the call) | [`Refusal::BreakerOpen`] | 503 + `Retry-After` |
 //! | [`TimeoutLayer`], [`DeadlineLayer`] | Tokio's timer | response future | [`Refusal::TimedOut`] | 504 |
@@ -32,6 +33,8 @@
 //!   primitive with every service it makes, so the same layer on several
 //!   axum routes is one global limit. (tower's `ConcurrencyLimitLayer`
 //!   makes a new semaphore per `layer` call; here that takes a new layer.)
+//!   The one exception is asked for by name: [`PerServiceRateLimitLayer`]
+//!   gives every service value and every clone a bucket of its own.
 //! * **`call` without a successful `poll_ready`** returns [`NotReady`]
 //!   instead of panicking as tower's services do, and does not call the
 //!   service below.
@@ -98,6 +101,7 @@ mod keyed;
 mod load_shed;
 mod pipeline;
 mod rate;
+mod rate_per_service;
 mod retry;
 mod timeout;
 
@@ -116,6 +120,7 @@ pub use self::keyed::{KeyedRateLimit, KeyedRateLimitLayer};
 pub use self::load_shed::{LoadShed, LoadShedLayer};
 pub use self::pipeline::{PipelineLayer, PipelineService};
 pub use self::rate::{RateLimit, RateLimitLayer};
+pub use self::rate_per_service::{PerServiceRateLimit, PerServiceRateLimitLayer};
 pub use self::retry::{RetryLayer, RetryService};
 pub use self::timeout::{Deadline, DeadlineLayer, Timeout, TimeoutFuture, TimeoutLayer};
 use crate::breaker::Outcome;

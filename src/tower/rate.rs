@@ -28,6 +28,11 @@ type Waiting = Pin<Box<dyn Future<Output = Result<(), AcquireError>> + Send + Sy
 /// FIFO order with the limiter's other waiters (what a client does to
 /// respect a downstream quota; tower's `RateLimit` always waits).
 ///
+/// One budget for all: tower's `RateLimit` keeps a count per service value
+/// instead; for that policy (a limit per connection, say) use
+/// [`PerServiceRateLimitLayer`](super::PerServiceRateLimitLayer), whose
+/// docs say when each is right.
+///
 /// # Examples
 ///
 /// ```

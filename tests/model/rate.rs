@@ -403,3 +403,250 @@ pub(crate) fn check(ops: &[Op]) {
     }
     w.check_windows();
 }
+
+// ---------------------------------------------------------------------------
+// The per-service tower layer: one bucket per service value, same reference.
+
+/// One step of a per-service scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SvcOp {
+    /// Fresh services of `rate` per `period_ns`, burst `burst`; one service.
+    Start {
+        rate: u32,
+        period_ns: u64,
+        burst: u32,
+    },
+    /// Move the clock forward.
+    Advance(u64),
+    /// `poll_ready` then `call` on service `i % len` (shed: ready at once).
+    Request(u8),
+    /// `poll_ready` on service `i % len` without a `call` (a token held).
+    Reserve(u8),
+    /// Clone service `i % len` (a copy of its bucket, without a held token).
+    Clone(u8),
+    /// A new service from the layer (a full bucket).
+    New,
+    /// Compare `available()` of service `i % len` with the reference.
+    Available(u8),
+}
+
+/// Decodes arbitrary bytes into a per-service scenario (never fails).
+pub(crate) fn svc_ops_from_bytes(bytes: &[u8]) -> Vec<SvcOp> {
+    let mut it = bytes.iter().copied();
+    let mut next = move || it.next();
+    let mut ops = Vec::new();
+    while let Some(kind) = next() {
+        let x = next().unwrap_or(0);
+        let op = match kind % 8 {
+            0 => {
+                let y = next().unwrap_or(0);
+                let z = next().unwrap_or(0);
+                SvcOp::Start {
+                    rate: 1 + u32::from(x % 8),
+                    period_ns: 1 + u64::from(y) * (1 + u64::from(z % 8)),
+                    burst: 1 + u32::from(z / 8 % 8),
+                }
+            }
+            1 | 2 => SvcOp::Advance(u64::from(x) * 4),
+            3 | 4 => SvcOp::Request(x),
+            5 => SvcOp::Reserve(x),
+            6 => match x % 3 {
+                0 => SvcOp::Clone(x / 3),
+                1 => SvcOp::New,
+                _ => SvcOp::Available(x / 3),
+            },
+            _ => SvcOp::Request(x),
+        };
+        ops.push(op);
+    }
+    ops
+}
+
+mod per_service {
+    use std::future::{Ready, ready};
+    use std::task::{Context, Poll, Waker};
+
+    use flowguard::clock::ManualClock;
+    use flowguard::tower::{
+        BoxError, NotReady, PerServiceRateLimit, PerServiceRateLimitLayer, Refusal,
+    };
+    use tower::{Layer, Service};
+
+    use super::{Bucket, Q, Ref, SvcOp, quota};
+
+    /// The inner service: answers its request at once.
+    #[derive(Clone, Copy, Debug)]
+    struct Echo;
+
+    impl Service<u32> for Echo {
+        type Response = u32;
+        type Error = BoxError;
+        type Future = Ready<Result<u32, BoxError>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, n: u32) -> Self::Future {
+            ready(Ok(n))
+        }
+    }
+
+    struct Svc {
+        real: PerServiceRateLimit<Echo, ManualClock>,
+        bucket: Bucket,
+        /// `poll_ready` took a token that no `call` spent yet.
+        reserved: bool,
+    }
+
+    struct World {
+        clock: ManualClock,
+        layer: PerServiceRateLimitLayer<ManualClock>,
+        reference: Ref,
+        now: u64,
+        svcs: Vec<Svc>,
+    }
+
+    const MAX_SERVICES: usize = 8;
+
+    impl World {
+        fn new(rate: u32, period_ns: u64, burst: u32) -> World {
+            let (q, reference) = quota(rate, period_ns, burst);
+            let clock = ManualClock::new();
+            let layer = PerServiceRateLimitLayer::shed(q).with_clock(clock.clone());
+            let mut w = World {
+                clock,
+                layer,
+                reference,
+                now: 0,
+                svcs: Vec::new(),
+            };
+            w.new_service();
+            w
+        }
+
+        fn new_service(&mut self) {
+            if self.svcs.len() < MAX_SERVICES {
+                self.svcs.push(Svc {
+                    real: self.layer.layer(Echo),
+                    bucket: Bucket {
+                        tokens: Q::int(i128::from(self.reference.burst)),
+                        at: self.now,
+                    },
+                    reserved: false,
+                });
+            }
+        }
+
+        /// `poll_ready` (ready at once: shed) and what the reference says
+        /// it decided: `Ok` a token, `Err(at)` refused until `at`.
+        fn ready(&mut self, i: usize) -> Result<(), u64> {
+            let cx = &mut Context::from_waker(Waker::noop());
+            let s = &mut self.svcs[i];
+            assert!(matches!(s.real.poll_ready(cx), Poll::Ready(Ok(()))));
+            if s.reserved {
+                return Ok(()); // holds its token: nothing taken twice
+            }
+            match self.reference.take(&mut s.bucket, self.now, 1) {
+                Ok(()) => {
+                    s.reserved = true;
+                    Ok(())
+                }
+                Err(Some(at)) => Err(at),
+                Err(None) => unreachable!("one token always fits a burst"),
+            }
+        }
+
+        fn call(&mut self, i: usize, n: u32, model: Result<(), u64>) {
+            let cx = &mut Context::from_waker(Waker::noop());
+            let now = self.now;
+            let s = &mut self.svcs[i];
+            let mut fut = s.real.call(n);
+            let Poll::Ready(answer) = std::pin::Pin::new(&mut fut).poll(cx) else {
+                panic!("the response of a ready inner service is ready");
+            };
+            match (answer, model) {
+                (Ok(m), Ok(())) => {
+                    assert_eq!(m, n);
+                    s.reserved = false;
+                }
+                (Err(e), Err(at)) => {
+                    let r = *Refusal::find(&*e).unwrap_or_else(|| panic!("not a refusal: {e}"));
+                    assert_eq!(
+                        r,
+                        Refusal::RateLimited {
+                            retry_after: Some(std::time::Duration::from_nanos(at - now))
+                        },
+                        "retry_after of service {i} at {now}"
+                    );
+                }
+                (real, model) => panic!("service {i} at {now}: real {real:?}, model {model:?}"),
+            }
+            // A second call without poll_ready is NotReady, calling nothing.
+            let mut again = s.real.call(n);
+            let Poll::Ready(Err(e)) = std::pin::Pin::new(&mut again).poll(cx) else {
+                panic!("call without poll_ready must fail at once");
+            };
+            assert!(e.is::<NotReady>());
+        }
+    }
+
+    use std::future::Future;
+
+    /// Runs `ops` against per-service layers and one reference bucket per
+    /// service; panics on any difference.
+    pub(crate) fn check(ops: &[SvcOp]) {
+        let mut w = World::new(3, 300, 2);
+        for (step, &op) in ops.iter().enumerate() {
+            let pick = |i: u8, w: &World| usize::from(i) % w.svcs.len();
+            match op {
+                SvcOp::Start {
+                    rate,
+                    period_ns,
+                    burst,
+                } => w = World::new(rate, period_ns, burst),
+                SvcOp::Advance(d) => {
+                    w.clock.advance(std::time::Duration::from_nanos(d));
+                    w.now += d;
+                }
+                SvcOp::Request(i) => {
+                    let i = pick(i, &w);
+                    let model = w.ready(i);
+                    w.call(i, step as u32, model);
+                }
+                SvcOp::Reserve(i) => {
+                    let i = pick(i, &w);
+                    let _ = w.ready(i);
+                }
+                SvcOp::Clone(i) => {
+                    let i = pick(i, &w);
+                    if w.svcs.len() < MAX_SERVICES {
+                        let s = &w.svcs[i];
+                        let copy = Svc {
+                            real: s.real.clone(),
+                            bucket: s.bucket.clone(),
+                            reserved: false,
+                        };
+                        w.svcs.push(copy);
+                    }
+                }
+                SvcOp::New => w.new_service(),
+                SvcOp::Available(i) => {
+                    let i = pick(i, &w);
+                    let now = w.now;
+                    let reference = w.reference;
+                    let s = &mut w.svcs[i];
+                    reference.refill(&mut s.bucket, now);
+                    assert_eq!(
+                        i128::from(s.real.available()),
+                        s.bucket.tokens.floor(),
+                        "available of service {i} at {now}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Runs a per-service scenario (see [`SvcOp`]).
+pub(crate) fn check_per_service(ops: &[SvcOp]) {
+    per_service::check(ops);
+}
