@@ -825,6 +825,17 @@ async fn abort_clear_shutdown_and_a_second_poll_are_told_apart() {
         (1, 0, 0),
         "not an outcome"
     );
+
+    // Aborting a task that finished but was not awaited yet (its Tokio
+    // handle is kept until then) changes nothing: the result stays.
+    let h = pool.submit(async { 8 }).await.unwrap();
+    while !h.is_finished() {
+        tokio::task::yield_now().await;
+    }
+    h.abort();
+    assert_eq!(h.await, Ok(8));
+    let m = pool.metrics();
+    assert_eq!((m.completed, m.cancelled), (2, 0));
 }
 
 #[test]
