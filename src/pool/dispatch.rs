@@ -321,11 +321,16 @@ impl Dispatcher {
         control: Option<ControlRef>,
         priority: i32,
     ) -> Result<TaskId, JobRef> {
-        // Whether it starts or queues is known only under the lock: both
-        // timings are drawn (independently of the job) and at most one
-        // clock read, outside the lock, serves the one that applies.
-        let (run, wait) = (this.run_time.sample(), this.queue_wait.sample());
-        let now = (run.is_some() || wait.is_some()).then(|| this.clock.stamp());
+        // Whether it starts or queues is known only under the lock. The
+        // run time (most jobs start at once) is drawn and stamped before
+        // it; the queue wait is drawn only for a job that queues (a pool
+        // whose jobs never queue would otherwise never leave the
+        // every-event rate of its idle queue-wait sampler, and read the
+        // clock on every submission), and reads the clock under the lock
+        // only if drawn with no stamp at hand: rare when queueing is
+        // frequent, cheap when it is not.
+        let run = this.run_time.sample();
+        let now = run.map(|_| this.clock.stamp());
         let mut st = this.state.lock();
         if st.closed {
             return Err(job);
@@ -353,7 +358,10 @@ impl Dispatcher {
                     job,
                     admit,
                     control,
-                    since: wait.and_then(|t| Some((now?, t))),
+                    since: this
+                        .queue_wait
+                        .sample()
+                        .map(|t| (now.unwrap_or_else(|| this.clock.stamp()), t)),
                 },
             );
         }
