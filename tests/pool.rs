@@ -1318,6 +1318,39 @@ async fn queue_wait_and_run_time_sample_only_frequent_tasks() {
     }
 }
 
+/// Without a queue (`queue_capacity(0)`) no task waits in one: the run
+/// time alone is sampled, as with a queue.
+#[tokio::test(start_paused = true)]
+async fn run_time_is_sampled_without_a_queue() {
+    let pool = WorkerPool::builder()
+        .max_concurrency(64)
+        .queue_capacity(0)
+        .build()
+        .unwrap();
+    let run = |n: u64| {
+        let pool = pool.clone();
+        async move {
+            let mut handles = Vec::new();
+            for i in 0..n {
+                handles.push(pool.submit(async move { i }).await.unwrap());
+            }
+            for h in handles {
+                h.await.unwrap();
+            }
+        }
+    };
+    run(20_000).await;
+    tokio::time::advance(Duration::from_millis(2)).await;
+    run(1).await;
+    assert_eq!(pool.metrics().run_time.count(), 20_001);
+    run(64_010).await;
+    let m = pool.metrics();
+    assert_eq!((m.completed, m.queue_wait.count()), (84_011, 0));
+    let added = m.run_time.count() - 20_001;
+    assert_eq!(added % 64, 0, "{added}");
+    assert!((added / 64).abs_diff(1_000) <= 186, "{added}");
+}
+
 #[tokio::test]
 async fn histogram_max_one_in_is_validated_by_every_pool() {
     for (n, kind) in [
