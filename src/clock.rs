@@ -662,35 +662,42 @@ impl FastClock {
     /// that epoch; Tokio's clock from `origin` itself.
     #[inline]
     pub(crate) fn elapsed_and_now_nanos(&self, since: Stamp, origin: Instant) -> (u64, u64) {
-        match (&self.mode, since) {
+        self.between_and_now_nanos(since, self.stamp(), origin)
+    }
+
+    /// [`elapsed_and_now_nanos`](Self::elapsed_and_now_nanos) with `now`
+    /// a [`stamp`](Self::stamp) the caller already read, so that one read
+    /// ends several intervals (a pool task's run and the next task's wait).
+    #[inline]
+    pub(crate) fn between_and_now_nanos(
+        &self,
+        since: Stamp,
+        now: Stamp,
+        origin: Instant,
+    ) -> (u64, u64) {
+        match (&self.mode, since, now) {
             #[cfg(not(loom))]
             (
                 Mode::Counter {
                     counter, base_raw, ..
                 },
                 Stamp::Raw(raw),
-            ) => {
-                let now = counter.raw();
-                (
-                    counter.delta_as_nanos(raw, now),
-                    counter.delta_as_nanos(*base_raw, now),
-                )
-            }
-            (Mode::TokioFields, Stamp::Tokio(at)) => {
-                let now = Instant::now();
-                (
-                    nanos_between_fields(at, now),
-                    nanos_between_fields(origin, now),
-                )
-            }
-            (_, Stamp::Tokio(at)) => {
-                let now = Instant::now();
+                Stamp::Raw(now),
+            ) => (
+                counter.delta_as_nanos(raw, now),
+                counter.delta_as_nanos(*base_raw, now),
+            ),
+            (Mode::TokioFields, Stamp::Tokio(at), Stamp::Tokio(now)) => (
+                nanos_between_fields(at, now),
+                nanos_between_fields(origin, now),
+            ),
+            (_, Stamp::Tokio(at), Stamp::Tokio(now)) => {
                 (nanos_between(at, now), nanos_between(origin, now))
             }
-            // A raw stamp read by a Tokio-reading clock: not made by this
-            // clock (a semaphore keeps one clock for life).
+            // Stamps of two kinds: not both made by this clock (a
+            // primitive keeps one clock for life).
             #[cfg(not(loom))]
-            (Mode::Tokio | Mode::TokioFields, Stamp::Raw(_)) => {
+            (_, Stamp::Raw(_), _) | (_, Stamp::Tokio(_), Stamp::Raw(_)) => {
                 (0, nanos_between(origin, Instant::now()))
             }
         }

@@ -825,6 +825,17 @@ async fn abort_clear_shutdown_and_a_second_poll_are_told_apart() {
         (1, 0, 0),
         "not an outcome"
     );
+
+    // Aborting a task that finished but was not awaited yet (its Tokio
+    // handle is kept until then) changes nothing: the result stays.
+    let h = pool.submit(async { 8 }).await.unwrap();
+    while !h.is_finished() {
+        tokio::task::yield_now().await;
+    }
+    h.abort();
+    assert_eq!(h.await, Ok(8));
+    let m = pool.metrics();
+    assert_eq!((m.completed, m.cancelled), (2, 0));
 }
 
 #[test]
@@ -1230,6 +1241,146 @@ async fn wait_and_run_time_histograms() {
             m.run_time.count()
         ),
         (0, 0, 0)
+    );
+}
+
+/// Sampled timing (see `flowguard::histogram`): tasks at a low rate each
+/// have their queue wait and run time timed, exactly; thousands a
+/// millisecond are timed about one in 64, each standing for 64;
+/// `histogram_max_one_in(1)` times every one. The counters stay exact.
+#[tokio::test(start_paused = true)]
+async fn queue_wait_and_run_time_sample_only_frequent_tasks() {
+    let ms = Duration::from_millis;
+    // Low rate: 300 rounds of two 1 ms tasks on one slot, the second
+    // queued behind the first: every task timed.
+    let pool = pool(1, 1);
+    let nap = || async move { sleep(ms(1)).await };
+    for _ in 0..300 {
+        let a = pool.submit(nap()).await.unwrap();
+        let b = pool.submit(nap()).await.unwrap();
+        let _ = tokio::join!(a, b);
+    }
+    let m = pool.metrics();
+    assert_eq!(
+        (m.run_time.count(), m.run_time.min(), m.run_time.max()),
+        (600, 1_000_000, 1_000_000)
+    );
+    assert_eq!(
+        (m.queue_wait.count(), m.queue_wait.min(), m.queue_wait.max()),
+        (300, 1_000_000, 1_000_000)
+    );
+
+    // High rate: 20,000 tasks at one instant (all timed: the window is
+    // open), then 2 ms later two more (A starts, B queues behind it)
+    // close both windows; 64,010 more are drawn at 1 in 64 (a count that
+    // timing every one would not round to a multiple of 64).
+    for max_one_in in [64, 1] {
+        let pool = WorkerPool::builder()
+            .max_concurrency(1)
+            .queue_capacity(100_000)
+            .histogram_max_one_in(max_one_in)
+            .build()
+            .unwrap();
+        let run = |n: u64| {
+            let pool = pool.clone();
+            async move {
+                let mut handles = Vec::new();
+                for i in 0..n {
+                    handles.push(pool.submit(async move { i }).await.unwrap());
+                }
+                for (i, h) in handles.into_iter().enumerate() {
+                    assert_eq!(h.await, Ok(i as u64));
+                }
+            }
+        };
+        run(20_000).await;
+        let m = pool.metrics();
+        assert_eq!((m.run_time.count(), m.queue_wait.count()), (20_000, 19_999));
+        tokio::time::advance(ms(2)).await;
+        run(2).await;
+        let m = pool.metrics();
+        assert_eq!((m.run_time.count(), m.queue_wait.count()), (20_002, 20_000));
+        run(64_010).await;
+        let m = pool.metrics();
+        assert_eq!(m.completed, 84_012, "counters are exact");
+        assert_eq!(m.run_time.sum(), 0, "no task took time");
+        let ran = m.run_time.count() - 20_002;
+        let waited = m.queue_wait.count() - 20_000;
+        if max_one_in == 1 {
+            assert_eq!((ran, waited), (64_010, 64_009));
+        } else {
+            // About 1,000 timed of each (standard deviation 31; six allowed).
+            for added in [ran, waited] {
+                assert_eq!(added % 64, 0, "{added}");
+                assert!((added / 64).abs_diff(1_000) <= 186, "{added}");
+            }
+        }
+    }
+}
+
+/// Without a queue (`queue_capacity(0)`) no task waits in one: the run
+/// time alone is sampled, as with a queue.
+#[tokio::test(start_paused = true)]
+async fn run_time_is_sampled_without_a_queue() {
+    let pool = WorkerPool::builder()
+        .max_concurrency(64)
+        .queue_capacity(0)
+        .build()
+        .unwrap();
+    let run = |n: u64| {
+        let pool = pool.clone();
+        async move {
+            let mut handles = Vec::new();
+            for i in 0..n {
+                handles.push(pool.submit(async move { i }).await.unwrap());
+            }
+            for h in handles {
+                h.await.unwrap();
+            }
+        }
+    };
+    run(20_000).await;
+    tokio::time::advance(Duration::from_millis(2)).await;
+    run(1).await;
+    assert_eq!(pool.metrics().run_time.count(), 20_001);
+    run(64_010).await;
+    let m = pool.metrics();
+    assert_eq!((m.completed, m.queue_wait.count()), (84_011, 0));
+    let added = m.run_time.count() - 20_001;
+    assert_eq!(added % 64, 0, "{added}");
+    assert!((added / 64).abs_diff(1_000) <= 186, "{added}");
+}
+
+#[tokio::test]
+async fn histogram_max_one_in_is_validated_by_every_pool() {
+    for (n, kind) in [
+        (0, ConfigErrorKind::Zero),
+        (65_537, ConfigErrorKind::TooLarge),
+    ] {
+        let errors = [
+            WorkerPool::builder()
+                .histogram_max_one_in(n)
+                .build()
+                .unwrap_err(),
+            BlockingPool::builder()
+                .histogram_max_one_in(n)
+                .build()
+                .unwrap_err(),
+            CpuPool::builder()
+                .threads(1)
+                .histogram_max_one_in(n)
+                .build()
+                .unwrap_err(),
+        ];
+        for e in errors {
+            assert_eq!((e.field(), e.kind()), ("histogram_max_one_in", kind));
+        }
+    }
+    assert!(
+        WorkerPool::builder()
+            .histogram_max_one_in(65_536)
+            .build()
+            .is_ok()
     );
 }
 

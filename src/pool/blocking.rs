@@ -103,12 +103,40 @@ impl BlockingPoolBuilder {
     }
 
     /// Whether to keep the wait and run-time histograms of
-    /// [`PoolMetrics`](super::PoolMetrics) (default on: a task's start and
-    /// end read the clock once each, outside the pool's lock, +3 % on a
-    /// submit and await in `benches/histogram.rs`). Off, starting and ending
-    /// a task reads no clock.
+    /// [`PoolMetrics`](super::PoolMetrics) (default on). Their timing is
+    /// sampled when tasks are frequent (see
+    /// [`histogram_max_one_in`](Self::histogram_max_one_in)): a timed task
+    /// reads the clock once at its start and once at its end, outside the
+    /// pool's lock (a task handed a slot at another's end shares that
+    /// read); an untimed one reads none. Off, no clock is read.
     pub fn histograms(mut self, on: bool) -> Self {
         self.config.histograms = on;
+        self
+    }
+
+    /// The most tasks that one timed task may stand for in the
+    /// `submit_wait`, `queue_wait` and `run_time` histograms (default
+    /// [`DEFAULT_MAX_ONE_IN`](crate::histogram::DEFAULT_MAX_ONE_IN), 64;
+    /// rounded down to a power of two). While fewer than about 128 tasks
+    /// start per millisecond every one is timed; above that about one in
+    /// 2^k is, recorded with a weight of 2^k, so counts and sums stay
+    /// unbiased estimates (see [sampled timing](crate::histogram#sampled-timing)).
+    /// 1 times every task. The counters of [`PoolMetrics`](super::PoolMetrics)
+    /// (`completed`, `failed`, `cancelled`, ...) are exact whatever this is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pool::BlockingPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// assert!(BlockingPool::builder().histogram_max_one_in(1).build().is_ok());
+    /// let err = BlockingPool::builder().histogram_max_one_in(0).build().unwrap_err();
+    /// assert_eq!(err.field(), "histogram_max_one_in");
+    /// # }
+    /// ```
+    pub fn histogram_max_one_in(mut self, n: u32) -> Self {
+        self.config.histogram_max_one_in = n;
         self
     }
 
@@ -140,7 +168,7 @@ impl BlockingPoolBuilder {
     /// # Errors
     ///
     /// [`ConfigError`] naming `max_concurrency`, `queue_capacity`, `timeout`,
-    /// `priority_aging` or `runtime`, as for
+    /// `priority_aging`, `histogram_max_one_in` or `runtime`, as for
     /// [`WorkerPoolBuilder::build`](super::WorkerPoolBuilder::build).
     pub fn build(self) -> Result<BlockingPool, ConfigError> {
         self.config.validate()?;
@@ -150,7 +178,7 @@ impl BlockingPoolBuilder {
             c.max_concurrency,
             c.queue_capacity,
             c.name,
-            c.histograms,
+            (c.histograms, c.histogram_max_one_in),
             c.trace_tasks,
         );
         dispatch.set_priority_aging(c.priority_aging);

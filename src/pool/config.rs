@@ -21,6 +21,9 @@ pub(crate) struct PoolConfig {
     pub(crate) priority_aging: Option<usize>,
     /// Whether the wait and run-time histograms are kept.
     pub(crate) histograms: bool,
+    /// The histograms' largest sampling stride (see
+    /// `crate::histogram`, "Sampled timing").
+    pub(crate) histogram_max_one_in: u32,
     /// Whether `name` was set (only named pools are exported).
     pub(crate) named: bool,
     /// Whether each task runs in a `pool_task` span.
@@ -37,6 +40,7 @@ impl PoolConfig {
             name: component.to_owned(),
             priority_aging: None,
             histograms: true,
+            histogram_max_one_in: crate::histogram::DEFAULT_MAX_ONE_IN,
             named: false,
             trace_tasks: false,
         }
@@ -60,6 +64,7 @@ impl PoolConfig {
                 "must be at least 1 start per level, got 0 (leave it unset for strict priorities)",
             ));
         }
+        crate::histogram::check_max_one_in(self.component, self.histogram_max_one_in)?;
         Ok(())
     }
 }

@@ -29,7 +29,8 @@ use super::TaskError;
 use super::queue::PriorityQueue;
 use tokio::time::Instant;
 
-use crate::histogram::Recorder;
+use crate::clock::{FastClock, Stamp};
+use crate::histogram::{Recorder, Timed};
 use crate::semaphore::{OwnedPermit, Semaphore};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex, StdArc};
@@ -66,27 +67,30 @@ struct Queued {
     job: JobRef,
     admit: OwnedPermit,
     control: Option<ControlRef>,
-    /// When it was queued, if the queue-wait histogram is on.
-    since: Option<Instant>,
+    /// When it was queued, if its queue wait is timed (sampled, see
+    /// `Dispatcher::queue_wait`).
+    since: Option<(Stamp, Timed)>,
 }
 
 impl Queued {
     /// Registers the job as running (its `running` count is already
-    /// taken); returns what starts it once the lock is let go.
-    /// `now` is the caller's one clock read (histograms on), which is
-    /// this job's start and the end of its wait.
-    fn register(self, st: &mut State, now: Option<Instant>) -> Starting {
-        let key = st.register(Live {
-            control: self.control,
-            _admit: self.admit,
-            started: now,
-        });
+    /// taken); returns what starts it once the lock is let go. `run` is
+    /// its run-time sampling decision, drawn and stamped (`now`) by the
+    /// caller before it took the lock.
+    fn register(self, st: &mut State, run: Option<Timed>, now: Option<Stamp>) -> Starting {
+        let started = now.zip(run);
+        let key = SlotKey::new(
+            st.register(Live {
+                control: self.control,
+                _admit: self.admit,
+                started,
+            }),
+            started.is_some(),
+        );
         Starting {
             job: self.job,
-            waited: self
-                .since
-                .zip(now)
-                .map(|(since, now)| now.saturating_duration_since(since)),
+            since: self.since,
+            now,
             key,
         }
     }
@@ -95,17 +99,46 @@ impl Queued {
 /// A queued job taken off the queue and registered, to start outside the lock.
 struct Starting {
     job: JobRef,
-    /// Its time in the queue, if the histograms are on.
-    waited: Option<std::time::Duration>,
-    key: usize,
+    /// When it was queued, if its wait is timed.
+    since: Option<(Stamp, Timed)>,
+    /// The caller's clock read, if it made one: the end of the wait.
+    now: Option<Stamp>,
+    key: SlotKey,
 }
 
 impl Starting {
     fn start(self, this: &Arc<Dispatcher>) {
-        if let Some(waited) = self.waited {
-            this.queue_wait.record_duration(waited);
+        if let Some((since, timed)) = self.since {
+            let now = self.now.unwrap_or_else(|| this.clock.stamp());
+            let (waited, now) = this.clock.between_and_now_nanos(since, now, this.origin);
+            this.queue_wait.record_sampled(timed, waited, now);
         }
         self.job.start(RunSlot::new(this, self.key));
+    }
+}
+
+/// A running task's index in `State::live`, with one more bit (the top
+/// one, which no index reaches: a `Vec` of entries of more than one byte
+/// holds fewer than `usize::MAX / 2`) saying whether its run time is
+/// timed, so `finish` knows before it takes the lock whether to read the
+/// clock, and a `RunSlot` stays two words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SlotKey(usize);
+
+impl SlotKey {
+    const TIMED: usize = 1 << (usize::BITS - 1);
+
+    fn new(index: usize, timed: bool) -> Self {
+        debug_assert!(index < Self::TIMED);
+        Self(if timed { index | Self::TIMED } else { index })
+    }
+
+    fn index(self) -> usize {
+        self.0 & !Self::TIMED
+    }
+
+    fn timed(self) -> bool {
+        self.0 & Self::TIMED != 0
     }
 }
 
@@ -117,7 +150,8 @@ struct Live {
     control: Option<ControlRef>,
     /// Held for its drop: the task's queue room.
     _admit: OwnedPermit,
-    started: Option<Instant>,
+    /// When it started, if its run time is timed (sampled).
+    started: Option<(Stamp, Timed)>,
 }
 
 struct State {
@@ -184,10 +218,17 @@ pub(crate) struct Dispatcher {
     pub(crate) counters: Counters,
     pub(crate) queue_capacity: usize,
     pub(crate) name: String,
-    /// Time queued work waited for a run slot (work started at once: none).
+    /// Time queued work waited for a run slot (work started at once:
+    /// none). Sampled (see `crate::histogram`, "Sampled timing"): the
+    /// decision is drawn when the job queues.
     pub(crate) queue_wait: Recorder,
-    /// Time from a task's start to its end.
+    /// Time from a task's start to its end; sampled, drawn at its start.
     pub(crate) run_time: Recorder,
+    /// The histograms' clock: the CPU's counter in a multi-thread
+    /// runtime, else Tokio's (see `FastClock::for_histograms`).
+    clock: FastClock,
+    /// `clock`'s epoch, the sampling windows' time origin.
+    origin: Instant,
     /// Whether each task runs in a `pool_task` span.
     pub(crate) trace_tasks: bool,
 }
@@ -198,7 +239,7 @@ pub(crate) struct Dispatcher {
 /// allocates and moves stays small.
 pub(crate) struct RunSlot {
     pool: Arc<Dispatcher>,
-    key: usize,
+    key: SlotKey,
 }
 
 /// Why [`Dispatcher::try_claim`] gave no slot.
@@ -232,11 +273,17 @@ impl Dispatcher {
         max_concurrency: usize,
         queue_capacity: usize,
         name: String,
-        histograms: bool,
+        (histograms, max_one_in): (bool, u32),
         trace_tasks: bool,
     ) -> Arc<Self> {
+        let clock = FastClock::for_histograms(histograms);
+        let origin = crate::clock::Clock::epoch(&clock);
         Arc::new(Self {
-            admit: Semaphore::with_histograms(max_concurrency + queue_capacity, histograms),
+            admit: Semaphore::with_sampled_histograms(
+                max_concurrency + queue_capacity,
+                histograms,
+                max_one_in,
+            ),
             state: Mutex::new(State {
                 queue: PriorityQueue::new(),
                 running: 0,
@@ -250,8 +297,10 @@ impl Dispatcher {
             counters: Counters::default(),
             queue_capacity,
             name,
-            queue_wait: Recorder::new(histograms),
-            run_time: Recorder::new(histograms),
+            queue_wait: Recorder::with_sampling(histograms, max_one_in),
+            run_time: Recorder::with_sampling(histograms, max_one_in),
+            clock,
+            origin,
             trace_tasks,
         })
     }
@@ -272,8 +321,16 @@ impl Dispatcher {
         control: Option<ControlRef>,
         priority: i32,
     ) -> Result<TaskId, JobRef> {
-        // One read, outside the lock: the start, or the start of the wait.
-        let now = this.clock_now();
+        // Whether it starts or queues is known only under the lock. The
+        // run time (most jobs start at once) is drawn and stamped before
+        // it; the queue wait is drawn only for a job that queues (a pool
+        // whose jobs never queue would otherwise never leave the
+        // every-event rate of its idle queue-wait sampler, and read the
+        // clock on every submission), and reads the clock under the lock
+        // only if drawn with no stamp at hand: rare when queueing is
+        // frequent, cheap when it is not.
+        let run = this.run_time.sample();
+        let now = run.map(|_| this.clock.stamp());
         let mut st = this.state.lock();
         if st.closed {
             return Err(job);
@@ -282,11 +339,15 @@ impl Dispatcher {
         st.next_id += 1;
         if st.running < st.max_concurrency && st.queue.is_empty() {
             st.running += 1;
-            let key = st.register(Live {
-                control,
-                _admit: admit,
-                started: now,
-            });
+            let started = run.and_then(|t| Some((now?, t)));
+            let key = SlotKey::new(
+                st.register(Live {
+                    control,
+                    _admit: admit,
+                    started,
+                }),
+                started.is_some(),
+            );
             drop(st);
             job.start(RunSlot::new(this, key));
         } else {
@@ -297,7 +358,10 @@ impl Dispatcher {
                     job,
                     admit,
                     control,
-                    since: now,
+                    since: this
+                        .queue_wait
+                        .sample()
+                        .map(|t| (now.unwrap_or_else(|| this.clock.stamp()), t)),
                 },
             );
         }
@@ -309,18 +373,21 @@ impl Dispatcher {
     /// `Err(Closed)` once the pool is closed. The admission permit travels
     /// with the slot, or is dropped on refusal.
     pub(crate) fn try_claim(this: &Arc<Self>, admit: OwnedPermit) -> Result<RunSlot, Refused> {
-        let now = this.clock_now();
+        let started = this.run_time.sample().map(|t| (this.clock.stamp(), t));
         let mut st = this.state.lock();
         if st.closed {
             return Err(Refused::Closed);
         }
         if st.running < st.max_concurrency && st.queue.is_empty() {
             st.running += 1;
-            let key = st.register(Live {
-                control: None,
-                _admit: admit,
-                started: now,
-            });
+            let key = SlotKey::new(
+                st.register(Live {
+                    control: None,
+                    _admit: admit,
+                    started,
+                }),
+                started.is_some(),
+            );
             drop(st);
             Ok(RunSlot::new(this, key))
         } else {
@@ -345,13 +412,16 @@ impl Dispatcher {
         }
     }
 
-    fn finish(this: &Arc<Self>, key: usize) {
-        // One read (histograms on), outside the lock: this task's end, and
-        // the start and end of the wait of the job it hands its slot to.
-        let now = this.clock_now();
+    fn finish(this: &Arc<Self>, key: SlotKey) {
+        // At most one read, outside the lock, when something is timed:
+        // this task's end, the start of the job it may hand its slot to
+        // (drawn now, used only if there is one), and the end of that
+        // job's wait (read after the lock if only the wait is timed).
+        let next_run = this.run_time.sample();
+        let now = (key.timed() || next_run.is_some()).then(|| this.clock.stamp());
         let mut st = this.state.lock();
-        let ended = st.live[key].take();
-        st.free_live.push(key);
+        let ended = st.live[key.index()].take();
+        st.free_live.push(key.index());
         // This task ends: running - 1 < max  <=>  running <= max.
         let next = if st.running <= st.max_concurrency {
             st.queue.pop()
@@ -360,7 +430,7 @@ impl Dispatcher {
         };
         match next {
             Some(q) => {
-                let next = q.register(&mut st, now);
+                let next = q.register(&mut st, next_run, now);
                 drop(st);
                 next.start(this);
             }
@@ -377,25 +447,20 @@ impl Dispatcher {
         }
         // Hand-off first, then the queue room goes back.
         if let Some(ended) = ended {
-            if let Some((started, now)) = ended.started.zip(now) {
-                this.run_time
-                    .record_duration(now.saturating_duration_since(started));
+            if let Some(((started, timed), now)) = ended.started.zip(now) {
+                let (ran, now) = this.clock.between_and_now_nanos(started, now, this.origin);
+                this.run_time.record_sampled(timed, ran, now);
             }
             drop(ended);
         }
-    }
-
-    /// Now, if the histograms are on (they are on or off together), for
-    /// the run-time and queue-wait histograms; else no clock is read.
-    fn clock_now(&self) -> Option<Instant> {
-        (self.run_time.enabled() || self.queue_wait.enabled()).then(Instant::now)
     }
 
     /// Sets the concurrency limit; starts queued work if it grew.
     pub(crate) fn set_max_concurrency(this: &Arc<Self>, n: usize) {
         let mut start = Vec::new();
         {
-            let now = this.clock_now();
+            // Rare: one read whenever the histograms are on.
+            let now = this.run_time.enabled().then(|| this.clock.stamp());
             let mut st = this.state.lock();
             st.max_concurrency = n;
             // Cannot fail: the caller validated n + queue_capacity.
@@ -403,7 +468,8 @@ impl Dispatcher {
             while st.running < st.max_concurrency {
                 let Some(q) = st.queue.pop() else { break };
                 st.running += 1;
-                start.push(q.register(&mut st, now));
+                let run = this.run_time.sample();
+                start.push(q.register(&mut st, run, now));
             }
         }
         for next in start {
@@ -496,7 +562,7 @@ impl Dispatcher {
 }
 
 impl RunSlot {
-    fn new(pool: &Arc<Dispatcher>, key: usize) -> Self {
+    fn new(pool: &Arc<Dispatcher>, key: SlotKey) -> Self {
         Self {
             pool: pool.clone(),
             key,
@@ -590,7 +656,7 @@ mod loom_model {
     #[test]
     fn loom_pool_never_runs_more_than_max_concurrency() {
         loom::model(|| {
-            let pool = Dispatcher::new(1, 1, "loom".into(), true, false);
+            let pool = Dispatcher::new(1, 1, "loom".into(), (true, 64), false);
             let inside = Arc::new(AtomicUsize::new(0));
             let ran = Arc::new(AtomicUsize::new(0));
             let (p2, i2, r2) = (pool.clone(), inside.clone(), ran.clone());
@@ -645,7 +711,7 @@ mod loom_model {
     #[test]
     fn loom_queued_work_starts_by_priority_whoever_queued_first() {
         loom::model(|| {
-            let pool = Dispatcher::new(1, 2, "loom".into(), true, false);
+            let pool = Dispatcher::new(1, 2, "loom".into(), (true, 64), false);
             let held = Arc::new(Mutex::new(None));
             let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
             let hold = StdArc::new(Hold(held.clone()));
@@ -671,7 +737,7 @@ mod loom_model {
     #[test]
     fn loom_clear_queue_races_the_hand_off() {
         loom::model(|| {
-            let pool = Dispatcher::new(1, 1, "loom".into(), true, false);
+            let pool = Dispatcher::new(1, 1, "loom".into(), (true, 64), false);
             let held = Arc::new(Mutex::new(None));
             let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
             assert!(

@@ -141,10 +141,12 @@ pub struct PoolMetrics {
     /// clock). See [`SemaphoreMetrics::wait`](crate::semaphore::SemaphoreMetrics::wait).
     pub submit_wait: HistogramSnapshot,
     /// How long admitted tasks waited in the queue for a run slot
-    /// (nanoseconds; only tasks that queued).
+    /// (nanoseconds; only tasks that queued). Sampled when tasks are
+    /// frequent, each timed task weighted by the tasks it stands for (see
+    /// the builders' `histogram_max_one_in`).
     pub queue_wait: HistogramSnapshot,
     /// How long tasks ran, from start to end (nanoseconds): completed,
-    /// failed, timed out or aborted while running.
+    /// failed, timed out or aborted while running. Sampled as `queue_wait`.
     pub run_time: HistogramSnapshot,
 }
 

@@ -265,7 +265,7 @@ mod loom_model {
     #[test]
     fn loom_a_slot_handed_to_an_abandoned_wait_is_freed() {
         loom::model(|| {
-            let d = Dispatcher::new(1, 1, "p".into(), false, false);
+            let d = Dispatcher::new(1, 1, "p".into(), (false, 1), false);
             let admit = d.admit.try_acquire_owned().unwrap();
             let held = Dispatcher::try_claim(&d, admit).ok().unwrap();
             let admit = d.admit.try_acquire_owned().unwrap();

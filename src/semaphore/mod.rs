@@ -293,15 +293,16 @@ impl Semaphore {
         self.inner.wait.export_to(handle);
     }
 
-    /// [`new`](Self::new) with the wait histogram on or off.
-    pub(crate) fn with_histograms(capacity: usize, histograms: bool) -> Self {
+    /// [`new`](Self::new) with the wait histogram on or off, its timing
+    /// sampled at most one in `max_one_in` (a value `check_max_one_in`
+    /// passed).
+    pub(crate) fn with_sampled_histograms(
+        capacity: usize,
+        histograms: bool,
+        max_one_in: u32,
+    ) -> Self {
         let capacity = capacity.min(MAX_PERMITS);
-        Self::with_queue(
-            capacity,
-            WaitQueue::new(capacity),
-            histograms,
-            crate::histogram::DEFAULT_MAX_ONE_IN,
-        )
+        Self::with_queue(capacity, WaitQueue::new(capacity), histograms, max_one_in)
     }
 
     /// Creates a semaphore with `capacity` permits, refusing a capacity above
