@@ -1,5 +1,6 @@
 //! A counter that many threads add to at once without sharing a cache line.
 
+use crate::sync::CachePadded;
 use crate::sync::atomic::{AtomicU64, Ordering};
 
 /// Stripes at most: enough for 64 threads adding at once without sharing.
@@ -16,9 +17,7 @@ pub(crate) struct StripedCounter {
     stripes: Box<[Stripe]>,
 }
 
-#[derive(Debug, Default)]
-#[repr(align(128))] // two lines: adjacent-line prefetch pairs them on x86
-struct Stripe(AtomicU64);
+type Stripe = CachePadded<AtomicU64>;
 
 impl StripedCounter {
     /// One stripe per core (a power of two, at most 64).

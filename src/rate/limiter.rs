@@ -18,7 +18,7 @@ use crate::clock::tokio_wake_at;
 use crate::clock::{Clock, FastClock, Moved};
 use crate::histogram::{HistogramSnapshot, Recorder};
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{Arc, Mutex, StdArc};
+use crate::sync::{Arc, CachePadded, Mutex, StdArc};
 
 /// The bucket's state word.
 ///
@@ -106,7 +106,7 @@ struct Inner<C> {
     /// even loads the word, and widen the window between its load and its
     /// compare-and-swap in which another core takes the line (issue 17: 2
     /// threads at 1.33x governor's check).
-    state: Padded<AtomicU64>,
+    state: CachePadded<AtomicU64>,
     /// Emission interval `T`, ns. Written only under `waiters` with `RECONFIG` set.
     t: AtomicU64,
     /// Burst `B`. Written only under `waiters` with `RECONFIG` set.
@@ -118,19 +118,6 @@ struct Inner<C> {
     wait: Recorder,
     /// For `tracing` events: the limiter's name, or "rate_limiter".
     name: StdArc<str>,
-}
-
-/// A value on cache lines of its own: 128 bytes, as adjacent-line
-/// prefetch on x86 pairs 64-byte lines.
-#[repr(align(128))]
-struct Padded<T>(T);
-
-impl<T> std::ops::Deref for Padded<T> {
-    type Target = T;
-    #[inline]
-    fn deref(&self) -> &T {
-        &self.0
-    }
 }
 
 #[derive(Debug, Default)]
@@ -232,7 +219,7 @@ impl<C: Clock> RateLimiter<C> {
         let origin = clock.epoch();
         Self {
             inner: Arc::new(Inner {
-                state: Padded(AtomicU64::new(0)),
+                state: CachePadded(AtomicU64::new(0)),
                 t: AtomicU64::new(g.t),
                 burst: AtomicU64::new(u64::from(g.burst)),
                 waiters: Mutex::new(Waiters::default()),
