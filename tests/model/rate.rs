@@ -53,6 +53,19 @@ pub(crate) enum Op {
     Reapply,
 }
 
+/// A `Start`'s quota from its first byte `x` and the next two (0 where
+/// the input ran out): a rate of 1..=8 tokens a period of 1 ns and up, a
+/// burst of 1..=8. Shared by both scenario decoders.
+fn quota_from_bytes(x: u8, next: &mut impl FnMut() -> Option<u8>) -> (u32, u64, u32) {
+    let y = next().unwrap_or(0);
+    let z = next().unwrap_or(0);
+    (
+        1 + u32::from(x % 8),
+        1 + u64::from(y) * (1 + u64::from(z % 8)),
+        1 + u32::from(z / 8 % 8),
+    )
+}
+
 /// Decodes arbitrary bytes into a scenario (never fails).
 pub(crate) fn ops_from_bytes(bytes: &[u8]) -> Vec<Op> {
     let mut it = bytes.iter().copied();
@@ -62,12 +75,11 @@ pub(crate) fn ops_from_bytes(bytes: &[u8]) -> Vec<Op> {
         let x = next().unwrap_or(0);
         let op = match kind % 8 {
             0 => {
-                let y = next().unwrap_or(0);
-                let z = next().unwrap_or(0);
+                let (rate, period_ns, burst) = quota_from_bytes(x, &mut next);
                 Op::Start {
-                    rate: 1 + u32::from(x % 8),
-                    period_ns: 1 + u64::from(y) * (1 + u64::from(z % 8)),
-                    burst: 1 + u32::from(z / 8 % 8),
+                    rate,
+                    period_ns,
+                    burst,
                 }
             }
             1 | 2 => Op::Advance(u64::from(x) * 4),
@@ -439,12 +451,11 @@ pub(crate) fn svc_ops_from_bytes(bytes: &[u8]) -> Vec<SvcOp> {
         let x = next().unwrap_or(0);
         let op = match kind % 8 {
             0 => {
-                let y = next().unwrap_or(0);
-                let z = next().unwrap_or(0);
+                let (rate, period_ns, burst) = quota_from_bytes(x, &mut next);
                 SvcOp::Start {
-                    rate: 1 + u32::from(x % 8),
-                    period_ns: 1 + u64::from(y) * (1 + u64::from(z % 8)),
-                    burst: 1 + u32::from(z / 8 % 8),
+                    rate,
+                    period_ns,
+                    burst,
                 }
             }
             1 | 2 => SvcOp::Advance(u64::from(x) * 4),
