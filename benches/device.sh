@@ -11,8 +11,13 @@
 #   bash benches/device.sh run [SECONDS]
 #       There (`run` with `carry: [".bench-bins"]`, `timeout_s` 600):
 #       runs `scaling` (every shared hot path at 1, 2, 4, 8 and 16
-#       threads beside its peers), then `pool`, `channel` and `tower` while
-#       time is left, stopping before SECONDS (default 540) have passed.
+#       threads beside its peers), then `pool`, `channel` and `tower`, then
+#       any other executable put into `.bench-bins/` by hand (a branch's
+#       bench, say `scaling_chan`), while time is left, stopping before
+#       SECONDS (default 540) have passed. A file `.bench-bins/NAME.args`
+#       holds the arguments for NAME (a criterion filter such as
+#       `scaling/channel`); without one it runs every group. At most 8
+#       files come back: keep to two such extras.
 #       Writes under $OUT (at most 8 files come back): `machine.txt` (cores,
 #       model, load averages), one `<bench>.log` per bench (criterion's
 #       output with the load average before and after) and `medians.tsv`
@@ -54,8 +59,13 @@ run() {
         echo "load at start: $(cat /proc/loadavg)"
     } >"$out/machine.txt"
     printf 'bench\tgroup/row\tmedian_ns\tload_before\tload_after\n' >"$out/medians.tsv"
-    for b in "${BENCHES[@]}"; do
-        [ -x "$BINS/$b" ] || continue
+    local all=("${BENCHES[@]}") f
+    for f in "$BINS"/*; do
+        f=$(basename "$f")
+        [[ -f "$BINS/$f" && -x "$BINS/$f" && " ${BENCHES[*]} " != *" $f "* ]] && all+=("$f")
+    done
+    for b in "${all[@]}"; do
+        [[ -f "$BINS/$b" && -x "$BINS/$b" ]] || continue
         # A bench is started only with 90 s left for it.
         if ((SECONDS - start > budget - 90)); then
             echo "skipped $b: $((SECONDS - start)) s gone of $budget" >>"$out/machine.txt"
@@ -64,7 +74,9 @@ run() {
         local before after left=$((budget - (SECONDS - start)))
         before=$(cut -d' ' -f1-3 /proc/loadavg)
         # `timeout` keeps one slow bench from eating the rest.
-        (cd "$BINS" && timeout "$left" "./$b" --bench --noplot) >"$out/$b.log" 2>&1 || true
+        local args=()
+        [ -f "$BINS/$b.args" ] && read -r -a args <"$BINS/$b.args"
+        (cd "$BINS" && timeout "$left" "./$b" --bench --noplot "${args[@]}") >"$out/$b.log" 2>&1 || true
         after=$(cut -d' ' -f1-3 /proc/loadavg)
         echo "$b: load before $before, after $after, done at $((SECONDS - start)) s" >>"$out/machine.txt"
         # criterion prints "<id>\n  time: [low median high]" (or the id and
