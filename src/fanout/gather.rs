@@ -1391,7 +1391,7 @@ struct Driver<F, M: GatherMode<F>> {
     slots: Vec<Slot<M::Slot>>,
     /// Spawned mode: handles of children whose outcome was taken in the
     /// last poll, dropped at the start of the next one (or with the
-    /// driver). A child reports from inside its task's poll, so a handle
+    /// driver; at most one handle per child). A child reports from inside its task's poll, so a handle
     /// dropped at once was often the task's last reference while its
     /// worker was still finishing it: the worker then freed the task, a
     /// cross-thread free that takes the spawning thread's allocator arena
@@ -1522,6 +1522,7 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
         cx: &mut Context<'_>,
         sink: &mut impl FnMut(usize, Outcome<M::Output>),
     ) -> Poll<Finish> {
+        self.retired.clear();
         if let Some(finish) = self.finished {
             return Poll::Ready(finish);
         }
@@ -1533,7 +1534,6 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
                 return Poll::Ready(self.finish(finish, sink));
             }
         }
-        self.retired.clear();
         self.queue.register(cx.waker());
         // Last poll's starved children were woken (deferred) since: queued.
         self.starved.clear();
