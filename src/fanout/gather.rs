@@ -838,6 +838,12 @@ impl<F: Future> Gather<F, InTask> {
     /// Panics are captured as [`Outcome::Panicked`]; tasks still running
     /// when the gather finishes (deadline, quorum, fail-fast) or is dropped
     /// are aborted, so they stop at their next `.await`.
+    ///
+    /// Cost: one Tokio task per child with the future inline in it, as a
+    /// `JoinSet` spawn; a gather with a deadline adds one small waker per
+    /// child that counts its wakes (so that at the deadline it can wait
+    /// for the children woken by then). A finished child's task is freed
+    /// by the thread driving the gather, the one that spawned it.
     pub fn spawn(self) -> Gather<F, Spawned>
     where
         F: Send + 'static,
