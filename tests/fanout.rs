@@ -526,6 +526,63 @@ async fn spawned_mode_on_many_threads() {
     assert!(g.outcomes()[63].is_completed());
 }
 
+// Without a deadline a spawned child is polled with its task's own waker
+// (no wake counting); results keep input order, panics are reported, and
+// children woken from another task complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawned_without_a_deadline_keeps_order_and_reports_panics_on_many_threads() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<u64>();
+    let mut futs: Vec<BoxFut<u64>> = (0..200u64)
+        .map(|i| -> BoxFut<u64> {
+            Box::pin(async move {
+                for _ in 0..(i % 5) {
+                    tokio::task::yield_now().await;
+                }
+                if i == 7 {
+                    panic!("seven");
+                }
+                i * 3
+            })
+        })
+        .collect();
+    futs.push(Box::pin(async move { rx.await.unwrap_or(0) }));
+    tokio::spawn(async move {
+        tokio::task::yield_now().await;
+        let _ = tx.send(1000);
+    });
+    let g = Gather::new(futs).spawn().build().unwrap().await;
+    assert_eq!(g.finish(), Finish::AllCompleted);
+    assert_eq!(g.len(), 201);
+    assert_eq!(g.panicked().collect::<Vec<_>>(), [7]);
+    assert_eq!(g.outcomes()[7], Outcome::Panicked(Box::new("seven")));
+    for (i, outcome) in g.outcomes().iter().enumerate() {
+        let want = match i {
+            7 => continue,
+            200 => 1000,
+            _ => i as u64 * 3,
+        };
+        assert_eq!(outcome, &Outcome::Completed(want), "child {i}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_spawned_gather_without_a_deadline_aborts_its_children() {
+    let c = Counters::default();
+    let futs: Vec<BoxFut<u64>> = vec![
+        Box::pin(c.task(Duration::ZERO, 1)),
+        Box::pin(c.task(ms(50), 2)),
+        Box::pin(c.task(ms(60), 3)),
+    ];
+    let mut g = Gather::new(futs).spawn().build().unwrap();
+    assert!(futures::poll!(&mut g).is_pending());
+    for _ in 0..3 {
+        tokio::task::yield_now().await; // the tasks start, the first ends
+    }
+    drop(g);
+    sleep(ms(100)).await;
+    assert_eq!((c.finished(), c.dropped()), (1, 3), "two aborted");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawned_zero_timeout_keeps_what_each_first_poll_finished_on_many_threads() {
     // No timers: the deadline has passed at once, so the gather waits for

@@ -385,7 +385,7 @@ pub trait GatherMode<F>: sealed::Sealed {
     const POLLED: bool;
     #[doc(hidden)]
     #[allow(private_interfaces)] // sealed: only this crate implements or calls it
-    fn shared(total: usize, queue: &StdArc<ReadyQueue>) -> Self::Shared;
+    fn shared(total: usize, queue: &StdArc<ReadyQueue>, deadline: bool) -> Self::Shared;
     #[doc(hidden)]
     fn launch(future: F, index: usize, shared: &Self::Shared) -> Self::Slot;
     #[doc(hidden)]
@@ -424,7 +424,7 @@ impl<F: Future> GatherMode<F> for InTask {
 
     #[inline]
     #[allow(private_interfaces)]
-    fn shared(_: usize, _: &StdArc<ReadyQueue>) {}
+    fn shared(_: usize, _: &StdArc<ReadyQueue>, _: bool) {}
 
     #[inline]
     fn launch(future: F, _: usize, _: &()) -> Self::Slot {
@@ -467,9 +467,15 @@ impl<F: Future> GatherMode<F> for InTask {
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct SpawnShared<T> {
-    results: Mutex<Vec<Option<Outcome<T>>>>,
+    /// One cell per child, each with its own lock: two workers reporting
+    /// at once do not wait for each other (one lock for all of them was
+    /// contended on a 2-worker runtime).
+    results: Box<[Mutex<Option<Outcome<T>>>]>,
     queue: StdArc<ReadyQueue>,
-    settle: StdArc<Settle>,
+    /// Wake and poll counts for the deadline's wait (see [`Settle`]); only
+    /// a gather with a deadline has them, so without one a child's future
+    /// is polled with its task's own waker, nothing counted.
+    settle: Option<StdArc<Settle>>,
 }
 
 /// A spawned task the gather left running
@@ -554,31 +560,51 @@ impl<T> Future for Straggler<T> {
             Poll::Pending => Poll::Pending,
             Poll::Ready(_) => {
                 this.resolved = true;
-                let outcome = this.shared.results.lock()[this.index].take();
+                let outcome = this.shared.results[this.index].lock().take();
                 Poll::Ready(outcome.unwrap_or(Outcome::Cancelled))
             }
         }
     }
 }
 
-/// Runs inside the spawned task: catches a panic of the user's future and,
-/// on completion, panic or abort (drop), reports exactly once.
-struct Reporter<F: Future> {
-    future: Pin<Box<F>>,
-    index: usize,
-    shared: StdArc<SpawnShared<F::Output>>,
-    reported: bool,
-    /// The future's waker: the task's, with each wake counted in `Settle`.
-    waker: Option<(StdArc<TaskWaker>, Waker)>,
+pin_project_lite::pin_project! {
+    /// Runs inside the spawned task: catches a panic of the user's future
+    /// and, on completion, panic or abort (drop), reports exactly once.
+    ///
+    /// The future lives inline, not in a box of its own: one allocation a
+    /// child (the Tokio task), made and, once the driver dropped its
+    /// handle, freed by the thread that spawned it (a box freed by the
+    /// worker that ran the task took the spawning thread's allocator arena
+    /// lock, a contended wait on a 2-worker runtime).
+    struct Reporter<F: Future> {
+        #[pin]
+        future: F,
+        index: usize,
+        shared: StdArc<SpawnShared<F::Output>>,
+        reported: bool,
+        // With a deadline: the future's waker, the task's with each wake
+        // counted in `Settle`.
+        waker: Option<(StdArc<TaskWaker>, Waker)>,
+    }
+
+    impl<F: Future> PinnedDrop for Reporter<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Aborted (by the gather, ignored then) or dropped by a runtime
+            // shutting down: say so, so the gather never waits for it.
+            let this = this.project();
+            report(this.reported, *this.index, this.shared, Outcome::Cancelled);
+        }
+    }
 }
 
-impl<F: Future> Reporter<F> {
-    fn report(&mut self, outcome: Outcome<F::Output>) {
-        if !self.reported {
-            self.reported = true;
-            self.shared.results.lock()[self.index] = Some(outcome);
-            self.shared.queue.push(self.index);
-        }
+/// A child's outcome into its cell and its index onto the ready queue, the
+/// first time only.
+#[inline]
+fn report<T>(reported: &mut bool, index: usize, shared: &SpawnShared<T>, outcome: Outcome<T>) {
+    if !*reported {
+        *reported = true;
+        *shared.results[index].lock() = Some(outcome);
+        shared.queue.push(index);
     }
 }
 
@@ -586,12 +612,26 @@ impl<F: Future> Future for Reporter<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        let (index, settle) = (this.index, &this.shared.settle);
-        let waker = match &this.waker {
+        let this = self.project();
+        let index = *this.index;
+        let shared: &SpawnShared<F::Output> = this.shared;
+        let mut future = this.future;
+        let Some(settle) = &shared.settle else {
+            // No deadline: nothing to count, the task's waker as it is.
+            let polled =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx)));
+            let outcome = match polled {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(v)) => Outcome::Completed(v),
+                Err(payload) => Outcome::Panicked(payload),
+            };
+            report(this.reported, index, shared, outcome);
+            return Poll::Ready(());
+        };
+        let waker = match this.waker {
             Some((task_waker, waker)) => {
                 task_waker.set_task(cx.waker());
-                waker
+                &*waker
             }
             None => {
                 let task_waker = TaskWaker::new(index, settle.clone(), cx.waker());
@@ -600,35 +640,26 @@ impl<F: Future> Future for Reporter<F> {
             }
         };
         let seen = settle.poll_start(index);
-        let future = &mut this.future;
         let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             future.as_mut().poll(&mut Context::from_waker(waker))
         }));
         let done = match polled {
             Ok(Poll::Pending) => false,
             Ok(Poll::Ready(v)) => {
-                this.report(Outcome::Completed(v));
+                report(this.reported, index, shared, Outcome::Completed(v));
                 true
             }
             Err(payload) => {
-                this.report(Outcome::Panicked(payload));
+                report(this.reported, index, shared, Outcome::Panicked(payload));
                 true
             }
         };
         // A report already woke the driver; a poll that left the child
         // pending must, too, if the driver waits at its deadline.
-        if this.shared.settle.poll_end(index, seen) && !done {
-            this.shared.queue.push(index);
+        if settle.poll_end(index, seen) && !done {
+            shared.queue.push(index);
         }
         if done { Poll::Ready(()) } else { Poll::Pending }
-    }
-}
-
-impl<F: Future> Drop for Reporter<F> {
-    fn drop(&mut self) {
-        // Aborted (by the gather, ignored then) or dropped by a runtime
-        // shutting down: say so, so the gather never waits for it.
-        self.report(Outcome::Cancelled);
     }
 }
 
@@ -643,20 +674,18 @@ where
     const POLLED: bool = false;
 
     #[allow(private_interfaces)]
-    fn shared(total: usize, queue: &StdArc<ReadyQueue>) -> Self::Shared {
-        let mut results = Vec::new();
-        results.resize_with(total, || None);
+    fn shared(total: usize, queue: &StdArc<ReadyQueue>, deadline: bool) -> Self::Shared {
         StdArc::new(SpawnShared {
-            results: Mutex::new(results),
+            results: (0..total).map(|_| Mutex::new(None)).collect(),
             queue: queue.clone(),
-            settle: Settle::new(total),
+            settle: deadline.then(|| Settle::new(total)),
         })
     }
 
     #[inline]
     fn launch(future: F, index: usize, shared: &Self::Shared) -> Self::Slot {
         tokio::spawn(Reporter {
-            future: Box::pin(future),
+            future,
             index,
             shared: shared.clone(),
             reported: false,
@@ -671,7 +700,7 @@ where
         shared: &Self::Shared,
         _: &mut Context<'_>,
     ) -> Poll<Outcome<F::Output>> {
-        match shared.results.lock()[index].take() {
+        match shared.results[index].lock().take() {
             Some(outcome) => Poll::Ready(outcome),
             None => Poll::Pending,
         }
@@ -696,11 +725,14 @@ where
     }
 
     fn watch(shared: &Self::Shared, index: usize) -> Option<u64> {
-        shared.settle.watch(index)
+        shared.settle.as_ref()?.watch(index)
     }
 
     fn polled_since(shared: &Self::Shared, index: usize, wake: u64) -> bool {
-        shared.settle.polled_since(index, wake)
+        shared
+            .settle
+            .as_ref()
+            .is_none_or(|settle| settle.polled_since(index, wake))
     }
 }
 
@@ -806,6 +838,12 @@ impl<F: Future> Gather<F, InTask> {
     /// Panics are captured as [`Outcome::Panicked`]; tasks still running
     /// when the gather finishes (deadline, quorum, fail-fast) or is dropped
     /// are aborted, so they stop at their next `.await`.
+    ///
+    /// Cost: one Tokio task per child with the future inline in it, as a
+    /// `JoinSet` spawn; a gather with a deadline adds one small waker per
+    /// child that counts its wakes (so that at the deadline it can wait
+    /// for the children woken by then). A finished child's task is freed
+    /// by the thread driving the gather, the one that spawned it.
     pub fn spawn(self) -> Gather<F, Spawned>
     where
         F: Send + 'static,
@@ -1357,6 +1395,15 @@ struct Driver<F, M: GatherMode<F>> {
     /// Futures actually started (unstarted ones cut off do not count).
     started: usize,
     slots: Vec<Slot<M::Slot>>,
+    /// Spawned mode: handles of children whose outcome was taken in the
+    /// last poll, dropped at the start of the next one (or with the
+    /// driver; at most one handle per child). A child reports from inside its task's poll, so a handle
+    /// dropped at once was often the task's last reference while its
+    /// worker was still finishing it: the worker then freed the task, a
+    /// cross-thread free that takes the spawning thread's allocator arena
+    /// lock under glibc. One poll later the task has ended and the
+    /// spawning (driving) thread frees it, as a `JoinSet` does.
+    retired: Vec<M::Slot>,
     free_wakers: Vec<StdArc<ChildWaker>>,
     queue: StdArc<ReadyQueue>,
     shared: M::Shared,
@@ -1436,11 +1483,12 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
         let sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
         let queue = ReadyQueue::new();
         Self {
-            shared: M::shared(total, &queue),
+            shared: M::shared(total, &queue, deadline.is_some()),
             pending: futures.into_iter(),
             next_index: 0,
             started: 0,
             slots: Vec::new(),
+            retired: Vec::new(),
             free_wakers: Vec::new(),
             queue,
             batch: Vec::new(),
@@ -1480,6 +1528,7 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
         cx: &mut Context<'_>,
         sink: &mut impl FnMut(usize, Outcome<M::Output>),
     ) -> Poll<Finish> {
+        self.retired.clear();
         if let Some(finish) = self.finished {
             return Poll::Ready(finish);
         }
@@ -1646,7 +1695,9 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             return match M::poll_slot(running, index, &self.shared, parent) {
                 Poll::Pending => None,
                 Poll::Ready(outcome) => {
-                    slot.running = None;
+                    if let Some(handle) = slot.running.take() {
+                        self.retired.push(handle);
+                    }
                     self.in_flight -= 1;
                     self.complete(index, outcome, sink)
                 }
