@@ -37,7 +37,6 @@
 
 mod error;
 mod state;
-mod striped;
 mod window;
 
 use std::fmt;
@@ -52,7 +51,7 @@ use tokio::time::Instant;
 use crate::clock::{Clock, FastClock, tokio_wake_at};
 use crate::histogram::{HistogramSnapshot, Recorder, Timed};
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{Arc, Mutex, StdArc};
+use crate::sync::{Arc, Mutex, StdArc, ThreadCounter};
 use crate::{ConfigError, ConfigErrorKind};
 
 pub use error::{BreakerError, Rejected};
@@ -61,7 +60,6 @@ pub use state::State;
 use state::{
     Backoff, Core, Readiness, Settings, StateWord, Ticket, TicketKind, Transition, WindowKind,
 };
-use striped::StripedCounter;
 use window::Record;
 
 const COMPONENT: &str = "circuit breaker";
@@ -816,9 +814,9 @@ struct Inner<C> {
     /// Nanoseconds from `origin` to the end of the open wait; stored before
     /// `word` under the lock.
     open_until: AtomicU64,
-    /// Written by every refusal: striped, so that refusing threads do not
-    /// share a cache line.
-    refused: StripedCounter,
+    /// Written by every refusal: a slot per thread, so that refusing
+    /// threads do not share a cache line or take a locked instruction.
+    refused: ThreadCounter,
     origin: Instant,
     measures_duration: bool,
     /// The slow-call threshold in nanoseconds (saturated).
@@ -879,7 +877,7 @@ impl<C: Clock> CircuitBreaker<C> {
                 word: AtomicU64::new(core.word().0),
                 fast: AtomicU64::new(FastWord::for_core(&core)),
                 open_until: AtomicU64::new(0),
-                refused: StripedCounter::new(),
+                refused: ThreadCounter::new(),
                 origin,
                 measures_duration,
                 slow_nanos: u64::try_from(slow_duration.as_nanos()).unwrap_or(u64::MAX),
