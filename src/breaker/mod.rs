@@ -749,8 +749,9 @@ impl Builder {
 /// state word; with the slow-call policy on, the permit also reads the clock
 /// to time the call. Recording an outcome takes a short uncontended-in-practice
 /// mutex. Refusal in `Open` is two atomic loads, a clock read (a counter
-/// read with the default [`FastClock`], no instant is built) and an add to
-/// the calling thread's stripe of the refusal count, without the lock.
+/// read with the default [`FastClock`], no instant is built) and a plain
+/// add to the calling thread's own slot of the refusal count, without the
+/// lock or a locked instruction.
 /// Everything else (half-open probes, transitions) happens under the
 /// mutex, and the state word is republished before the lock is released.
 ///
