@@ -71,6 +71,11 @@ impl<T> std::ops::Deref for CachePadded<T> {
 pub(crate) struct ThreadCounter {
     #[cfg(not(loom))]
     slots: thread_local::ThreadLocal<CachePadded<atomic::AtomicU64>>,
+    /// Adds made where the thread could not get a slot: from a
+    /// thread-local destructor that runs after the `thread_local` crate's
+    /// own per-thread guard is gone, where `get_or` panics.
+    #[cfg(not(loom))]
+    spill: atomic::AtomicU64,
     #[cfg(loom)]
     total: atomic::AtomicU64,
 }
@@ -85,14 +90,35 @@ impl ThreadCounter {
     pub(crate) fn add(&self, v: u64) {
         use atomic::Ordering::Relaxed;
         #[cfg(not(loom))]
-        {
-            let slot = self.slots.get_or(CachePadded::default);
+        match self.slots.get() {
             // Only this thread writes this slot (see the type's docs):
             // relaxed, because `sum` reads each slot on its own anyway.
-            slot.store(slot.load(Relaxed).wrapping_add(v), Relaxed);
+            Some(slot) => slot.store(slot.load(Relaxed).wrapping_add(v), Relaxed),
+            None => self.add_first(v),
         }
         #[cfg(loom)]
         self.total.fetch_add(v, Relaxed);
+    }
+
+    /// The first add on this thread: makes its slot. In a thread-local
+    /// destructor that runs after the `thread_local` crate's per-thread
+    /// guard was dropped, making a slot panics (the crate cannot register
+    /// the thread's id any more); that add goes to `spill` instead, so no
+    /// count is lost and no caller panics at thread exit.
+    #[cfg(not(loom))]
+    #[cold]
+    #[inline(never)]
+    fn add_first(&self, v: u64) {
+        use atomic::Ordering::Relaxed;
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.slots.get_or(CachePadded::default)
+        }));
+        match made {
+            Ok(slot) => slot.store(slot.load(Relaxed).wrapping_add(v), Relaxed),
+            Err(_) => {
+                self.spill.fetch_add(v, Relaxed);
+            }
+        }
     }
 
     /// The total of every `add` that happened before (a snapshot, not
@@ -100,10 +126,9 @@ impl ThreadCounter {
     pub(crate) fn sum(&self) -> u64 {
         use atomic::Ordering::Relaxed;
         #[cfg(not(loom))]
-        return self
-            .slots
-            .iter()
-            .fold(0u64, |s, x| s.wrapping_add(x.load(Relaxed)));
+        return self.slots.iter().fold(self.spill.load(Relaxed), |s, x| {
+            s.wrapping_add(x.load(Relaxed))
+        });
         #[cfg(loom)]
         return self.total.load(Relaxed);
     }
@@ -362,5 +387,35 @@ mod tests {
         c.add(u64::MAX); // wraps, as a sum of u64s does
         assert_eq!(c.sum(), per_round(0) + per_round(1) + per_round(2) - 1);
         assert_eq!(std::mem::align_of::<CachePadded<atomic::AtomicU64>>(), 128);
+    }
+
+    /// An add from a thread-local destructor that runs after the
+    /// `thread_local` crate's guard (registered later, so dropped earlier)
+    /// neither panics nor is lost.
+    #[test]
+    fn thread_counter_add_at_thread_exit_is_counted() {
+        use std::sync::Arc;
+        struct AddOnDrop(std::cell::RefCell<Option<Arc<ThreadCounter>>>);
+        impl Drop for AddOnDrop {
+            fn drop(&mut self) {
+                if let Some(c) = self.0.borrow_mut().take() {
+                    c.add(5);
+                }
+            }
+        }
+        thread_local! {
+            static LATE: AddOnDrop = const { AddOnDrop(std::cell::RefCell::new(None)) };
+        }
+        let c = Arc::new(ThreadCounter::new());
+        let c2 = c.clone();
+        std::thread::spawn(move || {
+            // Registered first, so its destructor runs after the crate's
+            // guard, which the add below registers.
+            LATE.with(|l| *l.0.borrow_mut() = Some(c2.clone()));
+            c2.add(1);
+        })
+        .join()
+        .unwrap();
+        assert_eq!(c.sum(), 6);
     }
 }
