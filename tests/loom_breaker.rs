@@ -176,7 +176,7 @@ fn a_move_of_the_manual_clock_reaches_a_waiter() {
 
 /// The lock-free refusal path while Open, racing a thread whose move of the
 /// clock ends the open wait: every refusal is counted once (the refusal
-/// count is striped outside loom, one stripe here), a refused caller is told
+/// count is a slot per thread outside loom, one atomic here), a refused caller is told
 /// a wait inside the open period, and whoever is admitted after the wait is
 /// the one probe.
 #[test]

@@ -428,7 +428,7 @@ async fn keyed_churn_below_the_cap_stays_flat() {
     assert_eq!(l.snapshot().evicted_while_full, 0);
 }
 
-/// Admitted and refused checks are counted over all keys (per shard,
+/// Admitted and refused checks are counted over all keys (per thread,
 /// summed by the snapshot); `n == 0` and requests above the burst
 /// touch no shard and are not counted; an `acquire` that waits counts one
 /// refusal per try.
@@ -508,6 +508,43 @@ fn keyed_flood_from_threads_stays_at_the_cap_with_default_shards() {
         small.try_acquire(&k, 1).unwrap();
     }
     assert_eq!(small.len(), 5);
+}
+
+/// The snapshot's counts are exact with many threads on the same keys,
+/// and across threads that exit and hand their counting slot on: every
+/// check is counted once, and exactly the keys' bursts are admitted.
+#[test]
+fn keyed_counts_are_exact_across_threads_that_come_and_go() {
+    const KEYS: u64 = 4;
+    const BURST: u32 = 500;
+    let l =
+        KeyedRateLimiter::<u64>::builder(Quota::per_hour(1).unwrap().with_burst(BURST).unwrap())
+            .shards(2)
+            .build_with_clock(ManualClock::new())
+            .unwrap();
+    let admitted = AtomicUsize::new(0);
+    for _round in 0..3 {
+        std::thread::scope(|s| {
+            for t in 0..6u64 {
+                let (l, admitted) = (&l, &admitted);
+                s.spawn(move || {
+                    for i in 0..400u64 {
+                        if l.try_acquire(&((i + t) % KEYS), 1).is_ok() {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let s = l.snapshot();
+    let checks = 3 * 6 * 400;
+    assert_eq!(
+        admitted.load(Ordering::Relaxed),
+        (KEYS * u64::from(BURST)) as usize
+    );
+    assert_eq!(s.admitted, KEYS * u64::from(BURST));
+    assert_eq!(s.admitted + s.refused, checks);
 }
 
 #[test]

@@ -37,7 +37,6 @@
 
 mod error;
 mod state;
-mod striped;
 mod window;
 
 use std::fmt;
@@ -52,7 +51,7 @@ use tokio::time::Instant;
 use crate::clock::{Clock, FastClock, tokio_wake_at};
 use crate::histogram::{HistogramSnapshot, Recorder, Timed};
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{Arc, Mutex, StdArc};
+use crate::sync::{Arc, Mutex, StdArc, ThreadCounter};
 use crate::{ConfigError, ConfigErrorKind};
 
 pub use error::{BreakerError, Rejected};
@@ -61,7 +60,6 @@ pub use state::State;
 use state::{
     Backoff, Core, Readiness, Settings, StateWord, Ticket, TicketKind, Transition, WindowKind,
 };
-use striped::StripedCounter;
 use window::Record;
 
 const COMPONENT: &str = "circuit breaker";
@@ -751,8 +749,9 @@ impl Builder {
 /// state word; with the slow-call policy on, the permit also reads the clock
 /// to time the call. Recording an outcome takes a short uncontended-in-practice
 /// mutex. Refusal in `Open` is two atomic loads, a clock read (a counter
-/// read with the default [`FastClock`], no instant is built) and an add to
-/// the calling thread's stripe of the refusal count, without the lock.
+/// read with the default [`FastClock`], no instant is built) and a plain
+/// add to the calling thread's own slot of the refusal count, without the
+/// lock or a locked instruction.
 /// Everything else (half-open probes, transitions) happens under the
 /// mutex, and the state word is republished before the lock is released.
 ///
@@ -816,9 +815,9 @@ struct Inner<C> {
     /// Nanoseconds from `origin` to the end of the open wait; stored before
     /// `word` under the lock.
     open_until: AtomicU64,
-    /// Written by every refusal: striped, so that refusing threads do not
-    /// share a cache line.
-    refused: StripedCounter,
+    /// Written by every refusal: a slot per thread, so that refusing
+    /// threads do not share a cache line or take a locked instruction.
+    refused: ThreadCounter,
     origin: Instant,
     measures_duration: bool,
     /// The slow-call threshold in nanoseconds (saturated).
@@ -879,7 +878,7 @@ impl<C: Clock> CircuitBreaker<C> {
                 word: AtomicU64::new(core.word().0),
                 fast: AtomicU64::new(FastWord::for_core(&core)),
                 open_until: AtomicU64::new(0),
-                refused: StripedCounter::new(),
+                refused: ThreadCounter::new(),
                 origin,
                 measures_duration,
                 slow_nanos: u64::try_from(slow_duration.as_nanos()).unwrap_or(u64::MAX),

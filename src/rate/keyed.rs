@@ -15,7 +15,7 @@ use super::gcra::{Gcra, Refusal};
 use super::quota::Quota;
 use crate::clock::{Clock, FastClock, tokio_wake_at};
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{Arc, RwLock, RwLockWriteGuard};
+use crate::sync::{Arc, RwLock, RwLockWriteGuard, ThreadCounter};
 use crate::{ConfigError, ConfigErrorKind};
 
 /// Default [`KeyedRateLimiterBuilder::max_keys`].
@@ -63,6 +63,10 @@ const EVICTION_SAMPLE: usize = 8;
 /// room, to sweep idle keys or evict one; a key is never removed while a
 /// check is using its bucket.
 ///
+/// The [`snapshot`](Self::snapshot) counts are exact and cost a check no
+/// locked instruction: each thread counts in a slot of its own, which the
+/// snapshot adds up.
+///
 /// # Examples
 ///
 /// ```
@@ -87,6 +91,11 @@ struct KeyedInner<K, C> {
     origin: Instant,
     clock: C,
     max_keys: usize,
+    /// Checks admitted and refused, over all keys: a slot per thread, so
+    /// that counting adds no locked instruction to a check and no line
+    /// that every thread writes (read only by [`KeyedRateLimiter::snapshot`]).
+    admitted: ThreadCounter,
+    refused: ThreadCounter,
 }
 
 /// The keys' hasher: std's randomly keyed SipHash.
@@ -117,7 +126,7 @@ impl BuildHasher for KeyHasher {
     }
 }
 
-/// One shard: its keys behind a reader-writer lock, and its counts.
+/// One shard: its keys behind a reader-writer lock.
 ///
 /// A check of a key the shard holds takes the lock *shared* and moves the
 /// key's TAT with a compare-and-swap on the key's own atomic cell, so
@@ -127,16 +136,11 @@ impl BuildHasher for KeyHasher {
 /// cell while its key is removed, so a reclaimed key's next check starts
 /// from a fresh cell and no token is lost or counted twice.
 ///
-/// On cache lines of its own (the counts share the lock word's line,
-/// which every check writes anyway), so that threads working on
-/// neighbouring shards do not contend for one line.
+/// On cache lines of its own, so that threads working on neighbouring
+/// shards do not contend for one line.
 #[repr(align(128))] // two lines: adjacent-line prefetch pairs them on x86
 struct Shard<K> {
     keys: RwLock<Keys<K>>,
-    /// Checks this shard admitted and refused (relaxed counts: read only
-    /// by [`KeyedRateLimiter::snapshot`]).
-    admitted: AtomicU64,
-    refused: AtomicU64,
 }
 
 /// What the exclusive lock guards: the table's shape and the sweep's books.
@@ -320,8 +324,6 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
                     inserts_since_sweep: 0,
                     evicted_while_full: 0,
                 }),
-                admitted: AtomicU64::new(0),
-                refused: AtomicU64::new(0),
             })
             .collect();
         let origin = clock.epoch();
@@ -336,6 +338,8 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiterBuilder<K> {
                 origin,
                 clock,
                 max_keys: self.max_keys,
+                admitted: ThreadCounter::new(),
+                refused: ThreadCounter::new(),
             }),
         })
     }
@@ -394,9 +398,10 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// Takes `n` tokens from `key`'s bucket now, or says when to come back.
     ///
     /// Exact `retry_after` as [`RateLimiter::try_acquire`](super::RateLimiter::try_acquire).
-    /// Costs a hash, a shard's lock taken shared, a map lookup and a
-    /// compare-and-swap on the key's cell; a new key takes the shard's lock
-    /// exclusively to insert it.
+    /// Costs a hash, a shard's lock taken shared, a map lookup, a
+    /// compare-and-swap on the key's cell and a plain add to the calling
+    /// thread's own count; a new key takes the shard's lock exclusively to
+    /// insert it.
     ///
     /// # Errors
     ///
@@ -424,19 +429,19 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         {
             let keys = shard.keys.read();
             if let Some(cell) = keys.map.get(hash, key) {
-                return inner.take(shard, cell, now, n);
+                return inner.take(cell, now, n);
             }
         }
         let mut keys = shard.write();
         // Another check may have inserted the key since the shared look.
         if let Some(cell) = keys.map.get(hash, key) {
-            return inner.take(shard, cell, now, n);
+            return inner.take(cell, now, n);
         }
         // An unseen key has a full bucket, and n <= burst.
         let new = g.take(0, now, n).unwrap_or(now);
         keys.insert(hash, key.clone(), new, now, &inner.hasher);
         drop(keys);
-        shard.admitted.fetch_add(1, Ordering::Relaxed);
+        inner.admitted.add(1);
         Ok(())
     }
 
@@ -568,15 +573,13 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
             keys: 0,
             max_keys: self.inner.max_keys,
             evicted_while_full: 0,
-            admitted: 0,
-            refused: 0,
+            admitted: self.inner.admitted.sum(),
+            refused: self.inner.refused.sum(),
         };
         for s in self.inner.shards.iter() {
             let keys = s.keys.read();
             snap.keys += keys.map.len();
             snap.evicted_while_full += keys.evicted_while_full;
-            snap.admitted += s.admitted.load(Ordering::Relaxed);
-            snap.refused += s.refused.load(Ordering::Relaxed);
         }
         snap
     }
@@ -652,13 +655,7 @@ impl<K: Hash + Eq, C> KeyedInner<K, C> {
     /// compare-and-swap loop, under the shard's lock (shared or exclusive)
     /// that keeps the cell in the table meanwhile.
     #[inline]
-    fn take(
-        &self,
-        shard: &Shard<K>,
-        cell: &AtomicU64,
-        now: u64,
-        n: u32,
-    ) -> Result<(), TryAcquireError> {
+    fn take(&self, cell: &AtomicU64, now: u64, n: u32) -> Result<(), TryAcquireError> {
         let g = self.gcra;
         // Relaxed: the cell is the only data a check reads or writes
         // through it, and one location's read-modify-writes are totally
@@ -670,14 +667,14 @@ impl<K: Hash + Eq, C> KeyedInner<K, C> {
                     match cell.compare_exchange_weak(tat, new, Ordering::Relaxed, Ordering::Relaxed)
                     {
                         Ok(_) => {
-                            shard.admitted.fetch_add(1, Ordering::Relaxed);
+                            self.admitted.add(1);
                             return Ok(());
                         }
                         Err(current) => tat = current,
                     }
                 }
                 Err(refusal) => {
-                    shard.refused.fetch_add(1, Ordering::Relaxed);
+                    self.refused.add(1);
                     return Err(match refusal {
                         Refusal::NotUntil(at) => TryAcquireError::NotUntil {
                             retry_after: self.origin + Duration::from_nanos(at),
