@@ -266,31 +266,6 @@ async fn concurrency_limit_dropped_response_future_and_dropped_waiter_leak_nothi
 }
 
 #[tokio::test]
-async fn concurrency_limit_call_while_waiting_is_not_ready_and_keeps_the_place_in_line() {
-    let layer = ConcurrencyLimitLayer::new(1).unwrap();
-    let m = Mock::ready();
-    let mut x = layer.layer(m.clone());
-    let (mut a, mut b) = (layer.layer(m.clone()), layer.layer(m.clone()));
-    let (mut tx, mut ta, mut tb) = (task::spawn(()), task::spawn(()), task::spawn(()));
-    assert!(poll_ready(&mut tx, &mut x).is_ready()); // x holds the permit
-    assert!(poll_ready(&mut ta, &mut a).is_pending()); // first in line
-    assert!(poll_ready(&mut tb, &mut b).is_pending()); // second
-    // `call` without readiness is refused and leaves a's wait queued.
-    let err = a.call(9).await.unwrap_err();
-    assert!(err.is::<NotReady>());
-    assert_eq!(layer.semaphore().waiters(), 2);
-    assert_eq!(x.call(1).await.unwrap(), 1); // the permit goes back
-    // The permit goes to a, the first in line, not to b.
-    assert!(ta.is_woken());
-    assert!(poll_ready(&mut ta, &mut a).is_ready());
-    assert!(poll_ready(&mut tb, &mut b).is_pending());
-    assert_eq!(a.call(2).await.unwrap(), 2);
-    assert!(poll_ready(&mut tb, &mut b).is_ready());
-    assert_eq!(b.call(3).await.unwrap(), 3);
-    assert_eq!(m.calls(), [1, 2, 3]);
-}
-
-#[tokio::test]
 async fn concurrency_limit_clone_shares_the_limit_but_not_the_permit() {
     let layer = ConcurrencyLimitLayer::new(1).unwrap();
     let mut a = layer.layer(Mock::ready());
@@ -449,32 +424,6 @@ async fn rate_limit_wait_is_not_ready_until_the_token_comes() {
     // Through oneshot: a third waits its 100 ms too.
     layer.layer(m.clone()).oneshot(3).await.unwrap();
     assert_eq!(start.elapsed(), 200 * MS);
-}
-
-#[tokio::test(start_paused = true)]
-async fn rate_limit_call_while_waiting_is_not_ready_and_keeps_the_place_in_line() {
-    let limiter = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(1).unwrap());
-    let layer = RateLimitLayer::wait(limiter.clone());
-    let m = Mock::ready();
-    layer.layer(m.clone()).oneshot(1).await.unwrap();
-    let (mut a, mut b) = (layer.layer(m.clone()), layer.layer(m.clone()));
-    let (mut ta, mut tb) = (task::spawn(()), task::spawn(()));
-    assert!(poll_ready(&mut ta, &mut a).is_pending()); // first in line
-    assert!(poll_ready(&mut tb, &mut b).is_pending()); // second
-    // `call` without readiness is refused and leaves a's wait queued.
-    let err = a.call(9).await.unwrap_err();
-    assert!(err.is::<NotReady>());
-    assert_eq!(limiter.snapshot().waiters, 2);
-    advance(100 * MS).await;
-    // The token goes to a, the first in line, not to b.
-    assert!(ta.is_woken());
-    assert!(poll_ready(&mut ta, &mut a).is_ready());
-    assert!(poll_ready(&mut tb, &mut b).is_pending());
-    assert_eq!(a.call(2).await.unwrap(), 2);
-    advance(100 * MS).await;
-    assert!(poll_ready(&mut tb, &mut b).is_ready());
-    assert_eq!(b.call(3).await.unwrap(), 3);
-    assert_eq!(m.calls(), [1, 2, 3]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -202,10 +202,11 @@ where
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Ready(permit) => ResponseFuture::running(self.inner.call(req), permit),
             State::Refused(r) => ResponseFuture::failed(r),
-            // Called while waiting (or never made ready): a wait stays
-            // queued, so the misuse does not cost the service its place in
-            // the semaphore's line.
-            State::Idle => ResponseFuture::failed(NotReady),
+            State::Idle => {
+                // Called while waiting (or never made ready): leave the queue.
+                self.acquiring = None;
+                ResponseFuture::failed(NotReady)
+            }
         }
     }
 }

@@ -128,9 +128,7 @@ impl Error for Refusal {}
 
 /// `call` came without a successful `poll_ready` first (a breach of the
 /// `Service` contract). Tower's own services panic here; these return this
-/// error instead, and do not call the service below. A service that was
-/// waiting in `poll_ready` (for a permit or a token) keeps its place in the
-/// line. It maps to a 500.
+/// error instead, and do not call the service below. It maps to a 500.
 ///
 /// # Examples
 ///

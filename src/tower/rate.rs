@@ -289,13 +289,7 @@ impl<S, C: Clock> RateLimit<S, C> {
     fn take_refusal(&mut self) -> BoxError {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Refused(r) => r.into(),
-            // A wait stays queued: `call` without readiness must not cost
-            // the service its place in the limiter's line.
-            State::Waiting(wait) => {
-                self.state = State::Waiting(wait);
-                NotReady.into()
-            }
-            State::Idle | State::Reserved => NotReady.into(),
+            State::Idle | State::Waiting(_) | State::Reserved => NotReady.into(),
         }
     }
 }
