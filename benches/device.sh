@@ -39,12 +39,22 @@ build() {
     for b in "${BENCHES[@]}"; do args+=(--bench "$b"); done
     # The executables cargo built, one per bench, read from its JSON
     # messages (the names carry a hash).
-    cargo bench --no-run --features tower "${args[@]}" --message-format=json 2>/dev/null |
-        grep '"executable":"/' |
-        sed 's/.*"name":"\([a-z_]*\)".*"executable":"\([^"]*\)".*/\1 \2/' |
+    local json
+    json=$(cargo bench --no-run --features tower "${args[@]}" --message-format=json) || {
+        echo "device.sh: the bench build failed (see cargo's output above)" >&2
+        exit 1
+    }
+    grep '"executable":"/' <<<"$json" |
+        sed 's/.*"name":"\([A-Za-z0-9_-]*\)".*"executable":"\([^"]*\)".*/\1 \2/' |
         while read -r name exe; do
             strip -o "$BINS/$name" "$exe"
         done
+    local n
+    n=$(find "$BINS" -maxdepth 1 -type f -perm -u+x | wc -l)
+    if [ "$n" -ne "${#BENCHES[@]}" ]; then
+        echo "device.sh: $n bench executables in $BINS, expected ${#BENCHES[@]}" >&2
+        exit 1
+    fi
     ls -l "$BINS"
     du -sh "$BINS"
 }
@@ -75,8 +85,10 @@ run() {
         before=$(cut -d' ' -f1-3 /proc/loadavg)
         # `timeout` keeps one slow bench from eating the rest.
         local args=()
-        [ -f "$BINS/$b.args" ] && read -r -a args <"$BINS/$b.args"
-        (cd "$BINS" && timeout "$left" "./$b" --bench --noplot "${args[@]}") >"$out/$b.log" 2>&1 || true
+        # `|| true`: `read` fails on a file with no final newline, which
+        # must not end the run under `set -e`.
+        if [ -f "$BINS/$b.args" ]; then read -r -a args <"$BINS/$b.args" || true; fi
+        (cd "$BINS" && timeout "$left" "./$b" --bench --noplot ${args[@]+"${args[@]}"}) >"$out/$b.log" 2>&1 || true
         after=$(cut -d' ' -f1-3 /proc/loadavg)
         echo "$b: load before $before, after $after, done at $((SECONDS - start)) s" >>"$out/machine.txt"
         # criterion prints "<id>\n  time: [low median high]" (or the id and

@@ -266,6 +266,32 @@ async fn concurrency_limit_dropped_response_future_and_dropped_waiter_leak_nothi
 }
 
 #[tokio::test]
+async fn concurrency_limit_call_while_waiting_leaves_the_line_so_the_next_gets_the_permit() {
+    let layer = ConcurrencyLimitLayer::new(1).unwrap();
+    let m = Mock::ready();
+    let mut x = layer.layer(m.clone());
+    let (mut a, mut b) = (layer.layer(m.clone()), layer.layer(m.clone()));
+    let (mut tx, mut ta, mut tb) = (task::spawn(()), task::spawn(()), task::spawn(()));
+    assert!(poll_ready(&mut tx, &mut x).is_ready()); // x holds the permit
+    assert!(poll_ready(&mut ta, &mut a).is_pending()); // first in line
+    assert!(poll_ready(&mut tb, &mut b).is_pending()); // second
+    // `call` without readiness is refused and takes a out of the line: a
+    // service its owner may never poll again must not strand the permit.
+    let err = a.call(9).await.unwrap_err();
+    assert!(err.is::<NotReady>());
+    assert_eq!(layer.semaphore().waiters(), 1);
+    assert_eq!(x.call(1).await.unwrap(), 1); // the permit goes back
+    assert!(tb.is_woken());
+    assert!(poll_ready(&mut tb, &mut b).is_ready());
+    assert!(poll_ready(&mut ta, &mut a).is_pending()); // a queues again, last
+    assert_eq!(b.call(2).await.unwrap(), 2);
+    assert!(ta.is_woken());
+    assert!(poll_ready(&mut ta, &mut a).is_ready());
+    assert_eq!(a.call(3).await.unwrap(), 3);
+    assert_eq!(m.calls(), [1, 2, 3]);
+}
+
+#[tokio::test]
 async fn concurrency_limit_clone_shares_the_limit_but_not_the_permit() {
     let layer = ConcurrencyLimitLayer::new(1).unwrap();
     let mut a = layer.layer(Mock::ready());
@@ -424,6 +450,32 @@ async fn rate_limit_wait_is_not_ready_until_the_token_comes() {
     // Through oneshot: a third waits its 100 ms too.
     layer.layer(m.clone()).oneshot(3).await.unwrap();
     assert_eq!(start.elapsed(), 200 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_call_while_waiting_leaves_the_line_so_the_next_gets_the_token() {
+    let limiter = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(1).unwrap());
+    let layer = RateLimitLayer::wait(limiter.clone());
+    let m = Mock::ready();
+    layer.layer(m.clone()).oneshot(1).await.unwrap();
+    let (mut a, mut b) = (layer.layer(m.clone()), layer.layer(m.clone()));
+    let (mut ta, mut tb) = (task::spawn(()), task::spawn(()));
+    assert!(poll_ready(&mut ta, &mut a).is_pending()); // first in line
+    assert!(poll_ready(&mut tb, &mut b).is_pending()); // second
+    // `call` without readiness is refused and takes a out of the line, so
+    // a service its owner no longer polls cannot hold up b.
+    let err = a.call(9).await.unwrap_err();
+    assert!(err.is::<NotReady>());
+    assert_eq!(limiter.snapshot().waiters, 1);
+    advance(100 * MS).await;
+    assert!(tb.is_woken());
+    assert!(poll_ready(&mut tb, &mut b).is_ready());
+    assert_eq!(b.call(2).await.unwrap(), 2);
+    assert!(poll_ready(&mut ta, &mut a).is_pending()); // a queues again
+    advance(100 * MS).await;
+    assert!(poll_ready(&mut ta, &mut a).is_ready());
+    assert_eq!(a.call(3).await.unwrap(), 3);
+    assert_eq!(m.calls(), [1, 2, 3]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -203,7 +203,9 @@ where
             State::Ready(permit) => ResponseFuture::running(self.inner.call(req), permit),
             State::Refused(r) => ResponseFuture::failed(r),
             State::Idle => {
-                // Called while waiting (or never made ready): leave the queue.
+                // Called while waiting (or never made ready): leave the
+                // queue, so that a service its owner stopped polling does
+                // not hold a permit back from the services behind it.
                 self.acquiring = None;
                 ResponseFuture::failed(NotReady)
             }

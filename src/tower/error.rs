@@ -130,6 +130,14 @@ impl Error for Refusal {}
 /// `Service` contract). Tower's own services panic here; these return this
 /// error instead, and do not call the service below. It maps to a 500.
 ///
+/// A service of a shared layer ([`ConcurrencyLimit`](super::ConcurrencyLimit),
+/// [`RateLimit`](super::RateLimit)) that was waiting in `poll_ready` leaves
+/// the line when called: kept there, a service its owner no longer polls
+/// would hold up every service behind it (the head of the line is served
+/// first), so the misuse costs only the misused service its place.
+/// [`PerServiceRateLimit`](super::PerServiceRateLimit), whose bucket is its
+/// own, keeps its wait armed.
+///
 /// # Examples
 ///
 /// ```

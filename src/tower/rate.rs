@@ -289,6 +289,9 @@ impl<S, C: Clock> RateLimit<S, C> {
     fn take_refusal(&mut self) -> BoxError {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Refused(r) => r.into(),
+            // A wait is dropped, so the service leaves the limiter's line:
+            // kept, a service its owner stopped polling would hold up the
+            // services behind it (see `NotReady`).
             State::Idle | State::Waiting(_) | State::Reserved => NotReady.into(),
         }
     }

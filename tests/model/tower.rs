@@ -282,13 +282,18 @@ pub fn check(case: &Case) {
                 let f = match clones[i].1 {
                     M::Holding => F::Running,
                     M::Shed => F::Failed(Expect::Overloaded),
-                    M::Idle | M::Waiting(_) | M::Assigned => F::Failed(Expect::NotReady),
+                    M::Idle => F::Failed(Expect::NotReady),
+                    M::Waiting(t) => {
+                        // A call while queued leaves the queue.
+                        m.queue.retain(|&q| q != t);
+                        F::Failed(Expect::NotReady)
+                    }
+                    M::Assigned => F::Failed(Expect::NotReady),
                 };
-                match clones[i].1 {
-                    // A call while queued keeps the clone's place in the
-                    // queue, and a permit already handed to it.
-                    M::Waiting(_) | M::Assigned => {}
-                    _ => clones[i].1 = M::Idle,
+                let gave_back = clones[i].1 == M::Assigned;
+                clones[i].1 = M::Idle;
+                if gave_back {
+                    m.release(&mut clones);
                 }
                 futs.push((fut, gate, f));
             }
