@@ -698,7 +698,7 @@ impl Recorder {
     }
 
     /// The current stride: one event in this many is timed.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn stride(&self) -> u64 {
         1 << self.sampler.shift.load(Relaxed)
     }

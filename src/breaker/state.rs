@@ -362,7 +362,7 @@ impl Core {
         }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn state(&self) -> State {
         self.state
     }

@@ -71,7 +71,7 @@ impl Tally {
     }
 
     /// [`set_first_completed`](Self::set_first_completed), by value.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn first_completed(mut self, yes: bool) -> Self {
         self.set_first_completed(yes);
         self

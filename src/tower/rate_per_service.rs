@@ -323,6 +323,7 @@ impl<S, C: Clock> PerServiceRateLimit<S, C> {
         self.clock.nanos_since(self.origin)
     }
 
+    #[cfg(not(loom))]
     fn instant(&self, at: u64) -> Instant {
         self.origin + Duration::from_nanos(at)
     }
