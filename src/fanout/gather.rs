@@ -608,6 +608,16 @@ fn report<T>(reported: &mut bool, index: usize, shared: &SpawnShared<T>, outcome
     }
 }
 
+/// Polls a spawned child once, its panic caught: `None` while it is pending.
+#[inline]
+fn poll_caught<F: Future>(future: Pin<&mut F>, cx: &mut Context<'_>) -> Option<Outcome<F::Output>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.poll(cx))) {
+        Ok(Poll::Pending) => None,
+        Ok(Poll::Ready(v)) => Some(Outcome::Completed(v)),
+        Err(payload) => Some(Outcome::Panicked(payload)),
+    }
+}
+
 impl<F: Future> Future for Reporter<F> {
     type Output = ();
 
@@ -615,15 +625,11 @@ impl<F: Future> Future for Reporter<F> {
         let this = self.project();
         let index = *this.index;
         let shared: &SpawnShared<F::Output> = this.shared;
-        let mut future = this.future;
+        let future = this.future;
         let Some(settle) = &shared.settle else {
             // No deadline: nothing to count, the task's waker as it is.
-            let polled =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx)));
-            let outcome = match polled {
-                Ok(Poll::Pending) => return Poll::Pending,
-                Ok(Poll::Ready(v)) => Outcome::Completed(v),
-                Err(payload) => Outcome::Panicked(payload),
+            let Some(outcome) = poll_caught(future, cx) else {
+                return Poll::Pending;
             };
             report(this.reported, index, shared, outcome);
             return Poll::Ready(());
@@ -640,20 +646,11 @@ impl<F: Future> Future for Reporter<F> {
             }
         };
         let seen = settle.poll_start(index);
-        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            future.as_mut().poll(&mut Context::from_waker(waker))
-        }));
-        let done = match polled {
-            Ok(Poll::Pending) => false,
-            Ok(Poll::Ready(v)) => {
-                report(this.reported, index, shared, Outcome::Completed(v));
-                true
-            }
-            Err(payload) => {
-                report(this.reported, index, shared, Outcome::Panicked(payload));
-                true
-            }
-        };
+        let outcome = poll_caught(future, &mut Context::from_waker(waker));
+        let done = outcome.is_some();
+        if let Some(outcome) = outcome {
+            report(this.reported, index, shared, outcome);
+        }
         // A report already woke the driver; a poll that left the child
         // pending must, too, if the driver waits at its deadline.
         if settle.poll_end(index, seen) && !done {
