@@ -365,6 +365,25 @@ impl Moves {
 }
 
 /// The future returned by [`Moves::moved`]. Dropping it unregisters it.
+///
+/// # Cancel safety
+///
+/// Dropping it unregisters it; nothing else changes.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::clock::{Clock, ManualClock};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let mut moved = Box::pin(clock.moves().unwrap().moved());
+/// futures::executor::block_on(async {
+///     assert!(futures::poll!(moved.as_mut()).is_pending()); // registered
+///     clock.advance(Duration::from_millis(5));
+///     moved.await; // woken by the move
+/// });
+/// ```
 #[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
 pub struct Moved<'a> {

@@ -26,6 +26,17 @@ pub struct ConfigError {
 }
 
 /// What is wrong with a configuration value.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::ConfigErrorKind;
+/// use flowguard::pool::WorkerPool;
+///
+/// let err = WorkerPool::builder().max_concurrency(0).build().unwrap_err();
+/// assert_eq!(err.field(), "max_concurrency");
+/// assert_eq!(err.kind(), ConfigErrorKind::Zero);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ConfigErrorKind {

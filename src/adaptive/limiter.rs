@@ -1439,6 +1439,21 @@ impl<C: Clock> fmt::Debug for AdaptiveLimiter<C> {
 ///
 /// Dropping it leaves the backlog; a permit already granted to it is
 /// returned (unreported) and handed to the next caller.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::adaptive::{AdaptiveLimiter, Aimd};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let limiter = AdaptiveLimiter::new(Aimd::builder().initial_limit(1).min_limit(1).build().unwrap());
+/// let held = limiter.acquire().await.unwrap();
+/// let mut next = Box::pin(limiter.acquire()); // an `Acquire`
+/// assert!(futures::poll!(next.as_mut()).is_pending()); // the limit is 1
+/// held.success();
+/// next.await.unwrap().success();
+/// # }
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct Acquire<'a, C: Clock = FastClock> {
     limiter: &'a AdaptiveLimiter<C>,

@@ -1417,6 +1417,24 @@ enum LoadState<K, V, E> {
 ///
 /// `Send` and `Unpin`; dropping it is always safe (see the cancel-safety
 /// notes on [`Loader::load`]).
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::batch::Loader;
+/// use std::collections::HashMap;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let loader = Loader::new(|keys: Vec<u32>| async move {
+///     Ok::<_, ()>(keys.into_iter().map(|k| (k, k * 10)).collect::<HashMap<_, _>>())
+/// });
+/// // Two `Load`s made before either is awaited share one batch.
+/// let (a, b) = (loader.load(1), loader.load(2));
+/// let (a, b) = futures::join!(a, b);
+/// assert_eq!((a.unwrap(), b.unwrap()), (10, 20));
+/// assert_eq!(loader.metrics().batches_dispatched, 1);
+/// # }
+/// ```
 pub struct Load<K, V, E> {
     shared: Arc<Shared<K, V, E>>,
     state: LoadState<K, V, E>,
@@ -1515,6 +1533,27 @@ impl<K, V, E> Drop for Load<K, V, E> {
 }
 
 /// The future of [`Loader::load_many`]: one answer per key, in key order.
+///
+/// # Cancel safety
+///
+/// As [`Load`], for each key.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::batch::Loader;
+/// use std::collections::HashMap;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let loader = Loader::new(|keys: Vec<u32>| async move {
+///     Ok::<_, ()>(keys.into_iter().filter(|k| *k != 2).map(|k| (k, k)).collect::<HashMap<_, _>>())
+/// });
+/// let results = loader.load_many([1, 2, 3]).await; // in the keys' order
+/// assert_eq!(results[0].as_ref().ok(), Some(&1));
+/// assert!(results[1].as_ref().unwrap_err().is_not_found());
+/// assert_eq!(results[2].as_ref().ok(), Some(&3));
+/// # }
+/// ```
 pub struct LoadMany<K, V, E> {
     loads: Vec<Load<K, V, E>>,
     outputs: Vec<Option<Result<V, LoadError<E>>>>,

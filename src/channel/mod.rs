@@ -1362,6 +1362,20 @@ impl<T> Sender<T> {
 // ---- futures of the sender --------------------------------------------------
 
 /// The future of [`Sender::send`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+/// tx.send(1).await.unwrap();
+/// let mut sending = Box::pin(tx.send(2)); // a `SendFuture`: waits for room
+/// assert!(futures::poll!(sending.as_mut()).is_pending());
+/// assert_eq!(rx.recv().await, Some(1));
+/// sending.await.unwrap();
+/// assert_eq!(rx.recv().await, Some(2));
+/// # }
+/// ```
 pub struct SendFuture<'a, T> {
     chan: &'a Chan<T>,
     /// The value while we hold it; `None` once handed to the waiter queue.
@@ -1471,6 +1485,22 @@ impl<T> Drop for SendFuture<'_, T> {
 
 pin_project_lite::pin_project! {
     /// The future of [`Sender::send_timeout`] and [`Sender::send_deadline`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::channel::SendTimeoutError;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// tx.send(1).await.unwrap();
+    /// let full = tx.send_timeout(2, Duration::from_millis(10));
+    /// assert_eq!(full.await, Err(SendTimeoutError::Timeout(2))); // the value comes back
+    /// assert_eq!(rx.recv().await, Some(1));
+    /// assert_eq!(tx.send_timeout(3, Duration::from_millis(10)).await, Ok(()));
+    /// # }
+    /// ```
     pub struct SendTimeoutFuture<'a, T> {
         inner: SendFuture<'a, T>,
         #[pin]
@@ -1598,6 +1628,21 @@ impl<T> Drop for Reserving<'_, T> {
 }
 
 /// The future of [`Sender::reserve`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+/// let first = tx.reserve().await.unwrap();
+/// let mut second = Box::pin(tx.reserve()); // a `ReserveFuture`
+/// assert!(futures::poll!(second.as_mut()).is_pending()); // the one slot is reserved
+/// first.send(1);
+/// assert_eq!(rx.recv().await, Some(1));
+/// second.await.unwrap().send(2);
+/// assert_eq!(rx.recv().await, Some(2));
+/// # }
+/// ```
 pub struct ReserveFuture<'a, T> {
     inner: Reserving<'a, T>,
 }
@@ -1625,6 +1670,20 @@ impl<'a, T> Future for ReserveFuture<'a, T> {
 }
 
 /// The future of [`Sender::reserve_many`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let (tx, rx) = flowguard::channel::bounded::<u32>(2).unwrap();
+/// tx.send(0).await.unwrap();
+/// let mut both = Box::pin(tx.reserve_many(2)); // a `ReserveManyFuture`: all or nothing
+/// assert!(futures::poll!(both.as_mut()).is_pending());
+/// assert_eq!(rx.recv().await, Some(0));
+/// let permits = both.await.unwrap();
+/// assert_eq!(permits.len(), 2);
+/// # }
+/// ```
 pub struct ReserveManyFuture<'a, T> {
     inner: Reserving<'a, T>,
 }
@@ -1653,6 +1712,19 @@ impl<'a, T> Future for ReserveManyFuture<'a, T> {
 }
 
 /// The future of [`Sender::reserve_owned`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+/// // Owns the sender, so it can move into a spawned task.
+/// let task = tokio::spawn(tx.reserve_owned());
+/// let permit = task.await.unwrap().unwrap();
+/// let _tx = permit.send(5); // the sender comes back
+/// assert_eq!(rx.recv().await, Some(5));
+/// # }
+/// ```
 pub struct ReserveOwnedFuture<T> {
     sender: Option<Sender<T>>,
     state: ReserveState,
@@ -1695,6 +1767,21 @@ impl<T> Drop for ReserveOwnedFuture<T> {
 }
 
 /// The future of [`Sender::drained`] (and [`Receiver::drained`]).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let (tx, rx) = flowguard::channel::Builder::<u32>::new(4).high_watermark(2).build().unwrap();
+/// tx.send(1).await.unwrap();
+/// tx.send(2).await.unwrap(); // at the high watermark: congested
+/// let mut drained = Box::pin(tx.drained()); // a `DrainedFuture`
+/// assert!(futures::poll!(drained.as_mut()).is_pending());
+/// assert_eq!(rx.recv().await, Some(1)); // down to the low watermark (2 / 2)
+/// drained.await;
+/// assert!(!tx.is_congested());
+/// # }
+/// ```
 pub struct DrainedFuture<'a, T> {
     chan: &'a Chan<T>,
     id: Option<u64>,
@@ -1741,6 +1828,18 @@ impl<T> Drop for DrainedFuture<'_, T> {
 }
 
 /// The future of [`Sender::closed`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+/// let mut closed = Box::pin(tx.closed()); // a `ClosedFuture`
+/// assert!(futures::poll!(closed.as_mut()).is_pending());
+/// drop(rx); // the last receiver goes
+/// closed.await;
+/// # }
+/// ```
 pub struct ClosedFuture<'a, T> {
     chan: &'a Chan<T>,
     id: Option<u64>,
@@ -2503,6 +2602,20 @@ impl<T> futures_core::Stream for Receiver<T> {
 }
 
 /// The future of [`Receiver::recv`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+/// let mut next = Box::pin(rx.recv()); // a `RecvFuture`
+/// assert!(futures::poll!(next.as_mut()).is_pending());
+/// tx.send(9).await.unwrap();
+/// assert_eq!(next.await, Some(9));
+/// drop(tx);
+/// assert_eq!(rx.recv().await, None); // closed and empty
+/// # }
+/// ```
 pub struct RecvFuture<'a, T> {
     chan: &'a Chan<T>,
     id: Option<u64>,
@@ -2540,6 +2653,20 @@ impl<T> Drop for RecvFuture<'_, T> {
 
 pin_project_lite::pin_project! {
     /// The future of [`Receiver::recv_timeout`] and [`Receiver::recv_deadline`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::channel::RecvTimeoutError;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    /// assert_eq!(rx.recv_timeout(Duration::from_millis(10)).await, Err(RecvTimeoutError::Timeout));
+    /// tx.send(4).await.unwrap();
+    /// assert_eq!(rx.recv_timeout(Duration::from_millis(10)).await, Ok(4));
+    /// # }
+    /// ```
     pub struct RecvTimeoutFuture<'a, T> {
         inner: RecvFuture<'a, T>,
         #[pin]
@@ -2575,6 +2702,21 @@ impl<T> Future for RecvTimeoutFuture<'_, T> {
 }
 
 /// The future of [`Receiver::recv_many`].
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let (tx, rx) = flowguard::channel::bounded::<u32>(8).unwrap();
+/// for v in 0..5 {
+///     tx.send(v).await.unwrap();
+/// }
+/// let mut buf = Vec::new();
+/// let got = rx.recv_many(&mut buf, 3).await; // a `RecvManyFuture`: up to 3 at once
+/// assert_eq!(got, 3);
+/// assert_eq!(buf, [0, 1, 2]);
+/// # }
+/// ```
 pub struct RecvManyFuture<'a, T> {
     chan: &'a Chan<T>,
     buf: &'a mut Vec<T>,

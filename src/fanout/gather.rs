@@ -372,6 +372,22 @@ mod sealed {
 }
 
 /// How a gather runs its futures: [`InTask`] or [`Spawned`]. Sealed.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::fanout::{Gather, GatherFuture, InTask, Spawned};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// // The mode is a type parameter: in the awaiting task by default ...
+/// let here: GatherFuture<_, InTask> = Gather::new([1, 2].map(|n| async move { n })).build().unwrap();
+/// assert_eq!(here.await.into_completed(), [(0, 1), (1, 2)]);
+/// // ... or one Tokio task per future.
+/// let there: GatherFuture<_, Spawned> =
+///     Gather::new([3, 4].map(|n| async move { n })).spawn().build().unwrap();
+/// assert_eq!(there.await.into_completed().len(), 2);
+/// # }
+/// ```
 pub trait GatherMode<F>: sealed::Sealed {
     /// The value each future yields.
     type Output;

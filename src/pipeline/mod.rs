@@ -126,6 +126,24 @@ type RetryAfterHook<T, E> = dyn Fn(Result<&T, &E>) -> Option<Duration> + Send + 
 type Fallback<T, E> = dyn Fn(PipelineError<E>) -> Result<T, PipelineError<E>> + Send + Sync;
 
 /// What a rate limiter or bulkhead does when it cannot admit at once.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::pipeline::{Admission, Pipeline, PipelineError};
+/// use flowguard::semaphore::Semaphore;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let slots = Semaphore::new(1);
+/// let pipeline = Pipeline::builder()
+///     .bulkhead_with(slots.clone(), Admission::Shed)
+///     .build()
+///     .unwrap();
+/// let _busy = slots.acquire().await.unwrap();
+/// let refused = pipeline.call(|| async { Ok::<_, ()>(1) }).await;
+/// assert!(matches!(refused, Err(PipelineError::BulkheadFull)));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Admission {
@@ -252,6 +270,33 @@ struct Counters {
 }
 
 /// A pipeline's own counters and every layer's metrics, in one snapshot.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::pipeline::Pipeline;
+/// use flowguard::retry::RetryPolicy;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let pipeline = Pipeline::builder()
+///     .retry(RetryPolicy::new().max_retries(1))
+///     .build()
+///     .unwrap();
+/// let mut tries = 0;
+/// let answer = pipeline
+///     .call(|| {
+///         tries += 1;
+///         let fail = tries == 1;
+///         async move { if fail { Err("503") } else { Ok(7) } }
+///     })
+///     .await;
+/// assert_eq!(answer, Ok(7));
+/// let m = pipeline.metrics();
+/// assert_eq!((m.calls, m.succeeded, m.failed), (1, 1, 0));
+/// assert_eq!(m.retry.unwrap().retries, 1);
+/// assert!(m.breaker.is_none()); // no breaker in this pipeline
+/// # }
+/// ```
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct PipelineMetrics {

@@ -109,6 +109,20 @@ use crate::sync::atomic::Ordering::Relaxed;
 use dispatch::Dispatcher;
 
 /// A snapshot of a pool's load and lifetime counts.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::pool::WorkerPool;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let pool = WorkerPool::builder().max_concurrency(4).queue_capacity(8).build().unwrap();
+/// pool.submit(async { 1 }).await.unwrap().await.unwrap();
+/// let m = pool.metrics();
+/// assert_eq!((m.max_concurrency, m.queue_capacity), (4, 8));
+/// assert_eq!((m.running, m.queued, m.completed), (0, 0, 1));
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct PoolMetrics {
@@ -176,6 +190,22 @@ impl PoolMetrics {
 }
 
 /// What a `shutdown` did.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::pool::WorkerPool;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let pool = WorkerPool::builder().max_concurrency(2).build().unwrap();
+/// let task = pool.submit(tokio::time::sleep(Duration::from_millis(10))).await.unwrap();
+/// let report = pool.shutdown_timeout(Duration::from_secs(1)).await;
+/// assert!(report.drained); // everything finished before the deadline
+/// assert_eq!((report.completed, report.aborted_running), (1, 0));
+/// assert!(task.await.is_ok());
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {

@@ -64,6 +64,21 @@ impl Drop for PoolSlot {
 }
 
 /// Why no [`PoolSlot`] was given.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::pool::{SlotError, WorkerPool};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let pool = WorkerPool::builder().max_concurrency(1).build().unwrap();
+/// let slot = pool.try_slot().unwrap();
+/// assert_eq!(pool.try_slot().err(), Some(SlotError::Full));
+/// drop(slot);
+/// pool.close();
+/// assert_eq!(pool.try_slot().err(), Some(SlotError::Closed));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SlotError {

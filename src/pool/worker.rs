@@ -749,6 +749,20 @@ impl<F: Future> Future for RunTask<F> {
 
 pin_project_lite::pin_project! {
     /// A `Stream` over an iterator's items, for [`WorkerPool::map`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pool::WorkerPool;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = WorkerPool::builder().max_concurrency(2).build().unwrap();
+    /// // `map` over an iterator wraps it in an `Iter`, a `Stream` of its items.
+    /// let squares: Vec<u64> = pool.map(1..=3u64, |x| async move { x * x }).map(Result::unwrap).collect().await;
+    /// assert_eq!(squares, [1, 4, 9]);
+    /// # }
+    /// ```
     #[derive(Debug)]
     pub struct Iter<I> {
         iter: I,
@@ -780,6 +794,22 @@ pin_project_lite::pin_project! {
     ///
     /// Dropping the stream drops the inputs not yet submitted; tasks already
     /// submitted carry on detached.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pool::WorkerPool;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = WorkerPool::builder().max_concurrency(2).build().unwrap();
+    /// let mut results = pool.map(["a", "bb", "ccc"], |s| async move { s.len() });
+    /// assert_eq!(results.next().await, Some(Ok(1))); // in input order
+    /// assert_eq!(results.next().await, Some(Ok(2)));
+    /// assert_eq!(results.next().await, Some(Ok(3)));
+    /// assert_eq!(results.next().await, None);
+    /// # }
+    /// ```
     #[must_use = "streams do nothing unless polled"]
     pub struct Map<S, F, Fut: Future> {
         #[pin]

@@ -343,6 +343,24 @@ impl Counters {
 }
 
 /// A snapshot of a [`Retry`]'s counters (shared by its clones).
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::retry::{Backoff, Retry};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let retry = Retry::builder()
+///     .max_retries(2)
+///     .backoff(Backoff::constant(Duration::from_millis(10)))
+///     .build()
+///     .unwrap();
+/// let _ = retry.call(|| async { Err::<(), _>("down") }).await;
+/// let m = retry.metrics();
+/// assert_eq!((m.calls, m.attempts, m.retries, m.exhausted), (1, 3, 2, 1));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetryMetrics {

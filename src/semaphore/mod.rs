@@ -193,6 +193,19 @@ pub struct Semaphore {
 }
 
 /// A point-in-time view of a [`Semaphore`].
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::semaphore::Semaphore;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let sem = Semaphore::new(2);
+/// let _held = sem.acquire().await.unwrap();
+/// let m = sem.metrics();
+/// assert_eq!((m.capacity, m.available, m.waiters, m.closed), (2, 1, 0, false));
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SemaphoreMetrics {
@@ -1161,6 +1174,24 @@ impl Waiter {
 /// # Cancel safety
 ///
 /// Dropping it gives back any permits already assigned to it.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::semaphore::Semaphore;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let sem = Semaphore::new(1);
+/// let held = sem.acquire().await.unwrap();
+/// let mut next = Box::pin(sem.acquire()); // an `Acquire`
+/// assert!(futures::poll!(next.as_mut()).is_pending());
+/// assert_eq!(sem.waiters(), 1);
+/// drop(next); // cancelled: out of the queue, nothing taken
+/// assert_eq!(sem.waiters(), 0);
+/// drop(held);
+/// assert_eq!(sem.available(), 1);
+/// # }
+/// ```
 #[must_use = "futures do nothing unless polled"]
 #[derive(Debug)]
 pub struct Acquire<'a> {
@@ -1196,6 +1227,22 @@ impl Drop for Acquire<'_> {
 /// # Cancel safety
 ///
 /// Dropping it gives back any permits already assigned to it.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::semaphore::Semaphore;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let sem = Semaphore::new(1);
+/// // Owns a handle to the semaphore, so it can move into a spawned task.
+/// let task = tokio::spawn(sem.acquire_owned());
+/// let permit = task.await.unwrap().unwrap();
+/// assert_eq!(sem.available(), 0);
+/// drop(permit);
+/// assert_eq!(sem.available(), 1);
+/// # }
+/// ```
 #[must_use = "futures do nothing unless polled"]
 #[derive(Debug)]
 pub struct AcquireOwned {

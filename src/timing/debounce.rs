@@ -196,6 +196,21 @@ impl DebounceOptionsBuilder {
 }
 
 /// What a [`DebounceCore`] step asks its driver to do.
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::timing::{DebounceCore, DebounceOptions, Step};
+/// use std::time::Duration;
+/// use tokio::time::Instant;
+///
+/// let t0 = Instant::now();
+/// let opts = DebounceOptions::builder(Duration::from_millis(10)).leading(true).build().unwrap();
+/// let mut core = DebounceCore::new(opts);
+/// assert_eq!(core.call(t0), Step::Invoke); // the leading edge
+/// assert_eq!(core.call(t0), Step::Idle); // kept for the trailing edge
+/// assert_eq!(core.cancel(), Step::Discard);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Step {

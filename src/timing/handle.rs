@@ -176,6 +176,24 @@ struct Shared<T, R> {
 
 /// Numbers describing a debouncer or throttler, read by
 /// [`Debouncer::metrics`].
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::timing::Debouncer;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let d = Debouncer::builder(Duration::from_millis(50)).build_sync(|v: u32| v).unwrap();
+/// for v in 0..3 {
+///     d.call(v).unwrap();
+/// }
+/// tokio::time::sleep(Duration::from_millis(100)).await;
+/// let m = d.metrics();
+/// assert_eq!((m.calls, m.invocations), (3, 1)); // one trailing call for the burst
+/// assert!(!m.pending);
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TimingMetrics {
