@@ -355,6 +355,11 @@ impl Moves {
 
     /// A future that completes at the first [`signal`](Self::signal) after
     /// this call (even one before it is first polled).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future unregisters it; the signal it waited for is not
+    /// consumed (every waiter sees every signal).
     pub fn moved(&self) -> Moved<'_> {
         Moved {
             moves: self,

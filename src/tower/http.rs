@@ -141,6 +141,10 @@ pub fn error_response<B: From<&'static str>>(err: &(dyn Error + 'static)) -> Res
 /// not fail): `HandleErrorLayer::new(flowguard::tower::handle_error)`.
 /// `http::Response<String>` is an axum `IntoResponse`.
 ///
+/// # Cancel safety
+///
+/// Ready at its first poll; dropping it loses nothing.
+///
 /// # Examples
 ///
 /// ```
