@@ -1256,9 +1256,10 @@ impl<C: Clock> CircuitBreaker<C> {
                 State::ForcedOpen => 3.0,
                 State::Disabled => 4.0,
             });
-            if let Some(r) = m.failure_rate {
-                rate.set(r);
-            }
+            // Unjudged is -1, as resilience4j's failure rate: a gauge cannot
+            // be unset, and leaving it would show 0 before the first
+            // judgement and the last judged rate after the window empties.
+            rate.set(m.failure_rate.unwrap_or(-1.0));
             calls.set(m.calls as f64);
             refused.absolute(m.refused);
             transitions.absolute(m.transitions);
