@@ -176,7 +176,8 @@ pub struct BreakerMetrics {
     /// The current state.
     pub state: State,
     /// Failed calls as a percentage of `calls`; `None` until the window holds
-    /// the minimum number of calls (all probes, in half-open).
+    /// the minimum number of calls (all probes, in half-open and after a
+    /// re-open).
     pub failure_rate: Option<f64>,
     /// Slow calls as a percentage of `calls`, with the same `None` rule.
     pub slow_call_rate: Option<f64>,
