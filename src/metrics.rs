@@ -56,7 +56,7 @@
 //! | `flowguard_rate_waiters` | gauge | `waiters` |
 //! | `flowguard_rate_wait_seconds` | histogram | `wait`: acquires that queued |
 //! | `flowguard_breaker_state` | gauge | [`BreakerMetrics::state`](crate::breaker::BreakerMetrics::state): 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled |
-//! | `flowguard_breaker_failure_rate` | gauge | `failure_rate`, percent (absent until judged) |
+//! | `flowguard_breaker_failure_rate` | gauge | `failure_rate`, percent; -1 while unjudged (below `minimum_calls`, or an emptied window), as resilience4j's |
 //! | `flowguard_breaker_calls` | gauge | `calls` in the window |
 //! | `flowguard_breaker_refused_total` | counter | `refused` |
 //! | `flowguard_breaker_transitions_total` | counter | `transitions` |

@@ -170,6 +170,101 @@ async fn r4j_half_open_reopens_when_probe_failure_rate_reaches_threshold() {
     assert_eq!(refused_for(ok(&b).await), Some(S1));
 }
 
+/// resilience4j's `OpenState` takes the metrics of the state it opened
+/// from: after a re-open from half-open, the probes' outcomes (not the
+/// closed window of the first trip).
+#[tokio::test(start_paused = true)]
+async fn r4j_reopen_reports_the_probes_that_reopened_it() {
+    let b = CircuitBreaker::builder()
+        .failure_rate_threshold(50.0)
+        .without_slow_call_rate()
+        .count_window(5)
+        .minimum_calls(5)
+        .open_wait(S1)
+        .permitted_probes(4)
+        .build()
+        .unwrap();
+    for fail in [true, true, true, false, false] {
+        let _ = if fail { err(&b).await } else { ok(&b).await };
+    }
+    let mm = m(&b);
+    assert_eq!((mm.state, mm.calls, mm.failed_calls), (State::Open, 5, 3));
+    assert_eq!(mm.failure_rate, Some(60.0), "open after a trip: the window");
+    advance(S1).await;
+    for fail in [true, true, false, false] {
+        let _ = if fail { err(&b).await } else { ok(&b).await };
+    }
+    let mm = m(&b);
+    assert_eq!((mm.state, mm.calls, mm.failed_calls), (State::Open, 4, 2));
+    assert_eq!(
+        mm.failure_rate,
+        Some(50.0),
+        "open after a re-open: the probes"
+    );
+    advance(S1).await;
+    let _ = ok(&b).await;
+    let mm = m(&b);
+    assert_eq!(
+        (mm.state, mm.calls, mm.failure_rate),
+        (State::HalfOpen, 1, None)
+    );
+}
+
+/// resilience4j's `ForcedOpenState` and `DisabledState` start with fresh
+/// metrics: the closed window does not show through them.
+#[tokio::test(start_paused = true)]
+async fn r4j_forced_open_and_disabled_start_with_empty_metrics() {
+    for force in [true, false] {
+        let b = rate_breaker(4, 3, S1);
+        let _ = err(&b).await;
+        let _ = ok(&b).await;
+        let _ = err(&b).await;
+        let mm = m(&b);
+        assert_eq!((mm.state, mm.calls, mm.failed_calls), (State::Open, 3, 2));
+        if force {
+            b.force_open();
+        } else {
+            b.disable();
+        }
+        let mm = m(&b);
+        assert_eq!(
+            (
+                mm.calls,
+                mm.failed_calls,
+                mm.failure_rate,
+                mm.consecutive_failures
+            ),
+            (0, 0, None, 0),
+            "force_open: {force}"
+        );
+    }
+}
+
+/// resilience4j judges half-open probes with `minimumNumberOfCalls =
+/// min(minimum_calls, permitted_probes)` (its half-open metrics are a count
+/// window of `permitted_probes`): with a minimum of 2 and 4 probes it
+/// decides after 2 outcomes. flowguard documents that it waits for all
+/// `permitted_probes`; kept as a record of the difference.
+#[tokio::test(start_paused = true)]
+#[ignore = "documented difference from resilience4j: half-open decides after all permitted_probes, not min(minimum_calls, permitted_probes)"]
+async fn r4j_half_open_decides_after_min_of_minimum_calls_and_probes() {
+    let b = CircuitBreaker::builder()
+        .failure_rate_threshold(50.0)
+        .without_slow_call_rate()
+        .count_window(2)
+        .minimum_calls(2)
+        .open_wait(S1)
+        .permitted_probes(4)
+        .build()
+        .unwrap();
+    let _ = err(&b).await;
+    let _ = err(&b).await;
+    advance(S1).await;
+    let _ = ok(&b).await;
+    let _ = ok(&b).await;
+    assert_eq!(b.state(), State::Closed, "2 of 2 judged probes succeeded");
+}
+
 #[tokio::test(start_paused = true)]
 async fn r4j_forced_open_ignores_the_wait_until_reset() {
     let b = rate_breaker(4, 4, S1);

@@ -116,6 +116,25 @@ async fn pool_limiter_and_breaker_are_scraped_over_http() {
     let r: Result<(), BreakerError<&str>> = breaker.call(|| async { Ok(()) }).await;
     assert!(r.unwrap_err().rejected().is_some());
 
+    // A breaker judged once (2 failures of 2: 100 %), then closed again by
+    // a probe: its window is empty, so its failure rate is unjudged again
+    // and must not keep showing the 100 % of the trip.
+    let flappy = CircuitBreaker::builder()
+        .count_window(2)
+        .minimum_calls(2)
+        .open_wait(Duration::from_secs(1))
+        .permitted_probes(1)
+        .name("flappy")
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        flappy.try_acquire().unwrap().failure();
+    }
+    flowguard::metrics::publish();
+    sleep(Duration::from_secs(1)).await;
+    flappy.try_acquire().unwrap().success();
+    assert_eq!(flappy.metrics().failure_rate, None);
+
     // A keyed limiter of 1/s per key: "a" admitted then refused, "b" admitted.
     let keyed = KeyedRateLimiter::<&str>::new(Quota::per_second(1).unwrap()).name("per_user");
     keyed.try_acquire(&"a", 1).unwrap();
@@ -265,6 +284,12 @@ async fn pool_limiter_and_breaker_are_scraped_over_http() {
     assert!((v(r#"flowguard_breaker_call_seconds_sum{name="backend"}"#) - 0.06).abs() < 1e-9);
     let p50 = v(r#"flowguard_breaker_call_seconds{name="backend",quantile="0.5"}"#);
     assert!((p50 - 0.03).abs() < 0.03 * 0.02, "p50 {p50}");
+
+    // Unjudged (below the minimum, or emptied on closing): -1, as
+    // resilience4j's failure rate, never a stale judged value.
+    assert_eq!(v(r#"flowguard_breaker_failure_rate{name="backend"}"#), -1.0);
+    assert_eq!(v(r#"flowguard_breaker_state{name="flappy"}"#), 0.0);
+    assert_eq!(v(r#"flowguard_breaker_failure_rate{name="flappy"}"#), -1.0);
 
     // Keyed limiter: totals over all keys and the key count, no key label.
     assert_eq!(v(r#"flowguard_keyed_rate_keys{name="per_user"}"#), 2.0);

@@ -147,9 +147,13 @@ pub struct StateChange {
 
 /// A snapshot of a breaker's numbers, from [`CircuitBreaker::metrics`].
 ///
-/// The counts are those the current state decides on: the probes' outcomes
-/// in `HalfOpen`, the closed-state window otherwise (kept while open, emptied
-/// when the breaker closes).
+/// The counts are those the current state decides on: the closed-state
+/// window in `Closed`, the probes' outcomes in `HalfOpen`. `Open` keeps the
+/// counts of the state it opened from, as resilience4j's `OpenState` does:
+/// the window after a trip, the probes after a re-open. `ForcedOpen` and
+/// `Disabled` start empty (entering them empties the window, as
+/// resilience4j's manual states start with fresh metrics). The window is
+/// emptied again when the breaker closes.
 ///
 /// # Examples
 ///
@@ -172,11 +176,13 @@ pub struct BreakerMetrics {
     /// The current state.
     pub state: State,
     /// Failed calls as a percentage of `calls`; `None` until the window holds
-    /// the minimum number of calls (all probes, in half-open).
+    /// the minimum number of calls (all probes, in half-open and after a
+    /// re-open).
     pub failure_rate: Option<f64>,
     /// Slow calls as a percentage of `calls`, with the same `None` rule.
     pub slow_call_rate: Option<f64>,
-    /// Calls in the window (or probes decided, in half-open).
+    /// Calls in the window (or probes decided, in half-open and after a
+    /// re-open).
     pub calls: u64,
     /// Failed calls among them.
     pub failed_calls: u64,
@@ -1251,9 +1257,10 @@ impl<C: Clock> CircuitBreaker<C> {
                 State::ForcedOpen => 3.0,
                 State::Disabled => 4.0,
             });
-            if let Some(r) = m.failure_rate {
-                rate.set(r);
-            }
+            // Unjudged is -1, as resilience4j's failure rate: a gauge cannot
+            // be unset, and leaving it would show 0 before the first
+            // judgement and the last judged rate after the window empties.
+            rate.set(m.failure_rate.unwrap_or(-1.0));
             calls.set(m.calls as f64);
             refused.absolute(m.refused);
             transitions.absolute(m.transitions);

@@ -28,7 +28,13 @@
 //!   first event at `now ≥ entered + max_half_open_wait` re-opens it instead.
 //! - **ForcedOpen** refuses everything, ignoring waits; **Disabled** admits
 //!   everything and records nothing. Both last until `reset()` (→ Closed,
-//!   empty window) or another manual call.
+//!   empty window) or another manual call, and entering either empties the
+//!   window (nothing decides on it before the reset that would; their
+//!   metrics start fresh, as resilience4j's manual states do).
+//! - **Metrics** show what the state decides on: the window in `Closed`, the
+//!   probes in `HalfOpen`; `Open` keeps those of the state it opened from
+//!   (the window after a trip, the probes after a re-open), as
+//!   resilience4j's `OpenState` does.
 //! - A manual call to the state the breaker is in is no transition: nothing
 //!   is published or counted (as in resilience4j). `reset()` of a closed
 //!   breaker still empties the window and starts a new epoch.
@@ -290,6 +296,9 @@ pub(crate) struct Core {
     reopens: u32,
     probes_in_flight: u32,
     probes: Counts,
+    /// Open after a re-open from half-open: `probes` still holds the
+    /// outcomes that re-opened it, and the metrics show them.
+    reopened_by_probes: bool,
     half_open_since: Instant,
     rng: u64,
 }
@@ -315,6 +324,7 @@ impl Core {
             reopens: 0,
             probes_in_flight: 0,
             probes: Counts::default(),
+            reopened_by_probes: false,
             half_open_since: now,
             rng,
         }
@@ -390,9 +400,11 @@ impl Core {
     }
 
     /// The counts the current state decides on: the probes in `HalfOpen`,
-    /// the closed window otherwise. Also whether the minimum is reached.
+    /// the closed window otherwise; in `Open`, those of the state it opened
+    /// from (the probes after a re-open). Also whether the minimum is
+    /// reached.
     pub(crate) fn counts(&mut self, now: Instant) -> (Counts, bool) {
-        if self.state == State::HalfOpen {
+        if self.state == State::HalfOpen || (self.state == State::Open && self.reopened_by_probes) {
             (
                 self.probes,
                 self.probes.calls >= u64::from(self.s.permitted_probes),
@@ -589,14 +601,18 @@ impl Core {
     }
 
     fn open(&mut self, now: Instant) -> Transition {
-        if self.state == State::HalfOpen {
+        // Open shows the metrics of the state it opened from, as
+        // resilience4j's `OpenState` does: after a re-open, the probes'.
+        self.reopened_by_probes = self.state == State::HalfOpen;
+        if self.reopened_by_probes {
             self.reopens = self.reopens.saturating_add(1);
+        } else {
+            self.probes = Counts::default();
         }
         let wait = self.jittered(self.s.backoff.base_wait(self.reopens));
         // Waits are capped far below Instant's range by the builder.
         self.open_until = now.checked_add(wait).unwrap_or(now);
         self.probes_in_flight = 0;
-        self.probes = Counts::default();
         self.transition(State::Open, now)
     }
 
@@ -642,8 +658,9 @@ impl Core {
         if self.state == State::ForcedOpen {
             return None;
         }
-        self.probes_in_flight = 0;
-        self.probes = Counts::default();
+        // Nothing decides on the window until `reset()` empties it anyway;
+        // resilience4j's manual states start with fresh metrics.
+        self.clear_closed();
         Some(self.transition(State::ForcedOpen, now))
     }
 
@@ -653,8 +670,7 @@ impl Core {
         if self.state == State::Disabled {
             return None;
         }
-        self.probes_in_flight = 0;
-        self.probes = Counts::default();
+        self.clear_closed();
         Some(self.transition(State::Disabled, now))
     }
 

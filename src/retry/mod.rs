@@ -371,7 +371,10 @@ pub struct RetryMetrics {
     pub attempts: u64,
     /// Retries made by those calls (attempts after the first).
     pub retries: u64,
-    /// Calls whose first attempt gave the final outcome.
+    /// Calls whose first attempt returned an `Ok` the classifier passed.
+    /// Every call counts under exactly one ending: a call whose first
+    /// attempt ends it otherwise counts under `not_retryable`, `exhausted`,
+    /// `budget_refusals` or `deadline`.
     pub succeeded_first: u64,
     /// Calls that ended in `Ok` after at least one retry (a value the
     /// classifier passed).

@@ -150,6 +150,10 @@ struct Model {
     reopens: u32,
     in_flight: u32,
     probe_log: Vec<(bool, bool)>,
+    /// Open after a re-open: `probe_log` still holds the probes, and the
+    /// metrics show them (resilience4j's `OpenState` keeps the metrics of
+    /// the state it opened from).
+    reopened: bool,
     half_open_since: Instant,
     refused: u64,
 }
@@ -215,8 +219,8 @@ impl Model {
     /// `force_open()` / `disable()`: nothing at all when in `to` already.
     fn manual(&mut self, to: State) {
         if self.state != to {
-            self.in_flight = 0;
-            self.probe_log.clear();
+            // resilience4j's manual states start with fresh metrics.
+            self.clear_closed();
             self.go(to);
         }
     }
@@ -234,8 +238,11 @@ impl Model {
     }
 
     fn open(&mut self, now: Instant) {
-        if self.state == State::HalfOpen {
+        self.reopened = self.state == State::HalfOpen;
+        if self.reopened {
             self.reopens += 1;
+        } else {
+            self.probe_log.clear();
         }
         let mut wait = self.cfg.wait_ms;
         for _ in 0..self.reopens {
@@ -243,7 +250,6 @@ impl Model {
         }
         self.open_until = now + ms(wait.min(self.cfg.max_wait_ms));
         self.in_flight = 0;
-        self.probe_log.clear();
         self.go(State::Open);
     }
 
@@ -376,7 +382,9 @@ impl Model {
     }
 
     fn metrics(&self, now: Instant) -> (State, Counts, bool, u32, u32, u32, u64, u64) {
-        let (c, enough) = if self.state == State::HalfOpen {
+        let probes_shown =
+            self.state == State::HalfOpen || (self.state == State::Open && self.reopened);
+        let (c, enough) = if probes_shown {
             let mut c = Counts::default();
             for (f, s) in &self.probe_log {
                 c.calls += 1;
@@ -489,6 +497,7 @@ pub fn check(cfg: &Cfg, ops: &[Op]) {
         reopens: 0,
         in_flight: 0,
         probe_log: Vec::new(),
+        reopened: false,
         half_open_since: origin,
         refused: 0,
     };
