@@ -222,11 +222,13 @@ pub struct TimingMetrics {
 /// See the [module docs](crate::timing) for the rules.
 ///
 /// **Invocations never overlap.** Calls that arrive while the handler runs
-/// are collected as usual; an invocation that comes due meanwhile runs right
-/// after the handler returns, with the latest value. At most one invocation
-/// waits behind the running one: if another comes due before it starts, it
-/// is folded into the waiting one (its value replaces the waiting value, and
-/// callers waiting on either receive the one result).
+/// are collected as usual, and the timer keeps its time (a trailing edge is
+/// decided when it is due, not when the run ends); an invocation that comes
+/// due meanwhile runs right after the handler returns, with the latest
+/// value. At most one invocation waits behind the running one: if another
+/// comes due before it starts, it is folded into the waiting one (its value
+/// replaces the waiting value, and callers waiting on either receive the one
+/// result).
 ///
 /// **Memory**: the latest value, at most one due value, and one result slot
 /// per batch that someone awaits. `call` allocates nothing and touches no
@@ -754,22 +756,28 @@ type Job<T, R> = (T, Option<Arc<Batch<R>>>);
 
 impl<T, R> Shared<T, R> {
     /// Waits for an invocation to come due, servicing the timer meanwhile.
+    ///
+    /// With `busy` (the handler is running) it only services the timer: an
+    /// invocation that comes due then waits in `due`, and the call never
+    /// returns `Ready`.
     fn poll_job(
         &self,
         cx: &mut Context<'_>,
         mut sleep: Option<Pin<&mut Sleep>>,
         armed: &mut Option<Instant>,
+        busy: bool,
     ) -> Poll<Option<Job<T, R>>> {
         let mut out = Deferred::default();
         let mut dropped = None;
         let res = {
             let mut st = self.state.lock();
             loop {
-                if let Some(v) = st.due.take() {
+                if busy {
+                    // Neither take the due value nor stop: the run ends first.
+                } else if let Some(v) = st.due.take() {
                     st.running = true;
                     break Poll::Ready(Some((v, st.due_batch.take())));
-                }
-                if st.handles == 0 {
+                } else if st.handles == 0 {
                     st.core.cancel();
                     dropped = st.latest.take();
                     if let Some(b) = st.latest_batch.take() {
@@ -858,7 +866,7 @@ where
     let mut armed = None;
     loop {
         let job = std::future::poll_fn(|cx| {
-            shared.poll_job(cx, sleep.as_mut().map(|s| s.as_mut()), &mut armed)
+            shared.poll_job(cx, sleep.as_mut().map(|s| s.as_mut()), &mut armed, false)
         })
         .await;
         let Some((value, batch)) = job else {
@@ -866,7 +874,18 @@ where
         };
         // If the handler panics, the batch still hears about it.
         let mut batch = RunningBatch(batch);
-        let result = handler(value).await;
+        // The timer keeps its time while the handler runs: a trailing edge
+        // due meanwhile is decided then (and waits in `due`), not when the
+        // run ends, so a later burst cannot swallow it.
+        let mut run = std::pin::pin!(handler(value));
+        let result = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = run.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            let _ = shared.poll_job(cx, sleep.as_mut().map(|s| s.as_mut()), &mut armed, true);
+            Poll::Pending
+        })
+        .await;
         {
             let mut st = shared.state.lock();
             st.running = false;
