@@ -686,6 +686,32 @@ async fn metrics_count_requests_hits_and_batches() {
     );
 }
 
+/// `try_load` counted its hits but not its requests, so the hit ratio
+/// `cache_hits / keys_requested` could pass 1: every entry point now
+/// counts each key it looks up in `keys_requested`, hit or miss.
+#[tokio::test(start_paused = true)]
+async fn try_load_counts_requests_as_well_as_hits() {
+    let calls = new_calls();
+    let loader = Loader::builder(recording(&calls))
+        .cache(10)
+        .build()
+        .unwrap();
+    assert!(loader.prime(1, 10));
+    for _ in 0..3 {
+        assert_eq!(loader.try_load(&1).unwrap().unwrap(), 10);
+    }
+    assert!(loader.try_load(&2).is_none());
+    assert_eq!(loader.load(1).await.unwrap(), 10);
+    let m = loader.metrics();
+    assert_eq!((m.keys_requested, m.cache_hits), (5, 4));
+    assert!(m.cache_hits <= m.keys_requested);
+
+    let uncached = Loader::new(recording(&calls));
+    assert!(uncached.try_load(&1).is_none());
+    let m = uncached.metrics();
+    assert_eq!((m.keys_requested, m.cache_hits), (1, 0));
+}
+
 fn builder() -> LoaderBuilder<u64, u64, String> {
     Loader::builder(|keys: Vec<u64>| async move {
         Ok::<_, String>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>())

@@ -271,13 +271,18 @@ pub struct LoaderMetrics {
     pub name: StdArc<str>,
     /// Calls of the batch function started.
     pub batches_dispatched: u64,
-    /// Keys asked for by callers (each key of a `load_many` counts).
+    /// Keys asked for by callers: each `load`, each key of a `load_many`,
+    /// and each [`try_load`](Loader::try_load), hit or miss (a `try_load`
+    /// that misses and the `load` after it count twice).
+    /// `cache_hits / keys_requested` is the cache's hit ratio.
     pub keys_requested: u64,
     /// Keys handed to the batch function (after de-duplication).
     pub keys_loaded: u64,
-    /// Keys answered from the cache.
+    /// Keys answered from the cache, by `load`, `load_many` or `try_load`
+    /// (each also counted in `keys_requested`).
     pub cache_hits: u64,
-    /// Keys that joined a batch already holding them.
+    /// Keys that joined a batch already holding them (waiting or being
+    /// fetched; with or without a cache).
     pub deduplicated: u64,
     /// Batches that failed as a whole (error, panic or no runtime).
     pub failed_batches: u64,
@@ -875,7 +880,8 @@ where
     }
 
     /// Answers from the cache alone: `None` if the key is not cached (never
-    /// starts a fetch).
+    /// starts a fetch). Counted in [`keys_requested`](LoaderMetrics::keys_requested),
+    /// and in [`cache_hits`](LoaderMetrics::cache_hits) when it answers.
     ///
     /// # Examples
     ///
@@ -895,6 +901,9 @@ where
     pub fn try_load(&self, key: &K) -> Option<Result<V, LoadError<E>>> {
         let key = self.shared.cache_key_of(key);
         let mut inner = self.shared.inner.lock();
+        // Counted as `register` counts a load's key: every lookup, so that
+        // `cache_hits / keys_requested` stays a ratio.
+        inner.keys_requested += 1;
         let now = self.shared.now();
         let hit = inner.cache.as_mut()?.get(&key, now)?.clone();
         inner.cache_hits += 1;
