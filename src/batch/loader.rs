@@ -189,7 +189,8 @@ type BatchSlots = crate::semaphore::Semaphore;
 /// [`delay`](LoaderBuilder::delay)) go into one call of the batch function;
 /// a batch is sent early once [`max_batch_size`](LoaderBuilder::max_batch_size)
 /// keys wait. A key already waiting or being fetched is never fetched twice:
-/// its second caller joins the first one's batch.
+/// its second caller joins the first one's batch, with or without a cache
+/// (DataLoader with `cache: false` fetches it again).
 ///
 /// Batches run on their own Tokio task: cancelling the load that started a
 /// batch does not cancel it for the others. Clones share one loader.
@@ -323,7 +324,9 @@ impl LoaderMetrics {
 /// Configures a [`Loader`]; made by [`Loader::builder`] or [`Loader::builder_vec`].
 ///
 /// Defaults: `max_batch_size` 1000, batching within one scheduler turn (no
-/// `delay`), unbounded concurrent batches, no cache.
+/// `delay`), unbounded concurrent batches, no cache. DataLoader's differ
+/// (`maxBatchSize` unbounded, cache on and unbounded): see the
+/// [module docs](crate::batch) for why.
 ///
 /// # Examples
 ///
@@ -421,6 +424,9 @@ where
     }
 
     /// Sends a batch as soon as it holds this many keys (1 to [`MAX_BATCH_SIZE`]).
+    /// Default 1000, where DataLoader's `maxBatchSize` is unbounded: a
+    /// backend bounds one request (SQL `IN` lists, bind parameters, body
+    /// sizes).
     pub fn max_batch_size(mut self, max_batch_size: usize) -> Self {
         self.max_batch_size = max_batch_size;
         self
@@ -448,6 +454,14 @@ where
     /// Caches answers, keeping at most `max_entries` (at least 1), the
     /// oldest evicted first (see [`cache_eviction`](Self::cache_eviction)
     /// for LRU and [`cache_ttl`](Self::cache_ttl) for expiry).
+    ///
+    /// Off by default, where DataLoader's cache is on and unbounded: a
+    /// DataLoader lives for one request, a flowguard loader is meant to be
+    /// long-lived and shared, and an unbounded cache on by default would
+    /// then be a leak serving stale answers. De-duplication of keys waiting
+    /// or being fetched needs no cache. A cached key answers on the load's
+    /// first poll, without waiting for a batch (DataLoader resolves it when
+    /// the current batch is dispatched).
     ///
     /// Cached: every value; a whole-batch failure never (the next load
     /// retries); `NotFound` and per-key errors only with
@@ -801,7 +815,9 @@ where
 
     /// Loads one key, batched with the other keys requested meanwhile.
     ///
-    /// Nothing happens until the future is first polled.
+    /// Nothing happens until the future is first polled. A key found in the
+    /// [cache](LoaderBuilder::cache) answers on that first poll (DataLoader
+    /// answers a cached load only when the current batch is dispatched).
     ///
     /// # Errors
     ///

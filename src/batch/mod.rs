@@ -30,6 +30,36 @@
 //!   DataLoader, a key being loaded counts as present (`prime` leaves it to
 //!   its fetch), and `clear` then `prime` always wins over a fetch in flight.
 //!
+//! Where this differs from graphql/dataloader, deliberately:
+//!
+//! - **The cache is off by default**, and bounded when on
+//!   ([`cache`](LoaderBuilder::cache)`(max_entries)`). DataLoader caches
+//!   every key, unbounded, unless told not to: a DataLoader is meant to
+//!   live for one request, so its cache is that request's memo. A
+//!   flowguard loader is meant to be long-lived and shared by many
+//!   requests, where an unbounded cache on by default would grow for ever
+//!   (a leak) and keep answering with values gone stale.
+//! - **De-duplication does not need the cache**: with the cache off, a key
+//!   already waiting or being fetched still joins that fetch, so the batch
+//!   function never sees a key twice in one batch. DataLoader with
+//!   `cache: false` hands the batch function the key once per load.
+//!   Fetching the same key twice at the same time is waste whether or not
+//!   answers are kept afterwards.
+//! - **A cache hit answers at once**, on the load's first poll, and costs
+//!   no batch. DataLoader (since v2) resolves a cached load only when the
+//!   current batch is dispatched, in the same tick as the loads it fetches.
+//!   A Rust future has no promise tick to keep in step with: holding a
+//!   value already in hand for a scheduler turn would only add latency.
+//! - **[`max_batch_size`](LoaderBuilder::max_batch_size) defaults to
+//!   1000** (at most [`MAX_BATCH_SIZE`]); DataLoader's `maxBatchSize`
+//!   defaults to `Infinity`. Backends bound one request (SQL `IN` lists and
+//!   bind parameters, request bodies), and a bounded batch bounds the memory
+//!   of the batch still collecting. Set it to [`MAX_BATCH_SIZE`] for the
+//!   nearest to unbounded.
+//! - **The batch function receives the mapped keys** of
+//!   [`cache_key`](LoaderBuilder::cache_key), not the first caller's
+//!   original key (see there).
+//!
 //! # Examples
 //!
 //! ```
