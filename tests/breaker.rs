@@ -410,6 +410,23 @@ async fn consecutive_only_breaker_reopens_on_any_failed_probe() {
     assert_eq!(b.state(), State::Open);
 }
 
+/// A deliberate departure from gobreaker (documented in the module docs):
+/// a failed probe does not re-open at once; half-open admits the rest of
+/// its probes and re-opens when the last one has reported.
+#[tokio::test(start_paused = true)]
+async fn consecutive_only_breaker_reopens_after_the_last_probe_not_the_first_failure() {
+    let b = consecutive(1, S1, 3).build().unwrap();
+    let _ = err(&b).await;
+    advance(S1).await;
+    b.try_acquire().unwrap().failure();
+    assert_eq!(b.state(), State::HalfOpen);
+    assert_eq!(ok(&b).await.unwrap(), 1, "still admitted as a probe");
+    assert_eq!(b.state(), State::HalfOpen);
+    b.try_acquire().unwrap().success();
+    assert_eq!(b.state(), State::Open);
+    assert!(matches!(b.try_acquire(), Err(Rejected::Open { .. })));
+}
+
 #[tokio::test(start_paused = true)]
 async fn max_half_open_wait_reopens_and_drops_late_probes() {
     let b = consecutive(1, S1, 1)

@@ -11,6 +11,30 @@
 //! The rules follow resilience4j's breaker; every boundary is written down in
 //! the [state machine's documentation](CircuitBreaker#state-machine).
 //!
+//! Where this differs, deliberately:
+//!
+//! * **The slow-call policy is off by default** (see [`Builder`]).
+//! * **Half-open decides once all probes have reported, whatever the
+//!   policy.** With the consecutive-failures policy (gobreaker's and Polly's
+//!   classic breaker) and no failure-rate threshold, a failed probe
+//!   re-opens the breaker when the last of the
+//!   [`permitted_probes`](Builder::permitted_probes) outcomes is in;
+//!   gobreaker re-opens at the first failed probe. Until then the breaker
+//!   stays half-open and admits the rest of the probes. The cost is up to
+//!   `permitted_probes − 1` more calls to a backend seen failing; in
+//!   return every policy decides by one rule, on the whole sample (as the
+//!   rate policies need), and the same probe outcomes always give the same
+//!   decision, whatever order concurrent probes finish in (in gobreaker, a
+//!   failure that lands after the successes needed to close is dropped).
+//!   With `permitted_probes(1)` (gobreaker's default `MaxRequests`) the two
+//!   behave the same.
+//! * **…and whatever `minimum_calls`**: resilience4j decides half-open after
+//!   `min(minimumNumberOfCalls, permittedNumberOfCallsInHalfOpenState)`
+//!   outcomes, so a `minimum_calls` below `permitted_probes` cuts the probe
+//!   sample short. Here `minimum_calls` governs the closed window only and
+//!   `permitted_probes` is the probe sample. With the defaults (100 and 10)
+//!   the two agree.
+//!
 //! ```
 //! use flowguard::breaker::{BreakerError, CircuitBreaker, Rejected, State};
 //! use std::time::Duration;
@@ -471,7 +495,10 @@ impl Builder {
 
     /// Also trip after `n` failures in a row in `Closed` (inclusive: the
     /// `n`-th trips; successes reset the run, ignored calls do not). With no
-    /// failure-rate threshold, any failed probe then re-opens from half-open.
+    /// failure-rate threshold, any failed probe then re-opens from half-open,
+    /// once all probes have reported (gobreaker re-opens at the first failed
+    /// probe: see the [module docs](crate::breaker); with
+    /// [`permitted_probes(1)`](Self::permitted_probes) the two agree).
     /// Must be at least 1. Off by default.
     pub fn consecutive_failures(mut self, n: u32) -> Self {
         self.consecutive_failures = Some(n);
@@ -495,7 +522,9 @@ impl Builder {
     }
 
     /// Rates are judged only once the window holds at least this many calls
-    /// (inclusive). Must be at least 1. Default 100.
+    /// (inclusive). Must be at least 1. Default 100. The closed-state window
+    /// only: half-open judges all [`permitted_probes`](Self::permitted_probes)
+    /// (resilience4j judges `min(minimum_calls, permitted_probes)` of them).
     pub fn minimum_calls(mut self, n: u32) -> Self {
         self.minimum_calls = n;
         self
@@ -534,7 +563,8 @@ impl Builder {
     }
 
     /// How many probe calls half-open admits (1 ..= 65536); it decides once
-    /// all of them have reported. Default 10.
+    /// all of them have reported, under every policy (a failed probe does
+    /// not re-open at once, as in gobreaker). Default 10.
     pub fn permitted_probes(mut self, n: u32) -> Self {
         self.permitted_probes = n;
         self
