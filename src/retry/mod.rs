@@ -28,6 +28,41 @@
 //! behind one mutex (`budget.rs`); this file is the async shell. Sleeps use
 //! `tokio::time`, so paused-clock tests see the exact schedule.
 //!
+//! Where this differs from Polly and resilience4j, deliberately:
+//!
+//! * **The default delays grow**: exponential from 100 ms, ×2, capped at
+//!   30 s (100, 200, 400 ms for the 3 default retries). Polly's default is a
+//!   constant 2 s (`Delay` 2 s, `BackoffType.Constant`, 3 retries);
+//!   resilience4j's a fixed 500 ms (`waitDuration`, with `maxAttempts` 3:
+//!   2 retries). A short first delay gets past a blip quickly, and a delay
+//!   that doubles backs off from a dependency that stays down instead of
+//!   retrying into it at a fixed rate. Pass [`Backoff::constant`] for
+//!   Polly's or resilience4j's schedule.
+//! * **Jitter is the AWS Architecture Blog's** ("Exponential Backoff And
+//!   Jitter"): [`Jitter::Full`], [`Jitter::Equal`] and
+//!   [`Jitter::Decorrelated`] (`min(max_delay, rand(base, 3 · previous))`),
+//!   the same for every backoff. There is no Polly
+//!   `DecorrelatedJitterBackoffV2` (what Polly's `UseJitter` gives an
+//!   exponential backoff) and no Polly ±25 % jitter of a constant or linear
+//!   delay. Each AWS formula has plain bounds (every sleep lies in a known
+//!   interval, checked by the tests) and is reproducible with
+//!   [`seed`](RetryBuilder::seed). The nearest to Polly's ±25 % is
+//!   [`Jitter::Equal`], which draws a delay `d` from `[d/2, d]`.
+//! * **No `OnRetry` hook** (Polly's `OnRetry`, resilience4j's retry event
+//!   publisher): nothing of the caller's runs between an attempt and its
+//!   sleep. What such a hook would see is available elsewhere: the
+//!   operation gets its attempt number from
+//!   [`call_with_attempt`](Retry::call_with_attempt) (and sees the previous
+//!   outcome, which it produced); each retry emits a `tracing` debug event
+//!   `"retrying"` with the retry's name, the attempt, the delay in ms and
+//!   whether the delay came from the `retry_after` hook; [`RetryMetrics`]
+//!   counts calls, attempts, retries and how each call ended; a failed call's
+//!   [`RetryError`] carries the last error and the number of attempts.
+//! * **Exponential delays are computed in `f64` seconds**: within a
+//!   nanosecond of the exact product up to 2^53 ns (about 104 days),
+//!   possibly a few nanoseconds off beyond, where `max_delay` has long
+//!   capped them.
+//!
 //! # Examples
 //!
 //! ```
@@ -392,7 +427,9 @@ pub struct RetryMetrics {
 /// Configures a [`Retry`]. Defaults: `max_retries` 3, backoff exponential
 /// from 100 ms ×2, `max_delay` 30 s, no jitter, an unseeded random source,
 /// no timeout, `attempt_margin` 0, retry on every `Err` and no `Ok`, no
-/// `retry_after` hook, no budget, name `"retry"`.
+/// `retry_after` hook, no budget, name `"retry"`. The delays differ from
+/// Polly's (a constant 2 s) and resilience4j's (a fixed 500 ms, 3 attempts
+/// in all): see the [module docs](crate::retry) for why.
 ///
 /// # Examples
 ///
@@ -424,7 +461,9 @@ impl<T, E> RetryBuilder<T, E> {
         self
     }
 
-    /// How the delay grows (see [`Backoff`]).
+    /// How the delay grows (see [`Backoff`]). Default exponential from
+    /// 100 ms ×2 (Polly: constant 2 s; resilience4j: fixed 500 ms);
+    /// `Backoff::constant(Duration::from_secs(2))` gives Polly's.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.policy.backoff = backoff;
         self
@@ -437,7 +476,9 @@ impl<T, E> RetryBuilder<T, E> {
         self
     }
 
-    /// How each delay is randomised (see [`Jitter`]).
+    /// How each delay is randomised (see [`Jitter`]): the AWS
+    /// Architecture Blog's full, equal or decorrelated jitter, not Polly's
+    /// `DecorrelatedJitterBackoffV2`. Default none.
     pub fn jitter(mut self, jitter: Jitter) -> Self {
         self.policy.jitter = jitter;
         self
