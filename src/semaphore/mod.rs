@@ -654,6 +654,13 @@ impl Semaphore {
     /// [`AcquireError::Closed`] at once. Held permits stay valid and return
     /// normally when dropped. Idempotent.
     ///
+    /// A waiter that was already granted its permits but has not been polled
+    /// since also gets `Closed`, not the permits: they go back to the
+    /// semaphore during `close` (a waiter partly assigned gives back its
+    /// part the same way). Tokio's semaphore also answers `Closed` there,
+    /// but gets the assigned permits back only when that acquire future is
+    /// dropped.
+    ///
     /// # Examples
     ///
     /// ```
@@ -661,6 +668,23 @@ impl Semaphore {
     /// let sem = Semaphore::new(1);
     /// sem.close();
     /// assert_eq!(sem.try_acquire().unwrap_err(), AcquireError::Closed);
+    /// ```
+    ///
+    /// A granted waiter not yet polled:
+    ///
+    /// ```
+    /// use flowguard::semaphore::{AcquireError, Semaphore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let sem = Semaphore::new(1);
+    /// let held = sem.try_acquire().unwrap();
+    /// let mut waiting = Box::pin(sem.acquire());
+    /// assert!(futures::poll!(waiting.as_mut()).is_pending()); // queued
+    /// drop(held); // the permit is granted to `waiting`, not yet polled
+    /// sem.close();
+    /// assert_eq!(sem.available(), 1); // given back by `close`
+    /// assert_eq!(waiting.await.unwrap_err(), AcquireError::Closed);
+    /// # }
     /// ```
     pub fn close(&self) {
         if self.inner.close() {
