@@ -324,7 +324,11 @@ fn model_hedge(s: &Scenario) -> (HedgeEnd, usize, u64) {
                 ends.push(Some(t + spec(k).0));
             }
         }
-        if ends.iter().all(Option::is_none) {
+        // The timer, on the k × delay schedule of what has been sent now:
+        // a hedge due at t is sent even if every attempt has failed by t.
+        let launched = ends.len();
+        let due = launched - 1 < s.max_hedges && launched as u64 * s.hedge_delay == t;
+        if ends.iter().all(Option::is_none) && !due {
             let others = failed.iter().copied().filter(|&k| k != 0).collect();
             let end = HedgeEnd::Failed {
                 attempt: 0,
@@ -333,9 +337,7 @@ fn model_hedge(s: &Scenario) -> (HedgeEnd, usize, u64) {
             };
             return (end, ends.len(), t);
         }
-        // The timer, on the k × delay schedule of what has been sent now.
-        let launched = ends.len();
-        if launched - 1 < s.max_hedges && launched as u64 * s.hedge_delay == t {
+        if due {
             ends.push(Some(t + spec(launched).0));
         }
     }
