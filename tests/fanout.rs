@@ -1046,6 +1046,59 @@ async fn first_completed_stops_at_any_completion_err_included() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_early_finish_keeps_every_completion_of_its_instant() {
+    // asyncio's `wait(FIRST_COMPLETED)` / `FIRST_EXCEPTION` return every
+    // future done by then: two done at the same instant are both done, the
+    // same rule as "done at the deadline counts as done".
+    for spawned in [false, true] {
+        let c = Counters::default();
+        let futs = [
+            result_task(&c, 10, true),
+            result_task(&c, 10, false),
+            result_task(&c, 30, true),
+        ];
+        let g = Gather::new(futs).first_completed();
+        let g = if spawned {
+            g.spawn().build().unwrap().await
+        } else {
+            g.build().unwrap().await
+        };
+        assert_eq!(g.finish(), Finish::FirstCompleted);
+        assert_eq!(
+            g.outcomes(),
+            [
+                Outcome::Completed(Ok(10)),
+                Outcome::Completed(Err(10)),
+                Outcome::Cancelled
+            ],
+            "spawned: {spawned}"
+        );
+        let c = Counters::default();
+        let futs = [
+            result_task(&c, 10, false),
+            result_task(&c, 10, true),
+            result_task(&c, 30, true),
+        ];
+        let g = Gather::new(futs).first_error();
+        let g = if spawned {
+            g.spawn().build().unwrap().await
+        } else {
+            g.build().unwrap().await
+        };
+        assert_eq!(g.finish(), Finish::FailedFast);
+        assert_eq!(
+            g.outcomes(),
+            [
+                Outcome::Completed(Err(10)),
+                Outcome::Completed(Ok(10)),
+                Outcome::Cancelled
+            ],
+            "spawned: {spawned}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn first_completed_needs_no_result_output_and_counts_panics_spawned() {
     let c = Counters::default();
     let g = Gather::new([c.task(ms(20), "slow"), c.task(ms(5), "fast")])

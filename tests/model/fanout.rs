@@ -243,7 +243,13 @@ fn model_gather(s: &Scenario, detach: bool) -> (Vec<Expect>, Finish, u64) {
                 err_count += 1;
             }
             if let Some(f) = verdict(ok_count, err_count) {
-                if f != Finish::AllCompleted && batch.len() > 1 {
+                if matches!(f, Finish::FirstCompleted | Finish::FailedFast) {
+                    // asyncio's `wait`: every future done at the instant of
+                    // the first completion (or error) is done.
+                    for &j in &batch {
+                        expect[j] = Some(Expect::Completed(s.futures[j].1));
+                    }
+                } else if f != Finish::AllCompleted && batch.len() > 1 {
                     // Same-instant completions may have been seen in any order.
                     for &j in &batch {
                         let ok = s.futures[j].1;
