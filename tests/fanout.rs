@@ -783,6 +783,33 @@ async fn primary_failing_before_the_delay_is_not_retried() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_primary_failing_exactly_at_the_delay_still_gets_its_due_hedge() {
+    // The hedge is due at 10 ms, the instant the primary fails: the call is
+    // not over, the hedge goes out (a failure *before* the delay is final).
+    let b = Backend::new(&[(10, false), (5, true)]);
+    let start = Instant::now();
+    let won = hedge(|| b.request(), &fixed(10, 1)).await.unwrap();
+    assert_eq!((won.value, won.winner, won.attempts), (1, 1, 2));
+    assert_eq!(start.elapsed(), ms(15));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_delay_sends_every_hedge_at_once_even_if_the_primary_fails_at_once() {
+    // Polly's `Delay = TimeSpan.Zero`: all attempts start together; an
+    // attempt that fails on its first poll does not end the call while
+    // hedges are due.
+    let b = Backend::new(&[(0, false), (0, false), (3, true)]);
+    let start = Instant::now();
+    let won = hedge(|| b.request(), &fixed(0, 2)).await.unwrap();
+    assert_eq!((won.value, won.winner, won.attempts), (2, 2, 3));
+    assert_eq!(start.elapsed(), ms(3));
+    // All fail at once: every attempt was sent, the primary's error comes back.
+    let b = Backend::new(&[(0, false), (0, false), (0, false)]);
+    let err = hedge(|| b.request(), &fixed(0, 2)).await.unwrap_err();
+    assert_eq!((err.attempts(), err.attempt), (3, 0));
+}
+
+#[tokio::test(start_paused = true)]
 async fn percentile_delay_is_learned_once_enough_samples_exist() {
     let policy = HedgePolicy::builder()
         .percentile(0.9)
@@ -1016,6 +1043,59 @@ async fn first_completed_stops_at_any_completion_err_included() {
     let futs = [result_task(&c, 30, true), result_task(&c, 10, false)];
     let g = Gather::new(futs).quorum(1).build().unwrap().await;
     assert_eq!((g.finish(), g.success_count()), (Finish::QuorumReached, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_early_finish_keeps_every_completion_of_its_instant() {
+    // asyncio's `wait(FIRST_COMPLETED)` / `FIRST_EXCEPTION` return every
+    // future done by then: two done at the same instant are both done, the
+    // same rule as "done at the deadline counts as done".
+    for spawned in [false, true] {
+        let c = Counters::default();
+        let futs = [
+            result_task(&c, 10, true),
+            result_task(&c, 10, false),
+            result_task(&c, 30, true),
+        ];
+        let g = Gather::new(futs).first_completed();
+        let g = if spawned {
+            g.spawn().build().unwrap().await
+        } else {
+            g.build().unwrap().await
+        };
+        assert_eq!(g.finish(), Finish::FirstCompleted);
+        assert_eq!(
+            g.outcomes(),
+            [
+                Outcome::Completed(Ok(10)),
+                Outcome::Completed(Err(10)),
+                Outcome::Cancelled
+            ],
+            "spawned: {spawned}"
+        );
+        let c = Counters::default();
+        let futs = [
+            result_task(&c, 10, false),
+            result_task(&c, 10, true),
+            result_task(&c, 30, true),
+        ];
+        let g = Gather::new(futs).first_error();
+        let g = if spawned {
+            g.spawn().build().unwrap().await
+        } else {
+            g.build().unwrap().await
+        };
+        assert_eq!(g.finish(), Finish::FailedFast);
+        assert_eq!(
+            g.outcomes(),
+            [
+                Outcome::Completed(Err(10)),
+                Outcome::Completed(Ok(10)),
+                Outcome::Cancelled
+            ],
+            "spawned: {spawned}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

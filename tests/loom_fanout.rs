@@ -253,7 +253,9 @@ fn settle_waits_for_the_wakes_in_its_snapshot_only() {
 
 /// `first_completed` over two children fired from two threads: the gather
 /// stops at whichever it sees first and closes its ready queue; the other
-/// child's wake may land after that, and is dropped harmlessly.
+/// child's wake may land after that, and is dropped harmlessly (or, woken
+/// by the time the gather drains its queue, it is polled and done too, as
+/// in asyncio's done set).
 #[test]
 fn first_completed_closes_the_queue_under_a_late_wake() {
     loom::model(|| {
@@ -269,8 +271,8 @@ fn first_completed_closes_the_queue_under_a_late_wake() {
         ta.join().unwrap();
         tb.join().unwrap();
         assert_eq!(out.finish(), Finish::FirstCompleted);
-        assert_eq!(out.completed_count(), 1);
-        assert_eq!(out.cancelled_count(), 1);
+        assert!((1..=2).contains(&out.completed_count()));
+        assert_eq!(out.completed_count() + out.cancelled_count(), 2);
         assert_eq!(drops.load(Ordering::SeqCst), 2);
     });
 }

@@ -30,10 +30,10 @@ pub enum Finish {
     /// arrive; the rest were cancelled.
     QuorumImpossible,
     /// With `fail_fast()` (or `first_error()`), one future failed; the rest
-    /// were cancelled.
+    /// not done by that instant were cancelled.
     FailedFast,
     /// With `first_completed()`, one future completed (with any value, or
-    /// a panic); the rest were cancelled.
+    /// a panic); the rest not done by that instant were cancelled.
     FirstCompleted,
 }
 

@@ -1000,7 +1000,10 @@ impl<F, M: GatherMode<F>> Gather<F, M> {
     /// Returns as soon as any future completes, whatever it returned (or,
     /// spawned, if it panicked), cancelling the rest: asyncio's
     /// `FIRST_COMPLETED`. The finish is [`Finish::FirstCompleted`]. Unlike
-    /// `quorum(1)`, it needs no `Result` output and an `Err` counts.
+    /// `quorum(1)`, it needs no `Result` output and an `Err` counts. As in
+    /// asyncio's done set, every future found done at that instant (woken
+    /// at the same time as the first) is `Completed`, not cancelled; so is
+    /// it with `first_error` (a quorum stops at exactly its k-th `Ok`).
     ///
     /// # Examples
     ///
@@ -1626,8 +1629,9 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
         self.queue.drain_into(&mut batch);
         let mut verdict = None;
         for &index in &batch {
-            verdict = self.poll_child(index, cx, sink);
-            if verdict.is_some() {
+            let finished = self.poll_child(index, cx, sink);
+            verdict = verdict.or(finished);
+            if verdict.is_some_and(|f| !keeps_its_instant(f)) {
                 break;
             }
         }
@@ -1653,7 +1657,9 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
             let poll = std::future::poll_fn(|cx| Poll::Ready(self.poll_child(index, cx, sink)));
             let mut poll = std::pin::pin!(tokio::task::unconstrained(poll));
             if let Poll::Ready(Some(finish)) = poll.as_mut().poll(cx) {
-                verdict = Some(finish);
+                verdict = verdict.or(Some(finish));
+            }
+            if verdict.is_some_and(|f| !keeps_its_instant(f)) {
                 break;
             }
         }
@@ -1851,6 +1857,14 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
         }
         finish
     }
+}
+
+/// Whether, past this verdict, the rest of the children woken (or
+/// reported) by now are still polled: asyncio's `wait` returns every
+/// future done by then, so the first completion or first error keeps the
+/// completions of its instant; a quorum stops at exactly its k-th success.
+fn keeps_its_instant(finish: Finish) -> bool {
+    matches!(finish, Finish::FirstCompleted | Finish::FailedFast)
 }
 
 fn left_over<T>(finish: Finish) -> Outcome<T> {

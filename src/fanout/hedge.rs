@@ -303,8 +303,8 @@ impl HedgePolicyBuilder {
     /// When an attempt fails (with an error that is not
     /// [final](HedgeFuture::final_error_if)), send the next hedge at once
     /// instead of waiting for its time, as Polly's hedging does (default
-    /// off: a failed primary then waits for its hedge's delay, or fails the
-    /// call if no hedge is due). Still at most `max_hedges` extra attempts,
+    /// off: a failed attempt then waits for the others, and the call fails
+    /// once none is running and no hedge is due). Still at most `max_hedges` extra attempts,
     /// each within the [`max_extra_load`](Self::max_extra_load) budget;
     /// timed hedges keep their `k × delay` schedule. It applies even while
     /// a learned delay is not warm yet.
@@ -641,10 +641,13 @@ pub struct Hedged<T> {
 /// `k × delay`). The first `Ok` wins and the other attempts are dropped.
 ///
 /// An `Err` does not win while another attempt is still running; once no
-/// attempt is running and none succeeded, the call fails with the
-/// primary's error and every other attempt's (hedges are not retries: a
-/// primary that fails before the delay is not re-sent, unless the policy
-/// has [`hedge_on_error`](HedgePolicyBuilder::hedge_on_error)). An error
+/// attempt is running, none succeeded and no hedge is due, the call fails
+/// with the primary's error and every other attempt's (hedges are not
+/// retries: a primary that fails before the delay is not re-sent, unless
+/// the policy has [`hedge_on_error`](HedgePolicyBuilder::hedge_on_error);
+/// one that fails at the delay instant, or with a zero delay, still gets
+/// the hedge then due, as every hedge of a zero delay is sent at once, as
+/// Polly's `Delay = TimeSpan.Zero`). An error
 /// can be declared final with [`HedgeFuture::final_error_if`]. Each
 /// successful attempt's latency, from its own start, feeds the policy's
 /// rolling window.
@@ -967,6 +970,14 @@ where
         }
     }
 
+    /// Whether the armed timer's hedge is due by now (its timer may not
+    /// have been polled yet).
+    fn hedge_is_due(&self) -> bool {
+        self.sleep
+            .as_ref()
+            .is_some_and(|sleep| sleep.deadline() <= Instant::now())
+    }
+
     /// Ends the call in failure with `(attempt, error)` as the reported one.
     fn fail(&mut self, attempt: usize, error: E, is_final: bool) -> HedgeError<E> {
         self.policy.shared.failures.fetch_add(1, Ordering::Relaxed);
@@ -1056,6 +1067,14 @@ where
             if launched {
                 this.arm();
                 // Poll the new attempts (and re-check the timer) at once.
+                continue;
+            }
+            if this.live == 0 && this.hedge_is_due() {
+                // Every attempt so far failed, but the next hedge's time has
+                // come (a failure at the delay instant, or a zero delay): it
+                // is sent, as it would be were an attempt still running.
+                this.launch(Instant::now());
+                this.arm();
                 continue;
             }
             if this.live == 0 {

@@ -243,7 +243,13 @@ fn model_gather(s: &Scenario, detach: bool) -> (Vec<Expect>, Finish, u64) {
                 err_count += 1;
             }
             if let Some(f) = verdict(ok_count, err_count) {
-                if f != Finish::AllCompleted && batch.len() > 1 {
+                if matches!(f, Finish::FirstCompleted | Finish::FailedFast) {
+                    // asyncio's `wait`: every future done at the instant of
+                    // the first completion (or error) is done.
+                    for &j in &batch {
+                        expect[j] = Some(Expect::Completed(s.futures[j].1));
+                    }
+                } else if f != Finish::AllCompleted && batch.len() > 1 {
                     // Same-instant completions may have been seen in any order.
                     for &j in &batch {
                         let ok = s.futures[j].1;
@@ -324,7 +330,11 @@ fn model_hedge(s: &Scenario) -> (HedgeEnd, usize, u64) {
                 ends.push(Some(t + spec(k).0));
             }
         }
-        if ends.iter().all(Option::is_none) {
+        // The timer, on the k × delay schedule of what has been sent now:
+        // a hedge due at t is sent even if every attempt has failed by t.
+        let launched = ends.len();
+        let due = launched - 1 < s.max_hedges && launched as u64 * s.hedge_delay == t;
+        if ends.iter().all(Option::is_none) && !due {
             let others = failed.iter().copied().filter(|&k| k != 0).collect();
             let end = HedgeEnd::Failed {
                 attempt: 0,
@@ -333,9 +343,7 @@ fn model_hedge(s: &Scenario) -> (HedgeEnd, usize, u64) {
             };
             return (end, ends.len(), t);
         }
-        // The timer, on the k × delay schedule of what has been sent now.
-        let launched = ends.len();
-        if launched - 1 < s.max_hedges && launched as u64 * s.hedge_delay == t {
+        if due {
             ends.push(Some(t + spec(launched).0));
         }
     }
