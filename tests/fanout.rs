@@ -1568,3 +1568,47 @@ async fn child_latency_histogram_in_both_modes() {
         .await;
     assert_eq!((h.snapshot().count(), h.snapshot().max()), (3, 40_000_000));
 }
+
+#[tokio::test(start_paused = true)]
+async fn in_task_first_completed_polls_every_child_ready_at_the_first_poll() {
+    // All three are done on their first poll: each was started, so each is
+    // done at the instant of the first completion (asyncio would have
+    // started them all as tasks).
+    let futs = [1, 2, 3].map(|n| async move { n });
+    let g = Gather::new(futs).first_completed().build().unwrap().await;
+    assert_eq!(g.finish(), Finish::FirstCompleted);
+    assert_eq!(
+        g.outcomes(),
+        [1, 2, 3].map(Outcome::Completed),
+        "a ready child was cancelled without a poll"
+    );
+    // Bounded: the two slots free at the start are filled; the slots they
+    // free are not refilled after the first completion.
+    let futs = [1, 2, 3, 4].map(|n| async move { n });
+    let g = Gather::new(futs)
+        .concurrency(2)
+        .first_completed()
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(
+        g.outcomes(),
+        [
+            Outcome::Completed(1),
+            Outcome::Completed(2),
+            Outcome::Cancelled,
+            Outcome::Cancelled
+        ]
+    );
+    // A quorum still stops at exactly its k-th success.
+    let futs = [1, 2, 3].map(|n| async move { Ok::<_, ()>(n) });
+    let g = Gather::new(futs).quorum(1).build().unwrap().await;
+    assert_eq!(
+        g.outcomes(),
+        [
+            Outcome::Completed(Ok(1)),
+            Outcome::Cancelled,
+            Outcome::Cancelled
+        ]
+    );
+}

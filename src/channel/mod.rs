@@ -1150,6 +1150,13 @@ impl<T> Sender<T> {
     /// is queued (and what outstanding permits send). Returns `false` if it
     /// was already closed.
     ///
+    /// A waiting [`send`](Self::send) or [`reserve`](Self::reserve) that
+    /// was already served (its value queued, its room granted) before the
+    /// close, but not yet polled, still succeeds: the send resolves `Ok`
+    /// and its value is received, the reservation resolves to a permit
+    /// whose send is delivered. Tokio's `mpsc` answers both with an error
+    /// after a close; here nothing already admitted is lost or refused.
+    ///
     /// # Examples
     ///
     /// ```

@@ -1002,7 +1002,8 @@ impl<F, M: GatherMode<F>> Gather<F, M> {
     /// `FIRST_COMPLETED`. The finish is [`Finish::FirstCompleted`]. Unlike
     /// `quorum(1)`, it needs no `Result` output and an `Err` counts. As in
     /// asyncio's done set, every future found done at that instant (woken
-    /// at the same time as the first) is `Completed`, not cancelled; so is
+    /// at the same time as the first, or, in-task, started in the same poll
+    /// within the concurrency bound) is `Completed`, not cancelled; so is
     /// it with `first_error` (a quorum stops at exactly its k-th `Ok`).
     ///
     /// # Examples
@@ -1148,7 +1149,8 @@ where
     /// Asyncio's name for [`fail_fast`](Self::fail_fast) (`FIRST_EXCEPTION`):
     /// return at the first `Err` (or panic, in spawned mode), cancelling the
     /// rest, or when all completed if none failed. The finish is
-    /// [`Finish::FailedFast`].
+    /// [`Finish::FailedFast`] after a failure, [`Finish::AllCompleted`]
+    /// when none failed.
     ///
     /// # Examples
     ///
@@ -1566,8 +1568,21 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
         }
 
         // Start what the concurrency bound allows; a child that finishes on
-        // its first poll frees its slot for the next at once.
+        // its first poll frees its slot for the next at once. After a first
+        // completion (or first error) the slots that were free when this
+        // loop began are still filled, as spawned mode launches them all
+        // at once: each of those children is done at this instant or
+        // cancelled with the rest, as asyncio's `wait` sees tasks it
+        // started together.
+        let (free, started_before) = (
+            self.concurrency.saturating_sub(self.in_flight),
+            self.started,
+        );
+        let mut verdict = None;
         while self.in_flight < self.concurrency {
+            if verdict.is_some() && self.started - started_before >= free {
+                break;
+            }
             let Some(future) = self.pending.next() else {
                 break;
             };
@@ -1589,9 +1604,13 @@ impl<F, M: GatherMode<F>> Driver<F, M> {
                 }
                 continue;
             }
-            if let Some(finish) = self.poll_child(index, cx, sink) {
-                return Poll::Ready(self.finish(finish, sink));
+            verdict = verdict.or(self.poll_child(index, cx, sink));
+            if verdict.is_some_and(|f| !keeps_its_instant(f)) {
+                break;
             }
+        }
+        if let Some(finish) = verdict {
+            return Poll::Ready(self.finish(finish, sink));
         }
 
         // Completions first, then the clock: a future done exactly at the

@@ -309,6 +309,10 @@ impl HedgePolicyBuilder {
     /// timed hedges keep their `k × delay` schedule. It applies even while
     /// a learned delay is not warm yet.
     ///
+    /// Polly's hedging "only on failure" (an infinite `Delay`) is
+    /// `fixed_delay(Duration::MAX)` with `hedge_on_error(true)`;
+    /// `Duration::MAX` alone never hedges.
+    ///
     /// # Examples
     ///
     /// ```
