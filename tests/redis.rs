@@ -1024,6 +1024,37 @@ mod memory {
         );
     }
 
+    /// Go's `Wait` with a deadline never returns after it. The random delay
+    /// added to each wait (up to one emission interval, here a minute) must
+    /// not carry a wait past the caller's timeout.
+    #[tokio::test(start_paused = true)]
+    async fn acquire_timeout_never_waits_past_its_deadline() {
+        let store = MemoryStore::new();
+        let limiter =
+            RedisRateLimiter::builder_in_memory(&store, "k", Quota::per_minute(1).unwrap())
+                .build()
+                .unwrap();
+        limiter.try_acquire(1).await.unwrap();
+        // The next token comes exactly at the deadline: taken then.
+        let start = Instant::now();
+        limiter
+            .acquire_timeout(1, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+        // 60 s away, a 70 s timeout: taken within it, jitter or not.
+        let start = Instant::now();
+        limiter
+            .acquire_timeout(1, Duration::from_secs(70))
+            .await
+            .unwrap();
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(60) && waited <= Duration::from_secs(70),
+            "{waited:?}"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn keyed_local_share_limits_each_key_while_down() {
         let store = MemoryStore::new();

@@ -11,8 +11,11 @@
 //! | otherwise (the caller uses under half the limit) | unchanged |
 //!
 //! and the result is clamped to `[min_limit, max_limit]`. (The `limit −
-//! 1` bound is Netflix's too: a decrease always decreases, whatever the
-//! float rounding of the product.) Defaults as
+//! 1` bound was in Netflix's first `AIMDLimit`; its current one takes the
+//! plain `(int) (limit × ratio)`. The bound makes a decrease always
+//! decrease whatever the float rounding of the product; for ratios in
+//! `[0.5, 1)` and limits up to [`MAX_LIMIT`](super::MAX_LIMIT) the product
+//! never rounds up to the limit, so the two give the same numbers.) Defaults as
 //! Netflix's: initial 20, min 20, max 200, backoff ratio 0.9, timeout 5 s.
 //! With the default min equal to the initial limit, AIMD never goes below
 //! 20; lower `min_limit` for a backend whose knee may be smaller.
@@ -279,6 +282,16 @@ mod tests {
             .unwrap();
         assert_eq!(b.update(&s(1, 2, true)), 1);
         assert_eq!(b.update(&s(1, 1, true)), 1);
+        // The largest ratio below 1: the product never rounds up to the
+        // limit, so every drop takes one off (Netflix's plain cast agrees).
+        let mut n = Aimd::builder()
+            .initial_limit(200)
+            .min_limit(1)
+            .backoff_ratio(1.0 - f64::EPSILON / 2.0)
+            .build()
+            .unwrap();
+        assert_eq!(n.update(&s(1, 0, true)), 199);
+        assert_eq!(n.update(&s(1, 0, true)), 198);
         // Growth stops at the ceiling 200.
         let mut c = Aimd::builder().initial_limit(199).build().unwrap();
         assert_eq!(c.update(&s(1, 199, false)), 200);

@@ -47,8 +47,10 @@
 //! always counts toward the window (its sample count and its drop flag)
 //! and adds its RTT to the mean only when that RTT is above the
 //! threshold; a window of fast drops alone reports an RTT of zero with
-//! `dropped` set. The very first sample closes an empty window at once
-//! (Netflix's first deadline is 0), so the first real window starts then.
+//! `dropped` set. The very first sample closes the window it opened at
+//! once (Netflix's first deadline is 0): with `min_samples` 1 that sample
+//! alone is a decision, as in Netflix's; otherwise the window is
+//! discarded, and the first real window starts then.
 
 use std::time::Duration;
 
@@ -392,7 +394,7 @@ mod tests {
             .min_samples(3)
             .build()
             .unwrap();
-        w.update(&Sample::new(t0, MS * 10, 1, false)); // closes the empty first window
+        w.update(&Sample::new(t0, MS * 10, 1, false)); // closes the first window at once
         assert_eq!(w.inner().0.len(), 0, "one sample is below min_samples");
         // The window ends at 10 + 100 ms.
         w.update(&Sample::new(t0 + MS * 20, MS * 10, 4, false));
@@ -405,6 +407,20 @@ mod tests {
         assert_eq!((fed.inflight, fed.dropped), (9, true));
         assert_eq!(fed.start, t0 + MS * 100);
         assert_eq!(w.ends_at, Some(t0 + MS * 240));
+    }
+
+    /// Netflix's first deadline is 0: the first sample closes the window it
+    /// opened, and with a window size of 1 it is a decision of its own.
+    #[test]
+    fn the_first_sample_alone_decides_with_min_samples_one() {
+        let t0 = Instant::now();
+        let mut w = Windowed::builder(Spy::default())
+            .min_samples(1)
+            .build()
+            .unwrap();
+        w.update(&Sample::new(t0, MS * 10, 7, false));
+        assert_eq!(w.inner().0, vec![Sample::new(t0, MS * 10, 7, false)]);
+        assert_eq!(w.ends_at, Some(t0 + MS * 1010), "then a 1 s window");
     }
 
     #[test]

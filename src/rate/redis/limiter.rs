@@ -714,8 +714,15 @@ impl<C: Clock> Engine<C> {
                     // would win every race: a random extra delay of up to
                     // one emission interval makes them take turns.
                     let jitter = self.rng.lock().between(0, self.t);
-                    let wait = retry_after.saturating_duration_since(self.clock.now())
-                        + Duration::from_nanos(jitter);
+                    let now = self.clock.now();
+                    let mut wait =
+                        retry_after.saturating_duration_since(now) + Duration::from_nanos(jitter);
+                    if let Some(d) = deadline {
+                        // The delay never carries a wait past the caller's
+                        // deadline (up to one emission interval late): the
+                        // retry instant is within it, so ask then.
+                        wait = wait.min(d.saturating_duration_since(now));
+                    }
                     tokio::time::sleep(wait).await;
                 }
                 Err(TryAcquireError::InsufficientCapacity { requested, burst }) => {
@@ -993,7 +1000,8 @@ impl<C: Clock> RedisRateLimiter<C> {
 
     /// Like [`acquire`](Self::acquire), but fails at once, consuming
     /// nothing, when a refusal's retry instant lies beyond `timeout` from
-    /// now (Go's `Limiter.Wait` with a deadline).
+    /// now (Go's `Limiter.Wait` with a deadline). The random delay added to
+    /// each wait is cut at the deadline, so it never sleeps past it.
     ///
     /// # Errors
     ///
