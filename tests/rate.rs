@@ -920,3 +920,36 @@ async fn a_burst_one_acquire_loop_keeps_the_quotas_rate_with_sub_millisecond_int
     }
     assert!(start.elapsed() <= ms(151), "{:?}", start.elapsed());
 }
+
+/// Go's `x/time/rate` and resilience4j: a drained bucket of 3 per second
+/// holds 3 tokens again exactly one period later (the emission interval is
+/// rounded down, `Duration::from_secs(1) / 3`, never up past the period).
+#[tokio::test(start_paused = true)]
+async fn a_drained_bucket_is_full_again_exactly_one_period_later() {
+    let clock = ManualClock::new();
+    let l = RateLimiter::with_clock(Quota::per_second(3).unwrap(), clock.clone());
+    for _ in 0..3 {
+        l.try_acquire(1).unwrap();
+    }
+    assert!(l.try_acquire(1).is_err());
+    clock.advance(Duration::from_secs(1) / 3);
+    assert_eq!(l.snapshot().available, 1, "one token per T = 1 s / 3");
+    clock.advance(Duration::from_secs(1) - Duration::from_secs(1) / 3);
+    assert_eq!(l.snapshot().available, 3);
+    for _ in 0..3 {
+        l.try_acquire(1).unwrap();
+    }
+    assert!(l.try_acquire(1).is_err());
+    // The keyed limiter reads the same quota.
+    let k = KeyedRateLimiter::<u8>::builder(Quota::per_second(3).unwrap())
+        .build_with_clock(clock.clone())
+        .unwrap();
+    for _ in 0..3 {
+        k.try_acquire(&1, 1).unwrap();
+    }
+    assert!(k.try_acquire(&1, 1).is_err());
+    clock.advance(Duration::from_secs(1));
+    for _ in 0..3 {
+        k.try_acquire(&1, 1).unwrap();
+    }
+}

@@ -12,10 +12,15 @@ use crate::{ConfigError, ConfigErrorKind};
 /// # The formula
 ///
 /// A quota of `n` per `period` has the **emission interval**
-/// `T = period / n`, rounded *up* to a whole nanosecond (so the limiter never
-/// admits more than the stated rate; `3 per second` is one token every
-/// 333,333,334 ns). The **burst** `B` is the bucket's capacity, and the
-/// **tolerance** is `tau = B * T`.
+/// `T = period / n` in whole nanoseconds, rounded down as `Duration`'s
+/// division is (at least 1 ns): `3 per second` is one token every
+/// 333,333,333 ns, `Duration::from_secs(1) / 3`. So a drained bucket of
+/// `per_second(3)` holds its 3 tokens again one second later, as Go's
+/// `x/time/rate` and resilience4j's limiter do (rounded up, the third
+/// token would come 2 ns after the period). The price is a rate above the
+/// stated one by less than one part in `T` nanoseconds (3 per 10⁹ for
+/// `per_second(3)`: one token more every ten years). The **burst** `B` is
+/// the bucket's capacity, and the **tolerance** is `tau = B * T`.
 ///
 /// # What burst means, exactly
 ///
@@ -139,8 +144,10 @@ impl Quota {
             ));
         }
         let nanos = nanos as u64;
-        let t_nanos = nanos.div_ceil(u64::from(n));
-        // T * n < nanos + n <= MAX_TOLERANCE + n: re-check with the rounded T.
+        // Rounded down, as `period / n` is; at least 1 ns (a rate above one
+        // token a nanosecond is held to that).
+        let t_nanos = (nanos / u64::from(n)).max(1);
+        // Re-checked with the rounded T (1 ns times n may exceed nanos).
         Self::from_parts(t_nanos, n, "period")
     }
 
@@ -181,8 +188,8 @@ impl Quota {
         }
     }
 
-    /// `T`: the time one token takes to refill (period / n, rounded up to a
-    /// nanosecond).
+    /// `T`: the time one token takes to refill (`period / n` in whole
+    /// nanoseconds, rounded down, at least 1 ns).
     pub fn emission_interval(&self) -> Duration {
         Duration::from_nanos(self.t_nanos)
     }
@@ -226,10 +233,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rounding_is_up() {
+    fn rounding_is_down_as_duration_division() {
         let q = Quota::per_second(3).unwrap();
-        assert_eq!(q.emission_interval(), Duration::from_nanos(333_333_334));
+        assert_eq!(q.emission_interval(), Duration::from_secs(1) / 3);
+        assert_eq!(q.emission_interval(), Duration::from_nanos(333_333_333));
         assert_eq!(q.burst(), 3);
+        // A whole period refills the whole burst.
+        assert!(q.tolerance() <= Duration::from_secs(1));
+        let q = Quota::with_period(2, Duration::from_secs(1)).unwrap();
+        assert_eq!(q.emission_interval(), Duration::from_millis(500));
+        // More than one token a nanosecond is held to one.
+        let q = Quota::with_period(5, Duration::from_nanos(3)).unwrap();
+        assert_eq!(q.emission_interval(), Duration::from_nanos(1));
+        assert_eq!(q.burst(), 5);
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! `1 / T` per nanosecond, capped at the burst). After every op the two must
 //! agree on: the admitted set, the exact retry-after instant of every
 //! refusal, the tokens available and the next token's arrival. At the end,
-//! over every window of admissions, admitted <= burst + rate * window +
-//! refunds (with the *stated* rate `n / period`, not the rounded one).
+//! over every window of admissions, admitted <= burst + window / T +
+//! refunds, with the quota's emission interval `T` (`period / n` rounded
+//! down to a whole nanosecond, at least 1 ns: the documented bound).
 //!
 //! `set_quota` is checked against the documented carry-over rule: the
 //! tokens available carry over, capped at the new burst, and the missing
@@ -222,15 +223,15 @@ impl Ref {
 }
 
 /// The limiter's rounded interval for `rate` per `period_ns`, checked
-/// against the stated rate.
+/// against the documented rounding (`period / rate` rounded down, at least
+/// 1 ns).
 fn quota(rate: u32, period_ns: u64, burst: u32) -> (Quota, Ref) {
     let quota = Quota::with_period(rate, Duration::from_nanos(period_ns))
         .and_then(|q| q.with_burst(burst))
         .expect("model quotas are valid");
     let t = quota.emission_interval().as_nanos() as i128;
-    // The rounded interval never exceeds the stated rate: T >= period / rate.
-    assert!(t * i128::from(rate) >= i128::from(period_ns));
-    assert!((t - 1) * i128::from(rate) < i128::from(period_ns));
+    // T = max(1, floor(period / rate)), as `Duration` division.
+    assert_eq!(t, (i128::from(period_ns) / i128::from(rate)).max(1));
     (
         quota,
         Ref {
@@ -252,6 +253,7 @@ struct World {
     keys: HashMap<u8, Bucket>,
     origin: tokio::time::Instant,
     now: u64,
+    /// Tokens per nanoseconds the windows are judged at: (1, T).
     stated: (u32, u64),
     /// (time, +admitted / -refunded) of the plain limiter since Start.
     events: Vec<(u64, i64)>,
@@ -280,7 +282,7 @@ impl World {
             keys: HashMap::new(),
             origin,
             now: 0,
-            stated: (rate, period_ns),
+            stated: (1, reference.t.n as u64),
             events: Vec::new(),
         }
     }
@@ -395,11 +397,11 @@ pub(crate) fn check(ops: &[Op]) {
                 period_ns,
                 burst,
             } => {
-                // Windows are judged against one stated rate at a time.
+                // Windows are judged against one quota at a time.
                 w.check_windows();
                 w.events.clear();
-                w.stated = (rate, period_ns);
                 let (q, new) = quota(rate, period_ns, burst);
+                w.stated = (1, new.t.n as u64);
                 w.plain.set_quota(q);
                 w.reference.convert(&mut w.bucket, w.now, new);
                 assert_eq!(w.plain.quota(), q);
