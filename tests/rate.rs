@@ -882,30 +882,29 @@ async fn wait_histogram_counts_queued_acquires() {
 
 /// Go's `Wait` with a deadline succeeds whenever its reservation's time is
 /// within the deadline. Here the prediction (666.67 ms, inside 667 ms) lets
-/// the caller queue, but the waiter ahead, which needs a full bucket (burst
-/// 1), is admitted at 334 ms, when Tokio's 1 ms timer fires, and the 0.67 ms
-/// of refill the full bucket could not hold is lost: the caller's turn moves
-/// to 667.33 ms and it times out at 667 ms after waiting the whole timeout.
+/// the caller queue; the waiter ahead, which needs a full bucket (burst 1),
+/// is woken at 334 ms by Tokio's 1 ms timer but admitted as of 333.33 ms,
+/// its exact ready instant, so the caller's turn stays at 666.67 ms and it
+/// is admitted at 667 ms (charged at its turn, the refill the full bucket
+/// could not hold would be lost and it would time out after waiting).
 #[tokio::test(start_paused = true)]
-#[ignore = "debatable fix (admit the head as of its ready instant, Go's reservation rule, which breaks the documented real-time spacing bound); see the rC review report"]
 async fn acquire_timeout_admits_what_it_predicted_despite_timer_rounding() {
     let l = RateLimiter::new(Quota::per_second(3).unwrap().with_burst(1).unwrap());
     l.try_acquire(1).unwrap();
     let l2 = l.clone();
     let ahead = tokio::spawn(async move { l2.acquire(1).await });
     tokio::task::yield_now().await;
-    // Predicted: two emission intervals, 666,666,668 ns.
+    // Predicted: two emission intervals, 666,666,666 ns.
     assert_eq!(l.acquire_timeout(1, ms(667)).await, Ok(()));
     ahead.await.unwrap().unwrap();
 }
 
 /// Spacing quota with an emission interval that is not a whole millisecond:
 /// Go's `Wait` loop runs at the quota's rate (its reservations are made at
-/// their exact instants); here each wait rounds up to the next millisecond
-/// and, the bucket being full at its ready instant, the fraction is lost:
-/// 100 tokens at T = 1.5 ms take 200 ms instead of 150 ms.
+/// their exact instants), and so does this one: each wait is woken at the
+/// next millisecond but admitted as of its exact instant, so 100 tokens at
+/// T = 1.5 ms take 150 ms, not 200.
 #[tokio::test(start_paused = true)]
-#[ignore = "debatable fix (see acquire_timeout_admits_what_it_predicted_despite_timer_rounding)"]
 async fn a_burst_one_acquire_loop_keeps_the_quotas_rate_with_sub_millisecond_intervals() {
     let l = RateLimiter::new(
         Quota::with_period(2, Duration::from_micros(3000))
@@ -952,4 +951,24 @@ async fn a_drained_bucket_is_full_again_exactly_one_period_later() {
     for _ in 0..3 {
         k.try_acquire(&1, 1).unwrap();
     }
+}
+
+/// The keyed limiter's waiters keep the quota's rate through Tokio's 1 ms
+/// timer, as the plain limiter's do (see
+/// `a_burst_one_acquire_loop_keeps_the_quotas_rate_with_sub_millisecond_intervals`).
+#[tokio::test(start_paused = true)]
+async fn a_keyed_acquire_loop_keeps_the_quotas_rate_with_sub_millisecond_intervals() {
+    let quota = Quota::with_period(2, Duration::from_micros(3000))
+        .unwrap()
+        .with_burst(1)
+        .unwrap();
+    let k = KeyedRateLimiter::<u8>::builder(quota).build().unwrap();
+    k.try_acquire(&7, 1).unwrap();
+    let start = Instant::now();
+    for _ in 0..100 {
+        k.acquire(&7, 1).await.unwrap();
+    }
+    assert!(start.elapsed() <= ms(151), "{:?}", start.elapsed());
+    // A plain check is never back-dated: the bucket is empty right after.
+    assert!(k.try_acquire(&7, 1).is_err());
 }

@@ -617,6 +617,26 @@ async fn per_service_rate_limit_wait_is_not_ready_until_its_token_is_due() {
     assert_eq!(m.calls(), [1, 7, 2, 3]);
 }
 
+/// Tokio's timer wakes a waiting service on the next millisecond; it takes
+/// its token as of the exact instant it was due, so 100 calls at one token
+/// every 1.5 ms take 150 ms (charged at the wake-up they took 200 ms).
+#[tokio::test(start_paused = true)]
+async fn per_service_rate_limit_wait_keeps_the_quotas_rate_through_the_timer() {
+    let quota = Quota::with_period(2, Duration::from_micros(3000))
+        .unwrap()
+        .with_burst(1)
+        .unwrap();
+    let m = Mock::ready();
+    let mut a = PerServiceRateLimitLayer::wait(quota).layer(m.clone());
+    (&mut a).oneshot(0).await.unwrap();
+    let start = Instant::now();
+    for i in 0..100 {
+        (&mut a).oneshot(i).await.unwrap();
+    }
+    assert!(start.elapsed() <= 151 * MS, "{:?}", start.elapsed());
+    assert_eq!(a.available(), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn per_service_rate_limit_holds_one_token_while_the_inner_service_is_not_ready() {
     let m = Mock::default();

@@ -25,6 +25,11 @@ pub(crate) const MAX_NOW: u64 = (1 << 61) - 1;
 /// Largest `tau = burst * T` a quota may have (about 73 years).
 pub(crate) const MAX_TOLERANCE: u64 = 1 << 61;
 
+/// How late Tokio's timer may wake a waiter whose tokens are ready (its
+/// 1 ms resolution): the most a waiter woken by it is back-dated by
+/// [`Gcra::charge_at`].
+pub(crate) const TIMER_SLACK_NANOS: u64 = 1_000_000;
+
 /// The two numbers a quota boils down to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Gcra {
@@ -67,6 +72,26 @@ impl Gcra {
         } else {
             // tat > now here (base == now would give cost <= tau).
             Err(Refusal::NotUntil(new_tat - tau))
+        }
+    }
+
+    /// The instant to take `n` tokens as for a waiter woken (by a timer)
+    /// at `now`: the exact instant they became ready when that passed at
+    /// most `slack` ago, else `now`. A waiter charged at its wake-up would
+    /// lose the refill a full bucket could not hold between the two (a
+    /// burst-1 quota of one token every 1.5 ms, woken on a 1 ms timer, ran
+    /// at one every 2 ms); charged at its ready instant it keeps the
+    /// quota's rate, as Go's reservations do. `take` at the returned
+    /// instant succeeds whenever it would at `now`.
+    #[inline]
+    pub(crate) fn charge_at(&self, tat: u64, now: u64, n: u32, slack: u64) -> u64 {
+        let ready = tat
+            .saturating_add(self.t.saturating_mul(u64::from(n)))
+            .saturating_sub(self.tau());
+        if ready <= now {
+            ready.max(now.saturating_sub(slack))
+        } else {
+            now
         }
     }
 
@@ -157,6 +182,31 @@ mod tests {
 
     fn g(t: u64, burst: u32) -> Gcra {
         Gcra { t, burst }
+    }
+
+    #[test]
+    fn charge_at_back_dates_to_the_ready_instant_within_the_slack() {
+        // Burst 1, T = 1500: after a take at 0, tat = 1500; ready at 1500.
+        let q = g(1500, 1);
+        // Not ready yet: now.
+        assert_eq!(q.charge_at(1500, 1499, 1, 1000), 1499);
+        // Exactly ready: now.
+        assert_eq!(q.charge_at(1500, 1500, 1, 1000), 1500);
+        // Woken late by less than the slack: the ready instant.
+        assert_eq!(q.charge_at(1500, 2000, 1, 1000), 1500);
+        assert_eq!(q.charge_at(1500, 2500, 1, 1000), 1500);
+        // Later than the slack: at most the slack back.
+        assert_eq!(q.charge_at(1500, 2501, 1, 1000), 1501);
+        // No slack: now.
+        assert_eq!(q.charge_at(1500, 2000, 1, 0), 2000);
+        // n tokens of a burst 4 at T = 10 (tau 40): ready at tat + 10n - 40.
+        let q = g(10, 4);
+        assert_eq!(q.charge_at(100, 95, 3, 50), 90);
+        assert_eq!(q.charge_at(100, 89, 3, 50), 89);
+        // The take at the charged instant succeeds, and keeps the rate.
+        assert_eq!(g(1500, 1).take(1500, 1500, 1), Ok(3000));
+        // Saturating: nothing overflows at the extremes.
+        assert_eq!(g(u64::MAX / 2, 1).charge_at(u64::MAX, 5, 2, 1), 5);
     }
 
     #[test]

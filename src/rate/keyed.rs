@@ -11,7 +11,7 @@ use hashbrown::HashTable;
 use tokio::time::Instant;
 
 use super::error::{AcquireError, TryAcquireError};
-use super::gcra::{Gcra, Refusal};
+use super::gcra::{Gcra, Refusal, TIMER_SLACK_NANOS};
 use super::quota::Quota;
 use crate::clock::{Clock, FastClock, tokio_wake_at};
 use crate::sync::atomic::{AtomicU64, Ordering};
@@ -412,6 +412,14 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     ///
     /// Never.
     pub fn try_acquire(&self, key: &K, n: u32) -> Result<(), TryAcquireError> {
+        self.try_acquire_woken(key, n, 0)
+    }
+
+    /// [`try_acquire`](Self::try_acquire) for a waiter woken by Tokio's
+    /// timer up to `slack` after its tokens were ready: it takes them as of
+    /// that instant ([`Gcra::charge_at`]); 0 for a plain check.
+    #[inline]
+    fn try_acquire_woken(&self, key: &K, n: u32, slack: u64) -> Result<(), TryAcquireError> {
         if n == 0 {
             return Ok(());
         }
@@ -429,13 +437,13 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         {
             let keys = shard.keys.read();
             if let Some(cell) = keys.map.get(hash, key) {
-                return inner.take(cell, now, n);
+                return inner.take(cell, now, n, slack);
             }
         }
         let mut keys = shard.write();
         // Another check may have inserted the key since the shared look.
         if let Some(cell) = keys.map.get(hash, key) {
-            return inner.take(cell, now, n);
+            return inner.take(cell, now, n, slack);
         }
         // An unseen key has a full bucket, and n <= burst.
         let new = g.take(0, now, n).unwrap_or(now);
@@ -450,7 +458,10 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// Sleeps (on `tokio::time`) until the exact retry instant and tries
     /// again; with a clock moved by hand
     /// ([`ManualClock`](crate::clock::ManualClock)) it parks until the clock
-    /// is moved instead and tries again after each move. Unlike
+    /// is moved instead and tries again after each move. Woken by Tokio's
+    /// timer, which rounds up to 1 ms, it takes its tokens as of the exact
+    /// instant they were ready, as [`RateLimiter::acquire`](super::RateLimiter::acquire)
+    /// does, so the rounding costs no rate. Unlike
     /// [`RateLimiter::acquire`](super::RateLimiter::acquire) waiters on one
     /// key are **not** queued FIFO among themselves (no per-key queue is
     /// kept, which keeps idle keys free to evict).
@@ -487,17 +498,22 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     /// ```
     pub async fn acquire(&self, key: &K, n: u32) -> Result<(), AcquireError> {
         let clock = &self.inner.clock;
+        // Back-dating only after a sleep on Tokio's timer.
+        let mut slack = 0;
         loop {
             // Made before the check, so that a move after it wakes us.
             let moved = clock.moves().map(|m| m.moved());
-            match self.try_acquire(key, n) {
+            match self.try_acquire_woken(key, n, slack) {
                 Ok(()) => return Ok(()),
                 Err(TryAcquireError::InsufficientCapacity { requested, burst }) => {
                     return Err(AcquireError::InsufficientCapacity { requested, burst });
                 }
                 Err(TryAcquireError::NotUntil { retry_after }) => match moved {
                     Some(moved) => moved.await,
-                    None => tokio::time::sleep_until(tokio_wake_at(retry_after, clock.now())).await,
+                    None => {
+                        tokio::time::sleep_until(tokio_wake_at(retry_after, clock.now())).await;
+                        slack = TIMER_SLACK_NANOS;
+                    }
                 },
                 // Only Redis limiters refuse this way.
                 #[cfg(feature = "redis")]
@@ -655,14 +671,19 @@ impl<K: Hash + Eq, C> KeyedInner<K, C> {
     /// compare-and-swap loop, under the shard's lock (shared or exclusive)
     /// that keeps the cell in the table meanwhile.
     #[inline]
-    fn take(&self, cell: &AtomicU64, now: u64, n: u32) -> Result<(), TryAcquireError> {
+    fn take(&self, cell: &AtomicU64, now: u64, n: u32, slack: u64) -> Result<(), TryAcquireError> {
         let g = self.gcra;
         // Relaxed: the cell is the only data a check reads or writes
         // through it, and one location's read-modify-writes are totally
         // ordered whatever the ordering.
         let mut tat = cell.load(Ordering::Relaxed);
         loop {
-            match g.take(tat, now, n) {
+            let at = if slack == 0 {
+                now
+            } else {
+                g.charge_at(tat, now, n, slack)
+            };
+            match g.take(tat, at, n) {
                 Ok(new) => {
                     match cell.compare_exchange_weak(tat, new, Ordering::Relaxed, Ordering::Relaxed)
                     {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::error::{AcquireError, TryAcquireError};
-use super::gcra::{Gcra, Refusal};
+use super::gcra::{Gcra, Refusal, TIMER_SLACK_NANOS};
 use super::quota::Quota;
 #[cfg(not(loom))]
 use crate::clock::tokio_wake_at;
@@ -355,7 +355,13 @@ impl<C: Clock> RateLimiter<C> {
     /// The head of the queue sleeps until its exact retry instant, which
     /// Tokio's timer rounds up to its 1 ms resolution; with a clock moved by
     /// hand it parks until the clock is moved instead (see
-    /// [`with_clock`](Self::with_clock)).
+    /// [`with_clock`](Self::with_clock)). Woken by the timer, it is
+    /// admitted as of that exact instant (as Go's `Wait` reserves at its
+    /// exact time), so the rounding costs no rate: a loop of `acquire(1)`
+    /// on a burst-1 quota of one token every 1.5 ms makes 100 admissions
+    /// in 150 ms, not 200. The instant a caller sees its admission can
+    /// then be up to 1 ms after the one the bucket accounts, so two seen
+    /// admissions may be up to 1 ms closer than `T`.
     ///
     /// # Errors
     ///
@@ -712,6 +718,19 @@ impl<C: Clock> Inner<C> {
         self.clock.nanos_since(self.origin)
     }
 
+    /// The instant the head of the queue is admitted as: on a clock that
+    /// moves by itself, [`Gcra::charge_at`] (its ready instant, when Tokio's
+    /// timer woke it up to 1 ms after it); with a clock moved by hand the
+    /// head is woken by the move itself and is charged at `now`.
+    #[inline]
+    fn charged_at(&self, g: Gcra, tat: u64, now: u64, n: u32) -> u64 {
+        if self.clock.moves().is_some() {
+            now
+        } else {
+            g.charge_at(tat, now, n, TIMER_SLACK_NANOS)
+        }
+    }
+
     #[inline]
     fn instant(&self, at: u64) -> Instant {
         self.origin + Duration::from_nanos(at)
@@ -916,7 +935,7 @@ impl<C: Clock> Inner<C> {
         let now = self.now();
         let mut s = self.state.load(Ordering::Acquire);
         loop {
-            match g.take(s & TAT_MASK, now, n) {
+            match g.take(s & TAT_MASK, self.charged_at(g, s & TAT_MASK, now, n), n) {
                 Ok(new) => {
                     let word = if last { new } else { new | QUEUED };
                     match self.state.compare_exchange_weak(

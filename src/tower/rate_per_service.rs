@@ -18,7 +18,7 @@ use crate::clock::tokio_wake_at;
 use crate::clock::{Clock, FastClock};
 use crate::pipeline::Admission;
 use crate::rate::Quota;
-use crate::rate::gcra::{Gcra, Refusal as GcraRefusal};
+use crate::rate::gcra::{Gcra, Refusal as GcraRefusal, TIMER_SLACK_NANOS};
 
 /// What a waiting service polls: Tokio's timer until its token is due, or,
 /// on a clock moved by hand, the clock's next move.
@@ -460,7 +460,16 @@ impl<S, C: Clock> PerServiceRateLimit<S, C> {
                 let _ = wake.as_mut().poll(cx);
             }
             let now = self.now();
-            let at = match self.gcra.take(self.tat, now, 1) {
+            // Here the bucket either refused at `now` just before (its
+            // token is not ready, and this is `now`) or Tokio's timer woke
+            // us up to 1 ms after the token was ready: charged then, as
+            // `RateLimiter::acquire` is, the timer's rounding costs no rate.
+            let charged = if wake.is_some() {
+                now
+            } else {
+                self.gcra.charge_at(self.tat, now, 1, TIMER_SLACK_NANOS)
+            };
+            let at = match self.gcra.take(self.tat, charged, 1) {
                 Ok(tat) => {
                     self.tat = tat;
                     self.state = State::Reserved;
