@@ -18,7 +18,11 @@
 //! never rounds up to the limit, so the two give the same numbers.) Defaults as
 //! Netflix's: initial 20, min 20, max 200, backoff ratio 0.9, timeout 5 s.
 //! With the default min equal to the initial limit, AIMD never goes below
-//! 20; lower `min_limit` for a backend whose knee may be smaller.
+//! 20; lower `min_limit` for a backend whose knee may be smaller. Unlike
+//! Netflix's builder, this one refuses an `initial_limit` outside
+//! `[min_limit, max_limit]` (Netflix's `initialLimit(10)` with the default
+//! min 20 starts at 10 and never returns there) and a `min_limit` of 0 (a
+//! limit of 0 admits nothing, and no sample comes to raise it).
 //!
 //! The increase is per *sample*, not per round trip: with the limit in
 //! use, every completion adds one, so the limit roughly doubles each round

@@ -1237,6 +1237,9 @@ impl<C: Clock> AdaptiveLimiter<C> {
     }
 
     /// Waits for a permit, in the backlog, in the configured [`Order`].
+    /// There is no default timeout (Netflix's `BlockingLimiter` waits at
+    /// most an hour and its LIFO one a second): bound the wait with
+    /// [`acquire_timeout`](Self::acquire_timeout) or `max_backlog`.
     ///
     /// # Errors
     ///

@@ -74,6 +74,14 @@
 //!   the limit Vegas settles at are Netflix's.
 //! * **A zero RTT** (a clock too coarse to see the call) is ignored, as
 //!   Netflix refuses it.
+//! * **A drop never starts a probe.** Netflix counts every sample towards
+//!   the next probe and may probe on a drop, taking its RTT (a timeout, or
+//!   a fast failure) as the no-load latency; here the probe waits for the
+//!   next sample that did not drop.
+//! * **`alpha` and `beta` set multiples of `log`.** Netflix's builder
+//!   `alpha(3)` sets a constant 3 whatever the limit (its default is the
+//!   function `3 × log`); here `alpha(3)` is that default function, and a
+//!   constant is not offered. The two agree for limits below 100.
 //!
 //! Fed one sample per request, Vegas moves the limit by up to `beta` per
 //! sample, so its speed grows with the request rate while the feedback
@@ -207,14 +215,15 @@ impl VegasBuilder {
     }
 
     /// The low end of the queue's sweet spot, in multiples of `log`
-    /// (default 3; at least 1).
+    /// (default 3; at least 1). Netflix's `alpha(int)` is a constant
+    /// instead (see the [module docs](self)).
     pub fn alpha(mut self, multiple: usize) -> Self {
         self.alpha = multiple;
         self
     }
 
     /// The high end of the queue's sweet spot, in multiples of `log`
-    /// (default 6; above `alpha`).
+    /// (default 6; above `alpha`). Netflix's `beta(int)` is a constant.
     pub fn beta(mut self, multiple: usize) -> Self {
         self.beta = multiple;
         self

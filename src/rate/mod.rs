@@ -34,6 +34,41 @@
 //! assert_eq!(start.elapsed(), Duration::from_millis(400));
 //! # }
 //! ```
+//!
+//! # Compared with Go's `x/time/rate` and resilience4j
+//!
+//! The bucket is Go's: `B` tokens at the start, refilled continuously at
+//! one every `T`, a request of `n > B` refused at once. Where this differs,
+//! deliberately:
+//!
+//! * **Continuous refill, not cycles.** resilience4j's limiter refreshes
+//!   `limitForPeriod` permits at the start of each `limitRefreshPeriod`;
+//!   half a period after draining it has none, this one has half. Over
+//!   any window both admit at most `B` plus the period's rate, and this
+//!   one has no cycle edge where two periods' permits go out back to back
+//!   (unless the burst allows it). [`set_quota`](crate::rate::RateLimiter::set_quota)
+//!   takes effect at once, with the tokens saved so far carried over, as
+//!   Go's `SetLimit` does (resilience4j waits for the next cycle).
+//! * **A zero or past deadline still takes what is there.**
+//!   `acquire_timeout(n, Duration::ZERO)` (or an `acquire_deadline` already
+//!   past) is a `try_acquire` that answers with the acquire's error type;
+//!   Go's `Wait` with an expired context fails even when tokens are there.
+//! * **No reservations.** There is no `Reserve` returning a delay to sleep
+//!   yourself: [`try_acquire`](crate::rate::RateLimiter::try_acquire)
+//!   refuses with the exact instant to retry at (resilience4j's
+//!   `reservePermission` and Go's `Reserve` take the tokens ahead, which
+//!   lets the bucket go negative). [`refund`](crate::rate::RateLimiter::refund)
+//!   gives `n` tokens back (never beyond a full bucket) whenever it is
+//!   called, where Go's `Reservation.Cancel` restores only what later
+//!   reservations have not used.
+//! * **Whole tokens in snapshots.** `snapshot().available` counts whole
+//!   tokens and ignores queued waiters; Go's `Tokens()` is fractional and
+//!   resilience4j's `availablePermissions` goes negative with
+//!   reservations.
+//! * **No infinite rate, no zero burst.** Both are configuration errors:
+//!   a limiter that admits everything is no limiter (leave it out), and
+//!   one that admits nothing is a closed door (Go's `Limit(0)` with burst
+//!   0).
 
 // The Redis limiter's guide (feature `redis`) lives beside its code.
 #![cfg_attr(feature = "redis", doc = include_str!("redis/GUIDE.md"))]
