@@ -1051,50 +1051,42 @@ async fn an_early_finish_keeps_every_completion_of_its_instant() {
     // future done by then: two done at the same instant are both done, the
     // same rule as "done at the deadline counts as done".
     for spawned in [false, true] {
-        let c = Counters::default();
-        let futs = [
-            result_task(&c, 10, true),
-            result_task(&c, 10, false),
-            result_task(&c, 30, true),
-        ];
-        let g = Gather::new(futs).first_completed();
-        let g = if spawned {
-            g.spawn().build().unwrap().await
-        } else {
-            g.build().unwrap().await
-        };
-        assert_eq!(g.finish(), Finish::FirstCompleted);
-        assert_eq!(
-            g.outcomes(),
-            [
-                Outcome::Completed(Ok(10)),
-                Outcome::Completed(Err(10)),
-                Outcome::Cancelled
-            ],
-            "spawned: {spawned}"
-        );
-        let c = Counters::default();
-        let futs = [
-            result_task(&c, 10, false),
-            result_task(&c, 10, true),
-            result_task(&c, 30, true),
-        ];
-        let g = Gather::new(futs).first_error();
-        let g = if spawned {
-            g.spawn().build().unwrap().await
-        } else {
-            g.build().unwrap().await
-        };
-        assert_eq!(g.finish(), Finish::FailedFast);
-        assert_eq!(
-            g.outcomes(),
-            [
-                Outcome::Completed(Err(10)),
-                Outcome::Completed(Ok(10)),
-                Outcome::Cancelled
-            ],
-            "spawned: {spawned}"
-        );
+        for first_error in [false, true] {
+            // The first at 10 ms decides (an Ok for first_completed, an Err
+            // for first_error); the second is done at the same instant.
+            let c = Counters::default();
+            let futs = [
+                result_task(&c, 10, !first_error),
+                result_task(&c, 10, first_error),
+                result_task(&c, 30, true),
+            ];
+            let g = Gather::new(futs);
+            let g = if first_error {
+                g.first_error()
+            } else {
+                g.first_completed()
+            };
+            let g = if spawned {
+                g.spawn().build().unwrap().await
+            } else {
+                g.build().unwrap().await
+            };
+            let (finish, first) = if first_error {
+                (Finish::FailedFast, Err(10))
+            } else {
+                (Finish::FirstCompleted, Ok(10))
+            };
+            assert_eq!(g.finish(), finish);
+            assert_eq!(
+                g.outcomes(),
+                [
+                    Outcome::Completed(first),
+                    Outcome::Completed(if first_error { Ok(10) } else { Err(10) }),
+                    Outcome::Cancelled
+                ],
+                "spawned: {spawned}, first_error: {first_error}"
+            );
+        }
     }
 }
 
