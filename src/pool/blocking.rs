@@ -376,6 +376,11 @@ impl BlockingPool {
         self.inner.dispatch.close();
     }
 
+    /// Whether [`close`](Self::close) (or a shutdown) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.dispatch.is_closed()
+    }
+
     /// Closes the pool and waits for queued and running calls until
     /// `deadline`; then drops what is still queued (those handles resolve to
     /// [`TaskError::Shutdown`]). Calls still running at the deadline cannot

@@ -510,6 +510,11 @@ impl CpuPool {
         self.inner.dispatch.close();
     }
 
+    /// Whether [`close`](Self::close) (or a shutdown) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.dispatch.is_closed()
+    }
+
     /// Closes the pool, waits for queued and running closures until
     /// `deadline`, drops what is still queued (those handles resolve to
     /// [`TaskError::Shutdown`]), and joins the threads if they are idle.
