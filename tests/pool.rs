@@ -274,6 +274,29 @@ async fn close_fails_waiting_submitters_but_running_work_finishes() {
     assert!(h.await.is_ok());
 }
 
+/// Every pool answers `is_closed()` (the crate's `close()` / `is_closed()`
+/// pair), after `close()` and after a shutdown alike.
+#[tokio::test(start_paused = true)]
+async fn every_pool_says_whether_it_is_closed() {
+    let blocking = BlockingPool::builder().build().unwrap();
+    let cpu = CpuPool::builder().threads(1).build().unwrap();
+    assert!(!blocking.is_closed() && !cpu.is_closed());
+    blocking.close();
+    cpu.close();
+    assert!(blocking.is_closed() && cpu.is_closed());
+    assert!(matches!(
+        blocking.try_submit(|| 1),
+        Err(SubmitError::Closed(_))
+    ));
+    assert!(matches!(cpu.try_submit(|| 1), Err(SubmitError::Closed(_))));
+
+    let blocking = BlockingPool::builder().build().unwrap();
+    let cpu = CpuPool::builder().threads(1).build().unwrap();
+    assert!(blocking.shutdown_timeout(Duration::ZERO).await.drained);
+    assert!(cpu.shutdown_timeout(Duration::ZERO).await.drained);
+    assert!(blocking.is_closed() && cpu.is_closed());
+}
+
 #[tokio::test(start_paused = true)]
 async fn set_max_concurrency_grows_now_and_shrinks_as_tasks_end() {
     let pool = pool(1, 100);

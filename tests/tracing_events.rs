@@ -16,7 +16,7 @@ use flowguard::adaptive::{AdaptiveLimiter, Aimd};
 use flowguard::breaker::CircuitBreaker;
 use flowguard::channel;
 use flowguard::pipeline::Pipeline;
-use flowguard::pool::{BlockingPool, WorkerPool};
+use flowguard::pool::{BlockingPool, CpuPool, WorkerPool};
 use flowguard::semaphore::Semaphore;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -129,6 +129,14 @@ async fn state_changes_carry_names_spans_wrap_tasks_and_calls_nothing_at_info() 
         .build()
         .unwrap();
     blocking.set_max_concurrency(3).unwrap();
+    blocking.close();
+    blocking.close(); // idempotent: one event
+    let cpu = CpuPool::builder()
+        .threads(1)
+        .name("crunch")
+        .build()
+        .unwrap();
+    cpu.close();
     let untraced = WorkerPool::builder().max_concurrency(1).build().unwrap();
     untraced
         .submit(async { tracing::info!(target: "app", "untraced task") })
@@ -212,6 +220,15 @@ async fn state_changes_carry_names_spans_wrap_tasks_and_calls_nothing_at_info() 
     assert!(e.has("max_concurrency=4"), "{e:?}");
     let e = find("pool=files", "pool resized");
     assert!(e.has("max_concurrency=3"), "{e:?}");
+    // Every pool's close() is a state change, as WorkerPool's is.
+    let closed = |pool: &str| {
+        events
+            .iter()
+            .filter(|e| e.has(pool) && e.fields.iter().any(|f| f.contains("pool closed")))
+            .count()
+    };
+    assert_eq!(closed("pool=files"), 1);
+    assert_eq!(closed("pool=crunch"), 1);
     find("channel=jobs", "channel congested");
     find("channel=jobs", "channel drained below low watermark");
     let e = find("channel=jobs", "channel capacity changed");

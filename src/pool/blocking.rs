@@ -373,7 +373,14 @@ impl BlockingPool {
 
     /// Stops intake; queued and running calls carry on. Idempotent.
     pub fn close(&self) {
-        self.inner.dispatch.close();
+        if self.inner.dispatch.close() {
+            tracing::debug!(pool = %self.inner.dispatch.name, "pool closed");
+        }
+    }
+
+    /// Whether [`close`](Self::close) (or a shutdown) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.dispatch.is_closed()
     }
 
     /// Closes the pool and waits for queued and running calls until

@@ -507,7 +507,14 @@ impl CpuPool {
 
     /// Stops intake; queued and running closures carry on. Idempotent.
     pub fn close(&self) {
-        self.inner.dispatch.close();
+        if self.inner.dispatch.close() {
+            tracing::debug!(pool = %self.inner.dispatch.name, "pool closed");
+        }
+    }
+
+    /// Whether [`close`](Self::close) (or a shutdown) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.dispatch.is_closed()
     }
 
     /// Closes the pool, waits for queued and running closures until
