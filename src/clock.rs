@@ -451,6 +451,29 @@ pub(crate) fn tokio_wake_at(at: Instant, clock_now: Instant) -> Instant {
     }
 }
 
+/// `fut`'s output if it completes by `deadline`, the deadline instant
+/// itself included: when the timer fires first, `fut` gets one more poll
+/// after a scheduler turn, so that work due at that same instant (another
+/// task's timer fired with ours: the holder of a permit, a consumer freeing
+/// room, a running task ending) goes first, as `fanout` counts a future
+/// done at the deadline as done. `None` when it was not done; `fut` is then
+/// dropped, as on any cancellation. Every `_deadline` wait of the crate
+/// ends through here.
+pub(crate) async fn timeout_at_inclusive<F: Future>(
+    deadline: Instant,
+    fut: F,
+) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    if let Ok(out) = tokio::time::timeout_at(deadline, fut.as_mut()).await {
+        return Some(out);
+    }
+    tokio::task::yield_now().await;
+    match std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    }
+}
+
 /// The Tokio clock: `tokio::time::Instant::now()`.
 ///
 /// It honours `tokio::time::pause()` and `advance()` (with Tokio's

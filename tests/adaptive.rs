@@ -830,3 +830,23 @@ async fn untimed_reports_are_counted_and_handed_over() {
     assert_eq!(m.samples, 400 + m.drops);
     assert_eq!(m.inflight, 0);
 }
+
+/// A permit released at the deadline instant itself, by a task whose timer
+/// fired with the waiter's, is taken, as the semaphore's is.
+#[tokio::test(start_paused = true)]
+async fn a_permit_released_at_the_deadline_instant_is_taken() {
+    let aimd = Aimd::builder()
+        .initial_limit(1)
+        .min_limit(1)
+        .build()
+        .unwrap();
+    let limiter = AdaptiveLimiter::new(aimd);
+    let held = limiter.acquire().await.unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        held.success();
+    });
+    let permit = limiter.acquire_timeout(Duration::from_secs(1)).await;
+    assert!(permit.is_ok());
+    assert_eq!(limiter.metrics().rejections, 0);
+}

@@ -948,3 +948,32 @@ fn parked_send_repolled_before_it_is_served_stays_pending() {
     assert_eq!(rx.try_recv(), Ok(2));
     assert_eq!(rx.try_recv(), Err(channel::TryRecvError::Empty));
 }
+
+/// Room made, or a value sent, at the deadline instant itself (by a task
+/// whose timer fired with the waiter's) counts: `send_timeout` and
+/// `recv_timeout` succeed, as the crate's other deadline waits do.
+#[tokio::test(start_paused = true)]
+async fn room_or_a_value_made_at_the_deadline_instant_counts() {
+    let (tx, rx) = flowguard::channel::bounded::<u32>(1).unwrap();
+    tx.try_send(1).unwrap();
+    let consumer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(rx.recv().await, Some(1));
+        rx
+    });
+    assert_eq!(tx.send_timeout(2, Duration::from_secs(1)).await, Ok(()));
+    let rx = consumer.await.unwrap();
+    assert_eq!(rx.try_recv(), Ok(2));
+    let producer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.try_send(3).unwrap();
+        tx
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(1)).await, Ok(3));
+    let _tx = producer.await.unwrap();
+    // Past the deadline it still times out, and the value stays queued.
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(5)).await,
+        Err(flowguard::channel::RecvTimeoutError::Timeout)
+    );
+}

@@ -1433,3 +1433,65 @@ async fn large_futures_run_queue_clear_and_come_back() {
     };
     assert_eq!(back.await, 4096);
 }
+
+/// Done at the deadline counts as done (as in `fanout` and the semaphore):
+/// a task whose timer fires at the shutdown's deadline instant completes,
+/// and the shutdown drained.
+#[tokio::test(start_paused = true)]
+async fn a_task_ending_at_the_shutdown_deadline_completes() {
+    let pool = pool(1, 0);
+    let h = pool
+        .submit(async {
+            sleep(Duration::from_secs(1)).await;
+            1
+        })
+        .await
+        .unwrap();
+    let report = pool.shutdown_timeout(Duration::from_secs(1)).await;
+    assert!(report.drained, "{report:?}");
+    assert_eq!((report.completed, report.aborted_running), (1, 0));
+    assert_eq!(h.await, Ok(1));
+}
+
+/// The same tie for `submit_timeout`: the slot freed at the timeout instant
+/// itself is taken.
+#[tokio::test(start_paused = true)]
+async fn submit_timeout_takes_a_slot_freed_at_its_deadline() {
+    let pool = pool(1, 0);
+    let first = pool
+        .submit(async {
+            sleep(Duration::from_secs(1)).await;
+            1
+        })
+        .await
+        .unwrap();
+    let second = pool
+        .submit_timeout(async { 2 }, Duration::from_secs(1))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!((first.await, second.await), (Ok(1), Ok(2)));
+    // Strictly past the deadline it still times out.
+    let _busy = pool.submit(sleep(Duration::from_secs(2))).await.unwrap();
+    assert!(matches!(
+        pool.submit_timeout(async {}, Duration::from_secs(1)).await,
+        Err(SubmitError::TimedOut(_))
+    ));
+}
+
+/// And for `slot_deadline` (a pipeline's bulkhead on a pool).
+#[tokio::test(start_paused = true)]
+async fn slot_deadline_takes_a_slot_freed_at_its_deadline() {
+    let pool = pool(1, 0);
+    let first = pool
+        .submit(async {
+            sleep(Duration::from_secs(1)).await;
+            1
+        })
+        .await
+        .unwrap();
+    let slot = pool
+        .slot_deadline(Instant::now() + Duration::from_secs(1))
+        .await;
+    assert!(slot.is_ok(), "{slot:?}");
+    assert_eq!(first.await, Ok(1));
+}

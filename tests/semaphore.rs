@@ -612,3 +612,34 @@ fn histogram_max_one_in_is_validated() {
     }
     assert!(build(65_536).is_ok());
 }
+
+/// A permit freed at the deadline instant itself, by a task whose timer
+/// fired with the waiter's, is taken: done at the deadline counts as done,
+/// as in `fanout` (and asyncio, whose timers at one instant run in the
+/// order they were set).
+#[tokio::test(start_paused = true)]
+async fn a_permit_freed_at_the_deadline_instant_is_taken() {
+    let sem = Semaphore::new(1);
+    let held = sem.try_acquire_owned().unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(held);
+    });
+    let start = Instant::now();
+    let permit = sem.acquire_timeout(Duration::from_secs(1)).await;
+    assert!(permit.is_ok(), "{permit:?}");
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    drop(permit);
+    // One freed a nanosecond later is not.
+    let held = sem.try_acquire_owned().unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1) + Duration::from_millis(1)).await;
+        drop(held);
+    });
+    assert_eq!(
+        sem.acquire_timeout(Duration::from_secs(1))
+            .await
+            .unwrap_err(),
+        AcquireError::TimedOut
+    );
+}

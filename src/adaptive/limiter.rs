@@ -1319,11 +1319,11 @@ impl<C: Clock> AdaptiveLimiter<C> {
     ///
     /// As [`acquire`](Self::acquire).
     pub async fn acquire_deadline(&self, deadline: Instant) -> Result<Permit<C>, AcquireError> {
-        // `timeout_at` polls the acquire first: a free permit wins over an
-        // elapsed deadline.
-        match tokio::time::timeout_at(deadline, self.acquire()).await {
-            Ok(r) => r,
-            Err(_) => {
+        // The acquire is polled first: a free permit wins over an elapsed
+        // deadline, and one freed at the deadline instant itself counts.
+        match crate::clock::timeout_at_inclusive(deadline, self.acquire()).await {
+            Some(r) => r,
+            None => {
                 Counters::bump(&self.inner.counters.rejections);
                 Err(AcquireError::TimedOut)
             }

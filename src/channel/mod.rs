@@ -797,6 +797,7 @@ impl<T> Sender<T> {
         SendTimeoutFuture {
             inner: self.send(value),
             sleep: tokio::time::sleep(timeout),
+            grace: false,
         }
     }
 
@@ -831,6 +832,7 @@ impl<T> Sender<T> {
         SendTimeoutFuture {
             inner: self.send(value),
             sleep: tokio::time::sleep_until(deadline),
+            grace: false,
         }
     }
 
@@ -1512,6 +1514,8 @@ pin_project_lite::pin_project! {
         inner: SendFuture<'a, T>,
         #[pin]
         sleep: Sleep,
+        // The deadline passed once: one more scheduler turn before it counts.
+        grace: bool,
     }
 }
 
@@ -1534,12 +1538,24 @@ impl<T> Future for SendTimeoutFuture<'_, T> {
         }
         match this.sleep.poll(cx) {
             Poll::Pending => Poll::Pending,
+            Poll::Ready(()) if !*this.grace => grace(this.grace, cx),
             Poll::Ready(()) => Poll::Ready(match this.inner.cancel() {
                 Some(v) => Err(SendTimeoutError::Timeout(v)),
                 None => Ok(()),
             }),
         }
     }
+}
+
+/// The deadline of a `_timeout`/`_deadline` future has passed for the first
+/// time: it is polled once more after a scheduler turn before it counts, so
+/// that a value or room made at the deadline instant itself (by a task
+/// whose timer fired with ours) goes first, as `clock::timeout_at_inclusive`
+/// does for the crate's other deadline waits.
+fn grace<R>(grace: &mut bool, cx: &mut Context<'_>) -> Poll<R> {
+    *grace = true;
+    cx.waker().wake_by_ref();
+    Poll::Pending
 }
 
 /// The state of a waiting reservation of `count` slots, shared by the
@@ -2345,6 +2361,7 @@ impl<T> Receiver<T> {
         RecvTimeoutFuture {
             inner: self.recv(),
             sleep: tokio::time::sleep(timeout),
+            grace: false,
         }
     }
 
@@ -2380,6 +2397,7 @@ impl<T> Receiver<T> {
         RecvTimeoutFuture {
             inner: self.recv(),
             sleep: tokio::time::sleep_until(deadline),
+            grace: false,
         }
     }
 
@@ -2678,6 +2696,8 @@ pin_project_lite::pin_project! {
         inner: RecvFuture<'a, T>,
         #[pin]
         sleep: Sleep,
+        // The deadline passed once: one more scheduler turn before it counts.
+        grace: bool,
     }
 }
 
@@ -2700,6 +2720,7 @@ impl<T> Future for RecvTimeoutFuture<'_, T> {
         }
         match this.sleep.poll(cx) {
             Poll::Pending => Poll::Pending,
+            Poll::Ready(()) if !*this.grace => grace(this.grace, cx),
             Poll::Ready(()) => {
                 cancel_recv(this.inner.chan, &mut this.inner.id);
                 Poll::Ready(Err(RecvTimeoutError::Timeout))

@@ -139,10 +139,10 @@ pub(crate) async fn slot(
 ) -> Result<PoolSlot, SlotError> {
     match deadline {
         None => wait_slot(d).await,
-        Some(at) => match tokio::time::timeout_at(at, wait_slot(d)).await {
-            Ok(r) => r,
-            Err(_) => Err(SlotError::TimedOut),
-        },
+        // A slot freed at the deadline instant itself counts.
+        Some(at) => crate::clock::timeout_at_inclusive(at, wait_slot(d))
+            .await
+            .unwrap_or(Err(SlotError::TimedOut)),
     }
 }
 

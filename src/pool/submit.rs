@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::dispatch::{ControlRef, Dispatcher, JobRef};
 use super::task::{Shared, TaskCell, Work};
 use super::{SubmitError, TaskHandle};
+use crate::clock::timeout_at_inclusive;
 use crate::semaphore::{AcquireError, OwnedPermit};
 use crate::sync::atomic::Ordering;
 use crate::sync::{Arc, StdArc};
@@ -82,10 +83,11 @@ where
     let deadline = Instant::now()
         .checked_add(timeout)
         .unwrap_or_else(far_future);
-    match tokio::time::timeout_at(deadline, pool.dispatcher().admit.acquire_owned()).await {
-        Ok(Ok(admit)) => dispatch(pool, work, admit, priority),
-        Ok(Err(_)) => Err(SubmitError::Closed(work)),
-        Err(_) => Err(SubmitError::TimedOut(work)),
+    // Room made at the deadline instant itself counts (`timeout_at_inclusive`).
+    match timeout_at_inclusive(deadline, pool.dispatcher().admit.acquire_owned()).await {
+        Some(Ok(admit)) => dispatch(pool, work, admit, priority),
+        Some(Err(_)) => Err(SubmitError::Closed(work)),
+        None => Err(SubmitError::TimedOut(work)),
     }
 }
 

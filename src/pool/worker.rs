@@ -548,7 +548,9 @@ impl WorkerPool {
 
     /// Closes the pool, lets queued and running tasks finish until
     /// `deadline`, then cancels what is still queued and aborts what still
-    /// runs, and reports the counts. A deadline that has already passed
+    /// runs, and reports the counts. A task that finishes at the deadline
+    /// instant itself counts as finished (its timer and the shutdown's fire
+    /// together). A deadline that has already passed
     /// (`shutdown_timeout(Duration::ZERO)`) does this at once, without
     /// giving running tasks another turn; every handle then resolves
     /// ([`TaskError::Shutdown`] for what was cut short), tasks never polled
@@ -609,7 +611,10 @@ pub(crate) async fn shutdown(d: &Dispatcher, deadline: Instant) -> ShutdownRepor
     let drained = if deadline <= Instant::now() {
         d.is_idle()
     } else {
-        tokio::time::timeout_at(deadline, d.idle()).await.is_ok()
+        // Work done at the deadline instant itself counts as done.
+        crate::clock::timeout_at_inclusive(deadline, d.idle())
+            .await
+            .is_some()
     };
     let cut = if drained {
         Aborted::default()

@@ -605,9 +605,10 @@ impl Semaphore {
         n: usize,
         deadline: Instant,
     ) -> Result<Permit<'_>, AcquireError> {
-        // `timeout_at` polls the acquire before the timer, so free permits
-        // win over an elapsed deadline.
-        tokio::time::timeout_at(deadline, self.acquire_many(n))
+        // The acquire is polled before the timer, so free permits win over
+        // an elapsed deadline, and permits freed at the deadline instant
+        // itself count (`timeout_at_inclusive`).
+        crate::clock::timeout_at_inclusive(deadline, self.acquire_many(n))
             .await
             .unwrap_or(Err(AcquireError::TimedOut))
     }
