@@ -62,7 +62,14 @@ pub enum PipelineError<E> {
         /// When a token will be there, if one ever can be.
         retry_after: Option<Duration>,
     },
-    /// The bulkhead (concurrency limit) was full.
+    /// The bulkhead (concurrency limit) was full: refused at once
+    /// ([`Admission::Shed`](super::Admission::Shed)), or no slot came free
+    /// before the call's deadline. A wait cut by the total timeout is
+    /// reported as the wait it cut, as a rate limiter's and an adaptive
+    /// limit's are, not as [`Timeout`](Self::Timeout) (Polly's timeout
+    /// around a queued limiter and resilience4j's TimeLimiter around a
+    /// bulkhead report a timeout there): the caller learns which resource
+    /// ran out. Not retried.
     BulkheadFull,
     /// The adaptive concurrency limit was reached (shed, a full backlog, or
     /// no permit before the deadline). Not retried.
