@@ -1495,3 +1495,39 @@ async fn slot_deadline_takes_a_slot_freed_at_its_deadline() {
     assert!(slot.is_ok(), "{slot:?}");
     assert_eq!(first.await, Ok(1));
 }
+
+/// The naming grammar: every pool has `submit_deadline` beside
+/// `submit_timeout`, and `WorkerPool` has `slot_timeout` beside
+/// `slot_deadline`.
+#[tokio::test(start_paused = true)]
+async fn deadline_and_timeout_pairs_agree() {
+    let soon = || Instant::now() + Duration::from_millis(50);
+    let pool = pool(1, 0);
+    let busy = pool.submit(sleep(Duration::from_secs(1))).await.unwrap();
+    let start = Instant::now();
+    assert!(matches!(
+        pool.submit_deadline(async {}, soon()).await,
+        Err(SubmitError::TimedOut(_))
+    ));
+    assert!(matches!(
+        pool.slot_timeout(Duration::from_millis(50)).await,
+        Err(SlotError::TimedOut)
+    ));
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    busy.await.unwrap();
+    let h = pool.submit_deadline(async { 7 }, soon()).await.unwrap();
+    assert_eq!(h.await, Ok(7));
+    assert!(pool.slot_timeout(Duration::ZERO).await.is_ok());
+
+    let blocking = BlockingPool::builder().max_concurrency(1).build().unwrap();
+    let h = blocking.submit_deadline(|| 8, soon()).await.unwrap();
+    assert_eq!(h.await, Ok(8));
+    let cpu = CpuPool::builder().threads(1).build().unwrap();
+    let h = cpu.submit_deadline(|| 9, soon()).await.unwrap();
+    assert_eq!(h.await, Ok(9));
+    blocking.close();
+    assert!(matches!(
+        blocking.submit_deadline(|| 10, soon()).await,
+        Err(SubmitError::Closed(_))
+    ));
+}

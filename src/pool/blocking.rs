@@ -358,6 +358,28 @@ impl BlockingPool {
         submit::submit_timeout(&*self.inner, f, timeout, DEFAULT_PRIORITY).await
     }
 
+    /// [`submit`](Self::submit), waiting until `deadline` at most for
+    /// queue room (room made at the deadline instant itself counts).
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::TimedOut`] or [`SubmitError::Closed`], with the closure.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`submit`](Self::submit).
+    pub async fn submit_deadline<F, T>(
+        &self,
+        f: F,
+        deadline: Instant,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        submit::submit_deadline(&*self.inner, f, deadline, DEFAULT_PRIORITY).await
+    }
+
     /// Changes the concurrency limit while running (see
     /// [`WorkerPool::set_max_concurrency`](super::WorkerPool::set_max_concurrency)).
     ///

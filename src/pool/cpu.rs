@@ -505,6 +505,28 @@ impl CpuPool {
         submit::submit_timeout(&*self.inner, f, timeout, DEFAULT_PRIORITY).await
     }
 
+    /// [`submit`](Self::submit), waiting until `deadline` at most for
+    /// queue room (room made at the deadline instant itself counts).
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::TimedOut`] or [`SubmitError::Closed`], with the closure.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`submit`](Self::submit).
+    pub async fn submit_deadline<F, T>(
+        &self,
+        f: F,
+        deadline: Instant,
+    ) -> Result<TaskHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        submit::submit_deadline(&*self.inner, f, deadline, DEFAULT_PRIORITY).await
+    }
+
     /// Stops intake; queued and running closures carry on. Idempotent.
     pub fn close(&self) {
         if self.inner.dispatch.close() {

@@ -83,6 +83,20 @@ where
     let deadline = Instant::now()
         .checked_add(timeout)
         .unwrap_or_else(far_future);
+    submit_deadline(pool, work, deadline, priority).await
+}
+
+/// Waits until `deadline` at most for queue room, then dispatches.
+pub(crate) async fn submit_deadline<P, W, T>(
+    pool: &P,
+    work: W,
+    deadline: Instant,
+    priority: i32,
+) -> Result<TaskHandle<T>, SubmitError<W>>
+where
+    P: Submit<W, T>,
+    T: Send + 'static,
+{
     // Room made at the deadline instant itself counts (`timeout_at_inclusive`).
     match timeout_at_inclusive(deadline, pool.dispatcher().admit.acquire_owned()).await {
         Some(Ok(admit)) => dispatch(pool, work, admit, priority),

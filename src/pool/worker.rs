@@ -362,6 +362,28 @@ impl WorkerPool {
         super::slot::slot(&self.inner.dispatch, Some(deadline)).await
     }
 
+    /// [`slot_deadline`](Self::slot_deadline) with a deadline `timeout`
+    /// from now.
+    ///
+    /// # Errors
+    ///
+    /// As [`slot_deadline`](Self::slot_deadline).
+    ///
+    /// # Panics
+    ///
+    /// Never.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`slot`](Self::slot).
+    pub async fn slot_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<super::PoolSlot, super::SlotError> {
+        let deadline = Instant::now().checked_add(timeout);
+        super::slot::slot(&self.inner.dispatch, deadline).await
+    }
+
     /// A run slot only if one is free now and nothing is queued (load
     /// shedding); see [`slot`](Self::slot).
     ///
@@ -441,6 +463,44 @@ impl WorkerPool {
         F::Output: Send + 'static,
     {
         submit::submit_timeout(&*self.inner, fut, timeout, DEFAULT_PRIORITY).await
+    }
+
+    /// [`submit`](Self::submit), waiting until `deadline` at most for
+    /// queue room (room made at the deadline instant itself counts).
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError::TimedOut`] or [`SubmitError::Closed`], with the future.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use flowguard::pool::{SubmitError, WorkerPool};
+    /// use std::time::Duration;
+    /// use tokio::time::{Instant, sleep};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let pool = WorkerPool::builder().max_concurrency(1).queue_capacity(0).build().unwrap();
+    /// let _busy = pool.submit(sleep(Duration::from_secs(60))).await.unwrap();
+    /// let soon = Instant::now() + Duration::from_millis(50);
+    /// let refused = pool.submit_deadline(async { 1 }, soon).await;
+    /// assert!(matches!(refused, Err(SubmitError::TimedOut(_))));
+    /// # }
+    /// ```
+    pub async fn submit_deadline<F>(
+        &self,
+        fut: F,
+        deadline: Instant,
+    ) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        submit::submit_deadline(&*self.inner, fut, deadline, DEFAULT_PRIORITY).await
     }
 
     /// Runs `f` over every input with at most `max_concurrency` tasks in
