@@ -5,6 +5,7 @@
 //! the worker task owns the handler and the one `Sleep`, and runs one
 //! invocation at a time.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -112,9 +113,10 @@ struct State<T, R> {
     /// lodash `lastArgs`.
     latest: Option<T>,
     latest_batch: Option<Arc<Batch<R>>>,
-    /// Decided to invoke, not yet picked up by the worker (at most one).
-    due: Option<T>,
-    due_batch: Option<Arc<Batch<R>>>,
+    /// Decided to invoke, not yet picked up by the worker, in order: at
+    /// most one while the handler runs, at most [`MAX_DUE`] while it is
+    /// idle (see [`State::apply`]).
+    due: VecDeque<Job<T, R>>,
     running: bool,
     worker: Option<Waker>,
     handles: usize,
@@ -126,8 +128,20 @@ struct State<T, R> {
     folded: u64,
 }
 
+/// The most invocations that wait, decided while the handler is idle, for
+/// the worker to start them one after another (see [`State::apply`]).
+const MAX_DUE: usize = 16;
+
 impl<T, R> State<T, R> {
     /// Acts on a core step. At most one step per lock hold reaches here.
+    ///
+    /// An invocation decided while the handler is idle (the worker has not
+    /// yet started the ones before it: several edges in one scheduler turn,
+    /// as a leading edge, `cancel`, and another leading edge) waits its
+    /// turn, as lodash runs each one; [`MAX_DUE`] bounds them. One decided
+    /// while the handler runs, behind one already waiting, folds into it
+    /// (latest value wins): invocations never overlap, and a slow handler
+    /// must not build a backlog.
     fn apply(&mut self, step: Step, out: &mut Deferred<R>) {
         match step {
             Step::Invoke => {
@@ -135,19 +149,21 @@ impl<T, R> State<T, R> {
                 let Some(value) = self.latest.take() else {
                     return;
                 };
-                if self.due.is_some() {
-                    // The handler is still busy with an earlier invocation and
-                    // another one is already queued: fold into it, latest wins.
-                    self.folded += 1;
-                }
-                self.due = Some(value);
-                self.due_batch = match (self.due_batch.take(), batch) {
-                    (Some(old), Some(new)) => {
-                        out.forward = Some((old, new.clone()));
-                        Some(new)
+                let fold = !self.due.is_empty() && (self.running || self.due.len() >= MAX_DUE);
+                match self.due.back_mut().filter(|_| fold) {
+                    Some(last) => {
+                        self.folded += 1;
+                        last.0 = value;
+                        last.1 = match (last.1.take(), batch) {
+                            (Some(old), Some(new)) => {
+                                out.forward = Some((old, new.clone()));
+                                Some(new)
+                            }
+                            (old, new) => new.or(old),
+                        };
                     }
-                    (old, new) => new.or(old),
-                };
+                    None => self.due.push_back((value, batch)),
+                }
                 out.wake = self.worker.take();
             }
             Step::Discard => {
@@ -163,10 +179,14 @@ impl<T, R> State<T, R> {
     }
 
     /// Empties the value slots, handing back their batches to fail.
-    fn take_all(&mut self) -> [Option<Arc<Batch<R>>>; 2] {
+    fn take_all(&mut self) -> Vec<Arc<Batch<R>>> {
         self.latest = None;
-        self.due = None;
-        [self.latest_batch.take(), self.due_batch.take()]
+        let due = std::mem::take(&mut self.due);
+        self.latest_batch
+            .take()
+            .into_iter()
+            .chain(due.into_iter().filter_map(|(_, b)| b))
+            .collect()
     }
 }
 
@@ -230,9 +250,20 @@ pub struct TimingMetrics {
 /// replaces the waiting value, and callers waiting on either receive the one
 /// result).
 ///
-/// **Memory**: the latest value, at most one due value, and one result slot
-/// per batch that someone awaits. `call` allocates nothing and touches no
-/// timer; the worker keeps one `Sleep` and resets it in place.
+/// **Nothing is folded while the handler is idle.** The handler runs on the
+/// worker, so an invocation decided by a call (a leading edge, a `flush`)
+/// starts at the worker's next turn, not inside the call. Edges decided
+/// before it starts each run, in order, as lodash runs each one: with
+/// `leading`, `call(1); cancel(); call(2); call(3)` in one scheduler turn
+/// invokes 1 and 2 (both leading edges) and then 3 (the trailing edge).
+/// Up to 16 such invocations wait; a 17th decided before the worker runs
+/// folds into the 16th.
+///
+/// **Memory**: the latest value, the due values (one behind a running
+/// handler, at most 16 before an idle one starts), and one result slot per
+/// batch that someone awaits. `call` allocates nothing and touches no
+/// timer (the due queue keeps its buffer); the worker keeps one `Sleep` and
+/// resets it in place.
 ///
 /// Dropping the last handle drops a pending (not yet due) value; an invocation
 /// already due or running still completes, then the worker exits.
@@ -415,8 +446,7 @@ impl<T, R> Debouncer<T, R> {
                 core: DebounceCore::new(opts),
                 latest: None,
                 latest_batch: None,
-                due: None,
-                due_batch: None,
+                due: VecDeque::new(),
                 running: false,
                 worker: None,
                 handles: 1,
@@ -774,9 +804,9 @@ impl<T, R> Shared<T, R> {
             loop {
                 if busy {
                     // Neither take the due value nor stop: the run ends first.
-                } else if let Some(v) = st.due.take() {
+                } else if let Some(job) = st.due.pop_front() {
                     st.running = true;
-                    break Poll::Ready(Some((v, st.due_batch.take())));
+                    break Poll::Ready(Some(job));
                 } else if st.handles == 0 {
                     st.core.cancel();
                     dropped = st.latest.take();
@@ -831,7 +861,7 @@ impl<T, R> Drop for WorkerGuard<T, R> {
             st.take_all()
         };
         tracing::debug!("debouncer worker stopped");
-        for b in batches.into_iter().flatten() {
+        for b in batches {
             b.complete(Err(CallError::Closed));
         }
     }
