@@ -972,3 +972,672 @@ async fn a_keyed_acquire_loop_keeps_the_quotas_rate_with_sub_millisecond_interva
     // A plain check is never back-dated: the bucket is empty right after.
     assert!(k.try_acquire(&7, 1).is_err());
 }
+
+// Reference: Go golang.org/x/time/rate (rate_test.go)
+//
+// Go's tables are in steps of d = 100 ms from t0; `tN` below is N * d. Go's
+// `AllowN(t, n)` is `try_acquire(n)` with a `ManualClock` standing at `t`,
+// `TokensAt(t)` is `snapshot().available` (whole tokens, which these tables
+// only ever hold), `WaitN` is `acquire` / `acquire_deadline` on the paused
+// clock, and a cancelled `Wait` is a dropped `acquire` future. Go's
+// reservations have no counterpart (see `flowguard::rate`, "No
+// reservations"); a reservation still waiting is an `acquire` still queued.
+
+fn d(n: u64) -> Duration {
+    ms(100 * n)
+}
+
+/// Go's `run`: `(tN, tokens there before the call, n, allowed)` per step, on a
+/// clock that only moves forward.
+fn run_go_table(
+    clock: &ManualClock,
+    steps: &[(u64, Option<u32>, u32, bool)],
+    tokens: impl Fn() -> u32,
+    allow: impl Fn(u32) -> bool,
+) {
+    let t0 = clock.elapsed();
+    for (i, &(at, toks, n, ok)) in steps.iter().enumerate() {
+        clock.advance(d(at) - (clock.elapsed() - t0));
+        if let Some(toks) = toks {
+            assert_eq!(tokens(), toks, "step {i}: tokens at t{at}");
+        }
+        assert_eq!(allow(n), ok, "step {i}: allow({n}) at t{at}");
+    }
+}
+
+/// Go's `TestLimit` / `TestEvery`: `Every(interval)` is a quota of one per
+/// interval, exact to the nanosecond; Go's `Inf` (`Every(0)`) and intervals
+/// past 73 years are configuration errors here.
+#[test]
+fn go_every_is_one_token_per_interval() {
+    for every in [
+        Duration::from_nanos(1),
+        Duration::from_micros(1),
+        ms(1),
+        ms(10),
+        ms(100),
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+        ms(2500),
+        Duration::from_secs(4),
+        Duration::from_secs(10),
+    ] {
+        let q = Quota::with_period(1, every).unwrap();
+        assert_eq!((q.emission_interval(), q.burst()), (every, 1), "{every:?}");
+    }
+    let e = Quota::with_period(1, Duration::ZERO).unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("period", ConfigErrorKind::Zero));
+    let e = Quota::with_period(1, Duration::from_nanos(i64::MAX as u64)).unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("period", ConfigErrorKind::TooLarge));
+}
+
+#[test]
+fn go_limiter_burst_1() {
+    let clock = ManualClock::new();
+    let q = Quota::per_second(10).unwrap().with_burst(1).unwrap();
+    let l = RateLimiter::with_clock(q, clock.clone());
+    let steps = [
+        (0, Some(1), 1, true),
+        (0, Some(0), 1, false),
+        (0, Some(0), 1, false),
+        (1, Some(1), 1, true),
+        (1, Some(0), 1, false),
+        (1, Some(0), 1, false),
+        (2, Some(1), 2, false), // burst 1: n = 2 never passes
+        (2, Some(1), 1, true),
+        (2, Some(0), 1, false),
+    ];
+    run_go_table(
+        &clock,
+        &steps,
+        || l.snapshot().available,
+        |n| l.try_acquire(n).is_ok(),
+    );
+    // The keyed limiter's buckets follow the same table.
+    let clock = ManualClock::new();
+    let k = KeyedRateLimiter::with_clock(q, clock.clone());
+    let steps = steps.map(|(at, _, n, ok)| (at, None, n, ok));
+    run_go_table(&clock, &steps, || 0, |n| k.try_acquire(&"k", n).is_ok());
+}
+
+#[test]
+fn go_limiter_burst_3() {
+    let clock = ManualClock::new();
+    let q = Quota::per_second(10).unwrap().with_burst(3).unwrap();
+    let l = RateLimiter::with_clock(q, clock.clone());
+    let steps = [
+        (0, Some(3), 2, true),
+        (0, Some(1), 2, false),
+        (0, Some(1), 1, true),
+        (0, Some(0), 1, false),
+        (1, Some(1), 4, false),
+        (2, Some(2), 1, true),
+        (3, Some(2), 1, true),
+        (4, Some(2), 1, true),
+        (4, Some(1), 1, true),
+        (4, Some(0), 1, false),
+        (4, Some(0), 1, false),
+        (9, Some(3), 3, true),
+        (9, Some(0), 0, true),
+    ];
+    run_go_table(
+        &clock,
+        &steps,
+        || l.snapshot().available,
+        |n| l.try_acquire(n).is_ok(),
+    );
+    let clock = ManualClock::new();
+    let k = KeyedRateLimiter::with_clock(q, clock.clone());
+    let steps = steps.map(|(at, _, n, ok)| (at, None, n, ok));
+    run_go_table(&clock, &steps, || 0, |n| k.try_acquire(&"k", n).is_ok());
+}
+
+/// A clock that can be set to any instant after its epoch, backwards too.
+#[derive(Clone, Debug)]
+struct SettableClock {
+    epoch: Instant,
+    at: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SettableClock {
+    fn set(&self, at: Duration) {
+        self.at.store(at.as_nanos() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for SettableClock {
+    fn now(&self) -> Instant {
+        self.epoch + Duration::from_nanos(self.at.load(Ordering::SeqCst))
+    }
+    fn epoch(&self) -> Instant {
+        self.epoch
+    }
+}
+
+/// Go's `TestLimiterJumpBackwards`, adapted. A `Clock` must be monotonic,
+/// but a check that read the clock just before another one admitted a
+/// request judges at an instant before that admission, which is the same
+/// thing. Go rewinds its `last` and keeps its 2 tokens there; the GCRA
+/// charges the earlier instant against the later TAT, so it sees 1 token
+/// there and admits one fewer: never more than the bucket held at the
+/// latest instant seen.
+#[test]
+fn go_limiter_jump_backwards_never_admits_more() {
+    let clock = SettableClock {
+        epoch: Instant::now(),
+        at: Arc::default(),
+    };
+    let l = RateLimiter::with_clock(
+        Quota::per_second(10).unwrap().with_burst(3).unwrap(),
+        clock.clone(),
+    );
+    // (tN, tokens, allowed); Go: t0 has 2 tokens, and a second t0 take passes.
+    let steps = [
+        (1, 3, true),
+        (0, 1, true),
+        (0, 0, false),
+        (0, 0, false),
+        (1, 1, true),
+        (1, 0, false),
+        (1, 0, false),
+        (2, 1, true),
+        (2, 0, false),
+        (2, 0, false),
+    ];
+    for (i, (at, toks, ok)) in steps.into_iter().enumerate() {
+        clock.set(d(at));
+        assert_eq!(l.snapshot().available, toks, "step {i}: tokens at t{at}");
+        assert_eq!(l.try_acquire(1).is_ok(), ok, "step {i}: allow at t{at}");
+    }
+}
+
+/// Go's `TestLimiter_noTruncationErrors`: a rate of 1 per 1.3 s admits its
+/// first request, and its next exactly 1.3 s later.
+#[test]
+fn go_no_truncation_errors() {
+    let clock = ManualClock::new();
+    let q = Quota::with_period(10, Duration::from_secs(13))
+        .unwrap()
+        .with_burst(1)
+        .unwrap();
+    let l = RateLimiter::with_clock(q, clock.clone());
+    assert!(l.try_acquire(1).is_ok());
+    clock.advance(ms(1299));
+    assert!(l.try_acquire(1).is_err());
+    clock.advance(ms(1));
+    assert!(l.try_acquire(1).is_ok());
+}
+
+/// Go's `TestSimultaneousRequests`: 15 threads at once on a slow bucket of
+/// burst 5; exactly 5 pass, on the plain and on the keyed limiter.
+#[test]
+fn go_simultaneous_requests_admit_exactly_the_burst() {
+    let clock = ManualClock::new();
+    let q = Quota::per_second(1).unwrap().with_burst(5).unwrap();
+    let l = RateLimiter::with_clock(q, clock.clone());
+    let k = KeyedRateLimiter::with_clock(q, clock.clone());
+    let barrier = std::sync::Barrier::new(15);
+    let (plain, keyed) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        for _ in 0..15 {
+            s.spawn(|| {
+                barrier.wait();
+                if l.try_acquire(1).is_ok() {
+                    plain.fetch_add(1, Ordering::SeqCst);
+                }
+                if k.try_acquire(&0u8, 1).is_ok() {
+                    keyed.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(plain.into_inner(), 5);
+    assert_eq!(keyed.into_inner(), 5);
+}
+
+/// Go's `TestLongRunningQPS` on a manual clock: 100 per second, burst 100,
+/// offered every 2 ms for 5 s. Go accepts 0.999 * ideal ..= ideal + 1
+/// (ideal = 100 + 100 * 5 = 600); the exact count is 100 + 4998 ms / 10 ms.
+#[test]
+fn go_long_running_qps() {
+    let clock = ManualClock::new();
+    let q = Quota::per_second(100).unwrap();
+    let l = RateLimiter::with_clock(q, clock.clone());
+    let k = KeyedRateLimiter::with_clock(q, clock.clone());
+    let (mut plain, mut keyed) = (0, 0);
+    while clock.elapsed() < Duration::from_secs(5) {
+        plain += usize::from(l.try_acquire(1).is_ok());
+        keyed += usize::from(k.try_acquire(&1u8, 1).is_ok());
+        clock.advance(ms(2));
+    }
+    assert_eq!((plain, keyed), (599, 599)); // within Go's 599..=601
+}
+
+/// Go's `TestSimpleReserve`: burst 2 at 10/s; 2 now, 2 at t2, and 2 asked at
+/// t3 at t4.
+#[tokio::test(start_paused = true)]
+async fn go_simple_reserve() {
+    let l = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(2).unwrap());
+    let t0 = Instant::now();
+    l.acquire(2).await.unwrap();
+    assert_eq!(t0.elapsed(), d(0));
+    assert_eq!(retry_after(l.try_acquire(2)), t0 + d(2));
+    l.acquire(2).await.unwrap();
+    assert_eq!(t0.elapsed(), d(2));
+    tokio::time::advance(d(1)).await;
+    assert_eq!(retry_after(l.try_acquire(2)), t0 + d(4));
+    l.acquire(2).await.unwrap();
+    assert_eq!(t0.elapsed(), d(4));
+}
+
+/// Go's `TestMix`: over the burst is refused; a queued wait for 2 (Go's
+/// reservation) keeps a later check for 1 out until t3. `available` counts
+/// the bucket's own tokens and leaves the queue to `queued_tokens` (Go's
+/// `TokensAt` says -1 there).
+#[tokio::test(start_paused = true)]
+async fn go_mix_of_checks_and_waits() {
+    let l = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(2).unwrap());
+    let t0 = Instant::now();
+    assert_eq!(
+        l.try_acquire(3),
+        Err(TryAcquireError::InsufficientCapacity {
+            requested: 3,
+            burst: 2
+        })
+    );
+    l.try_acquire(2).unwrap();
+    tokio::time::advance(d(1)).await;
+    assert_eq!(l.snapshot().available, 1);
+    assert_eq!(retry_after(l.try_acquire(2)), t0 + d(2));
+    let l2 = l.clone();
+    let waiter = tokio::spawn(async move {
+        l2.acquire(2).await.unwrap();
+        Instant::now()
+    });
+    turns(1).await;
+    let s = l.snapshot();
+    assert_eq!((s.available, s.waiters, s.queued_tokens), (1, 1, 2));
+    assert_eq!(retry_after(l.try_acquire(1)), t0 + d(3));
+    assert_eq!(waiter.await.unwrap(), t0 + d(2));
+    tokio::time::advance(t0 + d(3) - Instant::now()).await;
+    assert_eq!(l.try_acquire(1), Ok(()));
+}
+
+/// Go's `TestCancelInvalid`: a wait refused for asking more than the burst
+/// takes nothing and gives nothing: the next 2 still come at t2.
+#[tokio::test(start_paused = true)]
+async fn go_refused_wait_changes_nothing() {
+    let l = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(2).unwrap());
+    let t0 = Instant::now();
+    l.acquire(2).await.unwrap();
+    assert!(matches!(
+        l.acquire(3).await,
+        Err(AcquireError::InsufficientCapacity { .. })
+    ));
+    assert_eq!(retry_after(l.try_acquire(2)), t0 + d(2));
+}
+
+/// Go's `TestCancelLast`: the last waiter, cancelled at t1, gives its 2
+/// tokens back (it never took them), so 2 asked at t1 come at t2.
+#[tokio::test(start_paused = true)]
+async fn go_cancel_last_waiter_gives_everything_back() {
+    let l = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(2).unwrap());
+    let t0 = Instant::now();
+    l.acquire(2).await.unwrap();
+    assert!(
+        tokio::time::timeout(d(1), l.acquire(2)).await.is_err(),
+        "cancelled at t1"
+    );
+    assert_eq!(l.snapshot().waiters, 0);
+    assert_eq!(retry_after(l.try_acquire(2)), t0 + d(2));
+    l.acquire(2).await.unwrap();
+    assert_eq!(t0.elapsed(), d(2));
+}
+
+/// Go's `TestCancelTooLate`: a wait that has completed stays spent; 2 asked
+/// at t3 come at t4.
+#[tokio::test(start_paused = true)]
+async fn go_completed_wait_stays_spent() {
+    let l = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(2).unwrap());
+    let t0 = Instant::now();
+    l.acquire(2).await.unwrap();
+    let done = l.acquire(2);
+    done.await.unwrap(); // acted at t2, then "cancelled" (dropped) too late
+    assert_eq!(t0.elapsed(), d(2));
+    tokio::time::advance(d(1)).await;
+    assert_eq!(retry_after(l.try_acquire(2)), t0 + d(4));
+}
+
+/// Go's `TestCancel0Tokens` and `TestCancelMulti`, adapted. Go restores
+/// only the tokens that later reservations have not used, so a cancelled
+/// reservation ahead of others gives back less than it took. A queued
+/// `acquire` takes nothing until it is served, so cancelling it gives
+/// everything back and the waiters behind move up: burst 4, drained at t0,
+/// waiters for 3, 1 and 1; the 3 and the last 1 cancelled at t1. The
+/// middle one is served at once (Go: t4), and 3 more come at t4 (Go: t5).
+#[tokio::test(start_paused = true)]
+async fn go_cancelled_waiters_ahead_give_everything_back() {
+    let l = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(4).unwrap());
+    let t0 = Instant::now();
+    l.try_acquire(4).unwrap();
+    let (a, c) = (l.clone(), l.clone());
+    let ra = tokio::spawn(async move { a.acquire(3).await });
+    turns(1).await;
+    let log: Log = Arc::default();
+    let rb = spawn_acquire(&l, 1, 1, &log, t0);
+    turns(1).await;
+    let rc = tokio::spawn(async move { c.acquire(1).await });
+    turns(1).await;
+    assert_eq!(l.snapshot().queued_tokens, 5);
+    tokio::time::advance(d(1)).await;
+    rc.abort();
+    ra.abort();
+    let _ = (ra.await, rc.await);
+    rb.await.unwrap();
+    assert_eq!(*log.lock().unwrap(), vec![(1, d(1))]);
+    assert_eq!(retry_after(l.try_acquire(3)), t0 + d(4));
+}
+
+/// Go's `TestReserveSetLimit`: 5/s burst 2, drained at t0, a wait for 2
+/// queued (Go: served at t4); at t2 the rate becomes 10/s. The waiter is
+/// re-evaluated (served at t3: the 1 token saved by t2 is kept, the next
+/// comes 100 ms later), and 1 more asked at t2 comes at t4, as in Go.
+#[tokio::test(start_paused = true)]
+async fn go_reserve_set_limit() {
+    let l = RateLimiter::new(Quota::per_second(5).unwrap().with_burst(2).unwrap());
+    let t0 = Instant::now();
+    l.try_acquire(2).unwrap();
+    let log: Log = Arc::default();
+    let first = spawn_acquire(&l, 0, 2, &log, t0);
+    turns(1).await;
+    tokio::time::advance(d(2)).await;
+    l.set_quota(Quota::per_second(10).unwrap().with_burst(2).unwrap());
+    assert_eq!(retry_after(l.try_acquire(1)), t0 + d(4));
+    let second = spawn_acquire(&l, 1, 1, &log, t0);
+    first.await.unwrap();
+    second.await.unwrap();
+    assert_eq!(*log.lock().unwrap(), vec![(0, d(3)), (1, d(4))]);
+}
+
+/// Go's `TestReserveSetBurst`: 5/s burst 2, drained at t0, a wait for 2
+/// queued; at t3 the burst becomes 4, keeping the 1.5 tokens saved. The
+/// waiter is served at t4, and 4 asked at t3 come at t12 (Go, asked at t3:
+/// -0.5 tokens, 4.5 more at 5/s, t12).
+#[tokio::test(start_paused = true)]
+async fn go_reserve_set_burst() {
+    let l = RateLimiter::new(Quota::per_second(5).unwrap().with_burst(2).unwrap());
+    let t0 = Instant::now();
+    l.try_acquire(2).unwrap();
+    let log: Log = Arc::default();
+    let first = spawn_acquire(&l, 0, 2, &log, t0);
+    turns(1).await;
+    tokio::time::advance(d(3)).await;
+    l.set_quota(Quota::per_second(5).unwrap().with_burst(4).unwrap());
+    assert_eq!(l.snapshot().available, 1);
+    assert_eq!(retry_after(l.try_acquire(4)), t0 + d(12));
+    let second = spawn_acquire(&l, 1, 4, &log, t0);
+    first.await.unwrap();
+    second.await.unwrap();
+    assert_eq!(*log.lock().unwrap(), vec![(0, d(4)), (1, d(12))]);
+}
+
+/// Go's `TestReserveSetLimitCancel`: as `go_reserve_set_limit`, and the
+/// waiter is cancelled at t2 after the change; it gives its 2 back, and 2
+/// asked at t2 come at t3.
+#[tokio::test(start_paused = true)]
+async fn go_reserve_set_limit_then_cancel() {
+    let l = RateLimiter::new(Quota::per_second(5).unwrap().with_burst(2).unwrap());
+    let t0 = Instant::now();
+    l.try_acquire(2).unwrap();
+    let l2 = l.clone();
+    let waiter = tokio::spawn(async move { l2.acquire(2).await });
+    turns(1).await;
+    tokio::time::advance(d(2)).await;
+    l.set_quota(Quota::per_second(10).unwrap().with_burst(2).unwrap());
+    waiter.abort();
+    let _ = waiter.await;
+    assert_eq!(l.snapshot().waiters, 0);
+    assert_eq!(retry_after(l.try_acquire(2)), t0 + d(3));
+}
+
+/// Go's `TestReserveMax` (and the refusals of `TestReserveJumpBack`): with
+/// at most d to wait, a token at t1 is waited for, one at t2 is refused at
+/// once; refusals (over the wait, over the burst) leave the bucket as it was.
+#[tokio::test(start_paused = true)]
+async fn go_reserve_max_wait() {
+    let l = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(2).unwrap());
+    let t0 = Instant::now();
+    assert_eq!(l.acquire_timeout(2, d(1)).await, Ok(()));
+    let l2 = l.clone();
+    let near = tokio::spawn(async move {
+        l2.acquire_timeout(1, d(1)).await.unwrap();
+        Instant::now()
+    });
+    turns(1).await;
+    assert_eq!(
+        l.acquire_timeout(1, d(1)).await,
+        Err(AcquireError::Timeout {
+            retry_after: t0 + d(2)
+        })
+    );
+    assert_eq!(Instant::now(), t0, "refused at once");
+    assert!(matches!(
+        l.acquire_timeout(3, d(9)).await,
+        Err(AcquireError::InsufficientCapacity { .. })
+    ));
+    let s = l.snapshot();
+    assert_eq!((s.waiters, s.queued_tokens), (1, 1));
+    assert_eq!(near.await.unwrap(), t0 + d(1));
+    assert_eq!(retry_after(l.try_acquire(1)), t0 + d(2));
+}
+
+/// Go's `TestWaitSimple`: over the burst fails at once; 2 of 3 pass now, 3
+/// more wait 2 d.
+#[tokio::test(start_paused = true)]
+async fn go_wait_simple() {
+    let l = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(3).unwrap());
+    let t0 = Instant::now();
+    assert_eq!(
+        l.acquire(4).await,
+        Err(AcquireError::InsufficientCapacity {
+            requested: 4,
+            burst: 3
+        })
+    );
+    l.acquire(2).await.unwrap();
+    assert_eq!(t0.elapsed(), d(0));
+    l.acquire(3).await.unwrap();
+    assert_eq!(t0.elapsed(), d(2));
+}
+
+/// Go's `TestWaitSimple` "already-cancelled", adapted to the documented
+/// departure: an expired deadline still takes tokens that are there (Go
+/// fails), and fails at once, taking nothing, when they are not.
+#[tokio::test(start_paused = true)]
+async fn go_wait_with_an_expired_deadline_takes_only_what_is_there() {
+    let l = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(3).unwrap());
+    tokio::time::advance(d(1)).await;
+    let past = Instant::now() - d(1);
+    assert_eq!(l.acquire_deadline(1, past).await, Ok(()));
+    assert_eq!(l.acquire_timeout(2, Duration::ZERO).await, Ok(()));
+    let t = Instant::now();
+    assert_eq!(
+        l.acquire_timeout(1, Duration::ZERO).await,
+        Err(AcquireError::Timeout {
+            retry_after: t + d(1)
+        })
+    );
+    assert_eq!(Instant::now(), t);
+    assert_eq!(l.snapshot().waiters, 0);
+    assert_eq!(retry_after(l.try_acquire(1)), t + d(1));
+}
+
+/// Go's `TestWaitCancel`: 2 of 3 now; a wait for 3 cancelled at d takes
+/// nothing, so at d 2 tokens are there for the next wait, at once.
+#[tokio::test(start_paused = true)]
+async fn go_wait_cancel_takes_nothing() {
+    let l = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(3).unwrap());
+    let t0 = Instant::now();
+    l.acquire(2).await.unwrap();
+    assert!(tokio::time::timeout(d(1), l.acquire(3)).await.is_err());
+    assert_eq!(t0.elapsed(), d(1));
+    assert_eq!(l.snapshot().available, 2);
+    l.acquire(2).await.unwrap();
+    assert_eq!(t0.elapsed(), d(1));
+}
+
+/// Go's `TestWaitTimeout`: with a deadline d away, 2 pass at once and a
+/// wait for 3 more (2 d away) fails at once.
+#[tokio::test(start_paused = true)]
+async fn go_wait_timeout_fails_at_once() {
+    let l = RateLimiter::new(Quota::per_second(10).unwrap().with_burst(3).unwrap());
+    let t0 = Instant::now();
+    let deadline = t0 + d(1);
+    assert_eq!(l.acquire_deadline(2, deadline).await, Ok(()));
+    assert_eq!(
+        l.acquire_deadline(3, deadline).await,
+        Err(AcquireError::Timeout {
+            retry_after: t0 + d(2)
+        })
+    );
+    assert_eq!(t0.elapsed(), d(0));
+    assert_eq!(l.snapshot().available, 1);
+}
+
+/// Go's `TestWaitInf` and `TestZeroLimit`, adapted to the documented
+/// departure: no infinite rate and no zero rate or burst. The slowest quota
+/// (1 per 2^61 ns, about 73 years; Go's `TestTinyLimit` asks for 1 per 317
+/// years, which is refused) admits its one token and then refuses, without
+/// overflow.
+#[test]
+fn go_zero_and_infinite_limits_are_configuration_errors() {
+    let e = Quota::per_second(0).unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("rate", ConfigErrorKind::Zero));
+    let e = Quota::with_period(1, Duration::ZERO).unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("period", ConfigErrorKind::Zero));
+    let e = Quota::per_second(3).unwrap().with_burst(0).unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("burst", ConfigErrorKind::Zero));
+    let e = Quota::with_period(1, Duration::from_secs(10_000_000_000)).unwrap_err();
+    assert_eq!((e.field(), e.kind()), ("period", ConfigErrorKind::TooLarge));
+    let clock = ManualClock::new();
+    let slowest = Quota::with_period(1, Duration::from_nanos(1 << 61)).unwrap();
+    let l = RateLimiter::with_clock(slowest, clock.clone());
+    assert!(l.try_acquire(1).is_ok());
+    assert_eq!(
+        retry_after(l.try_acquire(1)),
+        clock.now() + Duration::from_nanos(1 << 61)
+    );
+}
+
+/// Go's `TestSetAfterZeroLimit`, on the slowest quota: drained, then set
+/// to 10/s, the next token comes 100 ms later.
+#[tokio::test(start_paused = true)]
+async fn go_set_limit_after_the_slowest_quota() {
+    let slowest = Quota::with_period(1, Duration::from_nanos(1 << 61)).unwrap();
+    let l = RateLimiter::new(slowest);
+    assert!(l.try_acquire(1).is_ok());
+    assert!(l.try_acquire(1).is_err());
+    l.set_quota(Quota::per_second(10).unwrap().with_burst(1).unwrap());
+    let t = Instant::now();
+    l.acquire(1).await.unwrap();
+    assert_eq!(t.elapsed(), d(1));
+}
+
+// Reference: resilience4j RateLimiter (RefillRateLimiterTest.java,
+// RateLimitersImplementationTest.java)
+
+/// `refillTest`: 10 per second, all 10 taken; 100 ms later 1 token (not a
+/// whole period's worth: refill is continuous), 510 ms later 4.
+#[test]
+fn r4j_refill_is_continuous() {
+    let clock = ManualClock::new();
+    let l = RateLimiter::with_clock(Quota::per_second(10).unwrap(), clock.clone());
+    l.try_acquire(10).unwrap();
+    clock.advance(ms(100));
+    assert!(l.try_acquire(1).is_ok());
+    assert!(l.try_acquire(4).is_err());
+    clock.advance(ms(410));
+    assert!(l.try_acquire(4).is_ok());
+    assert!(l.try_acquire(1).is_err());
+}
+
+/// `testMaxCapacity`: 10 per second, burst 20; after taking 10, each wait of
+/// i * 100 ms (i = 1..=20) gives enough for a request of i, up to the burst.
+#[test]
+fn r4j_burst_above_the_rate_holds_up_to_the_burst() {
+    let clock = ManualClock::new();
+    let q = Quota::per_second(10).unwrap().with_burst(20).unwrap();
+    let l = RateLimiter::with_clock(q, clock.clone());
+    l.try_acquire(10).unwrap();
+    for i in 1..=20u32 {
+        clock.advance(ms(100 * u64::from(i)));
+        assert_eq!(l.try_acquire(i), Ok(()), "i = {i}");
+    }
+    assert_eq!(l.snapshot().available, 0);
+}
+
+/// `acquireBigNumberOfPermitsAtStartOfCycleTest` and
+/// `tryToAcquireBigNumberOfPermitsAtEndOfCycleTest`, with the timeout 0:
+/// a request larger than what is left fails at once and takes nothing,
+/// and passes once refilled.
+#[tokio::test(start_paused = true)]
+async fn r4j_big_requests_with_a_zero_timeout() {
+    let l = RateLimiter::new(Quota::with_period(10, ms(250)).unwrap());
+    assert_eq!(l.acquire_timeout(1, Duration::ZERO).await, Ok(()));
+    assert_eq!(l.acquire_timeout(5, Duration::ZERO).await, Ok(()));
+    assert!(matches!(
+        l.acquire_timeout(5, Duration::ZERO).await,
+        Err(AcquireError::Timeout { .. })
+    ));
+    assert_eq!(l.snapshot().available, 4);
+    tokio::time::advance(ms(25)).await;
+    assert_eq!(l.acquire_timeout(5, Duration::ZERO).await, Ok(()));
+    assert_eq!(l.snapshot().available, 0);
+}
+
+/// Go's `TestSimpleReserve` on a clock moved by hand in one step past the
+/// waiter's ready instant. Go charges a waiting reservation at its own
+/// instant (t2), so 2 asked at t3 come at t4. Here the head of the queue,
+/// woken by the move, is charged at the move's instant (t3): the refill
+/// from t2 to t3, which the full bucket could not hold, is lost and the
+/// next 2 come at t5. On Tokio's timer the head is back-dated to its ready
+/// instant, but by at most the timer's 1 ms slack.
+#[tokio::test(start_paused = true)]
+#[ignore = "undocumented: a head woken by a coarse ManualClock move is charged at the move, not at its ready instant (Go: the reservation's instant)"]
+async fn go_simple_reserve_with_one_coarse_manual_move() {
+    let clock = ManualClock::new();
+    let q = Quota::per_second(10).unwrap().with_burst(2).unwrap();
+    let l = RateLimiter::with_clock(q, clock.clone());
+    let t0 = clock.now();
+    l.try_acquire(2).unwrap();
+    let l2 = l.clone();
+    let waiter = tokio::spawn(async move { l2.acquire(2).await });
+    turns(1).await;
+    clock.advance(d(3));
+    waiter.await.unwrap().unwrap();
+    assert_eq!(retry_after(l.try_acquire(2)), t0 + d(4));
+}
+
+/// Go's `Wait` with a deadline succeeds whenever its reservation's instant
+/// is within the deadline. Burst 1 at 10/s, drained; a wait queued ahead
+/// (ready at t1) and a wait with the deadline t2 (predicted t2, so it
+/// queues). One move of the clock by hand to t2: the second wait gives up
+/// (the head is charged at t2, and the deadline is checked on a move even
+/// by a waiter not yet at the head), where Go admits it at t2.
+#[tokio::test(start_paused = true)]
+#[ignore = "undocumented: on a coarse ManualClock move a wait whose predicted admission fits its deadline still times out (Go admits it)"]
+async fn go_wait_deadline_that_fits_the_prediction_on_one_coarse_manual_move() {
+    let clock = ManualClock::new();
+    let q = Quota::per_second(10).unwrap().with_burst(1).unwrap();
+    let l = RateLimiter::with_clock(q, clock.clone());
+    l.try_acquire(1).unwrap();
+    let (a, b) = (l.clone(), l.clone());
+    let ahead = tokio::spawn(async move { a.acquire(1).await });
+    turns(1).await;
+    let with_deadline = tokio::spawn(async move { b.acquire_timeout(1, d(2)).await });
+    turns(1).await;
+    assert_eq!(l.snapshot().waiters, 2);
+    clock.advance(d(2));
+    assert_eq!(ahead.await.unwrap(), Ok(()));
+    assert_eq!(with_deadline.await.unwrap(), Ok(()));
+}

@@ -143,8 +143,9 @@ impl Gcra {
     ///
     /// The available credit carries over, measured in tokens, including the
     /// fraction of a token already refilled; it is capped at the new burst.
-    /// So does the debt, i.e. `burst - available`, where the new burst allows.
-    /// Rounded towards less credit.
+    /// The new debt is what the new burst lacks of that credit, so the debt
+    /// (`burst - available`) itself carries over only when the burst does
+    /// not change. Rounded towards less credit.
     ///
     /// Exact conversions return `tat` itself: the same quota, a debt that
     /// scales to a whole number of nanoseconds, or a full bucket that stays

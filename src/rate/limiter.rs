@@ -564,11 +564,12 @@ impl<C: Clock> RateLimiter<C> {
 
     /// Replaces the quota, effective at once.
     ///
-    /// **How credit and debt carry over:** the tokens available now carry
-    /// over as a count, including the fraction of a token already refilled,
-    /// capped at the new burst; equivalently the missing tokens
-    /// (`burst - available`) stay missing, as far as the new burst allows.
-    /// (This is Go's `SetLimit`/`SetBurst` rule.) A full bucket of 4 under a
+    /// **How tokens carry over:** the tokens available now carry over as a
+    /// count, including the fraction of a token already refilled, capped at
+    /// the new burst; the rest of the new burst is missing and refills at the
+    /// new rate (so the missing tokens, `burst - available`, carry over only
+    /// when the burst stays the same). (This is Go's `SetLimit`/`SetBurst`
+    /// rule.) A full bucket of 4 under a
     /// new burst of 8 holds 4 and refills to 8 at the new rate; an empty one
     /// stays empty. Queued waiters are re-evaluated; those asking for more than
     /// the new burst fail with [`AcquireError::InsufficientCapacity`].
