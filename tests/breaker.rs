@@ -1444,6 +1444,23 @@ async fn gobreaker_rolling_window_drops_the_oldest_bucket() {
     assert_eq!((b.state(), counts(&b)), (State::Closed, (0, 0, 0)));
 }
 
+/// gobreaker counts a panic in the request as a failure and re-panics.
+#[tokio::test(start_paused = true)]
+async fn gobreaker_panic_in_the_request_counts_as_a_failure() {
+    let b = gobreaker_default().build().unwrap();
+    let b2 = b.clone();
+    let joined = tokio::spawn(async move {
+        let _: Result<u32, BreakerError<&str>> = b2.call(|| async { panic!("oops") }).await;
+    })
+    .await;
+    assert!(joined.unwrap_err().is_panic());
+    assert_eq!(counts(&b), (1, 1, 1));
+    // A call that is dropped (cancelled) without panicking still counts as nothing.
+    let r = tokio::time::timeout(S1, b.call(std::future::pending::<Result<u32, &str>>)).await;
+    assert!(r.is_err());
+    assert_eq!(counts(&b), (1, 1, 1));
+}
+
 /// gobreaker's generations: a result from before the breaker changed state
 /// is not counted, even once it has closed again.
 #[tokio::test(start_paused = true)]
