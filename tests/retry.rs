@@ -690,6 +690,35 @@ async fn polly_default_max_retry_attempts_is_three() {
     assert_eq!((times.len(), err.attempts()), (4, 4));
 }
 
+/// Polly calls the `DelayGenerator` once per retry, not for the outcome
+/// that ends the call, and sleeps exactly what it returns.
+#[tokio::test(start_paused = true)]
+async fn polly_delay_generator_is_respected_and_asked_once_per_retry() {
+    let asked = Arc::new(AtomicU32::new(0));
+    let a = asked.clone();
+    let retry = Retry::<&str, ()>::builder()
+        .max_retries(3)
+        .backoff(Backoff::constant(Duration::from_secs(2)))
+        .retry_if(|_| true)
+        .retry_after(move |_| {
+            a.fetch_add(1, Ordering::SeqCst);
+            Some(120 * MS)
+        })
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let times = Mutex::new(Vec::new());
+    let r = retry
+        .call(|| {
+            times.lock().unwrap().push(start.elapsed());
+            async { Ok("dummy") }
+        })
+        .await;
+    assert_eq!(r.unwrap(), "dummy");
+    assert_eq!(gaps(&times.lock().unwrap()), [120 * MS; 3]);
+    assert_eq!(asked.load(Ordering::SeqCst), 3);
+}
+
 /// Polly: with a zero delay no timer is used at all. Here: the retry runs on
 /// a runtime whose timers are disabled (a sleep would panic).
 #[test]
