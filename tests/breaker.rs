@@ -1825,3 +1825,19 @@ async fn polly_rolling_health_respects_the_sampling_duration() {
     advance(sampling).await;
     assert_eq!(m(&b).calls, 0);
 }
+
+/// Polly's `AdvancedCircuitBehavior` (and gobreaker's `ReadyToTrip`) is
+/// consulted only when a call fails, so a success that brings the sample
+/// up to the minimum throughput never breaks the circuit. flowguard judges
+/// after every recorded outcome (resilience4j's rule, stated in the state
+/// machine's rules but not listed among the departures from Polly and
+/// gobreaker): F, F, S with a minimum of 3 and 50 % trips on the success.
+#[tokio::test(start_paused = true)]
+#[ignore = "undocumented divergence from Polly/gobreaker: flowguard may trip on a success that reaches minimum_calls (resilience4j does the same); decide which rule to keep or document it"]
+async fn polly_a_success_never_breaks_the_circuit() {
+    let b = polly(50.0, 3, Duration::from_secs(30), S1).build().unwrap();
+    b.try_acquire().unwrap().failure();
+    b.try_acquire().unwrap().failure();
+    b.try_acquire().unwrap().success();
+    assert_eq!(b.state(), State::Closed);
+}
