@@ -608,3 +608,309 @@ fn public_types_are_send_and_sync() {
     send(&retry.call(|| async { Ok(1) }));
     send(&retry.call_deadline(Instant::now(), |_| async { Ok(1) }));
 }
+
+// Reference: App-vNext/Polly v8 (RetryResilienceStrategyTests.cs, RetryHelperTests.cs)
+//
+// Polly's `MaxRetryAttempts` is `max_retries`, `ShouldHandle` is `retry_if`,
+// `DelayGenerator` is `retry_after` (`null` = `None`: use the backoff),
+// `MaxDelay` is `max_delay`, and Polly's attempt index `k` (0 for the first
+// retry) is `Backoff::delay(k + 1)`. Documented departures not ported: the
+// default delays (Polly: a constant 2 s), Polly's jitters (±25 % for
+// constant/linear, `DecorrelatedJitterBackoffV2` for exponential) and the
+// `OnRetry` hook.
+
+#[tokio::test(start_paused = true)]
+async fn polly_retry_count_is_respected_for_handled_results() {
+    let retry = Retry::<i32, ()>::builder()
+        .max_retries(12)
+        .backoff(Backoff::constant(Duration::ZERO))
+        .retry_if(|r| matches!(r, Ok(0)))
+        .build()
+        .unwrap();
+    let calls = AtomicU32::new(0);
+    let r = retry
+        .call(|| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Ok(0) }
+        })
+        .await;
+    // The last handled result comes back as it is.
+    assert_eq!(r.unwrap(), 0);
+    assert_eq!(calls.load(Ordering::SeqCst), 13);
+    let m = retry.metrics();
+    assert_eq!((m.retries, m.exhausted), (12, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn polly_retry_count_is_respected_for_handled_errors() {
+    let retry = Retry::<i32, &str>::builder()
+        .max_retries(3)
+        .backoff(Backoff::constant(Duration::ZERO))
+        .retry_if(|r| matches!(r, Err("invalid operation")))
+        .build()
+        .unwrap();
+    let err = retry
+        .call(|| async { Err("invalid operation") })
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        RetryError::Exhausted {
+            error: "invalid operation",
+            attempts: 4
+        }
+    ));
+    // An unhandled error is not retried.
+    let err = retry.call(|| async { Err("argument") }).await.unwrap_err();
+    assert!(matches!(
+        err,
+        RetryError::NotRetryable {
+            error: "argument",
+            attempts: 1
+        }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn polly_multiple_retries_return_the_last_result() {
+    let retry = Retry::<u32, ()>::builder()
+        .max_retries(5)
+        .backoff(Backoff::constant(Duration::ZERO))
+        .retry_if(|_| true)
+        .build()
+        .unwrap();
+    let r = retry.call_with_attempt(|n| async move { Ok(n) }).await;
+    assert_eq!(r.unwrap(), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn polly_default_max_retry_attempts_is_three() {
+    let retry = Retry::builder().build().unwrap();
+    let (times, err) = attempt_times(&retry).await;
+    assert_eq!((times.len(), err.attempts()), (4, 4));
+}
+
+/// Polly calls the `DelayGenerator` once per retry, not for the outcome
+/// that ends the call, and sleeps exactly what it returns.
+#[tokio::test(start_paused = true)]
+async fn polly_delay_generator_is_respected_and_asked_once_per_retry() {
+    let asked = Arc::new(AtomicU32::new(0));
+    let a = asked.clone();
+    let retry = Retry::<&str, ()>::builder()
+        .max_retries(3)
+        .backoff(Backoff::constant(Duration::from_secs(2)))
+        .retry_if(|_| true)
+        .retry_after(move |_| {
+            a.fetch_add(1, Ordering::SeqCst);
+            Some(120 * MS)
+        })
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let times = Mutex::new(Vec::new());
+    let r = retry
+        .call(|| {
+            times.lock().unwrap().push(start.elapsed());
+            async { Ok("dummy") }
+        })
+        .await;
+    assert_eq!(r.unwrap(), "dummy");
+    assert_eq!(gaps(&times.lock().unwrap()), [120 * MS; 3]);
+    assert_eq!(asked.load(Ordering::SeqCst), 3);
+}
+
+/// Polly: with a zero delay no timer is used at all. Here: the retry runs on
+/// a runtime whose timers are disabled (a sleep would panic).
+#[test]
+fn polly_zero_delays_use_no_timer() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for hook in [false, true] {
+        let mut b = Retry::<&str, ()>::builder()
+            .max_retries(3)
+            .backoff(Backoff::constant(Duration::ZERO))
+            .retry_if(|_| true);
+        if hook {
+            b = b
+                .backoff(Backoff::constant(Duration::from_secs(1)))
+                .retry_after(|_| Some(Duration::ZERO));
+        }
+        let retry = b.build().unwrap();
+        let r = rt.block_on(retry.call(|| async { Ok("dummy") }));
+        assert_eq!(r.unwrap(), "dummy");
+        assert_eq!(retry.metrics().retries, 3);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn polly_delay_generator_returning_none_uses_the_backoff() {
+    let retry = Retry::builder()
+        .max_retries(2)
+        .backoff(Backoff::constant(2 * MS))
+        .retry_after(|_| None)
+        .build()
+        .unwrap();
+    let (times, _) = attempt_times(&retry).await;
+    assert_eq!(gaps(&times), [2 * MS; 2]);
+}
+
+/// Polly's `OnRetry` sees 2 s, 4 s, 6 s for a linear backoff from 2 s.
+#[tokio::test(start_paused = true)]
+async fn polly_linear_delays_from_two_seconds() {
+    let retry = Retry::builder()
+        .max_retries(3)
+        .backoff(Backoff::linear(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    let (times, _) = attempt_times(&retry).await;
+    assert_eq!(gaps(&times), [2, 4, 6].map(Duration::from_secs));
+}
+
+#[tokio::test(start_paused = true)]
+async fn polly_max_delay_caps_a_linear_backoff() {
+    let retry = Retry::builder()
+        .max_retries(3)
+        .backoff(Backoff::linear(Duration::from_secs(2)))
+        .max_delay(123 * MS)
+        .build()
+        .unwrap();
+    let (times, _) = attempt_times(&retry).await;
+    assert_eq!(gaps(&times), [123 * MS; 3]);
+}
+
+/// `RetryHelperTests.Constant_Ok`, `Linear_Ok`, `Exponential_Ok` (zero and
+/// one-second bases, attempts 0, 1, 2).
+#[test]
+fn polly_backoff_formulas() {
+    let s = Duration::from_secs;
+    for b in [
+        Backoff::constant(Duration::ZERO),
+        Backoff::linear(Duration::ZERO),
+        Backoff::exponential(Duration::ZERO, 2.0),
+    ] {
+        assert_eq!([b.delay(1), b.delay(2), b.delay(3)], [Duration::ZERO; 3]);
+    }
+    let b = Backoff::constant(s(1));
+    assert_eq!([b.delay(1), b.delay(2), b.delay(3)], [s(1), s(1), s(1)]);
+    let b = Backoff::linear(s(1));
+    assert_eq!([b.delay(1), b.delay(2), b.delay(3)], [s(1), s(2), s(3)]);
+    let b = Backoff::exponential(s(1), 2.0);
+    assert_eq!([b.delay(1), b.delay(2), b.delay(3)], [s(1), s(2), s(4)]);
+    // `GetRetryDelay_Overflow_ReturnsMaxTimeSpan`.
+    assert_eq!(
+        Backoff::exponential(Duration::from_secs(86_400), 2.0).delay(1001),
+        Duration::MAX
+    );
+}
+
+/// `MaxDelay_Ok` for every backoff and jitter: attempt 2 (the third retry)
+/// of a 10 s base capped at 1 s is 1 s without jitter, at most 1 s with.
+/// `MaxDelay_DelayLessThanMaxDelay_Respected`: a cap above the delay does
+/// nothing.
+#[tokio::test(start_paused = true)]
+async fn polly_max_delay_caps_every_backoff_and_jitter() {
+    let ten = Duration::from_secs(10);
+    for backoff in [
+        Backoff::constant(ten),
+        Backoff::linear(ten),
+        Backoff::exponential(ten, 2.0),
+    ] {
+        for jitter in [
+            Jitter::None,
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Decorrelated,
+        ] {
+            let retry = Retry::builder()
+                .max_retries(3)
+                .backoff(backoff)
+                .jitter(jitter)
+                .max_delay(Duration::from_secs(1))
+                .seed(3)
+                .build()
+                .unwrap();
+            let (times, _) = attempt_times(&retry).await;
+            let third = gaps(&times)[2];
+            if jitter == Jitter::None {
+                assert_eq!(third, Duration::from_secs(1), "{backoff:?}");
+            } else {
+                assert!(
+                    third <= Duration::from_secs(1),
+                    "{backoff:?} {jitter:?}: {third:?}"
+                );
+            }
+        }
+    }
+    let retry = Retry::builder()
+        .max_retries(3)
+        .backoff(Backoff::constant(Duration::from_secs(1)))
+        .max_delay(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let (times, _) = attempt_times(&retry).await;
+    assert_eq!(gaps(&times)[2], Duration::from_secs(1));
+}
+
+/// `GetRetryDelay_OverflowWithMaxDelay_ReturnsMaxDelay`: an exponential
+/// delay past `Duration::MAX` is capped at `max_delay`, not wrapped.
+#[tokio::test(start_paused = true)]
+async fn polly_overflowing_exponential_delay_is_capped_at_max_delay() {
+    let day = Duration::from_secs(86_400);
+    let retry = Retry::builder()
+        .max_retries(70)
+        .backoff(Backoff::exponential(day, 2.0))
+        .max_delay(2 * day)
+        .build()
+        .unwrap();
+    let (times, _) = attempt_times(&retry).await;
+    let g = gaps(&times);
+    assert_eq!(g.len(), 70);
+    assert_eq!(g[0], day);
+    assert!(g[1..].iter().all(|d| *d == 2 * day));
+}
+
+/// `GetRetryDelay_Exponential_Does_Not_Exceed_MaxDelay` /
+/// `_Is_Positive_When_No_Maximum_Delay`, up to attempt 1025: an exponential
+/// backoff from 2 s capped at 30 s never sleeps longer than the cap, and
+/// the jitters that keep a floor (equal, decorrelated) never sleep zero.
+#[tokio::test(start_paused = true)]
+async fn polly_jittered_exponential_delays_stay_positive_and_under_the_cap() {
+    let cap = Duration::from_secs(30);
+    for jitter in [
+        Jitter::None,
+        Jitter::Full,
+        Jitter::Equal,
+        Jitter::Decorrelated,
+    ] {
+        let retry = Retry::builder()
+            .max_retries(1025)
+            .backoff(Backoff::exponential(Duration::from_secs(2), 2.0))
+            .jitter(jitter)
+            .max_delay(cap)
+            .build()
+            .unwrap();
+        let (times, _) = attempt_times(&retry).await;
+        let g = gaps(&times);
+        assert_eq!(g.len(), 1025);
+        assert!(g.iter().all(|d| *d <= cap), "{jitter:?}");
+        if jitter != Jitter::Full {
+            assert!(g.iter().all(|d| !d.is_zero()), "{jitter:?}");
+        }
+    }
+}
+
+/// `ExponentialWithJitter_EnsureRandomness`: two unseeded calls do not
+/// sleep the same schedule.
+#[tokio::test(start_paused = true)]
+async fn polly_unseeded_jitter_differs_between_calls() {
+    let retry = Retry::builder()
+        .max_retries(20)
+        .backoff(Backoff::exponential(Duration::from_millis(7800), 2.0))
+        .jitter(Jitter::Full)
+        .build()
+        .unwrap();
+    let (a, _) = attempt_times(&retry).await;
+    let (b, _) = attempt_times(&retry).await;
+    assert_ne!(gaps(&a), gaps(&b));
+}

@@ -769,7 +769,10 @@ impl Builder {
 ///
 /// An ignored call, and a call whose permit or future is dropped, counts as
 /// nothing, and a probe gives its slot back: half-open cannot get stuck on
-/// cancelled probes. Outcomes of calls admitted before the latest transition
+/// cancelled probes. A panic in a call made by [`call`](Self::call) or
+/// [`call_with`](Self::call_with) counts as a failure (a permit from
+/// [`try_acquire`](Self::try_acquire) dropped by a panic is not reported,
+/// as gobreaker's two-step breaker does not count a `done` never called). Outcomes of calls admitted before the latest transition
 /// are dropped.
 ///
 /// # Memory
@@ -1044,8 +1047,10 @@ impl<C: Clock> CircuitBreaker<C> {
     ///
     /// # Panics
     ///
-    /// Never (unless `f` or its future panic; the permit is then dropped and
-    /// counts as ignored).
+    /// Never, unless `f` or its future panic. The panic then reaches the
+    /// caller unchanged, and the call counts as a **failure** (as in
+    /// gobreaker's `Execute`, and as an unhandled exception does in Polly
+    /// and resilience4j): a backend call that blew up did not succeed.
     ///
     /// # Cancel safety
     ///
@@ -1089,7 +1094,8 @@ impl<C: Clock> CircuitBreaker<C> {
     ///
     /// # Panics
     ///
-    /// Never (unless `f`, its future or `classify` panic).
+    /// Never, unless `f`, its future or `classify` panic; the call then
+    /// counts as a failure, as in [`call`](Self::call).
     ///
     /// # Cancel safety
     ///
@@ -1104,12 +1110,15 @@ impl<C: Clock> CircuitBreaker<C> {
         Fut: Future<Output = Result<T, E>>,
         K: FnOnce(&Result<T, E>) -> Outcome,
     {
-        let permit = self.try_acquire()?;
+        let mut guard = PanicIsFailure(Some(self.try_acquire()?));
         let out = f().await;
-        match classify(&out) {
-            Outcome::Success => permit.success(),
-            Outcome::Failure => permit.failure(),
-            Outcome::Ignored => permit.ignore(),
+        let outcome = classify(&out);
+        if let Some(permit) = guard.0.take() {
+            match outcome {
+                Outcome::Success => permit.success(),
+                Outcome::Failure => permit.failure(),
+                Outcome::Ignored => permit.ignore(),
+            }
         }
         out.map_err(BreakerError::Inner)
     }
@@ -1329,6 +1338,22 @@ impl<C: Clock> CircuitBreaker<C> {
         BreakerMetrics {
             call_duration: inner.call_duration.snapshot(),
             ..m
+        }
+    }
+}
+
+/// Holds the permit of a [`CircuitBreaker::call_with`] while the call
+/// runs: dropped by a panic unwinding through the call (or `classify`), it
+/// reports a failure; dropped otherwise (the future was cancelled), the
+/// permit's own drop counts the call as nothing.
+struct PanicIsFailure<'a, C: Clock>(Option<CallPermit<'a, C>>);
+
+impl<C: Clock> Drop for PanicIsFailure<'_, C> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.0.take() {
+            if std::thread::panicking() {
+                permit.failure();
+            }
         }
     }
 }

@@ -527,7 +527,10 @@ impl<T, E> RetryBuilder<T, E> {
     }
 
     /// When an outcome says how long to wait (`Some`), that delay is used
-    /// for the next retry instead of the backoff's.
+    /// for the next retry instead of the backoff's. Called once per retry,
+    /// with the outcome being retried: only for outcomes `retry_if` passes,
+    /// and not for the last one when `max_retries` is spent (as Polly calls
+    /// its `DelayGenerator`).
     pub fn retry_after(
         mut self,
         f: impl Fn(&Result<T, E>) -> Option<Duration> + Send + Sync + 'static,
@@ -578,14 +581,6 @@ impl<T, E> fmt::Debug for RetryBuilder<T, E> {
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
-}
-
-/// How one attempt's outcome is handled.
-enum Verdict {
-    /// Return it as is.
-    Done,
-    /// Retry, after the backoff or the hook's delay.
-    Again(Option<Duration>),
 }
 
 impl<T, E> Retry<T, E> {
@@ -778,11 +773,16 @@ impl<T, E> Retry<T, E> {
         Schedule::new(p.backoff, p.jitter, p.max_delay, seed)
     }
 
-    fn verdict(&self, outcome: &Result<T, E>) -> Verdict {
-        if !(self.inner.retry_if)(outcome) {
-            return Verdict::Done;
-        }
-        Verdict::Again(self.inner.retry_after.as_ref().and_then(|f| f(outcome)))
+    /// Whether the classifier wants `outcome` retried.
+    fn worth_retrying(&self, outcome: &Result<T, E>) -> bool {
+        (self.inner.retry_if)(outcome)
+    }
+
+    /// The `retry_after` hook's delay for `outcome`, if it gives one. Asked
+    /// only once a retry is allowed by the count (as Polly asks its
+    /// `DelayGenerator`), not for the outcome that ends the call.
+    fn hook_delay(&self, outcome: &Result<T, E>) -> Option<Duration> {
+        self.inner.retry_after.as_ref().and_then(|f| f(outcome))
     }
 
     /// The retry loop. `deadline: None` means no deadline.
@@ -913,10 +913,9 @@ impl<T, E> Run<'_, T, E> {
         let policy = &inner.policy;
         let c = &inner.counters;
         let attempt = self.attempt;
-        let hook_delay = match retry.verdict(&outcome) {
-            Verdict::Done => return Next::Done(retry.end_done(outcome, attempt)),
-            Verdict::Again(d) => d,
-        };
+        if !retry.worth_retrying(&outcome) {
+            return Next::Done(retry.end_done(outcome, attempt));
+        }
         // Worth retrying: may we?
         if attempt > policy.max_retries {
             retry.ended(&c.exhausted, attempt);
@@ -928,6 +927,7 @@ impl<T, E> Run<'_, T, E> {
                 }),
             });
         }
+        let hook_delay = retry.hook_delay(&outcome);
         let delay = match hook_delay {
             Some(d) => d,
             None => self
