@@ -1616,7 +1616,7 @@ async fn batch_functions_calling_one_loader_share_its_batch() {
 /// scheduler wakes last-in first-out: `b`'s batch function runs first and
 /// its key leads the deep batch.
 #[tokio::test(start_paused = true)]
-#[ignore = "undocumented: batches of different loaders closing in one turn dispatch in reverse order of opening (Tokio wakes deferred yield_now wakers LIFO)"]
+#[ignore = "documented departure (batch module docs): batches of different loaders closing in one turn start in the order Tokio wakes them (last opened first on a current-thread runtime)"]
 async fn batches_of_two_loaders_closing_in_one_turn_dispatch_in_opening_order() {
     let (_, _, deep_calls) = two_loaders_over_a_deep_one().await;
     assert_eq!(

@@ -832,7 +832,9 @@ where
     ///
     /// # Panics
     ///
-    /// Never.
+    /// Only if the [`cache_key`](LoaderBuilder::cache_key) function panics:
+    /// it runs here, in the caller (as DataLoader's `cacheKeyFn` throws in
+    /// `load`). Never otherwise.
     ///
     /// # Cancel safety
     ///
@@ -867,7 +869,7 @@ where
     ///
     /// # Panics
     ///
-    /// Never.
+    /// As [`load`](Self::load): only if the `cache_key` function panics.
     ///
     /// # Cancel safety
     ///

@@ -56,6 +56,22 @@
 //!   bind parameters, request bodies), and a bounded batch bounds the memory
 //!   of the batch still collecting. Set it to [`MAX_BATCH_SIZE`] for the
 //!   nearest to unbounded.
+//! - **Per-key errors and `NotFound` are not cached unless asked**
+//!   ([`cache_errors`](LoaderBuilder::cache_errors)). DataLoader caches
+//!   every resolved entry, an `Error` instance included, until cleared. A
+//!   long-lived loader that kept a per-key error would keep answering a
+//!   transient failure ("row locked", "shard unavailable") for as long as
+//!   the entry lives; a key that is really absent can be cached with
+//!   `cache_errors(true)`. Whole-batch failures are never cached, as in
+//!   DataLoader.
+//! - **Batches of different loaders that close in the same scheduler turn
+//!   start in the order Tokio wakes their tasks**, not necessarily the
+//!   order they opened: each batch waits for the end of the turn with
+//!   `tokio::task::yield_now`, and Tokio wakes yielded tasks last first, so
+//!   on a current-thread runtime loader B's batch (opened second) calls its
+//!   batch function before loader A's. DataLoader dispatches them in the
+//!   order they opened. Keys within a batch are always in request order,
+//!   and batches of one loader start in the order they opened.
 //! - **The batch function receives the mapped keys** of
 //!   [`cache_key`](LoaderBuilder::cache_key), not the first caller's
 //!   original key (see there).
