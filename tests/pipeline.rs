@@ -108,6 +108,39 @@ async fn no_retry_into_an_open_breaker() {
     assert_eq!(m.breaker.unwrap().refused, 1);
 }
 
+/// An attempt that panics counts as a breaker failure (the permit is
+/// dropped by the unwinding panic), as a failed attempt does; the panic
+/// reaches the caller.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_attempt_is_a_breaker_failure() {
+    let breaker = CircuitBreaker::builder()
+        .without_failure_rate()
+        .consecutive_failures(2)
+        .build()
+        .unwrap();
+    let p = Pipeline::builder()
+        .breaker(breaker.clone())
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let p = p.clone();
+        let joined = tokio::spawn(async move {
+            let _ = p
+                .call(|| async {
+                    if true {
+                        panic!("the backend client blew up");
+                    }
+                    Ok::<(), &str>(())
+                })
+                .await;
+        })
+        .await;
+        assert!(joined.unwrap_err().is_panic());
+    }
+    assert_eq!(breaker.state(), State::Open);
+    assert_eq!(breaker.metrics().failed_calls, 2);
+}
+
 /// A slow attempt is cut by the attempt timeout, counted as a failure and
 /// retried; the fast retry answers.
 #[tokio::test(start_paused = true)]

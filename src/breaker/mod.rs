@@ -34,6 +34,15 @@
 //!   sample short. Here `minimum_calls` governs the closed window only and
 //!   `permitted_probes` is the probe sample. With the defaults (100 and 10)
 //!   the two agree.
+//! * **The rate policy is judged after every recorded outcome, a success
+//!   included** (resilience4j's rule): with `minimum_calls` 3 and a 50 %
+//!   threshold, failure, failure, success trips on the success, which
+//!   brings the sample to its minimum at 67 % failures. Polly's advanced
+//!   breaker and gobreaker's `ReadyToTrip` are consulted only when a call
+//!   fails, so there the same sample trips at the next failure instead.
+//!   Judging on every outcome means the window's rate decides, not which
+//!   kind of call happened to complete the sample. (The consecutive policy
+//!   only ever trips on a failure, as in both.)
 //!
 //! ```
 //! use flowguard::breaker::{BreakerError, CircuitBreaker, Rejected, State};
@@ -769,10 +778,9 @@ impl Builder {
 ///
 /// An ignored call, and a call whose permit or future is dropped, counts as
 /// nothing, and a probe gives its slot back: half-open cannot get stuck on
-/// cancelled probes. A panic in a call made by [`call`](Self::call) or
-/// [`call_with`](Self::call_with) counts as a failure (a permit from
-/// [`try_acquire`](Self::try_acquire) dropped by a panic is not reported,
-/// as gobreaker's two-step breaker does not count a `done` never called). Outcomes of calls admitted before the latest transition
+/// cancelled probes. A permit dropped by a panic unwinding through the
+/// call counts as a failure (see [`CallPermit`]). Outcomes of calls
+/// admitted before the latest transition
 /// are dropped.
 ///
 /// # Memory
@@ -1110,15 +1118,14 @@ impl<C: Clock> CircuitBreaker<C> {
         Fut: Future<Output = Result<T, E>>,
         K: FnOnce(&Result<T, E>) -> Outcome,
     {
-        let mut guard = PanicIsFailure(Some(self.try_acquire()?));
+        // A panic in `f`, its future or `classify` drops the permit while
+        // unwinding, which counts as a failure.
+        let permit = self.try_acquire()?;
         let out = f().await;
-        let outcome = classify(&out);
-        if let Some(permit) = guard.0.take() {
-            match outcome {
-                Outcome::Success => permit.success(),
-                Outcome::Failure => permit.failure(),
-                Outcome::Ignored => permit.ignore(),
-            }
+        match classify(&out) {
+            Outcome::Success => permit.success(),
+            Outcome::Failure => permit.failure(),
+            Outcome::Ignored => permit.ignore(),
         }
         out.map_err(BreakerError::Inner)
     }
@@ -1338,22 +1345,6 @@ impl<C: Clock> CircuitBreaker<C> {
         BreakerMetrics {
             call_duration: inner.call_duration.snapshot(),
             ..m
-        }
-    }
-}
-
-/// Holds the permit of a [`CircuitBreaker::call_with`] while the call
-/// runs: dropped by a panic unwinding through the call (or `classify`), it
-/// reports a failure; dropped otherwise (the future was cancelled), the
-/// permit's own drop counts the call as nothing.
-struct PanicIsFailure<'a, C: Clock>(Option<CallPermit<'a, C>>);
-
-impl<C: Clock> Drop for PanicIsFailure<'_, C> {
-    fn drop(&mut self) {
-        if let Some(permit) = self.0.take() {
-            if std::thread::panicking() {
-                permit.failure();
-            }
         }
     }
 }
@@ -1722,7 +1713,12 @@ impl Drop for CoreGuard<'_> {
 /// [`failure`](Self::failure) or [`ignore`](Self::ignore). Dropping the
 /// permit without reporting counts as `ignore`: nothing is recorded and a
 /// half-open probe slot is given back, so a cancelled call can never wedge
-/// the breaker. When the slow-call policy is on, the permit times the call
+/// the breaker. Dropped by a panic unwinding through the call, it counts
+/// as a **failure** (gobreaker, Polly and resilience4j count a panic or an
+/// unhandled exception in the call as one): a backend call that keeps
+/// blowing up trips the breaker, wherever the permit is held (a
+/// [`call`](CircuitBreaker::call), the pipeline, the tower layer, or your
+/// own code). When the slow-call policy is on, the permit times the call
 /// from its creation to the report.
 ///
 /// # Examples
@@ -1807,7 +1803,9 @@ impl<C: Clock> CallPermit<'_, C> {
 impl<C: Clock> Drop for CallPermit<'_, C> {
     fn drop(&mut self) {
         if !self.slot.finished {
-            self.inner.finish(&mut self.slot, None);
+            // Dropped by a panic unwinding through the call: a failure.
+            let failed = std::thread::panicking().then_some(true);
+            self.inner.finish(&mut self.slot, failed);
         }
     }
 }
@@ -1874,7 +1872,9 @@ impl<C: Clock> OwnedCallPermit<C> {
 impl<C: Clock> Drop for OwnedCallPermit<C> {
     fn drop(&mut self) {
         if !self.slot.finished {
-            self.inner.finish(&mut self.slot, None);
+            // Dropped by a panic unwinding through the call: a failure.
+            let failed = std::thread::panicking().then_some(true);
+            self.inner.finish(&mut self.slot, failed);
         }
     }
 }
