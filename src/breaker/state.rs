@@ -80,6 +80,27 @@ pub enum State {
 }
 
 impl State {
+    /// The state's name in lower case, as gobreaker prints its states and
+    /// as logs and metric labels want it: `"closed"`, `"open"`,
+    /// `"half-open"`, `"forced-open"`, `"disabled"`. The same text as
+    /// [`Display`](std::fmt::Display).
+    ///
+    /// ```
+    /// use flowguard::breaker::State;
+    ///
+    /// assert_eq!(State::HalfOpen.as_str(), "half-open");
+    /// assert_eq!(State::Closed.to_string(), "closed");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half-open",
+            State::ForcedOpen => "forced-open",
+            State::Disabled => "disabled",
+        }
+    }
+
     const fn tag(self) -> u64 {
         match self {
             State::Closed => 0,
@@ -125,6 +146,12 @@ impl State {
 /// after the core changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StateWord(pub(crate) u64);
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 impl StateWord {
     const TAG_BITS: u32 = 3;
