@@ -1597,13 +1597,11 @@ async fn r4j_big_requests_with_a_zero_timeout() {
 
 /// Go's `TestSimpleReserve` on a clock moved by hand in one step past the
 /// waiter's ready instant. Go charges a waiting reservation at its own
-/// instant (t2), so 2 asked at t3 come at t4. Here the head of the queue,
-/// woken by the move, is charged at the move's instant (t3): the refill
-/// from t2 to t3, which the full bucket could not hold, is lost and the
-/// next 2 come at t5. On Tokio's timer the head is back-dated to its ready
-/// instant, but by at most the timer's 1 ms slack.
+/// instant (t2), so 2 asked at t3 come at t4. Here too: the head of the
+/// queue, woken by the move, is charged at its ready instant, as if the
+/// clock had passed through it (it was charged at the move, t3, which lost
+/// the refill from t2 to t3 and put the next 2 at t5).
 #[tokio::test(start_paused = true)]
-#[ignore = "undocumented: a head woken by a coarse ManualClock move is charged at the move, not at its ready instant (Go: the reservation's instant)"]
 async fn go_simple_reserve_with_one_coarse_manual_move() {
     let clock = ManualClock::new();
     let q = Quota::per_second(10).unwrap().with_burst(2).unwrap();
@@ -1621,11 +1619,10 @@ async fn go_simple_reserve_with_one_coarse_manual_move() {
 /// Go's `Wait` with a deadline succeeds whenever its reservation's instant
 /// is within the deadline. Burst 1 at 10/s, drained; a wait queued ahead
 /// (ready at t1) and a wait with the deadline t2 (predicted t2, so it
-/// queues). One move of the clock by hand to t2: the second wait gives up
-/// (the head is charged at t2, and the deadline is checked on a move even
-/// by a waiter not yet at the head), where Go admits it at t2.
+/// queues). One move of the clock by hand to t2: the head is admitted as
+/// of t1, and the second wait, past its deadline but reached by the queue
+/// at t2, is admitted too, as Go admits it at t2.
 #[tokio::test(start_paused = true)]
-#[ignore = "undocumented: on a coarse ManualClock move a wait whose predicted admission fits its deadline still times out (Go admits it)"]
 async fn go_wait_deadline_that_fits_the_prediction_on_one_coarse_manual_move() {
     let clock = ManualClock::new();
     let q = Quota::per_second(10).unwrap().with_burst(1).unwrap();
@@ -1640,4 +1637,74 @@ async fn go_wait_deadline_that_fits_the_prediction_on_one_coarse_manual_move() {
     clock.advance(d(2));
     assert_eq!(ahead.await.unwrap(), Ok(()));
     assert_eq!(with_deadline.await.unwrap(), Ok(()));
+}
+
+/// The other side of the coarse-move rule: a waiter behind a head that is
+/// not ready by its deadline still gives up on the move past it.
+#[tokio::test(start_paused = true)]
+async fn a_coarse_move_past_a_deadline_behind_a_head_not_ready_times_out() {
+    let clock = ManualClock::new();
+    let q = Quota::per_second(10).unwrap().with_burst(5).unwrap();
+    let l = RateLimiter::with_clock(q, clock.clone());
+    l.try_acquire(5).unwrap();
+    let (a, b) = (l.clone(), l.clone());
+    // Needs the whole burst: ready at t5.
+    let ahead = tokio::spawn(async move { a.acquire(5).await });
+    turns(1).await;
+    // Predicted at t6 (behind the 5): a deadline of t6 lets it queue.
+    let behind = tokio::spawn(async move { b.acquire_timeout(1, d(6)).await });
+    turns(1).await;
+    assert_eq!(l.snapshot().waiters, 2);
+    // Take the bucket away from under them: the head is not ready by t6.
+    l.set_quota(Quota::per_second(1).unwrap().with_burst(5).unwrap());
+    clock.advance(d(7));
+    turns(2).await;
+    assert!(matches!(
+        behind.await.unwrap(),
+        Err(AcquireError::Timeout { .. })
+    ));
+    assert_eq!(l.snapshot().waiters, 1);
+    drop(ahead);
+}
+
+/// A head is never charged before it became the head: a waiter behind one
+/// that gives up after the bucket filled is admitted at the instant it
+/// moved up, not at the earlier instant the bucket alone would give it
+/// (which would hand it a token the full bucket never held).
+#[tokio::test(start_paused = true)]
+async fn a_head_is_charged_no_earlier_than_it_became_the_head() {
+    let clock = ManualClock::new();
+    let q = Quota::per_second(10).unwrap().with_burst(5).unwrap();
+    let l = RateLimiter::with_clock(q, clock.clone());
+    l.try_acquire(5).unwrap();
+    let (a, b) = (l.clone(), l.clone());
+    let ahead = tokio::spawn(async move { a.acquire(5).await }); // ready at t5
+    turns(1).await;
+    let behind = tokio::spawn(async move { b.acquire(1).await });
+    turns(1).await;
+    // Full again at t5; at t7 the head leaves before it is polled.
+    clock.advance(d(7));
+    ahead.abort();
+    assert!(ahead.await.unwrap_err().is_cancelled());
+    behind.await.unwrap().unwrap();
+    // Charged at t7, out of a full bucket: 4 left.
+    assert_eq!(l.snapshot().available, 4);
+}
+
+/// The keyed limiter's `acquire` on a clock moved by hand in one step past
+/// the ready instant takes the tokens as of that instant, as the plain
+/// limiter's head does (Go's `TestSimpleReserve`, per key).
+#[tokio::test(start_paused = true)]
+async fn keyed_acquire_on_a_coarse_manual_move_is_charged_at_the_ready_instant() {
+    let clock = ManualClock::new();
+    let q = Quota::per_second(10).unwrap().with_burst(2).unwrap();
+    let k = KeyedRateLimiter::with_clock(q, clock.clone());
+    let t0 = clock.now();
+    k.try_acquire(&"a", 2).unwrap();
+    let k2 = k.clone();
+    let waiter = tokio::spawn(async move { k2.acquire(&"a", 2).await });
+    turns(1).await;
+    clock.advance(d(3));
+    waiter.await.unwrap().unwrap();
+    assert_eq!(retry_after(k.try_acquire(&"a", 2)), t0 + d(4));
 }

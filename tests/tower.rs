@@ -682,6 +682,32 @@ fn per_service_rate_limit_waits_on_a_manual_clock_without_a_runtime() {
     assert_eq!(m.calls(), [1, 2]);
 }
 
+/// A coarse move of a clock moved by hand past the token's instant charges
+/// the token at that instant, as if the clock had passed through it: the
+/// next token comes one interval after it, not after the move.
+#[test]
+fn per_service_rate_limit_charges_a_coarse_move_at_the_tokens_instant() {
+    let clock = ManualClock::new();
+    let layer =
+        PerServiceRateLimitLayer::wait(Quota::per_second(2).unwrap().with_burst(1).unwrap())
+            .with_clock(clock.clone());
+    let m = Mock::ready();
+    let mut a = layer.layer(m.clone());
+    let mut t = task::spawn(());
+    assert!(poll_ready(&mut t, &mut a).is_ready());
+    drop(a.call(1));
+    assert!(poll_ready(&mut t, &mut a).is_pending());
+    clock.advance(Duration::from_millis(900)); // ready at 500
+    assert!(poll_ready(&mut t, &mut a).is_ready());
+    drop(a.call(2));
+    // Charged at 500: the next token is due at 1000, 100 ms from now.
+    assert!(poll_ready(&mut t, &mut a).is_pending());
+    clock.advance(Duration::from_millis(100));
+    assert!(poll_ready(&mut t, &mut a).is_ready());
+    drop(a.call(3));
+    assert_eq!(m.calls(), [1, 2, 3]);
+}
+
 // ---------------------------------------------------------------------------
 // Rate limit, keyed.
 

@@ -412,14 +412,14 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     ///
     /// Never.
     pub fn try_acquire(&self, key: &K, n: u32) -> Result<(), TryAcquireError> {
-        self.try_acquire_woken(key, n, 0)
+        self.try_acquire_woken(key, n, Woken::No)
     }
 
-    /// [`try_acquire`](Self::try_acquire) for a waiter woken by Tokio's
-    /// timer up to `slack` after its tokens were ready: it takes them as of
-    /// that instant ([`Gcra::charge_at`]); 0 for a plain check.
+    /// [`try_acquire`](Self::try_acquire) for a waiter woken after its
+    /// tokens may have become ready: it takes them as of that instant
+    /// ([`Gcra::charge_at`]), as `RateLimiter::acquire` charges its head.
     #[inline]
-    fn try_acquire_woken(&self, key: &K, n: u32, slack: u64) -> Result<(), TryAcquireError> {
+    fn try_acquire_woken(&self, key: &K, n: u32, woken: Woken) -> Result<(), TryAcquireError> {
         if n == 0 {
             return Ok(());
         }
@@ -432,6 +432,14 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
             });
         }
         let now = inner.clock.nanos_since(inner.origin);
+        let slack = match woken {
+            Woken::No => 0,
+            // Up to 1 ms late, the timer's rounding; later, a busy runtime.
+            Woken::Timer => TIMER_SLACK_NANOS,
+            // As if the clock had passed through every instant since the
+            // last check, which the tokens were not ready at.
+            Woken::Moved { checked } => now.saturating_sub(checked),
+        };
         let hash = inner.hasher.hash_one(key);
         let shard = inner.shard(hash);
         {
@@ -499,20 +507,25 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
     pub async fn acquire(&self, key: &K, n: u32) -> Result<(), AcquireError> {
         let clock = &self.inner.clock;
         // Back-dating only after a sleep on Tokio's timer.
-        let mut slack = 0;
+        let mut woken = Woken::No;
         loop {
             // Made before the check, so that a move after it wakes us.
             let moved = clock.moves().map(|m| m.moved());
-            match self.try_acquire_woken(key, n, slack) {
+            // No later than the check's own reading of the clock.
+            let checked = clock.nanos_since(self.inner.origin);
+            match self.try_acquire_woken(key, n, woken) {
                 Ok(()) => return Ok(()),
                 Err(TryAcquireError::InsufficientCapacity { requested, burst }) => {
                     return Err(AcquireError::InsufficientCapacity { requested, burst });
                 }
                 Err(TryAcquireError::NotUntil { retry_after }) => match moved {
-                    Some(moved) => moved.await,
+                    Some(moved) => {
+                        moved.await;
+                        woken = Woken::Moved { checked };
+                    }
                     None => {
                         tokio::time::sleep_until(tokio_wake_at(retry_after, clock.now())).await;
-                        slack = TIMER_SLACK_NANOS;
+                        woken = Woken::Timer;
                     }
                 },
                 // Only Redis limiters refuse this way.
@@ -709,6 +722,18 @@ impl<K: Hash + Eq, C> KeyedInner<K, C> {
             }
         }
     }
+}
+
+/// How a keyed waiter came to check again (see
+/// [`KeyedRateLimiter::acquire`]).
+#[derive(Debug, Clone, Copy)]
+enum Woken {
+    /// A plain check, or the first one: charged now.
+    No,
+    /// Tokio's timer woke it at its tokens' instant, up to 1 ms late.
+    Timer,
+    /// A clock moved by hand moved past its last check, made at `checked`.
+    Moved { checked: u64 },
 }
 
 #[cfg(all(test, not(loom)))]

@@ -132,6 +132,11 @@ struct Waiters {
 struct Waiter {
     n: u32,
     waker: Option<Waker>,
+    /// The earliest instant (ns since the origin) it may be charged at:
+    /// when it queued, when it became the head, or when a refund or a new
+    /// quota changed the bucket under it. A head is charged at its ready
+    /// instant, never before this (see [`Inner::charged_at`]).
+    since: u64,
 }
 
 /// A plain-number picture of a [`RateLimiter`] at one instant.
@@ -495,10 +500,10 @@ impl<C: Clock> RateLimiter<C> {
         #[cfg(not(loom))]
         {
             let wake_at = tokio_wake_at(deadline, inner.clock.now());
-            match tokio::time::timeout_at(wake_at, fut).await {
-                Ok(res) => res,
+            match crate::clock::timeout_at_inclusive(wake_at, fut).await {
+                Some(res) => res,
                 // The future was dropped, so its place is already freed.
-                Err(_) => Err(AcquireError::Timeout {
+                None => Err(AcquireError::Timeout {
                     retry_after: inner.predict(n),
                 }),
             }
@@ -639,7 +644,10 @@ impl<C: Clock> RateLimiter<C> {
             }
             w.queue
                 .values_mut()
-                .filter_map(|x| x.waker.take())
+                .filter_map(|x| {
+                    x.since = x.since.max(now);
+                    x.waker.take()
+                })
                 .collect()
         };
         tracing::debug!(
@@ -719,17 +727,60 @@ impl<C: Clock> Inner<C> {
         self.clock.nanos_since(self.origin)
     }
 
-    /// The instant the head of the queue is admitted as: on a clock that
-    /// moves by itself, [`Gcra::charge_at`] (its ready instant, when Tokio's
-    /// timer woke it up to 1 ms after it); with a clock moved by hand the
-    /// head is woken by the move itself and is charged at `now`.
+    /// The instant the head of the queue is admitted as, by
+    /// [`Gcra::charge_at`]: its ready instant, never before `since` (when
+    /// it became the head, or the bucket last changed under it). On a
+    /// clock that moves by itself, also at most 1 ms before `now` (Tokio's
+    /// timer wakes it up to that late; later than that, the runtime was
+    /// busy and the call really happens now). On a clock moved by hand,
+    /// without that bound: a move past the ready instant admits the head
+    /// as if the clock had passed through every instant between, so the
+    /// outcome does not depend on how coarsely a test moves the clock (as
+    /// Go's reservations are made at their exact instant).
     #[inline]
-    fn charged_at(&self, g: Gcra, tat: u64, now: u64, n: u32) -> u64 {
-        if self.clock.moves().is_some() {
-            now
-        } else {
-            g.charge_at(tat, now, n, TIMER_SLACK_NANOS)
+    fn charged_at(&self, g: Gcra, tat: u64, now: u64, n: u32, since: u64) -> u64 {
+        let mut slack = now.saturating_sub(since);
+        if self.clock.moves().is_none() {
+            slack = slack.min(TIMER_SLACK_NANOS);
         }
+        g.charge_at(tat, now, n, slack)
+    }
+
+    /// Whether waiter `id`, on a clock moved by hand, would be admitted by
+    /// `deadline` (ns since the origin) had the clock passed through every
+    /// instant up to `now`: the queue ahead of it admitted one by one, each
+    /// at its [charge instant](Self::charged_at). False as soon as one of
+    /// them (or `id` itself) is not ready by `now`.
+    fn admissible_by(&self, w: &Waiters, id: u64, deadline: u64, now: u64) -> bool {
+        let g = self.gcra();
+        let mut tat = self.state.load(Ordering::Acquire) & TAT_MASK;
+        let mut floor = 0;
+        for (&k, x) in &w.queue {
+            let since = x.since.max(floor);
+            let at = g.charge_at(tat, now, x.n, now.saturating_sub(since));
+            match g.take(tat, at, x.n) {
+                Ok(next) if at <= now => {
+                    if k == id {
+                        return at <= deadline;
+                    }
+                    tat = next;
+                    floor = at;
+                }
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// `at` in ns since the origin (0 before it).
+    fn nanos_at(&self, at: Instant) -> u64 {
+        crate::clock::nanos_between(self.origin, at)
+    }
+
+    /// [`admissible_by`](Self::admissible_by) under the lock, now.
+    fn admissible(&self, id: u64, deadline: Instant) -> bool {
+        let w = self.waiters.lock();
+        self.admissible_by(&w, id, self.nanos_at(deadline), self.now())
     }
 
     #[inline]
@@ -901,7 +952,14 @@ impl<C: Clock> Inner<C> {
         let id = w.next_id;
         w.next_id += 1;
         w.queued_tokens += u64::from(n);
-        w.queue.insert(id, Waiter { n, waker: None });
+        w.queue.insert(
+            id,
+            Waiter {
+                n,
+                waker: None,
+                since: now,
+            },
+        );
         if w.queue.len() == 1 {
             self.state.fetch_or(QUEUED, Ordering::AcqRel);
             tracing::debug!(limiter = %self.name, "rate limiter queue started");
@@ -910,8 +968,10 @@ impl<C: Clock> Inner<C> {
     }
 
     /// A queued caller's poll: done, or wait (with the wake-up instant
-    /// when it is the head, which alone holds a timer).
-    fn poll_queued(&self, id: u64, n: u32, waker: &Waker) -> Queued {
+    /// when it is the head, which alone holds a timer). With `deadline`
+    /// (ns since the origin; only on a clock moved by hand), a head whose
+    /// charge instant falls after it is not admitted: `Expired`.
+    fn poll_queued(&self, id: u64, n: u32, waker: &Waker, deadline: Option<u64>) -> Queued {
         let mut w = self.waiters.lock();
         let g = self.gcra();
         if n > g.burst {
@@ -934,9 +994,12 @@ impl<C: Clock> Inner<C> {
         }
         let last = w.queue.len() == 1;
         let now = self.now();
+        let since = w.queue.get(&id).map_or(now, |me| me.since);
         let mut s = self.state.load(Ordering::Acquire);
-        loop {
-            match g.take(s & TAT_MASK, self.charged_at(g, s & TAT_MASK, now, n), n) {
+        let charged = loop {
+            let at = self.charged_at(g, s & TAT_MASK, now, n, since);
+            match g.take(s & TAT_MASK, at, n) {
+                Ok(_) if deadline.is_some_and(|d| at > d) => return Queued::Expired,
                 Ok(new) => {
                     let word = if last { new } else { new | QUEUED };
                     match self.state.compare_exchange_weak(
@@ -945,7 +1008,7 @@ impl<C: Clock> Inner<C> {
                         Ordering::AcqRel,
                         Ordering::Acquire,
                     ) {
-                        Ok(_) => break,
+                        Ok(_) => break at,
                         Err(actual) => s = actual,
                     }
                 }
@@ -958,10 +1021,14 @@ impl<C: Clock> Inner<C> {
                     return Queued::Wait(Some(self.instant(at)));
                 }
             }
-        }
+        };
         w.queue.remove(&id);
         w.queued_tokens -= u64::from(n);
-        let next = w.queue.values_mut().next().and_then(|h| h.waker.take());
+        let next = w.queue.values_mut().next().and_then(|h| {
+            // It becomes the head at the instant this one was admitted.
+            h.since = h.since.max(charged);
+            h.waker.take()
+        });
         drop(w);
         if last {
             tracing::debug!(limiter = %self.name, "rate limiter queue drained");
@@ -984,7 +1051,11 @@ impl<C: Clock> Inner<C> {
             return None;
         }
         if was_head {
-            w.queue.values_mut().next().and_then(|h| h.waker.take())
+            let now = self.now();
+            w.queue.values_mut().next().and_then(|h| {
+                h.since = h.since.max(now);
+                h.waker.take()
+            })
         } else {
             None
         }
@@ -999,10 +1070,16 @@ impl<C: Clock> Inner<C> {
         }
     }
 
+    /// Wakes the head after a refund changed the bucket under it (which it
+    /// cannot be charged before).
     fn wake_head(&self) {
         let waker = {
-            let w = self.waiters.lock();
-            w.queue.values().next().and_then(|h| h.waker.clone())
+            let mut w = self.waiters.lock();
+            let now = self.now();
+            w.queue.values_mut().next().and_then(|h| {
+                h.since = h.since.max(now);
+                h.waker.clone()
+            })
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -1013,6 +1090,8 @@ impl<C: Clock> Inner<C> {
 enum Queued {
     Done(Result<(), AcquireError>),
     Wait(Option<Instant>),
+    /// The head, ready, but only after its deadline.
+    Expired,
 }
 
 fn store_waker(slot: &mut Option<Waker>, waker: &Waker) {
@@ -1100,7 +1179,16 @@ impl<'a, C: Clock> Future for Acquire<'a, C> {
                         // Before the check reads the clock: see `moved`.
                         this.moved.get_or_insert_with(|| moves.moved());
                     }
-                    let at = match inner.poll_queued(id, this.n, cx.waker()) {
+                    let deadline = this.deadline.map(|d| inner.nanos_at(d));
+                    let at = match inner.poll_queued(id, this.n, cx.waker(), deadline) {
+                        Queued::Expired => {
+                            this.state = AcqState::Done;
+                            this.moved = None;
+                            inner.cancel(id);
+                            return Poll::Ready(Err(AcquireError::Timeout {
+                                retry_after: inner.predict(this.n),
+                            }));
+                        }
                         Queued::Done(res) => {
                             if let (Some(since), Ok(())) = (this.since.take(), &res) {
                                 let now = inner.clock.now();
@@ -1118,7 +1206,13 @@ impl<'a, C: Clock> Future for Acquire<'a, C> {
                     if let Some(moved) = &mut this.moved {
                         // A clock moved by hand: the queue and the clock's
                         // moves wake us; no timer.
-                        if this.deadline.is_some_and(|d| inner.clock.now() >= d) {
+                        // Past the deadline, it gives up unless the queue
+                        // ahead of it, admitted instant by instant, reaches
+                        // it by the deadline (it is then woken in turn).
+                        if this
+                            .deadline
+                            .is_some_and(|d| inner.clock.now() >= d && !inner.admissible(id, d))
+                        {
                             this.state = AcqState::Done;
                             this.moved = None;
                             inner.cancel(id);

@@ -38,8 +38,14 @@
 //! # Compared with Go's `x/time/rate` and resilience4j
 //!
 //! The bucket is Go's: `B` tokens at the start, refilled continuously at
-//! one every `T`, a request of `n > B` refused at once. Where this differs,
-//! deliberately:
+//! one every `T`, a request of `n > B` refused at once. As in Go, a waiter
+//! is admitted as of the instant its tokens are ready, not the instant it
+//! happens to run: woken by Tokio's timer (up to 1 ms late) or by a
+//! [`ManualClock`](crate::clock::ManualClock) moved in one step past that
+//! instant, it is charged at the instant itself, and a wait with a deadline
+//! succeeds when that instant is within the deadline. A test that moves a
+//! manual clock coarsely sees what one moving it finely sees. Where this
+//! differs, deliberately:
 //!
 //! * **Continuous refill, not cycles.** resilience4j's limiter refreshes
 //!   `limitForPeriod` permits at the start of each `limitRefreshPeriod`;

@@ -461,14 +461,20 @@ impl<S, C: Clock> PerServiceRateLimit<S, C> {
             }
             let now = self.now();
             // Here the bucket either refused at `now` just before (its
-            // token is not ready, and this is `now`) or Tokio's timer woke
-            // us up to 1 ms after the token was ready: charged then, as
-            // `RateLimiter::acquire` is, the timer's rounding costs no rate.
-            let charged = if wake.is_some() {
-                now
+            // token is not ready, and this is `now`), or Tokio's timer woke
+            // us up to 1 ms after the token was ready, or a clock moved by
+            // hand moved past it: charged at the token's instant, as
+            // `RateLimiter::acquire` charges its head, so neither the
+            // timer's rounding nor a coarse move costs rate. (The bucket is
+            // this service's alone: nothing but its own takes moves its
+            // ready instant, which lies after the refusal that started
+            // the wait.)
+            let slack = if wake.is_some() {
+                u64::MAX
             } else {
-                self.gcra.charge_at(self.tat, now, 1, TIMER_SLACK_NANOS)
+                TIMER_SLACK_NANOS
             };
+            let charged = self.gcra.charge_at(self.tat, now, 1, slack);
             let at = match self.gcra.take(self.tat, charged, 1) {
                 Ok(tat) => {
                     self.tat = tat;
