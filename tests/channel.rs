@@ -1922,3 +1922,110 @@ fn tokio_every_value_is_dropped_even_if_one_drop_panics() {
     ));
     drop(tx);
 }
+
+// Reference: tokio (tokio/src/sync/tests/semaphore_batch.rs,
+// release_permits_at_drop), applied to the channel's wait lists: a waker
+// replaced or dropped by a re-poll or a cancellation runs its owner's
+// drop code, which may use the same channel.
+
+/// A waker that owns a sender of the channel it waits on.
+struct SenderInWaker(#[allow(dead_code)] std::sync::Mutex<Option<channel::Sender<u32>>>);
+
+impl std::task::Wake for SenderInWaker {
+    fn wake(self: std::sync::Arc<Self>) {}
+}
+
+fn sender_waker(tx: &channel::Sender<u32>) -> Waker {
+    Waker::from(std::sync::Arc::new(SenderInWaker(std::sync::Mutex::new(
+        Some(tx.clone()),
+    ))))
+}
+
+/// Runs `f` on its own thread; a deadlock fails the test instead of
+/// hanging it.
+fn without_deadlock(f: impl FnOnce() + Send + 'static) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = done_tx.send(());
+    });
+    match done_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(()) => t.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(t.join().unwrap_err())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("deadlocked"),
+    }
+}
+
+#[test]
+fn a_replaced_recv_waker_may_drop_a_sender() {
+    without_deadlock(|| {
+        let (tx, rx) = channel::bounded::<u32>(1).unwrap();
+        let mut recv = Box::pin(rx.recv());
+        let w = sender_waker(&tx);
+        assert!(
+            recv.as_mut()
+                .poll(&mut Context::from_waker(&w))
+                .is_pending()
+        );
+        drop(w);
+        assert!(poll_once(&mut recv).is_pending()); // drops the first waker
+        assert_eq!(rx.sender_count(), 1);
+    });
+}
+
+#[test]
+fn a_cancelled_recv_waker_may_drop_a_sender() {
+    without_deadlock(|| {
+        let (tx, rx) = channel::bounded::<u32>(1).unwrap();
+        let mut recv = Box::pin(rx.recv());
+        let w = sender_waker(&tx);
+        assert!(
+            recv.as_mut()
+                .poll(&mut Context::from_waker(&w))
+                .is_pending()
+        );
+        drop(w);
+        drop(recv);
+        assert_eq!(rx.sender_count(), 1);
+    });
+}
+
+#[test]
+fn a_replaced_send_waker_may_drop_a_sender() {
+    without_deadlock(|| {
+        let (tx, rx) = channel::bounded::<u32>(1).unwrap();
+        tx.try_send(0).unwrap();
+        let mut send = Box::pin(tx.send(1));
+        let w = sender_waker(&tx);
+        assert!(
+            send.as_mut()
+                .poll(&mut Context::from_waker(&w))
+                .is_pending()
+        );
+        drop(w);
+        assert!(poll_once(&mut send).is_pending());
+        drop(send);
+        assert_eq!(rx.sender_count(), 1);
+    });
+}
+
+#[test]
+fn a_cancelled_reserve_waker_may_drop_a_sender() {
+    without_deadlock(|| {
+        let (tx, rx) = channel::bounded::<u32>(1).unwrap();
+        tx.try_send(0).unwrap();
+        let mut reserve = Box::pin(tx.reserve());
+        let w = sender_waker(&tx);
+        assert!(
+            reserve
+                .as_mut()
+                .poll(&mut Context::from_waker(&w))
+                .is_pending()
+        );
+        drop(w);
+        drop(reserve);
+        assert_eq!(rx.sender_count(), 1);
+    });
+}
