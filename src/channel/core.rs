@@ -5,6 +5,13 @@
 //! after the lock is released. The waker type `W` is generic so that unit
 //! tests, proptest and fuzz can drive the very same rules with plain markers.
 //!
+//! A waker the rules replace or remove without waking it (a re-poll with a
+//! new waker, a cancelled or finished wait) is never dropped here: it is
+//! handed back (a returned `Option<W>`, or a `stale` out-parameter), for the
+//! shell to drop once the lock is released. Dropping a waker runs its
+//! owner's code, which may use this very channel (drop a sender, say) and
+//! so take the lock again (tokio's `release_permits_at_drop`).
+//!
 //! Room is counted in two units at once: slots (`capacity`) and weight
 //! (`max_weight`, `usize::MAX` when the channel is not weighted). A slot is
 //! "used" while it holds a queued value or is held by a reserve permit.
@@ -529,11 +536,20 @@ impl<T, W> Core<T, W> {
     /// A waiting sender gives up. Returns `Ok(value)` if it was still
     /// waiting (its value, if any, comes back), `Err(())` if it had already
     /// been served (value queued or room reserved: the caller owns that).
-    pub(crate) fn cancel_send(&mut self, id: u64, wake: &mut WakeList<W>) -> Result<Option<T>, ()> {
+    /// Its waker goes to `stale` (see the module docs).
+    pub(crate) fn cancel_send(
+        &mut self,
+        id: u64,
+        wake: &mut WakeList<W>,
+        stale: &mut Option<W>,
+    ) -> Result<Option<T>, ()> {
         let Ok(i) = self.find_sender(id) else {
             return Err(());
         };
-        Ok(self.remove_sender(i, wake).and_then(|w| w.value))
+        Ok(self.remove_sender(i, wake).and_then(|mut w| {
+            *stale = w.waker.take();
+            w.value
+        }))
     }
 
     /// Removes waiter `i` (cancelled, refused or closed) and re-runs the
@@ -624,10 +640,16 @@ impl<T, W> Core<T, W> {
 
     /// Registers a waiting receiver or refreshes its waker. `id` is the
     /// receiver's previous registration, if any; returns the current one.
-    pub(crate) fn register_recv(&mut self, id: Option<u64>, waker: W) -> u64 {
+    /// A replaced waker goes to `stale` (see the module docs).
+    pub(crate) fn register_recv(
+        &mut self,
+        id: Option<u64>,
+        waker: W,
+        stale: &mut Option<W>,
+    ) -> u64 {
         if let Some(id) = id {
             if let Ok(i) = self.recv_waiters.binary_search_by_key(&id, |e| e.0) {
-                self.recv_waiters[i].1 = waker;
+                *stale = Some(std::mem::replace(&mut self.recv_waiters[i].1, waker));
                 return id;
             }
         }
@@ -638,43 +660,51 @@ impl<T, W> Core<T, W> {
 
     /// A receiver stops waiting (got a value, or was cancelled). If it had
     /// been woken for a value it did not take, the wake-up is handed on.
-    pub(crate) fn cancel_recv(&mut self, id: u64, wake: &mut WakeList<W>) {
+    /// Returns its waker if it was still registered (see the module docs).
+    #[must_use = "drop the waker after unlocking"]
+    pub(crate) fn cancel_recv(&mut self, id: u64, wake: &mut WakeList<W>) -> Option<W> {
         match self.recv_waiters.binary_search_by_key(&id, |e| e.0) {
-            Ok(i) => {
-                self.recv_waiters.remove(i);
-            }
+            Ok(i) => self.recv_waiters.remove(i).map(|(_, w)| w),
             Err(_) => {
                 if !self.queue.is_empty() {
                     if let Some((_, w)) = self.recv_waiters.pop_front() {
                         wake.push(w);
                     }
                 }
+                None
             }
         }
     }
 
     /// Removes a receiver's registration after it took a value. Unlike
-    /// `cancel_recv` it does not pass the wake-up on: it was used.
-    pub(crate) fn done_recv(&mut self, id: u64) {
-        if let Ok(i) = self.recv_waiters.binary_search_by_key(&id, |e| e.0) {
-            self.recv_waiters.remove(i);
-        }
+    /// `cancel_recv` it does not pass the wake-up on: it was used. Returns
+    /// its waker, if still registered (see the module docs).
+    #[must_use = "drop the waker after unlocking"]
+    pub(crate) fn done_recv(&mut self, id: u64) -> Option<W> {
+        let i = self.recv_waiters.binary_search_by_key(&id, |e| e.0).ok()?;
+        self.recv_waiters.remove(i).map(|(_, w)| w)
     }
 
     // ---- watermarks --------------------------------------------------------
 
     /// `true` once the queue is not congested (or the channel is closed);
-    /// otherwise registers/refreshes the waiter and returns its id.
-    pub(crate) fn poll_drained(&mut self, id: Option<u64>, waker: W) -> Result<(), u64> {
+    /// otherwise registers/refreshes the waiter and returns its id. A
+    /// replaced or removed waker goes to `stale` (see the module docs).
+    pub(crate) fn poll_drained(
+        &mut self,
+        id: Option<u64>,
+        waker: W,
+        stale: &mut Option<W>,
+    ) -> Result<(), u64> {
         if !self.congested || self.closed {
             if let Some(id) = id {
-                self.cancel_drained(id);
+                *stale = self.cancel_drained(id);
             }
             return Ok(());
         }
         if let Some(id) = id {
             if let Ok(i) = self.drain_waiters.binary_search_by_key(&id, |e| e.0) {
-                self.drain_waiters[i].1 = waker;
+                *stale = Some(std::mem::replace(&mut self.drain_waiters[i].1, waker));
                 return Err(id);
             }
         }
@@ -683,24 +713,32 @@ impl<T, W> Core<T, W> {
         Err(id)
     }
 
-    pub(crate) fn cancel_drained(&mut self, id: u64) {
-        if let Ok(i) = self.drain_waiters.binary_search_by_key(&id, |e| e.0) {
-            self.drain_waiters.remove(i);
-        }
+    /// Removes a `drained` registration; returns its waker (see the module
+    /// docs).
+    #[must_use = "drop the waker after unlocking"]
+    pub(crate) fn cancel_drained(&mut self, id: u64) -> Option<W> {
+        let i = self.drain_waiters.binary_search_by_key(&id, |e| e.0).ok()?;
+        self.drain_waiters.remove(i).map(|(_, w)| w)
     }
 
     /// `Ok` once the channel is closed; otherwise registers/refreshes the
-    /// waiter and returns its id.
-    pub(crate) fn poll_closed(&mut self, id: Option<u64>, waker: W) -> Result<(), u64> {
+    /// waiter and returns its id. A replaced or removed waker goes to
+    /// `stale` (see the module docs).
+    pub(crate) fn poll_closed(
+        &mut self,
+        id: Option<u64>,
+        waker: W,
+        stale: &mut Option<W>,
+    ) -> Result<(), u64> {
         if self.closed {
             if let Some(id) = id {
-                self.cancel_closed(id);
+                *stale = self.cancel_closed(id);
             }
             return Ok(());
         }
         if let Some(id) = id {
             if let Ok(i) = self.close_waiters.binary_search_by_key(&id, |e| e.0) {
-                self.close_waiters[i].1 = waker;
+                *stale = Some(std::mem::replace(&mut self.close_waiters[i].1, waker));
                 return Err(id);
             }
         }
@@ -709,10 +747,12 @@ impl<T, W> Core<T, W> {
         Err(id)
     }
 
-    pub(crate) fn cancel_closed(&mut self, id: u64) {
-        if let Ok(i) = self.close_waiters.binary_search_by_key(&id, |e| e.0) {
-            self.close_waiters.remove(i);
-        }
+    /// Removes a `closed` registration; returns its waker (see the module
+    /// docs).
+    #[must_use = "drop the waker after unlocking"]
+    pub(crate) fn cancel_closed(&mut self, id: u64) -> Option<W> {
+        let i = self.close_waiters.binary_search_by_key(&id, |e| e.0).ok()?;
+        self.close_waiters.remove(i).map(|(_, w)| w)
     }
 
     pub(crate) fn senders(&self) -> usize {
@@ -929,7 +969,7 @@ mod tests {
         c.try_send(0, 8, &mut wl).unwrap();
         let big = c.register_send(Some(1), 1, 9, 1);
         let small = c.register_send(Some(2), 1, 2, 2);
-        assert_eq!(c.cancel_send(big, &mut wl), Ok(Some(1)));
+        assert_eq!(c.cancel_send(big, &mut wl, &mut None), Ok(Some(1)));
         assert_eq!(woken(&mut wl), vec![2]);
         assert_eq!(c.poll_send(small, |_| {}, &mut wl), SendPoll::Done);
         assert_eq!(c.len(), 2);
@@ -941,7 +981,7 @@ mod tests {
         let mut wl = WakeList::new();
         c.try_send(7, 0, &mut wl).unwrap();
         let a = c.register_send(Some(8), 1, 0, 1);
-        c.register_recv(None, 5);
+        c.register_recv(None, 5, &mut None);
         assert!(c.close(&mut wl));
         assert!(!c.close(&mut wl));
         let mut w = woken(&mut wl);
@@ -1026,12 +1066,45 @@ mod tests {
     fn recv_wake_is_handed_on_when_cancelled() {
         let mut c = C::new(4, usize::MAX, None);
         let mut wl = WakeList::new();
-        let a = c.register_recv(None, 1);
-        let _b = c.register_recv(None, 2);
+        let a = c.register_recv(None, 1, &mut None);
+        let _b = c.register_recv(None, 2, &mut None);
         c.try_send(1, 0, &mut wl).unwrap();
         assert_eq!(woken(&mut wl), vec![1]);
-        c.cancel_recv(a, &mut wl);
+        assert_eq!(c.cancel_recv(a, &mut wl), None, "its waker was used");
         assert_eq!(woken(&mut wl), vec![2]);
+    }
+
+    /// Wakers replaced or removed without a wake-up come back to the
+    /// caller, which drops them after unlocking, and are never woken.
+    #[test]
+    fn replaced_and_removed_wakers_come_back_unwoken() {
+        let mut c = C::new(1, usize::MAX, Some(Watermarks { high: 1, low: 0 }));
+        let mut wl = WakeList::new();
+        let mut stale = None;
+        let r = c.register_recv(None, 1, &mut stale);
+        assert_eq!(c.register_recv(Some(r), 2, &mut stale), r);
+        assert_eq!(stale.take(), Some(1));
+        assert_eq!(c.cancel_recv(r, &mut wl), Some(2));
+        let r = c.register_recv(None, 3, &mut stale);
+        assert_eq!(c.done_recv(r), Some(3));
+        c.try_send(0, 0, &mut wl).unwrap();
+        let s = c.register_send(Some(1), 1, 0, 4);
+        assert_eq!(
+            c.poll_send(s, |w| stale = w.replace(5), &mut wl),
+            SendPoll::Pending
+        );
+        assert_eq!(stale.take(), Some(4));
+        assert_eq!(c.cancel_send(s, &mut wl, &mut stale), Ok(Some(1)));
+        assert_eq!(stale.take(), Some(5));
+        let d = c.poll_drained(None, 6, &mut stale).unwrap_err();
+        assert_eq!(c.poll_drained(Some(d), 7, &mut stale), Err(d));
+        assert_eq!(stale.take(), Some(6));
+        assert_eq!(c.cancel_drained(d), Some(7));
+        let k = c.poll_closed(None, 8, &mut stale).unwrap_err();
+        assert_eq!(c.poll_closed(Some(k), 9, &mut stale), Err(k));
+        assert_eq!(stale.take(), Some(8));
+        assert_eq!(c.cancel_closed(k), Some(9));
+        assert_eq!(wl.len(), 0, "nothing was woken");
     }
 
     #[test]
@@ -1043,7 +1116,7 @@ mod tests {
             c.try_send(i, 0, &mut wl).unwrap();
         }
         assert!(c.is_congested());
-        let id = c.poll_drained(None, 9).unwrap_err();
+        let id = c.poll_drained(None, 9, &mut None).unwrap_err();
         c.try_recv(&mut wl).unwrap();
         c.try_recv(&mut wl).unwrap();
         assert!(c.is_congested());
@@ -1051,7 +1124,9 @@ mod tests {
         c.try_recv(&mut wl).unwrap();
         assert!(!c.is_congested());
         assert_eq!(woken(&mut wl), vec![9]);
-        assert_eq!(c.poll_drained(Some(id), 9), Ok(()));
+        let mut stale = None;
+        assert_eq!(c.poll_drained(Some(id), 9, &mut stale), Ok(()));
+        assert_eq!(stale, None, "woken: its waker was used");
     }
 
     #[test]
@@ -1082,7 +1157,7 @@ mod tests {
         let mut c = C::new(1, usize::MAX, None);
         let mut ids = Vec::new();
         for i in 0..1000 {
-            ids.push(c.register_recv(None, i));
+            ids.push(c.register_recv(None, i, &mut None));
         }
         for i in 0..1000 {
             c.try_send(i, 0, &mut wl).unwrap();
@@ -1157,7 +1232,7 @@ mod tests {
         c.set_capacity(3, &mut wl);
         assert_eq!(woken(&mut wl), vec![1]);
         // `big` (3 slots, 1 used) blocks `small`; cancel it.
-        assert_eq!(c.cancel_send(big, &mut wl), Ok(None));
+        assert_eq!(c.cancel_send(big, &mut wl, &mut None), Ok(None));
         assert_eq!(woken(&mut wl), vec![3]);
         assert_eq!(c.poll_send(small, |_| {}, &mut wl), SendPoll::Done);
         assert_eq!(c.poll_send(huge, |_| {}, &mut wl), SendPoll::TooMany(None));

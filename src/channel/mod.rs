@@ -601,6 +601,14 @@ impl<T> Chan<T> {
         self.locked(|c, w| c.close(w))
     }
 
+    /// Looks at the waiting send or reservation `id`, refreshing its waker.
+    fn poll_send(&self, id: u64, cx: &Context<'_>) -> SendPoll<T> {
+        let mut stale = None;
+        let r = self.locked(|c, w| c.poll_send(id, |s| refresh(s, cx, &mut stale), w));
+        drop(stale); // unlocked
+        r
+    }
+
     fn is_full(&self) -> bool {
         let c = self.core.lock();
         c.len() + c.reserved() >= c.capacity()
@@ -623,11 +631,14 @@ impl<T> Chan<T> {
     }
 }
 
+/// Stores `cx`'s waker in `slot` unless an equivalent one is there; a
+/// replaced waker goes to `stale`, which the caller drops after unlocking
+/// (see `core`'s module docs: a waker's drop may use this channel).
 #[inline]
-fn refresh(slot: &mut Option<Waker>, cx: &Context<'_>) {
+fn refresh(slot: &mut Option<Waker>, cx: &Context<'_>, stale: &mut Option<Waker>) {
     match slot {
         Some(w) if w.will_wake(cx.waker()) => {}
-        _ => *slot = Some(cx.waker().clone()),
+        _ => *stale = slot.replace(cx.waker().clone()),
     }
 }
 
@@ -1413,7 +1424,12 @@ impl<T> SendFuture<'_, T> {
     #[cold]
     fn cancel(&mut self) -> Option<T> {
         match self.id.take() {
-            Some(id) => self.chan.locked(|c, w| c.cancel_send(id, w)).ok().flatten(),
+            Some(id) => {
+                let mut stale = None;
+                let v = self.chan.locked(|c, w| c.cancel_send(id, w, &mut stale));
+                drop(stale); // unlocked
+                v.ok().flatten()
+            }
             None => self.value.take(),
         }
     }
@@ -1429,8 +1445,7 @@ impl<T> Future for SendFuture<'_, T> {
             let r = if this.chan.send_served(id) {
                 SendPoll::Done
             } else {
-                this.chan
-                    .locked(|c, w| c.poll_send(id, |s| refresh(s, cx), w))
+                this.chan.poll_send(id, cx)
             };
             return match r {
                 SendPoll::Pending => Poll::Pending,
@@ -1581,7 +1596,7 @@ impl ReserveState {
             return Poll::Ready(Err(ReserveError::Closed));
         }
         let r = match self.id {
-            Some(id) => match chan.locked(|c, w| c.poll_send(id, |s| refresh(s, cx), w)) {
+            Some(id) => match chan.poll_send(id, cx) {
                 SendPoll::Pending => return Poll::Pending,
                 SendPoll::Done => Ok(()),
                 SendPoll::Closed(_) => Err(ReserveError::Closed),
@@ -1615,12 +1630,14 @@ impl ReserveState {
     fn cancel<T>(&mut self, chan: &Chan<T>) {
         if let Some(id) = self.id.take() {
             let count = self.count;
+            let mut stale = None;
             chan.locked(|c, w| {
-                if c.cancel_send(id, w).is_err() {
+                if c.cancel_send(id, w, &mut stale).is_err() {
                     // Granted while we were not looking: give the room back.
                     c.release(count, 0, w);
                 }
             });
+            drop(stale); // unlocked
         }
     }
 }
@@ -1826,10 +1843,12 @@ impl<T> Future for DrainedFuture<'_, T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let id = this.id;
-        match this
+        let mut stale = None;
+        let r = this
             .chan
-            .locked(|c, _| c.poll_drained(id, cx.waker().clone()))
-        {
+            .locked(|c, _| c.poll_drained(id, cx.waker().clone(), &mut stale));
+        drop(stale); // unlocked
+        match r {
             Ok(()) => {
                 this.id = None;
                 Poll::Ready(())
@@ -1845,7 +1864,8 @@ impl<T> Future for DrainedFuture<'_, T> {
 impl<T> Drop for DrainedFuture<'_, T> {
     fn drop(&mut self) {
         if let Some(id) = self.id {
-            self.chan.core.lock().cancel_drained(id);
+            let stale = self.chan.core.lock().cancel_drained(id);
+            drop(stale); // unlocked
         }
     }
 }
@@ -1884,10 +1904,12 @@ impl<T> Future for ClosedFuture<'_, T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let id = this.id;
-        match this
+        let mut stale = None;
+        let r = this
             .chan
-            .locked(|c, _| c.poll_closed(id, cx.waker().clone()))
-        {
+            .locked(|c, _| c.poll_closed(id, cx.waker().clone(), &mut stale));
+        drop(stale); // unlocked
+        match r {
             Ok(()) => {
                 this.id = None;
                 Poll::Ready(())
@@ -1903,7 +1925,8 @@ impl<T> Future for ClosedFuture<'_, T> {
 impl<T> Drop for ClosedFuture<'_, T> {
     fn drop(&mut self) {
         if let Some(id) = self.id {
-            self.chan.core.lock().cancel_closed(id);
+            let stale = self.chan.core.lock().cancel_closed(id);
+            drop(stale); // unlocked
         }
     }
 }
@@ -2218,13 +2241,11 @@ impl<T> Clone for Receiver<T> {
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         let id = self.stream_id.take();
-        let left = self.chan.locked(|c, w| {
-            if let Some(id) = id {
-                c.cancel_recv(id, w);
-            }
-            c.drop_receiver(w)
+        let (left, stale) = self.chan.locked(|c, w| {
+            let stale = id.and_then(|id| c.cancel_recv(id, w));
+            (c.drop_receiver(w), stale)
         });
-        drop(left);
+        drop((left, stale)); // unlocked
     }
 }
 
@@ -2240,30 +2261,36 @@ impl<T> fmt::Debug for Receiver<T> {
 /// receive future.
 #[inline]
 fn poll_recv<T>(chan: &Chan<T>, id: &mut Option<u64>, cx: &Context<'_>) -> Poll<Option<T>> {
-    chan.locked(|c, w| match c.try_recv(w) {
+    // A waker replaced or removed here is dropped after unlocking (see
+    // `core`'s module docs).
+    let mut stale = None;
+    let r = chan.locked(|c, w| match c.try_recv(w) {
         Ok(v) => {
             if let Some(id) = id.take() {
-                c.done_recv(id);
+                stale = c.done_recv(id);
             }
             Poll::Ready(Some(v))
         }
         Err(Empty::Closed) => {
             if let Some(id) = id.take() {
-                c.done_recv(id);
+                stale = c.done_recv(id);
             }
             Poll::Ready(None)
         }
         Err(Empty::Empty) => {
-            *id = Some(c.register_recv(*id, cx.waker().clone()));
+            *id = Some(c.register_recv(*id, cx.waker().clone(), &mut stale));
             Poll::Pending
         }
-    })
+    });
+    drop(stale);
+    r
 }
 
 #[cold]
 fn cancel_recv<T>(chan: &Chan<T>, id: &mut Option<u64>) {
     if let Some(id) = id.take() {
-        chan.locked(|c, w| c.cancel_recv(id, w));
+        let stale = chan.locked(|c, w| c.cancel_recv(id, w));
+        drop(stale); // unlocked
     }
 }
 
@@ -2774,7 +2801,8 @@ impl<T> Future for RecvManyFuture<'_, T> {
         let limit = this.limit;
         let buf = &mut *this.buf;
         let id = &mut this.id;
-        this.chan.locked(|c, w| {
+        let mut stale = None; // dropped unlocked, as in `poll_recv`
+        let r = this.chan.locked(|c, w| {
             let mut n = 0;
             while n < limit {
                 match c.try_recv(w) {
@@ -2785,16 +2813,18 @@ impl<T> Future for RecvManyFuture<'_, T> {
                     Err(Empty::Closed) => break,
                     Err(Empty::Empty) if n > 0 => break,
                     Err(Empty::Empty) => {
-                        *id = Some(c.register_recv(*id, cx.waker().clone()));
+                        *id = Some(c.register_recv(*id, cx.waker().clone(), &mut stale));
                         return Poll::Pending;
                     }
                 }
             }
             if let Some(i) = id.take() {
-                c.done_recv(i);
+                stale = c.done_recv(i);
             }
             Poll::Ready(n)
-        })
+        });
+        drop(stale);
+        r
     }
 }
 

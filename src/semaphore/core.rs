@@ -288,7 +288,17 @@ impl WaitQueue {
     }
 
     /// Polls a queued waiter. `Ready` consumes the key.
-    pub(crate) fn poll(&mut self, key: WaiterKey, waker: &Waker) -> Poll<Result<usize, Failure>> {
+    ///
+    /// A waker this replaces is moved into `stale`, for the caller to drop
+    /// once the lock is released: dropping a waker runs its owner's code,
+    /// which may return permits to this very semaphore (tokio's
+    /// `release_permits_at_drop`).
+    pub(crate) fn poll(
+        &mut self,
+        key: WaiterKey,
+        waker: &Waker,
+        stale: &mut Option<Waker>,
+    ) -> Poll<Result<usize, Failure>> {
         match &mut self.slots[key.0] {
             Slot::Waiting { waker: slot, .. } => {
                 // Keeping an equivalent waker only saves a clone (cargo-mutants'
@@ -296,7 +306,7 @@ impl WaitQueue {
                 // replace it (tested).
                 match slot {
                     Some(w) if w.will_wake(waker) => {}
-                    _ => *slot = Some(waker.clone()),
+                    _ => *stale = slot.replace(waker.clone()),
                 }
                 Poll::Pending
             }
@@ -315,16 +325,20 @@ impl WaitQueue {
     }
 
     /// Removes a waiter whatever its state; returns the permits it had been
-    /// assigned, which the caller must pass to [`release`](Self::release).
-    pub(crate) fn cancel(&mut self, key: WaiterKey) -> usize {
-        let returned = match &self.slots[key.0] {
-            Slot::Waiting { assigned, .. } => {
-                let assigned = *assigned;
+    /// assigned, which the caller must pass to [`release`](Self::release),
+    /// and its waker, which the caller must drop only after releasing the
+    /// lock (see [`poll`](Self::poll)).
+    pub(crate) fn cancel(&mut self, key: WaiterKey) -> (usize, Option<Waker>) {
+        let returned = match &mut self.slots[key.0] {
+            Slot::Waiting {
+                assigned, waker, ..
+            } => {
+                let out = (*assigned, waker.take());
                 self.unlink(key.0);
-                assigned
+                out
             }
-            Slot::Granted { permits } => *permits,
-            Slot::Failed(_) => 0,
+            Slot::Granted { permits } => (*permits, None),
+            Slot::Failed(_) => (0, None),
             Slot::Vacant { .. } => unreachable!("waiter key used after completion"),
         };
         self.vacate(key.0);
@@ -482,7 +496,7 @@ mod tests {
     }
 
     fn ready(q: &mut WaitQueue, k: WaiterKey) -> Poll<Result<usize, Failure>> {
-        q.poll(k, &noop())
+        q.poll(k, &noop(), &mut None)
     }
 
     #[test]
@@ -516,8 +530,9 @@ mod tests {
         let a = q.enqueue(4, 1, noop()).0;
         let b = q.enqueue(3, 0, noop()).0;
         q.release(2, &mut w);
-        let back = q.cancel(a);
+        let (back, waker) = q.cancel(a);
         assert_eq!(back, 3);
+        assert!(waker.is_some(), "a waiting waiter's waker comes back");
         assert_eq!(q.release(back, &mut w), 0);
         assert_eq!(ready(&mut q, b), Poll::Ready(Ok(3)));
     }
@@ -529,7 +544,7 @@ mod tests {
         let a = q.enqueue(1, 0, noop()).0;
         let b = q.enqueue(1, 0, noop()).0;
         let c = q.enqueue(1, 0, noop()).0;
-        assert_eq!(q.cancel(b), 0);
+        assert_eq!(q.cancel(b).0, 0);
         assert_eq!(q.release(1, &mut w), 0);
         assert_eq!(ready(&mut q, a), Poll::Ready(Ok(1)));
         assert_eq!(ready(&mut q, c), Poll::Pending);
@@ -667,9 +682,18 @@ mod tests {
         let mut q = WaitQueue::new(1);
         let mut w = WakeList::default();
         let a = q.enqueue(1, 0, Waker::from(first.clone())).0;
-        // Same waker again: kept; a different one: replaces it.
-        assert_eq!(q.poll(a, &Waker::from(first.clone())), Poll::Pending);
-        assert_eq!(q.poll(a, &Waker::from(second.clone())), Poll::Pending);
+        // Same waker again: kept; a different one: replaces it, and the
+        // replaced one comes back to be dropped outside the lock.
+        let mut stale = None;
+        let p = q.poll(a, &Waker::from(first.clone()), &mut stale);
+        assert_eq!((p, stale.is_none()), (Poll::Pending, true));
+        let p = q.poll(a, &Waker::from(second.clone()), &mut stale);
+        assert_eq!(p, Poll::Pending);
+        assert!(
+            stale
+                .take()
+                .is_some_and(|w| w.will_wake(&Waker::from(first.clone())))
+        );
         assert_eq!(q.release(1, &mut w), 0);
         w.wake_all();
         assert_eq!(first.0.load(Ordering::SeqCst), 0);

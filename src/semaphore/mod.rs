@@ -52,7 +52,7 @@ mod error;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -975,11 +975,13 @@ impl Inner {
     #[cold]
     fn enqueue(&self, n: usize, cx: &mut Context<'_>) -> Result<Option<WaiterKey>, AcquireError> {
         let mut wakers = WakeList::default();
+        let mut stale = None;
         let result = {
             let mut q = self.queue.lock();
-            self.enqueue_locked(&mut q, n, cx, &mut wakers)
+            self.enqueue_locked(&mut q, n, cx, &mut wakers, &mut stale)
         };
         wakers.wake_all();
+        drop(stale); // unlocked: see `WaitQueue::poll`
         result
     }
 
@@ -989,6 +991,7 @@ impl Inner {
         n: usize,
         cx: &mut Context<'_>,
         wakers: &mut WakeList,
+        stale: &mut Option<Waker>,
     ) -> Result<Option<WaiterKey>, AcquireError> {
         let mut cur = self.state.load(Ordering::Acquire);
         if cur & CLOSED != 0 {
@@ -1031,7 +1034,7 @@ impl Inner {
                     // Newest-first: the displaced waiter's partial assignment
                     // and the evicted one's permits go to the newcomer first.
                     self.release_locked(q, reclaimed + evicted, wakers);
-                    if let Poll::Ready(r) = q.poll(key, cx.waker()) {
+                    if let Poll::Ready(r) = q.poll(key, cx.waker(), stale) {
                         self.waiters.store(q.waiting(), Ordering::Release);
                         return r.map(|_| None).map_err(acquire_error);
                     }
@@ -1044,19 +1047,25 @@ impl Inner {
     }
 
     fn poll_queued(&self, key: WaiterKey, cx: &mut Context<'_>) -> Poll<Result<(), AcquireError>> {
-        let mut q = self.queue.lock();
-        q.poll(key, cx.waker())
-            .map(|r| r.map(|_| ()).map_err(acquire_error))
+        let mut stale = None;
+        let r = self.queue.lock().poll(key, cx.waker(), &mut stale);
+        // A replaced waker is dropped unlocked: its drop may return permits
+        // here, which takes the lock.
+        drop(stale);
+        r.map(|r| r.map(|_| ()).map_err(acquire_error))
     }
 
     fn cancel(&self, key: WaiterKey) {
         let mut wakers = WakeList::default();
+        let waker;
         {
             let mut q = self.queue.lock();
-            let back = q.cancel(key);
+            let back;
+            (back, waker) = q.cancel(key);
             self.release_locked(&mut q, back, &mut wakers);
         }
         wakers.wake_all();
+        drop(waker); // unlocked, as in `poll_queued`
     }
 
     /// Sets the capacity to `target(old)` under the lock.
