@@ -836,7 +836,7 @@ async fn py_repeated_acquires_are_served_round_robin() {
 /// the woken, not yet running t3); flowguard has already assigned t3 its
 /// permit, so the permit t2 returned is free and t2 takes it back at once.
 #[tokio::test]
-#[ignore = "undocumented divergence: asyncio orders a re-acquire behind a woken-but-not-run waiter; flowguard grants it (t3 already holds its own permit)"]
+#[ignore = "documented departure (semaphore module docs, Fairness): permits are assigned at release; asyncio orders a re-acquire behind a woken-but-not-run waiter"]
 async fn py_a_reacquire_waits_behind_a_woken_waiter() {
     let sem = Semaphore::new(1);
     let order = Arc::new(Mutex::new(Vec::new()));
