@@ -1610,19 +1610,35 @@ async fn batch_functions_calling_one_loader_share_its_batch() {
     assert_eq!(deep_calls, [vec![vec!["A1", "A2"], vec!["B1", "B2"]]]);
 }
 
-/// DataLoader calls `a`'s batch function first (its batch opened first).
-/// Here two loaders' windows that close in the same scheduler turn are
-/// woken by Tokio's deferred `yield_now` wakers, which its current-thread
-/// scheduler wakes last-in first-out: `b`'s batch function runs first and
-/// its key leads the deep batch.
+/// DataLoader calls `a`'s batch function first (its batch opened first),
+/// so `a`'s keys lead the deep batch. Tokio wakes the tasks that yielded in
+/// one turn last first; the window's two yields put them back in order.
 #[tokio::test(start_paused = true)]
-#[ignore = "documented departure (batch module docs): batches of different loaders closing in one turn start in the order Tokio wakes them (last opened first on a current-thread runtime)"]
 async fn batches_of_two_loaders_closing_in_one_turn_dispatch_in_opening_order() {
     let (_, _, deep_calls) = two_loaders_over_a_deep_one().await;
     assert_eq!(
         *deep_calls.lock().unwrap(),
         [vec![vec!["A1", "A2"], vec!["B1", "B2"]]]
     );
+}
+
+/// The same with three loaders whose batches are opened by three tasks.
+#[tokio::test(start_paused = true)]
+async fn batches_of_three_loaders_opened_by_three_tasks_dispatch_in_opening_order() {
+    let order: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let loader = |name: &'static str| {
+        let order = Arc::clone(&order);
+        Loader::new(move |keys: Vec<u32>| {
+            order.lock().unwrap().push(name);
+            async move { Ok::<_, String>(keys.into_iter().map(|k| (k, k)).collect::<HashMap<_, _>>()) }
+        })
+    };
+    let (a, b, c) = (loader("a"), loader("b"), loader("c"));
+    let tasks = [a, b, c].map(|l| tokio::spawn(async move { l.load(1).await.unwrap() }));
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 1);
+    }
+    assert_eq!(*order.lock().unwrap(), ["a", "b", "c"]);
 }
 
 // Reference: graphql/dataloader (src/__tests__/abuse.test.js)

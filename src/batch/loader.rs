@@ -1392,12 +1392,22 @@ where
 }
 
 /// Waits until the batch is sealed (full) or its window is over: the
-/// `delay` if any, then the rest of that scheduler turn.
+/// `delay` if any, then the rest of that scheduler turn (two yields, so
+/// that batches closing together start in the order they opened).
 async fn window<K, V, E>(cell: &Cell<K, V, E>, delay: Option<Duration>) {
     #[cfg(not(loom))]
     {
         let mut sleep = delay.map(|d| Box::pin(tokio::time::sleep(d)));
-        let mut turn = std::pin::pin!(tokio::task::yield_now());
+        // Two yields, not one: Tokio wakes the tasks that yielded in one
+        // turn in one order (last first, today), so batches of several
+        // loaders closing in the same turn would start in the reverse of
+        // the order they opened. Two rounds of the same order restore it,
+        // whichever order that is: batch functions are called in the order
+        // their batches opened, as DataLoader calls them.
+        let mut turn = std::pin::pin!(async {
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+        });
         std::future::poll_fn(|cx| {
             {
                 let mut st = cell.state.lock();

@@ -7,7 +7,11 @@
 //! [`delay`](LoaderBuilder::delay)) into one call of your batch function.
 //!
 //! - **Batching**: a batch is sent once its window closes or as soon as
-//!   [`max_batch_size`](LoaderBuilder::max_batch_size) keys wait.
+//!   [`max_batch_size`](LoaderBuilder::max_batch_size) keys wait. Batches
+//!   whose windows close together (several loaders' batches opened in one
+//!   scheduler turn) call their batch functions in the order they opened,
+//!   as DataLoader does: a loader whose batch function loads from another
+//!   sees the keys of the loaders that opened first lead that batch.
 //! - **De-duplication**: a key already waiting or being fetched joins that
 //!   batch, so each key is fetched once however many callers ask.
 //! - **Detached batches**: each batch runs on its own Tokio task, so a
@@ -64,14 +68,6 @@
 //!   the entry lives; a key that is really absent can be cached with
 //!   `cache_errors(true)`. Whole-batch failures are never cached, as in
 //!   DataLoader.
-//! - **Batches of different loaders that close in the same scheduler turn
-//!   start in the order Tokio wakes their tasks**, not necessarily the
-//!   order they opened: each batch waits for the end of the turn with
-//!   `tokio::task::yield_now`, and Tokio wakes yielded tasks last first, so
-//!   on a current-thread runtime loader B's batch (opened second) calls its
-//!   batch function before loader A's. DataLoader dispatches them in the
-//!   order they opened. Keys within a batch are always in request order,
-//!   and batches of one loader start in the order they opened.
 //! - **The batch function receives the mapped keys** of
 //!   [`cache_key`](LoaderBuilder::cache_key), not the first caller's
 //!   original key (see there).
