@@ -1604,3 +1604,684 @@ async fn in_task_first_completed_polls_every_child_ready_at_the_first_poll() {
         ]
     );
 }
+
+// Reference: Python asyncio (Lib/test/test_asyncio/test_tasks.py: wait, as_completed, gather)
+//
+// `asyncio.wait(ALL_COMPLETED)` and `gather(return_exceptions=True)` are a
+// plain gather; `FIRST_COMPLETED` is `first_completed()`; `FIRST_EXCEPTION`
+// and `gather(return_exceptions=False)` are `first_error()`; `as_completed`
+// is `into_stream()`. asyncio leaves the pending tasks running: here they
+// are cancelled, or, spawned with `detach_stragglers()`, left running.
+
+/// Sleeps `ms` then yields `Ok(ms)` or `Err(ms)`, boxed for mixed inputs.
+fn boxed_result(c: &Counters, ms_: u64, ok: bool) -> BoxFut<Result<u64, u64>> {
+    Box::pin(result_task(c, ms_, ok))
+}
+
+// test_wait, test_wait_with_exception
+#[tokio::test(start_paused = true)]
+async fn asyncio_wait_all_completed_returns_values_and_errors_after_the_slowest() {
+    let c = Counters::default();
+    let start = Instant::now();
+    let g = Gather::new([result_task(&c, 100, true), result_task(&c, 150, false)])
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(start.elapsed(), ms(150));
+    assert_eq!(g.finish(), Finish::AllCompleted);
+    assert_eq!(
+        g.outcomes(),
+        [Outcome::Completed(Ok(100)), Outcome::Completed(Err(150))]
+    );
+    assert_eq!(g.success_count(), 1);
+}
+
+// test_wait_first_completed
+#[tokio::test(start_paused = true)]
+async fn asyncio_wait_first_completed_returns_the_first_and_the_rest_are_not_done() {
+    let c = Counters::default();
+    let start = Instant::now();
+    let g = Gather::new([c.task(ms(10_000), "a"), c.task(ms(100), "b")])
+        .first_completed()
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(start.elapsed(), ms(100));
+    assert_eq!(g.finish(), Finish::FirstCompleted);
+    assert_eq!(g.outcomes(), [Outcome::Cancelled, Outcome::Completed("b")]);
+    assert_eq!(
+        (c.finished(), c.dropped()),
+        (1, 2),
+        "a was dropped, not run"
+    );
+
+    // asyncio's `pending` set keeps running: spawned, detached.
+    let c = Counters::default();
+    let futs: Vec<BoxFut<&str>> = vec![
+        Box::pin(c.task(ms(10_000), "a")),
+        Box::pin(c.task(ms(100), "b")),
+    ];
+    let mut g = Gather::new(futs)
+        .spawn()
+        .first_completed()
+        .detach_stragglers()
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(g.outcomes(), [Outcome::Detached, Outcome::Completed("b")]);
+    let a = g.take_stragglers().pop().unwrap();
+    assert!(!a.is_finished());
+    assert_eq!(a.await, Outcome::Completed("a"));
+    assert_eq!(start.elapsed(), ms(100 + 10_000));
+}
+
+// test_wait_really_done. asyncio resumes the waiter one loop turn after
+// the first completion, so a task one `sleep(0)` behind is done too; here
+// the first completion is the instant, and the task still a poll away is
+// cancelled in both modes (never reported done while it is not).
+#[tokio::test(start_paused = true)]
+async fn asyncio_wait_first_completed_with_a_task_one_yield_behind() {
+    fn yields(n: usize) -> BoxFut<usize> {
+        Box::pin(async move {
+            for _ in 0..n {
+                tokio::task::yield_now().await;
+            }
+            n
+        })
+    }
+    let g = Gather::new([yields(1), yields(2)])
+        .first_completed()
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(g.outcomes(), [Outcome::Completed(1), Outcome::Cancelled]);
+    let g = Gather::new([yields(1), yields(2)])
+        .spawn()
+        .first_completed()
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(g.outcomes(), [Outcome::Completed(1), Outcome::Cancelled]);
+}
+
+// test_wait_first_exception, test_wait_first_exception_in_wait
+#[tokio::test(start_paused = true)]
+async fn asyncio_wait_first_exception_returns_at_the_first_error() {
+    for fails_at in [0, 10] {
+        let c = Counters::default();
+        let start = Instant::now();
+        let g = Gather::new([
+            result_task(&c, 10_000, true),
+            result_task(&c, fails_at, false),
+        ])
+        .first_error()
+        .build()
+        .unwrap()
+        .await;
+        assert_eq!(start.elapsed(), ms(fails_at));
+        assert_eq!(g.finish(), Finish::FailedFast);
+        assert_eq!(
+            g.outcomes(),
+            [Outcome::Cancelled, Outcome::Completed(Err(fails_at))]
+        );
+    }
+}
+
+// test_wait_with_timeout
+#[tokio::test(start_paused = true)]
+async fn asyncio_wait_with_timeout_returns_what_finished_by_then() {
+    let c = Counters::default();
+    let start = Instant::now();
+    let g = Gather::new([c.task(ms(100), 'a'), c.task(ms(150), 'b')])
+        .timeout(ms(110))
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(start.elapsed(), ms(110));
+    assert_eq!(g.finish(), Finish::Deadline);
+    assert_eq!(g.outcomes(), [Outcome::Completed('a'), Outcome::TimedOut]);
+
+    let futs: Vec<BoxFut<char>> = vec![
+        Box::pin(c.task(ms(100), 'a')),
+        Box::pin(c.task(ms(150), 'b')),
+    ];
+    let start = Instant::now();
+    let mut g = Gather::new(futs)
+        .spawn()
+        .timeout(ms(110))
+        .detach_stragglers()
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(g.outcomes(), [Outcome::Completed('a'), Outcome::Detached]);
+    assert_eq!(
+        g.take_stragglers().pop().unwrap().await,
+        Outcome::Completed('b')
+    );
+    assert_eq!(start.elapsed(), ms(150));
+}
+
+// test_wait_concurrent_complete: a timeout equal to a task's sleep.
+#[tokio::test(start_paused = true)]
+async fn asyncio_wait_timeout_equal_to_a_completion_counts_it_done() {
+    let [in_task, spawned] = both_modes(&[100, 150], usize::MAX, 100).await;
+    assert_eq!(in_task, (vec![Some(100), None], ms(100)));
+    assert_eq!(spawned, in_task);
+}
+
+// test_wait_errors / test_wait_invalid_args: asyncio's `wait(set())`
+// raises ValueError; a gather of nothing is `gather()`'s `[]`, at once,
+// whatever the stopping rule.
+#[tokio::test(start_paused = true)]
+async fn asyncio_wait_of_nothing_is_done_at_once_under_every_rule() {
+    let none = Vec::<BoxFut<Result<u8, u8>>>::new;
+    let start = Instant::now();
+    let gathers = [
+        Gather::new(none()).first_completed().build().unwrap().await,
+        Gather::new(none()).first_error().build().unwrap().await,
+        Gather::new(none()).timeout(ms(50)).build().unwrap().await,
+        Gather::new(none())
+            .spawn()
+            .first_completed()
+            .build()
+            .unwrap()
+            .await,
+    ];
+    for g in gathers {
+        assert!(g.is_empty());
+        assert_eq!(g.finish(), Finish::AllCompleted);
+    }
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+// test_as_completed
+#[tokio::test(start_paused = true)]
+async fn asyncio_as_completed_yields_in_completion_order() {
+    let c = Counters::default();
+    let start = Instant::now();
+    let futs = [
+        c.task(ms(10), 'b'),
+        c.task(ms(150), 'c'),
+        c.task(ms(10), 'a'),
+    ];
+    let items: Vec<(usize, Option<char>)> = Gather::new(futs)
+        .build()
+        .unwrap()
+        .into_stream()
+        .map(|(i, o)| (i, o.completed()))
+        .collect()
+        .await;
+    assert_eq!(start.elapsed(), ms(150));
+    let mut first_two = items[..2].to_vec();
+    first_two.sort();
+    assert_eq!(first_two, [(0, Some('b')), (2, Some('a'))]);
+    assert_eq!(items[2], (1, Some('c')));
+}
+
+// test_as_completed_with_timeout
+#[tokio::test(start_paused = true)]
+async fn asyncio_as_completed_with_timeout_yields_the_cut_off_at_the_deadline() {
+    let c = Counters::default();
+    let start = Instant::now();
+    let mut stream = Gather::new([c.task(ms(100), 'a'), c.task(ms(150), 'b')])
+        .timeout(ms(120))
+        .build()
+        .unwrap()
+        .into_stream();
+    let (i, o) = stream.next().await.unwrap();
+    assert_eq!(
+        (i, o, start.elapsed()),
+        (0, Outcome::Completed('a'), ms(100))
+    );
+    let (i, o) = stream.next().await.unwrap();
+    assert_eq!((i, o, start.elapsed()), (1, Outcome::TimedOut, ms(120)));
+    assert!(stream.next().await.is_none());
+    assert_eq!(stream.finish(), Some(Finish::Deadline));
+}
+
+// test_as_completed_with_unused_timeout
+#[tokio::test(start_paused = true)]
+async fn asyncio_as_completed_with_an_unused_timeout_ends_at_the_last_completion() {
+    let c = Counters::default();
+    let start = Instant::now();
+    let items: Vec<_> = Gather::new([c.task(ms(10), 'a')])
+        .timeout(ms(1000))
+        .build()
+        .unwrap()
+        .into_stream()
+        .collect()
+        .await;
+    assert_eq!(items, [(0, Outcome::Completed('a'))]);
+    assert_eq!(start.elapsed(), ms(10));
+}
+
+// GatherTestsBase._check_success (return_exceptions True and False)
+#[tokio::test(start_paused = true)]
+async fn asyncio_gather_results_keep_input_order_not_completion_order() {
+    for first_error in [false, true] {
+        let c = Counters::default();
+        // b finishes first, then a, then c.
+        let futs = [(20, 2), (10, 1), (30, 3)].map(|(d, v)| c.task(ms(d), Ok::<u64, ()>(v)));
+        let g = Gather::new(futs);
+        let g = if first_error { g.first_error() } else { g };
+        let g = g.build().unwrap().await;
+        assert_eq!(g.finish(), Finish::AllCompleted);
+        assert_eq!(
+            g.into_completed(),
+            [(0, Ok(2)), (1, Ok(1)), (2, Ok(3))],
+            "first_error: {first_error}"
+        );
+    }
+}
+
+// GatherTestsBase.test_return_exceptions
+#[tokio::test(start_paused = true)]
+async fn asyncio_gather_return_exceptions_waits_for_all_and_keeps_errors_in_place() {
+    let c = Counters::default();
+    let start = Instant::now();
+    let futs = [
+        result_task(&c, 30, true),
+        result_task(&c, 10, true),
+        result_task(&c, 20, false),
+        result_task(&c, 40, false),
+    ];
+    let g = Gather::new(futs).build().unwrap().await;
+    assert_eq!(start.elapsed(), ms(40), "an Err does not end it");
+    assert_eq!(
+        g.into_outcomes(),
+        [Ok(30), Ok(10), Err(20), Err(40)].map(Outcome::Completed)
+    );
+}
+
+// GatherTestsBase.test_one_exception: gather raises the first exception;
+// asyncio leaves the other children running ("does nothing").
+#[tokio::test(start_paused = true)]
+async fn asyncio_gather_first_exception_ends_it_and_the_rest_are_cancelled_or_detached() {
+    let spec = [(10, true), (20, false), (30, true), (40, true), (50, false)];
+    let c = Counters::default();
+    let start = Instant::now();
+    let g = Gather::new(spec.map(|(d, ok)| result_task(&c, d, ok)))
+        .first_error()
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(start.elapsed(), ms(20));
+    assert_eq!(
+        g.outcomes(),
+        [
+            Outcome::Completed(Ok(10)),
+            Outcome::Completed(Err(20)),
+            Outcome::Cancelled,
+            Outcome::Cancelled,
+            Outcome::Cancelled
+        ]
+    );
+    assert_eq!(c.dropped(), 5);
+
+    let c = Counters::default();
+    let mut g = Gather::new(spec.map(|(d, ok)| boxed_result(&c, d, ok)))
+        .spawn()
+        .first_error()
+        .detach_stragglers()
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(g.detached().collect::<Vec<_>>(), [2, 3, 4]);
+    let mut rest = Vec::new();
+    for s in g.take_stragglers() {
+        rest.push(s.await);
+    }
+    assert_eq!(rest, [Ok(30), Ok(40), Err(50)].map(Outcome::Completed));
+}
+
+// Reference: Python asyncio (Lib/test/test_asyncio/test_waitfor.py)
+//
+// `wait_for(fut, t)` is a gather of one future with a timeout.
+
+// test_wait_for
+#[tokio::test(start_paused = true)]
+async fn asyncio_wait_for_cuts_off_and_drops_the_inner_future() {
+    let c = Counters::default();
+    let start = Instant::now();
+    let g = gather_with_timeout([c.task(ms(10_000), "done")], ms(100)).await;
+    assert_eq!(start.elapsed(), ms(100));
+    assert_eq!(g.outcomes(), [Outcome::TimedOut]);
+    assert_eq!(c.dropped(), 1, "dropped before the gather returned");
+    sleep(ms(20_000)).await;
+    assert_eq!(c.finished(), 0);
+}
+
+// test_wait_for_timeout_less_then_0_or_0_future_done
+#[tokio::test(start_paused = true)]
+async fn asyncio_wait_for_zero_or_past_timeout_keeps_a_done_future() {
+    let start = Instant::now();
+    let g = gather_with_timeout([std::future::ready("done")], Duration::ZERO).await;
+    assert_eq!(g.outcomes(), [Outcome::Completed("done")]);
+    let past = start.checked_sub(ms(1000)).unwrap_or(start);
+    let g = Gather::new([std::future::ready("done")])
+        .deadline(past)
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(g.outcomes(), [Outcome::Completed("done")]);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+// test_wait_for_timeout_less_then_0_or_0
+#[tokio::test(start_paused = true)]
+async fn asyncio_wait_for_zero_or_past_timeout_cancels_a_running_future() {
+    let start = Instant::now();
+    for past in [false, true] {
+        let c = Counters::default();
+        let g = Gather::new([c.task(ms(10_000), "done")]);
+        let g = if past {
+            g.deadline(start.checked_sub(ms(1000)).unwrap_or(start))
+        } else {
+            g.timeout(Duration::ZERO)
+        };
+        let g = g.build().unwrap().await;
+        assert_eq!(g.outcomes(), [Outcome::TimedOut], "past: {past}");
+        assert_eq!((c.peak(), c.dropped()), (1, 1), "started, then dropped");
+    }
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+// test_wait_for_timeout_less_then_0_or_0_coroutine_do_not_started: asyncio
+// never starts a coroutine given a timeout <= 0. Here a zero timeout still
+// polls each future once (documented on `Gather::deadline`: "an instant
+// already past leaves only what is ready on the first poll").
+#[tokio::test(start_paused = true)]
+async fn zero_timeout_polls_once_what_asyncio_wait_for_would_not_start() {
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = started.clone();
+    let foo = async move {
+        s.fetch_add(1, Ordering::SeqCst);
+    };
+    let g = gather_with_timeout([foo], Duration::ZERO).await;
+    assert_eq!(g.outcomes(), [Outcome::Completed(())]);
+    assert_eq!(started.load(Ordering::SeqCst), 1);
+}
+
+// test_wait_for_waits_for_task_cancellation: `wait_for` returns only once
+// the cancelled inner task has finished. A spawned child cut off at the
+// deadline is aborted, but the gather returns before the abort has run.
+#[tokio::test(start_paused = true)]
+#[ignore = "undocumented divergence: a spawned child cut off at the deadline is aborted but not yet dropped when the gather returns, while asyncio's wait_for waits for the cancelled task; decide (await the aborts, or document it on Gather::spawn)"]
+async fn asyncio_wait_for_a_spawned_child_is_gone_when_the_gather_returns() {
+    let c = Counters::default();
+    let futs: Vec<BoxFut<&str>> = vec![Box::pin(c.task(ms(10_000), "done"))];
+    let g = Gather::new(futs)
+        .spawn()
+        .timeout(ms(100))
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(g.outcomes(), [Outcome::TimedOut]);
+    assert_eq!(c.dropped(), 1);
+}
+
+// Reference: Python asyncio (Lib/test/test_asyncio/test_timeouts.py)
+
+// test_timeout_zero_sleep_zero, test_timeout_in_the_past_sleep_zero
+#[tokio::test(start_paused = true)]
+async fn asyncio_timeout_zero_or_past_cuts_off_a_future_that_yields_once() {
+    let start = Instant::now();
+    let yield_once = || async {
+        tokio::task::yield_now().await;
+        "late"
+    };
+    let g = gather_with_timeout([yield_once()], Duration::ZERO).await;
+    assert_eq!(g.outcomes(), [Outcome::TimedOut]);
+    let past = start.checked_sub(ms(11_000)).unwrap_or(start);
+    let g = Gather::new([yield_once()])
+        .deadline(past)
+        .build()
+        .unwrap()
+        .await;
+    assert_eq!(g.outcomes(), [Outcome::TimedOut]);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+// Reference: App-vNext/Polly v8 (HedgingResilienceStrategyTests.cs, HedgingStrategyOptionsTests.cs)
+//
+// Polly's `ShouldHandle` says which outcomes are failures that call for the
+// next hedge at once: here that is `hedge_on_error(true)`, and an outcome
+// Polly does not handle (returned as final) is `final_error_if`. Polly's
+// `Delay = InfiniteTimeSpan` (hedge only on failure) is
+// `fixed_delay(Duration::MAX)` with `hedge_on_error(true)`.
+
+fn polly(delay: Duration, hedges: usize) -> HedgePolicy {
+    HedgePolicy::builder()
+        .fixed_delay(delay)
+        .max_hedges(hedges)
+        .hedge_on_error(true)
+        .build()
+        .unwrap()
+}
+
+// HedgingStrategyOptionsTests.Ctor_EnsureDefaults: MaxHedgedAttempts = 1.
+#[tokio::test(start_paused = true)]
+async fn polly_default_is_one_hedged_attempt() {
+    let policy = HedgePolicy::builder().fixed_delay(ms(10)).build().unwrap();
+    let b = Backend::new(&[(100, true), (100, true), (100, true)]);
+    let won = hedge(|| b.request(), &policy).await.unwrap();
+    assert_eq!((won.winner, won.attempts), (0, 2));
+}
+
+// ExecuteAsync_EnsureHedgedTasksCancelled_Ok
+#[tokio::test(start_paused = true)]
+async fn polly_the_primary_wins_and_the_hedges_in_flight_are_dropped() {
+    const HOUR: u64 = 3_600_000;
+    let b = Backend::new(&[(HOUR, true), (24 * HOUR, false), (24 * HOUR, false)]);
+    let start = Instant::now();
+    let won = hedge(|| b.request(), &fixed(1000, 2)).await.unwrap();
+    assert_eq!((won.value, won.winner, won.attempts), (0, 0, 3));
+    assert_eq!(start.elapsed(), ms(HOUR));
+    assert_eq!(b.c.dropped(), 3, "both hedges dropped with the call");
+    sleep(ms(48 * HOUR)).await;
+    assert_eq!(b.c.finished(), 1);
+}
+
+// ExecuteAsync_EnsurePrimaryTaskCancelled_Ok, ExecuteAsync_EnsureDiscardedResultDisposed
+#[tokio::test(start_paused = true)]
+async fn polly_a_hedge_wins_and_the_primary_in_flight_is_dropped() {
+    const HOUR: u64 = 3_600_000;
+    let b = Backend::new(&[(24 * HOUR, true), (HOUR, true), (HOUR, true), (HOUR, true)]);
+    let start = Instant::now();
+    let won = hedge(|| b.request(), &fixed(1000, 3)).await.unwrap();
+    assert_eq!((won.value, won.winner, won.attempts), (1, 1, 4));
+    assert_eq!(start.elapsed(), ms(1000 + HOUR));
+    assert_eq!(b.c.dropped(), 4);
+    sleep(ms(48 * HOUR)).await;
+    assert_eq!(b.c.finished(), 1, "the primary never finished");
+}
+
+// ExecuteAsync_ZeroHedgingDelay_EnsureAllTasksSpawnedAtOnce
+#[tokio::test(start_paused = true)]
+async fn polly_zero_delay_starts_every_attempt_at_once() {
+    let start = Instant::now();
+    let started = std::sync::Mutex::new(Vec::new());
+    let won = hedge_with_attempt(
+        |k| {
+            started.lock().unwrap().push((k, start.elapsed()));
+            async move {
+                sleep(ms(86_400_000)).await;
+                Ok::<_, ()>(k)
+            }
+        },
+        &fixed(0, 3),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        *started.lock().unwrap(),
+        [0, 1, 2, 3].map(|k| (k, Duration::ZERO))
+    );
+    assert_eq!((won.winner, won.attempts), (0, 4));
+}
+
+// ExecuteAsync_InfiniteHedgingDelay_EnsureNoConcurrentExecutions
+#[tokio::test(start_paused = true)]
+async fn polly_infinite_delay_hedges_only_after_a_failure_one_at_a_time() {
+    let c = Counters::default();
+    let start = Instant::now();
+    let started = std::sync::Mutex::new(Vec::new());
+    let err = hedge_with_attempt(
+        |k| {
+            started.lock().unwrap().push(start.elapsed());
+            c.task(ms(10), Err::<(), _>(k))
+        },
+        &polly(Duration::MAX, 2),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(c.peak(), 1, "never two attempts at once");
+    assert_eq!(*started.lock().unwrap(), [ms(0), ms(10), ms(20)]);
+    assert_eq!((err.attempts(), err.attempt, err.error), (3, 0, 0));
+    // Without hedge_on_error an infinite delay never hedges.
+    let b = Backend::new(&[(10, false), (1, true)]);
+    let err = hedge(|| b.request(), &fixed(u64::MAX, 2))
+        .await
+        .unwrap_err();
+    assert_eq!(err.attempts(), 1);
+}
+
+/// Polly's test errors: the primary throws InvalidCast, hedge k the k-th.
+const POLLY_ERRORS: [&str; 5] = [
+    "InvalidCast",
+    "Argument",
+    "InvalidOperation",
+    "BadImageFormat",
+    "NotSupported",
+];
+
+// ExecuteAsync_ExceptionsHandled_ShouldThrowAnyException
+#[tokio::test(start_paused = true)]
+async fn polly_an_unhandled_error_ends_the_call_with_that_error() {
+    let policy = polly(ms(1000), 3);
+    let err = hedge_with_attempt(|k| async move { Err::<(), _>(POLLY_ERRORS[k]) }, &policy)
+        .final_error_if(|e| !matches!(*e, "InvalidOperation" | "Argument" | "InvalidCast"))
+        .await
+        .unwrap_err();
+    assert!(err.is_final());
+    assert_eq!(
+        (err.attempt, err.error, err.attempts),
+        (3, "BadImageFormat", 4)
+    );
+    assert_eq!(policy.metrics().hedges_sent, 3);
+}
+
+// ExecuteAsync_ExceptionsHandled_ShouldThrowLastException: every attempt
+// failed with a handled error; the primary's comes back.
+#[tokio::test(start_paused = true)]
+async fn polly_when_every_handled_attempt_fails_the_primarys_error_comes_back() {
+    let err = hedge_with_attempt(
+        |k| async move { Err::<(), _>(POLLY_ERRORS[k]) },
+        &polly(ms(1000), 3),
+    )
+    .final_error_if(|e| *e == "NotSupported")
+    .await
+    .unwrap_err();
+    assert!(!err.is_final());
+    assert_eq!(
+        (err.attempt, err.error, err.attempts),
+        (0, "InvalidCast", 4)
+    );
+    assert_eq!(
+        err.errors().map(|(k, _)| k).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+}
+
+// ExecuteAsync_PrimaryExceptionNotHandled_Rethrow
+#[tokio::test(start_paused = true)]
+async fn polly_an_unhandled_primary_error_is_returned_without_a_hedge() {
+    let policy = polly(ms(1000), 3);
+    let sent = AtomicUsize::new(0);
+    let err = hedge_with_attempt(
+        |k| {
+            sent.fetch_add(1, Ordering::SeqCst);
+            async move { Err::<(), _>(POLLY_ERRORS[k]) }
+        },
+        &policy,
+    )
+    .final_error_if(|e| *e != "InvalidOperation")
+    .await
+    .unwrap_err();
+    assert!(err.is_final());
+    assert_eq!(
+        (err.attempt, err.error, err.attempts),
+        (0, "InvalidCast", 1)
+    );
+    assert_eq!(sent.load(Ordering::SeqCst), 1);
+    assert_eq!(policy.metrics().hedges_sent, 0);
+}
+
+// ExecuteAsync_ExceptionsHandled_ShouldReturnLastResult
+#[tokio::test(start_paused = true)]
+async fn polly_a_hedge_succeeding_after_handled_failures_wins() {
+    let won = hedge_with_attempt(
+        |k| async move {
+            if k == 3 {
+                Ok("Success")
+            } else {
+                Err(POLLY_ERRORS[k])
+            }
+        },
+        &polly(ms(1000), 3),
+    )
+    .await
+    .unwrap();
+    assert_eq!((won.value, won.winner, won.attempts), ("Success", 3, 4));
+}
+
+// ExecuteAsync_AllAttemptsFailAndTheOriginalCallIsTheSlowest_EnsureOriginalCallsResultReturned
+// (Delay -1 fallback mode, 0 parallel mode, 1 s latency mode)
+#[tokio::test(start_paused = true)]
+async fn polly_when_all_fail_the_slow_primarys_error_comes_back_in_every_mode() {
+    let modes = [
+        ("fallback", polly(Duration::MAX, 2)),
+        ("parallel", fixed(0, 2)),
+        ("latency", polly(ms(1000), 2)),
+    ];
+    for (mode, policy) in modes {
+        let start = Instant::now();
+        let err = hedge_with_attempt(
+            |k| async move {
+                if k == 0 {
+                    sleep(ms(200)).await;
+                    Err::<(), _>("1st".to_owned())
+                } else {
+                    Err((k + 1).to_string())
+                }
+            },
+            &policy,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!((err.attempt, err.error.as_str()), (0, "1st"), "{mode}");
+        assert_eq!(err.attempts(), 3, "{mode}");
+        assert_eq!(start.elapsed(), ms(200), "{mode}");
+    }
+}
+
+// ExecuteAsync_EnsureOnHedgingCalled: one hedge per MaxHedgedAttempts, in
+// ascending attempt order.
+#[tokio::test(start_paused = true)]
+async fn polly_every_hedge_is_sent_in_attempt_order_when_all_fail() {
+    let policy = polly(ms(1000), 3);
+    let seen = std::sync::Mutex::new(Vec::new());
+    let err = hedge_with_attempt(
+        |k| {
+            seen.lock().unwrap().push(k);
+            async { Err::<(), _>("Failure") }
+        },
+        &policy,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(*seen.lock().unwrap(), [0, 1, 2, 3]);
+    assert_eq!(err.attempts(), 4);
+    let m = policy.metrics();
+    assert_eq!((m.calls, m.hedges_sent, m.failures), (1, 3, 1));
+}
