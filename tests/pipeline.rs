@@ -835,3 +835,117 @@ async fn a_keyed_rate_limit_holds_each_key_to_its_own_quota() {
     );
     assert_eq!(p.metrics().keyed_rate_limiter.unwrap().keys, 2);
 }
+
+// Reference: Python asyncio (Lib/test/test_asyncio/test_timeouts.py)
+
+/// test_timeout_basic: the operation is cut, and dropped, at the timeout.
+#[tokio::test(start_paused = true)]
+async fn asyncio_timeout_cuts_and_drops_the_operation() {
+    struct Dropped(Arc<AtomicU32>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicU32::new(0));
+    let p = Pipeline::<(), ()>::builder()
+        .timeout(10 * MS)
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let err = p
+        .call(|| {
+            let guard = Dropped(dropped.clone());
+            async move {
+                let _guard = guard;
+                sleep(Duration::from_secs(10)).await;
+                Ok(())
+            }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(start.elapsed(), 10 * MS);
+    assert_eq!(
+        err,
+        PipelineError::Timeout {
+            attempts: 1,
+            last: None
+        }
+    );
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    assert_eq!(p.metrics().timeouts, 1);
+}
+
+/// test_nested_timeouts: when the attempt timeout and the total timeout
+/// are due at the same instant, the caller sees the outer one.
+#[tokio::test(start_paused = true)]
+async fn asyncio_nested_timeouts_due_together_report_the_total_timeout() {
+    let p = Pipeline::builder()
+        .timeout(650 * MS)
+        .retry(constant_retry(5, 50))
+        .attempt_timeout(300 * MS)
+        .build()
+        .unwrap();
+    let log = Log::new();
+    let err = p
+        .call(|| {
+            log.hit();
+            async {
+                sleep(Duration::from_secs(10)).await;
+                Ok::<(), ()>(())
+            }
+        })
+        .await
+        .unwrap_err();
+    // Attempt 1: 0–300 (attempt timeout); attempt 2 from 350, whose
+    // attempt timeout is due at 650, the total deadline.
+    assert_eq!(log.times(), [0, 350].map(|m| m * MS));
+    assert_eq!(log.start.elapsed(), 650 * MS);
+    assert_eq!(
+        err,
+        PipelineError::Timeout {
+            attempts: 2,
+            last: None
+        }
+    );
+    assert_eq!(p.metrics().timeouts, 1);
+}
+
+/// An operation that ends at the timeout instant itself keeps its value,
+/// under the total timeout and under the attempt timeout alike.
+#[tokio::test(start_paused = true)]
+async fn asyncio_an_operation_done_exactly_at_the_timeout_keeps_its_value() {
+    let total = Pipeline::<u32, ()>::builder()
+        .timeout(100 * MS)
+        .build()
+        .unwrap();
+    let each = Pipeline::<u32, ()>::builder()
+        .attempt_timeout(100 * MS)
+        .build()
+        .unwrap();
+    for p in [total, each] {
+        let start = Instant::now();
+        let got = p
+            .call(|| async {
+                sleep(100 * MS).await;
+                Ok(7)
+            })
+            .await;
+        assert_eq!(got, Ok(7));
+        assert_eq!(start.elapsed(), 100 * MS);
+        assert_eq!(p.metrics().timeouts, 0);
+    }
+}
+
+/// test_foreign_exception_passed: an error raised inside the timeout comes
+/// back as it is, not as a timeout.
+#[tokio::test(start_paused = true)]
+async fn asyncio_an_error_inside_the_timeout_passes_through() {
+    let p = Pipeline::<(), &str>::builder()
+        .timeout(10 * MS)
+        .build()
+        .unwrap();
+    let err = p.call(|| async { Err("KeyError") }).await.unwrap_err();
+    assert_eq!(err, PipelineError::Inner("KeyError"));
+    assert_eq!(p.metrics().timeouts, 0);
+}

@@ -914,3 +914,30 @@ async fn polly_unseeded_jitter_differs_between_calls() {
     let (b, _) = attempt_times(&retry).await;
     assert_ne!(gaps(&a), gaps(&b));
 }
+
+// Reference: Python asyncio (Lib/test/test_asyncio/test_timeouts.py, test_waitfor.py)
+
+/// An attempt that ends at the deadline instant keeps its value (Tokio's
+/// `timeout` polls the operation before its timer); one a millisecond
+/// later is cut at the deadline.
+#[tokio::test(start_paused = true)]
+async fn asyncio_an_attempt_done_exactly_at_the_deadline_keeps_its_value() {
+    let retry = Retry::<u32, &str>::builder()
+        .timeout(100 * MS)
+        .build()
+        .unwrap();
+    for (took, want) in [(100, Some(7)), (101, None)] {
+        let start = Instant::now();
+        let got = retry
+            .call(|| async move {
+                tokio::time::sleep(took * MS).await;
+                Ok(7)
+            })
+            .await;
+        assert_eq!(start.elapsed(), 100 * MS, "took {took} ms");
+        match want {
+            Some(v) => assert_eq!(got.ok(), Some(v)),
+            None => assert!(got.unwrap_err().is_deadline()),
+        }
+    }
+}
