@@ -850,7 +850,10 @@ impl<F: Future> Gather<F, InTask> {
     ///
     /// Panics are captured as [`Outcome::Panicked`]; tasks still running
     /// when the gather finishes (deadline, quorum, fail-fast) or is dropped
-    /// are aborted, so they stop at their next `.await`.
+    /// are aborted, so they stop at their next `.await`. The gather does not
+    /// wait for the aborts: each aborted future is dropped when the runtime
+    /// next runs its task, just after the gather returns (see the
+    /// [module docs](crate::fanout#compared-with-asyncio-and-polly)).
     ///
     /// Cost: one Tokio task per child with the future inline in it, as a
     /// `JoinSet` spawn; a gather with a deadline adds one small waker per

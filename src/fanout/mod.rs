@@ -31,6 +31,35 @@
 //! its own waker feeding a ready queue), so a gather of `n` futures costs
 //! O(wakes), like `FuturesUnordered`.
 //!
+//! # Compared with asyncio and Polly
+//!
+//! The stopping rules are asyncio's `wait` (`ALL_COMPLETED`,
+//! `FIRST_COMPLETED`, `FIRST_EXCEPTION`, with a timeout that returns what
+//! finished), and a future done at the deadline instant counts as done, as
+//! a result ready exactly at `asyncio.timeout`'s deadline is kept. Where
+//! this differs, deliberately:
+//!
+//! * **An empty gather finishes at once** under every rule, with no
+//!   outcomes; `asyncio.wait` raises on an empty set. An empty fan-out is
+//!   a valid request with an empty answer.
+//! * **A zero or past deadline still polls each future once**
+//!   ([`Gather::deadline`](crate::fanout::Gather::deadline)): what is
+//!   ready at once counts. `asyncio.wait_for` with a timeout of 0 cancels
+//!   a coroutine before it starts.
+//! * **Spawned children cut off are aborted, not awaited**
+//!   ([`Gather::spawn`](crate::fanout::Gather::spawn)): the gather returns
+//!   at the deadline, and each aborted task's future is dropped when the
+//!   runtime next runs it, a moment later. `asyncio.wait_for` returns only
+//!   once the cancelled task has finished; waiting for the aborts would
+//!   make the return time depend on how busy the runtime is, which is
+//!   what a deadline is there to bound. A child that must be gone before
+//!   you go on (it holds a lock, say) should be run in-task, where it is
+//!   dropped before the gather returns.
+//! * **Hedges**: 0 to 16 extra attempts (Polly: 1 to 10); with
+//!   `hedge_on_error`, timed hedges stay at `k × delay` from the start,
+//!   where Polly waits a full delay after each launch (see
+//!   [`HedgePolicyBuilder`](crate::fanout::HedgePolicyBuilder)).
+//!
 //! # Examples
 //!
 //! ```
