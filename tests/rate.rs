@@ -1708,3 +1708,78 @@ async fn keyed_acquire_on_a_coarse_manual_move_is_charged_at_the_ready_instant()
     waiter.await.unwrap().unwrap();
     assert_eq!(retry_after(k.try_acquire(&"a", 2)), t0 + d(4));
 }
+
+// Reference: tokio (tokio/src/sync/tests/semaphore_batch.rs,
+// release_permits_at_drop), applied to the limiter's waiter queue: a waker
+// replaced by a re-poll, or removed when its wait ends, runs its owner's
+// drop code, which may use the same limiter.
+
+/// A waker whose drop reads the limiter it waits on (which takes the
+/// waiter lock).
+struct LimiterInWaker(RateLimiter);
+
+impl std::task::Wake for LimiterInWaker {
+    fn wake(self: Arc<Self>) {}
+}
+
+impl Drop for LimiterInWaker {
+    fn drop(&mut self) {
+        let _ = self.0.snapshot();
+    }
+}
+
+/// Runs `f` on its own thread; a deadlock fails the test instead of
+/// hanging it.
+fn without_deadlock(f: impl FnOnce() + Send + 'static) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = done_tx.send(());
+    });
+    match done_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(()) => t.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(t.join().unwrap_err())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("deadlocked"),
+    }
+}
+
+/// Polls `f` once with `w`.
+fn poll<F: std::future::Future + Unpin>(
+    f: &mut F,
+    w: &std::task::Waker,
+) -> std::task::Poll<F::Output> {
+    std::pin::Pin::new(f).poll(&mut std::task::Context::from_waker(w))
+}
+
+#[test]
+fn tokio_a_waiters_dropped_waker_may_use_the_limiter() {
+    use std::task::Waker;
+    without_deadlock(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = RateLimiter::new(Quota::per_second(1).unwrap());
+            let waker = || Waker::from(Arc::new(LimiterInWaker(l.clone())));
+            let noop = Waker::noop();
+            l.try_acquire(1).unwrap();
+            let mut head = Box::pin(l.acquire(1));
+            let mut behind = Box::pin(l.acquire(1));
+            assert!(poll(&mut head, noop).is_pending());
+            // Re-polled with another waker: the first one is dropped.
+            assert!(poll(&mut behind, &waker()).is_pending());
+            assert!(poll(&mut behind, &waker()).is_pending());
+            // Cancelled: its (second) waker is dropped.
+            drop(behind);
+            // Admitted: the waker stored by its last wait is dropped.
+            assert!(poll(&mut head, &waker()).is_pending());
+            tokio::time::advance(Duration::from_secs(1)).await;
+            assert!(poll(&mut head, noop).is_ready());
+            assert_eq!(l.snapshot().waiters, 0);
+        });
+    });
+}

@@ -971,11 +971,31 @@ impl<C: Clock> Inner<C> {
     /// when it is the head, which alone holds a timer). With `deadline`
     /// (ns since the origin; only on a clock moved by hand), a head whose
     /// charge instant falls after it is not admitted: `Expired`.
+    ///
+    /// A waker it replaces or removes is dropped after the lock is
+    /// released: dropping a waker runs its owner's code, which may use this
+    /// limiter (and take the lock again).
     fn poll_queued(&self, id: u64, n: u32, waker: &Waker, deadline: Option<u64>) -> Queued {
+        let mut stale = None;
+        let r = self.poll_queued_inner(id, n, waker, deadline, &mut stale);
+        drop(stale); // unlocked
+        r
+    }
+
+    /// [`poll_queued`](Self::poll_queued), which drops `stale` once this
+    /// has released the lock.
+    fn poll_queued_inner(
+        &self,
+        id: u64,
+        n: u32,
+        waker: &Waker,
+        deadline: Option<u64>,
+        stale: &mut Option<Waker>,
+    ) -> Queued {
         let mut w = self.waiters.lock();
         let g = self.gcra();
         if n > g.burst {
-            let next = self.remove_locked(&mut w, id);
+            let next = self.remove_locked(&mut w, id, stale);
             drop(w);
             if let Some(next) = next {
                 next.wake();
@@ -988,7 +1008,7 @@ impl<C: Clock> Inner<C> {
         let is_head = w.queue.keys().next() == Some(&id);
         if !is_head {
             if let Some(me) = w.queue.get_mut(&id) {
-                store_waker(&mut me.waker, waker);
+                *stale = store_waker(&mut me.waker, waker);
             }
             return Queued::Wait(None);
         }
@@ -1016,13 +1036,13 @@ impl<C: Clock> Inner<C> {
                     // n <= burst was checked under this lock, so only NotUntil.
                     let at = g.ready_at(s & TAT_MASK, now, u64::from(n));
                     if let Some(me) = w.queue.get_mut(&id) {
-                        store_waker(&mut me.waker, waker);
+                        *stale = store_waker(&mut me.waker, waker);
                     }
                     return Queued::Wait(Some(self.instant(at)));
                 }
             }
         };
-        w.queue.remove(&id);
+        *stale = w.queue.remove(&id).and_then(|me| me.waker);
         w.queued_tokens -= u64::from(n);
         let next = w.queue.values_mut().next().and_then(|h| {
             // It becomes the head at the instant this one was admitted.
@@ -1040,10 +1060,13 @@ impl<C: Clock> Inner<C> {
     }
 
     /// Removes a waiter (cancelled or failed); returns the new head's waker
-    /// when the head left, so the caller wakes it after unlocking.
-    fn remove_locked(&self, w: &mut Waiters, id: u64) -> Option<Waker> {
+    /// when the head left, so the caller wakes it after unlocking. The
+    /// removed waiter's own waker goes to `stale`, for the caller to drop
+    /// after unlocking (see [`poll_queued`](Self::poll_queued)).
+    fn remove_locked(&self, w: &mut Waiters, id: u64, stale: &mut Option<Waker>) -> Option<Waker> {
         let was_head = w.queue.keys().next() == Some(&id);
         let me = w.queue.remove(&id)?;
+        *stale = me.waker;
         w.queued_tokens -= u64::from(me.n);
         if w.queue.is_empty() {
             self.state.fetch_and(!QUEUED, Ordering::AcqRel);
@@ -1062,9 +1085,11 @@ impl<C: Clock> Inner<C> {
     }
 
     fn cancel(&self, id: u64) {
+        let mut stale = None;
         let mut w = self.waiters.lock();
-        let next = self.remove_locked(&mut w, id);
+        let next = self.remove_locked(&mut w, id, &mut stale);
         drop(w);
+        drop(stale); // unlocked: see `poll_queued`
         if let Some(next) = next {
             next.wake();
         }
@@ -1094,10 +1119,13 @@ enum Queued {
     Expired,
 }
 
-fn store_waker(slot: &mut Option<Waker>, waker: &Waker) {
+/// Stores `waker` in `slot` unless an equivalent one is there; returns the
+/// waker it replaced, for the caller to drop after unlocking.
+#[must_use = "drop the replaced waker after unlocking"]
+fn store_waker(slot: &mut Option<Waker>, waker: &Waker) -> Option<Waker> {
     match slot {
-        Some(w) if w.will_wake(waker) => {}
-        _ => *slot = Some(waker.clone()),
+        Some(w) if w.will_wake(waker) => None,
+        _ => slot.replace(waker.clone()),
     }
 }
 
