@@ -412,16 +412,21 @@ impl Future for Moved<'_> {
         let slot = this
             .id
             .and_then(|id| s.waiting.iter_mut().find(|(i, _)| *i == id));
-        match slot {
-            Some((_, w)) if w.will_wake(cx.waker()) => {}
-            Some((_, w)) => *w = cx.waker().clone(),
+        let stale = match slot {
+            Some((_, w)) if w.will_wake(cx.waker()) => None,
+            Some((_, w)) => Some(std::mem::replace(w, cx.waker().clone())),
             None => {
                 let id = s.next_id;
                 s.next_id = s.next_id.wrapping_add(1);
                 s.waiting.push((id, cx.waker().clone()));
                 this.id = Some(id);
+                None
             }
-        }
+        };
+        drop(s);
+        // A replaced waker is dropped unlocked: its drop may move the clock,
+        // whose signal takes this lock.
+        drop(stale);
         Poll::Pending
     }
 }
@@ -429,10 +434,13 @@ impl Future for Moved<'_> {
 impl Drop for Moved<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id {
-            let mut s = self.moves.state.lock();
-            if let Some(i) = s.waiting.iter().position(|(i, _)| *i == id) {
-                s.waiting.swap_remove(i);
-            }
+            let removed = {
+                let mut s = self.moves.state.lock();
+                let i = s.waiting.iter().position(|(i, _)| *i == id);
+                i.map(|i| s.waiting.swap_remove(i))
+            };
+            // Dropped unlocked, as in `poll`.
+            drop(removed);
         }
     }
 }
@@ -974,6 +982,68 @@ mod tests {
         let mut after = moves.moved();
         c.advance(Duration::from_secs(1)); // saturated: no move
         assert!(Pin::new(&mut after).poll(&mut cx).is_pending());
+    }
+
+    /// A waker whose drop moves the clock it waits on.
+    struct ClockInWaker(ManualClock);
+
+    impl std::task::Wake for ClockInWaker {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+
+    impl Drop for ClockInWaker {
+        fn drop(&mut self) {
+            self.0.advance(Duration::from_nanos(1));
+        }
+    }
+
+    /// tokio's `release_permits_at_drop` (semaphore_batch.rs), applied to
+    /// a clock's waiters: a `Moved` future re-polled with a new waker, or
+    /// dropped, drops its old waker; that waker's drop may move the clock,
+    /// whose signal takes the same lock. Run on its own thread, so that a
+    /// deadlock fails the test instead of hanging it.
+    #[test]
+    fn a_dropped_moved_waker_may_move_the_clock() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let c = ManualClock::new();
+            let waker = || Waker::from(std::sync::Arc::new(ClockInWaker(c.clone())));
+            let moves = c.moves().unwrap();
+            let mut moved = moves.moved();
+            for _ in 0..2 {
+                // The second poll replaces (drops) the first waker, which
+                // moves the clock.
+                let w = waker();
+                assert!(
+                    Pin::new(&mut moved)
+                        .poll(&mut Context::from_waker(&w))
+                        .is_pending()
+                );
+            }
+            let mut cx = Context::from_waker(Waker::noop());
+            assert_eq!(Pin::new(&mut moved).poll(&mut cx), Poll::Ready(()));
+            // Dropped while registered: its waker is dropped, and moves it.
+            let mut cancelled = moves.moved();
+            let w = waker();
+            assert!(
+                Pin::new(&mut cancelled)
+                    .poll(&mut Context::from_waker(&w))
+                    .is_pending()
+            );
+            drop(w);
+            let before = c.elapsed();
+            drop(cancelled);
+            assert_eq!(c.elapsed(), before + Duration::from_nanos(1));
+            assert!(moves.state.lock().waiting.is_empty());
+            let _ = done_tx.send(());
+        });
+        match done_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(()) => t.join().unwrap(),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::panic::resume_unwind(t.join().unwrap_err())
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("deadlocked"),
+        }
     }
 
     #[test]
