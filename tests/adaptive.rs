@@ -1891,3 +1891,73 @@ async fn lifo_timeout_racing_a_release_loses_no_permit() {
     }
     assert!(limiter.try_acquire().is_ok(), "the fourth permit is free");
 }
+
+// Reference: tokio (tokio/src/sync/tests/semaphore_batch.rs,
+// release_permits_at_drop), applied to the backlog: a waker replaced by a
+// re-poll, or dropped with a cancelled wait, runs its owner's drop code,
+// which may return a permit to the same limiter.
+
+/// A waker that owns a permit of the limiter it waits on.
+struct PermitInWaker(#[allow(dead_code)] Mutex<Option<Permit>>);
+
+impl std::task::Wake for PermitInWaker {
+    fn wake(self: Arc<Self>) {}
+}
+
+fn permit_waker(p: Permit) -> std::task::Waker {
+    std::task::Waker::from(Arc::new(PermitInWaker(Mutex::new(Some(p)))))
+}
+
+/// Polls `f` once with `w`.
+fn poll_with<F: std::future::Future + Unpin>(
+    f: &mut F,
+    w: &std::task::Waker,
+) -> std::task::Poll<F::Output> {
+    std::pin::Pin::new(f).poll(&mut std::task::Context::from_waker(w))
+}
+
+/// Runs `f` on its own thread; a deadlock fails the test instead of
+/// hanging it.
+fn without_deadlock(f: impl FnOnce() + Send + 'static) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = done_tx.send(());
+    });
+    match done_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(()) => t.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(t.join().unwrap_err())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("deadlocked"),
+    }
+}
+
+#[test]
+fn tokio_a_waiters_dropped_waker_may_return_a_permit() {
+    without_deadlock(|| {
+        let limiter = AdaptiveLimiter::new(fixed(2));
+        let (a, b) = (
+            limiter.try_acquire().unwrap(),
+            limiter.try_acquire().unwrap(),
+        );
+        let mut waiting = limiter.acquire();
+        assert!(poll_with(&mut waiting, &permit_waker(a)).is_pending());
+        // Re-polled with another waker: the first is dropped and returns
+        // its permit, which goes to this very waiter.
+        assert!(poll_with(&mut waiting, &permit_waker(b)).is_pending());
+        let held = match poll_with(&mut waiting, std::task::Waker::noop()) {
+            std::task::Poll::Ready(p) => p.unwrap(),
+            std::task::Poll::Pending => panic!("the returned permit was not handed on"),
+        };
+        assert_eq!(limiter.inflight(), 1);
+        // Cancelled: its waker is dropped and returns its permit.
+        let c = limiter.try_acquire().unwrap();
+        let mut cancelled = limiter.acquire();
+        assert!(poll_with(&mut cancelled, &permit_waker(c)).is_pending());
+        drop(cancelled);
+        assert_eq!(limiter.inflight(), 1);
+        held.ignore();
+        assert_eq!(limiter.inflight(), 0);
+    });
+}

@@ -436,23 +436,27 @@ impl Backlog {
     }
 
     /// Frees `key`'s slot; returns its grant if it had one. A caller still
-    /// waiting is taken out of its queue.
-    fn remove(&mut self, key: Key) -> Option<Grant> {
-        let slot = self.slot_mut(key)?;
+    /// waiting is taken out of its queue, and its waker is returned, for
+    /// the caller to drop after unlocking: dropping a waker runs its
+    /// owner's code, which may return a permit here (and take the lock).
+    fn remove(&mut self, key: Key) -> (Option<Grant>, Option<Waker>) {
+        let Some(slot) = self.slot_mut(key) else {
+            return (None, None);
+        };
         let partition = slot.partition;
         let state = std::mem::replace(&mut slot.state, SlotState::Free);
         self.free.push(key.index);
         match state {
-            SlotState::Granted(g) => Some(g),
-            SlotState::Waiting(_) => {
+            SlotState::Granted(g) => (Some(g), None),
+            SlotState::Waiting(w) => {
                 let q = &mut self.queues[partition];
                 if let Some(pos) = q.iter().position(|&i| i == key.index) {
                     q.remove(pos);
                     self.waiting -= 1;
                 }
-                None
+                (None, Some(w))
             }
-            SlotState::Free => None,
+            SlotState::Free => (None, None),
         }
     }
 
@@ -817,7 +821,7 @@ impl<C: Clock> Inner<C> {
         let mut wakers = Vec::new();
         self.dispense(&mut st, &mut wakers);
         let mine = match st.backlog.slot_mut(key).map(|s| &s.state) {
-            Some(SlotState::Granted(_)) => st.backlog.remove(key),
+            Some(SlotState::Granted(_)) => st.backlog.remove(key).0,
             _ => None,
         };
         drop(st);
@@ -835,33 +839,39 @@ impl<C: Clock> Inner<C> {
         let Some(slot) = st.backlog.slot_mut(key) else {
             return Poll::Ready(None);
         };
-        match &mut slot.state {
-            SlotState::Waiting(w) => {
-                if !w.will_wake(cx.waker()) {
-                    *w = cx.waker().clone();
-                }
-                Poll::Pending
+        let stale = match &mut slot.state {
+            SlotState::Waiting(w) if !w.will_wake(cx.waker()) => {
+                Some(std::mem::replace(w, cx.waker().clone()))
             }
-            SlotState::Granted(_) => Poll::Ready(st.backlog.remove(key)),
-            SlotState::Free => Poll::Ready(None),
-        }
+            SlotState::Waiting(_) => None,
+            SlotState::Granted(_) => return Poll::Ready(st.backlog.remove(key).0),
+            SlotState::Free => return Poll::Ready(None),
+        };
+        drop(st);
+        // The replaced waker is dropped unlocked (see `Backlog::remove`).
+        drop(stale);
+        Poll::Pending
     }
 
     /// A queued caller's future dropped: leave the queue, or give back the
     /// permit granted to it.
     fn cancel(&self, key: Key) {
         let mut wakers = Vec::new();
-        {
+        let stale = {
             let mut st = self.shared.lock();
             let partition = st.backlog.slot_mut(key).map(|s| s.partition);
-            if let (Some(_grant), Some(p)) = (st.backlog.remove(key), partition) {
+            let (grant, stale) = st.backlog.remove(key);
+            if let (Some(_grant), Some(p)) = (grant, partition) {
                 self.give_back(p);
             }
             self.dispense(&mut st, &mut wakers);
-        }
+            stale
+        };
         for w in wakers {
             w.wake();
         }
+        // Its own waker, dropped unlocked (see `Backlog::remove`).
+        drop(stale);
     }
 }
 
@@ -1688,7 +1698,9 @@ mod tests {
         assert_eq!(b.waiting, 4);
         assert_eq!(b.next_seq_of(0, Order::Fifo), Some(0));
         assert_eq!(b.next_seq_of(0, Order::Lifo), Some(2));
-        assert!(b.remove(k[1]).is_none());
+        let (grant, waker) = b.remove(k[1]);
+        assert!(grant.is_none());
+        assert!(waker.is_some(), "a waiting caller's waker comes back");
         assert_eq!(b.waiting, 3);
         assert_eq!(b.next_seq_of(1, Order::Fifo), Some(3));
         assert_eq!(b.pop(0, Order::Lifo), Some(k[2].index));
