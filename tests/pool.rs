@@ -1531,3 +1531,78 @@ async fn deadline_and_timeout_pairs_agree() {
         Err(SubmitError::Closed(_))
     ));
 }
+
+// Reference: tokio (tokio/src/sync/tests/semaphore_batch.rs,
+// release_permits_at_drop), applied to a task handle and a queued slot
+// wait: a waker replaced by a re-poll runs its owner's drop code, which
+// may use the same pool.
+
+/// A waker whose drop clears the queue of the pool it waits on (which
+/// cancels the queued task or slot wait it was polled for).
+struct ClearOnDrop(WorkerPool);
+
+impl std::task::Wake for ClearOnDrop {
+    fn wake(self: Arc<Self>) {}
+}
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.clear_queue();
+    }
+}
+
+/// Polls `f` once with `w`.
+fn poll_with<F: std::future::Future + Unpin>(
+    f: &mut F,
+    w: &std::task::Waker,
+) -> std::task::Poll<F::Output> {
+    std::pin::Pin::new(f).poll(&mut std::task::Context::from_waker(w))
+}
+
+/// Runs `f` on its own thread; a deadlock fails the test instead of
+/// hanging it.
+fn without_deadlock(f: impl FnOnce() + Send + 'static) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = done_tx.send(());
+    });
+    match done_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(()) => t.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(t.join().unwrap_err())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("deadlocked"),
+    }
+}
+
+#[test]
+fn tokio_a_replaced_waker_may_clear_the_queue() {
+    without_deadlock(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let pool = WorkerPool::builder()
+                .max_concurrency(1)
+                .queue_capacity(2)
+                .build()
+                .unwrap();
+            let waker = || std::task::Waker::from(Arc::new(ClearOnDrop(pool.clone())));
+            let _running = pool.try_submit(std::future::pending::<()>()).unwrap();
+            // A queued task's handle, re-polled with another waker.
+            let mut queued = pool.try_submit(async {}).unwrap();
+            assert!(poll_with(&mut queued, &waker()).is_pending());
+            assert!(poll_with(&mut queued, &waker()).is_pending());
+            assert_eq!(queued.await, Err(TaskError::Cleared));
+            // A queued slot wait, the same.
+            let mut slot = Box::pin(pool.slot());
+            assert!(poll_with(&mut slot, &waker()).is_pending());
+            assert!(poll_with(&mut slot, &waker()).is_pending());
+            assert_eq!(slot.await.err(), Some(SlotError::Cleared));
+            assert_eq!(pool.metrics().queued, 0);
+        });
+    });
+}

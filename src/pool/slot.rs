@@ -187,10 +187,14 @@ async fn queued_slot(d: &Arc<Dispatcher>) -> Result<PoolSlot, SlotError> {
                 _ => SlotError::Closed,
             }));
         }
-        match &mut c.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            w => *w = Some(cx.waker().clone()),
-        }
+        let stale = match &c.waker {
+            Some(w) if w.will_wake(cx.waker()) => None,
+            _ => c.waker.replace(cx.waker().clone()),
+        };
+        drop(c);
+        // A replaced waker is dropped unlocked: its drop may cancel this
+        // wait (a `clear_queue`), which takes this lock.
+        drop(stale);
         Poll::Pending
     })
     .await;

@@ -306,10 +306,15 @@ impl<T> Future for TaskHandle<T> {
         if st.taken {
             return Poll::Ready(Err(TaskError::PolledAfterCompletion));
         }
-        match &st.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => st.waker = Some(cx.waker().clone()),
-        }
+        let stale = match &st.waker {
+            Some(w) if w.will_wake(cx.waker()) => None,
+            _ => st.waker.replace(cx.waker().clone()),
+        };
+        drop(st);
+        // A replaced waker is dropped unlocked: its drop runs its owner's
+        // code, which may complete this task (a `clear_queue` cancelling it
+        // publishes here) and so take this lock.
+        drop(stale);
         Poll::Pending
     }
 }
