@@ -1764,3 +1764,70 @@ async fn a_batch_function_can_prime_another_loader() {
     );
     assert!(name_calls.lock().unwrap().is_empty());
 }
+
+// Reference: tokio (tokio/src/sync/tests/semaphore_batch.rs,
+// release_permits_at_drop), applied to a batch's waiters: a waker replaced
+// by a re-poll runs its owner's drop code, which may use the same batch.
+
+/// A waker that owns another load of the batch it waits on (dropping a
+/// waiting load unregisters it from the batch, under the batch's lock).
+struct LoadInWaker(#[allow(dead_code)] Mutex<Option<flowguard::batch::Load<u32, u32, ()>>>);
+
+impl std::task::Wake for LoadInWaker {
+    fn wake(self: Arc<Self>) {}
+}
+
+/// Polls `f` once with `w`.
+fn poll_with<F: std::future::Future + Unpin>(
+    f: &mut F,
+    w: &std::task::Waker,
+) -> std::task::Poll<F::Output> {
+    std::pin::Pin::new(f).poll(&mut std::task::Context::from_waker(w))
+}
+
+/// Runs `f` on its own thread; a deadlock fails the test instead of
+/// hanging it.
+fn without_deadlock(f: impl FnOnce() + Send + 'static) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = done_tx.send(());
+    });
+    match done_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(()) => t.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(t.join().unwrap_err())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("deadlocked"),
+    }
+}
+
+#[test]
+fn tokio_a_replaced_waker_may_drop_a_load_of_the_same_batch() {
+    without_deadlock(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let loader = Loader::new(|keys: Vec<u32>| async move {
+                Ok::<_, ()>(
+                    keys.into_iter()
+                        .map(|k| (k, k * 10))
+                        .collect::<HashMap<_, _>>(),
+                )
+            });
+            let (mut a, mut b) = (loader.load(1), loader.load(2));
+            assert!(poll_with(&mut b, std::task::Waker::noop()).is_pending());
+            let w = std::task::Waker::from(Arc::new(LoadInWaker(Mutex::new(Some(b)))));
+            assert!(poll_with(&mut a, &w).is_pending());
+            drop(w);
+            // Re-polled with another waker: the first is dropped, and with
+            // it the other load, which leaves the batch.
+            assert!(poll_with(&mut a, std::task::Waker::noop()).is_pending());
+            assert_eq!(a.await.unwrap(), 10);
+            assert_eq!(loader.metrics().batches_dispatched, 1);
+        });
+    });
+}

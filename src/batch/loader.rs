@@ -1533,18 +1533,26 @@ where
                     return Poll::Ready(out.map_err(|kind| this.shared.error(kind)));
                 }
                 let waker = cx.waker().clone();
-                match slot {
+                // Both copies of a replaced waker are dropped after the
+                // lock: a waker's drop runs its owner's code, which may use
+                // this batch (drop another of its loads, say) and so take
+                // the lock again.
+                let stale = match slot {
                     Some((i, registered)) => {
-                        if let Some(w) = st.waiters.get_mut(*i) {
-                            *w = Some(waker.clone());
-                        }
-                        *registered = waker;
+                        let listed = st
+                            .waiters
+                            .get_mut(*i)
+                            .and_then(|w| w.replace(waker.clone()));
+                        (listed, Some(std::mem::replace(registered, waker)))
                     }
                     None => {
                         *slot = Some((st.waiters.len(), waker.clone()));
                         st.waiters.push(Some(waker));
+                        (None, None)
                     }
-                }
+                };
+                drop(st);
+                drop(stale);
                 Poll::Pending
             }
             // Polled after completion: stay pending rather than panic.
@@ -1561,10 +1569,9 @@ impl<K, V, E> Drop for Load<K, V, E> {
             ..
         } = &self.state
         {
-            let mut st = cell.state.lock();
-            if let Some(w) = st.waiters.get_mut(*i) {
-                *w = None;
-            }
+            let listed = cell.state.lock().waiters.get_mut(*i).and_then(Option::take);
+            // Dropped unlocked, as in `poll`.
+            drop(listed);
         }
     }
 }
