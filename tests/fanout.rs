@@ -2285,3 +2285,64 @@ async fn polly_every_hedge_is_sent_in_attempt_order_when_all_fail() {
     let m = policy.metrics();
     assert_eq!((m.calls, m.hedges_sent, m.failures), (1, 3, 1));
 }
+
+// Reference: tokio (tokio/src/sync/tests/semaphore_batch.rs,
+// release_permits_at_drop), applied to a gather's ready queue: the
+// gather's waker, replaced by a re-poll, runs its owner's drop code, which
+// may wake one of the gather's children (whose waker pushes onto the same
+// queue, under its lock).
+
+/// A waker that owns the sender a child of the gather it drives waits on:
+/// dropping it wakes that child.
+struct SenderInWaker(
+    #[allow(dead_code)] std::sync::Mutex<Option<tokio::sync::oneshot::Sender<u32>>>,
+);
+
+impl std::task::Wake for SenderInWaker {
+    fn wake(self: Arc<Self>) {}
+}
+
+/// Runs `f` on its own thread; a deadlock fails the test instead of
+/// hanging it.
+fn without_deadlock(f: impl FnOnce() + Send + 'static) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = done_tx.send(());
+    });
+    match done_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(()) => t.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(t.join().unwrap_err())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("deadlocked"),
+    }
+}
+
+#[test]
+fn tokio_a_replaced_gather_waker_may_wake_a_child() {
+    without_deadlock(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (tx, rx): (Vec<_>, Vec<_>) = (0..2)
+                .map(|_| tokio::sync::oneshot::channel::<u32>())
+                .unzip();
+            let mut tx = tx.into_iter();
+            let mut gather = Gather::new(rx).build().unwrap();
+            let mut poll = |w: std::task::Waker| {
+                Pin::new(&mut gather).poll(&mut std::task::Context::from_waker(&w))
+            };
+            let waker =
+                |tx| std::task::Waker::from(Arc::new(SenderInWaker(std::sync::Mutex::new(tx))));
+            assert!(poll(waker(tx.next())).is_pending());
+            // Re-polled with another waker: the first is dropped, and with
+            // it the first child's sender, which wakes that child.
+            assert!(poll(waker(tx.next())).is_pending());
+            assert!(poll(std::task::Waker::noop().clone()).is_ready());
+        });
+    });
+}

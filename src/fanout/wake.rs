@@ -45,13 +45,19 @@ impl ReadyQueue {
     }
 
     /// Stores the waker of the task driving the gather.
+    ///
+    /// A replaced waker is dropped after the lock is released: dropping a
+    /// waker runs its owner's code, which may wake a child of this gather
+    /// (drop a sender the child waits on, say), whose waker pushes here.
     #[inline]
     pub(crate) fn register(&self, waker: &Waker) {
         let mut inner = self.inner.lock();
-        match &inner.parent {
-            Some(w) if w.will_wake(waker) => {}
-            _ => inner.parent = Some(waker.clone()),
-        }
+        let stale = match &inner.parent {
+            Some(w) if w.will_wake(waker) => None,
+            _ => inner.parent.replace(waker.clone()),
+        };
+        drop(inner);
+        drop(stale);
     }
 
     /// Moves every queued index into `out` (which must be empty) and re-arms
@@ -66,10 +72,14 @@ impl ReadyQueue {
     /// The gather is over: later pushes (detached or aborted tasks
     /// reporting) wake nobody, and what was queued is dropped.
     pub(crate) fn close(&self) {
-        let mut inner = self.inner.lock();
-        inner.parent = None;
-        inner.closed = true;
-        inner.ready = Vec::new();
+        let parent = {
+            let mut inner = self.inner.lock();
+            inner.closed = true;
+            inner.ready = Vec::new();
+            inner.parent.take()
+        };
+        // Dropped unlocked, as in `register`.
+        drop(parent);
     }
 
     pub(crate) fn push(&self, index: usize) {
