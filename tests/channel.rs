@@ -1941,22 +1941,9 @@ fn sender_waker(tx: &channel::Sender<u32>) -> Waker {
     ))))
 }
 
-/// Runs `f` on its own thread; a deadlock fails the test instead of
-/// hanging it.
-fn without_deadlock(f: impl FnOnce() + Send + 'static) {
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let t = std::thread::spawn(move || {
-        f();
-        let _ = done_tx.send(());
-    });
-    match done_rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(()) => t.join().unwrap(),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            std::panic::resume_unwind(t.join().unwrap_err())
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("deadlocked"),
-    }
-}
+#[path = "support/deadlock.rs"]
+mod deadlock;
+use deadlock::without_deadlock;
 
 #[test]
 fn a_replaced_recv_waker_may_drop_a_sender() {

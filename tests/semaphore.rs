@@ -1163,22 +1163,9 @@ impl std::task::Wake for ReleaseOnDrop {
     fn wake(self: Arc<Self>) {}
 }
 
-/// Runs `f` on its own thread; a deadlock fails the test instead of
-/// hanging it.
-fn without_deadlock(f: impl FnOnce() + Send + 'static) {
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let t = std::thread::spawn(move || {
-        f();
-        let _ = done_tx.send(());
-    });
-    match done_rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(()) => t.join().unwrap(),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            std::panic::resume_unwind(t.join().unwrap_err())
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("deadlocked"),
-    }
-}
+#[path = "support/deadlock.rs"]
+mod deadlock;
+use deadlock::without_deadlock;
 
 /// release_permits_at_drop: re-polling a queued acquire with a new waker
 /// drops the old one; if dropping it returns a permit to the semaphore,
