@@ -1656,3 +1656,62 @@ fn assert_send_sync() {
     send_sync::<CallError>();
     send::<Debounced<futures::stream::Iter<std::vec::IntoIter<u32>>>>();
 }
+
+#[path = "support/deadlock.rs"]
+mod deadlock;
+use deadlock::without_deadlock;
+
+/// A value whose drop reads the debouncer it was given to.
+struct ReadsOnDrop(Arc<Mutex<Option<Debouncer<ReadsOnDrop>>>>);
+
+impl Drop for ReadsOnDrop {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.lock().unwrap().as_ref() {
+            let _ = d.metrics();
+        }
+    }
+}
+
+/// A value the debouncer gives up (discarded with `trailing` off, folded
+/// behind a running handler, or left over when the worker stops) is
+/// dropped after the state lock is released: its drop may use the
+/// debouncer.
+#[test]
+fn a_value_given_up_may_use_the_debouncer_in_its_drop() {
+    without_deadlock(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let slot = Arc::new(Mutex::new(None));
+            let value = || ReadsOnDrop(slot.clone());
+            // Discarded: leading only, the burst's second value.
+            let d = Debouncer::builder(ms(10))
+                .leading(true)
+                .trailing(false)
+                .build_sync(drop)
+                .unwrap();
+            *slot.lock().unwrap() = Some(d.clone());
+            d.call(value()).ok().unwrap();
+            d.call(value()).ok().unwrap();
+            sleep(ms(20)).await;
+            assert_eq!(d.metrics().discarded, 1);
+            // Folded: three trailing edges come due while the handler runs.
+            let d = Debouncer::builder(ms(10))
+                .build(|v: ReadsOnDrop| async move {
+                    sleep(ms(100)).await;
+                    drop(v);
+                })
+                .unwrap();
+            *slot.lock().unwrap() = Some(d.clone());
+            for _ in 0..4 {
+                d.call(value()).ok().unwrap();
+                sleep(ms(20)).await;
+            }
+            assert_eq!(d.metrics().folded, 2);
+            *slot.lock().unwrap() = None;
+        });
+    });
+}

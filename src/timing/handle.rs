@@ -75,27 +75,34 @@ impl<R> Batch<R> {
 }
 
 /// Work to do once the state lock is released.
-struct Deferred<R> {
+struct Deferred<T, R> {
     wake: Option<Waker>,
     fail: Option<(Arc<Batch<R>>, CallError)>,
     forward: Option<Forward<R>>,
+    /// Values given up (folded over, discarded): a value's drop runs the
+    /// caller's code, which may use this debouncer (a value holding a
+    /// handle to it, say) and so take the lock. Allocates only when a
+    /// value is given up.
+    dropped: Vec<T>,
 }
 
 /// (folded batch, the batch it now waits on).
 type Forward<R> = (Arc<Batch<R>>, Arc<Batch<R>>);
 
-impl<R> Default for Deferred<R> {
+impl<T, R> Default for Deferred<T, R> {
     fn default() -> Self {
         Self {
             wake: None,
             fail: None,
             forward: None,
+            dropped: Vec::new(),
         }
     }
 }
 
-impl<R> Deferred<R> {
+impl<T, R> Deferred<T, R> {
     fn run(self) {
+        drop(self.dropped);
         if let Some((from, to)) = self.forward {
             from.forward_to(&to);
         }
@@ -142,7 +149,7 @@ impl<T, R> State<T, R> {
     /// while the handler runs, behind one already waiting, folds into it
     /// (latest value wins): invocations never overlap, and a slow handler
     /// must not build a backlog.
-    fn apply(&mut self, step: Step, out: &mut Deferred<R>) {
+    fn apply(&mut self, step: Step, out: &mut Deferred<T, R>) {
         match step {
             Step::Invoke => {
                 let batch = self.latest_batch.take();
@@ -153,7 +160,7 @@ impl<T, R> State<T, R> {
                 match self.due.back_mut().filter(|_| fold) {
                     Some(last) => {
                         self.folded += 1;
-                        last.0 = value;
+                        out.dropped.push(std::mem::replace(&mut last.0, value));
                         last.1 = match (last.1.take(), batch) {
                             (Some(old), Some(new)) => {
                                 out.forward = Some((old, new.clone()));
@@ -167,8 +174,9 @@ impl<T, R> State<T, R> {
                 out.wake = self.worker.take();
             }
             Step::Discard => {
-                if self.latest.take().is_some() {
+                if let Some(value) = self.latest.take() {
                     self.discarded += 1;
+                    out.dropped.push(value);
                 }
                 if let Some(b) = self.latest_batch.take() {
                     out.fail = Some((b, CallError::Discarded));
@@ -178,15 +186,18 @@ impl<T, R> State<T, R> {
         }
     }
 
-    /// Empties the value slots, handing back their batches to fail.
-    fn take_all(&mut self) -> Vec<Arc<Batch<R>>> {
-        self.latest = None;
-        let due = std::mem::take(&mut self.due);
-        self.latest_batch
-            .take()
-            .into_iter()
-            .chain(due.into_iter().filter_map(|(_, b)| b))
-            .collect()
+    /// Empties the value slots, handing back their values (to drop once
+    /// unlocked) and their batches (to fail).
+    fn take_all(&mut self) -> (Vec<T>, Vec<Arc<Batch<R>>>) {
+        let mut values = Vec::new();
+        let mut batches = Vec::new();
+        values.extend(self.latest.take());
+        batches.extend(self.latest_batch.take());
+        for (value, batch) in std::mem::take(&mut self.due) {
+            values.push(value);
+            batches.extend(batch);
+        }
+        (values, batches)
     }
 }
 
@@ -853,13 +864,14 @@ struct WorkerGuard<T, R>(Arc<Shared<T, R>>);
 
 impl<T, R> Drop for WorkerGuard<T, R> {
     fn drop(&mut self) {
-        let batches = {
+        let (values, batches) = {
             let mut st = self.0.state.lock();
             st.closed = true;
             st.running = false;
             st.core.cancel();
             st.take_all()
         };
+        drop(values); // unlocked: see `Deferred::dropped`
         tracing::debug!("debouncer worker stopped");
         for b in batches {
             b.complete(Err(CallError::Closed));
