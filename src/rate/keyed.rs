@@ -509,17 +509,19 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedRateLimiter<K, C> {
         // Back-dating only after a sleep on Tokio's timer.
         let mut woken = Woken::No;
         loop {
-            // Made before the check, so that a move after it wakes us.
-            let moved = clock.moves().map(|m| m.moved());
-            // No later than the check's own reading of the clock.
-            let checked = clock.nanos_since(self.inner.origin);
+            // On a clock moved by hand: a wait made before the check, so
+            // that a move after it wakes us, and the time of the check (no
+            // later than its own reading of the clock).
+            let moved = clock
+                .moves()
+                .map(|m| (m.moved(), clock.nanos_since(self.inner.origin)));
             match self.try_acquire_woken(key, n, woken) {
                 Ok(()) => return Ok(()),
                 Err(TryAcquireError::InsufficientCapacity { requested, burst }) => {
                     return Err(AcquireError::InsufficientCapacity { requested, burst });
                 }
                 Err(TryAcquireError::NotUntil { retry_after }) => match moved {
-                    Some(moved) => {
+                    Some((moved, checked)) => {
                         moved.await;
                         woken = Woken::Moved { checked };
                     }

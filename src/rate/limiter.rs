@@ -563,7 +563,7 @@ impl<C: Clock> RateLimiter<C> {
             }
         }
         if s & QUEUED != 0 {
-            inner.wake_head();
+            inner.wake_head(now);
         }
     }
 
@@ -756,8 +756,7 @@ impl<C: Clock> Inner<C> {
         let mut tat = self.state.load(Ordering::Acquire) & TAT_MASK;
         let mut floor = 0;
         for (&k, x) in &w.queue {
-            let since = x.since.max(floor);
-            let at = g.charge_at(tat, now, x.n, now.saturating_sub(since));
+            let at = self.charged_at(g, tat, now, x.n, x.since.max(floor));
             match g.take(tat, at, x.n) {
                 Ok(next) if at <= now => {
                     if k == id {
@@ -887,7 +886,7 @@ impl<C: Clock> Inner<C> {
         let queued = s & QUEUED != 0;
         drop(w);
         if queued {
-            self.wake_head();
+            self.wake_head(now);
         }
     }
 
@@ -1095,12 +1094,11 @@ impl<C: Clock> Inner<C> {
         }
     }
 
-    /// Wakes the head after a refund changed the bucket under it (which it
-    /// cannot be charged before).
-    fn wake_head(&self) {
+    /// Wakes the head after a refund made at `now` changed the bucket under
+    /// it (which it cannot be charged before).
+    fn wake_head(&self, now: u64) {
         let waker = {
             let mut w = self.waiters.lock();
-            let now = self.now();
             w.queue.values_mut().next().and_then(|h| {
                 h.since = h.since.max(now);
                 h.waker.clone()
@@ -1209,14 +1207,7 @@ impl<'a, C: Clock> Future for Acquire<'a, C> {
                     }
                     let deadline = this.deadline.map(|d| inner.nanos_at(d));
                     let at = match inner.poll_queued(id, this.n, cx.waker(), deadline) {
-                        Queued::Expired => {
-                            this.state = AcqState::Done;
-                            this.moved = None;
-                            inner.cancel(id);
-                            return Poll::Ready(Err(AcquireError::Timeout {
-                                retry_after: inner.predict(this.n),
-                            }));
-                        }
+                        Queued::Expired => return Poll::Ready(this.give_up(id)),
                         Queued::Done(res) => {
                             if let (Some(since), Ok(())) = (this.since.take(), &res) {
                                 let now = inner.clock.now();
@@ -1241,12 +1232,7 @@ impl<'a, C: Clock> Future for Acquire<'a, C> {
                             .deadline
                             .is_some_and(|d| inner.clock.now() >= d && !inner.admissible(id, d))
                         {
-                            this.state = AcqState::Done;
-                            this.moved = None;
-                            inner.cancel(id);
-                            return Poll::Ready(Err(AcquireError::Timeout {
-                                retry_after: inner.predict(this.n),
-                            }));
+                            return Poll::Ready(this.give_up(id));
                         }
                         if at.is_none() && this.deadline.is_none() {
                             return Poll::Pending; // not the head: the queue wakes us
@@ -1286,6 +1272,18 @@ impl<'a, C: Clock> Future for Acquire<'a, C> {
                 }
             }
         }
+    }
+}
+
+impl<C: Clock> Acquire<'_, C> {
+    /// Leaves the queue at the deadline (on a clock moved by hand).
+    fn give_up(&mut self, id: u64) -> Result<(), AcquireError> {
+        self.state = AcqState::Done;
+        self.moved = None;
+        self.inner.cancel(id);
+        Err(AcquireError::Timeout {
+            retry_after: self.inner.predict(self.n),
+        })
     }
 }
 
