@@ -25,6 +25,12 @@ pub(crate) const MAX_NOW: u64 = (1 << 61) - 1;
 /// Largest `tau = burst * T` a quota may have (about 73 years).
 pub(crate) const MAX_TOLERANCE: u64 = 1 << 61;
 
+/// The highest TAT [`Gcra::force_one`] leaves: past every TAT a take
+/// makes (`MAX_NOW + MAX_TOLERANCE`), and low enough that adding a cost of
+/// at most `MAX_TOLERANCE` cannot overflow. Above 2^62, so only for a TAT
+/// held alone (the per-service bucket), never in a flagged state word.
+pub(crate) const MAX_DEBT: u64 = MAX_NOW + 2 * MAX_TOLERANCE;
+
 /// How late Tokio's timer may wake a waiter whose tokens are ready (its
 /// 1 ms resolution): the most a waiter woken by it is back-dated by
 /// [`Gcra::charge_at`].
@@ -73,6 +79,31 @@ impl Gcra {
             // tat > now here (base == now would give cost <= tau).
             Err(Refusal::NotUntil(new_tat - tau))
         }
+    }
+
+    /// [`take`](Self::take) of one token, which never exceeds the burst
+    /// (at least 1): the new TAT, or the instant the token is due.
+    #[inline]
+    pub(crate) fn take_one(&self, tat: u64, now: u64) -> Result<u64, u64> {
+        let now = now.min(MAX_NOW);
+        let tau = self.tau();
+        let new_tat = tat.max(now) + self.t;
+        if new_tat - now <= tau {
+            Ok(new_tat)
+        } else {
+            Err(new_tat - tau)
+        }
+    }
+
+    /// Charges one token at `now` whether or not the bucket holds it: a
+    /// debt the following takes wait out. Capped at [`MAX_DEBT`], so that
+    /// [`take`](Self::take)'s arithmetic stays in range however many are
+    /// forced.
+    #[inline]
+    pub(crate) fn force_one(&self, tat: u64, now: u64) -> u64 {
+        tat.max(now.min(MAX_NOW))
+            .saturating_add(self.t)
+            .min(MAX_DEBT)
     }
 
     /// The instant to take `n` tokens as for a waiter woken (by a timer)
@@ -127,9 +158,13 @@ impl Gcra {
         if whole >= u64::from(self.burst) {
             (self.burst, None)
         } else {
-            // The (whole + 1)-th token is complete when credit reaches (whole + 1) * T.
-            let missing = (whole + 1) * self.t - credit;
-            (whole as u32, Some(now + missing))
+            // The (whole + 1)-th token is complete when credit reaches
+            // (whole + 1) * T; credit grows one per nanosecond from
+            // tat - tau on, so that is at tat - tau + (whole + 1) * T (the
+            // same as now + the missing credit while the debt is at most
+            // tau, and right for the deeper debt a forced take leaves).
+            // Below 2^64: tat <= MAX_DEBT, (whole + 1) * T <= 2 * tau.
+            (whole as u32, Some(tat + (whole + 1) * self.t - self.tau()))
         }
     }
 
@@ -183,6 +218,45 @@ mod tests {
 
     fn g(t: u64, burst: u32) -> Gcra {
         Gcra { t, burst }
+    }
+
+    #[test]
+    fn take_one_is_take_of_one_token() {
+        // Burst 3, T = 10 (tau 30), against `take` over a grid of states.
+        let q = g(10, 3);
+        for tat in [0, 5, 10, 29, 30, 31, 40, 100] {
+            for now in [0, 1, 9, 10, 11, 50, 99, 100, MAX_NOW, u64::MAX] {
+                let want = q.take(tat, now, 1).map_err(|r| match r {
+                    Refusal::NotUntil(at) => at,
+                    Refusal::Insufficient => unreachable!(),
+                });
+                assert_eq!(q.take_one(tat, now), want, "tat {tat} now {now}");
+            }
+        }
+        // Exactly at the boundary: tat - now + T == tau is allowed.
+        assert_eq!(q.take_one(20, 0), Ok(30));
+        assert_eq!(q.take_one(21, 0), Err(1));
+    }
+
+    #[test]
+    fn force_one_charges_past_an_empty_bucket_and_caps_the_debt() {
+        let q = g(10, 2);
+        // A full bucket: charged from now.
+        assert_eq!(q.force_one(0, 50), 60);
+        // An empty one: the debt grows one T per forced token.
+        assert_eq!(q.force_one(70, 50), 80);
+        assert_eq!(q.take_one(80, 50), Err(70));
+        // Capped, whatever the cost or the clock.
+        let big = g(MAX_TOLERANCE, 1);
+        let mut tat = 0;
+        for _ in 0..8 {
+            tat = big.force_one(tat, u64::MAX);
+        }
+        assert_eq!(tat, MAX_DEBT);
+        // And a take after the cap neither overflows nor succeeds.
+        assert_eq!(big.take_one(tat, MAX_NOW), Err(MAX_DEBT));
+        assert_eq!(big.take(tat, 0, 1), Err(Refusal::NotUntil(MAX_DEBT)));
+        assert_eq!(big.available(tat, 0), (0, Some(MAX_DEBT)));
     }
 
     #[test]
