@@ -603,9 +603,6 @@ async fn per_service_rate_limit_wait_is_not_ready_until_its_token_is_due() {
     advance(99 * MS).await;
     assert!(!t.is_woken());
     assert!(poll_ready(&mut t, &mut a).is_pending());
-    // `call` while waiting is NotReady and keeps the wait.
-    let err = a.call(8).await.unwrap_err();
-    assert!(err.is::<NotReady>());
     advance(MS).await;
     assert!(t.is_woken());
     assert!(poll_ready(&mut t, &mut a).is_ready());
@@ -615,6 +612,56 @@ async fn per_service_rate_limit_wait_is_not_ready_until_its_token_is_due() {
     (&mut a).oneshot(3).await.unwrap();
     assert_eq!(start.elapsed(), 200 * MS);
     assert_eq!(m.calls(), [1, 7, 2, 3]);
+}
+
+/// tower's `RateLimit` panics on a `call` without `poll_ready`; the
+/// waiting per-service limit, which keeps the inner service's error type
+/// and so has no refusal to answer with, lets it through and charges its
+/// token anyway: a debt the next `poll_ready`s wait out, so the rate holds.
+#[tokio::test(start_paused = true)]
+async fn per_service_rate_limit_wait_charges_a_call_without_poll_ready_as_a_debt() {
+    let layer =
+        PerServiceRateLimitLayer::wait(Quota::per_second(10).unwrap().with_burst(1).unwrap());
+    let m = Mock::ready();
+    let mut a = layer.layer(m.clone());
+    let start = Instant::now();
+    // Two calls without readiness: both reach the inner service.
+    assert_eq!(a.call(1).await.unwrap(), 1);
+    assert_eq!(a.call(2).await.unwrap(), 2);
+    assert_eq!(a.available(), 0);
+    // The burst of 1 was spent by the first; the second is 100 ms of debt.
+    let mut t = task::spawn(());
+    assert!(poll_ready(&mut t, &mut a).is_pending());
+    advance(199 * MS).await;
+    assert!(poll_ready(&mut t, &mut a).is_pending());
+    // A call while waiting is charged too, and the wait moves with it.
+    assert_eq!(a.call(3).await.unwrap(), 3);
+    advance(MS).await;
+    assert!(poll_ready(&mut t, &mut a).is_pending());
+    (&mut a).oneshot(4).await.unwrap();
+    assert_eq!(start.elapsed(), 300 * MS);
+    assert_eq!(m.calls(), [1, 2, 3, 4]);
+}
+
+/// The waiting per-service limit keeps the inner service's error and
+/// future types, as tower's `RateLimit` does: a service that cannot fail
+/// (what an axum route must be) stays one that cannot fail.
+#[tokio::test(start_paused = true)]
+async fn per_service_rate_limit_wait_keeps_the_inner_error_type() {
+    use std::convert::Infallible;
+    fn infallible<S: Service<u32, Error = Infallible>>(s: S) -> S {
+        s
+    }
+    let inner = tower::service_fn(|n: u32| std::future::ready(Ok::<_, Infallible>(n + 1)));
+    let mut svc = infallible(
+        PerServiceRateLimitLayer::wait(Quota::per_second(1).unwrap().with_burst(1).unwrap())
+            .layer(inner),
+    );
+    let start = Instant::now();
+    let Ok(two) = (&mut svc).oneshot(1).await;
+    let Ok(three) = (&mut svc).oneshot(2).await;
+    assert_eq!((two, three), (2, 3));
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
 }
 
 /// Tokio's timer wakes a waiting service on the next millisecond; it takes

@@ -135,8 +135,9 @@ impl Error for Refusal {}
 /// the line when called: kept there, a service its owner no longer polls
 /// would hold up every service behind it (the head of the line is served
 /// first), so the misuse costs only the misused service its place.
-/// [`PerServiceRateLimit`](super::PerServiceRateLimit), whose bucket is its
-/// own, keeps its wait armed.
+/// A shedding [`PerServiceRateLimit`](super::PerServiceRateLimit) answers
+/// this too; a waiting one, which keeps the inner service's error type,
+/// instead charges the call its token and passes it on (see its docs).
 ///
 /// # Examples
 ///

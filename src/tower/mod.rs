@@ -7,7 +7,7 @@
 //! | [`ConcurrencyLimitLayer`] | [`Semaphore`](crate::semaphore::Semaphore) | `poll_ready` (waits, FIFO) | — (backpressure) | — |
 //! | [`LoadShedLayer`] | [`Semaphore`](crate::semaphore::Semaphore) | `poll_ready` (never waits) | [`Refusal::Overloaded`] | 503 + `Retry-After: 1` |
 //! | [`RateLimitLayer`] | [`RateLimiter`](crate::rate::RateLimiter) | `poll_ready` (shed, or wait FIFO) | [`Refusal::RateLimited`] | 429 + `Retry-After` |
-//! | [`PerServiceRateLimitLayer`] | a GCRA bucket per service value (tower's `RateLimit` policy) | `poll_ready` (shed, or wait) | [`Refusal::RateLimited`] | 429 + `Retry-After` |
+//! | [`PerServiceRateLimitLayer`] | a GCRA bucket per service value (tower's `RateLimit` policy) | `poll_ready` (shed, or wait) | shed: [`Refusal::RateLimited`]; wait: — (backpressure) | 429 + `Retry-After` |
 //! | [`KeyedRateLimitLayer`] | [`KeyedRateLimiter`](crate::rate::KeyedRateLimiter) | `call` (needs the key) | [`Refusal::RateLimited`] | 429 + `Retry-After` |
 //! | [`BreakerLayer`] | [`CircuitBreaker`](crate::breaker::CircuitBreaker) | `call` (times the call) | [`Refusal::BreakerOpen`] | 503 + `Retry-After` |
 //! | [`TimeoutLayer`], [`DeadlineLayer`] | Tokio's timer | response future | [`Refusal::TimedOut`] | 504 |
@@ -37,13 +37,18 @@
 //!   gives every service value and every clone a bucket of its own.
 //! * **`call` without a successful `poll_ready`** returns [`NotReady`]
 //!   instead of panicking as tower's services do, and does not call the
-//!   service below.
+//!   service below. The one service without an error of its own, the
+//!   waiting [`PerServiceRateLimit`], charges such a call its token (a
+//!   debt its next `poll_ready`s wait out) and passes it on.
 //!
 //! # Errors
 //!
-//! Every service here has `Error = `[`BoxError`] (tower's convention, so
-//! layers stack without nested error types), with the inner service's
-//! error boxed as it was and a layer's own answer as a [`Refusal`]. Turn
+//! Every service here but one has `Error = `[`BoxError`] (tower's
+//! convention, so layers stack without nested error types), with the
+//! inner service's error boxed as it was and a layer's own answer as a
+//! [`Refusal`]. The exception, [`PerServiceRateLimitLayer::wait`], never
+//! refuses, and so keeps the inner service's error and future types, as
+//! tower's `RateLimit` does. Turn
 //! an error into an HTTP response with [`error_response`] (429, 503 or 504
 //! with `Retry-After` for a refusal, 500 otherwise), or put
 //! `HandleErrorLayer::new(flowguard::tower::handle_error)` on top of the
@@ -120,7 +125,9 @@ pub use self::keyed::{KeyedRateLimit, KeyedRateLimitLayer};
 pub use self::load_shed::{LoadShed, LoadShedLayer};
 pub use self::pipeline::{PipelineLayer, PipelineService};
 pub use self::rate::{RateLimit, RateLimitLayer};
-pub use self::rate_per_service::{PerServiceRateLimit, PerServiceRateLimitLayer};
+pub use self::rate_per_service::{
+    PerServiceAdmission, PerServiceRateLimit, PerServiceRateLimitLayer, Shedding, Waiting,
+};
 pub use self::retry::{RetryLayer, RetryService};
 pub use self::timeout::{Deadline, DeadlineLayer, Timeout, TimeoutFuture, TimeoutLayer};
 use crate::breaker::Outcome;

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,11 +19,67 @@ use crate::clock::tokio_wake_at;
 use crate::clock::{Clock, FastClock};
 use crate::pipeline::Admission;
 use crate::rate::Quota;
-use crate::rate::gcra::{Gcra, Refusal as GcraRefusal, TIMER_SLACK_NANOS};
+use crate::rate::gcra::{Gcra, MAX_NOW, TIMER_SLACK_NANOS};
 
 /// What a waiting service polls: Tokio's timer until its token is due, or,
 /// on a clock moved by hand, the clock's next move.
 type Wake = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// How a per-service rate limit admits a request without a token, as a
+/// type: [`Waiting`] or [`Shedding`]. Sealed.
+///
+/// The two differ in their service's shape, which is why this is a type
+/// and not an [`Admission`] value: a waiting service never refuses, so it
+/// keeps the inner service's error and future types (tower's `RateLimit`
+/// shape), where a shedding one answers [`Refusal::RateLimited`] and so
+/// has `Error = `[`BoxError`].
+pub trait PerServiceAdmission: sealed::Sealed + Copy + fmt::Debug + Send + Sync + 'static {
+    /// The same choice as an [`Admission`] value.
+    const ADMISSION: Admission;
+}
+
+/// A [`PerServiceRateLimit`] that waits in `poll_ready` for its token
+/// ([`Admission::Wait`]; tower's `RateLimit` policy and shape).
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::pipeline::Admission;
+/// use flowguard::tower::{PerServiceAdmission, Waiting};
+///
+/// assert_eq!(Waiting::ADMISSION, Admission::Wait);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Waiting;
+
+/// A [`PerServiceRateLimit`] that refuses a request at once without a
+/// token ([`Admission::Shed`]), answering [`Refusal::RateLimited`].
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::pipeline::Admission;
+/// use flowguard::tower::{PerServiceAdmission, Shedding};
+///
+/// assert_eq!(Shedding::ADMISSION, Admission::Shed);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Shedding;
+
+impl sealed::Sealed for Waiting {}
+impl sealed::Sealed for Shedding {}
+
+impl PerServiceAdmission for Waiting {
+    const ADMISSION: Admission = Admission::Wait;
+}
+
+impl PerServiceAdmission for Shedding {
+    const ADMISSION: Admission = Admission::Shed;
+}
 
 /// Applies [`PerServiceRateLimit`]: a GCRA bucket of `quota` **per service
 /// value**, like tower's own `RateLimit`, where [`RateLimitLayer`](super::RateLimitLayer) shares
@@ -33,11 +90,23 @@ type Wake = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 /// so a check is a clock read and a few integer operations, with no `Arc`,
 /// atomic or lock. Still GCRA: bursts up to the quota's burst, an exact
 /// `retry_after`, the limiter's clock (Tokio's, so a paused test runtime
-/// drives it), and the same [`Refusal::RateLimited`] and 429 with
-/// `Retry-After` (see [`error_response`](super::error_response)) as
-/// [`RateLimitLayer`](super::RateLimitLayer).
+/// drives it).
 ///
-/// # Which one
+/// Two ways to meet a request without a token, chosen by constructor (and
+/// carried in the type, `A`):
+///
+/// * [`wait`](PerServiceRateLimitLayer::wait) ([`Waiting`]): not ready
+///   until the token is due. The service keeps the inner service's
+///   `Error` and `Future` types, exactly as tower's `RateLimit` does, so it
+///   replaces it anywhere (an axum route whose handler cannot fail stays
+///   one that cannot fail).
+/// * [`shed`](PerServiceRateLimitLayer::shed) ([`Shedding`]): ready at
+///   once, and `call` answers [`Refusal::RateLimited`] with the exact
+///   `retry_after` (a 429 with `Retry-After` through
+///   [`error_response`](super::error_response)), as
+///   [`RateLimitLayer`](super::RateLimitLayer) does; `Error = `[`BoxError`].
+///
+/// # Which one: shared or per service
 ///
 /// * **Shared** ([`RateLimitLayer`](super::RateLimitLayer), the default): one budget for every
 ///   service the layer makes and all their clones. Right for a limit that
@@ -81,18 +150,17 @@ type Wake = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 /// assert_eq!((&mut b).oneshot(4).await.unwrap(), 4); // b has a budget of its own
 /// # }
 /// ```
-#[derive(Debug, Clone)]
-pub struct PerServiceRateLimitLayer<C: Clock = FastClock> {
+pub struct PerServiceRateLimitLayer<C: Clock = FastClock, A: PerServiceAdmission = Waiting> {
     gcra: Gcra,
     clock: C,
-    admission: Admission,
+    admission: PhantomData<A>,
 }
 
-impl PerServiceRateLimitLayer<FastClock> {
+impl PerServiceRateLimitLayer<FastClock, Shedding> {
     /// Refuses a request at once when its service has no token
-    /// ([`Admission::Shed`]). The clock is a [`FastClock`] made now: made
-    /// inside a multi-thread runtime it reads the CPU's counter, anywhere
-    /// else Tokio's clock (which `tokio::time::pause()` drives).
+    /// ([`Shedding`]). The clock is a [`FastClock`] made now: made inside a
+    /// multi-thread runtime it reads the CPU's counter, anywhere else
+    /// Tokio's clock (which `tokio::time::pause()` drives).
     ///
     /// # Examples
     ///
@@ -104,12 +172,15 @@ impl PerServiceRateLimitLayer<FastClock> {
     /// assert_eq!(layer.quota(), Quota::per_second(100).unwrap());
     /// ```
     pub fn shed(quota: Quota) -> Self {
-        Self::with_admission(quota, Admission::Shed)
+        Self::with_fast_clock(quota)
     }
+}
 
-    /// Waits in `poll_ready` until its service has a token
-    /// ([`Admission::Wait`]; tower's `RateLimit` always waits). The clock
-    /// is chosen as for [`shed`](Self::shed).
+impl PerServiceRateLimitLayer<FastClock, Waiting> {
+    /// Waits in `poll_ready` until its service has a token ([`Waiting`];
+    /// tower's `RateLimit` always waits). The service keeps the inner
+    /// service's error and future types. The clock is chosen as for
+    /// [`shed`](PerServiceRateLimitLayer::shed).
     ///
     /// # Examples
     ///
@@ -125,37 +196,28 @@ impl PerServiceRateLimitLayer<FastClock> {
     /// let mut svc = layer.layer(service_fn(|()| async { Ok::<_, std::io::Error>(()) }));
     /// let start = Instant::now();
     /// for _ in 0..3 {
-    ///     (&mut svc).oneshot(()).await.unwrap();
+    ///     // The inner service's error type, as with tower's `RateLimit`.
+    ///     let _: Result<(), std::io::Error> = (&mut svc).oneshot(()).await;
     /// }
     /// assert_eq!(start.elapsed(), Duration::from_millis(200)); // one per 100 ms
     /// # }
     /// ```
     pub fn wait(quota: Quota) -> Self {
-        Self::with_admission(quota, Admission::Wait)
+        Self::with_fast_clock(quota)
     }
+}
 
-    /// As [`shed`](Self::shed) or [`wait`](Self::wait), by `admission`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use flowguard::pipeline::Admission;
-    /// use flowguard::rate::Quota;
-    /// use flowguard::tower::PerServiceRateLimitLayer;
-    ///
-    /// let layer = PerServiceRateLimitLayer::with_admission(Quota::per_minute(60).unwrap(), Admission::Shed);
-    /// assert_eq!(layer.admission(), Admission::Shed);
-    /// ```
-    pub fn with_admission(quota: Quota, admission: Admission) -> Self {
+impl<A: PerServiceAdmission> PerServiceRateLimitLayer<FastClock, A> {
+    fn with_fast_clock(quota: Quota) -> Self {
         Self {
             gcra: quota.gcra(),
             clock: FastClock::new(),
-            admission,
+            admission: PhantomData,
         }
     }
 }
 
-impl<C: Clock> PerServiceRateLimitLayer<C> {
+impl<C: Clock, A: PerServiceAdmission> PerServiceRateLimitLayer<C, A> {
     /// The same layer reading time from `clock` (a
     /// [`ManualClock`](crate::clock::ManualClock) in a test, say). With a
     /// clock moved by hand, a waiting service parks until the clock moves
@@ -182,11 +244,11 @@ impl<C: Clock> PerServiceRateLimitLayer<C> {
     /// clock.advance(Duration::from_secs(1));
     /// assert!(svc.poll_ready(&mut cx).is_ready());
     /// ```
-    pub fn with_clock<C2: Clock>(self, clock: C2) -> PerServiceRateLimitLayer<C2> {
+    pub fn with_clock<C2: Clock>(self, clock: C2) -> PerServiceRateLimitLayer<C2, A> {
         PerServiceRateLimitLayer {
             gcra: self.gcra,
             clock,
-            admission: self.admission,
+            admission: PhantomData,
         }
     }
 
@@ -195,14 +257,34 @@ impl<C: Clock> PerServiceRateLimitLayer<C> {
         Quota::from_gcra(self.gcra)
     }
 
-    /// Shed or wait.
+    /// Shed or wait (`A` as a value).
     pub fn admission(&self) -> Admission {
-        self.admission
+        A::ADMISSION
     }
 }
 
-impl<S, C: Clock> Layer<S> for PerServiceRateLimitLayer<C> {
-    type Service = PerServiceRateLimit<S, C>;
+impl<C: Clock, A: PerServiceAdmission> Clone for PerServiceRateLimitLayer<C, A> {
+    fn clone(&self) -> Self {
+        Self {
+            gcra: self.gcra,
+            clock: self.clock.clone(),
+            admission: PhantomData,
+        }
+    }
+}
+
+impl<C: Clock, A: PerServiceAdmission> fmt::Debug for PerServiceRateLimitLayer<C, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PerServiceRateLimitLayer")
+            .field("quota", &self.quota())
+            .field("clock", &self.clock)
+            .field("admission", &A::ADMISSION)
+            .finish()
+    }
+}
+
+impl<S, C: Clock, A: PerServiceAdmission> Layer<S> for PerServiceRateLimitLayer<C, A> {
+    type Service = PerServiceRateLimit<S, C, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let clock = self.clock.clone();
@@ -212,8 +294,9 @@ impl<S, C: Clock> Layer<S> for PerServiceRateLimitLayer<C> {
             tat: 0,
             origin: clock.epoch(),
             clock,
-            admission: self.admission,
             state: State::Idle,
+            wake: None,
+            admission: PhantomData,
         }
     }
 }
@@ -222,29 +305,40 @@ impl<S, C: Clock> Layer<S> for PerServiceRateLimitLayer<C> {
 /// `poll_ready`; made by [`PerServiceRateLimitLayer`] (which says when to
 /// choose it over the shared [`RateLimit`](super::RateLimit)).
 ///
-/// * **`poll_ready`** takes a token from this service's bucket. With none,
-///   [`Admission::Shed`] returns ready at once and marks the next `call`
-///   refused (re-deciding on the next `poll_ready`); [`Admission::Wait`]
-///   is not ready until the token is due, and then takes it, so
-///   backpressure reaches the caller. With the token held, it polls the
-///   inner service.
-/// * **`call`** spends the token on the inner call, or answers
-///   [`Refusal::RateLimited`] with the exact `retry_after` from that
-///   `poll_ready`; without a `poll_ready` before it, [`NotReady`].
+/// * **`poll_ready`** takes a token from this service's bucket, then polls
+///   the inner service with the token held (one token however often it is
+///   polled). With no token, a [`Waiting`] service is not ready until the
+///   token is due, and then takes it, so backpressure reaches the caller;
+///   a [`Shedding`] one is ready at once and marks the next `call` refused
+///   (re-deciding on the next `poll_ready`).
+/// * **`call`** spends the token on the inner call. Without a token, a
+///   [`Shedding`] service answers [`Refusal::RateLimited`] with the exact
+///   `retry_after` from that `poll_ready`, or [`NotReady`] when no
+///   `poll_ready` came first, and calls nothing. A [`Waiting`] service,
+///   which has no error of its own to answer with, never refuses: a `call`
+///   without a successful `poll_ready` (a caller breaking tower's
+///   contract, on which tower's own `RateLimit` panics) is charged its
+///   token anyway, as a debt the following `poll_ready`s wait out, and
+///   goes to the inner service.
 /// * **Clone**: a copy of the bucket as it stands (the tokens it holds,
 ///   not a token reserved by `poll_ready`), from then on independent of
 ///   the original: each clone has a budget of its own.
 /// * **Drop**: the bucket goes with the service; nothing is shared, so
 ///   nothing is given back.
 ///
+/// # Errors
+///
+/// [`Waiting`]: the inner service's errors, as they are. [`Shedding`]:
+/// [`BoxError`] holding the inner service's error, a
+/// [`Refusal::RateLimited`], or [`NotReady`].
+///
 /// # Panics
 ///
 /// Only as [`tokio::time::sleep`] does: a service that waits
-/// ([`Admission::Wait`]) for a token on a clock that moves by itself
-/// sleeps on Tokio's timer, so it must then be polled inside a Tokio
-/// runtime with time enabled. Shedding never needs a runtime, and neither
-/// does waiting on a clock moved by hand
-/// ([`ManualClock`](crate::clock::ManualClock)).
+/// ([`Waiting`]) for a token on a clock that moves by itself sleeps on
+/// Tokio's timer, so it must then be polled inside a Tokio runtime with
+/// time enabled. Shedding never needs a runtime, and neither does waiting
+/// on a clock moved by hand ([`ManualClock`](crate::clock::ManualClock)).
 ///
 /// # Cancel safety
 ///
@@ -276,27 +370,33 @@ impl<S, C: Clock> Layer<S> for PerServiceRateLimitLayer<C> {
 /// assert_eq!(a.available(), 0);
 /// # }
 /// ```
-pub struct PerServiceRateLimit<S, C: Clock = FastClock> {
+pub struct PerServiceRateLimit<S, C: Clock = FastClock, A: PerServiceAdmission = Waiting> {
     inner: S,
     gcra: Gcra,
     /// Theoretical arrival time, ns since `origin` (0: a full bucket).
     tat: u64,
     origin: Instant,
     clock: C,
-    admission: Admission,
     state: State,
+    /// The wake-up a [`Waiting`] service waits on (in `State::Waiting`).
+    wake: Option<Wake>,
+    admission: PhantomData<A>,
 }
 
+/// Plain data, so that the hot path's changes are single stores with no
+/// drop to check; a wait's wake-up lives beside it, in `wake`.
+#[derive(Clone, Copy)]
 enum State {
     Idle,
     /// A token is taken and not yet spent.
     Reserved,
+    /// Shedding: the next `call` answers this.
     Refused(Refusal),
-    /// Not ready: waiting for the token to come due.
-    Waiting(Wake),
+    /// Waiting: not ready until the token comes due (`wake` is set).
+    Waiting,
 }
 
-impl<S, C: Clock> PerServiceRateLimit<S, C> {
+impl<S, C: Clock, A: PerServiceAdmission> PerServiceRateLimit<S, C, A> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -329,120 +429,105 @@ impl<S, C: Clock> PerServiceRateLimit<S, C> {
     }
 }
 
-impl<S, C, Req> Service<Req> for PerServiceRateLimit<S, C>
+impl<S, C, Req> Service<Req> for PerServiceRateLimit<S, C, Waiting>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
     C: Clock,
 {
     type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future, ()>;
+    type Error = S::Error;
+    type Future = S::Future;
 
     #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         // The common case inline: idle (every call leaves it so) and a
-        // token in the bucket.
-        if let State::Idle = self.state {
-            let now = self.now();
-            match self.gcra.take(self.tat, now, 1) {
-                Ok(tat) => {
-                    self.tat = tat;
-                    self.state = State::Reserved;
-                }
-                Err(refusal) => return self.no_token(refusal, now, cx),
-            }
-            return self.inner.poll_ready(cx).map_err(Into::into);
+        // token in the bucket; anything else out of line.
+        if self.take_idle() {
+            return self.inner.poll_ready(cx);
         }
-        self.poll_ready_other(cx)
+        self.poll_ready_slow(cx)
     }
 
     #[inline]
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&mut self, req: Req) -> S::Future {
         if let State::Reserved = self.state {
             self.state = State::Idle;
-            return ResponseFuture::running(self.inner.call(req), ());
+        } else {
+            self.charge_unready();
         }
-        ResponseFuture::failed(self.take_refusal())
+        self.inner.call(req)
     }
 }
 
-impl<S, C: Clock> PerServiceRateLimit<S, C> {
-    /// `poll_ready` in any state but `Idle`.
-    #[cold]
-    #[inline(never)]
-    fn poll_ready_other<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
-    where
-        S: Service<Req>,
-        S::Error: Into<BoxError>,
-    {
-        match &mut self.state {
-            State::Reserved => {}
-            State::Idle | State::Refused(_) => {
-                let now = self.now();
-                match self.gcra.take(self.tat, now, 1) {
-                    Ok(tat) => {
-                        self.tat = tat;
-                        self.state = State::Reserved;
-                    }
-                    Err(refusal) => return self.no_token(refusal, now, cx),
+impl<S, C: Clock> PerServiceRateLimit<S, C, Waiting> {
+    /// Idle with a token in the bucket: takes it.
+    #[inline]
+    fn take_idle(&mut self) -> bool {
+        if let State::Idle = self.state {
+            let now = self.now();
+            // Within range (the first 73 years), so that the take needs no
+            // clamp; beyond it, the slow path clamps.
+            if now <= MAX_NOW {
+                if let Ok(tat) = self.gcra.take_one(self.tat, now) {
+                    self.tat = tat;
+                    self.state = State::Reserved;
+                    return true;
                 }
-            }
-            State::Waiting(wake) => {
-                if wake.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                self.state = State::Idle;
-                return self.wait_for_token(cx, false);
             }
         }
-        self.inner.poll_ready(cx).map_err(Into::into)
+        false
     }
 
-    /// The bucket refused at `now`: mark the next `call` refused (shed), or
-    /// start waiting.
+    /// `poll_ready` where [`take_idle`](Self::take_idle) got no token.
     #[cold]
     #[inline(never)]
-    fn no_token<Req>(
-        &mut self,
-        refusal: GcraRefusal,
-        now: u64,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<(), BoxError>>
+    fn poll_ready_slow<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>>
     where
         S: Service<Req>,
-        S::Error: Into<BoxError>,
     {
-        match (refusal, self.admission) {
-            (GcraRefusal::NotUntil(_), Admission::Wait) => self.wait_for_token(cx, true),
-            (GcraRefusal::NotUntil(at), _) => {
-                self.state = State::Refused(Refusal::RateLimited {
-                    retry_after: Some(Duration::from_nanos(at.saturating_sub(now))),
-                });
-                Poll::Ready(Ok(()))
+        std::task::ready!(self.poll_wait(cx));
+        self.inner.poll_ready(cx)
+    }
+
+    /// `poll_ready`'s token where [`take_idle`](Self::take_idle) got none:
+    /// `Ready` once reserved.
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.state {
+            State::Reserved => Poll::Ready(()),
+            State::Waiting => {
+                if let Some(wake) = &mut self.wake {
+                    if wake.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+                self.wake = None;
+                self.state = State::Idle;
+                self.wait_for_token(cx, false)
             }
-            // One token never exceeds a quota's burst (at least 1); kept
-            // for completeness.
-            (GcraRefusal::Insufficient, _) => {
-                self.state = State::Refused(Refusal::RateLimited { retry_after: None });
-                Poll::Ready(Ok(()))
+            // Idle: the bucket refused just now (a waiting service is
+            // never `Refused`). Wait, re-reading the clock.
+            State::Idle | State::Refused(_) => {
+                self.state = State::Idle;
+                self.wait_for_token(cx, true)
             }
         }
+    }
+
+    /// `call` without a token reserved: charged anyway, a debt the next
+    /// `poll_ready`s wait out. A wait in progress stays armed (it re-checks
+    /// when it fires and finds the later instant).
+    #[cold]
+    #[inline(never)]
+    fn charge_unready(&mut self) {
+        let now = self.now();
+        self.tat = self.gcra.force_one(self.tat, now);
     }
 
     /// Takes the token if it is due, or arms the wake-up for it and
     /// returns `Pending`. A wake-up that fires at once lets it re-check
     /// once per poll (`recheck`), so that a clock behind Tokio's cannot
     /// make it spin; after that it yields and checks on the next poll.
-    fn wait_for_token<Req>(
-        &mut self,
-        cx: &mut Context<'_>,
-        mut recheck: bool,
-    ) -> Poll<Result<(), BoxError>>
-    where
-        S: Service<Req>,
-        S::Error: Into<BoxError>,
-    {
+    fn wait_for_token(&mut self, cx: &mut Context<'_>, mut recheck: bool) -> Poll<()> {
         loop {
             // On a clock moved by hand, register for its next move *before*
             // reading it, so that a move after the check still wakes us.
@@ -475,24 +560,24 @@ impl<S, C: Clock> PerServiceRateLimit<S, C> {
                 TIMER_SLACK_NANOS
             };
             let charged = self.gcra.charge_at(self.tat, now, 1, slack);
-            let at = match self.gcra.take(self.tat, charged, 1) {
+            let at = match self.gcra.take_one(self.tat, charged) {
                 Ok(tat) => {
                     self.tat = tat;
                     self.state = State::Reserved;
-                    return self.inner.poll_ready(cx).map_err(Into::into);
+                    self.wake = None;
+                    return Poll::Ready(());
                 }
-                Err(GcraRefusal::NotUntil(at)) => at,
-                Err(GcraRefusal::Insufficient) => {
-                    self.state = State::Refused(Refusal::RateLimited { retry_after: None });
-                    return Poll::Ready(Ok(()));
-                }
+                Err(at) => at,
             };
             let mut wake = match wake {
                 Some(wake) => wake,
                 None => self.timer(at, now),
             };
             let fired = wake.as_mut().poll(cx).is_ready();
-            self.state = State::Waiting(wake);
+            self.state = State::Waiting;
+            // The previous wake-up (if any) is this service's own future:
+            // dropping it here, under no lock, is fine.
+            self.wake = Some(wake);
             if !fired {
                 return Poll::Pending;
             }
@@ -518,6 +603,56 @@ impl<S, C: Clock> PerServiceRateLimit<S, C> {
             Box::pin(std::future::pending())
         }
     }
+}
+
+impl<S, C, Req> Service<Req> for PerServiceRateLimit<S, C, Shedding>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Clock,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, ()>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if !matches!(self.state, State::Reserved) {
+            let now = self.now();
+            match self.gcra.take_one(self.tat, now) {
+                Ok(tat) => {
+                    self.tat = tat;
+                    self.state = State::Reserved;
+                }
+                Err(at) => {
+                    self.refuse(at, now);
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        if let State::Reserved = self.state {
+            self.state = State::Idle;
+            return ResponseFuture::running(self.inner.call(req), ());
+        }
+        ResponseFuture::failed(self.take_refusal())
+    }
+}
+
+impl<S, C: Clock> PerServiceRateLimit<S, C, Shedding> {
+    /// The bucket refused at `now`, its token due at `at`: the next `call`
+    /// answers that.
+    #[cold]
+    #[inline(never)]
+    fn refuse(&mut self, at: u64, now: u64) {
+        self.state = State::Refused(Refusal::RateLimited {
+            retry_after: Some(Duration::from_nanos(at.saturating_sub(now))),
+        });
+    }
 
     /// What `call` answers without a token: the refusal `poll_ready`
     /// decided, or [`NotReady`].
@@ -526,17 +661,13 @@ impl<S, C: Clock> PerServiceRateLimit<S, C> {
     fn take_refusal(&mut self) -> BoxError {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Refused(r) => r.into(),
-            // A wait stays armed: `call` without readiness changes nothing.
-            State::Waiting(wake) => {
-                self.state = State::Waiting(wake);
-                NotReady.into()
-            }
-            State::Idle | State::Reserved => NotReady.into(),
+            // A shedding service never waits; kept total.
+            State::Waiting | State::Idle | State::Reserved => NotReady.into(),
         }
     }
 }
 
-impl<S: Clone, C: Clock> Clone for PerServiceRateLimit<S, C> {
+impl<S: Clone, C: Clock, A: PerServiceAdmission> Clone for PerServiceRateLimit<S, C, A> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -546,17 +677,18 @@ impl<S: Clone, C: Clock> Clone for PerServiceRateLimit<S, C> {
             tat: self.tat,
             origin: self.origin,
             clock: self.clock.clone(),
-            admission: self.admission,
             state: State::Idle,
+            wake: None,
+            admission: PhantomData,
         }
     }
 }
 
-impl<S: fmt::Debug, C: Clock> fmt::Debug for PerServiceRateLimit<S, C> {
+impl<S: fmt::Debug, C: Clock, A: PerServiceAdmission> fmt::Debug for PerServiceRateLimit<S, C, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Idle => "idle",
-            State::Waiting(_) => "waiting for a token",
+            State::Waiting => "waiting for a token",
             State::Reserved => "holding a token",
             State::Refused(_) => "refused",
         };
@@ -564,7 +696,7 @@ impl<S: fmt::Debug, C: Clock> fmt::Debug for PerServiceRateLimit<S, C> {
             .field("inner", &self.inner)
             .field("quota", &self.quota())
             .field("tat_nanos", &self.tat)
-            .field("admission", &self.admission)
+            .field("admission", &A::ADMISSION)
             .field("state", &state)
             .finish()
     }

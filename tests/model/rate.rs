@@ -481,7 +481,7 @@ mod per_service {
 
     use flowguard::clock::ManualClock;
     use flowguard::tower::{
-        BoxError, NotReady, PerServiceRateLimit, PerServiceRateLimitLayer, Refusal,
+        BoxError, NotReady, PerServiceRateLimit, PerServiceRateLimitLayer, Refusal, Shedding,
     };
     use tower::{Layer, Service};
 
@@ -489,7 +489,7 @@ mod per_service {
 
     /// The inner service: answers its request at once.
     #[derive(Clone, Copy, Debug)]
-    struct Echo;
+    pub(super) struct Echo;
 
     impl Service<u32> for Echo {
         type Response = u32;
@@ -504,7 +504,7 @@ mod per_service {
     }
 
     struct Svc {
-        real: PerServiceRateLimit<Echo, ManualClock>,
+        real: PerServiceRateLimit<Echo, ManualClock, Shedding>,
         bucket: Bucket,
         /// `poll_ready` took a token that no `call` spent yet.
         reserved: bool,
@@ -512,7 +512,7 @@ mod per_service {
 
     struct World {
         clock: ManualClock,
-        layer: PerServiceRateLimitLayer<ManualClock>,
+        layer: PerServiceRateLimitLayer<ManualClock, Shedding>,
         reference: Ref,
         now: u64,
         svcs: Vec<Svc>,
@@ -659,7 +659,197 @@ mod per_service {
     }
 }
 
-/// Runs a per-service scenario (see [`SvcOp`]).
+/// The waiting per-service service against the same reference, one bucket
+/// per service: `poll_ready` is ready exactly when the reference holds a
+/// token, and pending otherwise; a service that waited is charged at the
+/// instant its token came due (the clock is moved by hand, in coarse
+/// steps); a `call` without a token (`Request` on a pending service, as a
+/// caller breaking tower's contract would) still reaches the inner service
+/// and costs a token, which may leave the bucket in debt.
+mod per_service_wait {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    use flowguard::clock::ManualClock;
+    use flowguard::tower::{PerServiceRateLimit, PerServiceRateLimitLayer, Waiting};
+    use tower::{Layer, Service};
+
+    use super::per_service::Echo;
+    use super::{Bucket, Q, Ref, SvcOp, quota};
+
+    struct Svc {
+        real: PerServiceRateLimit<Echo, ManualClock, Waiting>,
+        bucket: Bucket,
+        /// `poll_ready` took a token that no `call` spent yet.
+        reserved: bool,
+        /// The last `poll_ready` was pending: the next token is charged at
+        /// the instant it came due.
+        waiting: bool,
+    }
+
+    struct World {
+        clock: ManualClock,
+        layer: PerServiceRateLimitLayer<ManualClock, Waiting>,
+        reference: Ref,
+        now: u64,
+        svcs: Vec<Svc>,
+    }
+
+    const MAX_SERVICES: usize = 8;
+
+    impl World {
+        fn new(rate: u32, period_ns: u64, burst: u32) -> World {
+            let (q, reference) = quota(rate, period_ns, burst);
+            let clock = ManualClock::new();
+            let layer = PerServiceRateLimitLayer::wait(q).with_clock(clock.clone());
+            let mut w = World {
+                clock,
+                layer,
+                reference,
+                now: 0,
+                svcs: Vec::new(),
+            };
+            w.new_service();
+            w
+        }
+
+        fn new_service(&mut self) {
+            if self.svcs.len() < MAX_SERVICES {
+                self.svcs.push(Svc {
+                    real: self.layer.layer(Echo),
+                    bucket: Bucket {
+                        tokens: Q::int(i128::from(self.reference.burst)),
+                        at: self.now,
+                    },
+                    reserved: false,
+                    waiting: false,
+                });
+            }
+        }
+
+        /// `poll_ready`, checked against the reference; whether it was ready.
+        fn ready(&mut self, i: usize) -> bool {
+            let cx = &mut Context::from_waker(Waker::noop());
+            let now = self.now;
+            let reference = self.reference;
+            let s = &mut self.svcs[i];
+            let real = s.real.poll_ready(cx);
+            let model = if s.reserved {
+                true
+            } else {
+                // The reference bucket is only refilled by takes, charges and
+                // refusals, so below one token its refill from `at` is linear
+                // up to the instant the token comes due.
+                let due = if Q::int(1).le(s.bucket.tokens) {
+                    s.bucket.at
+                } else {
+                    let wait = Q::int(1).sub(s.bucket.tokens).mul(reference.t);
+                    s.bucket.at + u64::try_from(wait.ceil()).unwrap()
+                };
+                let charge_at = if s.waiting && due <= now { due } else { now };
+                match reference.take(&mut s.bucket, charge_at, 1) {
+                    Ok(()) => {
+                        s.reserved = true;
+                        s.waiting = false;
+                        true
+                    }
+                    Err(Some(_)) => {
+                        s.waiting = true;
+                        false
+                    }
+                    Err(None) => unreachable!("one token always fits a burst"),
+                }
+            };
+            match (real, model) {
+                (Poll::Ready(Ok(())), true) | (Poll::Pending, false) => model,
+                (real, model) => panic!(
+                    "service {i} at {now}: real {:?}, model ready {model}",
+                    real.map(|r| r.is_ok())
+                ),
+            }
+        }
+
+        /// `call`: spends the reserved token, or charges one (a debt).
+        fn call(&mut self, i: usize, n: u32) {
+            let cx = &mut Context::from_waker(Waker::noop());
+            let now = self.now;
+            let reference = self.reference;
+            let s = &mut self.svcs[i];
+            let mut fut = s.real.call(n);
+            let Poll::Ready(Ok(m)) = std::pin::Pin::new(&mut fut).poll(cx) else {
+                panic!("a waiting service's call always reaches the inner service");
+            };
+            assert_eq!(m, n);
+            if s.reserved {
+                s.reserved = false;
+            } else {
+                reference.refill(&mut s.bucket, now);
+                s.bucket.tokens = s.bucket.tokens.sub(Q::int(1));
+            }
+        }
+    }
+
+    pub(crate) fn check(ops: &[SvcOp]) {
+        let mut w = World::new(3, 300, 2);
+        for (step, &op) in ops.iter().enumerate() {
+            let pick = |i: u8, w: &World| usize::from(i) % w.svcs.len();
+            match op {
+                SvcOp::Start {
+                    rate,
+                    period_ns,
+                    burst,
+                } => w = World::new(rate, period_ns, burst),
+                SvcOp::Advance(d) => {
+                    w.clock.advance(std::time::Duration::from_nanos(d));
+                    w.now += d;
+                }
+                // Ready or not, the call goes through (a pending service's
+                // call is one without a token).
+                SvcOp::Request(i) => {
+                    let i = pick(i, &w);
+                    w.ready(i);
+                    w.call(i, step as u32);
+                }
+                SvcOp::Reserve(i) => {
+                    let i = pick(i, &w);
+                    w.ready(i);
+                }
+                SvcOp::Clone(i) => {
+                    let i = pick(i, &w);
+                    if w.svcs.len() < MAX_SERVICES {
+                        let s = &w.svcs[i];
+                        let copy = Svc {
+                            real: s.real.clone(),
+                            bucket: s.bucket.clone(),
+                            reserved: false,
+                            waiting: false,
+                        };
+                        w.svcs.push(copy);
+                    }
+                }
+                SvcOp::New => w.new_service(),
+                SvcOp::Available(i) => {
+                    let i = pick(i, &w);
+                    let now = w.now;
+                    let s = &w.svcs[i];
+                    // On a copy: the bucket's own `at` stays where the
+                    // due-instant rule above needs it.
+                    let mut b = s.bucket.clone();
+                    w.reference.refill(&mut b, now);
+                    assert_eq!(
+                        i128::from(s.real.available()),
+                        b.tokens.floor().max(0),
+                        "available of service {i} at {now}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Runs a per-service scenario (see [`SvcOp`]) against both kinds of
+/// per-service service.
 pub(crate) fn check_per_service(ops: &[SvcOp]) {
     per_service::check(ops);
+    per_service_wait::check(ops);
 }
