@@ -808,19 +808,42 @@ impl Clock for FastClock {
         }
     }
 
+    /// Only the dispatch is inline: each mode reads in a function of its
+    /// own, so that the common one, Tokio's clock through the instant's
+    /// fields, is a lean leaf (it saves no registers it does not use)
+    /// instead of sharing one frame with the counter's path, and the
+    /// caller's inlined part stays small enough not to keep the caller
+    /// itself from being inlined (measured on the per-service tower rate
+    /// limit: 4 % less time a call on a current-thread runtime).
     #[inline]
     fn nanos_since(&self, origin: Instant) -> u64 {
         match &self.mode {
-            Mode::TokioFields => nanos_between_fields(origin, Instant::now()),
-            Mode::Tokio => nanos_between(origin, Instant::now()),
+            Mode::TokioFields => tokio_fields_nanos_since(origin),
+            _ => self.nanos_since_other(origin),
+        }
+    }
+}
+
+/// [`FastClock::nanos_since`] reading Tokio's clock, through the instants'
+/// fields.
+#[inline(never)]
+fn tokio_fields_nanos_since(origin: Instant) -> u64 {
+    nanos_between_fields(origin, Instant::now())
+}
+
+impl FastClock {
+    /// [`Clock::nanos_since`] in the other modes: Tokio's clock through
+    /// `std`'s subtraction, or the counter.
+    #[inline(never)]
+    fn nanos_since_other(&self, origin: Instant) -> u64 {
+        match &self.mode {
             #[cfg(not(loom))]
             Mode::Counter {
                 counter,
                 base_raw,
                 base,
             } if origin == *base => counter.delta_as_nanos(*base_raw, counter.raw()),
-            #[cfg(not(loom))]
-            Mode::Counter { .. } => nanos_between(origin, self.now()),
+            _ => nanos_between(origin, self.now()),
         }
     }
 }
