@@ -37,6 +37,21 @@ mod sealed {
 /// keeps the inner service's error and future types (tower's `RateLimit`
 /// shape), where a shedding one answers [`Refusal::RateLimited`] and so
 /// has `Error = `[`BoxError`].
+///
+/// # Examples
+///
+/// ```
+/// use flowguard::pipeline::Admission;
+/// use flowguard::tower::{PerServiceAdmission, PerServiceRateLimitLayer};
+/// use flowguard::clock::Clock;
+///
+/// fn describe<C: Clock, A: PerServiceAdmission>(layer: &PerServiceRateLimitLayer<C, A>) -> &'static str {
+///     if A::ADMISSION == Admission::Wait { "waits for a token" } else { "refuses without a token" }
+/// }
+/// let quota = flowguard::rate::Quota::per_second(5).unwrap();
+/// assert_eq!(describe(&PerServiceRateLimitLayer::wait(quota)), "waits for a token");
+/// assert_eq!(describe(&PerServiceRateLimitLayer::shed(quota)), "refuses without a token");
+/// ```
 pub trait PerServiceAdmission: sealed::Sealed + Copy + fmt::Debug + Send + Sync + 'static {
     /// The same choice as an [`Admission`] value.
     const ADMISSION: Admission;
@@ -504,8 +519,9 @@ impl<S, C: Clock> PerServiceRateLimit<S, C, Waiting> {
                 self.state = State::Idle;
                 self.wait_for_token(cx, false)
             }
-            // Idle: the bucket refused just now (a waiting service is
-            // never `Refused`). Wait, re-reading the clock.
+            // Idle: the inline take found no token (or a clock past the
+            // core's range, which the take here clamps). A waiting service
+            // is never `Refused`. Wait, re-reading the clock.
             State::Idle | State::Refused(_) => {
                 self.state = State::Idle;
                 self.wait_for_token(cx, true)
