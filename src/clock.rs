@@ -19,13 +19,13 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, WaitList, Waiter};
 
 /// A source of the current time.
 ///
@@ -323,16 +323,7 @@ fn check_fields() -> bool {
 /// ```
 #[derive(Debug, Default)]
 pub struct Moves {
-    state: Mutex<MovesState>,
-}
-
-#[derive(Debug, Default)]
-struct MovesState {
-    /// Bumped by every signal.
-    generation: u64,
-    next_id: u64,
-    /// Pending `Moved` futures by id, with the waker to wake.
-    waiting: Vec<(u64, Waker)>,
+    waiting: Mutex<WaitList>,
 }
 
 impl Moves {
@@ -343,14 +334,8 @@ impl Moves {
 
     /// Wakes every task waiting for a move. Call it after the clock moved.
     pub fn signal(&self) {
-        let wakers = {
-            let mut s = self.state.lock();
-            s.generation = s.generation.wrapping_add(1);
-            std::mem::take(&mut s.waiting)
-        };
-        for (_, w) in wakers {
-            w.wake();
-        }
+        let wakers = self.waiting.lock().signal();
+        wakers.wake();
     }
 
     /// A future that completes at the first [`signal`](Self::signal) after
@@ -363,8 +348,7 @@ impl Moves {
     pub fn moved(&self) -> Moved<'_> {
         Moved {
             moves: self,
-            since: self.state.lock().generation,
-            id: None,
+            waiter: self.waiting.lock().waiter(),
         }
     }
 }
@@ -393,9 +377,7 @@ impl Moves {
 #[must_use = "futures do nothing unless polled"]
 pub struct Moved<'a> {
     moves: &'a Moves,
-    since: u64,
-    /// Its entry in `waiting`, once it has been pending.
-    id: Option<u64>,
+    waiter: Waiter,
 }
 
 impl Future for Moved<'_> {
@@ -403,45 +385,19 @@ impl Future for Moved<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let mut s = this.moves.state.lock();
-        if s.generation != this.since {
-            // A signal drained `waiting`: our entry, if any, is gone.
-            this.id = None;
-            return Poll::Ready(());
-        }
-        let slot = this
-            .id
-            .and_then(|id| s.waiting.iter_mut().find(|(i, _)| *i == id));
-        let stale = match slot {
-            Some((_, w)) if w.will_wake(cx.waker()) => None,
-            Some((_, w)) => Some(std::mem::replace(w, cx.waker().clone())),
-            None => {
-                let id = s.next_id;
-                s.next_id = s.next_id.wrapping_add(1);
-                s.waiting.push((id, cx.waker().clone()));
-                this.id = Some(id);
-                None
-            }
-        };
-        drop(s);
+        let (ready, stale) = this.moves.waiting.lock().poll(&mut this.waiter, cx.waker());
         // A replaced waker is dropped unlocked: its drop may move the clock,
         // whose signal takes this lock.
         drop(stale);
-        Poll::Pending
+        ready
     }
 }
 
 impl Drop for Moved<'_> {
     fn drop(&mut self) {
-        if let Some(id) = self.id {
-            let removed = {
-                let mut s = self.moves.state.lock();
-                let i = s.waiting.iter().position(|(i, _)| *i == id);
-                i.map(|i| s.waiting.swap_remove(i))
-            };
-            // Dropped unlocked, as in `poll`.
-            drop(removed);
-        }
+        let removed = self.moves.waiting.lock().remove(&mut self.waiter);
+        // Dropped unlocked, as in `poll`.
+        drop(removed);
     }
 }
 
@@ -963,6 +919,7 @@ impl Clock for ManualClock {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use std::task::Waker;
 
     #[test]
     fn manual_clock_is_shared_and_monotonic() {
@@ -987,7 +944,7 @@ mod tests {
         let mut before = moves.moved();
         assert!(Pin::new(&mut before).poll(&mut cx).is_pending());
         assert!(Pin::new(&mut before).poll(&mut cx).is_pending());
-        assert_eq!(moves.state.lock().waiting.len(), 1, "one entry per future");
+        assert_eq!(moves.waiting.lock().len(), 1, "one entry per future");
         c.advance(Duration::ZERO); // no move
         assert!(Pin::new(&mut before).poll(&mut cx).is_pending());
         c.advance(Duration::from_nanos(1));
@@ -1000,7 +957,7 @@ mod tests {
         let mut dropped = moves.moved();
         assert!(Pin::new(&mut dropped).poll(&mut cx).is_pending());
         drop(dropped);
-        assert!(moves.state.lock().waiting.is_empty());
+        assert!(moves.waiting.lock().is_empty());
         c.advance(Duration::MAX);
         let mut after = moves.moved();
         c.advance(Duration::from_secs(1)); // saturated: no move
@@ -1057,7 +1014,7 @@ mod tests {
             let before = c.elapsed();
             drop(cancelled);
             assert_eq!(c.elapsed(), before + Duration::from_nanos(1));
-            assert!(moves.state.lock().waiting.is_empty());
+            assert!(moves.waiting.lock().is_empty());
             let _ = done_tx.send(());
         });
         match done_rx.recv_timeout(Duration::from_secs(30)) {

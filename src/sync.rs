@@ -312,6 +312,9 @@ mod imp {
 
 pub(crate) use imp::*;
 
+mod wait_list;
+pub(crate) use wait_list::{WaitList, Waiter, Wakers};
+
 /// Runs a future to completion on the current thread, parking between polls.
 ///
 /// The one bridge from plain threads into the crate's async waiting (a
