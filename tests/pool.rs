@@ -1593,3 +1593,49 @@ fn tokio_a_replaced_waker_may_clear_the_queue() {
         });
     });
 }
+
+/// A waker that only counts the references to it.
+struct NoopWake;
+
+impl std::task::Wake for NoopWake {
+    fn wake(self: Arc<Self>) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn abandoned_shutdowns_keep_no_waker_of_theirs() {
+    // Shutdowns given up while the pool is still busy (a `select!` that
+    // took another branch, a task polled by many wakers) must not pile up
+    // wakers: each would keep its task's memory alive until the pool idles.
+    let pool = pool(1, 1);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let h = pool
+        .submit(async move {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    let wakers: Vec<_> = (0..50).map(|_| Arc::new(NoopWake)).collect();
+    for w in &wakers {
+        let waker = std::task::Waker::from(w.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut fut = Box::pin(pool.shutdown_timeout(Duration::from_secs(3600)));
+        assert!(futures::FutureExt::poll_unpin(&mut fut, &mut cx).is_pending());
+    }
+    // One shutdown polled by many tasks keeps only the latest waker.
+    let mut shared = Box::pin(pool.shutdown_timeout(Duration::from_secs(3600)));
+    for w in &wakers {
+        let waker = std::task::Waker::from(w.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(futures::FutureExt::poll_unpin(&mut shared, &mut cx).is_pending());
+    }
+    let held: Vec<_> = wakers.iter().map(Arc::strong_count).collect();
+    assert_eq!(held[..49], [1; 49], "dropped or replaced: not kept");
+    assert!(
+        held[49] > 1,
+        "the pending shutdown's waker is kept (by its timer too)"
+    );
+    tx.send(()).unwrap();
+    h.await.unwrap();
+    assert!(shared.await.drained);
+    assert_eq!(Arc::strong_count(&wakers[49]), 1);
+}

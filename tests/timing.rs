@@ -1715,3 +1715,39 @@ fn a_value_given_up_may_use_the_debouncer_in_its_drop() {
         });
     });
 }
+
+/// A waker that only counts the references to it.
+struct NoopWake;
+
+impl std::task::Wake for NoopWake {
+    fn wake(self: Arc<Self>) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn abandoned_call_waits_keep_no_waker_of_theirs() {
+    // Without `max_wait`, a debouncer called again and again never
+    // invokes, so its batch stays open: waits given up on it (a request
+    // timing out) must not leave their wakers in it.
+    let d = Debouncer::builder(ms(50))
+        .build(|v: u32| async move { v })
+        .unwrap();
+    let wakers: Vec<_> = (0..50).map(|_| Arc::new(NoopWake)).collect();
+    for w in &wakers {
+        let waker = std::task::Waker::from(w.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut wait = d.call_wait(1).unwrap();
+        assert!(wait.poll_unpin(&mut cx).is_pending());
+    }
+    // One wait polled by many tasks keeps only the latest waker.
+    let mut shared = d.call_wait(2).unwrap();
+    for w in &wakers {
+        let waker = std::task::Waker::from(w.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(shared.poll_unpin(&mut cx).is_pending());
+    }
+    let held: Vec<_> = wakers.iter().map(Arc::strong_count).collect();
+    assert_eq!(held[..49], [1; 49], "dropped or replaced: not kept");
+    assert_eq!(held[49], 2, "the pending wait's waker is kept");
+    assert_eq!(shared.await, Ok(2));
+    assert_eq!(Arc::strong_count(&wakers[49]), 1);
+}

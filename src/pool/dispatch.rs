@@ -23,7 +23,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use super::TaskError;
 use super::queue::PriorityQueue;
@@ -33,7 +33,7 @@ use crate::clock::{FastClock, Stamp};
 use crate::histogram::{Recorder, Timed};
 use crate::semaphore::{OwnedPermit, Semaphore};
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{Arc, Mutex, StdArc};
+use crate::sync::{Arc, Mutex, StdArc, WaitList, Waiter, Wakers};
 
 /// Identifies a submission for `abort`.
 pub(crate) type TaskId = u64;
@@ -164,7 +164,8 @@ struct State {
     /// be aborted), by the key its `RunSlot` carries.
     live: Vec<Option<Live>>,
     free_live: Vec<usize>,
-    idle_waiters: Vec<Waker>,
+    /// `Idle` futures, signalled when the pool goes idle.
+    idle_waiters: WaitList,
 }
 
 impl State {
@@ -292,7 +293,7 @@ impl Dispatcher {
                 next_id: 0,
                 live: Vec::new(),
                 free_live: Vec::new(),
-                idle_waiters: Vec::new(),
+                idle_waiters: WaitList::new(),
             }),
             counters: Counters::default(),
             queue_capacity,
@@ -437,12 +438,12 @@ impl Dispatcher {
             None => {
                 st.running -= 1;
                 let idle = if st.is_idle() {
-                    std::mem::take(&mut st.idle_waiters)
+                    st.idle_waiters.signal()
                 } else {
-                    Vec::new()
+                    Wakers::default()
                 };
                 drop(st);
-                idle.into_iter().for_each(Waker::wake);
+                idle.wake();
             }
         }
         // Hand-off first, then the queue room goes back.
@@ -509,7 +510,10 @@ impl Dispatcher {
 
     /// Resolves once nothing runs and nothing is queued.
     pub(crate) fn idle(&self) -> Idle<'_> {
-        Idle { pool: self }
+        Idle {
+            pool: self,
+            waiter: None,
+        }
     }
 
     /// Drops every queued job unrun (their handles resolve to `Cleared`)
@@ -587,23 +591,44 @@ impl Drop for RunSlot {
     }
 }
 
-/// Future of [`Dispatcher::idle`].
+/// Future of [`Dispatcher::idle`]: ready once the pool is idle, or went
+/// idle at some moment since it was first polled. One entry in the pool's
+/// list while pending, however many tasks poll it; none once dropped.
 pub(crate) struct Idle<'a> {
     pool: &'a Dispatcher,
+    waiter: Option<Waiter>,
 }
 
 impl Future for Idle<'_> {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut st = self.pool.state.lock();
-        if st.is_idle() {
-            return Poll::Ready(());
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let mut st = this.pool.state.lock();
+        let (ready, stale) = if st.is_idle() {
+            let left = this
+                .waiter
+                .take()
+                .and_then(|mut w| st.idle_waiters.remove(&mut w));
+            (Poll::Ready(()), left)
+        } else {
+            let waiter = this.waiter.get_or_insert_with(|| st.idle_waiters.waiter());
+            st.idle_waiters.poll(waiter, cx.waker())
+        };
+        drop(st);
+        // A replaced waker is dropped unlocked (its drop may run a job's
+        // code that submits to this pool).
+        drop(stale);
+        ready
+    }
+}
+
+impl Drop for Idle<'_> {
+    fn drop(&mut self) {
+        if let Some(mut waiter) = self.waiter.take() {
+            let left = self.pool.state.lock().idle_waiters.remove(&mut waiter);
+            drop(left);
         }
-        if !st.idle_waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            st.idle_waiters.push(cx.waker().clone());
-        }
-        Poll::Pending
     }
 }
 
@@ -679,6 +704,33 @@ mod loom_model {
             *self.0.lock() = Some(slot);
         }
         fn cancel(self: StdArc<Self>, _: TaskError) {}
+    }
+
+    /// An idle wait given up while the last job ends on another thread,
+    /// beside one that stays: whatever the interleaving, the one that stays
+    /// resolves, and the pool's list keeps no entry of either.
+    #[test]
+    fn loom_an_abandoned_idle_wait_leaves_no_entry_and_misses_no_wake() {
+        loom::model(|| {
+            let pool = Dispatcher::new(1, 1, "loom".into(), (true, 64), false);
+            let held = Arc::new(Mutex::new(None));
+            let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
+            assert!(
+                Dispatcher::dispatch(&pool, StdArc::new(Hold(held.clone())), admit, None, 0)
+                    .is_ok()
+            );
+            let ender = thread::spawn(move || drop(held.lock().take()));
+            let p2 = pool.clone();
+            let quitter = thread::spawn(move || {
+                let mut idle = Box::pin(p2.idle());
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let _ = idle.as_mut().poll(&mut cx);
+            });
+            crate::sync::block_on(pool.idle());
+            ender.join().unwrap();
+            quitter.join().unwrap();
+            assert!(pool.state.lock().idle_waiters.is_empty());
+        });
     }
 
     /// Records its priority when it starts and ends at once.

@@ -16,7 +16,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::debounce::{DebounceCore, DebounceOptions, DebounceOptionsBuilder, Step};
 use super::error::{CallError, Closed};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, WaitList, Waiter, Wakers};
 use crate::{ConfigError, ConfigErrorKind};
 
 /// The result slot shared by the calls folded into one invocation.
@@ -27,7 +27,8 @@ struct Batch<R> {
 }
 
 enum BatchState<R> {
-    Waiting(Vec<Waker>),
+    /// The `CallWait`s pending on this batch.
+    Waiting(WaitList),
     Done(Result<R, CallError>),
     /// This batch's invocation was folded into a later one (see `State::apply`).
     Forwarded(Arc<Batch<R>>),
@@ -36,7 +37,7 @@ enum BatchState<R> {
 impl<R> Batch<R> {
     fn new() -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::new(BatchState::Waiting(Vec::new())),
+            state: Mutex::new(BatchState::Waiting(WaitList::new())),
         })
     }
 
@@ -47,13 +48,11 @@ impl<R> Batch<R> {
                 return;
             }
             match std::mem::replace(&mut *st, BatchState::Done(result)) {
-                BatchState::Waiting(w) => w,
-                _ => Vec::new(),
+                BatchState::Waiting(mut w) => w.signal(),
+                _ => Wakers::default(),
             }
         };
-        for w in wakers {
-            w.wake();
-        }
+        wakers.wake();
     }
 
     fn forward_to(&self, next: &Arc<Self>) {
@@ -63,14 +62,12 @@ impl<R> Batch<R> {
                 return;
             }
             match std::mem::replace(&mut *st, BatchState::Forwarded(next.clone())) {
-                BatchState::Waiting(w) => w,
-                _ => Vec::new(),
+                BatchState::Waiting(mut w) => w.signal(),
+                _ => Wakers::default(),
             }
         };
         // Wake rather than move: each waiter re-registers on the next batch.
-        for w in wakers {
-            w.wake();
-        }
+        wakers.wake();
     }
 }
 
@@ -507,7 +504,10 @@ impl<T, R> Debouncer<T, R> {
     ///
     /// Never.
     pub fn call_wait(&self, value: T) -> Result<CallWait<R>, Closed<T>> {
-        self.call_inner(value, true).map(|batch| CallWait { batch })
+        self.call_inner(value, true).map(|batch| CallWait {
+            batch,
+            waiter: None,
+        })
     }
 
     fn call_inner(&self, value: T, wait: bool) -> Result<Option<Arc<Batch<R>>>, Closed<T>> {
@@ -750,6 +750,9 @@ impl<T, R> fmt::Debug for Debouncer<T, R> {
 /// ```
 pub struct CallWait<R> {
     batch: Option<Arc<Batch<R>>>,
+    /// Its entry in `batch`'s list while pending: one however many tasks
+    /// poll it, taken off when it is dropped.
+    waiter: Option<Waiter>,
 }
 
 impl<R> fmt::Debug for CallWait<R> {
@@ -764,8 +767,9 @@ impl<R: Clone> Future for CallWait<R> {
     type Output = Result<R, CallError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
         loop {
-            let Some(batch) = self.batch.as_ref() else {
+            let Some(batch) = this.batch.as_ref() else {
                 // Polled after completion.
                 return Poll::Ready(Err(CallError::Closed));
             };
@@ -774,22 +778,42 @@ impl<R: Clone> Future for CallWait<R> {
                 BatchState::Done(r) => {
                     let r = r.clone();
                     drop(st);
-                    self.batch = None;
+                    this.batch = None;
                     return Poll::Ready(r);
                 }
                 BatchState::Forwarded(next) => {
                     let next = next.clone();
                     drop(st);
-                    self.batch = Some(next);
+                    // The forward emptied this batch's list: nothing to remove.
+                    this.waiter = None;
+                    this.batch = Some(next);
                 }
-                BatchState::Waiting(wakers) => {
-                    if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                        wakers.push(cx.waker().clone());
-                    }
+                BatchState::Waiting(list) => {
+                    let waiter = this.waiter.get_or_insert_with(|| list.waiter());
+                    // The list is signalled only as the state leaves
+                    // `Waiting`: under this lock the waiter is pending.
+                    let (_, stale) = list.poll(waiter, cx.waker());
+                    drop(st);
+                    // A replaced waker is dropped unlocked (its drop may run
+                    // code that calls the debouncer).
+                    drop(stale);
                     return Poll::Pending;
                 }
             }
         }
+    }
+}
+
+impl<R> Drop for CallWait<R> {
+    fn drop(&mut self) {
+        let (Some(batch), Some(mut waiter)) = (self.batch.as_ref(), self.waiter.take()) else {
+            return;
+        };
+        let left = match &mut *batch.state.lock() {
+            BatchState::Waiting(list) => list.remove(&mut waiter),
+            _ => None,
+        };
+        drop(left);
     }
 }
 
