@@ -479,10 +479,10 @@ impl<S, C: Clock> PerServiceRateLimit<S, C, Waiting> {
     #[inline]
     fn take_idle(&mut self) -> bool {
         if let State::Idle = self.state {
-            let now = self.now();
             // Within range (the first 73 years), so that the take needs no
-            // clamp; beyond it, the slow path clamps.
-            if now <= MAX_NOW {
+            // clamp; beyond it (or a clock that cannot tell cheaply), the
+            // slow path clamps.
+            if let Some(now) = self.clock.nanos_since_at_most(self.origin, MAX_NOW) {
                 if let Ok(tat) = self.gcra.take_one(self.tat, now) {
                     self.tat = tat;
                     self.state = State::Reserved;
