@@ -358,7 +358,8 @@ fn check_fields() -> bool {
 /// clock, so that no move after its read is missed.
 ///
 /// Written against the crate's sync facade, so the loom models check the
-/// hand-off. Memory: one entry per pending [`Moved`] future.
+/// hand-off. Memory: a slot per [`Moved`] future pending at once since the
+/// last signal (a dropped one frees its slot for the next).
 ///
 /// # Examples
 ///

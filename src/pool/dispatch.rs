@@ -508,7 +508,9 @@ impl Dispatcher {
         self.state.lock().is_idle()
     }
 
-    /// Resolves once nothing runs and nothing is queued.
+    /// Resolves once nothing runs and nothing is queued, now or at some
+    /// moment after its first poll (the pool is closed when it is used, so
+    /// idle then means drained).
     pub(crate) fn idle(&self) -> Idle<'_> {
         Idle {
             pool: self,
@@ -706,19 +708,24 @@ mod loom_model {
         fn cancel(self: StdArc<Self>, _: TaskError) {}
     }
 
+    /// A pool of one slot with a queue of `queue`, its slot taken by a job
+    /// that runs until the returned run slot is taken and dropped.
+    fn busy_pool(queue: usize) -> (Arc<Dispatcher>, Arc<Mutex<Option<RunSlot>>>) {
+        let pool = Dispatcher::new(1, queue, "loom".into(), (true, 64), false);
+        let held = Arc::new(Mutex::new(None));
+        let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
+        let hold = StdArc::new(Hold(held.clone()));
+        assert!(Dispatcher::dispatch(&pool, hold, admit, None, 0).is_ok());
+        (pool, held)
+    }
+
     /// An idle wait given up while the last job ends on another thread,
     /// beside one that stays: whatever the interleaving, the one that stays
     /// resolves, and the pool's list keeps no entry of either.
     #[test]
     fn loom_an_abandoned_idle_wait_leaves_no_entry_and_misses_no_wake() {
         loom::model(|| {
-            let pool = Dispatcher::new(1, 1, "loom".into(), (true, 64), false);
-            let held = Arc::new(Mutex::new(None));
-            let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
-            assert!(
-                Dispatcher::dispatch(&pool, StdArc::new(Hold(held.clone())), admit, None, 0)
-                    .is_ok()
-            );
+            let (pool, held) = busy_pool(1);
             let ender = thread::spawn(move || drop(held.lock().take()));
             let p2 = pool.clone();
             let quitter = thread::spawn(move || {
@@ -763,11 +770,7 @@ mod loom_model {
     #[test]
     fn loom_queued_work_starts_by_priority_whoever_queued_first() {
         loom::model(|| {
-            let pool = Dispatcher::new(1, 2, "loom".into(), (true, 64), false);
-            let held = Arc::new(Mutex::new(None));
-            let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
-            let hold = StdArc::new(Hold(held.clone()));
-            assert!(Dispatcher::dispatch(&pool, hold, admit, None, 0).is_ok());
+            let (pool, held) = busy_pool(2);
             let order = Arc::new(Mutex::new(Vec::new()));
             let (p2, o2) = (pool.clone(), order.clone());
             let t = thread::spawn(move || mark(&p2, &o2, 1));
@@ -789,13 +792,7 @@ mod loom_model {
     #[test]
     fn loom_clear_queue_races_the_hand_off() {
         loom::model(|| {
-            let pool = Dispatcher::new(1, 1, "loom".into(), (true, 64), false);
-            let held = Arc::new(Mutex::new(None));
-            let admit = crate::sync::block_on(pool.admit.acquire_owned()).unwrap();
-            assert!(
-                Dispatcher::dispatch(&pool, StdArc::new(Hold(held.clone())), admit, None, 0)
-                    .is_ok()
-            );
+            let (pool, held) = busy_pool(1);
             let order = Arc::new(Mutex::new(Vec::new()));
             mark(&pool, &order, 7);
             let p2 = pool.clone();

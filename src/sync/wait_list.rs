@@ -12,8 +12,9 @@
 //! waiting (a signal since then is the one it waited for) and its slot once
 //! it has been pending. Polling again replaces the slot's waker rather than
 //! adding one, so a future polled by many tasks, or many futures that were
-//! dropped while waiting, cannot grow the list: memory is one slot per
-//! *pending* future (free slots are reused), each operation O(1).
+//! dropped while waiting, cannot grow the list: memory is the most futures
+//! pending at once since the last signal (a dropped one's slot is reused),
+//! each operation O(1).
 
 use std::task::{Poll, Waker};
 
@@ -28,7 +29,8 @@ pub(crate) struct WaitList {
     free: Vec<usize>,
 }
 
-/// One future's place in a [`WaitList`].
+/// One future's place in a [`WaitList`]: use it only with the list that
+/// made it (a future that moves to another list makes a new one).
 #[derive(Debug)]
 pub(crate) struct Waiter {
     /// The list's generation when the waiter was made.

@@ -792,7 +792,8 @@ impl<R: Clone> Future for CallWait<R> {
                     let waiter = this.waiter.get_or_insert_with(|| list.waiter());
                     // The list is signalled only as the state leaves
                     // `Waiting`: under this lock the waiter is pending.
-                    let (_, stale) = list.poll(waiter, cx.waker());
+                    let (ready, stale) = list.poll(waiter, cx.waker());
+                    debug_assert!(ready.is_pending(), "a batch's list signalled while Waiting");
                     drop(st);
                     // A replaced waker is dropped unlocked (its drop may run
                     // code that calls the debouncer).

@@ -475,7 +475,9 @@ where
 }
 
 impl<S, C: Clock> PerServiceRateLimit<S, C, Waiting> {
-    /// Idle with a token in the bucket: takes it.
+    /// Idle with a token in the bucket at a time the clock tells cheaply
+    /// (see [`Clock::nanos_since_at_most`]): takes it. `false` leaves the
+    /// rest, the clamp included, to the slow path.
     #[inline]
     fn take_idle(&mut self) -> bool {
         if let State::Idle = self.state {
@@ -519,8 +521,9 @@ impl<S, C: Clock> PerServiceRateLimit<S, C, Waiting> {
                 self.state = State::Idle;
                 self.wait_for_token(cx, false)
             }
-            // Idle: the inline take found no token (or a clock past the
-            // core's range, which the take here clamps). A waiting service
+            // Idle: the inline take found no token, or a time it could not
+            // use (past the core's range, which the take here clamps, or one
+            // the clock could not tell cheaply). A waiting service
             // is never `Refused`. Wait, re-reading the clock.
             State::Idle | State::Refused(_) => {
                 self.state = State::Idle;
