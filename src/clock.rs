@@ -244,24 +244,13 @@ impl Hasher for Fields {
 /// checked, two saturating operations). Exact wherever
 /// [`fields_are_exact`] holds.
 ///
-/// The common case, `now` at most about 584 years after `origin`'s whole
-/// second, is `u64` arithmetic that provably cannot overflow: the seconds'
-/// difference `ds` is checked to be in `0..BOUND`, so `ds * 10⁹ + nanos`
-/// stays below `u64::MAX`, and taking `origin`'s nanoseconds off saturates
-/// only when `ds` is 0 and `now` is earlier within the second (0, as it
-/// should be). Anything else (earlier seconds, past the clamp) goes the
+/// The common case is [`nanos_between_fields_at_most`]'s `u64` arithmetic;
+/// anything it declines (earlier instants, past its bounds) goes the
 /// `i128` way, which holds any difference exactly.
 #[inline]
 fn nanos_between_fields(origin: Instant, now: Instant) -> u64 {
-    /// `BOUND * 10⁹ + 999_999_999 <= u64::MAX`.
-    const BOUND: u64 = u64::MAX / 1_000_000_000 - 1;
-    let (o, n) = (Fields::of(origin), Fields::of(now));
-    match n.secs.overflowing_sub(o.secs) {
-        (ds, false) if (ds as u64) < BOUND => {
-            ((ds as u64) * 1_000_000_000 + u64::from(n.nanos)).saturating_sub(u64::from(o.nanos))
-        }
-        _ => nanos_between_fields_wide(o, n),
-    }
+    nanos_between_fields_at_most(origin, now, u64::MAX)
+        .unwrap_or_else(|| nanos_between_fields_wide(Fields::of(origin), Fields::of(now)))
 }
 
 /// [`nanos_between_fields`] for any two instants, in `i128` (which holds
@@ -282,6 +271,9 @@ fn nanos_between_fields_wide(o: Fields, n: Fields) -> u64 {
 /// than about 584 years after it, and at most `max` nanoseconds after it;
 /// `None` otherwise. No saturation and no out-of-line call, so that the
 /// common case inlines into a hot path (whose slow path handles `None`).
+///
+/// The seconds' difference `ds` is checked to be in `0..BOUND`, so
+/// `ds * 10⁹ + nanos` provably stays below `u64::MAX`.
 #[inline(always)]
 fn nanos_between_fields_at_most(origin: Instant, now: Instant, max: u64) -> Option<u64> {
     /// `BOUND * 10⁹ + 999_999_999 <= u64::MAX`.
@@ -1371,7 +1363,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn nanos_since_at_most_agrees_with_nanos_since_for_every_clock() {
+    async fn nanos_since_at_most_agrees_with_nanos_since_on_fast_and_manual_clocks() {
         let fast = FastClock::tokio();
         let manual = ManualClock::new();
         let (fo, mo) = (fast.epoch(), manual.epoch());
