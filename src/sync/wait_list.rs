@@ -234,4 +234,94 @@ mod tests {
         assert!(list.remove(&mut new).is_some());
         assert!(list.is_empty());
     }
+
+    /// One step against the list and its reference model.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A new waiter.
+        Make,
+        /// Poll waiter `i % len` with waker `k`.
+        Poll(usize, usize),
+        /// Drop waiter `i % len` (removes it).
+        Drop(usize),
+        Signal,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            2 => Just(Op::Make),
+            4 => (any::<usize>(), 0_usize..4).prop_map(|(i, k)| Op::Poll(i, k)),
+            2 => any::<usize>().prop_map(Op::Drop),
+            1 => Just(Op::Signal),
+        ]
+    }
+
+    /// The model's waiter: whether a signal came since it was made, and
+    /// the waker it holds on the list (`None`: none, or not pending).
+    struct Model {
+        signalled: bool,
+        held: Option<usize>,
+    }
+
+    proptest::proptest! {
+        /// Against a model where each waiter holds at most one waker:
+        /// `poll` is ready exactly when a signal came after the waiter was
+        /// made; the list holds one entry per waiter pending on it; a
+        /// signal wakes exactly the wakers the pending waiters last gave;
+        /// a removal hands back exactly the waker its waiter held.
+        #[test]
+        fn wait_list_matches_a_one_waker_per_waiter_model(
+            ops in proptest::collection::vec(op(), 0..64),
+        ) {
+            let counts: Vec<_> = (0..4).map(|_| counting()).collect();
+            let mut list = WaitList::new();
+            let mut live: Vec<(Waiter, Model)> = Vec::new();
+            let mut woken = [0_usize; 4];
+            for op in ops {
+                match op {
+                    Op::Make => live.push((list.waiter(), Model { signalled: false, held: None })),
+                    Op::Poll(i, k) if !live.is_empty() => {
+                        let n = live.len();
+                        let (w, m) = &mut live[i % n];
+                        let (ready, stale) = list.poll(w, &counts[k].1);
+                        proptest::prop_assert_eq!(ready.is_ready(), m.signalled);
+                        let replaced = if m.signalled {
+                            None
+                        } else {
+                            m.held.replace(k).filter(|&old| old != k)
+                        };
+                        proptest::prop_assert_eq!(
+                            stale.map(|w| counts.iter().position(|(_, c)| c.will_wake(&w))),
+                            replaced.map(Some)
+                        );
+                    }
+                    Op::Drop(i) if !live.is_empty() => {
+                        let n = live.len();
+                        let (mut w, m) = live.swap_remove(i % n);
+                        let left = list.remove(&mut w);
+                        proptest::prop_assert_eq!(
+                            left.map(|w| counts.iter().position(|(_, c)| c.will_wake(&w))),
+                            m.held.map(Some)
+                        );
+                    }
+                    Op::Signal => {
+                        list.signal().wake();
+                        for (_, m) in &mut live {
+                            m.signalled = true;
+                            if let Some(k) = m.held.take() {
+                                woken[k] += 1;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                let pending = live.iter().filter(|(_, m)| m.held.is_some()).count();
+                proptest::prop_assert_eq!(list.len(), pending);
+                for (k, (count, _)) in counts.iter().enumerate() {
+                    proptest::prop_assert_eq!(count.0.load(Ordering::SeqCst), woken[k]);
+                }
+            }
+        }
+    }
 }
